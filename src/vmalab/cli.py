@@ -1,0 +1,44 @@
+"""The ``vmalab`` command line.
+
+Every subcommand turns bad input into a one-line message naming its location and exit
+status 2 (see ``vmalab.errors.UserInputError``); no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from vmalab.errors import UserInputError
+
+
+class _Group(click.Group):
+    """A click group that maps UserInputError/ValueError/OSError to exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserInputError as e:
+            click.echo(f"vmalab: {e.location}: {e.message}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="vmalab")
+def main() -> None:
+    """vmalab: an executable model of the Linux VMA layer and its guard-region designs."""
+
+
+def _register(import_path: str) -> None:
+    """Add the click command at ``module:attr`` to the group."""
+    mod_name, attr = import_path.split(":")
+    mod = __import__(mod_name, fromlist=[attr])
+    cmd: Callable[..., Any] = getattr(mod, attr)
+    main.add_command(cmd)  # type: ignore[arg-type]
+
+
+# Subcommands live next to the code they drive; each registers here with one line.
+_register("vmalab.demo:demo")
