@@ -1,0 +1,376 @@
+"""The benchmark cases (a)-(e) of issue 7; each returns a JSON-serialisable dict.
+
+Every case takes a ``Sizes`` (full or quick) and an optional ``cProfile.Profile`` that it
+enables around the model work it times, so that ``run.py --profile`` can report hot spots.
+Targets are stated next to each figure as ``target`` and checked into ``ok``.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import gc
+import os
+import random
+import tempfile
+import time
+import tracemalloc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import workload as wl
+
+PAGE = wl.PAGE
+RW = wl.PROT_READ | wl.PROT_WRITE
+ANON = wl.MAP_PRIVATE | wl.MAP_ANONYMOUS
+FIXED = ANON | wl.MAP_FIXED
+MAP_POPULATE = 0x8000
+MADV_POPULATE_WRITE = 23
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Problem sizes of one run (``FULL`` is what the targets refer to)."""
+
+    side_by_side_ops: int
+    scaling_vmas: tuple[int, ...]
+    scaling_groups: int
+    fork_vmas: int
+    fork_pages: int
+    replay_lines: int
+    mem_vmas: int
+    mem_pages: int
+
+
+FULL = Sizes(100_000, (1_000, 10_000, 100_000, 1_000_000), 1_000, 10_000, 1_000_000,
+             1_000_000, 10_000, 100_000)
+QUICK = Sizes(10_000, (1_000, 10_000, 100_000), 500, 1_000, 100_000, 100_000, 2_000, 20_000)
+
+
+def _prof_on(prof: cProfile.Profile | None) -> None:
+    if prof is not None:
+        prof.enable()
+
+
+def _prof_off(prof: cProfile.Profile | None) -> None:
+    if prof is not None:
+        prof.disable()
+
+
+# ------------------------------------------------------------------ (a) side by side
+
+
+def side_by_side(sz: Sizes, seed: int, workdir: Path, design: str = "tagged",
+                 prof: cProfile.Profile | None = None) -> dict[str, Any]:
+    """Case (a): the same mixed op program on the real kernel (C, ctypes) and the model.
+
+    Reports µs/op per driver, the model/kernel ratio against the C driver (or ctypes when
+    there is no compiler) and whether the model ends with the same arena VMA layout as
+    the kernel (start, end, permissions of every VMA).
+    """
+    prog = wl.generate(sz.side_by_side_ops, seed)
+    out: dict[str, Any] = {"ops": len(prog.ops), "seed": seed, "arena_pages": prog.arena_pages,
+                           "mix": prog.counts, "write_faults": prog.write_faults}
+    exe = wl.compile_kdriver(workdir)
+    kernel: wl.DriverResult | None = None
+    if exe is not None:
+        kernel = wl.run_c(prog, exe)
+        out["kernel_c_us_per_op"] = kernel.us_per_op
+        out["kernel_c_errors"] = kernel.errors
+    else:
+        out["kernel_c_us_per_op"] = None
+        out["note"] = "no C compiler: ratio against the ctypes driver"
+    ct = wl.run_ctypes(prog)
+    out["kernel_ctypes_us_per_op"] = ct.us_per_op
+    kernel = kernel or ct
+    gc.collect()
+    _prof_on(prof)
+    model = wl.run_model(prog, design)
+    _prof_off(prof)
+    out["model_design"] = design
+    out["model_us_per_op"] = model.us_per_op
+    out["model_errors"] = model.errors
+    out["ratio_model_kernel"] = model.us_per_op / kernel.us_per_op
+    out["ratio_model_ctypes"] = model.us_per_op / ct.us_per_op
+    out["layout_vmas_kernel"] = len(kernel.layout)
+    out["layout_vmas_model"] = len(model.layout)
+    out["layout_matches_kernel"] = model.layout == kernel.layout
+    if model.layout != kernel.layout:
+        diff = sorted(set(model.layout) ^ set(kernel.layout))[:10]
+        out["layout_first_differences"] = [
+            [s, e, p, "model" if (s, e, p) in model.layout else "kernel"] for s, e, p in diff]
+    out["target"] = "model <= 5x kernel"
+    out["ok"] = out["ratio_model_kernel"] <= 5.0
+    return out
+
+
+# ----------------------------------------------------------------------- (b) scaling
+
+
+def _many_vmas(proc: Any, n: int, base: int, pages: int = 4, gap: int = 1) -> None:
+    """Map ``n`` separate anonymous VMAs of ``pages`` pages with ``gap``-page holes."""
+    stride = (pages + gap) * PAGE
+    mmap = proc.mmap
+    ln = pages * PAGE
+    for i in range(n):
+        mmap(base + i * stride, ln, RW, FIXED)
+
+
+def scaling(sz: Sizes, seed: int, design: str = "tagged",
+            prof: cProfile.Profile | None = None) -> dict[str, Any]:
+    """Case (b): per-op cost against the number of live VMAs.
+
+    For each N, a fresh Kernel(max_map_count=2_000_000) gets N 4-page VMAs separated by
+    1-page holes. Then ``scaling_groups`` distinct random VMAs each receive four ops:
+    mprotect of page 1 to r (split into 3), mprotect back to rw (merge into 1), guard
+    install on page 3, and a write fault on page 0. Reported: mean µs per op overall and
+    per kind, and setup seconds (mmap of the N VMAs).
+    """
+    import vmalab
+
+    rows = []
+    base = 0x100000000000
+    stride = 5 * PAGE
+    for n in sz.scaling_vmas:
+        k = vmalab.Kernel(design, max_map_count=2_000_000)
+        p = k.spawn()
+        t0 = time.perf_counter()
+        _many_vmas(p, n, base)
+        setup = time.perf_counter() - t0
+        rng = random.Random(seed)
+        picks = rng.sample(range(n), min(n, sz.scaling_groups))
+        per = {"split": 0.0, "merge": 0.0, "guard_install": 0.0, "fault": 0.0}
+        mprotect, madvise, write = p.mprotect, p.madvise, p.write
+        pc = time.perf_counter
+        gc.collect()
+        _prof_on(prof)
+        for i in picks:
+            a = base + i * stride
+            t0 = pc()
+            mprotect(a + PAGE, PAGE, wl.PROT_READ)
+            t1 = pc()
+            mprotect(a + PAGE, PAGE, RW)
+            t2 = pc()
+            madvise(a + 3 * PAGE, PAGE, wl.MADV_GUARD_INSTALL)
+            t3 = pc()
+            write(a, b"x")
+            t4 = pc()
+            per["split"] += t1 - t0
+            per["merge"] += t2 - t1
+            per["guard_install"] += t3 - t2
+            per["fault"] += t4 - t3
+        _prof_off(prof)
+        nops = 4 * len(picks)
+        total = sum(per.values())
+        rows.append({
+            "vmas": n, "setup_s": setup, "setup_us_per_mmap": setup * 1e6 / n,
+            "us_per_op": total * 1e6 / nops,
+            "us_per_kind": {kk: v * 1e6 / len(picks) for kk, v in per.items()},
+            "vma_count_after": len(p.vmas()) if n <= 100_000 else None,
+        })
+        del p, k
+        gc.collect()
+    first, last = rows[0]["us_per_op"], rows[-1]["us_per_op"]
+    return {"design": design, "rows": rows, "ratio_largest_smallest": last / first,
+            "target": "cost at 10^6 VMAs <= 1.5x cost at 10^3",
+            "ok": last / first <= 1.5 and sz.scaling_vmas[-1] >= 1_000_000}
+
+
+# -------------------------------------------------------------------- (c) fork / exit
+
+
+def fork_exit(sz: Sizes, design: str = "tagged",
+              prof: cProfile.Profile | None = None) -> dict[str, Any]:
+    """Case (c): fork then exit of a process with ``fork_vmas`` VMAs and ``fork_pages`` pages.
+
+    The VMAs are separate (1-page holes), each MAP_POPULATE'd with fork_pages/fork_vmas
+    pages, and written once (so each has an anon_vma). Timed: parent.fork(), child.exit()
+    and parent.exit().
+    """
+    import vmalab
+
+    k = vmalab.Kernel(design, max_map_count=2_000_000)
+    p = k.spawn()
+    per = sz.fork_pages // sz.fork_vmas
+    base = 0x100000000000
+    stride = (per + 1) * PAGE
+    t0 = time.perf_counter()
+    for i in range(sz.fork_vmas):
+        a = p.mmap(base + i * stride, per * PAGE, RW, FIXED | MAP_POPULATE)
+        p.write(a, b"x")
+    setup = time.perf_counter() - t0
+    gc.collect()
+    _prof_on(prof)
+    t0 = time.perf_counter()
+    c = p.fork()
+    t1 = time.perf_counter()
+    c.exit()
+    t2 = time.perf_counter()
+    p.exit()
+    t3 = time.perf_counter()
+    _prof_off(prof)
+    fork_s, exit_s, pexit_s = t1 - t0, t2 - t1, t3 - t2
+    active = {name: s.active for name, s in k.slab().items()}
+    return {"design": design, "vmas": sz.fork_vmas, "pages": per * sz.fork_vmas,
+            "setup_s": setup, "fork_s": fork_s, "child_exit_s": exit_s,
+            "parent_exit_s": pexit_s, "slab_active_after": active,
+            "target": "fork < 2 s, exit < 1 s",
+            "ok": fork_s < 2.0 and max(exit_s, pexit_s) < 1.0 and sz.fork_pages >= 1_000_000}
+
+
+# ------------------------------------------------------------------------ (d) replay
+
+_PROTS = {0: "PROT_NONE", 1: "PROT_READ", 3: "PROT_READ|PROT_WRITE"}
+
+
+def synth_trace(path: Path, n_lines: int, seed: int) -> int:
+    """Write an ``strace -f -ttt`` trace of ``n_lines`` syscalls; return the line count.
+
+    The syscalls are the non-write ops of a generated op program (mmap with MAP_FIXED,
+    munmap, mprotect, madvise MADV_GUARD_INSTALL/REMOVE), by one pid, timestamps 10 µs
+    apart. The first line is an address-chosen ``mmap(NULL, ...)``.
+    """
+    prog = wl.generate(int(n_lines * 1.6) + 10, seed)
+    base = wl.ARENA_BASE
+    pid = 4242
+    t = 1_700_000_000.0
+    lines = [f"{pid} {t:.6f} mmap(NULL, 4096, PROT_READ|PROT_WRITE, "
+             f"MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000\n"]
+    for op, off, n, arg in prog.ops:
+        if len(lines) >= n_lines:
+            break
+        if op == wl.OP_WRITE:
+            continue
+        t += 1e-5
+        a = base + off * PAGE
+        ln = n * PAGE
+        if op == wl.OP_MMAP:
+            call = (f"mmap({a:#x}, {ln}, {_PROTS[arg]}, MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS, "
+                    f"-1, 0) = {a:#x}")
+        elif op == wl.OP_MUNMAP:
+            call = f"munmap({a:#x}, {ln}) = 0"
+        elif op == wl.OP_MPROTECT:
+            call = f"mprotect({a:#x}, {ln}, {_PROTS[arg]}) = 0"
+        elif op == wl.OP_GUARD_INSTALL:
+            call = f"madvise({a:#x}, {ln}, MADV_GUARD_INSTALL) = 0"
+        else:
+            call = f"madvise({a:#x}, {ln}, MADV_GUARD_REMOVE) = 0"
+        lines.append(f"{pid} {t:.6f} {call}\n")
+    with open(path, "w") as f:
+        f.writelines(lines)
+    return len(lines)
+
+
+def _have_replay() -> bool:
+    try:
+        from vmalab.trace.replay import replay  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def replay_throughput(sz: Sizes, seed: int, designs: tuple[str, ...],
+                      prof: cProfile.Profile | None = None) -> dict[str, Any]:
+    """Case (d): syscalls/s replaying a synthetic ``replay_lines``-line trace per design.
+
+    Uses ``vmalab.trace.replay.replay`` when it exists; otherwise runs the equivalent op
+    program (the same syscalls, no parsing) through the contract API and says so in
+    ``mode``.
+    """
+
+    rows = []
+    mode = "trace replay (vmalab.trace.replay.replay)" if _have_replay() else \
+        "contract API op program (replay module absent)"
+    with tempfile.TemporaryDirectory() as td:
+        path = Path(td) / "synthetic.strace"
+        t0 = time.perf_counter()
+        n = synth_trace(path, sz.replay_lines, seed)
+        gen_s = time.perf_counter() - t0
+        for i, design in enumerate(designs):
+            gc.collect()
+            p = prof if i == 0 else None
+            if _have_replay():
+                from vmalab.trace.replay import replay
+                _prof_on(p)
+                t0 = time.perf_counter()
+                r = replay(str(path), design)
+                secs = time.perf_counter() - t0
+                _prof_off(p)
+                unsupported = dict(r.unsupported)
+            else:
+                prog = wl.generate(int(sz.replay_lines * 1.6) + 10, seed)
+                prog.ops = [o for o in prog.ops if o[0] != wl.OP_WRITE][: n]
+                _prof_on(p)
+                res = wl.run_model(prog, design)
+                _prof_off(p)
+                secs = res.seconds
+                unsupported = {}
+            rows.append({"design": design, "lines": n, "seconds": secs,
+                         "syscalls_per_s": n / secs, "unsupported": unsupported})
+    worst = min(r["syscalls_per_s"] for r in rows)
+    return {"mode": mode, "trace_gen_s": gen_s, "rows": rows,
+            "target": ">= 200000 syscalls/s", "ok": worst >= 200_000}
+
+
+# ------------------------------------------------------------------------ (e) memory
+
+
+def memory(sz: Sizes, design: str = "tagged") -> dict[str, Any]:
+    """Case (e): tracemalloc Python heap bytes per VMA and per populated page.
+
+    Per VMA: traced bytes added by mapping ``mem_vmas`` separate 1-page VMAs in a fresh
+    process (the process and kernel themselves excluded). Per page: bytes added by
+    MADV_POPULATE_WRITE of a ``mem_pages``-page VMA (pages populated, no data written).
+    """
+    import vmalab
+
+    tracemalloc.start()
+    try:
+        k = vmalab.Kernel(design, max_map_count=2_000_000)
+        p = k.spawn()
+        gc.collect()
+        b0 = tracemalloc.get_traced_memory()[0]
+        _many_vmas(p, sz.mem_vmas, 0x100000000000, pages=1, gap=1)
+        gc.collect()
+        b1 = tracemalloc.get_traced_memory()[0]
+        a = p.mmap(0x300000000000, sz.mem_pages * PAGE, RW, FIXED)
+        gc.collect()
+        b2 = tracemalloc.get_traced_memory()[0]
+        p.madvise(a, sz.mem_pages * PAGE, MADV_POPULATE_WRITE)
+        gc.collect()
+        b3 = tracemalloc.get_traced_memory()[0]
+        rss = sum(int(line.split()[1]) for line in p.smaps().splitlines()
+                  if line.startswith("Rss:"))
+    finally:
+        tracemalloc.stop()
+    per_vma = (b1 - b0) / sz.mem_vmas
+    per_page = (b3 - b2) / sz.mem_pages
+    return {"design": design, "vmas": sz.mem_vmas, "pages": sz.mem_pages,
+            "bytes_per_vma": per_vma, "bytes_per_page": per_page,
+            "model_rss_kb_after": rss,
+            "target": "<= 1024 B/VMA, <= 24 B/page",
+            "ok": per_vma <= 1024 and per_page <= 24}
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, core count, kernel and Python version of this machine."""
+    import platform
+
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gib = None
+    try:
+        with open("/proc/meminfo") as f:
+            mem_gib = round(int(f.readline().split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
+            "python": platform.python_version(), "implementation":
+            platform.python_implementation(), "mem_gib": mem_gib}
