@@ -1,0 +1,373 @@
+"""The live runner's child process: runs one program on the real kernel with ctypes.
+
+Started by ``vmalab.live.run_live`` as ``python -m vmalab.live.child`` in its own session.
+It reads ``{"program": ..., "options": ...}`` as JSON on stdin and writes one JSON object
+(an ``Observation`` plus runner facts) on stdout. Safety (live-kernel-facts section 2):
+
+* every mapping is created with MAP_FIXED (or MAP_FIXED_NOREPLACE) inside an arena that was
+  first reserved with MAP_FIXED_NOREPLACE, so it was free; every address range is checked
+  against the arena before the syscall (``_Runner.check_range`` and ``LiveMachine._inside``);
+* user accesses are real one-byte loads and stores made by a ``clone(CLONE_VM|CLONE_VFORK)``
+  child on this very mm, so a SIGSEGV or SIGBUS kills only that child;
+* ``PR_SET_PDEATHSIG(SIGKILL)``, ``alarm()``, ``RLIMIT_CORE=0`` and ``RLIMIT_AS`` bound this
+  process and its fork children; the parent kills the whole session on timeout.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from vmalab import program as P
+
+PR_SET_PDEATHSIG = 1
+CLONE_VM = 0x100
+CLONE_VFORK = 0x4000
+MAP_FAILED = (1 << 64) - 1
+SLAB_CACHES = ("anon_vma", "anon_vma_chain", "vm_area_struct")
+
+# probe(arg): arg = {u64 addr, u64 is_write, u64 byte, u64 out}; one byte load or store.
+_PROBE_CODE = bytes([
+    0x48, 0x8B, 0x37,        # mov rsi, [rdi]
+    0x48, 0x8B, 0x57, 0x08,  # mov rdx, [rdi+8]
+    0x48, 0x8B, 0x4F, 0x10,  # mov rcx, [rdi+16]
+    0x48, 0x85, 0xD2,        # test rdx, rdx
+    0x75, 0x0A,              # jnz store
+    0x0F, 0xB6, 0x06,        # movzx eax, byte [rsi]
+    0x48, 0x89, 0x47, 0x18,  # mov [rdi+24], rax
+    0x31, 0xC0,              # xor eax, eax
+    0xC3,                    # ret  (glibc's clone then calls SYS_exit)
+    0x88, 0x0E,              # store: mov [rsi], cl
+    0x31, 0xC0,              # xor eax, eax
+    0xC3,                    # ret
+])
+_STACK = 1 << 16
+
+
+class _Libc:
+    """ctypes bindings of the libc calls the runner needs (errno preserved)."""
+
+    def __init__(self) -> None:
+        c = ctypes.CDLL(None, use_errno=True)
+        vp, sz, i, lg = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_long
+        self.c = c
+        c.mmap.restype = vp
+        c.mmap.argtypes = [vp, sz, i, i, i, lg]
+        c.munmap.argtypes = [vp, sz]
+        c.mprotect.argtypes = [vp, sz, i]
+        c.mremap.restype = vp
+        c.mremap.argtypes = [vp, sz, sz, i, vp]
+        c.madvise.argtypes = [vp, sz, i]
+        c.mlock.argtypes = [vp, sz]
+        c.munlock.argtypes = [vp, sz]
+        c.fallocate.argtypes = [i, i, lg, lg]
+        c.clone.argtypes = [vp, vp, i, vp]
+        c.prctl.argtypes = [i, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+    @staticmethod
+    def fail() -> OSError:
+        e = ctypes.get_errno()
+        return OSError(e, os.strerror(e))
+
+
+class Refused(Exception):
+    """An operation that would touch memory outside the arena."""
+
+
+class LiveMachine:
+    """A ``vmalab.program.Machine`` over the calling process and the real kernel."""
+
+    def __init__(self, arena_pages: int, tmpdir: str) -> None:
+        self.lib = _Libc()
+        self.lo = P.ARENA_BASE
+        self.hi = P.ARENA_BASE + arena_pages * P.PAGE
+        self.tmpdir = tmpdir
+        self.exited = False
+        c = self.lib.c
+        code = c.mmap(None, P.PAGE, 7, 0x22, -1, 0)
+        stack = c.mmap(None, _STACK, 3, 0x22 | 0x20000, -1, 0)
+        if code in (None, MAP_FAILED) or stack in (None, MAP_FAILED):
+            raise self.lib.fail()
+        for a in (code, stack):
+            if a + _STACK > self.lo and a < self.hi:
+                raise Refused("helper mapping landed in the arena")
+        ctypes.memmove(code, _PROBE_CODE, len(_PROBE_CODE))
+        c.mprotect(code, P.PAGE, 5)
+        self.code = code
+        self.stack_top = stack + _STACK - 64
+        self.arg = (ctypes.c_uint64 * 4)()
+        self.pagemap_fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+
+    def _inside(self, addr: int, length: int) -> None:
+        if length < 0 or addr < self.lo or addr + length > self.hi:
+            raise Refused(f"[{addr:#x}, {addr + length:#x}) is outside the arena")
+
+    def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
+        self._inside(addr, length)
+        if not flags & (P.uapi.MAP_FIXED | P.uapi.MAP_FIXED_NOREPLACE):
+            raise Refused("mmap without MAP_FIXED")
+        r = self.lib.c.mmap(addr, length, prot, flags, fd, offset)
+        if r is None or r == MAP_FAILED:
+            raise self.lib.fail()
+        return int(r)
+
+    def munmap(self, addr: int, length: int) -> None:
+        self._inside(addr, length)
+        if self.lib.c.munmap(addr, length):
+            raise self.lib.fail()
+
+    def mprotect(self, addr: int, length: int, prot: int) -> None:
+        self._inside(addr, length)
+        if self.lib.c.mprotect(addr, length, prot):
+            raise self.lib.fail()
+
+    def mremap(self, addr: int, old: int, new: int, flags: int, new_addr: int) -> int:
+        self._inside(addr, old)
+        if flags & P.uapi.MREMAP_FIXED:
+            self._inside(new_addr, new)
+        elif flags & P.uapi.MREMAP_MAYMOVE:
+            raise Refused("mremap MAYMOVE without MREMAP_FIXED")
+        else:
+            self._inside(addr, new)
+        r = self.lib.c.mremap(addr, old, new, flags, new_addr)
+        if r is None or r == MAP_FAILED:
+            raise self.lib.fail()
+        return int(r)
+
+    def madvise(self, addr: int, length: int, advice: int) -> None:
+        self._inside(addr, length)
+        if self.lib.c.madvise(addr, length, advice):
+            raise self.lib.fail()
+
+    def mlock(self, addr: int, length: int) -> None:
+        self._inside(addr, length)
+        if self.lib.c.mlock(addr, length):
+            raise self.lib.fail()
+
+    def munlock(self, addr: int, length: int) -> None:
+        self._inside(addr, length)
+        if self.lib.c.munlock(addr, length):
+            raise self.lib.fail()
+
+    def memfd_create(self, name: str, flags: int) -> int:
+        return os.memfd_create(name, flags)
+
+    def open(self, name: str, flags: int) -> int:
+        return os.open(os.path.join(self.tmpdir, name), flags, 0o600)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        os.ftruncate(fd, length)
+
+    def fallocate(self, fd: int, mode: int, offset: int, length: int) -> None:
+        if self.lib.c.fallocate(fd, mode, offset, length):
+            raise self.lib.fail()
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        return os.pwrite(fd, data, offset)
+
+    def pread(self, fd: int, length: int, offset: int) -> bytes:
+        return os.pread(fd, length, offset)
+
+    def _access(self, addr: int, write: bool, byte: int) -> tuple[str, int]:
+        """One real access by a CLONE_VM|CLONE_VFORK child; a fault kills only the child."""
+        self._inside(addr, 1)
+        a = self.arg
+        a[0], a[1], a[2], a[3] = addr, int(write), byte, 0
+        pid = self.lib.c.clone(self.code, self.stack_top, CLONE_VM | CLONE_VFORK | signal.SIGCHLD,
+                               ctypes.addressof(a))
+        if pid < 0:
+            raise self.lib.fail()
+        _, st = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(st):
+            return signal.Signals(os.WTERMSIG(st)).name, 0
+        return "ok", int(a[3]) & 0xFF
+
+    def load(self, addr: int) -> tuple[str, int]:
+        return self._access(addr, False, 0)
+
+    def store(self, addr: int, byte: int) -> str:
+        return self._access(addr, True, byte)[0]
+
+    def fork(self, run_child: Callable[[P.Machine], P.Observation]) -> P.Observation:
+        r, w = os.pipe()
+        alarm_left = signal.alarm(0)
+        signal.alarm(alarm_left)
+        pid = os.fork()
+        if pid == 0:  # the fork child: run the nested program, report, exit
+            os.close(r)
+            code = 0
+            try:
+                os.close(self.pagemap_fd)  # it still reads the parent's mm
+                self.pagemap_fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+                self.lib.c.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                signal.alarm(max(alarm_left, 1))
+                out = run_child(self).to_json()
+            except BaseException as e:
+                out, code = {"error": f"fork child: {type(e).__name__}: {e}"}, 1
+            try:
+                data = json.dumps(out).encode()
+                while data:
+                    data = data[os.write(w, data):]
+            finally:
+                os._exit(code)
+        os.close(w)
+        chunks = []
+        while True:
+            b = os.read(r, 1 << 16)
+            if not b:
+                break
+            chunks.append(b)
+        os.close(r)
+        os.waitpid(pid, 0)
+        try:
+            return P.Observation.from_json(json.loads(b"".join(chunks)))
+        except ValueError:
+            return P.Observation(error="fork child sent no observation")
+
+    def exit(self) -> None:
+        self.exited = True
+
+    def vmas(self, lo: int, hi: int) -> list[tuple[int, int, frozenset[str]]]:
+        out: list[tuple[int, int, frozenset[str]]] = []
+        cur: list[int] | None = None
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                m = _HDR.match(line)
+                if m:
+                    s, e = int(m.group(1), 16), int(m.group(2), 16)
+                    cur = [s, e] if e > lo and s < hi else None
+                elif cur is not None and line.startswith("VmFlags:"):
+                    out.append((cur[0], cur[1], frozenset(line.split()[1:])))
+                    cur = None
+        return out
+
+    def pagemap(self, addr: int, npages: int) -> list[int]:
+        data = os.pread(self.pagemap_fd, 8 * npages, (addr // P.PAGE) * 8)
+        return list(struct.unpack(f"<{len(data) // 8}Q", data))
+
+    def slab(self) -> dict[str, int]:
+        return read_slab()
+
+    def check(self) -> None:
+        pass
+
+
+_HDR = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ")
+
+
+def read_slab(shrink: bool = True) -> dict[str, int]:
+    """``active_objs`` of the anon_vma, anon_vma_chain and vm_area_struct caches, each cache
+    shrunk first (``/sys/kernel/slab/CACHE/shrink``) so per-CPU slabs do not blur the count."""
+    if shrink:
+        for c in SLAB_CACHES:
+            try:
+                with open(f"/sys/kernel/slab/{c}/shrink", "w") as f:
+                    f.write("1")
+            except OSError:
+                pass
+    out: dict[str, int] = {}
+    with open("/proc/slabinfo") as f:
+        for line in f:
+            parts = line.split()
+            if parts and parts[0] in SLAB_CACHES:
+                out[parts[0]] = int(parts[1])
+    return out
+
+
+def _vm_size() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def main() -> None:
+    """Entry point: read the request, run it, print the result JSON."""
+    faulthandler.disable()
+    for s in (signal.SIGSEGV, signal.SIGBUS):
+        signal.signal(s, signal.SIG_DFL)
+    req = json.loads(sys.stdin.buffer.read())
+    opts: dict[str, Any] = req.get("options", {})
+    lib = _Libc()
+    lib.c.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    signal.alarm(int(opts.get("alarm", 60)))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    out: dict[str, Any] = {}
+    tmpdir = tempfile.mkdtemp(prefix="vmalab-live-", dir="/dev/shm" if os.path.isdir(
+        "/dev/shm") else None)
+    try:
+        prog = P.from_json(req["program"], "program")
+        size = prog.arena_pages * P.PAGE
+        c = lib.c
+        r = c.mmap(P.ARENA_BASE, size, 0, 0x22 | P.uapi.MAP_FIXED_NOREPLACE, -1, 0)
+        if r != P.ARENA_BASE:
+            raise Refused(f"cannot reserve the arena at {P.ARENA_BASE:#x}: "
+                          f"{os.strerror(ctypes.get_errno())}")
+        c.munmap(P.ARENA_BASE, size)
+        m = LiveMachine(prog.arena_pages, tmpdir)
+        sentinels = []
+        if opts.get("sentinels"):
+            for a in (P.ARENA_BASE - 2 * P.PAGE, P.ARENA_BASE + size + P.PAGE):
+                got = c.mmap(a, P.PAGE, 3, 0x22 | P.uapi.MAP_FIXED_NOREPLACE, -1, 0)
+                if got != a:
+                    raise Refused("cannot place sentinel pages")
+                ctypes.memset(a, 0xA5, P.PAGE)
+                sentinels.append(a)
+        if opts.get("hang"):  # test hook: a helper child and a hang, for the timeout test
+            pid = os.fork()
+            if pid == 0:
+                while True:
+                    time.sleep(1)
+            with open(opts["hang"], "w") as f:
+                f.write(f"{os.getpid()} {pid}\n")
+            while True:
+                time.sleep(1)
+        extra = int(opts.get("as_extra", size + (64 << 20)))
+        limit = _vm_size() + extra
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        out["rlimit_as"] = limit
+        if opts.get("unchecked_ops"):  # test hook: ops that bypassed validation
+            prog = P.Program(tuple(_raw_op(d) for d in opts["unchecked_ops"]), prog.arena_pages,
+                             prog.observe)
+        obs = P.execute(prog, m)
+        out.update(obs.to_json())
+        if sentinels:
+            ok = all(ctypes.string_at(a, P.PAGE) == b"\xa5" * P.PAGE for a in sentinels)
+            around = m.vmas(P.ARENA_BASE - 2 * P.PAGE, P.ARENA_BASE + size + 2 * P.PAGE)
+            spans = {(s, e) for s, e, _ in around}
+            ok = ok and all((a, a + P.PAGE) in spans for a in sentinels)
+            out["sentinels_intact"] = ok
+    except Refused as e:
+        out["error"] = f"refused: {e}"
+    except Exception as e:
+        out["error"] = f"live runner: {type(e).__name__}: {e}"
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    sys.stdout.write(json.dumps(out))
+    sys.stdout.flush()
+
+
+def _raw_op(d: dict[str, Any]) -> P.Op:
+    """Build an op without validation (test hook for the refusal checks)."""
+    cls = P._OPS[d["op"]]
+    return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k != "op"})
+
+
+if __name__ == "__main__":
+    main()
