@@ -43,3 +43,5 @@ def _register(import_path: str) -> None:
 # Subcommands live next to the code they drive; each registers here with one line.
 _register("vmalab.demo:demo")
 _register("vmalab.soak:soak")
+_register("vmalab.oracle_cli:diff")
+_register("vmalab.oracle_cli:fuzz")
