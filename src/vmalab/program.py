@@ -381,6 +381,7 @@ class _Ctx:
         self.budget = MAX_OPS
 
     def err(self, loc: str, msg: str) -> UserInputError:
+        loc = loc.lstrip(".")
         return UserInputError(f"{self.source}:{loc}" if loc else self.source, msg)
 
 
