@@ -331,7 +331,7 @@ class Program:
                   for i, o in enumerate(ops)]
         tail = "]"
         if meta is not None:
-            tail += ', "meta": ' + json.dumps(meta, indent=1)
+            tail += ', "meta": ' + json.dumps(meta)
         lines.append(tail + "}")
         return "\n".join(lines) + "\n"
 
