@@ -1,0 +1,92 @@
+"""Rendering of comparison results: rich tables and matplotlib timelines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from vmalab.report.metrics import CACHES
+
+
+def _na(x: Any) -> str:
+    """A figure or ``n/a``."""
+    return "n/a" if x is None else f"{x:,}"
+
+
+def _kib(b: int) -> str:
+    """Bytes as KiB with one decimal."""
+    return f"{b / 1024:,.1f}"
+
+
+def compare_table(results: list[dict[str, Any]], title: str = "") -> Table:
+    """One row per design: VMAs, objects and KiB per cache, fork and THP figures."""
+    t = Table(title=title or None, show_lines=False)
+    t.add_column("design", style="bold")
+    t.add_column("procs", justify="right")
+    t.add_column("VMAs", justify="right")
+    short = {"vm_area_struct": "vma", "anon_vma": "anon_vma", "anon_vma_chain": "avc",
+             "pgtable": "pgtable"}
+    for c in CACHES:
+        t.add_column(f"{short[c]}\nobjs", justify="right")
+        t.add_column(f"{short[c]}\nKiB", justify="right")
+    t.add_column("kernel\nKiB", justify="right", style="bold")
+    t.add_column("fork: VMAs\nPT copied", justify="right")
+    t.add_column("fork: guard\nmarkers lost", justify="right")
+    t.add_column("THP retract-\nable file VMAs", justify="right")
+    for r in results:
+        m = r["metrics"]
+        row = [r["design"] + (" +guardify" if r.get("guardify") else ""),
+               str(m["processes"]), f"{m['vmas']:,}"]
+        for c in CACHES:
+            row += [f"{m['objects'].get(c, 0):,}", _kib(m["bytes"].get(c, 0))]
+        row += [_kib(m["kernel_bytes"]), _na(m["fork_copy_vmas"]),
+                _na(m["guard_markers_lost"]),
+                f"{_na(m['retractable'])}/{m['file_vmas']:,}"]
+        t.add_row(*row)
+    return t
+
+
+def guardify_table(deltas: list[dict[str, Any]]) -> Table:
+    """The guardify what-if per design: VMAs saved, anon_vma/AVC added."""
+    t = Table(title="guardify: PROT_NONE guard pages → MADV_GUARD_INSTALL")
+    for col in ("design", "guards rewritten", "VMAs saved", "anon_vma added",
+                "AVC added", "vma KiB saved", "anon_vma+AVC KiB added", "kernel KiB saved"):
+        t.add_column(col, justify="left" if col == "design" else "right")
+    for d in deltas:
+        t.add_row(d["design"], f"{d['guards_rewritten']:,}", f"{d['vmas_saved']:,}",
+                  f"{d['anon_vma_added']:,}", f"{d['anon_vma_chain_added']:,}",
+                  _kib(-d["vm_area_struct_bytes_added"]),
+                  _kib(d["anon_vma_bytes_added"] + d["anon_vma_chain_bytes_added"]),
+                  _kib(d["kernel_bytes_saved"]))
+    return t
+
+
+def plot_timeline(results: list[dict[str, Any]], out: str, title: str = "") -> None:
+    """Kernel memory (vm_area_struct + anon_vma + AVC + page tables) per design along the
+    run, as PNG or SVG by ``out``'s suffix."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    xlabel = "step"
+    for r in results:
+        pts = r["timeline"]
+        if not pts:
+            continue
+        xs = [p[0] for p in pts]
+        ys = [p[1] / 1024 for p in pts]
+        label = r["design"] + (" +guardify" if r.get("guardify") else "")
+        ax.plot(xs, ys, label=label, drawstyle="steps-post")
+        if r["kind"] == "trace":
+            xlabel = "trace line"
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("kernel memory (KiB)")
+    ax.set_title(title or "VMA-layer kernel memory per design")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)

@@ -1,0 +1,165 @@
+"""The guardify what-if: PROT_NONE guard pages rewritten into MADV_GUARD_INSTALL.
+
+Programs written before Linux 6.13 make a guard page with ``mprotect(page, PROT_NONE)`` at
+the edge of a mapping (glibc < 2.42 thread stacks, allocators) or by mapping a PROT_NONE
+page next to one. Each such guard costs a VMA (the mapping is split, or the guard is its
+own VMA). With MADV_GUARD_INSTALL the guard lives in the page tables and the mapping stays
+one VMA; the designs differ in what that costs in anon_vma and anon_vma_chain objects.
+
+:class:`GuardifyKernel` wraps a Kernel so that every Process it hands out (spawn, fork)
+applies the rewrite; the trace replay and the workloads run unchanged on top of it. The
+rewrite, for a range of at most ``max_pages`` pages:
+
+* ``mprotect(a, n, PROT_NONE)`` where ``[a, a+n)`` lies inside one accessible mapping and
+  touches its start or its end → ``madvise(a, n, MADV_GUARD_INSTALL)`` (the mapping keeps
+  its protection and stays whole);
+* ``mprotect(a, n, P)`` with P accessible, inside a PROT_NONE mapping, leaving at most
+  ``max_pages`` PROT_NONE at one end and none at the other (glibc < 2.42 allocate_stack():
+  mmap the stack PROT_NONE, mprotect all but the guard) → the whole mapping gets P and the
+  remnant is guarded;
+* ``mmap(a, n, PROT_NONE, private anonymous)`` directly below or above an accessible
+  private anonymous mapping → the page is mapped with that neighbour's protection (so it
+  merges) and guarded;
+* a later ``mprotect`` of a rewritten range to an accessible protection (a guard taken
+  away, as glibc does when it reuses a cached stack with a smaller guard) →
+  ``MADV_GUARD_REMOVE`` plus the mprotect; ``munmap`` forgets the range.
+
+Semantics that change under the rewrite, by design of the what-if: a read of the guard
+page still faults (SIGSEGV) but mincore/pagemap report a guard marker, and the neighbour's
+mprotect now covers the guard too. ``mmap(PROT_NONE)`` reservations larger than
+``max_pages`` (malloc arenas, stack reservations) are left alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmalab import uapi
+
+PAGE = 4096
+
+
+@dataclass
+class GuardifyStats:
+    """What the rewrite did: guards installed instead of PROT_NONE, and guards taken away."""
+
+    mprotect_rewritten: int = 0
+    mmap_rewritten: int = 0
+    removed: int = 0
+    left_alone: int = 0
+    ranges: dict[int, set[tuple[int, int]]] = field(default_factory=dict)
+
+
+class GuardifyProcess:
+    """A Process proxy applying the guardify rewrite; everything else is delegated."""
+
+    def __init__(self, raw: Any, stats: GuardifyStats, max_pages: int) -> None:
+        self.raw = raw
+        self._stats = stats
+        self._max = max_pages * PAGE
+        self._guards = stats.ranges.setdefault(id(raw), set())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+    def _vma_at(self, addr: int) -> Any:
+        """The VmaView containing ``addr``, or None."""
+        for v in self.raw.vmas():
+            if v.start <= addr < v.end:
+                return v
+            if v.start > addr:
+                break
+        return None
+
+    @staticmethod
+    def _prot(v: Any) -> int:
+        """PROT_* bits of a VmaView."""
+        return ((uapi.PROT_READ if "rd" in v.flags else 0)
+                | (uapi.PROT_WRITE if "wr" in v.flags else 0)
+                | (uapi.PROT_EXEC if "ex" in v.flags else 0))
+
+    def mprotect(self, addr: int, length: int, prot: int) -> None:
+        """mprotect, with PROT_NONE edge pages turned into guard installs."""
+        ln = (length + PAGE - 1) & ~(PAGE - 1)
+        if prot == uapi.PROT_NONE and 0 < ln <= self._max and addr % PAGE == 0:
+            v = self._vma_at(addr)
+            if (v is not None and addr + ln <= v.end and self._prot(v) != uapi.PROT_NONE
+                    and (addr == v.start or addr + ln == v.end) and v.end - v.start > ln):
+                self.raw.madvise(addr, ln, uapi.MADV_GUARD_INSTALL)
+                self._guards.add((addr, ln))
+                self._stats.mprotect_rewritten += 1
+                return
+            self._stats.left_alone += 1
+        elif prot != uapi.PROT_NONE and addr % PAGE == 0 and ln:
+            v = self._vma_at(addr)
+            if v is not None and self._prot(v) == uapi.PROT_NONE and addr + ln <= v.end:
+                lo, hi = addr - v.start, v.end - (addr + ln)
+                if (lo == 0) != (hi == 0) and max(lo, hi) <= self._max:
+                    g = (v.start, lo) if lo else (addr + ln, hi)
+                    self.raw.mprotect(v.start, v.end - v.start, prot)
+                    self.raw.madvise(g[0], g[1], uapi.MADV_GUARD_INSTALL)
+                    self._guards.add(g)
+                    self._stats.mprotect_rewritten += 1
+                    return
+        if prot != uapi.PROT_NONE and self._guards:
+            hit = [g for g in self._guards if g[0] < addr + ln and addr < g[0] + g[1]]
+            for g in hit:
+                self.raw.madvise(g[0], g[1], uapi.MADV_GUARD_REMOVE)
+                self._guards.discard(g)
+                self._stats.removed += 1
+        self.raw.mprotect(addr, length, prot)
+
+    def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1,
+             offset: int = 0) -> int:
+        """mmap, with a small PROT_NONE page next to an anonymous mapping made a guard."""
+        ln = (length + PAGE - 1) & ~(PAGE - 1)
+        anon_private = flags & uapi.MAP_ANONYMOUS and flags & uapi.MAP_TYPE == uapi.MAP_PRIVATE
+        if (prot == uapi.PROT_NONE and anon_private and 0 < ln <= self._max
+                and flags & (uapi.MAP_FIXED | uapi.MAP_FIXED_NOREPLACE)):
+            for nb in (self._vma_at(addr - 1) if addr else None, self._vma_at(addr + ln)):
+                if nb is not None and nb.path is None and "sh" not in nb.flags \
+                        and self._prot(nb) != uapi.PROT_NONE:
+                    r: int = self.raw.mmap(addr, length, self._prot(nb), flags, fd, offset)
+                    self.raw.madvise(r, ln, uapi.MADV_GUARD_INSTALL)
+                    self._guards.add((r, ln))
+                    self._stats.mmap_rewritten += 1
+                    return r
+            self._stats.left_alone += 1
+        ret: int = self.raw.mmap(addr, length, prot, flags, fd, offset)
+        return ret
+
+    def munmap(self, addr: int, length: int) -> None:
+        """munmap; rewritten guards inside the range are forgotten."""
+        self.raw.munmap(addr, length)
+        if self._guards:
+            end = addr + length
+            for g in [g for g in self._guards if addr <= g[0] and g[0] + g[1] <= end]:
+                self._guards.discard(g)
+
+    def fork(self) -> GuardifyProcess:
+        """fork; the child inherits the record of rewritten guards."""
+        child = GuardifyProcess(self.raw.fork(), self._stats, self._max // PAGE)
+        child._guards.update(self._guards)
+        return child
+
+
+class GuardifyKernel:
+    """A Kernel proxy whose processes apply the guardify rewrite."""
+
+    def __init__(self, raw: Any, max_pages: int = 16) -> None:
+        self.raw = raw
+        self.stats = GuardifyStats()
+        self.max_pages = max_pages
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+    def spawn(self) -> GuardifyProcess:
+        """spawn a Process wrapped in the rewrite."""
+        return GuardifyProcess(self.raw.spawn(), self.stats, self.max_pages)
+
+
+def unwrap(p: Any) -> Any:
+    """The real Process behind a (possibly) guardified one."""
+    return getattr(p, "raw", p)

@@ -1,0 +1,461 @@
+"""Initial address spaces for trace replay: execve from ELF headers, or a maps/smaps dump.
+
+Two ways to give a replayed process the mappings it had before the traced syscalls:
+
+* :func:`load_elf_binary` models fs/binfmt_elf.c:load_elf_binary() from the program
+  headers of the binary (read with pyelftools) and of its PT_INTERP: the PT_LOAD segments,
+  the bss, the stack (setup_arg_pages), vvar/vdso (arch_setup_additional_pages) and the brk
+  base. strace does not show where the kernel put the binary, the interpreter or the stack,
+  so the load addresses come from hints found in the trace (see
+  :class:`ExecHints`), or from fixed no-ASLR-like defaults.
+* :func:`apply_maps_dump` recreates exactly the VMAs of a ``/proc/PID/maps`` or
+  ``/proc/PID/smaps`` text.
+
+Approximations, written down where they are made:
+
+* vvar, vvar_vclock and vdso are VM_PFNMAP/VM_IO special mappings in the kernel; the
+  contract API cannot create those, so they are private anonymous read-only (vvar) and
+  read-exec (vdso) mappings, 4 + 2 + 2 pages as on Linux 6.18 x86-64. ``[vsyscall]`` lies
+  above TASK_SIZE and is not modelled.
+* Files are created in the model's filesystem on first use, at least as large as the real
+  file (when it exists on this machine) and as the mapping needs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmalab import uapi
+
+PAGE = 4096
+STACK_TOP = 0x7FFFFFFFF000
+"""Top of the replayed stack when the trace gives no hint (x86-64 TASK_SIZE, no ASLR)."""
+STACK_SIZE = 0x21000
+"""Initial [stack] VMA size seen on Linux 6.18 (132 KiB: 128 KiB + the argument page)."""
+MMAP_BASE = 0x7FFFF7FFF000
+"""mm->mmap_base used when no hint places the interpreter (no-ASLR value)."""
+ELF_ET_DYN_BASE = 0x555555554000
+"""Load address of a PIE binary when no hint places it (x86-64, no ASLR)."""
+VVAR_PAGES, VCLOCK_PAGES, VDSO_PAGES = 4, 2, 2
+
+
+def page_down(x: int) -> int:
+    """Round down to a page boundary."""
+    return x & ~(PAGE - 1)
+
+
+def page_up(x: int) -> int:
+    """Round up to a page boundary."""
+    return (x + PAGE - 1) & ~(PAGE - 1)
+
+
+@dataclass
+class Segment:
+    """One PT_LOAD program header (addresses relative to the load bias)."""
+
+    vaddr: int
+    memsz: int
+    filesz: int
+    offset: int
+    prot: int
+
+
+@dataclass
+class ElfImage:
+    """What load_elf_binary() needs from an ELF file: type, PT_LOADs, PT_INTERP, relro."""
+
+    path: str
+    is_dyn: bool
+    segments: list[Segment]
+    interp: str | None
+    relro: tuple[int, int] | None  # (page_down(vaddr), length as glibc mprotects it)
+    exec_stack: bool
+    size: int
+
+    @property
+    def span(self) -> int:
+        """total_mapping_size(): from the first segment's page to the last one's end."""
+        lo = page_down(self.segments[0].vaddr)
+        hi = max(page_up(s.vaddr + s.memsz) for s in self.segments)
+        return hi - lo
+
+
+def read_elf(path: str) -> ElfImage | None:
+    """Read the program headers of an ELF file with pyelftools; None if it is not one."""
+    try:
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
+    except ImportError:  # pragma: no cover - pyelftools is a dependency
+        return None
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"\x7fELF":
+                return None
+            f.seek(0)
+            elf = ELFFile(f)
+            segs: list[Segment] = []
+            interp = None
+            relro = None
+            exec_stack = False
+            for ph in elf.iter_segments():
+                t = ph["p_type"]
+                if t == "PT_LOAD":
+                    fl = ph["p_flags"]
+                    prot = ((uapi.PROT_READ if fl & 4 else 0) | (uapi.PROT_WRITE if fl & 2 else 0)
+                            | (uapi.PROT_EXEC if fl & 1 else 0))
+                    segs.append(Segment(ph["p_vaddr"], ph["p_memsz"], ph["p_filesz"],
+                                        ph["p_offset"], prot))
+                elif t == "PT_INTERP":
+                    interp = ph.get_interp_name()  # type: ignore[attr-defined]
+                elif t == "PT_GNU_RELRO":
+                    start = page_down(ph["p_vaddr"])
+                    end = page_down(ph["p_vaddr"] + ph["p_memsz"])
+                    if end > start:
+                        relro = (start, end - start)
+                elif t == "PT_GNU_STACK":
+                    exec_stack = bool(ph["p_flags"] & 1)
+            if not segs:
+                return None
+            return ElfImage(path, elf["e_type"] == "ET_DYN", segs, interp, relro, exec_stack,
+                            os.fstat(f.fileno()).st_size)
+    except (OSError, ELFError, ValueError, KeyError, AttributeError):
+        return None
+
+
+@dataclass
+class ExecHints:
+    """Facts about one execve found by looking ahead in the trace.
+
+    ``brk`` is the first ``brk(NULL)`` result (mm->start_brk); ``mprotects`` are early
+    ``mprotect(addr, len, PROT_READ)`` calls at addresses no traced mmap returned (relro
+    candidates of the binary and the interpreter); ``mapped`` are the ranges traced mmaps
+    returned, which the binary and interpreter cannot overlap.
+    """
+
+    brk: int | None = None
+    mprotects: list[tuple[int, int]] = field(default_factory=list)
+    mapped: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass
+class ExecLayout:
+    """How a replayed execve built its address space (reported by the replay)."""
+
+    pid: int | None
+    lineno: int
+    path: str
+    method: str  # "elf", "maps-dump", "none"
+    exe_base: int | None = None
+    interp_base: int | None = None
+    placed_by: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+FileOpener = Callable[[str, int, int], int]
+"""``(path, size_needed, access_mode) -> model fd`` (the replay's model file cache)."""
+
+
+def _find_base(img: ElfImage, hints: ExecHints, taken: set[int]) -> int | None:
+    """Infer a load bias from an early relro mprotect whose length matches ``img``."""
+    if img.relro is None:
+        return None
+    rstart, rlen = img.relro
+    for i, (addr, length) in enumerate(hints.mprotects):
+        if i in taken or length != rlen:
+            continue
+        base = addr - rstart
+        if base < 0 or base % PAGE:
+            continue
+        lo, hi = base + page_down(img.segments[0].vaddr), base + page_down(
+            img.segments[0].vaddr) + img.span
+        if any(a < hi and lo < b for a, b in hints.mapped):
+            continue
+        taken.add(i)
+        return base
+    return None
+
+
+def resolve_exec_path(path: str, depth: int = 0) -> tuple[str, ElfImage | None, list[str]]:
+    """Follow ``#!`` interpreters (fs/binfmt_script.c) to the ELF the kernel will load."""
+    notes: list[str] = []
+    real = os.path.realpath(path)
+    img = read_elf(real)
+    if img is not None or depth > 3:
+        return real, img, notes
+    try:
+        with open(real, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return real, None, [f"{path} is not on this machine"]
+    if head.startswith(b"#!"):
+        interp = head[2:].split(b"\n", 1)[0].strip().split()
+        if interp:
+            notes.append(f"{path} is a script for {interp[0].decode(errors='replace')}")
+            r, i, n = resolve_exec_path(interp[0].decode(errors="replace"), depth + 1)
+            return r, i, notes + n
+    return real, None, notes + [f"{path} is neither ELF nor a script"]
+
+
+def load_elf_binary(proc: Any, pid: int | None, lineno: int, path: str, hints: ExecHints,
+                    open_file: FileOpener) -> ExecLayout:
+    """Build the initial mappings of ``execve(path)``. Models fs/binfmt_elf.c:load_elf_binary.
+
+    Order as in the kernel: setup_arg_pages() (the stack, written: argv/envp are copied),
+    elf_load() of each PT_LOAD of the binary (file mappings, the bss tail zeroed by
+    padzero(), which writes, and the anonymous rest of the bss), load_elf_interp() for
+    PT_INTERP (placed top-down under mmap_base), then arch_setup_additional_pages() (vvar,
+    vvar_vclock and vdso just below the interpreter). Returns how it was placed; an
+    unavailable binary gives an empty address space and method ``"none"``.
+    """
+    real, img, notes = resolve_exec_path(path)
+    lay = ExecLayout(pid, lineno, real, "none", notes=notes)
+    if img is None:
+        lay.notes.append("binary not at hand: empty address space")
+        return lay
+    interp_img = None
+    if img.interp:
+        interp_img = read_elf(os.path.realpath(img.interp))
+        if interp_img is None:
+            lay.notes.append(f"interpreter {img.interp} not at hand")
+    taken: set[int] = set()
+    placed = []
+    # binary
+    if img.is_dyn:
+        base = _find_base(img, hints, taken)
+        if base is None:
+            base = ELF_ET_DYN_BASE
+            placed.append("binary at the no-ASLR ELF_ET_DYN_BASE")
+        else:
+            placed.append("binary from its relro mprotect")
+    else:
+        base = 0
+        placed.append("binary at its fixed ET_EXEC addresses")
+    ibase = None
+    if interp_img is not None:
+        ibase = _find_base(interp_img, hints, taken)
+        if ibase is None:
+            ibase = page_down(MMAP_BASE - interp_img.span) - page_down(interp_img.segments[0].vaddr)
+            placed.append("interpreter under the no-ASLR mmap_base")
+        else:
+            placed.append("interpreter from its relro mprotect")
+    lay.method = "elf"
+    lay.exe_base, lay.interp_base = base, ibase
+    lay.placed_by = "; ".join(placed)
+    # setup_arg_pages(): the stack
+    stack_prot = uapi.PROT_READ | uapi.PROT_WRITE | (uapi.PROT_EXEC if img.exec_stack else 0)
+    stack_lo = STACK_TOP - STACK_SIZE
+    proc.mmap(stack_lo, STACK_SIZE, stack_prot,
+              uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED | uapi.MAP_GROWSDOWN)
+    proc.write(STACK_TOP - PAGE, b"\0" * 64)  # copy_strings(): argv and envp
+    _elf_load(proc, img, base, open_file)
+    if interp_img is not None and ibase is not None:
+        _elf_load(proc, interp_img, ibase, open_file)
+        top = ibase + page_down(interp_img.segments[0].vaddr)
+    else:
+        top = MMAP_BASE
+    # arch_setup_additional_pages() -> map_vdso(): vvar, vvar_vclock, vdso (approximated)
+    vdso = top - VDSO_PAGES * PAGE
+    vclock = vdso - VCLOCK_PAGES * PAGE
+    vvar = vclock - VVAR_PAGES * PAGE
+    special = uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED
+    proc.mmap(vvar, VVAR_PAGES * PAGE, uapi.PROT_READ, special)
+    proc.mmap(vclock, VCLOCK_PAGES * PAGE, uapi.PROT_READ, special)
+    proc.mmap(vdso, VDSO_PAGES * PAGE, uapi.PROT_READ | uapi.PROT_EXEC, special)
+    return lay
+
+
+def _elf_load(proc: Any, img: ElfImage, bias: int, open_file: FileOpener) -> None:
+    """Map the PT_LOAD segments of ``img`` at ``bias``. Models binfmt_elf.c:elf_load()."""
+    fd = open_file(img.path, img.size, uapi.O_RDONLY)
+    for s in img.segments:
+        start = bias + page_down(s.vaddr)
+        file_end = bias + s.vaddr + s.filesz
+        mem_end = bias + s.vaddr + s.memsz
+        flags = uapi.MAP_PRIVATE | uapi.MAP_FIXED
+        if s.filesz:
+            ln = page_up(file_end) - start
+            proc.mmap(start, ln, s.prot, flags, fd, page_down(s.offset))
+        if s.memsz > s.filesz:
+            if s.filesz and file_end % PAGE and s.prot & uapi.PROT_WRITE:
+                proc.write(file_end, b"\0" * (PAGE - file_end % PAGE))  # padzero()
+            anon_lo = page_up(file_end) if s.filesz else start
+            if page_up(mem_end) > anon_lo:
+                proc.mmap(anon_lo, page_up(mem_end) - anon_lo, s.prot,
+                          flags | uapi.MAP_ANONYMOUS)
+
+
+# ------------------------------------------------------------------------ maps dumps
+
+_MAPS_LINE = re.compile(
+    r"^(?P<start>[0-9a-fA-F]+)-(?P<end>[0-9a-fA-F]+)\s+(?P<perms>[-r][-w][-x][-sp])\s+"
+    r"(?P<off>[0-9a-fA-F]+)\s+(?P<dev>[0-9a-fA-F]+:[0-9a-fA-F]+)\s+(?P<ino>\d+)\s*(?P<path>.*)$"
+)
+_SMAPS_FIELD = re.compile(r"^[A-Z][A-Za-z_]*:\s")
+
+
+@dataclass
+class DumpVma:
+    """One VMA of a maps/smaps dump."""
+
+    start: int
+    end: int
+    perms: str
+    offset: int
+    inode: int
+    path: str
+    vmflags: frozenset[str] | None = None
+    anonymous_kb: int | None = None
+
+    @property
+    def prot(self) -> int:
+        """The PROT_* bits of the perms column."""
+        return ((uapi.PROT_READ if self.perms[0] == "r" else 0)
+                | (uapi.PROT_WRITE if self.perms[1] == "w" else 0)
+                | (uapi.PROT_EXEC if self.perms[2] == "x" else 0))
+
+    @property
+    def shared(self) -> bool:
+        """Whether the mapping is MAP_SHARED (``s`` in the perms column)."""
+        return self.perms[3] == "s"
+
+
+def parse_maps(text: str | Iterable[str], source: str = "dump") -> list[DumpVma]:
+    """Read a ``/proc/PID/maps`` or ``/proc/PID/smaps`` text.
+
+    Raises :class:`vmalab.errors.UserInputError` at ``SOURCE:LINE`` for a line that is
+    neither a VMA header nor an smaps field.
+    """
+    from vmalab.errors import UserInputError
+
+    lines = text.splitlines() if isinstance(text, str) else text
+    out: list[DumpVma] = []
+    for no, ln in enumerate(lines, 1):
+        ln = ln.rstrip("\n")
+        if not ln.strip():
+            continue
+        m = _MAPS_LINE.match(ln)
+        if m:
+            path = m.group("path").strip()
+            out.append(DumpVma(int(m.group("start"), 16), int(m.group("end"), 16),
+                               m.group("perms"), int(m.group("off"), 16), int(m.group("ino")),
+                               path))
+            continue
+        if _SMAPS_FIELD.match(ln) and out:
+            key, _, val = ln.partition(":")
+            if key == "VmFlags":
+                out[-1].vmflags = frozenset(val.split())
+            elif key == "Anonymous":
+                try:
+                    out[-1].anonymous_kb = int(val.split()[0])
+                except (ValueError, IndexError):
+                    raise UserInputError(f"{source}:{no}", "bad Anonymous field") from None
+            continue
+        raise UserInputError(f"{source}:{no}", f"not a maps or smaps line: {ln[:60]!r}")
+    return out
+
+
+_SPECIAL_NAMES = ("[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]", "[uprobes]")
+TASK_SIZE = 0x7FFFFFFFF000
+
+# VmFlags that an madvise() call reproduces
+_MADV_FLAGS = {
+    "dc": uapi.MADV_DONTFORK, "wf": uapi.MADV_WIPEONFORK, "hg": uapi.MADV_HUGEPAGE,
+    "nh": uapi.MADV_NOHUGEPAGE, "mg": uapi.MADV_MERGEABLE, "dd": uapi.MADV_DONTDUMP,
+    "sr": uapi.MADV_SEQUENTIAL, "rr": uapi.MADV_RANDOM,
+}
+
+
+def apply_maps_dump(proc: Any, vmas: list[DumpVma], open_file: FileOpener) -> list[str]:
+    """Give ``proc`` exactly the VMAs of a dump; return notes on what could not be exact.
+
+    Every VMA is mapped MAP_FIXED at its address: file VMAs from the model file of that path
+    at their offset, ``[heap]`` and nameless ones anonymous, ``[stack]`` MAP_GROWSDOWN,
+    ``[vvar]``/``[vdso]`` as read-only anonymous stand-ins. Two adjacent VMAs that the model
+    would merge were separate in the kernel, most likely because both had been written
+    (different anon_vmas): both get written and the second is moved into place with mremap,
+    which keeps them apart. With smaps, a VMA whose ``Anonymous`` is non-zero is written
+    once, and the VmFlags dc, wf, hg, nh, mg, dd, sr, rr and lo are reproduced with madvise
+    or mlock; ``gu`` cannot be (markers are not in the dump).
+    """
+    notes: list[str] = []
+    prev: DumpVma | None = None
+    base_flags = uapi.MAP_FIXED
+    for v in vmas:
+        if v.start >= TASK_SIZE:
+            notes.append(f"{v.path or hex(v.start)} above TASK_SIZE not modelled")
+            continue
+        length = v.end - v.start
+        flags = base_flags | (uapi.MAP_SHARED if v.shared else uapi.MAP_PRIVATE)
+        is_file = bool(v.path) and not v.path.startswith("[") and v.inode != 0
+        anon_write = False
+        if v.path in _SPECIAL_NAMES:
+            notes.append(f"{v.path} approximated by an anonymous mapping")
+        must_split = prev is not None and prev.end == v.start and _would_merge(prev, v)
+        if must_split and not (v.prot & uapi.PROT_WRITE and not v.shared):
+            notes.append(f"{v.start:#x}: adjacent to a compatible VMA; the model may merge them")
+            must_split = False
+        target = v.start
+        if must_split:
+            target = _scratch(proc, length)
+            if prev is not None and prev.prot & uapi.PROT_WRITE:
+                proc.write(prev.start, b"\0")
+            anon_write = True
+        if is_file:
+            fd = open_file(_dump_path(v.path), v.offset + length,
+                           uapi.O_RDWR if v.shared and "w" in v.perms else uapi.O_RDONLY)
+            proc.mmap(target, length, v.prot, flags, fd, v.offset)
+        else:
+            f = flags | uapi.MAP_ANONYMOUS
+            if v.path == "[stack]":
+                f |= uapi.MAP_GROWSDOWN
+            proc.mmap(target, length, v.prot, f)
+        if v.anonymous_kb and v.prot & uapi.PROT_WRITE and not v.shared:
+            anon_write = True
+        if anon_write and v.prot & uapi.PROT_WRITE:
+            proc.write(target, b"\0")
+        if target != v.start:
+            proc.mremap(target, length, length, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED,
+                        v.start)
+        if v.vmflags:
+            for fl, adv in _MADV_FLAGS.items():
+                if fl in v.vmflags:
+                    try:
+                        proc.madvise(v.start, length, adv)
+                    except OSError as e:
+                        notes.append(f"{v.start:#x}: VmFlags {fl}: {e}")
+            if "lo" in v.vmflags:
+                proc.mlock(v.start, length)
+            if "gu" in v.vmflags:
+                notes.append(f"{v.start:#x}: VmFlags gu (guard markers) not reproducible")
+        prev = v
+    return notes
+
+
+def _dump_path(path: str) -> str:
+    """The model file for a dump path (``/memfd:x (deleted)`` and such keep their name)."""
+    return path
+
+
+def _would_merge(a: DumpVma, b: DumpVma) -> bool:
+    """Whether the model would merge ``b`` into the adjacent ``a`` if both were mapped."""
+    if a.perms != b.perms:
+        return False
+    a_anon = not a.path or a.inode == 0
+    b_anon = not b.path or b.inode == 0
+    if a_anon and b_anon:
+        return not a.shared and a.path in ("", "[heap]") and b.path in ("", "[heap]")
+    if a_anon != b_anon or a.path != b.path:
+        return False
+    return a.offset + (a.end - a.start) == b.offset
+
+
+def _scratch(proc: Any, length: int) -> int:
+    """A free range of ``length`` bytes with a free page on each side (nothing to merge with)."""
+    addr: int = proc.mmap(0, length + 2 * PAGE, uapi.PROT_NONE,
+                          uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS)
+    proc.munmap(addr, length + 2 * PAGE)
+    return addr + PAGE

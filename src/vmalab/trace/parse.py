@@ -1,0 +1,447 @@
+"""A streaming parser for strace logs.
+
+Understands the output of ``strace -f -ttt -X raw -y -o FILE`` and its variants: with or
+without ``-f`` (a leading pid, or ``[pid N]``), ``-t``/``-tt``/``-ttt``/``-r`` timestamps,
+``-T`` durations, ``-y``/``-yy`` fd paths (``3</usr/lib/libc.so.6>``), raw (``-X raw``) or
+symbolic flags. ``<unfinished ...>`` and ``<... NAME resumed>`` halves are joined per pid;
+a call is reported at the line where it completed.
+
+:func:`parse_lines` is a generator: it holds only the unfinished halves (at most one per
+pid), so memory stays constant however long the log is.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from vmalab import uapi
+
+
+class TraceSyntaxError(ValueError):
+    """A line of an strace log that is not in any format strace writes.
+
+    ``lineno`` is 1-based; the message names it ("line N: ...").
+    """
+
+    def __init__(self, lineno: int, message: str) -> None:
+        self.lineno = lineno
+        self.reason = message
+        super().__init__(f"line {lineno}: {message}")
+
+
+@dataclass(slots=True)
+class Syscall:
+    """One completed system call of the log.
+
+    ``args`` are the top-level argument texts (comments and -y paths kept); ``ret`` is the
+    return value text (``"0x7f..."``, ``"0"``, ``"?"``) or None when strace printed none;
+    ``errno`` is the error name of a failed call (``"ENOMEM"``) or None. ``lineno`` is the
+    line where the call completed and ``start_lineno`` where it began.
+    """
+
+    lineno: int
+    start_lineno: int
+    pid: int | None
+    name: str
+    args: list[str]
+    ret: str | None
+    errno: str | None
+    extra: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """Whether the call returned an error (``= -1 EFOO`` or ``= ? ERESTART...``)."""
+        return self.errno is not None
+
+
+@dataclass(slots=True)
+class TaskExit:
+    """A ``+++ exited with N +++`` or ``+++ killed by SIG +++`` line: the task is gone."""
+
+    lineno: int
+    pid: int | None
+    how: str
+
+
+Event = Syscall | TaskExit
+
+_PREFIX = re.compile(
+    r"^\s*(?:\[pid\s+(?P<bpid>\d+)\]\s*|(?P<pid>\d+)\s+)?"
+    r"(?:(?P<ts>\d+\.\d+|\d\d:\d\d:\d\d(?:\.\d+)?)\s+)?"
+)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_RESUMED = re.compile(r"<\.\.\. (?P<name>[A-Za-z_][A-Za-z0-9_]*) resumed>\s?")
+_UNFINISHED = " <unfinished ...>"
+_EXIT = re.compile(r"\+\+\+ (?P<how>exited with -?\d+|killed by [A-Z0-9+]+.*?) \+\+\+\s*$")
+_RET = re.compile(
+    r"^\s*=\s*(?P<ret>-?(?:0x[0-9a-fA-F]+|\d+)|\?)"
+    r"(?P<fdpath><.*>)?"
+    r"(?:\s+(?P<err>E[A-Z0-9_]+|\(errno \d+\)|\([A-Z_]+ \d+\)))?"
+    r"(?P<rest>.*)$"
+)
+_MAX_LINE = 1 << 20
+
+
+_SPECIAL = re.compile(r'["/<(\[{]')
+
+
+def split_args(text: str, lineno: int) -> tuple[list[str], str]:
+    """Split ``a, b, {c, d}, "e,f")...`` at top-level commas up to the closing parenthesis.
+
+    Returns the argument texts and the text after the ``)``. Quotes (with backslash
+    escapes), ``/* comments */``, brackets and -y fd paths (``3</a,b>``) are opaque.
+    """
+    close = text.find(")")
+    if close >= 0 and not _SPECIAL.search(text, 0, close):
+        # fast path: plain numbers and flag names before the first ')'
+        head = text[:close]
+        return ([a.strip() for a in head.split(",")] if head.strip() else []), text[close + 1:]
+    args: list[str] = []
+    depth = 0
+    i = 0
+    n = len(text)
+    cur_start = 0
+    while i < n:
+        c = text[i]
+        if c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            if i >= n:
+                raise TraceSyntaxError(lineno, "unterminated string")
+            i += 1
+            continue
+        if c == "/" and text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            if j < 0:
+                raise TraceSyntaxError(lineno, "unterminated comment")
+            i = j + 2
+            continue
+        if c == "<" and i > 0 and text[i - 1].isdigit():
+            # -y path: 3</path> or 3<socket:[123]>; paths may contain '<' '>' escaped
+            j = i + 1
+            nest = 1
+            while j < n and nest:
+                if text[j] == "<":
+                    nest += 1
+                elif text[j] == ">":
+                    nest -= 1
+                elif text[j] == "\\":
+                    j += 1
+                j += 1
+            if nest:
+                raise TraceSyntaxError(lineno, "unterminated fd path")
+            i = j
+            continue
+        if c in "([{":
+            depth += 1
+        elif c in "]}":
+            depth -= 1
+            if depth < 0:
+                raise TraceSyntaxError(lineno, f"unbalanced {c!r}")
+        elif c == ")":
+            if depth == 0:
+                last = text[cur_start:i].strip()
+                if last or args:
+                    args.append(last)
+                return args, text[i + 1 :]
+            depth -= 1
+        elif c == "," and depth == 0:
+            args.append(text[cur_start:i].strip())
+            cur_start = i + 1
+        i += 1
+    raise TraceSyntaxError(lineno, "missing ')' closing the argument list")
+
+
+def _complete(
+    lineno: int, start: int, pid: int | None, name: str, body: str
+) -> Syscall:
+    """Parse ``ARGS) = RET ...`` (the text after ``NAME(``) into a Syscall."""
+    args, rest = split_args(body, lineno)
+    if not rest.strip():
+        # e.g. a call cut off by the process's death: "exit_group(0)" with nothing after
+        return Syscall(lineno, start, pid, name, args, None, None)
+    m = _RET.match(rest)
+    if not m:
+        raise TraceSyntaxError(lineno, f"cannot read the result of {name}(): {rest.strip()[:60]!r}")
+    ret = m.group("ret")
+    err = m.group("err")
+    errno: str | None = None
+    if err is not None:
+        if err.startswith("E"):
+            errno = err
+        else:
+            errno = "E" + re.sub(r"\D", "", err)
+    elif ret.startswith("-") and ret != "-1" and name not in _SIGNED_OK:
+        errno = None
+    elif ret == "-1" and name not in _SIGNED_OK:
+        errno = "EUNKNOWN"
+    return Syscall(lineno, start, pid, name, args, ret, errno, m.group("rest").strip())
+
+
+# calls whose -1 may be a legitimate value (none of the modelled ones)
+_SIGNED_OK = frozenset({"lseek", "getpriority", "ptrace"})
+
+
+def parse_lines(lines: Iterable[str], *, lenient: bool = False,
+                skipped: list[int] | None = None) -> Iterator[Event]:
+    """Yield the completed calls and task exits of an strace log, in completion order.
+
+    A malformed line raises :class:`TraceSyntaxError` (a ValueError naming the line); with
+    ``lenient=True`` it is skipped and its number appended to ``skipped``. Signal lines
+    (``--- SIG... ---``), strace's own notes and blank lines are ignored. A ``<... resumed>``
+    half without its start (a log taken mid-call) is skipped the same way in either mode.
+    """
+    pending: dict[int | None, tuple[int, str, str]] = {}
+    for lineno, raw in enumerate(lines, 1):
+        try:
+            ev = _parse_one(lineno, raw, pending)
+        except TraceSyntaxError:
+            if not lenient:
+                raise
+            if skipped is not None:
+                skipped.append(lineno)
+            continue
+        if ev is not None:
+            yield ev
+    # calls still unfinished at the end of the log never completed: exit calls did
+    for pid, (start, name, body) in pending.items():
+        if name in ("exit", "exit_group"):
+            yield Syscall(start, start, pid, name, [body.strip().rstrip(",")], "?", None)
+
+
+def _parse_one(
+    lineno: int, raw: str, pending: dict[int | None, tuple[int, str, str]]
+) -> Event | None:
+    """Parse one line; keep unfinished halves in ``pending``; return a complete event."""
+    if len(raw) > _MAX_LINE:
+        raise TraceSyntaxError(lineno, "line too long")
+    line = raw.rstrip("\r\n")
+    if not line.strip():
+        return None
+    m = _PREFIX.match(line)
+    assert m is not None  # every part is optional
+    p = m.group("pid") or m.group("bpid")
+    try:
+        pid = int(p) if p is not None else None
+    except ValueError:
+        raise TraceSyntaxError(lineno, "bad pid") from None
+    if pid is not None and pid > 1 << 31:
+        raise TraceSyntaxError(lineno, f"pid {pid} out of range")
+    body = line[m.end():]
+    if body.startswith("---"):
+        return None  # signal delivery
+    if body.startswith("strace: ") or body.startswith("????"):
+        return None
+    if body.startswith("+++"):
+        em = _EXIT.match(body)
+        if not em:
+            raise TraceSyntaxError(lineno, "malformed exit line")
+        pending.pop(pid, None)
+        return TaskExit(lineno, pid, em.group("how"))
+    rm = _RESUMED.match(body)
+    if rm:
+        name = rm.group("name")
+        st = pending.pop(pid, None)
+        rest = body[rm.end():]
+        if st is None or st[1] != name:
+            return None  # orphan resumption (log starts mid-call, or -o truncated)
+        start, _, head = st
+        text = head + rest
+        if text.endswith(_UNFINISHED):  # resumed and interrupted again
+            pending[pid] = (start, name, text[: -len(_UNFINISHED)])
+            return None
+        return _complete(lineno, start, pid, name, text)
+    nm = _NAME.match(body)
+    if not nm or body[nm.end(): nm.end() + 1] != "(":
+        raise TraceSyntaxError(lineno, f"not a system call: {body[:60]!r}")
+    name = nm.group(0)
+    rest = body[nm.end() + 1:]
+    if rest.endswith(_UNFINISHED) or rest.endswith(" <unfinished ...>)"):
+        cut = rest.rfind(" <unfinished")
+        pending[pid] = (lineno, name, rest[:cut])
+        return None
+    return _complete(lineno, lineno, pid, name, rest)
+
+
+# ---------------------------------------------------------------------------------------
+# argument values
+
+_MAP_HUGE_SHIFT = 26
+_CLONE = {
+    "CLONE_VM": 0x100, "CLONE_FS": 0x200, "CLONE_FILES": 0x400, "CLONE_SIGHAND": 0x800,
+    "CLONE_PIDFD": 0x1000, "CLONE_PTRACE": 0x2000, "CLONE_VFORK": 0x4000,
+    "CLONE_PARENT": 0x8000, "CLONE_THREAD": 0x10000, "CLONE_NEWNS": 0x20000,
+    "CLONE_SYSVSEM": 0x40000, "CLONE_SETTLS": 0x80000, "CLONE_PARENT_SETTID": 0x100000,
+    "CLONE_CHILD_CLEARTID": 0x200000, "CLONE_DETACHED": 0x400000, "CLONE_UNTRACED": 0x800000,
+    "CLONE_CHILD_SETTID": 0x1000000, "CLONE_NEWCGROUP": 0x2000000, "CLONE_NEWUTS": 0x4000000,
+    "CLONE_NEWIPC": 0x8000000, "CLONE_NEWUSER": 0x10000000, "CLONE_NEWPID": 0x20000000,
+    "CLONE_NEWNET": 0x40000000, "CLONE_IO": 0x80000000, "CLONE_CLEAR_SIGHAND": 0x100000000,
+    "CLONE_INTO_CGROUP": 0x200000000, "CLONE_NEWTIME": 0x80,
+}
+CLONE_VM = _CLONE["CLONE_VM"]
+CLONE_VFORK = _CLONE["CLONE_VFORK"]
+CLONE_THREAD = _CLONE["CLONE_THREAD"]
+CLONE_FILES = _CLONE["CLONE_FILES"]
+_SIGNALS = {
+    f"SIG{n}": i for i, n in enumerate(
+        "HUP INT QUIT ILL TRAP ABRT BUS FPE KILL USR1 SEGV USR2 PIPE ALRM TERM STKFLT CHLD "
+        "CONT STOP TSTP TTIN TTOU URG XCPU XFSZ VTALRM PROF WINCH IO PWR SYS".split(), 1)
+}
+_EXTRA = {
+    "O_NOCTTY": 0o400, "O_NONBLOCK": 0o4000, "O_NDELAY": 0o4000, "O_DSYNC": 0o10000,
+    "O_ASYNC": 0o20000, "O_DIRECT": 0o40000, "O_LARGEFILE": 0o100000,
+    "O_DIRECTORY": 0o200000, "O_NOFOLLOW": 0o400000, "O_NOATIME": 0o1000000,
+    "O_PATH": 0o10000000, "O_SYNC": 0o4010000, "O_TMPFILE": 0o20200000,
+    "AT_FDCWD": -100, "MAP_FILE": 0, "MAP_HUGE_2MB": 21 << 26, "MAP_HUGE_1GB": 30 << 26,
+    "MAP_HUGE_SHIFT": _MAP_HUGE_SHIFT, "MLOCK_ONFAULT": 1,
+    "F_DUPFD": 0, "F_DUPFD_CLOEXEC": 1030,
+}
+
+
+def _symbols() -> dict[str, int]:
+    """Every symbolic constant strace may print for an argument the replay reads."""
+    table: dict[str, int] = {}
+    for k, v in vars(uapi).items():
+        if k.isupper() and isinstance(v, int) and not k.startswith("PM_"):
+            table[k] = v
+    table.update(_CLONE)
+    table.update(_SIGNALS)
+    table.update(_EXTRA)
+    return table
+
+
+SYMBOLS = _symbols()
+_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+_INTLIT = re.compile(r"^[-+]?(?:0x[0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$")
+
+
+class ArgError(ValueError):
+    """An argument text that cannot be read as the number the call needs."""
+
+
+def strip_fdpath(text: str) -> tuple[str, str | None]:
+    """Split ``3</usr/lib/libc.so.6>`` into ``("3", "/usr/lib/libc.so.6")``."""
+    i = text.find("<")
+    if i > 0 and text.endswith(">") and text[:i].lstrip("-").isdigit():
+        return text[:i], unescape(text[i + 1: -1])
+    return text, None
+
+
+def unescape(s: str) -> str:
+    """Undo strace's C-style escapes in a path or string (``\\x20``, ``\\n``, ``\\\\``)."""
+    if "\\" not in s:
+        return s
+    try:
+        return s.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError:
+        return s
+
+
+@functools.lru_cache(maxsize=4096)
+def to_int(text: str) -> int:
+    """Read a numeric argument: ``NULL``, decimal, hex, octal, ``A|B|0x10``, ``1<<12``.
+
+    Symbolic names come from :data:`SYMBOLS`; a name strace could not decode appears as
+    ``0x66 /* MADV_??? */`` and is read as its number. Raises :class:`ArgError`.
+    """
+    t = _COMMENT.sub("", text).strip()
+    t, _ = strip_fdpath(t)
+    if not t:
+        raise ArgError("empty value")
+    if t == "NULL":
+        return 0
+    if len(t) > 200:
+        raise ArgError("value too long")
+    total = 0
+    for part in t.split("|"):
+        part = part.strip()
+        if "<<" in part:
+            a, _, b = part.partition("<<")
+            total |= _atom(a.strip()) << min(_atom(b.strip()), 64)
+        else:
+            total |= _atom(part)
+    if total >= 1 << 64 or total < -(1 << 63):
+        raise ArgError("value out of range")
+    return total
+
+
+def _atom(part: str) -> int:
+    """One ``|``-separated component of a flags value."""
+    if _INTLIT.match(part):
+        if part.lstrip("+-").startswith("0x"):
+            return int(part, 16)
+        if part.lstrip("+-") not in ("0",) and part.lstrip("+-").startswith("0"):
+            return int(part, 8)
+        return int(part, 10)
+    v = SYMBOLS.get(part)
+    if v is None:
+        raise ArgError(f"unknown constant {part!r}")
+    return v
+
+
+def to_str(text: str) -> str:
+    """Read a string argument (``"/usr/lib/x.so"``, possibly followed by ``...``)."""
+    t = text.strip()
+    if t.startswith('"'):
+        end = t.rfind('"')
+        if end <= 0:
+            raise ArgError("unterminated string")
+        return unescape(t[1:end])
+    raise ArgError(f"not a string: {t[:40]!r}")
+
+
+def struct_fields(text: str) -> dict[str, str]:
+    """Read ``{flags=..., stack=...}`` (clone3's struct) into field texts.
+
+    Only the first brace group counts (``{...} => {parent_tid=[5]}`` reads the first).
+    """
+    t = text.strip()
+    if not t.startswith("{"):
+        raise ArgError("not a struct")
+    depth = 0
+    end = -1
+    for i, c in enumerate(t):
+        if c in "{[(":
+            depth += 1
+        elif c in "}])":
+            depth -= 1
+            if depth == 0:
+                end = i
+                break
+    if end < 0:
+        raise ArgError("unterminated struct")
+    out: dict[str, str] = {}
+    for part, _ in _split_top(t[1:end]):
+        k, eq, v = part.partition("=")
+        if eq:
+            out[k.strip()] = v.strip()
+    return out
+
+
+def _split_top(text: str) -> Iterator[tuple[str, int]]:
+    """Split at top-level commas (used for struct fields)."""
+    depth = 0
+    start = 0
+    for i, c in enumerate(text):
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif c == "," and depth == 0:
+            yield text[start:i].strip(), start
+            start = i + 1
+    if text[start:].strip():
+        yield text[start:].strip(), start
+
+
+def keyword_arg(args: list[str], key: str) -> str | None:
+    """The value of a ``key=value`` argument (clone's ``flags=...``), if present."""
+    for a in args:
+        k, eq, v = a.partition("=")
+        if eq and k.strip() == key:
+            return v.strip()
+    return None

@@ -1,0 +1,851 @@
+"""Replay of strace logs into a vmalab Kernel.
+
+:func:`replay` reads a log of ``strace -f -ttt -X raw -y -o FILE`` (or a variant: see
+:mod:`vmalab.trace.parse`) line by line and applies each successful memory-management
+system call to a fresh :class:`vmalab.Kernel` through the contract API, at the address the
+trace shows. What it models, and how:
+
+* mmap is replayed with MAP_FIXED at the returned address (MAP_FIXED_NOREPLACE dropped);
+  mremap with MREMAP_MAYMOVE|MREMAP_FIXED to the returned address when the mapping moved,
+  in place otherwise; munmap, mprotect (and pkey_mprotect without the key), madvise,
+  process_madvise (on the caller's own mm), mlock/mlock2/munlock as they are.
+* madvise that failed with ENOMEM is replayed too: the kernel applied the advice to the
+  mapped parts before failing (madvise_walk_vmas()); other failed calls (``= -1 E...``) are
+  skipped.
+* brk is modelled as an anonymous mapping that grows and shrinks by mmap/munmap of the
+  heap range: the first ``brk(NULL)`` result is mm->start_brk; the VMA is not named
+  ``[heap]`` and its flags are those of an anonymous private mapping.
+* File mappings: the fd is resolved by the ``-y`` path (``3</usr/lib/libc.so.6>``) or by
+  following open/openat/creat/dup*/fcntl(F_DUPFD)/close/close_range and memfd_create
+  (memfds become shmem files named ``/memfd:NAME``). The file is created in the model's
+  filesystem on first use, as large as the real file on this machine (if any) and at least
+  as large as every mapping of it. ``/dev/zero`` private mappings are anonymous; other
+  devices and anon inodes are counted in ``unsupported`` as ``mmap(device)``.
+* Tasks: clone/clone3/fork/vfork. CLONE_VM children (threads, vfork, posix_spawn) share
+  the parent's Process; others get ``Process.fork()``. A child whose first line precedes
+  its parent's return is bound to the clone in flight. exit ends a task, exit_group its
+  thread group; a Process exits when its last task is gone. execve gives the task a new
+  Process (:func:`vmalab.trace.layout.load_elf_binary`, or empty if the binary is not
+  at hand) and drops the old one if nothing else uses it.
+* ``start=(pid, line, dump)`` skips lines 1..line and starts ``pid`` with exactly the
+  mappings of a maps/smaps dump. Pids first seen later without a clone in flight are taken
+  to be threads of that process (they existed before the dump).
+
+A call that the trace shows succeeding but the model rejects is recorded in
+``model_errors`` (line, call, errno) and replay goes on.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import itertools
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmalab import uapi
+from vmalab.trace import layout
+from vmalab.trace.parse import (
+    CLONE_FILES,
+    CLONE_THREAD,
+    CLONE_VFORK,
+    CLONE_VM,
+    ArgError,
+    Syscall,
+    TaskExit,
+    TraceSyntaxError,
+    keyword_arg,
+    parse_lines,
+    strip_fdpath,
+    struct_fields,
+    to_int,
+    to_str,
+)
+
+PAGE = 4096
+MAX_MODEL_ERRORS = 200
+"""How many model rejections are kept in detail (all are counted)."""
+
+MEMORY_SYSCALLS = frozenset({
+    "mmap", "mmap2", "munmap", "mprotect", "pkey_mprotect", "mremap", "madvise",
+    "process_madvise", "brk", "mlock", "mlock2", "munlock", "mlockall", "munlockall",
+    "shmat", "shmdt", "remap_file_pages", "mseal", "map_shadow_stack", "userfaultfd",
+    "mbind", "migrate_pages", "move_pages", "msync", "process_mrelease", "io_uring_setup",
+})
+"""Memory-management calls; those the replay does not model are counted as unsupported."""
+
+FD_SYSCALLS = frozenset({
+    "open", "openat", "openat2", "creat", "close", "close_range", "dup", "dup2", "dup3",
+    "fcntl", "memfd_create", "ftruncate", "fallocate", "memfd_secret",
+})
+TASK_SYSCALLS = frozenset({
+    "clone", "clone3", "fork", "vfork", "execve", "execveat", "exit", "exit_group",
+})
+MODELLED = (MEMORY_SYSCALLS - {"mlockall", "munlockall", "shmat", "shmdt",
+                               "remap_file_pages", "mseal", "map_shadow_stack",
+                               "userfaultfd", "mbind", "migrate_pages", "move_pages",
+                               "msync", "process_mrelease", "io_uring_setup", "mmap2"}
+            ) | FD_SYSCALLS - {"memfd_secret"} | TASK_SYSCALLS
+
+
+def _kernel_cls() -> Any:
+    """The Kernel class (imported late: the trace package must not import the model)."""
+    from vmalab import Kernel
+
+    return Kernel
+
+
+@dataclass
+class FdTable:
+    """A task's file descriptors as the replay knows them: fd → (path, access mode)."""
+
+    fds: dict[int, tuple[str, int, bool]] = field(default_factory=dict)
+
+    def copy(self) -> FdTable:
+        """The table a child without CLONE_FILES gets (dup_fd())."""
+        return FdTable(dict(self.fds))
+
+
+@dataclass
+class Mm:
+    """One replayed address space: the model Process and the brk range."""
+
+    proc: Any
+    tasks: set[int]
+    brk_start: int | None = None
+    brk_cur: int | None = None
+    exe: str | None = None
+
+
+@dataclass
+class Task:
+    """One traced task: its mm, its thread group and its fd table."""
+
+    pid: int
+    tgid: int
+    mm: Mm
+    files: FdTable
+
+
+@dataclass
+class ReplayResult:
+    """What :func:`replay` returns: the kernel, the processes and the counts."""
+
+    kernel: Any
+    path: str
+    design: str
+    lines: int = 0
+    syscalls: int = 0
+    applied: int = 0
+    failed_skipped: int = 0
+    malformed: int = 0
+    forks: int = 0
+    threads: int = 0
+    execs: int = 0
+    exits: int = 0
+    unsupported: dict[str, int] = field(default_factory=dict)
+    ignored: dict[str, int] = field(default_factory=dict)
+    model_errors: list[tuple[int, str, str]] = field(default_factory=list)
+    model_error_count: int = 0
+    exec_layouts: list[layout.ExecLayout] = field(default_factory=list)
+    start_method: str = "execve"
+    start_notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    guardify: Any = None
+    _pids: dict[int | None, Any] = field(default_factory=dict, repr=False)
+
+    def process(self, pid: int) -> Any:
+        """The Process that had traced ``pid`` at the stopping point (threads share it)."""
+        try:
+            return self._pids[pid]
+        except KeyError:
+            raise KeyError(f"pid {pid} does not appear in the replayed part of the trace") \
+                from None
+
+    @property
+    def pids(self) -> list[int | None]:
+        """Every traced pid seen, in order of first appearance."""
+        return list(self._pids)
+
+    def summary(self) -> dict[str, Any]:
+        """The counts as a JSON-ready dict."""
+        return {
+            "path": self.path, "design": self.design, "lines": self.lines,
+            "syscalls": self.syscalls, "applied": self.applied,
+            "failed_skipped": self.failed_skipped, "malformed": self.malformed,
+            "forks": self.forks, "threads": self.threads, "execs": self.execs,
+            "exits": self.exits, "unsupported": dict(self.unsupported),
+            "model_error_count": self.model_error_count,
+            "model_errors": [list(e) for e in self.model_errors[:20]],
+            "start_method": self.start_method,
+            "exec_layouts": [
+                {"pid": x.pid, "line": x.lineno, "path": x.path, "method": x.method,
+                 "placed_by": x.placed_by, "notes": x.notes} for x in self.exec_layouts],
+            "seconds": round(self.seconds, 4),
+        }
+
+
+Observer = Callable[[int, Any], None]
+
+
+class Replayer:
+    """The replay state machine; :func:`replay` drives it over a file."""
+
+    def __init__(self, path: str, design: str = "tagged", *, lenient: bool = False,
+                 observer: Observer | None = None, sample_every: int = 0,
+                 max_map_count: int = 1 << 20, guardify: bool = False) -> None:
+        kernel = _kernel_cls()(design, max_map_count=max_map_count)
+        self.path = path
+        self.k: Any = kernel
+        self.guardify = None
+        if guardify:
+            from vmalab.trace.guardify import GuardifyKernel
+
+            self.guardify = GuardifyKernel(kernel)
+            self.k = self.guardify
+        self.r = ReplayResult(kernel, path, design)
+        self.lenient = lenient
+        self.tasks: dict[int | None, Task] = {}
+        self.pending_clones: list[tuple[int, int | None, int, str]] = []  # (line,parent,flags,name)
+        self.bound_children: set[int] = set()
+        self.files_made: dict[str, int] = {}  # model path -> size made
+        self.start_pid: int | None = None
+        self.observer = observer
+        self.sample_every = sample_every
+        self._since_sample = 0
+        self._unsup: Counter[str] = Counter()
+        self._ignored: Counter[str] = Counter()
+        self._memfds = itertools.count(1)
+        self._opener_proc: Any = None
+
+    # ------------------------------------------------------------------ tasks
+
+    def _new_root(self, pid: int | None) -> Task:
+        """A task with no known parent: a fresh, empty Process."""
+        proc = self.k.spawn()
+        t = Task(pid if pid is not None else 0, pid if pid is not None else 0,
+                 Mm(proc, {pid if pid is not None else 0}), FdTable())
+        self.tasks[pid] = t
+        self.r._pids[pid] = _raw(proc)
+        return t
+
+    def _task(self, ev: Syscall | TaskExit) -> Task:
+        """The task of an event's pid, binding a child that appears before clone returns."""
+        t = self.tasks.get(ev.pid)
+        if t is not None:
+            return t
+        if self.pending_clones and ev.pid is not None:
+            ln, parent, flags, name = self.pending_clones.pop(0)
+            pt = self.tasks.get(parent)
+            if pt is not None:
+                self.bound_children.add(ev.pid)
+                return self._clone(pt, ev.pid, flags)
+        if self.start_pid is not None and ev.pid is not None:
+            st = self.tasks.get(self.start_pid)
+            if st is not None:  # a thread that existed before the dump
+                return self._clone(st, ev.pid, CLONE_VM | CLONE_THREAD | CLONE_FILES)
+        return self._new_root(ev.pid)
+
+    def _clone(self, parent: Task, child: int, flags: int) -> Task:
+        """Models kernel/fork.c:copy_process() as far as the mm and fd table go."""
+        files = parent.files if flags & CLONE_FILES else parent.files.copy()
+        if flags & CLONE_VM:
+            mm = parent.mm
+            mm.tasks.add(child)
+            tgid = parent.tgid if flags & CLONE_THREAD else child
+            self.r.threads += 1
+        else:
+            proc = parent.mm.proc.fork()
+            mm = Mm(proc, {child}, parent.mm.brk_start, parent.mm.brk_cur, parent.mm.exe)
+            tgid = child
+            self.r.forks += 1
+        t = Task(child, tgid, mm, files)
+        self.tasks[child] = t
+        self.r._pids[child] = _raw(mm.proc)
+        return t
+
+    def _drop_task(self, pid: int | None) -> None:
+        """A task is gone; its Process exits with its last task."""
+        t = self.tasks.pop(pid, None)
+        if t is None:
+            return
+        t.mm.tasks.discard(t.pid)
+        if not t.mm.tasks:
+            t.mm.proc.exit()
+            self.r.exits += 1
+
+    # ------------------------------------------------------------------ files
+
+    def _model_fd(self, t: Task, path: str, need: int, accmode: int) -> int:
+        """Open ``path`` in the model (creating it large enough) in ``t``'s Process."""
+        self._ensure_file(t, path, need)
+        fd2: int = t.mm.proc.open(path, accmode)
+        return fd2
+
+    def _ensure_file(self, t: Task, path: str, need: int) -> None:
+        """Create ``path`` in the model's filesystem, or grow it to ``need`` bytes."""
+        proc = t.mm.proc
+        made = self.files_made.get(path)
+        if made is None or made < need:
+            size = max(need, made or 0)
+            if made is None and not path.startswith("/memfd:"):
+                try:
+                    size = max(size, os.stat(path).st_size)
+                except OSError:
+                    pass
+            size = (size + PAGE - 1) & ~(PAGE - 1)
+            fd = proc.open(path, uapi.O_RDWR | uapi.O_CREAT, 0o644)
+            try:
+                proc.ftruncate(fd, size)
+            finally:
+                proc.close(fd)
+            self.files_made[path] = size
+
+    def _opener(self, t: Task) -> layout.FileOpener:
+        """A FileOpener for layout code, bound to task ``t``."""
+        return lambda path, need, acc: self._model_fd(t, path, need, acc)
+
+    # ------------------------------------------------------------------ events
+
+    def feed(self, events: Iterable[Syscall | TaskExit], stop_at_line: int | None,
+             skip_to: int = 0) -> None:
+        """Apply events in order (those completing after ``stop_at_line`` are not)."""
+        for ev in events:
+            if stop_at_line is not None and ev.lineno > stop_at_line:
+                break
+            if ev.lineno <= skip_to:
+                continue
+            self.r.lines = ev.lineno
+            if isinstance(ev, TaskExit):
+                if not ev.how.startswith("superseded"):
+                    self._exit_task(ev.pid)
+                continue
+            self.r.syscalls += 1
+            name = ev.name
+            if name not in MODELLED:
+                if name in MEMORY_SYSCALLS:
+                    self._unsup[name] += 1
+                else:
+                    self._ignored[name] += 1
+                continue
+            if ev.errno is not None and not (ev.errno == "ENOMEM" and name in (
+                    "madvise", "process_madvise")):
+                if name in ("clone", "clone3", "fork", "vfork"):
+                    self._forget_clone(ev.pid)
+                self.r.failed_skipped += 1
+                continue
+            t = self._task(ev)
+            try:
+                handler = getattr(self, "_sys_" + name)
+                handler(t, ev)
+                self.r.applied += 1
+            except (ArgError, ValueError, IndexError, KeyError, OverflowError) as e:
+                if isinstance(e, TraceSyntaxError):
+                    raise
+                if not self.lenient:
+                    raise TraceSyntaxError(ev.lineno, f"{name}(): {e}") from None
+                self.r.malformed += 1
+            except OSError as e:
+                if ev.errno is not None and e.errno == _errno.ENOMEM:
+                    self.r.applied += 1  # the model failed the same way
+                else:
+                    self._model_error(ev, e)
+            except Exception as e:  # the model itself broke (SIGSEGV in a layout write, a bug)
+                self._model_error(ev, e)
+            if self.observer is not None and self.sample_every:
+                self._since_sample += 1
+                if self._since_sample >= self.sample_every:
+                    self._since_sample = 0
+                    self.observer(ev.lineno, self.r.kernel)
+        self.r.unsupported = dict(self._unsup)
+        self.r.ignored = dict(self._ignored)
+
+    def _model_error(self, ev: Syscall, e: Exception) -> None:
+        """Record a call the trace shows succeeding that the model rejected."""
+        self.r.model_error_count += 1
+        if len(self.r.model_errors) < MAX_MODEL_ERRORS:
+            if isinstance(e, OSError) and e.errno is not None:
+                en = _errno.errorcode.get(e.errno, str(e.errno))
+            else:
+                en = f"{type(e).__name__}: {e}"
+            self.r.model_errors.append((ev.lineno, f"{ev.name}({', '.join(ev.args)})", en))
+
+    def _exit_task(self, pid: int | None) -> None:
+        """``+++ exited +++``: the task is gone."""
+        self._forget_clone(pid)
+        self._drop_task(pid)
+
+    def _forget_clone(self, pid: int | None) -> None:
+        """Drop a clone in flight from ``pid`` (it failed or the parent died)."""
+        self.pending_clones = [c for c in self.pending_clones if c[1] != pid]
+
+    # ------------------------------------------------------------------ syscalls
+
+    @staticmethod
+    def _ret(ev: Syscall) -> int:
+        """The numeric return value."""
+        if ev.ret is None or ev.ret == "?":
+            raise ArgError("no return value")
+        return to_int(ev.ret)
+
+    def _sys_mmap(self, t: Task, ev: Syscall) -> None:
+        """mmap(addr, len, prot, flags, fd, off) = ret, replayed MAP_FIXED at ret."""
+        a = ev.args
+        if len(a) < 6:
+            raise ArgError("mmap needs 6 arguments")
+        length, prot, flags = to_int(a[1]), to_int(a[2]), to_int(a[3])
+        off = to_int(a[5])
+        ret = self._ret(ev)
+        flags = (flags & ~uapi.MAP_FIXED_NOREPLACE) | uapi.MAP_FIXED
+        proc = t.mm.proc
+        if flags & uapi.MAP_ANONYMOUS:
+            proc.mmap(ret, length, prot, flags, -1, 0)
+            return
+        fdtext, ypath = strip_fdpath(a[4])
+        fd = to_int(fdtext)
+        known = t.files.fds.get(fd)
+        path = ypath if ypath is not None else (known[0] if known else None)
+        if path is None:
+            self._unsup["mmap(unknown fd)"] += 1
+            return
+        if path == "/dev/zero":
+            proc.mmap(ret, length, prot, flags | uapi.MAP_ANONYMOUS, -1, 0)
+            return
+        if path.startswith("/memfd:"):
+            path = _memfd_path(path)
+        elif not path.startswith("/") or path.startswith(("/dev/", "/proc/", "/sys/")):
+            self._unsup["mmap(device)"] += 1
+            return
+        acc = known[1] if known and known[0] == path else (
+            uapi.O_RDWR if flags & uapi.MAP_SHARED and prot & uapi.PROT_WRITE else uapi.O_RDONLY)
+        mfd = self._model_fd(t, path, off + length, acc)
+        try:
+            proc.mmap(ret, length, prot, flags, mfd, off)
+        finally:
+            proc.close(mfd)
+
+    def _sys_munmap(self, t: Task, ev: Syscall) -> None:
+        """munmap(addr, len)."""
+        t.mm.proc.munmap(to_int(ev.args[0]), to_int(ev.args[1]))
+
+    def _sys_mprotect(self, t: Task, ev: Syscall) -> None:
+        """mprotect(addr, len, prot)."""
+        t.mm.proc.mprotect(to_int(ev.args[0]), to_int(ev.args[1]), to_int(ev.args[2]))
+
+    _sys_pkey_mprotect = _sys_mprotect
+
+    def _sys_mremap(self, t: Task, ev: Syscall) -> None:
+        """mremap(old, old_size, new_size, flags[, new]) = ret, to where the trace says."""
+        a = ev.args
+        old, osz, nsz, flags = to_int(a[0]), to_int(a[1]), to_int(a[2]), to_int(a[3])
+        ret = self._ret(ev)
+        if ret != old or flags & (uapi.MREMAP_FIXED | uapi.MREMAP_DONTUNMAP):
+            flags |= uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED
+            t.mm.proc.mremap(old, osz, nsz, flags, ret)
+        else:
+            t.mm.proc.mremap(old, osz, nsz, 0)
+
+    def _sys_madvise(self, t: Task, ev: Syscall) -> None:
+        """madvise(addr, len, advice); advice as a number, a name or ``0x66 /* MADV_??? */``."""
+        t.mm.proc.madvise(to_int(ev.args[0]), to_int(ev.args[1]), to_int(ev.args[2]))
+
+    def _sys_process_madvise(self, t: Task, ev: Syscall) -> None:
+        """process_madvise(pidfd, iov, vlen, advice, flags) on the caller's own mm."""
+        a = ev.args
+        ranges = []
+        iov = a[1]
+        for chunk in iov.split("{")[1:]:
+            f = struct_fields("{" + chunk.split("}")[0] + "}")
+            ranges.append((to_int(f["iov_base"]), to_int(f["iov_len"])))
+        t.mm.proc.process_madvise(ranges, to_int(a[3]))
+
+    def _sys_mlock(self, t: Task, ev: Syscall) -> None:
+        """mlock(addr, len) (mlock2's MLOCK_ONFAULT is replayed as a plain mlock)."""
+        t.mm.proc.mlock(to_int(ev.args[0]), to_int(ev.args[1]))
+
+    _sys_mlock2 = _sys_mlock
+
+    def _sys_munlock(self, t: Task, ev: Syscall) -> None:
+        """munlock(addr, len)."""
+        t.mm.proc.munlock(to_int(ev.args[0]), to_int(ev.args[1]))
+
+    def _sys_brk(self, t: Task, ev: Syscall) -> None:
+        """brk(addr) = new break, modelled as mmap/munmap of the heap range."""
+        ret = self._ret(ev)
+        mm = t.mm
+        if mm.brk_start is None or mm.brk_cur is None:
+            mm.brk_start = mm.brk_cur = ret
+            return
+        old_end = (mm.brk_cur + PAGE - 1) & ~(PAGE - 1)
+        new_end = (ret + PAGE - 1) & ~(PAGE - 1)
+        if new_end > old_end:
+            mm.proc.mmap(old_end, new_end - old_end, uapi.PROT_READ | uapi.PROT_WRITE,
+                         uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED)
+        elif new_end < old_end:
+            mm.proc.munmap(new_end, old_end - new_end)
+        mm.brk_cur = max(ret, mm.brk_start)
+
+    # fds ---------------------------------------------------------------------
+
+    def _open_common(self, t: Task, ev: Syscall, path_arg: int, flags_arg: int | None) -> None:
+        """Record the fd an open-like call returned (path from -y if shown)."""
+        ret = ev.ret or ""
+        fdtext, ypath = strip_fdpath(ret)
+        fd = to_int(fdtext)
+        flags = to_int(ev.args[flags_arg]) if flags_arg is not None and len(
+            ev.args) > flags_arg else (uapi.O_WRONLY | uapi.O_CREAT | uapi.O_TRUNC)
+        path = ypath
+        if path is None:
+            try:
+                path = to_str(ev.args[path_arg])
+            except ArgError:
+                path = None
+        if path is None:
+            return
+        t.files.fds[fd] = (path, flags & uapi.O_ACCMODE, bool(flags & uapi.O_CLOEXEC))
+
+    def _sys_open(self, t: Task, ev: Syscall) -> None:
+        """open(path, flags, mode) = fd."""
+        self._open_common(t, ev, 0, 1)
+
+    def _sys_openat(self, t: Task, ev: Syscall) -> None:
+        """openat(dirfd, path, flags, mode) = fd."""
+        self._open_common(t, ev, 1, 2)
+
+    def _sys_openat2(self, t: Task, ev: Syscall) -> None:
+        """openat2(dirfd, path, {flags=...}, size) = fd."""
+        try:
+            flags = to_int(struct_fields(ev.args[2]).get("flags", "0"))
+        except (ArgError, IndexError):
+            flags = 0
+        self._open_common(t, ev, 1, None)
+        fd = to_int(strip_fdpath(ev.ret or "")[0])
+        if fd in t.files.fds:
+            p = t.files.fds[fd][0]
+            t.files.fds[fd] = (p, flags & uapi.O_ACCMODE, bool(flags & uapi.O_CLOEXEC))
+
+    def _sys_creat(self, t: Task, ev: Syscall) -> None:
+        """creat(path, mode) = fd (O_WRONLY|O_CREAT|O_TRUNC)."""
+        self._open_common(t, ev, 0, None)
+
+    def _sys_memfd_create(self, t: Task, ev: Syscall) -> None:
+        """memfd_create(name, flags) = fd: a shmem file ``/memfd:NAME`` in the model."""
+        fdtext, ypath = strip_fdpath(ev.ret or "")
+        try:
+            name = to_str(ev.args[0])
+        except (ArgError, IndexError):
+            name = "memfd"
+        path = _memfd_path(ypath) if ypath else f"/memfd:{name}"
+        path = f"{path}#{next(self._memfds)}" if path in self.files_made else path
+        self._ensure_file(t, path, 0)
+        t.files.fds[to_int(fdtext)] = (path, uapi.O_RDWR, False)
+
+    def _sys_close(self, t: Task, ev: Syscall) -> None:
+        """close(fd)."""
+        t.files.fds.pop(to_int(strip_fdpath(ev.args[0])[0]), None)
+
+    def _sys_close_range(self, t: Task, ev: Syscall) -> None:
+        """close_range(first, last, flags); CLOSE_RANGE_CLOEXEC only marks."""
+        lo, hi = to_int(ev.args[0]), to_int(ev.args[1])
+        flags = to_int(ev.args[2]) if len(ev.args) > 2 else 0
+        for fd in [f for f in t.files.fds if lo <= f <= hi]:
+            if flags & 4:
+                p, acc, _ = t.files.fds[fd]
+                t.files.fds[fd] = (p, acc, True)
+            else:
+                del t.files.fds[fd]
+
+    def _dup(self, t: Task, old: int, new: int, cloexec: bool = False) -> None:
+        """Make ``new`` refer to what ``old`` does."""
+        if old in t.files.fds:
+            p, acc, _ = t.files.fds[old]
+            t.files.fds[new] = (p, acc, cloexec)
+        else:
+            t.files.fds.pop(new, None)
+
+    def _sys_dup(self, t: Task, ev: Syscall) -> None:
+        """dup(fd) = new."""
+        self._dup(t, to_int(strip_fdpath(ev.args[0])[0]), to_int(strip_fdpath(ev.ret or "")[0]))
+
+    def _sys_dup2(self, t: Task, ev: Syscall) -> None:
+        """dup2(old, new) = new."""
+        self._dup(t, to_int(strip_fdpath(ev.args[0])[0]), to_int(strip_fdpath(ev.ret or "")[0]))
+
+    def _sys_dup3(self, t: Task, ev: Syscall) -> None:
+        """dup3(old, new, flags) = new."""
+        fl = to_int(ev.args[2]) if len(ev.args) > 2 else 0
+        self._dup(t, to_int(strip_fdpath(ev.args[0])[0]), to_int(strip_fdpath(ev.ret or "")[0]),
+                  bool(fl & uapi.O_CLOEXEC))
+
+    def _sys_fcntl(self, t: Task, ev: Syscall) -> None:
+        """fcntl(fd, F_DUPFD or F_DUPFD_CLOEXEC, min) = new; other commands ignored."""
+        if len(ev.args) < 2:
+            return
+        try:
+            cmd = to_int(ev.args[1])
+        except ArgError:
+            return
+        if cmd in (0, 1030):
+            self._dup(t, to_int(strip_fdpath(ev.args[0])[0]),
+                      to_int(strip_fdpath(ev.ret or "")[0]), cmd == 1030)
+
+    def _file_of(self, t: Task, arg: str) -> str | None:
+        """The path behind an fd argument."""
+        fdtext, ypath = strip_fdpath(arg)
+        if ypath is not None:
+            return _memfd_path(ypath) if ypath.startswith("/memfd:") else ypath
+        known = t.files.fds.get(to_int(fdtext))
+        return known[0] if known else None
+
+    def _sys_ftruncate(self, t: Task, ev: Syscall) -> None:
+        """ftruncate(fd, len) on a file the model knows (shmem truncation semantics)."""
+        path = self._file_of(t, ev.args[0])
+        if path is None or path not in self.files_made:
+            return
+        proc = t.mm.proc
+        fd = proc.open(path, uapi.O_RDWR)
+        try:
+            length = to_int(ev.args[1])
+            proc.ftruncate(fd, length)
+            self.files_made[path] = length
+        finally:
+            proc.close(fd)
+
+    def _sys_fallocate(self, t: Task, ev: Syscall) -> None:
+        """fallocate(fd, mode, off, len) on a file the model knows."""
+        path = self._file_of(t, ev.args[0])
+        if path is None or path not in self.files_made:
+            return
+        proc = t.mm.proc
+        fd = proc.open(path, uapi.O_RDWR)
+        try:
+            proc.fallocate(fd, to_int(ev.args[1]), to_int(ev.args[2]), to_int(ev.args[3]))
+        finally:
+            proc.close(fd)
+
+    # tasks -------------------------------------------------------------------
+
+    def _clone_flags(self, ev: Syscall) -> int:
+        """The CLONE_* flags of a clone-family call."""
+        if ev.name == "clone":
+            f = keyword_arg(ev.args, "flags")
+            if f is None:
+                f = ev.args[1] if len(ev.args) > 1 else "0"  # raw, unnamed form
+            return to_int(f) & ~0xFF
+        if ev.name == "clone3":
+            return to_int(struct_fields(ev.args[0]).get("flags", "0"))
+        if ev.name == "vfork":
+            return CLONE_VM | CLONE_VFORK
+        return 0
+
+    def _sys_clone(self, t: Task, ev: Syscall) -> None:
+        """clone/clone3/fork/vfork = child pid."""
+        child = to_int(strip_fdpath(ev.ret or "")[0])
+        self.pending_clones = [c for c in self.pending_clones if c[0] != ev.start_lineno]
+        if child in self.bound_children:
+            self.bound_children.discard(child)
+            return
+        if child in self.tasks:
+            return
+        self._clone(t, child, self._clone_flags(ev))
+
+    _sys_clone3 = _sys_clone
+    _sys_fork = _sys_clone
+    _sys_vfork = _sys_clone
+
+    def note_unfinished_clone(self, lineno: int, pid: int | None, name: str, head: str) -> None:
+        """A clone started (``<unfinished ...>``): its child may show up before it returns."""
+        try:
+            fake = Syscall(lineno, lineno, pid, name, _head_args(head), None, None)
+            flags = self._clone_flags(fake)
+        except (ArgError, ValueError):
+            flags = 0
+        self.pending_clones.append((lineno, pid, flags, name))
+
+    def _sys_execve(self, t: Task, ev: Syscall) -> None:
+        """execve(path, argv, envp) = 0: a new mm (exec_mmap()) built by load_elf_binary()."""
+        try:
+            path = to_str(ev.args[0 if ev.name == "execve" else 1])
+        except (ArgError, IndexError):
+            path = ""
+        # de_thread(): the other threads of the group are gone
+        for pid, other in list(self.tasks.items()):
+            if other is not t and other.tgid == t.tgid and other.mm is t.mm:
+                self._drop_task(pid)
+        old = t.mm
+        old.tasks.discard(t.pid)
+        if not old.tasks:
+            old.proc.exit()
+            self.r.exits += 1
+        proc = self.k.spawn()
+        t.mm = Mm(proc, {t.pid}, exe=path)
+        t.tgid = t.pid
+        t.files = FdTable({fd: v for fd, v in t.files.fds.items() if not v[2]})
+        self.r._pids[ev.pid] = _raw(proc)
+        self.r.execs += 1
+        hints = self.hints_for(ev)
+        lay = layout.load_elf_binary(proc, ev.pid, ev.lineno, path, hints, self._opener(t))
+        if hints.brk is not None:
+            t.mm.brk_start = t.mm.brk_cur = hints.brk
+        self.r.exec_layouts.append(lay)
+
+    _sys_execveat = _sys_execve
+
+    def hints_for(self, ev: Syscall) -> layout.ExecHints:
+        """Look ahead in the trace for where this execve's binary and interpreter went."""
+        return prescan_exec(self.path, ev.lineno, ev.pid)
+
+    def _sys_exit(self, t: Task, ev: Syscall) -> None:
+        """exit(status): this task is gone."""
+        self._exit_task(ev.pid)
+
+    def _sys_exit_group(self, t: Task, ev: Syscall) -> None:
+        """exit_group(status): every task of the thread group is gone."""
+        for pid, other in list(self.tasks.items()):
+            if other.tgid == t.tgid:
+                self._forget_clone(pid)
+                self._drop_task(pid)
+
+    # ------------------------------------------------------------------ start
+
+    def start_from_dump(self, pid: int, dump: str) -> None:
+        """Begin with ``pid`` holding exactly the mappings of a maps/smaps dump text."""
+        proc = self.k.spawn()
+        t = Task(pid, pid, Mm(proc, {pid}), FdTable())
+        self.tasks[pid] = t
+        self.r._pids[pid] = _raw(proc)
+        self.start_pid = pid
+        vmas = layout.parse_maps(dump, "start dump")
+        self.r.start_notes = layout.apply_maps_dump(proc, vmas, self._opener(t))
+        for v in vmas:
+            if v.path == "[heap]":
+                t.mm.brk_start, t.mm.brk_cur = v.start, v.end
+        self.r.start_method = "maps-dump"
+
+
+def _raw(p: Any) -> Any:
+    """The model Process behind a guardify proxy."""
+    return getattr(p, "raw", p)
+
+
+def _head_args(head: str) -> list[str]:
+    """Arguments of the first half of an unfinished call (best effort)."""
+    from vmalab.trace.parse import split_args
+
+    try:
+        return split_args(head + ")", 0)[0]
+    except ValueError:
+        return []
+
+
+def _memfd_path(p: str) -> str:
+    """``/memfd:name (deleted)`` → ``/memfd:name``."""
+    return p[: -len(" (deleted)")] if p.endswith(" (deleted)") else p
+
+
+LOOKAHEAD_CALLS = 20000
+"""How many calls of the exec'ing pid :func:`prescan_exec` reads after an execve."""
+
+
+def prescan_exec(path: str, lineno: int, pid: int | None) -> layout.ExecHints:
+    """Collect :class:`ExecHints` for the execve that completed at ``lineno``.
+
+    Reads the log again from that line (constant memory), up to the pid's next execve or
+    :data:`LOOKAHEAD_CALLS` of its calls: the first brk result, traced mmap ranges and
+    ``mprotect(..., PROT_READ)`` candidates for the relro of the binary and the interpreter.
+    """
+    h = layout.ExecHints()
+    n = 0
+    try:
+        with open(path, errors="replace") as f:
+            lines = itertools.islice(f, lineno, None)
+            for ev in parse_lines(lines, lenient=True):
+                if not isinstance(ev, Syscall) or ev.pid != pid:
+                    continue
+                n += 1
+                if n > LOOKAHEAD_CALLS or ev.name in ("execve", "execveat") and not ev.failed:
+                    break
+                if ev.failed:
+                    continue
+                try:
+                    if ev.name == "brk" and h.brk is None:
+                        h.brk = to_int(ev.ret or "")
+                    elif ev.name == "mmap":
+                        a = to_int(ev.ret or "")
+                        h.mapped.append((a, a + to_int(ev.args[1])))
+                    elif ev.name == "mprotect" and to_int(ev.args[2]) == uapi.PROT_READ:
+                        a = to_int(ev.args[0])
+                        if not any(lo <= a < hi for lo, hi in h.mapped):
+                            h.mprotects.append((a, to_int(ev.args[1])))
+                except (ArgError, ValueError, IndexError):
+                    continue
+    except OSError:
+        pass
+    return h
+
+
+def _events(rp: Replayer, lines: Iterable[str], lenient: bool, skipped: list[int],
+            skip_to: int = 0) -> Iterator[Syscall | TaskExit]:
+    """parse_lines(), also reporting unfinished clone-family calls to the replayer."""
+    from vmalab.trace import parse as P
+
+    pending: dict[int | None, tuple[int, str, str]] = {}
+    for lineno, raw in enumerate(lines, 1):
+        try:
+            ev = P._parse_one(lineno, raw, pending)
+        except TraceSyntaxError:
+            if not lenient:
+                raise
+            skipped.append(lineno)
+            continue
+        if ev is None:
+            # an unfinished clone: the child may run before the parent returns
+            if lineno > skip_to and raw.rstrip().endswith("<unfinished ...>"):
+                for pid, (start, name, head) in pending.items():
+                    if start == lineno and name in ("clone", "clone3", "fork", "vfork"):
+                        rp.note_unfinished_clone(lineno, pid, name, head)
+            continue
+        yield ev
+    for pid, (start, name, body) in pending.items():
+        if name in ("exit", "exit_group"):
+            yield Syscall(start, start, pid, name, [body.strip().rstrip(",")], "?", None)
+
+
+def replay(path: str, design: str = "tagged", *, stop_at_line: int | None = None,
+           start: tuple[int, int, str] | None = None, lenient: bool = False,
+           observer: Observer | None = None, sample_every: int = 0,
+           max_map_count: int = 1 << 20, guardify: bool = False) -> ReplayResult:
+    """Replay the strace log at ``path`` into a fresh Kernel of ``design``.
+
+    ``stop_at_line`` (1-based, inclusive) stops early; ``start=(pid, line, dump)`` skips
+    lines 1..line and starts ``pid`` from a maps/smaps dump text; ``lenient`` skips and
+    counts malformed lines instead of raising ValueError (which names the line).
+    ``observer(lineno, kernel)`` is called every ``sample_every`` applied calls (the
+    timeline hook of ``vmalab compare``). ``max_map_count`` defaults high so that a trace
+    from a machine with a raised limit replays. ``guardify`` applies the what-if of
+    :mod:`vmalab.trace.guardify`. Returns a :class:`ReplayResult`.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    rp = Replayer(path, design, lenient=lenient, observer=observer, sample_every=sample_every,
+                  max_map_count=max_map_count, guardify=guardify)
+    skip_to = 0
+    if start is not None:
+        spid, sline, dump = start
+        rp.start_from_dump(spid, dump)
+        skip_to = sline
+    skipped: list[int] = []
+    try:
+        f = open(path, errors="replace")
+    except OSError as e:
+        raise FileNotFoundError(e.errno, f"cannot read trace {path}: {e.strerror}") from None
+    with f:
+        rp.feed(_events(rp, f, lenient, skipped, skip_to), stop_at_line, skip_to)
+    rp.r.malformed += len(skipped)
+    rp.r.seconds = time.perf_counter() - t0
+    if rp.guardify is not None:
+        rp.r.guardify = rp.guardify.stats
+    return rp.r
