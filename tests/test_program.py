@@ -236,3 +236,53 @@ def test_random_programs_are_valid_and_round_trip(seed: int) -> None:
 
     p = random_program(seed)
     assert P.loads(p.dumps()) == p
+
+
+# ----------------------------------------------------------------------------- oracle helpers
+
+
+def test_shrink_finds_a_minimal_program() -> None:
+    from vmalab.oracle import shrink
+
+    ops: list[Any] = [{"op": "mmap", "addr": i, "len": 1} for i in range(10)]
+    ops.insert(4, {"op": "madvise", "addr": 3, "len": 1, "advice": "guard_install"})
+    ops.append({"op": "fork", "child": [{"op": "read", "addr": 1, "len": 1},
+                                        {"op": "write", "addr": 3, "len": 1},
+                                        {"op": "read", "addr": 2, "len": 1}]})
+    p = P.from_json(prog(ops, arena_pages=16))
+
+    def fails(q: P.Program) -> bool:  # "diverges" iff an install precedes a child's write
+        kinds = [o.op for o in q.ops]
+        return "madvise" in kinds and any(isinstance(o, P.Fork) and any(
+            isinstance(c, P.Write) for c in o.child) for o in q.ops)
+
+    small = shrink(p, fails)
+    assert [o.op for o in small.ops] == ["madvise", "fork"]
+    fork = small.ops[1]
+    assert isinstance(fork, P.Fork) and [c.op for c in fork.child] == ["write"]
+
+
+def test_compare_reports_the_first_difference() -> None:
+    from vmalab.oracle import compare
+
+    p = P.from_json(prog([{"op": "mmap", "addr": 0, "len": 2},
+                          {"op": "fork", "child": [{"op": "read", "addr": 0, "len": 1}]}],
+                         arena_pages=4))
+    st = {"vmas": [[0, 2, ["rd", "wr"]]], "pages": "..  "}
+    fin = {"vmas": [[0, 2, ["rd", "wr"]]], "pages": "..  ", "probe": "oo  ", "data": "0000    "}
+    child_k = {"results": [{"ret": "ok", "data": "00", "state": st}], "final": fin}
+    child_m = {"results": [{"ret": "SIGSEGV", "fault": 0, "state": st}], "final": fin}
+    k = P.Observation([{"ret": 0, "state": st}, {"ret": "child", "child": child_k, "state": st}],
+                      fin)
+    m = P.Observation([{"ret": 0, "state": st}, {"ret": "child", "child": child_m, "state": st}],
+                      fin)
+    assert compare(p.ops, k, k) is None
+    d = compare(p.ops, k, m)
+    assert d is not None and (d.where, d.what, d.kernel, d.model) == (
+        "ops[1].child[0]", "ret", "ok", "SIGSEGV")
+    m2 = P.Observation(k.results, dict(fin, probe="oS  "))
+    d2 = compare(p.ops, k, m2)
+    assert d2 is not None and (d2.where, d2.what) == ("ops/final", "probe")
+    m3 = P.Observation(k.results[:1], None, error="ValueError: boom")
+    d3 = compare(p.ops, k, m3)
+    assert d3 is not None and d3.what == "error" and "boom" in str(d3.model)
