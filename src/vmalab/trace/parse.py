@@ -169,14 +169,14 @@ def _complete(
         raise TraceSyntaxError(lineno, f"cannot read the result of {name}(): {rest.strip()[:60]!r}")
     ret = m.group("ret")
     err = m.group("err")
+    if m.group("fdpath"):
+        ret += m.group("fdpath")  # -y: "3</proc/9/maps>"
     errno: str | None = None
     if err is not None:
         if err.startswith("E"):
             errno = err
         else:
             errno = "E" + re.sub(r"\D", "", err)
-    elif ret.startswith("-") and ret != "-1" and name not in _SIGNED_OK:
-        errno = None
     elif ret == "-1" and name not in _SIGNED_OK:
         errno = "EUNKNOWN"
     return Syscall(lineno, start, pid, name, args, ret, errno, m.group("rest").strip())
