@@ -49,3 +49,7 @@ _register("vmalab.trace.cli:compare")
 _register("vmalab.trace.cli:replay_cmd")
 _register("vmalab.trace.cli:sweep_cmd")
 _register("vmalab.trace.cli:workloads_cmd")
+
+
+if __name__ == "__main__":
+    main()

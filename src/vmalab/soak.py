@@ -95,7 +95,7 @@ class _Soak:
 
     # -------------------------------------------------------------- random values
 
-    def _range(self, p: Process) -> tuple[int, int]:
+    def _range(self, p: Process, whole: bool = True) -> tuple[int, int]:
         """A random (addr, length): mostly inside the arena, sometimes an extra region."""
         rng = self.rng
         ex = self.extra.get(p.pid)
@@ -105,7 +105,7 @@ class _Soak:
             off = rng.randrange(npg)
             return a + off * PAGE, rng.randint(1, npg - off) * PAGE
         r = rng.random()
-        if r < 0.05:
+        if r < 0.03 and whole:
             return ARENA_BASE, ARENA_PAGES * PAGE
         n = rng.randint(1, 8) if r < 0.7 else rng.randint(1, 48)
         off = rng.randrange(0, ARENA_PAGES - n + 1)
@@ -155,7 +155,7 @@ class _Soak:
         return fd
 
     def op_munmap(self, p: Process) -> str:
-        p.munmap(*self._range(p))
+        p.munmap(*self._range(p, whole=False))
         return "munmap"
 
     def op_mprotect(self, p: Process) -> str:
@@ -249,7 +249,7 @@ class _Soak:
 
     def table(self) -> list[tuple[float, Callable[[Process], str]]]:
         """(weight, op) pairs of the random mix."""
-        return [(12, self.op_mmap), (7, self.op_munmap), (14, self.op_mprotect),
+        return [(16, self.op_mmap), (5, self.op_munmap), (14, self.op_mprotect),
                 (20, self.op_madvise), (5, self.op_mremap), (3, self.op_mlock),
                 (18, self.op_write), (8, self.op_read), (2.5, self.op_fork),
                 (2, self.op_exit), (0.5, self.op_dead)]

@@ -1,0 +1,45 @@
+"""vmalab: an executable model of the Linux kernel's VMA layer.
+
+Guard regions (MADV_GUARD_INSTALL/REMOVE), anon_vma and anon_vma_chain, page tables,
+faults, fork and exit, with the ways of remembering guard state compared as pluggable
+designs (``DESIGNS``). See ../shared/docs/api-contract.md for the public surface.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from vmalab import uapi
+from vmalab.designs import DESIGNS
+from vmalab.errors import InvariantError, SegmentationFault
+from vmalab.kernel import Kernel
+from vmalab.mm.mm_types import PAGE_SIZE
+from vmalab.mm.slab import FailPolicy, SlabStats
+from vmalab.process import Process
+from vmalab.proc import VmaView
+
+if TYPE_CHECKING:
+    from vmalab.trace.replay import replay
+
+__all__ = [
+    "DESIGNS",
+    "PAGE_SIZE",
+    "FailPolicy",
+    "InvariantError",
+    "Kernel",
+    "Process",
+    "SegmentationFault",
+    "SlabStats",
+    "VmaView",
+    "replay",
+    "uapi",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # replay pulls in the strace parser; load it on first use.
+    if name == "replay":
+        from vmalab.trace.replay import replay
+
+        return replay
+    raise AttributeError(f"module 'vmalab' has no attribute {name!r}")

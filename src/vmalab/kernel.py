@@ -1,0 +1,279 @@
+"""The Kernel: one machine's worth of model state, and its invariant checker.
+
+A ``Kernel`` owns the active design, the slab caches, physical memory, the tmpfs and
+the live processes. ``check()`` verifies every invariant the kernel guarantees (and no
+more: the kernel does not promise maximal merging), in the spirit of
+sortedcontainers' ``_check()``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from vmalab.designs import Design, get_design
+from vmalab.errors import InvariantError
+from vmalab.mm.filemap import FileSystem
+from vmalab.mm.flags import VM_SHARED, VM_WIPEONFORK
+from vmalab.mm.mm_types import PAGE_SIZE, AnonVma, MmStruct
+from vmalab.mm.page_alloc import KIND_ANON, KIND_FREE, KIND_PAGECACHE, PhysMem
+from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SHIFT, PTE_MARKER_GUARD_ENTRY
+from vmalab.mm.slab import FailPolicy, SlabStats, Slabs
+from vmalab.mm.vma import is_shared_maywrite
+
+if TYPE_CHECKING:
+    from vmalab.process import Process
+
+DEFAULT_MAX_MAP_COUNT = 65530
+
+
+class Kernel:
+    """A modelled Linux kernel running one design.
+
+    ``Kernel(design="tagged", *, max_map_count=65530, fail=None)``: ``design`` is an id
+    from ``vmalab.DESIGNS`` (or a ``Design`` instance, for prototypes); ``fail`` is a
+    ``FailPolicy`` for allocation-failure injection (failslab).
+    """
+
+    def __init__(
+        self,
+        design: str | Design = "tagged",
+        *,
+        max_map_count: int = DEFAULT_MAX_MAP_COUNT,
+        fail: FailPolicy | None = None,
+    ) -> None:
+        self._design = get_design(design)
+        self.max_map_count = max_map_count
+        self.slabs = Slabs(fail)
+        self.phys = PhysMem()
+        self.fs = FileSystem(self)
+        self.anon_vmas: dict[int, AnonVma] = {}
+        self.anon_vma_seq = 0
+        self.ino_seq = 0
+        self._pid_seq = 0
+        self._procs: dict[int, Process] = {}
+        #: Event counters (like /proc/vmstat): pgfault, fork_copy_vmas,
+        #: fork_guard_markers_copied, fork_guard_markers_dropped.
+        self.vmstat: Counter[str] = Counter(
+            pgfault=0, fork_copy_vmas=0, fork_guard_markers_copied=0, fork_guard_markers_dropped=0
+        )
+
+    @property
+    def design(self) -> str:
+        """The design id."""
+        return self._design.name
+
+    @property
+    def design_impl(self) -> Design:
+        """The design object whose hooks the core calls."""
+        return self._design
+
+    @property
+    def fail(self) -> FailPolicy | None:
+        """The failure-injection policy, if any (settable)."""
+        return self.slabs.fail
+
+    @fail.setter
+    def fail(self, policy: FailPolicy | None) -> None:
+        self.slabs.fail = policy
+
+    @property
+    def processes(self) -> list[Process]:
+        """The live processes, oldest first."""
+        return list(self._procs.values())
+
+    def _next_pid(self) -> int:
+        self._pid_seq += 1
+        return self._pid_seq
+
+    def spawn(self) -> Process:
+        """A new process with an empty address space (mm_alloc + pgd_alloc)."""
+        from vmalab.process import Process
+
+        return Process._new(self)
+
+    def slab(self) -> dict[str, SlabStats]:
+        """Per-cache counters, like /proc/slabinfo (copies)."""
+        return {
+            n: SlabStats(s.name, s.objsize, s.active, s.allocs, s.frees)
+            for n, s in self.slabs.caches.items()
+        }
+
+    # --- invariants --------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Verify every invariant; raise InvariantError describing the first violation."""
+        try:
+            self._check()
+        except InvariantError:
+            raise
+        except AssertionError as e:
+            raise InvariantError(str(e)) from None
+
+    def _check(self) -> None:  # noqa: C901 - one flat list of invariants reads best
+        design = self._design
+        phys = self.phys
+        n_vmas = 0
+        n_avcs = 0
+        n_tables = 0
+        active_vmas: Counter[int] = Counter()
+        maps_of: Counter[int] = Counter()
+        live_avcs = set()
+        i_mmap_seen: dict[int, set[int]] = {}
+        writable_seen: Counter[int] = Counter()
+        for proc in self._procs.values():
+            mm: MmStruct = proc.mm
+            assert not mm.dead, f"pid {proc.pid}: live process with a dead mm"
+            prev_end = 0
+            keys = list(mm.mm_mt.keys())
+            vmas = list(mm.mm_mt.values())
+            assert mm.map_count == len(vmas), f"pid {proc.pid}: map_count {mm.map_count} != {len(vmas)}"
+            for key, v in zip(keys, vmas, strict=True):
+                where = f"pid {proc.pid} vma {v.vm_start:#x}-{v.vm_end:#x}"
+                assert key == v.vm_start, f"{where}: indexed at {key:#x}"
+                assert v.vm_mm is mm, f"{where}: vm_mm is another mm"
+                assert v.vm_start % PAGE_SIZE == 0 and v.vm_end % PAGE_SIZE == 0, f"{where}: unaligned"
+                assert v.vm_start < v.vm_end, f"{where}: empty"
+                assert v.vm_start >= prev_end, f"{where}: overlaps the previous VMA"
+                prev_end = v.vm_end
+                if v.vm_flags & VM_SHARED:
+                    assert v.vm_file is not None, f"{where}: VM_SHARED without a file"
+                if v.vm_flags & VM_WIPEONFORK:
+                    assert v.vm_file is None, f"{where}: VM_WIPEONFORK on a file VMA"
+                av = v._anon_vma
+                if v._anon_vma_flags:
+                    assert design.name != "eager" and design.name != "sticky", f"{where}: flag bits in a {design.name} word"
+                    assert av is None, f"{where}: flag bits with a real anon_vma"
+                seen_avs = set()
+                for avc in v.anon_vma_chain:
+                    assert avc.vma is v, f"{where}: chain entry of another VMA"
+                    assert avc in avc.anon_vma.avcs, f"{where}: chain entry missing from its anon_vma tree"
+                    assert avc.anon_vma.id in self.anon_vmas, f"{where}: chain to a freed anon_vma"
+                    assert avc.anon_vma not in seen_avs, f"{where}: two chains to one anon_vma"
+                    seen_avs.add(avc.anon_vma)
+                    live_avcs.add(avc)
+                n_avcs += len(v.anon_vma_chain)
+                if av is not None:
+                    assert av in seen_avs, f"{where}: anon_vma not on its own chain"
+                    active_vmas[av.id] += 1
+                else:
+                    assert not v.anon_vma_chain, f"{where}: chain without an anon_vma"
+                if v.vm_file is not None:
+                    inode = v.vm_file.inode  # type: ignore[attr-defined]
+                    assert v in inode.i_mmap, f"{where}: missing from its file's i_mmap"
+                    i_mmap_seen.setdefault(inode.ino, set()).add(id(v))
+                    if is_shared_maywrite(v.vm_flags):
+                        writable_seen[inode.ino] += 1
+                # Page tables of this VMA.
+                for _i, t, s, e in mm.pgtables.tables_in(v.vm_start, v.vm_end):
+                    for j in range(s, e):
+                        pte = t[j]
+                        if not pte:
+                            continue
+                        if pte & _PAGE_PRESENT:
+                            pfn = pte >> 12
+                            k = phys.kind[pfn]
+                            assert k != KIND_FREE, f"{where}: PTE maps a freed page {pfn}"
+                            if k == KIND_ANON:
+                                owner = phys.owner[pfn]
+                                assert any(a.id == owner for a in seen_avs), (
+                                    f"{where}: folio {pfn}'s anon_vma {owner} is not on the VMA's chain"
+                                )
+                            if k in (KIND_ANON, KIND_PAGECACHE):
+                                maps_of[pfn] += 1
+                        else:
+                            assert pte == PTE_MARKER_GUARD_ENTRY, f"{where}: unknown PTE {pte:#x}"
+            n_vmas += len(vmas)
+            # No PTE outside a VMA.
+            spans = [(v.vm_start, v.vm_end) for v in vmas]
+            for i, t in mm.pgtables.pte.items():
+                base = i << PMD_SHIFT
+                for j in range(512):
+                    if t[j]:
+                        a = base + (j << 12)
+                        if not _covered(spans, a):
+                            raise InvariantError(f"pid {proc.pid}: PTE at {a:#x} outside every VMA")
+            n_tables += mm.pgtables.nr_tables()
+        # Slab accounting.
+        sl = self.slabs.caches
+        assert sl["vm_area_struct"].active == n_vmas, (
+            f"vm_area_struct active {sl['vm_area_struct'].active} != {n_vmas} VMAs"
+        )
+        assert sl["anon_vma_chain"].active == n_avcs, f"anon_vma_chain active {sl['anon_vma_chain'].active} != {n_avcs}"
+        assert sl["anon_vma"].active == len(self.anon_vmas), (
+            f"anon_vma active {sl['anon_vma'].active} != {len(self.anon_vmas)} live"
+        )
+        assert sl["mm_struct"].active == len(self._procs), "mm_struct active != live processes"
+        assert sl["pgtable"].active == n_tables, f"pgtable active {sl['pgtable'].active} != {n_tables}"
+        # anon_vma trees, counters and refcounts.
+        children: Counter[int] = Counter()
+        pins: Counter[int] = Counter()
+        for av in self.anon_vmas.values():
+            for avc in av.avcs:
+                assert avc in live_avcs, f"anon_vma {av.id}: chain of a dead VMA"
+            assert av.root.id in self.anon_vmas, f"anon_vma {av.id}: freed root"
+            assert av.parent is av or av.parent.id in self.anon_vmas or not av.avcs, (
+                f"anon_vma {av.id}: freed parent"
+            )
+            if av.avcs:
+                children[av.parent.id] += 1
+            if av.root is not av:
+                pins[av.root.id] += 1
+        for av in self.anon_vmas.values():
+            assert av.num_active_vmas == active_vmas[av.id], (
+                f"anon_vma {av.id}: num_active_vmas {av.num_active_vmas} != {active_vmas[av.id]}"
+            )
+            assert av.num_children == children[av.id], (
+                f"anon_vma {av.id}: num_children {av.num_children} != {children[av.id]}"
+            )
+            if av.root is av:
+                want = (1 if av.avcs else 0) + pins[av.id]
+            else:
+                want = 1 if av.avcs else 0
+            assert av.refcount == want, f"anon_vma {av.id}: refcount {av.refcount} != {want}"
+            assert av.refcount > 0, f"anon_vma {av.id}: alive at refcount 0"
+        # Pages: mapcounts and leaks.
+        inode_pages: set[int] = set()
+        for inode in self._inodes():
+            inode_pages.update(inode.pages.values())
+            assert len(i_mmap_seen.get(inode.ino, ())) == len(inode.i_mmap), (
+                f"inode {inode.ino}: i_mmap holds VMAs no process has"
+            )
+            assert inode.i_mmap_writable == writable_seen[inode.ino], (
+                f"inode {inode.ino}: i_mmap_writable {inode.i_mmap_writable} != {writable_seen[inode.ino]}"
+            )
+        n_anon = 0
+        for pfn in range(1, len(phys.kind)):
+            k = phys.kind[pfn]
+            if k == KIND_ANON:
+                n_anon += 1
+                assert phys.mapcount[pfn] == maps_of[pfn] > 0, (
+                    f"anon folio {pfn}: mapcount {phys.mapcount[pfn]}, mapped {maps_of[pfn]} times"
+                )
+            elif k == KIND_PAGECACHE:
+                assert pfn in inode_pages, f"page-cache page {pfn} belongs to no live inode"
+                assert phys.mapcount[pfn] == maps_of[pfn], (
+                    f"page-cache page {pfn}: mapcount {phys.mapcount[pfn]} != {maps_of[pfn]}"
+                )
+        assert n_anon == phys.nr_anon, "anonymous page count drifted"
+        if not self._procs:
+            for name, st in sl.items():
+                assert st.active == 0, f"{name}: {st.active} objects leaked after every process exited"
+
+    def _inodes(self) -> list:  # type: ignore[type-arg]
+        """Every inode still holding pages or mappings."""
+        seen = {i.ino: i for i in self.fs.files.values()}
+        for proc in self._procs.values():
+            for f in proc.fds.values():
+                seen.setdefault(f.inode.ino, f.inode)
+            for v in proc.mm.mm_mt.values():
+                if v.vm_file is not None:
+                    seen.setdefault(v.vm_file.inode.ino, v.vm_file.inode)
+        return list(seen.values())
+
+
+def _covered(spans: list[tuple[int, int]], a: int) -> bool:
+    import bisect
+
+    i = bisect.bisect_right(spans, (a, 1 << 64)) - 1
+    return i >= 0 and spans[i][0] <= a < spans[i][1]

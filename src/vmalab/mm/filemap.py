@@ -1,0 +1,276 @@
+"""Files: an in-memory tmpfs with one page cache per inode, memfd and seals.
+
+Models the parts of mm/shmem.c, mm/filemap.c, mm/truncate.c, mm/memfd.c and fs/open.c
+that the VMA layer sees: the page cache shared by every mapping of a file
+(``address_space->i_pages``), the mappings of a file (``i_mmap``) and the count of shared
+writable mappings (``i_mmap_writable``), ftruncate, fallocate (allocation and
+PUNCH_HOLE), memfd seals and pread/pwrite. Every file has tmpfs semantics, as the API
+contract says.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from vmalab import uapi
+from vmalab.mm.memory import unmap_mapping_range
+from vmalab.mm.page_alloc import KIND_PAGECACHE
+
+if TYPE_CHECKING:
+    from vmalab.kernel import Kernel
+    from vmalab.mm.mm_types import VmArea
+
+MAX_LFS_FILESIZE = (1 << 63) - 1
+MEMFD_NAME_MAX = 249  # NAME_MAX - strlen("memfd:")
+
+
+def _err(code: int, what: str = "") -> OSError:
+    return OSError(code, f"{errno.errorcode.get(code, code)}" + (f": {what}" if what else ""))
+
+
+class Inode:
+    """A tmpfs inode with its page cache (``pages``: index → pfn) and ``i_mmap``."""
+
+    __slots__ = (
+        "kernel",
+        "ino",
+        "name",
+        "size",
+        "pages",
+        "seals",
+        "i_mmap",
+        "i_mmap_writable",
+        "nlink",
+        "kind",
+    )
+
+    def __init__(self, kernel: Kernel, name: str, kind: str) -> None:
+        self.kernel = kernel
+        kernel.ino_seq += 1
+        self.ino = kernel.ino_seq
+        self.name = name
+        self.size = 0
+        self.pages: dict[int, int] = {}
+        self.seals = uapi.F_SEAL_SEAL
+        self.i_mmap: set[VmArea] = set()
+        self.i_mmap_writable = 0
+        self.nlink = 1 if kind == "file" else 0
+        self.kind = kind  # "file", "memfd" or "shmem" (MAP_SHARED|MAP_ANONYMOUS)
+
+    def page_cache_alloc(self, index: int) -> int:
+        """Add a zeroed page at ``index``. Models mm/shmem.c:shmem_alloc_and_add_folio."""
+        pfn = self.kernel.phys.alloc(KIND_PAGECACHE, self.ino)
+        self.pages[index] = pfn
+        return pfn
+
+    def drop_pages(self, first: int, last: int | None) -> None:
+        """Remove page-cache pages [first, last] that no PTE maps any more.
+
+        Models mm/truncate.c:truncate_inode_pages_range after unmap_mapping_range().
+        """
+        phys = self.kernel.phys
+        for index in [i for i in self.pages if i >= first and (last is None or i <= last)]:
+            pfn = self.pages.pop(index)
+            assert phys.mapcount[pfn] == 0, "page-cache page still mapped after unmap"
+            phys.free(pfn)
+
+    def truncate(self, size: int) -> None:
+        """Set the size; shrinking unmaps and drops pages past EOF, markers kept.
+
+        Models mm/truncate.c:truncate_setsize → truncate_pagecache (unmap_mapping_range
+        with even_cows, then truncate_inode_pages) and shmem_setattr's partial-page zeroing.
+        """
+        old = self.size
+        self.size = size
+        if size < old:
+            first = (size + 4095) >> 12
+            unmap_mapping_range(self, first, None, even_cows=True)
+            self.drop_pages(first, None)
+            if size & 4095:
+                pfn = self.pages.get(size >> 12)
+                if pfn is not None:
+                    self.kernel.phys.zero_range(pfn, size & 4095, 4096 - (size & 4095))
+
+    def punch_hole(self, offset: int, length: int) -> None:
+        """Free the range's pages; partial pages are zeroed.
+
+        Models mm/shmem.c:shmem_fallocate(FALLOC_FL_PUNCH_HOLE): unmap_mapping_range
+        without even_cows (private CoW copies survive), then shmem_truncate_range.
+        """
+        end = min(offset + length, self.size)
+        if end <= offset:
+            return
+        first = (offset + 4095) >> 12
+        last_excl = end >> 12
+        if first < last_excl:
+            unmap_mapping_range(self, first, last_excl - 1, even_cows=False)
+            self.drop_pages(first, last_excl - 1)
+        phys = self.kernel.phys
+        # Partial pages at either edge are zeroed in place.
+        if offset & 4095:
+            pfn = self.pages.get(offset >> 12)
+            if pfn is not None:
+                n = min(4096 - (offset & 4095), end - offset)
+                phys.zero_range(pfn, offset & 4095, n)
+        if end & 4095 and (end >> 12) != (offset >> 12):
+            pfn = self.pages.get(end >> 12)
+            if pfn is not None:
+                phys.zero_range(pfn, 0, end & 4095)
+
+    def write(self, data: bytes, offset: int) -> None:
+        """Write into the page cache, growing the file. Models shmem_write_begin/end."""
+        phys = self.kernel.phys
+        pos = offset
+        mv = memoryview(data)
+        while mv:
+            index = pos >> 12
+            off = pos & 4095
+            n = min(4096 - off, len(mv))
+            pfn = self.pages.get(index)
+            if pfn is None:
+                pfn = self.page_cache_alloc(index)
+            phys.write(pfn, off, mv[:n])
+            mv = mv[n:]
+            pos += n
+        self.size = max(self.size, offset + len(data))
+
+    def read(self, length: int, offset: int) -> bytes:
+        """Read from the page cache up to EOF; holes read as zeroes."""
+        end = min(offset + length, self.size)
+        out = bytearray()
+        pos = offset
+        phys = self.kernel.phys
+        while pos < end:
+            off = pos & 4095
+            n = min(4096 - off, end - pos)
+            pfn = self.pages.get(pos >> 12)
+            out += phys.read(pfn, off, n) if pfn is not None else bytes(n)
+            pos += n
+        return bytes(out)
+
+    def release_if_unused(self) -> None:
+        """Free the page cache once no name, file or mapping refers to the inode."""
+        if self.nlink == 0 and not self.i_mmap:
+            phys = self.kernel.phys
+            for pfn in self.pages.values():
+                phys.free(pfn)
+            self.pages.clear()
+
+
+class File:
+    """An open file description (``struct file``): the inode and the access mode.
+
+    VMAs compare ``vm_file`` by identity, as the kernel compares ``struct file``
+    pointers, so two open() calls of one path give mappings that never merge.
+    """
+
+    __slots__ = ("inode", "readable", "writable", "refs", "path")
+
+    def __init__(self, inode: Inode, readable: bool, writable: bool, path: str) -> None:
+        self.inode = inode
+        self.readable = readable
+        self.writable = writable
+        self.refs = 0
+        self.path = path
+
+    def get(self) -> None:
+        """Models get_file."""
+        self.refs += 1
+
+    def put(self) -> None:
+        """Models fput: the last reference may free an unlinked inode."""
+        self.refs -= 1
+        if self.refs == 0 and self.inode.kind != "file":
+            self.inode.nlink = 0
+            self.inode.release_if_unused()
+
+
+class FileSystem:
+    """The one tmpfs of a Kernel: regular files by path."""
+
+    __slots__ = ("kernel", "files")
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.files: dict[str, Inode] = {}
+
+    def open(self, path: str, flags: int) -> File:
+        """Models fs/open.c:do_sys_openat2 on tmpfs (O_CREAT, O_EXCL, O_TRUNC)."""
+        if not isinstance(path, str) or not path:
+            raise _err(errno.ENOENT, repr(path))
+        if len(path) > 4095:
+            raise _err(errno.ENAMETOOLONG)
+        acc = flags & uapi.O_ACCMODE
+        if acc == 3:
+            raise _err(errno.EINVAL, "O_ACCMODE 3")
+        inode = self.files.get(path)
+        if inode is None:
+            if not flags & uapi.O_CREAT:
+                raise _err(errno.ENOENT, path)
+            inode = self.files[path] = Inode(self.kernel, path, "file")
+        elif flags & uapi.O_CREAT and flags & uapi.O_EXCL:
+            raise _err(errno.EEXIST, path)
+        f = File(inode, acc in (uapi.O_RDONLY, uapi.O_RDWR), acc in (uapi.O_WRONLY, uapi.O_RDWR), path)
+        if flags & uapi.O_TRUNC and f.writable and inode.size:
+            check_seals_shrink(inode, 0)
+            inode.truncate(0)
+        return f
+
+    def memfd_create(self, name: str, flags: int) -> File:
+        """Models mm/memfd.c:memfd_create (without MFD_HUGETLB, which is not modelled)."""
+        valid = uapi.MFD_CLOEXEC | uapi.MFD_ALLOW_SEALING | uapi.MFD_NOEXEC_SEAL | uapi.MFD_EXEC
+        if flags & ~valid or flags & uapi.MFD_HUGETLB:
+            raise _err(errno.EINVAL, "memfd_create flags")
+        if flags & uapi.MFD_EXEC and flags & uapi.MFD_NOEXEC_SEAL:
+            raise _err(errno.EINVAL, "MFD_EXEC with MFD_NOEXEC_SEAL")
+        if len(name.encode()) > MEMFD_NAME_MAX:
+            raise _err(errno.EINVAL, "name too long")
+        inode = Inode(self.kernel, f"/memfd:{name} (deleted)", "memfd")
+        if flags & (uapi.MFD_ALLOW_SEALING | uapi.MFD_NOEXEC_SEAL):
+            inode.seals = 0
+        if flags & uapi.MFD_NOEXEC_SEAL:
+            inode.seals |= uapi.F_SEAL_EXEC
+        return File(inode, True, True, inode.name)
+
+    def shmem_zero_setup(self) -> File:
+        """The shmem object behind a MAP_SHARED|MAP_ANONYMOUS mapping.
+
+        Models mm/shmem.c:shmem_zero_setup ("/dev/zero (deleted)").
+        """
+        inode = Inode(self.kernel, "/dev/zero (deleted)", "shmem")
+        return File(inode, True, True, inode.name)
+
+
+def check_seals_shrink(inode: Inode, size: int) -> None:
+    """Models mm/shmem.c:shmem_setattr's F_SEAL_SHRINK/F_SEAL_GROW checks."""
+    if size < inode.size and inode.seals & uapi.F_SEAL_SHRINK:
+        raise _err(errno.EPERM, "F_SEAL_SHRINK")
+    if size > inode.size and inode.seals & uapi.F_SEAL_GROW:
+        raise _err(errno.EPERM, "F_SEAL_GROW")
+
+
+def add_seals(f: File, seals: int) -> None:
+    """Models mm/memfd.c:memfd_add_seals."""
+    inode = f.inode
+    allowed = (
+        uapi.F_SEAL_SEAL
+        | uapi.F_SEAL_SHRINK
+        | uapi.F_SEAL_GROW
+        | uapi.F_SEAL_WRITE
+        | uapi.F_SEAL_FUTURE_WRITE
+        | uapi.F_SEAL_EXEC
+    )
+    if inode.kind == "shmem":
+        raise _err(errno.EINVAL, "not a sealable file")
+    if seals & ~allowed:
+        raise _err(errno.EINVAL, "unknown seal")
+    if not f.writable:
+        raise _err(errno.EPERM, "not open for writing")
+    if inode.seals & uapi.F_SEAL_SEAL:
+        raise _err(errno.EPERM, "F_SEAL_SEAL")
+    if seals & uapi.F_SEAL_WRITE and not inode.seals & uapi.F_SEAL_WRITE:
+        # mapping_deny_writable(): fails while shared writable mappings exist.
+        if inode.i_mmap_writable > 0:
+            raise _err(errno.EBUSY, "writable shared mapping exists")
+    inode.seals |= seals

@@ -1,0 +1,79 @@
+"""fork and exit of an address space.
+
+Models mm/mmap.c:dup_mmap (kernel/fork.c before 6.16) with copy_page_range, and
+mm/mmap.c:exit_mmap (unmap_vmas with ZAP_FLAG_DROP_MARKER, free_pgtables, remove_vma).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vmalab.mm import rmap
+from vmalab.mm.flags import VM_DONTCOPY, VM_LOCKED_MASK, VM_WIPEONFORK
+from vmalab.mm.memory import copy_page_range, count_markers, zap_page_range
+from vmalab.mm.mm_types import MmStruct, VmArea
+from vmalab.mm.slab import AllocFailure
+from vmalab.mm.vma import vm_area_dup, vm_area_free, vma_link_file, vma_unlink_file
+
+if TYPE_CHECKING:
+    pass
+
+
+def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> None:
+    """Copy ``oldmm``'s VMAs and page tables into the empty ``mm``. Raises AllocFailure.
+
+    Models mm/mmap.c:dup_mmap: VM_DONTCOPY VMAs are skipped; each other VMA is
+    vm_area_dup()ed (VM_MAYBE_GUARD, VM_WIPEONFORK inherited), gets its anon_vma word
+    from the design's fork hook and then anon_vma_fork() (none for VM_WIPEONFORK),
+    loses VM_LOCKED_MASK, is linked, and unless VM_WIPEONFORK has its page tables copied
+    when the design's vma_needs_copy() says so. On failure the partial child is left
+    for the caller to tear down with exit_mmap(), as dup_mmap's error path does.
+    """
+    k = mm.kernel
+    design = k.design_impl
+    vs = k.vmstat
+    for mpnt in oldmm.mm_mt.values():
+        if mpnt.vm_flags & VM_DONTCOPY:
+            continue
+        tmp = vm_area_dup(mpnt, mm)
+        wipe = bool(mpnt.vm_flags & VM_WIPEONFORK)
+        design.fork_anon_vma_word(tmp, mpnt, wipe)
+        if not wipe:
+            try:
+                rmap.anon_vma_fork(tmp, mpnt)
+            except AllocFailure:
+                vm_area_free(tmp)
+                raise
+        tmp.vm_flags &= ~VM_LOCKED_MASK
+        mm.vma_store(tmp)
+        mm.map_count += 1
+        vma_link_file(tmp)
+        if wipe:
+            continue
+        if design.vma_needs_copy(tmp, mpnt):
+            vs["fork_copy_vmas"] += 1
+            vs["fork_guard_markers_copied"] += copy_page_range(tmp, mpnt)
+        else:
+            vs["fork_guard_markers_dropped"] += count_markers(mpnt)
+
+
+def exit_mmap(mm: MmStruct) -> None:
+    """Tear down every VMA, page table and the mm's own accounting.
+
+    Models mm/mmap.c:exit_mmap: unmap_vmas (markers dropped, CoW pages included),
+    free_pgtables (unlink_anon_vmas, unlink_file_vma), remove_vma for each VMA, and
+    the PGD freed with the mm.
+    """
+    vmas: list[VmArea] = list(mm.mm_mt.values())
+    for v in vmas:
+        zap_page_range(v, v.vm_start, v.vm_end, drop_markers=True)
+    for v in vmas:
+        rmap.unlink_anon_vmas(v)
+        vma_unlink_file(v)
+    for v in vmas:
+        vm_area_free(v)
+    mm.mm_mt.clear()
+    mm.map_count = 0
+    mm.locked_vm = 0
+    mm.pgtables.free_all()
+    mm.dead = True

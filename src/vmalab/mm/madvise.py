@@ -1,0 +1,366 @@
+"""madvise and process_madvise, guard regions included.
+
+Models mm/madvise.c (6.18 with the VM_MAYBE_GUARD backport): madvise_behavior_valid,
+the argument checks of do_madvise, madvise_walk_vmas (advice applied to every mapped
+part, then -ENOMEM for holes), the flag-changing advice through madvise_update_vma →
+vma_modify_flags, the zap advice (DONTNEED, FREE, REMOVE, COLD/PAGEOUT), populate, and
+madvise_guard_install/madvise_guard_remove with the design hooks.
+
+Simplifications: MADV_FREE, MADV_COLD and MADV_PAGEOUT leave PTEs in place (no reclaim
+or swap is modelled; the project's machines run without swap); MADV_WILLNEED and
+MADV_(UN)MERGEABLE's KSM scanning do nothing beyond their flags; MADV_COLLAPSE checks
+only what makes it refuse (a marker in range, an anonymous VMA without anon_vma) and
+maps nothing huge.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Sequence
+
+from vmalab import uapi
+from vmalab.mm import rmap
+from vmalab.mm.filemap import Inode
+from vmalab.mm.flags import (
+    VM_DONTCOPY,
+    VM_DONTDUMP,
+    VM_DROPPABLE,
+    VM_HUGEPAGE,
+    VM_HUGETLB,
+    VM_IO,
+    VM_LOCKED,
+    VM_MERGEABLE,
+    VM_NOHUGEPAGE,
+    VM_PFNMAP,
+    VM_RAND_READ,
+    VM_SEQ_READ,
+    VM_SHARED,
+    VM_SPECIAL,
+    VM_WIPEONFORK,
+    VM_WRITE,
+)
+from vmalab.mm.memory import FaultError, has_populated_ptes, populate_range, zap_page_range
+from vmalab.mm.mm_types import PAGE_SIZE, MmStruct, VmArea
+from vmalab.mm.mmap import page_align
+from vmalab.mm.pagetable import PMD_SIZE, PTE_MARKER_GUARD_ENTRY
+from vmalab.mm.slab import AllocFailure
+from vmalab.mm.vma import is_shared_maywrite, vma_modify_flags
+
+VALID_ADVICE = frozenset(
+    {
+        uapi.MADV_NORMAL,
+        uapi.MADV_RANDOM,
+        uapi.MADV_SEQUENTIAL,
+        uapi.MADV_WILLNEED,
+        uapi.MADV_DONTNEED,
+        uapi.MADV_DONTNEED_LOCKED,
+        uapi.MADV_FREE,
+        uapi.MADV_REMOVE,
+        uapi.MADV_DONTFORK,
+        uapi.MADV_DOFORK,
+        uapi.MADV_MERGEABLE,
+        uapi.MADV_UNMERGEABLE,
+        uapi.MADV_HUGEPAGE,
+        uapi.MADV_NOHUGEPAGE,
+        uapi.MADV_DONTDUMP,
+        uapi.MADV_DODUMP,
+        uapi.MADV_WIPEONFORK,
+        uapi.MADV_KEEPONFORK,
+        uapi.MADV_COLD,
+        uapi.MADV_PAGEOUT,
+        uapi.MADV_POPULATE_READ,
+        uapi.MADV_POPULATE_WRITE,
+        uapi.MADV_COLLAPSE,
+        uapi.MADV_GUARD_INSTALL,
+        uapi.MADV_GUARD_REMOVE,
+    }
+)
+
+MAX_MADVISE_GUARD_RETRIES = 3
+
+
+def _e(code: int, what: str) -> OSError:
+    return OSError(code, f"{errno.errorcode[code]}: {what}")
+
+
+def is_valid_guard_vma(vma: VmArea, allow_locked: bool) -> bool:
+    """Models mm/madvise.c:is_valid_guard_vma (v6.15+): no VM_SPECIAL or VM_HUGETLB, and
+    no VM_LOCKED unless ``allow_locked`` (remove)."""
+    disallowed = VM_SPECIAL | VM_HUGETLB
+    if not allow_locked:
+        disallowed |= VM_LOCKED
+    return not vma.vm_flags & disallowed
+
+
+def madvise_guard_install(vma: VmArea, start: int, end: int) -> None:
+    """Install guard markers on [start, end) of ``vma``. Raises OSError.
+
+    Models mm/madvise.c:madvise_guard_install: reject invalid VMAs with EINVAL, let the
+    design record its state (VM_MAYBE_GUARD and/or anon_vma_prepare()), then walk the
+    range: existing markers are kept, empty PTEs get PTE_MARKER_GUARD (page tables are
+    allocated as needed) and any populated entry makes the walk ask for
+    zap_page_range_single() over the whole range, then retry. No VMA is split or merged.
+    In the model nothing races the walk, so the second attempt always succeeds.
+    """
+    if not is_valid_guard_vma(vma, False):
+        raise _e(errno.EINVAL, "guard install on a VM_SPECIAL/VM_HUGETLB/VM_LOCKED VMA")
+    design = vma.vm_mm.kernel.design_impl
+    try:
+        design.guard_install_prepare(vma)
+    except AllocFailure:
+        raise _e(errno.ENOMEM, "anon_vma_prepare failed") from None
+    pt = vma.vm_mm.pgtables
+    nr_pages = 0
+    err: OSError | None = None
+    for _ in range(MAX_MADVISE_GUARD_RETRIES):
+        if has_populated_ptes(vma, start, end):
+            zap_page_range(vma, start, end)
+            continue
+        nr_pages = 0
+        try:
+            for a in range(start, end, PAGE_SIZE):
+                t = pt.pte_alloc(a)
+                t[(a >> 12) & 511] = PTE_MARKER_GUARD_ENTRY
+                nr_pages += 1
+        except AllocFailure:
+            err = _e(errno.ENOMEM, "page table allocation failed")
+        break
+    design.guard_install_done(vma, nr_pages)
+    if err is not None:
+        raise err
+
+
+def madvise_guard_remove(vma: VmArea, start: int, end: int) -> None:
+    """Clear the guard markers of [start, end); nothing else changes.
+
+    Models mm/madvise.c:madvise_guard_remove (allowed on mlocked VMAs; page tables are
+    not freed; VM_MAYBE_GUARD is never cleared) and the design's remove hook.
+    """
+    if not is_valid_guard_vma(vma, True):
+        raise _e(errno.EINVAL, "guard remove on a VM_SPECIAL/VM_HUGETLB VMA")
+    for _i, t, s, e in vma.vm_mm.pgtables.tables_in(start, end):
+        for j in range(s, e):
+            if t[j] == PTE_MARKER_GUARD_ENTRY:
+                t[j] = 0
+    vma.vm_mm.kernel.design_impl.guard_remove_done(vma, start, end)
+
+
+def _new_flags(vma: VmArea, behavior: int) -> int:
+    """The flags a flag-changing advice asks for. Models mm/madvise.c:madvise_vma_behavior."""
+    f = vma.vm_flags
+    if behavior == uapi.MADV_NORMAL:
+        return f & ~(VM_RAND_READ | VM_SEQ_READ)
+    if behavior == uapi.MADV_SEQUENTIAL:
+        return (f & ~VM_RAND_READ) | VM_SEQ_READ
+    if behavior == uapi.MADV_RANDOM:
+        return (f & ~VM_SEQ_READ) | VM_RAND_READ
+    if behavior == uapi.MADV_DONTFORK:
+        return f | VM_DONTCOPY
+    if behavior == uapi.MADV_DOFORK:
+        if f & VM_IO:
+            raise _e(errno.EINVAL, "MADV_DOFORK on VM_IO")
+        return f & ~VM_DONTCOPY
+    if behavior == uapi.MADV_WIPEONFORK:
+        if vma.vm_file is not None or f & VM_SHARED:
+            raise _e(errno.EINVAL, "MADV_WIPEONFORK on a non-anonymous VMA")
+        return f | VM_WIPEONFORK
+    if behavior == uapi.MADV_KEEPONFORK:
+        if f & VM_DROPPABLE:
+            raise _e(errno.EINVAL, "MADV_KEEPONFORK on a droppable VMA")
+        return f & ~VM_WIPEONFORK
+    if behavior == uapi.MADV_DONTDUMP:
+        return f | VM_DONTDUMP
+    if behavior == uapi.MADV_DODUMP:
+        if f & VM_SPECIAL:
+            raise _e(errno.EINVAL, "MADV_DODUMP on VM_SPECIAL")
+        return f & ~VM_DONTDUMP
+    if behavior == uapi.MADV_HUGEPAGE:
+        return (f & ~VM_NOHUGEPAGE) | VM_HUGEPAGE
+    if behavior == uapi.MADV_NOHUGEPAGE:
+        return (f & ~VM_HUGEPAGE) | VM_NOHUGEPAGE
+    if behavior == uapi.MADV_MERGEABLE:
+        # ksm_madvise(): special, hugetlb and similar VMAs are silently left alone.
+        if f & (VM_SPECIAL | VM_HUGETLB | VM_MERGEABLE | VM_DROPPABLE) or f & VM_SHARED:
+            return f
+        return f | VM_MERGEABLE
+    if behavior == uapi.MADV_UNMERGEABLE:
+        return f & ~VM_MERGEABLE
+    raise AssertionError(behavior)  # pragma: no cover
+
+
+_FLAG_ADVICE = frozenset(
+    {
+        uapi.MADV_NORMAL,
+        uapi.MADV_SEQUENTIAL,
+        uapi.MADV_RANDOM,
+        uapi.MADV_DONTFORK,
+        uapi.MADV_DOFORK,
+        uapi.MADV_WIPEONFORK,
+        uapi.MADV_KEEPONFORK,
+        uapi.MADV_DONTDUMP,
+        uapi.MADV_DODUMP,
+        uapi.MADV_HUGEPAGE,
+        uapi.MADV_NOHUGEPAGE,
+        uapi.MADV_MERGEABLE,
+        uapi.MADV_UNMERGEABLE,
+    }
+)
+
+
+def _madvise_vma(mm: MmStruct, vma: VmArea, prev: VmArea | None, start: int, end: int, behavior: int) -> VmArea:
+    """Apply ``behavior`` to [start, end) within one VMA. Returns the VMA covering it.
+
+    Models mm/madvise.c:madvise_vma_behavior and its helpers.
+    """
+    b = behavior
+    if b in _FLAG_ADVICE:
+        new_flags = _new_flags(vma, b)
+        if new_flags == vma.vm_flags:
+            return vma
+        # madvise_update_vma() → vma_modify_flags()
+        vma, new_flags = vma_modify_flags(prev, vma, start, end, new_flags)
+        vma.vm_flags = new_flags
+        return vma
+    if b == uapi.MADV_GUARD_INSTALL:
+        madvise_guard_install(vma, start, end)
+    elif b == uapi.MADV_GUARD_REMOVE:
+        madvise_guard_remove(vma, start, end)
+    elif b in (uapi.MADV_DONTNEED, uapi.MADV_DONTNEED_LOCKED, uapi.MADV_FREE):
+        # madvise_dontneed_free_valid_vma()
+        if vma.vm_flags & (VM_PFNMAP | VM_HUGETLB):
+            raise _e(errno.EINVAL, "DONTNEED/FREE on VM_PFNMAP or hugetlb")
+        if b != uapi.MADV_DONTNEED_LOCKED and vma.vm_flags & VM_LOCKED:
+            raise _e(errno.EINVAL, "DONTNEED/FREE on a locked VMA")
+        if b == uapi.MADV_FREE:
+            if not vma.is_anonymous():
+                raise _e(errno.EINVAL, "MADV_FREE on a non-anonymous VMA")
+            return vma  # lazyfree: pages stay until reclaim, which is not modelled
+        zap_page_range(vma, start, end, reclaim_pt=True)
+    elif b == uapi.MADV_REMOVE:
+        # madvise_remove(): punch a hole in the backing tmpfs file.
+        if vma.vm_flags & VM_LOCKED:
+            raise _e(errno.EINVAL, "MADV_REMOVE on a locked VMA")
+        if vma.vm_file is None:
+            raise _e(errno.EINVAL, "MADV_REMOVE on anonymous memory")
+        if not is_shared_maywrite(vma.vm_flags):
+            raise _e(errno.EACCES, "MADV_REMOVE on a private or read-only mapping")
+        inode: Inode = vma.vm_file.inode
+        offset = (vma.vm_pgoff << 12) + (start - vma.vm_start)
+        if inode.seals & (uapi.F_SEAL_WRITE | uapi.F_SEAL_FUTURE_WRITE):
+            raise _e(errno.EPERM, "sealed")
+        inode.punch_hole(offset, end - start)
+    elif b in (uapi.MADV_COLD, uapi.MADV_PAGEOUT):
+        if vma.vm_flags & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
+            raise _e(errno.EINVAL, "COLD/PAGEOUT on a locked or special VMA")
+    elif b in (uapi.MADV_POPULATE_READ, uapi.MADV_POPULATE_WRITE):
+        write = b == uapi.MADV_POPULATE_WRITE
+        # mm/gup.c:check_vma_flags() for faultin_page_range()
+        if vma.vm_flags & (VM_IO | VM_PFNMAP):
+            raise _e(errno.EINVAL, "populate on VM_IO/VM_PFNMAP")
+        if write and not vma.vm_flags & VM_WRITE:
+            raise _e(errno.EFAULT, "POPULATE_WRITE on a read-only VMA")
+        if not write and not vma.readable():
+            raise _e(errno.EFAULT, "POPULATE_READ on PROT_NONE")
+        try:
+            populate_range(mm, vma, start, end, write)
+        except FaultError as fe:
+            if fe.kind == "OOM":
+                raise _e(errno.ENOMEM, "populate: out of memory") from None
+            raise _e(errno.EFAULT, f"populate: {fe.reason or fe.kind}") from None
+    elif b == uapi.MADV_COLLAPSE:
+        madvise_collapse(vma, start, end)
+    # MADV_WILLNEED: readahead only
+    return vma
+
+
+def madvise_collapse(vma: VmArea, start: int, end: int) -> None:
+    """Refuse a collapse the kernel would refuse. Models mm/khugepaged.c:madvise_collapse.
+
+    Each PMD-aligned 2 MiB range inside [start, end) is scanned: a non-present PTE
+    (guard markers included) gives SCAN_PTE_NON_PRESENT and an anonymous VMA without an
+    anon_vma gives SCAN_PAGE_ANON (hugepage_vma_revalidate), both mapped to -EINVAL by
+    madvise_collapse_errno(). The huge mapping itself is not modelled.
+    """
+    hstart = (start + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
+    hend = end & ~(PMD_SIZE - 1)
+    if vma.vm_flags & (VM_NOHUGEPAGE | VM_SPECIAL | VM_HUGETLB):
+        raise _e(errno.EINVAL, "THP not allowed in this VMA")
+    ok = True
+    pt = vma.vm_mm.pgtables
+    for h in range(hstart, hend, PMD_SIZE):
+        if vma.is_anonymous() and rmap.vma_anon_vma(vma) is None:
+            ok = False
+            continue
+        t = pt.table(h)
+        if t is not None and PTE_MARKER_GUARD_ENTRY in t:
+            ok = False
+    if not ok:
+        raise _e(errno.EINVAL, "collapse refused (SCAN_PTE_NON_PRESENT or SCAN_PAGE_ANON)")
+
+
+def do_madvise(mm: MmStruct, start: int, len_in: int, behavior: int) -> None:
+    """The madvise syscall. Raises OSError.
+
+    Models mm/madvise.c:do_madvise → madvise_walk_vmas: EINVAL for unknown advice, an
+    unaligned start or an overflowing length; every VMA in the range gets the advice
+    (clipped to it); holes are skipped and reported as ENOMEM at the end; an error from
+    one VMA stops the walk.
+    """
+    if behavior not in VALID_ADVICE:
+        raise _e(errno.EINVAL, f"unknown advice {behavior}")
+    if start & (PAGE_SIZE - 1) or start < 0:
+        raise _e(errno.EINVAL, "unaligned start")
+    if len_in < 0:
+        raise _e(errno.EINVAL, "negative length")
+    length = page_align(len_in)
+    if len_in and not length:
+        raise _e(errno.EINVAL, "length overflows")
+    end = start + length
+    if end >= 1 << 64:
+        raise _e(errno.EINVAL, "range overflows")
+    if end == start:
+        return
+    unmapped = False
+    vma = mm.find_vma(start)
+    prev = mm.vma_prev(vma) if vma is not None else None
+    if vma is not None and start > vma.vm_start:
+        prev = vma
+    pos = start
+    while True:
+        if vma is None or vma.vm_start >= end:
+            unmapped = True
+            break
+        if pos < vma.vm_start:
+            unmapped = True
+            pos = vma.vm_start
+        tmp = min(vma.vm_end, end)
+        vma = _madvise_vma(mm, vma, prev, pos, tmp, behavior)
+        pos = tmp
+        if pos >= end:
+            break
+        prev = vma
+        vma = mm.vma_next(vma)
+    if unmapped:
+        raise _e(errno.ENOMEM, "range contains unmapped memory")
+
+
+def do_process_madvise(mm: MmStruct, ranges: Sequence[tuple[int, int]], behavior: int) -> int:
+    """process_madvise() on the caller's own mm: bytes advised. Raises OSError.
+
+    Models mm/madvise.c:vector_madvise: each iovec is advised in turn; on an error the
+    bytes advised so far are returned if any, else the error. An ENOMEM from holes in one
+    range still counts that range's length (madvise applied it), as the kernel's
+    ``total_len - iov_iter_count()`` does only for completed iovecs, so it stops there.
+    """
+    if behavior not in VALID_ADVICE:
+        raise _e(errno.EINVAL, f"unknown advice {behavior}")
+    done = 0
+    for start, length in ranges:
+        try:
+            do_madvise(mm, start, length, behavior)
+        except OSError:
+            if done:
+                return done
+            raise
+        done += length
+    return done

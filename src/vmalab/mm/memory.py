@@ -1,0 +1,457 @@
+"""Faults, zapping, fork-time page-table copies and page-table moves.
+
+Models mm/memory.c (handle_mm_fault and its do_* handlers, zap_pte_range,
+copy_page_range, do_fault_around), mm/gup.c (populate), mm/mremap.c:move_page_tables
+and mm/mmap.c:expand_downwards, on the compact page tables of ``vmalab.mm.pagetable``.
+
+Simplifications, each visible nowhere in the VMA layer: one page per folio (no THP or
+large folios); no swap (the project's machines run without it, so reclaim cannot move an
+anonymous page out); no per-VMA lock or fault retries.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vmalab.errors import SegmentationFault
+from vmalab.mm.flags import (
+    VM_GROWSDOWN,
+    VM_HUGETLB,
+    VM_IO,
+    VM_PFNMAP,
+    VM_SHARED,
+    VM_WRITE,
+)
+from vmalab.mm.mm_types import MMAP_MIN_ADDR, PAGE_SHIFT, STACK_GUARD_GAP, MmStruct, VmArea
+from vmalab.mm.page_alloc import KIND_ANON, KIND_PAGECACHE, KIND_ZERO, ZERO_PFN
+from vmalab.mm.pagetable import (
+    _PAGE_PRESENT,
+    _PAGE_RW,
+    PMD_SHIFT,
+    PTE_MARKER_GUARD_ENTRY,
+    mk_pte,
+)
+
+if TYPE_CHECKING:
+    from vmalab.mm.filemap import Inode
+
+RLIMIT_STACK_DEFAULT = 8 << 20
+FAULT_AROUND_PAGES = 16  # fault_around_bytes = 64 KiB
+
+
+class FaultError(Exception):
+    """A VM_FAULT_* error result: ``kind`` is "SIGSEGV", "SIGBUS" or "OOM"."""
+
+    def __init__(self, kind: str, reason: str = "") -> None:
+        self.kind = kind
+        self.reason = reason
+        super().__init__(kind, reason)
+
+
+def linear_page_index(vma: VmArea, addr: int) -> int:
+    """Models include/linux/pagemap.h:linear_page_index."""
+    return ((addr - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff
+
+
+# --- zap --------------------------------------------------------------------------------
+
+
+def zap_page_range(
+    vma: VmArea,
+    start: int,
+    end: int,
+    *,
+    drop_markers: bool = False,
+    even_cows: bool = True,
+    reclaim_pt: bool = False,
+    guard_count: list[int] | None = None,
+) -> None:
+    """Clear the PTEs of [start, end) in ``vma``.
+
+    Models mm/memory.c:zap_pte_range / zap_present_ptes / zap_nonpresent_ptes:
+    present entries are unmapped (anonymous folios freed at mapcount 0); guard markers
+    survive unless ``drop_markers`` (ZAP_FLAG_DROP_MARKER, munmap and exit);
+    ``even_cows=False`` keeps anonymous (CoW) pages, as unmap_mapping_range() does for
+    hole punch; ``reclaim_pt`` frees PTE tables left empty (MADV_DONTNEED with
+    CONFIG_PT_RECLAIM).
+    """
+    mm = vma.vm_mm
+    pt = mm.pgtables
+    phys = mm.kernel.phys
+    kind = phys.kind
+    mapcount = phys.mapcount
+    emptied: list[int] = []
+    for i, t, s, e in pt.tables_in(start, end):
+        any_left = False
+        for j in range(s, e):
+            pte = t[j]
+            if not pte:
+                continue
+            if pte & _PAGE_PRESENT:
+                pfn = pte >> 12
+                k = kind[pfn]
+                if k == KIND_ANON:
+                    if not even_cows:
+                        any_left = True
+                        continue
+                    mapcount[pfn] -= 1
+                    if mapcount[pfn] == 0:
+                        phys.free(pfn)
+                elif k == KIND_PAGECACHE:
+                    mapcount[pfn] -= 1
+                t[j] = 0
+            elif pte == PTE_MARKER_GUARD_ENTRY:
+                if drop_markers:
+                    t[j] = 0
+                    if guard_count is not None:
+                        guard_count[0] += 1
+                else:
+                    any_left = True
+            else:  # pragma: no cover - no other non-present entries are created
+                raise AssertionError(f"unknown pte {pte:#x}")
+        if reclaim_pt and not any_left:
+            emptied.append(i)
+    for i in emptied:
+        pt.try_reclaim_pte_table(i)
+
+
+def unmap_mapping_range(inode: Inode, first: int, last: int | None, even_cows: bool) -> None:
+    """Zap every mapping of page-cache indices [first, last] of ``inode``.
+
+    Models mm/memory.c:unmap_mapping_range / unmap_mapping_range_tree (truncation uses
+    ``even_cows=True``, hole punch ``False``). Guard markers are kept (no
+    ZAP_FLAG_DROP_MARKER).
+    """
+    for vma in list(inode.i_mmap):
+        vstart = vma.vm_pgoff
+        vend = vstart + vma.pages() - 1
+        lo = max(first, vstart)
+        hi = vend if last is None else min(last, vend)
+        if lo > hi:
+            continue
+        a = vma.vm_start + ((lo - vstart) << PAGE_SHIFT)
+        b = vma.vm_start + ((hi - vstart + 1) << PAGE_SHIFT)
+        zap_page_range(vma, a, b, even_cows=even_cows)
+
+
+# --- faults ------------------------------------------------------------------------------
+
+
+def expand_downwards(vma: VmArea, address: int) -> None:
+    """Grow a VM_GROWSDOWN VMA down to ``address``; raises FaultError on refusal.
+
+    Models mm/mmap.c:expand_downwards and acct_stack_growth (stack_guard_gap against a
+    non-stack accessible previous VMA, the 8 MiB RLIMIT_STACK, anon_vma_prepare first).
+    """
+    mm = vma.vm_mm
+    address &= ~0xFFF
+    if address < MMAP_MIN_ADDR:
+        raise FaultError("SIGSEGV", "below mmap_min_addr")
+    prev = mm.vma_prev(vma)
+    if (
+        prev is not None
+        and not prev.vm_flags & VM_GROWSDOWN
+        and prev.is_accessible()
+        and address - prev.vm_end < STACK_GUARD_GAP
+    ):
+        raise FaultError("SIGSEGV", "stack_guard_gap")
+    if prev is not None and prev.vm_end > address:
+        raise FaultError("SIGSEGV", "overlaps previous VMA")
+    try:
+        vma.vm_mm.kernel.design_impl.anon_vma_prepare(vma)
+    except Exception as e:
+        raise FaultError("OOM") from e
+    if address < vma.vm_start:
+        size = vma.vm_end - address
+        grow = (vma.vm_start - address) >> PAGE_SHIFT
+        if grow > vma.vm_pgoff:
+            raise FaultError("SIGSEGV", "pgoff underflow")
+        if size > RLIMIT_STACK_DEFAULT:
+            raise FaultError("SIGSEGV", "RLIMIT_STACK")
+        mm.vma_set_start(vma, address)
+        vma.vm_pgoff -= grow
+
+
+def find_fault_vma(mm: MmStruct, addr: int) -> VmArea:
+    """The VMA a user fault at ``addr`` is handled in, expanding a stack if needed.
+
+    Models arch/x86/mm/fault.c:do_user_addr_fault → mm/memory.c:lock_mm_and_find_vma
+    (→ expand_stack_locked).
+    """
+    vma = mm.find_vma(addr)
+    if vma is None:
+        raise FaultError("SIGSEGV", "no VMA")
+    if vma.vm_start <= addr:
+        return vma
+    if not vma.vm_flags & VM_GROWSDOWN:
+        raise FaultError("SIGSEGV", "no VMA")
+    expand_downwards(vma, addr)
+    return vma
+
+
+def _file_page(vma: VmArea, addr: int, create: bool = True) -> int:
+    """The page-cache page backing ``addr``; SIGBUS beyond EOF.
+
+    Models mm/shmem.c:shmem_fault → shmem_get_folio_gfp (SGP_CACHE allocates a page for a
+    hole; tmpfs semantics for every file).
+    """
+    assert vma.vm_file is not None
+    inode = vma.vm_file.inode
+    index = linear_page_index(vma, addr)
+    if index >= (inode.size + 4095) >> 12:
+        raise FaultError("SIGBUS", "beyond EOF")
+    pfn = inode.pages.get(index)
+    if pfn is None:
+        if not create:
+            return -1
+        pfn = inode.page_cache_alloc(index)
+    return pfn
+
+
+def _map_new_anon(vma: VmArea, t: object, j: int, src_pfn: int | None) -> None:
+    """Allocate an anonymous folio (optionally a copy of ``src_pfn``) and map it writable.
+
+    Models the common tail of do_anonymous_page, do_cow_fault and wp_page_copy:
+    vmf_anon_prepare(), folio allocation, folio_add_new_anon_rmap(), set_pte_at().
+    """
+    try:
+        vma.vm_mm.kernel.design_impl.anon_vma_prepare(vma)
+    except Exception as e:
+        raise FaultError("OOM") from e
+    phys = vma.vm_mm.kernel.phys
+    av = vma.anon_vma
+    assert av is not None
+    pfn = phys.alloc(KIND_ANON, av.id)
+    if src_pfn is not None and src_pfn != ZERO_PFN:
+        phys.copy(pfn, src_pfn)
+    phys.mapcount[pfn] = 1
+    t[j] = mk_pte(pfn, bool(vma.vm_flags & VM_WRITE))  # type: ignore[index]
+
+
+def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
+    """Resolve a fault at ``addr`` in ``vma``; raises FaultError for a signal or OOM.
+
+    Models mm/memory.c:handle_mm_fault → handle_pte_fault and its handlers:
+    do_anonymous_page (a read maps the zero page and creates no anon_vma),
+    do_read_fault with do_fault_around, do_cow_fault, do_shared_fault, do_wp_page
+    (reuse, wp_page_copy or wp_page_shared) and, for a PTE marker, handle_pte_marker
+    (PTE_MARKER_GUARD → VM_FAULT_SIGSEGV).
+    """
+    mm = vma.vm_mm
+    k = mm.kernel
+    k.vmstat["pgfault"] += 1
+    if vma.vm_flags & (VM_PFNMAP | VM_IO | VM_HUGETLB):
+        raise FaultError("SIGBUS", "special mapping not modelled")
+    try:
+        t = mm.pgtables.pte_alloc(addr)
+    except Exception as e:
+        raise FaultError("OOM") from e
+    j = (addr >> 12) & 511
+    pte = t[j]
+    phys = k.phys
+    if pte == PTE_MARKER_GUARD_ENTRY:
+        raise FaultError("SIGSEGV", "guard region")
+    shared = bool(vma.vm_flags & VM_SHARED)
+    if not pte:
+        if vma.vm_file is None:
+            # do_anonymous_page()
+            if not write:
+                t[j] = mk_pte(ZERO_PFN, False)
+                return
+            _map_new_anon(vma, t, j, None)
+            return
+        if write and not shared:
+            # do_cow_fault(): copy the page-cache page into a new anonymous folio.
+            src = _file_page(vma, addr)
+            _map_new_anon(vma, t, j, src)
+            return
+        if not write:
+            _do_fault_around(vma, addr, t)
+            if t[j]:
+                return
+        pfn = _file_page(vma, addr)
+        phys.mapcount[pfn] += 1
+        t[j] = mk_pte(pfn, shared and bool(vma.vm_flags & VM_WRITE))
+        return
+    # Present PTE.
+    if not write or pte & _PAGE_RW:
+        return  # spurious (another fault already resolved it)
+    pfn = pte >> 12
+    kind = phys.kind[pfn]
+    if shared:
+        # wp_page_shared(): no write-notify on tmpfs, just make it writable.
+        t[j] = pte | _PAGE_RW
+        return
+    if kind == KIND_ANON and phys.mapcount[pfn] == 1:
+        # wp_can_reuse_anon_folio(): the folio is exclusive, reuse it.
+        t[j] = pte | _PAGE_RW
+        return
+    # wp_page_copy(): CoW from the zero page, a shared anon folio or a page-cache page.
+    _map_new_anon(vma, t, j, pfn)
+    if kind != KIND_ZERO:
+        phys.mapcount[pfn] -= 1
+        if kind == KIND_ANON and phys.mapcount[pfn] == 0:
+            phys.free(pfn)
+
+
+def _do_fault_around(vma: VmArea, addr: int, t: object) -> None:
+    """Map the already-cached pages around a read fault.
+
+    Models mm/memory.c:do_fault_around → mm/filemap.c:filemap_map_pages: a window of
+    fault_around_pages (16) aligned PTEs clamped to the VMA, the PTE table and EOF; only
+    pages already in the page cache; PTEs that are not none (markers included) are left
+    alone.
+    """
+    assert vma.vm_file is not None
+    inode = vma.vm_file.inode
+    pte_off = (addr >> 12) & 511
+    vma_off = (addr - vma.vm_start) >> 12
+    from_pte = max(pte_off - pte_off % FAULT_AROUND_PAGES, pte_off - min(pte_off, vma_off))
+    to_pte = min(from_pte + FAULT_AROUND_PAGES, 512, pte_off + vma.pages() - vma_off)
+    base = addr - (pte_off << 12)
+    npages = (inode.size + 4095) >> 12
+    mapcount = vma.vm_mm.kernel.phys.mapcount
+    writable = bool(vma.vm_flags & VM_SHARED and vma.vm_flags & VM_WRITE)
+    pages = inode.pages
+    for p in range(from_pte, to_pte):
+        if t[p]:  # type: ignore[index]
+            continue
+        index = linear_page_index(vma, base + (p << 12))
+        if index >= npages:
+            break
+        pfn = pages.get(index)
+        if pfn is None:
+            continue
+        mapcount[pfn] += 1
+        t[p] = mk_pte(pfn, writable)  # type: ignore[index]
+
+
+def fault_in(mm: MmStruct, addr: int, write: bool) -> tuple[VmArea, int]:
+    """Make ``addr`` accessible for a user load/store and return (vma, pfn).
+
+    Models the user-fault path: do_user_addr_fault's access_error() (no VMA, PROT_NONE,
+    or a write to a non-writable VMA → SIGSEGV), then handle_mm_fault until the PTE
+    allows the access. Raises SegmentationFault.
+    """
+    try:
+        vma = find_fault_vma(mm, addr)
+        if write:
+            if not vma.vm_flags & VM_WRITE:
+                raise FaultError("SIGSEGV", "write to non-writable VMA")
+        elif not vma.readable():
+            raise FaultError("SIGSEGV", "PROT_NONE")
+        pt = mm.pgtables
+        for _ in range(3):
+            pte = pt.get(addr)
+            if pte & _PAGE_PRESENT and (not write or pte & _PAGE_RW):
+                return vma, pte >> 12
+            handle_mm_fault(vma, addr, write)
+        raise AssertionError("fault did not resolve")  # pragma: no cover
+    except FaultError as e:
+        sig = "SIGBUS" if e.kind in ("SIGBUS", "OOM") else "SIGSEGV"
+        raise SegmentationFault(addr, sig, e.reason or e.kind) from None
+
+
+def populate_range(mm: MmStruct, vma: VmArea, start: int, end: int, write: bool) -> None:
+    """Fault in [start, end) of ``vma`` as GUP does; raises FaultError on the first failure.
+
+    Models mm/gup.c:__get_user_pages for populate_vma_page_range()/faultin_page_range():
+    pages already present with sufficient access are skipped, others are faulted
+    (FOLL_WRITE breaks CoW). Check_vma_flags() failures are the caller's job.
+    """
+    pt = mm.pgtables
+    for a in range(start, end, 4096):
+        pte = pt.get(a)
+        if pte & _PAGE_PRESENT and (not write or pte & _PAGE_RW):
+            continue
+        handle_mm_fault(vma, a, write)
+        pte = pt.get(a)
+        if write and not pte & _PAGE_RW:
+            # FOLL_WRITE on a read-only mapping (FOLL_FORCE is not used by populate).
+            raise FaultError("SIGSEGV", "not writable")
+
+
+# --- fork and mremap --------------------------------------------------------------------
+
+
+def copy_page_range(dst: VmArea, src: VmArea) -> int:
+    """Copy ``src``'s page tables into ``dst``; returns the number of markers copied.
+
+    Models mm/memory.c:copy_page_range → copy_pte_range: present PTEs of CoW mappings
+    are write-protected in parent and child and their folios gain a mapping
+    (folio_try_dup_anon_rmap_pte); non-present PTEs go through copy_nonpresent_pte →
+    copy_pte_marker, which always keeps PTE_MARKER_GUARD. Whether to call it at all is
+    vma_needs_copy(), a design hook. Raises AllocFailure if a child table cannot be had.
+    """
+    spt = src.vm_mm.pgtables
+    dpt = dst.vm_mm.pgtables
+    mapcount = src.vm_mm.kernel.phys.mapcount
+    kind = src.vm_mm.kernel.phys.kind
+    cow = src.is_cow_mapping()
+    markers = 0
+    for i, t, s, e in list(spt.tables_in(src.vm_start, src.vm_end)):
+        # copy_pte_range() allocates the child's table before looking at the entries.
+        dt = dpt.pte_alloc(i << PMD_SHIFT)
+        for j in range(s, e):
+            pte = t[j]
+            if not pte:
+                continue
+            if pte & _PAGE_PRESENT:
+                pfn = pte >> 12
+                if kind[pfn] != KIND_ZERO:
+                    mapcount[pfn] += 1
+                if cow and pte & _PAGE_RW:
+                    pte &= ~_PAGE_RW
+                    t[j] = pte
+            else:
+                markers += 1
+            dt[j] = pte
+    return markers
+
+
+def move_page_tables(old: VmArea, old_addr: int, new: VmArea, new_addr: int, length: int) -> None:
+    """Move the PTEs of [old_addr, old_addr+length) to new_addr, markers included.
+
+    Models mm/mremap.c:move_page_tables at PTE granularity (move_ptes). The source tables
+    are left for free_pgtables() at unmap, as in the kernel when PMDs cannot be moved
+    whole. Raises AllocFailure if a destination table cannot be had (nothing moved from
+    the failing table on).
+    """
+    spt = old.vm_mm.pgtables
+    dpt = new.vm_mm.pgtables
+    delta = new_addr - old_addr
+    for i, t, s, e in list(spt.tables_in(old_addr, old_addr + length)):
+        base = i << PMD_SHIFT
+        for j in range(s, e):
+            pte = t[j]
+            if not pte:
+                continue
+            na = base + (j << 12) + delta
+            dt = dpt.pte_alloc(na)
+            dt[(na >> 12) & 511] = pte
+            t[j] = 0
+
+
+def count_markers(vma: VmArea, start: int | None = None, end: int | None = None) -> int:
+    """Guard markers in [start, end) of ``vma`` (the whole VMA by default)."""
+    s = vma.vm_start if start is None else start
+    e = vma.vm_end if end is None else end
+    n = 0
+    for _i, t, a, b in vma.vm_mm.pgtables.tables_in(s, e):
+        for j in range(a, b):
+            if t[j] == PTE_MARKER_GUARD_ENTRY:
+                n += 1
+    return n
+
+
+def has_populated_ptes(vma: VmArea, start: int, end: int) -> bool:
+    """Whether any PTE in [start, end) is populated and not a guard marker.
+
+    Models the guard_install_{pud,pmd,pte}_entry() walk's "zap needed" answer.
+    """
+    for _i, t, a, b in vma.vm_mm.pgtables.tables_in(start, end):
+        for j in range(a, b):
+            pte = t[j]
+            if pte and pte != PTE_MARKER_GUARD_ENTRY:
+                return True
+    return False

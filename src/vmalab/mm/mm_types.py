@@ -1,0 +1,260 @@
+"""The core kernel objects: vm_area_struct, mm_struct, anon_vma and anon_vma_chain.
+
+Models include/linux/mm_types.h and include/linux/rmap.h. Only the fields the VMA layer
+uses are kept. The VMA's ``anon_vma`` field is stored as the RFC's word: a real anon_vma
+pointer (``_anon_vma``) plus flag bits (``_anon_vma_flags``, bit 0 is
+``ANON_VMA_UNFAULTED``). Nothing outside ``vmalab.mm.rmap``'s accessors reads the raw
+word; in every design but ``tagged`` the flag bits stay 0, so the word behaves exactly as
+a plain pointer does in mainline.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sortedcontainers import SortedDict
+
+from vmalab.mm.flags import VM_ACCESS_FLAGS, VM_READ, VM_SHARED, VM_WRITE
+
+if TYPE_CHECKING:
+    from vmalab.kernel import Kernel
+    from vmalab.mm.filemap import File
+    from vmalab.mm.pagetable import PageTables
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_MASK = ~(PAGE_SIZE - 1)
+# x86-64, 4-level paging: TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE.
+TASK_SIZE = (1 << 47) - PAGE_SIZE
+# sysctl vm.mmap_min_addr default (mm/Kconfig DEFAULT_MMAP_MIN_ADDR on x86).
+MMAP_MIN_ADDR = 0x10000
+# mm/mmap.c: stack_guard_gap = 256UL << PAGE_SHIFT.
+STACK_GUARD_GAP = 256 << PAGE_SHIFT
+# A fixed top-down mmap_base (ASLR off): arch/x86/mm/mmap.c:mmap_base() with the
+# default 8 MiB stack rlimit and no randomisation gives TASK_SIZE - gap.
+DEFAULT_MMAP_BASE = 0x7FFFF7FFF000
+
+
+class AnonVma:
+    """``struct anon_vma``. Models include/linux/rmap.h.
+
+    ``avcs`` stands for the interval tree ``rb_root``: the set of chains linking VMAs to
+    this anon_vma.
+    """
+
+    __slots__ = ("id", "root", "parent", "refcount", "num_children", "num_active_vmas", "avcs")
+
+    def __init__(self, ident: int) -> None:
+        self.id = ident
+        self.root: AnonVma = self
+        self.parent: AnonVma = self
+        self.refcount = 1
+        self.num_children = 0
+        self.num_active_vmas = 0
+        self.avcs: set[AnonVmaChain] = set()
+
+    def __repr__(self) -> str:
+        return f"<anon_vma {self.id} root={self.root.id} ch={self.num_children} act={self.num_active_vmas}>"
+
+
+class AnonVmaChain:
+    """``struct anon_vma_chain``: links one VMA to one anon_vma. Models include/linux/rmap.h."""
+
+    __slots__ = ("vma", "anon_vma")
+
+    def __init__(self, vma: VmArea, anon_vma: AnonVma) -> None:
+        self.vma = vma
+        self.anon_vma = anon_vma
+
+
+class VmArea:
+    """``struct vm_area_struct``. Models include/linux/mm_types.h.
+
+    ``anon_vma_chain`` is the VMA's ``same_vma`` list, newest first as
+    mm/rmap.c:anon_vma_chain_link() builds it with ``list_add()``.
+    """
+
+    __slots__ = (
+        "vm_start",
+        "vm_end",
+        "vm_pgoff",
+        "vm_flags",
+        "vm_file",
+        "vm_mm",
+        "_anon_vma",
+        "_anon_vma_flags",
+        "anon_vma_chain",
+        "anon_name",
+        "uffd_ctx",
+        "vm_policy",
+        "vm_ops_close",
+        "special_name",
+    )
+
+    def __init__(
+        self,
+        mm: MmStruct,
+        start: int,
+        end: int,
+        pgoff: int,
+        flags: int,
+        file: File | None = None,
+    ) -> None:
+        self.vm_start = start
+        self.vm_end = end
+        self.vm_pgoff = pgoff
+        self.vm_flags = flags
+        self.vm_file = file
+        self.vm_mm = mm
+        self._anon_vma: AnonVma | None = None
+        self._anon_vma_flags = 0
+        self.anon_vma_chain: list[AnonVmaChain] = []
+        self.anon_name: str | None = None
+        self.uffd_ctx: object | None = None
+        self.vm_policy: object | None = None
+        # Whether vm_ops->close exists (special mappings such as [vdso] have one).
+        self.vm_ops_close = False
+        # arch_vma_name()/special_mapping name such as "[vdso]"; None for ordinary VMAs.
+        self.special_name: str | None = None
+
+    @property
+    def anon_vma(self) -> AnonVma | None:
+        """The real anon_vma, flag bits masked off (``vma_anon_vma()``)."""
+        return self._anon_vma
+
+    def pages(self) -> int:
+        """Models include/linux/mm.h:vma_pages."""
+        return (self.vm_end - self.vm_start) >> PAGE_SHIFT
+
+    def is_anonymous(self) -> bool:
+        """Models include/linux/mm.h:vma_is_anonymous (no vm_ops: no file)."""
+        return self.vm_file is None
+
+    def is_accessible(self) -> bool:
+        """Models include/linux/mm.h:vma_is_accessible."""
+        return bool(self.vm_flags & VM_ACCESS_FLAGS)
+
+    def is_cow_mapping(self) -> bool:
+        """Models include/linux/mm.h:is_cow_mapping ((flags & (SHARED|MAYWRITE)) == MAYWRITE)."""
+        return self.vm_flags & (VM_SHARED | 0x20) == 0x20
+
+    def readable(self) -> bool:
+        """x86 access_error(): any of read/write/exec permits a read."""
+        return bool(self.vm_flags & (VM_READ | VM_WRITE | 0x4))
+
+    def __repr__(self) -> str:
+        return f"<vma {self.vm_start:#x}-{self.vm_end:#x} pgoff={self.vm_pgoff:#x} flags={self.vm_flags:#x}>"
+
+
+class MmStruct:
+    """``struct mm_struct``: the address space. Models include/linux/mm_types.h.
+
+    ``mm_mt`` is the VMA index, the maple tree's job: a SortedDict from ``vm_start`` to the
+    VMA, giving O(log n) lookup, insert, erase and ordered range iteration.
+    """
+
+    __slots__ = (
+        "kernel",
+        "mm_mt",
+        "map_count",
+        "pgtables",
+        "mmap_base",
+        "locked_vm",
+        "def_flags",
+        "owner_pid",
+        "dead",
+    )
+
+    def __init__(self, kernel: Kernel, pgtables: PageTables, owner_pid: int) -> None:
+        self.kernel = kernel
+        self.mm_mt: SortedDict = SortedDict()
+        self.map_count = 0
+        self.pgtables = pgtables
+        self.mmap_base = DEFAULT_MMAP_BASE
+        self.locked_vm = 0
+        self.def_flags = 0
+        self.owner_pid = owner_pid
+        self.dead = False
+
+    # --- the maple tree's interface (vma_iter_*, find_vma, vma_lookup) -------------
+
+    def find_vma(self, addr: int) -> VmArea | None:
+        """First VMA with ``vm_end > addr``. Models mm/mmap.c:find_vma."""
+        mt = self.mm_mt
+        i = mt.bisect_right(addr)
+        if i:
+            v: VmArea = mt.peekitem(i - 1)[1]
+            if v.vm_end > addr:
+                return v
+        if i < len(mt):
+            nxt: VmArea = mt.peekitem(i)[1]
+            return nxt
+        return None
+
+    def vma_lookup(self, addr: int) -> VmArea | None:
+        """The VMA containing ``addr``. Models include/linux/mm.h:vma_lookup."""
+        mt = self.mm_mt
+        i = mt.bisect_right(addr)
+        if i:
+            v: VmArea = mt.peekitem(i - 1)[1]
+            if v.vm_end > addr:
+                return v
+        return None
+
+    def find_vma_prev(self, addr: int) -> tuple[VmArea | None, VmArea | None]:
+        """(find_vma(addr), the VMA before it). Models mm/mmap.c:find_vma_prev."""
+        mt = self.mm_mt
+        i = mt.bisect_right(addr)
+        if i:
+            v: VmArea = mt.peekitem(i - 1)[1]
+            if v.vm_end > addr:
+                return v, (mt.peekitem(i - 2)[1] if i >= 2 else None)
+            return (mt.peekitem(i)[1] if i < len(mt) else None), v
+        return (mt.peekitem(0)[1] if len(mt) else None), None
+
+    def vma_prev(self, vma: VmArea) -> VmArea | None:
+        """The VMA before ``vma``. Models vma_prev() on an iterator at ``vma``."""
+        i = self.mm_mt.index(vma.vm_start)
+        return self.mm_mt.peekitem(i - 1)[1] if i else None
+
+    def vma_next(self, vma: VmArea) -> VmArea | None:
+        """The VMA after ``vma``. Models vma_next() on an iterator at ``vma``."""
+        mt = self.mm_mt
+        i = mt.index(vma.vm_start) + 1
+        return mt.peekitem(i)[1] if i < len(mt) else None
+
+    def vmas_in(self, start: int, end: int) -> list[VmArea]:
+        """VMAs intersecting [start, end), in order. Models for_each_vma_range()."""
+        out: list[VmArea] = []
+        v = self.find_vma(start)
+        if v is None or v.vm_start >= end:
+            return out
+        mt = self.mm_mt
+        i = mt.index(v.vm_start)
+        n = len(mt)
+        while i < n:
+            v = mt.peekitem(i)[1]
+            if v.vm_start >= end:
+                break
+            out.append(v)
+            i += 1
+        return out
+
+    def vma_store(self, vma: VmArea) -> None:
+        """Insert ``vma`` into the index. Models vma_iter_store()/vma_iter_bulk_store()."""
+        self.mm_mt[vma.vm_start] = vma
+
+    def vma_erase(self, vma: VmArea) -> None:
+        """Remove ``vma`` from the index. Models vma_iter_clear()."""
+        del self.mm_mt[vma.vm_start]
+
+    def vma_set_start(self, vma: VmArea, start: int) -> None:
+        """Move ``vma``'s start and keep the index keyed by it."""
+        if start != vma.vm_start:
+            del self.mm_mt[vma.vm_start]
+            vma.vm_start = start
+            self.mm_mt[start] = vma
+
+    def vmas(self) -> list[VmArea]:
+        """All VMAs in address order."""
+        return list(self.mm_mt.values())

@@ -1,0 +1,412 @@
+"""mmap and munmap.
+
+Models mm/mmap.c:do_mmap and the x86-64 entry (arch/x86/kernel/sys_x86_64.c:sys_mmap →
+mm/util.c:vm_mmap_pgoff), mm/vma.c:__mmap_region, do_vmi_align_munmap
+(vms_gather_munmap_vmas + vms_complete_munmap_vmas), unmap_region/free_pgtables, and
+the top-down search of mm/mmap.c:generic_get_unmapped_area_topdown → vm_unmapped_area.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from vmalab import uapi
+from vmalab.mm import rmap
+from vmalab.mm.filemap import File
+from vmalab.mm.flags import (
+    VM_ACCOUNT,
+    VM_DONTDUMP,
+    VM_DROPPABLE,
+    VM_GROWSDOWN,
+    VM_HUGETLB,
+    VM_LOCKED,
+    VM_LOCKED_MASK,
+    VM_LOCKONFAULT,
+    VM_MAYEXEC,
+    VM_MAYREAD,
+    VM_MAYSHARE,
+    VM_MAYWRITE,
+    VM_NOHUGEPAGE,
+    VM_NORESERVE,
+    VM_SHARED,
+    VM_SPECIAL,
+    VM_SYNC,
+    VM_WIPEONFORK,
+    VM_WRITE,
+    calc_vm_prot_bits,
+)
+from vmalab.mm.memory import FaultError, populate_range, zap_page_range
+from vmalab.mm.mm_types import (
+    MMAP_MIN_ADDR,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    STACK_GUARD_GAP,
+    TASK_SIZE,
+    MmStruct,
+    VmArea,
+)
+from vmalab.mm.pagetable import PMD_SIZE
+from vmalab.mm.slab import AllocFailure
+from vmalab.mm.vma import (
+    VmaMergeStruct,
+    remove_vma_from_mm,
+    split_vma_raw,
+    vm_area_alloc,
+    vma_link,
+    vma_merge_new_range,
+)
+
+if TYPE_CHECKING:
+    pass
+
+LEGACY_MAP_MASK = (
+    uapi.MAP_SHARED
+    | uapi.MAP_PRIVATE
+    | uapi.MAP_FIXED
+    | uapi.MAP_ANONYMOUS
+    | uapi.MAP_DENYWRITE
+    | uapi.MAP_EXECUTABLE
+    | uapi.MAP_UNINITIALIZED
+    | uapi.MAP_GROWSDOWN
+    | uapi.MAP_LOCKED
+    | uapi.MAP_NORESERVE
+    | uapi.MAP_POPULATE
+    | uapi.MAP_NONBLOCK
+    | uapi.MAP_STACK
+    | uapi.MAP_HUGETLB
+    | uapi.MAP_32BIT
+    | 0x3F << 26  # MAP_HUGE_MASK << MAP_HUGE_SHIFT
+)
+
+
+def _e(code: int, what: str) -> OSError:
+    return OSError(code, f"{errno.errorcode[code]}: {what}")
+
+
+def page_align(n: int) -> int:
+    """Models include/linux/mm.h:PAGE_ALIGN (wrapping at 2**64 like unsigned long)."""
+    return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) & ((1 << 64) - 1)
+
+
+def vm_start_gap(vma: VmArea) -> int:
+    """Models include/linux/mm.h:vm_start_gap (stack_guard_gap below a growsdown VMA)."""
+    start = vma.vm_start
+    if vma.vm_flags & VM_GROWSDOWN:
+        start = max(start - STACK_GUARD_GAP, 0) if start > STACK_GUARD_GAP else 0
+    return start
+
+
+def get_unmapped_area(
+    mm: MmStruct, addr: int, length: int, pgoff: int, flags: int, file: File | None
+) -> int:
+    """Choose an address for a mapping. Raises OSError.
+
+    Models mm/mmap.c:__get_unmapped_area → generic_get_unmapped_area_topdown: MAP_FIXED
+    addresses are checked only for range and alignment; a hint is used if the gap fits;
+    otherwise the highest gap below mmap_base wins. Anonymous mappings whose length is a
+    multiple of PMD_SIZE are PMD-aligned (thp_get_unmapped_area_vmflags, 6.7+).
+    """
+    if length > TASK_SIZE:
+        raise _e(errno.ENOMEM, "length > TASK_SIZE")
+    if flags & uapi.MAP_FIXED:
+        if addr > TASK_SIZE - length:
+            raise _e(errno.ENOMEM, "MAP_FIXED beyond TASK_SIZE")
+        if addr & (PAGE_SIZE - 1):
+            raise _e(errno.EINVAL, "unaligned MAP_FIXED address")
+        return addr
+    if addr:
+        addr = page_align(addr)
+        vma, prev = mm.find_vma_prev(addr)
+        if (
+            TASK_SIZE - length >= addr
+            and addr >= MMAP_MIN_ADDR
+            and (vma is None or addr + length <= vm_start_gap(vma))
+            and (prev is None or addr >= prev.vm_end)
+        ):
+            return addr
+    align = PMD_SIZE if (file is None and length % PMD_SIZE == 0) else PAGE_SIZE
+    return vm_unmapped_area_topdown(mm, length, MMAP_MIN_ADDR, mm.mmap_base, align)
+
+
+def vm_unmapped_area_topdown(mm: MmStruct, length: int, low: int, high: int, align: int) -> int:
+    """The highest ``align``-aligned gap of ``length`` in [low, high). Models mm/vma.c:unmapped_area_topdown."""
+    mt = mm.mm_mt
+    i = mt.bisect_left(high)
+    gap_end = high
+    if i < len(mt):
+        nxt: VmArea = mt.peekitem(i)[1]
+        gap_end = min(high, vm_start_gap(nxt))
+    # walk gaps downwards
+    while True:
+        prev: VmArea | None = mt.peekitem(i - 1)[1] if i > 0 else None
+        if prev is not None and prev.vm_end > gap_end:
+            # prev overlaps the top bound; move below it
+            gap_end = min(gap_end, vm_start_gap(prev))
+            i -= 1
+            continue
+        gap_start = max(prev.vm_end if prev is not None else 0, low)
+        if gap_end >= gap_start + length:
+            cand = (gap_end - length) & ~(align - 1)
+            if cand >= gap_start:
+                return cand
+        if prev is None:
+            raise _e(errno.ENOMEM, "no gap")
+        gap_end = vm_start_gap(prev)
+        i -= 1
+
+
+def unmap_vmas_and_free(mm: MmStruct, vmas: list[VmArea], start: int, end: int) -> int:
+    """Zap, free page tables, unlink and free ``vmas`` (already split to [start, end)).
+
+    Models mm/vma.c:vms_complete_munmap_vmas → unmap_region (unmap_vmas with
+    ZAP_FLAG_DROP_MARKER, free_pgtables between the surviving neighbours) and
+    remove_vma. Returns the number of guard markers dropped.
+    """
+    dropped = [0]
+    for v in vmas:
+        zap_page_range(v, v.vm_start, v.vm_end, drop_markers=True, guard_count=dropped)
+    for v in vmas:
+        if v.vm_flags & VM_LOCKED:
+            mm.locked_vm -= v.pages()
+        remove_vma_from_mm(v)
+    prev_vma, nxt_vma = _neighbours(mm, start, end)
+    floor = prev_vma.vm_end if prev_vma is not None else 0
+    ceiling = nxt_vma.vm_start if nxt_vma is not None else 0
+    mm.pgtables.free_pgd_range(start, end, floor, ceiling)
+    return dropped[0]
+
+
+def _neighbours(mm: MmStruct, start: int, end: int) -> tuple[VmArea | None, VmArea | None]:
+    """(last VMA ending at or before ``start``, first VMA starting at or after ``end``)."""
+    mt = mm.mm_mt
+    i = mt.bisect_left(start)
+    prev = mt.peekitem(i - 1)[1] if i > 0 else None
+    if prev is not None and prev.vm_end > start:
+        prev = None  # cannot happen once the range is clear
+    j = mt.bisect_left(end)
+    nxt = mt.peekitem(j)[1] if j < len(mt) else None
+    return prev, nxt
+
+
+def do_vmi_munmap(mm: MmStruct, start: int, length: int) -> None:
+    """Unmap [start, start+length), splitting VMAs at the edges. Raises OSError.
+
+    Models mm/vma.c:do_vmi_munmap → do_vmi_align_munmap (vms_gather_munmap_vmas: the
+    map_count check only when the first VMA is split in its middle; the original VMA
+    objects are the unmapped parts).
+    """
+    end = start + length
+    vmas = mm.vmas_in(start, end)
+    if not vmas:
+        return
+    first = vmas[0]
+    try:
+        if start > first.vm_start:
+            if end < first.vm_end and mm.map_count >= mm.kernel.max_map_count:
+                raise _e(errno.ENOMEM, "max_map_count")
+            split_vma_raw(first, start, True)
+        last = vmas[-1]
+        if last.vm_end > end:
+            split_vma_raw(last, end, False)
+    except AllocFailure:
+        raise _e(errno.ENOMEM, "munmap split failed") from None
+    unmap_vmas_and_free(mm, vmas, start, end)
+
+
+def accountable_mapping(file: File | None, vm_flags: int) -> bool:
+    """Models mm/vma.c:accountable_mapping (private writable, not NORESERVE, not hugetlb)."""
+    if file is not None and vm_flags & VM_HUGETLB:
+        return False
+    return vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE) == VM_WRITE
+
+
+def mmap_region(
+    mm: MmStruct, file: File | None, addr: int, length: int, vm_flags: int, pgoff: int
+) -> VmArea:
+    """Map [addr, addr+length) with ``vm_flags``; returns the VMA now covering it.
+
+    Models mm/vma.c:__mmap_region: unmap what MAP_FIXED replaces, charge VM_ACCOUNT,
+    try vma_merge_new_range() with VMG_MMAP_STATE (no anon_vma, name, uffd or policy),
+    else allocate a new VMA (shmem_zero_setup for shared anonymous memory), then
+    __mmap_complete (VM_LOCKED dropped for special VMAs).
+    """
+    end = addr + length
+    do_vmi_munmap(mm, addr, length)
+    if accountable_mapping(file, vm_flags):
+        vm_flags |= VM_ACCOUNT
+    prev, nxt = _neighbours(mm, addr, end)
+    vma: VmArea | None = None
+    if prev is not None or nxt is not None:
+        vmg = VmaMergeStruct(mm, prev, None, addr, end, pgoff, vm_flags, file)
+        vmg.next = nxt
+        vma = vma_merge_new_range(vmg)
+        if vmg.nomem:
+            raise _e(errno.ENOMEM, "merge allocation failed")
+    if vma is None:
+        try:
+            vma = vm_area_alloc(mm, addr, end, pgoff, vm_flags, file)
+        except AllocFailure:
+            raise _e(errno.ENOMEM, "vm_area_alloc failed") from None
+        if file is None and vm_flags & VM_SHARED:
+            vma.vm_file = mm.kernel.fs.shmem_zero_setup()
+            vma.vm_file.inode.size = length
+        vma_link(mm, vma)
+    # __mmap_complete()
+    if vma.vm_flags & VM_LOCKED:
+        if vma.vm_flags & (VM_SPECIAL | VM_HUGETLB):
+            vma.vm_flags &= ~VM_LOCKED_MASK
+        else:
+            mm.locked_vm += length >> PAGE_SHIFT
+    return vma
+
+
+def calc_vm_flag_bits(flags: int) -> int:
+    """Models include/linux/mman.h:calc_vm_flag_bits (x86-64, THP enabled)."""
+    f = 0
+    if flags & uapi.MAP_GROWSDOWN:
+        f |= VM_GROWSDOWN
+    if flags & uapi.MAP_LOCKED:
+        f |= VM_LOCKED
+    if flags & uapi.MAP_SYNC:
+        f |= VM_SYNC
+    if flags & uapi.MAP_STACK:
+        f |= VM_NOHUGEPAGE
+    return f
+
+
+def do_mmap(
+    mm: MmStruct, addr: int, length: int, prot: int, flags: int, file: File | None, offset: int
+) -> tuple[int, int]:
+    """The mmap syscall: returns (address, bytes to populate). Raises OSError.
+
+    Models arch/x86/kernel/sys_x86_64.c:sys_mmap (offset alignment),
+    mm/mmap.c:ksys_mmap_pgoff and do_mmap: argument checks in the kernel's order, vm_flags
+    from prot and flags, the per-type rules for files (EACCES for PROT_WRITE on a
+    MAP_SHARED mapping of a file opened read-only, seals) and anonymous memory (pgoff
+    addr >> PAGE_SHIFT for private, 0 for shared; MAP_DROPPABLE), and the populate
+    decision of vm_mmap_pgoff.
+    """
+    if offset < 0 or offset & (PAGE_SIZE - 1):
+        raise _e(errno.EINVAL, "unaligned offset")
+    pgoff = offset >> PAGE_SHIFT
+    if not length:
+        raise _e(errno.EINVAL, "zero length")
+    if length < 0 or addr < 0:
+        raise _e(errno.EINVAL, "negative argument")
+    if not flags & uapi.MAP_FIXED and addr < MMAP_MIN_ADDR and addr:
+        addr = MMAP_MIN_ADDR & ~(PAGE_SIZE - 1)  # round_hint_to_min()
+    length = page_align(length)
+    if not length:
+        raise _e(errno.ENOMEM, "length overflows")
+    if pgoff + (length >> PAGE_SHIFT) >= 1 << 64:
+        raise _e(errno.EOVERFLOW, "pgoff overflows")
+    if mm.map_count > mm.kernel.max_map_count:
+        raise _e(errno.ENOMEM, "max_map_count")
+    if flags & uapi.MAP_FIXED_NOREPLACE:
+        flags |= uapi.MAP_FIXED
+    if prot & ~(uapi.PROT_READ | uapi.PROT_WRITE | uapi.PROT_EXEC | uapi.PROT_SEM):
+        # x86 arch_validate_prot is only consulted by mprotect; mmap ignores other bits
+        prot &= 0xF
+    if flags & uapi.MAP_HUGETLB:
+        raise _e(errno.EINVAL, "MAP_HUGETLB is not modelled (no hugetlb pool)")
+    vm_flags = calc_vm_prot_bits(prot) | calc_vm_flag_bits(flags) | mm.def_flags
+    vm_flags |= VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+    map_type = flags & uapi.MAP_TYPE
+    if file is not None:
+        if map_type in (uapi.MAP_SHARED, uapi.MAP_SHARED_VALIDATE):
+            if map_type == uapi.MAP_SHARED_VALIDATE and flags & ~(LEGACY_MAP_MASK | uapi.MAP_SYNC | uapi.MAP_FIXED_NOREPLACE):
+                raise _e(errno.EOPNOTSUPP, "unknown flags with MAP_SHARED_VALIDATE")
+            if flags & uapi.MAP_SYNC:
+                raise _e(errno.EOPNOTSUPP, "MAP_SYNC needs DAX")
+            if prot & uapi.PROT_WRITE:
+                if not file.writable:
+                    raise _e(errno.EACCES, "PROT_WRITE on a file opened read-only")
+                if file.inode.seals & (uapi.F_SEAL_WRITE | uapi.F_SEAL_FUTURE_WRITE):
+                    raise _e(errno.EPERM, "F_SEAL_WRITE")
+            vm_flags |= VM_SHARED | VM_MAYSHARE
+            if not file.writable:
+                vm_flags &= ~(VM_MAYWRITE | VM_SHARED)
+            elif file.inode.seals & uapi.F_SEAL_FUTURE_WRITE:
+                vm_flags &= ~VM_MAYWRITE
+        elif map_type == uapi.MAP_PRIVATE:
+            pass
+        else:
+            raise _e(errno.EINVAL, "bad map type for a file")
+        if not file.readable:
+            raise _e(errno.EACCES, "file not open for reading")
+    else:
+        if map_type in (uapi.MAP_SHARED, uapi.MAP_SHARED_VALIDATE):
+            if map_type == uapi.MAP_SHARED_VALIDATE and flags & ~(LEGACY_MAP_MASK | uapi.MAP_FIXED_NOREPLACE):
+                raise _e(errno.EOPNOTSUPP, "unknown flags with MAP_SHARED_VALIDATE")
+            if flags & uapi.MAP_GROWSDOWN:
+                raise _e(errno.EINVAL, "shared MAP_GROWSDOWN")
+            vm_flags |= VM_SHARED | VM_MAYSHARE
+            pgoff = 0
+        elif map_type == uapi.MAP_DROPPABLE:
+            if flags & (uapi.MAP_LOCKED | uapi.MAP_HUGETLB):
+                raise _e(errno.EINVAL, "droppable with MAP_LOCKED")
+            if vm_flags & VM_GROWSDOWN:
+                raise _e(errno.EINVAL, "droppable stack")
+            vm_flags |= VM_DROPPABLE | VM_NORESERVE | VM_WIPEONFORK | VM_DONTDUMP
+            pgoff = -1  # set below, once the address is known
+        elif map_type == uapi.MAP_PRIVATE:
+            pgoff = -1
+        else:
+            raise _e(errno.EINVAL, "bad map type")
+    addr = get_unmapped_area(mm, addr, length, pgoff, flags, file)
+    if flags & uapi.MAP_FIXED_NOREPLACE and mm.vmas_in(addr, addr + length):
+        raise _e(errno.EEXIST, "MAP_FIXED_NOREPLACE over a mapping")
+    if pgoff == -1:
+        pgoff = addr >> PAGE_SHIFT  # "Set pgoff according to addr for anon_vma"
+    if flags & uapi.MAP_NORESERVE:
+        vm_flags |= VM_NORESERVE  # overcommit heuristic (mode 0) honours it
+    vma = mmap_region(mm, file, addr, length, vm_flags, pgoff)
+    populate = 0
+    if vma.vm_flags & VM_LOCKED and not vma.vm_flags & VM_LOCKONFAULT:
+        populate = length
+    elif flags & (uapi.MAP_POPULATE | uapi.MAP_NONBLOCK) == uapi.MAP_POPULATE:
+        populate = length
+    return addr, populate
+
+
+def mm_populate(mm: MmStruct, start: int, length: int, ignore_errors: bool) -> int:
+    """Fault in a range VMA by VMA. Returns 0 or -errno.
+
+    Models mm/gup.c:__mm_populate → populate_vma_page_range: VM_IO/VM_PFNMAP and
+    inaccessible VMAs are skipped; private writable VMAs get write faults (FOLL_WRITE,
+    which breaks CoW and allocates anon_vmas); a fault error gives -EFAULT, or -ENOMEM
+    for VM_FAULT_OOM.
+    """
+    end = start + length
+    pos = start
+    while pos < end:
+        vma = mm.find_vma(pos)
+        if vma is None or vma.vm_start >= end:
+            break
+        pos = max(pos, vma.vm_start)
+        nend = min(end, vma.vm_end)
+        if vma.vm_flags & VM_SPECIAL or not vma.is_accessible():
+            pos = nend
+            continue
+        write = vma.vm_flags & (VM_WRITE | VM_SHARED) == VM_WRITE
+        try:
+            populate_range(mm, vma, pos, nend, write)
+        except FaultError as e:
+            if ignore_errors:
+                pos = nend
+                continue
+            return -errno.ENOMEM if e.kind == "OOM" else -errno.EFAULT
+        pos = nend
+    return 0
+
+
+__all__ = [
+    "do_mmap",
+    "do_vmi_munmap",
+    "get_unmapped_area",
+    "mm_populate",
+    "mmap_region",
+    "unmap_vmas_and_free",
+    "rmap",
+]

@@ -1,0 +1,128 @@
+"""mprotect.
+
+Models mm/mprotect.c:do_mprotect_pkey, mprotect_fixup and change_protection (PTE
+write-protection; guard markers are skipped, so they survive).
+"""
+
+from __future__ import annotations
+
+import errno
+
+from vmalab import uapi
+from vmalab.mm.flags import (
+    VM_ACCESS_FLAGS,
+    VM_ACCOUNT,
+    VM_EXEC,
+    VM_GROWSDOWN,
+    VM_HUGETLB,
+    VM_LOCKED,
+    VM_NORESERVE,
+    VM_READ,
+    VM_SHARED,
+    VM_WRITE,
+    calc_vm_prot_bits,
+)
+from vmalab.mm.memory import FaultError, populate_range
+from vmalab.mm.mm_types import PAGE_SIZE, MmStruct, VmArea
+from vmalab.mm.mmap import page_align
+from vmalab.mm.pagetable import _PAGE_PRESENT, _PAGE_RW
+from vmalab.mm.vma import vma_modify_flags
+
+
+def change_protection(vma: VmArea, start: int, end: int, newflags: int) -> None:
+    """Write-protect present PTEs when VM_WRITE goes away.
+
+    Models mm/mprotect.c:change_pte_range. Making a range writable leaves PTEs read-only
+    (the next write fault upgrades them, as for a non-exclusive page); markers are
+    skipped.
+    """
+    if newflags & VM_WRITE:
+        return
+    for _i, t, s, e in vma.vm_mm.pgtables.tables_in(start, end):
+        for j in range(s, e):
+            pte = t[j]
+            if pte & _PAGE_PRESENT and pte & _PAGE_RW:
+                t[j] = pte & ~_PAGE_RW
+
+
+def mprotect_fixup(mm: MmStruct, vma: VmArea, prev: VmArea | None, start: int, end: int, newflags: int) -> VmArea:
+    """Apply ``newflags`` to [start, end) of ``vma``: merge or split, then update PTEs.
+
+    Models mm/mprotect.c:mprotect_fixup: no-op when the flags are unchanged; VM_ACCOUNT
+    charged when a private mapping first becomes writable; vma_modify_flags(); a locked
+    private mapping made writable is populated.
+    """
+    oldflags = vma.vm_flags
+    if newflags == oldflags:
+        return vma
+    if newflags & VM_WRITE and not oldflags & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE):
+        newflags |= VM_ACCOUNT
+    vma, newflags = vma_modify_flags(prev, vma, start, end, newflags)
+    vma.vm_flags = newflags
+    change_protection(vma, start, end, newflags)
+    if oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED) == VM_LOCKED and newflags & VM_WRITE:
+        try:
+            populate_range(mm, vma, start, end, True)
+        except FaultError:
+            pass
+    return vma
+
+
+def do_mprotect(mm: MmStruct, start: int, length: int, prot: int) -> None:
+    """The mprotect syscall. Raises OSError.
+
+    Models mm/mprotect.c:do_mprotect_pkey: EINVAL for an unaligned start or unknown prot
+    bits (arch_validate_prot), ENOMEM for an overflowing or unmapped range, EACCES when
+    a VMA may not get the access (VM_MAY* missing); it stops at the first hole with
+    ENOMEM, leaving the VMAs before it changed.
+    """
+    if start & (PAGE_SIZE - 1) or start < 0:
+        raise OSError(errno.EINVAL, "EINVAL: unaligned start")
+    if length < 0:
+        raise OSError(errno.EINVAL, "EINVAL: negative length")
+    if not length:
+        return
+    grows = prot & (uapi.PROT_GROWSDOWN | uapi.PROT_GROWSUP)
+    prot &= ~grows
+    if grows == uapi.PROT_GROWSDOWN | uapi.PROT_GROWSUP:
+        raise OSError(errno.EINVAL, "EINVAL: both PROT_GROWSDOWN and PROT_GROWSUP")
+    length = page_align(length)
+    end = start + length
+    if end <= start or end > (1 << 64) - 1:
+        raise OSError(errno.ENOMEM, "ENOMEM: range overflows")
+    if prot & ~(uapi.PROT_READ | uapi.PROT_WRITE | uapi.PROT_EXEC | uapi.PROT_SEM):
+        raise OSError(errno.EINVAL, "EINVAL: unknown prot bits")
+    if grows & uapi.PROT_GROWSUP:
+        raise OSError(errno.EINVAL, "EINVAL: PROT_GROWSUP on x86")
+    vma = mm.find_vma(start)
+    if vma is None or vma.vm_start >= end:
+        raise OSError(errno.ENOMEM, "ENOMEM: range not mapped")
+    if grows & uapi.PROT_GROWSDOWN:
+        if vma.vm_start >= end:
+            raise OSError(errno.ENOMEM, "ENOMEM")
+        start = vma.vm_start
+        if not vma.vm_flags & VM_GROWSDOWN:
+            raise OSError(errno.EINVAL, "EINVAL: PROT_GROWSDOWN on a non-stack VMA")
+    elif vma.vm_start > start:
+        raise OSError(errno.ENOMEM, "ENOMEM: range starts in a hole")
+    prev = mm.vma_prev(vma) if start <= vma.vm_start else vma
+    tmp = vma.vm_start
+    nstart = start
+    newprot = calc_vm_prot_bits(prot)
+    while True:
+        if vma.vm_start != tmp:
+            raise OSError(errno.ENOMEM, "ENOMEM: hole in range")
+        newflags = newprot | (vma.vm_flags & ~(VM_READ | VM_WRITE | VM_EXEC))
+        # newflags >> 4 shifts VM_MAY* into the VM_* position
+        if (newflags & ~(newflags >> 4)) & VM_ACCESS_FLAGS:
+            raise OSError(errno.EACCES, "EACCES: VM_MAY* forbids this protection")
+        tmp = min(vma.vm_end, end)
+        vma = mprotect_fixup(mm, vma, prev, nstart, tmp, newflags)
+        nstart = tmp
+        prev = vma
+        if tmp >= end:
+            return
+        nxt = mm.vma_next(vma)
+        if nxt is None:
+            raise OSError(errno.ENOMEM, "ENOMEM: hole in range")
+        vma = nxt

@@ -1,0 +1,228 @@
+"""mremap.
+
+Models mm/mremap.c (Linux 6.18): do_mremap's argument checks, shrink (unmap the tail,
+dropping its markers), in-place growth through vma_merge_extend(), and moves through
+copy_vma() + move_page_tables(), with MREMAP_FIXED and MREMAP_DONTUNMAP.
+
+Simplification: 6.17's multi-VMA move (MREMAP_FIXED over several VMAs without resizing)
+is not modelled; a source range spanning more than one VMA always gives EFAULT.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from vmalab import uapi
+from vmalab.mm import rmap
+from vmalab.mm.flags import (
+    VM_ACCOUNT,
+    VM_DONTEXPAND,
+    VM_GROWSDOWN,
+    VM_LOCKED,
+    VM_LOCKONFAULT,
+    VM_MAYSHARE,
+    VM_MIXEDMAP,
+    VM_PFNMAP,
+    VM_SHARED,
+)
+from vmalab.mm.memory import FaultError, move_page_tables, populate_range
+from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, MmStruct, VmArea
+from vmalab.mm.mmap import do_vmi_munmap, get_unmapped_area, page_align, vm_start_gap
+from vmalab.mm.slab import AllocFailure
+from vmalab.mm.vma import (
+    VmaMergeStruct,
+    vm_area_alloc,
+    vm_area_dup,
+    vm_area_free,
+    vma_link,
+    vma_merge_new_range,
+)
+
+U64 = (1 << 64) - 1
+
+
+def _e(code: int, what: str) -> OSError:
+    return OSError(code, f"{errno.errorcode[code]}: {what}")
+
+
+def copy_vma(vma: VmArea, addr: int, length: int, pgoff: int) -> VmArea:
+    """Create (or merge into) the destination VMA of a move. Raises AllocFailure.
+
+    Models mm/vma.c:copy_vma: an anonymous VMA without a real anon_vma gets pgoff
+    ``addr >> PAGE_SHIFT`` "to increase its chance of merging"; otherwise the old pgoff
+    is kept. A merge uses VMG_VMA_STATE attributes (including the anon_vma) with no
+    middle; failing that, vm_area_dup + anon_vma_clone + vma_link.
+    """
+    mm = vma.vm_mm
+    if vma.is_anonymous() and rmap.vma_anon_vma(vma) is None:
+        pgoff = addr >> PAGE_SHIFT
+    prev = mm.find_vma_prev(addr)[1]
+    nxt = mm.find_vma(addr)
+    vmg = VmaMergeStruct.vma_state(prev, vma, addr, addr + length)
+    vmg.middle = None
+    vmg.pgoff = pgoff
+    vmg.next = nxt if nxt is not None and nxt.vm_start >= addr + length else None
+    if nxt is not None and nxt.vm_start < addr + length:
+        raise AssertionError("copy_vma over a mapped range")  # pragma: no cover
+    new = vma_merge_new_range(vmg)
+    if new is not None:
+        return new
+    if vmg.nomem:
+        raise AllocFailure("anon_vma_chain")
+    new = vm_area_dup(vma)
+    rmap.vma_dup_anon_vma(new, vma)
+    new.vm_start, new.vm_end, new.vm_pgoff = addr, addr + length, pgoff
+    try:
+        rmap.anon_vma_clone(new, vma)
+    except AllocFailure:
+        vm_area_free(new)
+        raise
+    vma_link(mm, new)
+    return new
+
+
+def move_vma(
+    mm: MmStruct, vma: VmArea, old_addr: int, old_len: int, new_len: int, new_addr: int, flags: int
+) -> int:
+    """Move [old_addr, old_addr+old_len) to new_addr (growing to new_len). Raises OSError.
+
+    Models mm/mremap.c:move_vma: copy_vma, move_page_tables (markers travel with the
+    page tables), then unmap the source unless MREMAP_DONTUNMAP, which leaves the
+    source VMA in place with empty page tables.
+    """
+    if mm.map_count >= mm.kernel.max_map_count - 3:
+        raise _e(errno.ENOMEM, "max_map_count")
+    new_pgoff = vma.vm_pgoff + ((old_addr - vma.vm_start) >> PAGE_SHIFT)
+    locked = vma.vm_flags & VM_LOCKED
+    try:
+        new = copy_vma(vma, new_addr, new_len, new_pgoff)
+    except AllocFailure:
+        raise _e(errno.ENOMEM, "copy_vma failed") from None
+    try:
+        move_page_tables(vma, old_addr, new, new_addr, old_len)
+    except AllocFailure:
+        # move_vma(): move the entries back and unmap the destination.
+        move_page_tables(new, new_addr, vma, old_addr, old_len)
+        do_vmi_munmap(mm, new_addr, new_len)
+        raise _e(errno.ENOMEM, "move_page_tables failed") from None
+    if flags & uapi.MREMAP_DONTUNMAP:
+        # The source keeps its VMA; VM_ACCOUNT moves to the new one (unlink_anon_vmas is
+        # not called: the source keeps its anon_vma).
+        vma.vm_flags &= ~(VM_LOCKED | VM_LOCKONFAULT)
+        if vma.vm_flags & VM_ACCOUNT and not new.vm_flags & VM_ACCOUNT:
+            new.vm_flags |= VM_ACCOUNT
+    else:
+        do_vmi_munmap(mm, old_addr, old_len)
+    if locked and new_len > old_len:
+        try:
+            populate_range(mm, new, new_addr + old_len, new_addr + new_len, False)
+        except FaultError:
+            pass
+    return new_addr
+
+
+def vma_expandable(mm: MmStruct, vma: VmArea, delta: int) -> bool:
+    """Models mm/mremap.c:vma_expandable: room after the VMA up to the next one."""
+    end = vma.vm_end + delta
+    if end < vma.vm_end or end > TASK_SIZE:
+        return False
+    nxt = mm.vma_next(vma)
+    return nxt is None or vm_start_gap(nxt) >= end
+
+
+def do_mremap(
+    mm: MmStruct, addr: int, old_len: int, new_len: int, flags: int, new_addr: int
+) -> int:
+    """The mremap syscall. Raises OSError.
+
+    Models mm/mremap.c:do_mremap → check_mremap_params, remap_is_valid/resize_is_valid,
+    mremap_to, mremap_shrink, mremap_expand (vma_merge_extend) and move_vma.
+    """
+    valid = uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED | uapi.MREMAP_DONTUNMAP
+    if flags & ~valid:
+        raise _e(errno.EINVAL, "unknown flags")
+    if flags & uapi.MREMAP_FIXED and not flags & uapi.MREMAP_MAYMOVE:
+        raise _e(errno.EINVAL, "MREMAP_FIXED without MREMAP_MAYMOVE")
+    if flags & uapi.MREMAP_DONTUNMAP and (not flags & uapi.MREMAP_MAYMOVE or old_len != new_len):
+        raise _e(errno.EINVAL, "MREMAP_DONTUNMAP needs MAYMOVE and equal sizes")
+    if addr & (PAGE_SIZE - 1) or addr < 0 or old_len < 0 or new_len < 0:
+        raise _e(errno.EINVAL, "unaligned address")
+    old_len = page_align(old_len)
+    new_len = page_align(new_len)
+    if not new_len:
+        raise _e(errno.EINVAL, "zero new length")
+    if addr + old_len > U64 or addr + new_len > U64:
+        raise _e(errno.EINVAL, "range overflows")
+    if flags & uapi.MREMAP_FIXED:
+        if new_addr & (PAGE_SIZE - 1) or new_addr < 0:
+            raise _e(errno.EINVAL, "unaligned new address")
+        if new_len > TASK_SIZE or new_addr > TASK_SIZE - new_len:
+            raise _e(errno.EINVAL, "new range beyond TASK_SIZE")
+        # The ranges may not overlap.
+        if addr + old_len > new_addr and new_addr + new_len > addr:
+            raise _e(errno.EINVAL, "overlapping ranges")
+    vma = mm.vma_lookup(addr)
+    if vma is None:
+        raise _e(errno.EFAULT, "no VMA at old address")
+    if not old_len:
+        if not vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
+            raise _e(errno.EINVAL, "old_len 0 on a private mapping")
+        if not flags & uapi.MREMAP_MAYMOVE:
+            raise _e(errno.EINVAL, "old_len 0 without MAYMOVE")
+    if old_len > vma.vm_end - addr:
+        raise _e(errno.EFAULT, "old range spans more than one VMA")
+    if new_len > old_len or (flags & uapi.MREMAP_FIXED and old_len == 0):
+        if vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP):
+            raise _e(errno.EFAULT, "VM_DONTEXPAND/VM_PFNMAP cannot grow")
+    if flags & uapi.MREMAP_DONTUNMAP and vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP):
+        raise _e(errno.EINVAL, "MREMAP_DONTUNMAP on a special mapping")
+    if vma.vm_flags & VM_GROWSDOWN and flags & uapi.MREMAP_DONTUNMAP:
+        pass
+    src_len = old_len if old_len else new_len
+
+    if flags & uapi.MREMAP_FIXED:
+        # mremap_to(): unmap the destination, shrink first if needed, then move.
+        do_vmi_munmap(mm, new_addr, new_len)
+        if old_len > new_len:
+            do_vmi_munmap(mm, addr + new_len, old_len - new_len)
+            src_len = new_len
+        vma = mm.vma_lookup(addr)
+        assert vma is not None
+        if mm.map_count >= mm.kernel.max_map_count:
+            raise _e(errno.ENOMEM, "max_map_count")
+        return move_vma(mm, vma, addr, src_len, new_len, new_addr, flags)
+
+    if old_len >= new_len:
+        # mremap_shrink(): unmap the tail; markers there are dropped.
+        if old_len > new_len:
+            do_vmi_munmap(mm, addr + new_len, old_len - new_len)
+        return addr
+
+    delta = new_len - old_len
+    if old_len == vma.vm_end - addr and vma_expandable(mm, vma, delta):
+        # mremap_expand() in place: vma_merge_extend() with just_expand.
+        vmg = VmaMergeStruct.vma_state(vma, vma, vma.vm_end, vma.vm_end + delta)
+        vmg.middle = None
+        vmg.next = None
+        vmg.just_expand = True
+        expanded = vma_merge_new_range(vmg)
+        if expanded is None:
+            raise _e(errno.ENOMEM, "vma_merge_extend failed")
+        if expanded.vm_file is not None and expanded.vm_file.inode.kind == "shmem":
+            pass  # the shmem object keeps its size: the grown part is beyond EOF
+        if expanded.vm_flags & VM_LOCKED:
+            mm.locked_vm += delta >> PAGE_SHIFT
+            try:
+                populate_range(mm, expanded, addr + old_len, addr + new_len, False)
+            except FaultError:
+                pass
+        return addr
+    if not flags & uapi.MREMAP_MAYMOVE:
+        raise _e(errno.ENOMEM, "cannot grow in place")
+    pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
+    map_flags = uapi.MAP_SHARED if vma.vm_flags & VM_MAYSHARE else 0
+    dest = get_unmapped_area(mm, 0, new_len, pgoff, map_flags, vma.vm_file)  # type: ignore[arg-type]
+    return move_vma(mm, vma, addr, src_len, new_len, dest, flags)
+
+
+__all__ = ["do_mremap", "vm_area_alloc"]

@@ -1,0 +1,506 @@
+"""VMA allocation, merge and split.
+
+Models mm/vma.c (Linux 6.19 as of 64212ba02e66, which the 6.18.y backport matches):
+``struct vma_merge_struct``, is_mergeable_vma, is_mergeable_anon_vma,
+can_vma_merge_{before,after,left,right}, vma_merge_existing_range, vma_merge_new_range,
+vma_expand, commit_merge, __split_vma/split_vma, vma_modify/vma_modify_flags, and
+mm/vma_init.c (vm_area_alloc/vm_area_dup/vm_area_free). Sticky-flag masks come from
+the active design (``Design.vm_sticky``/``vm_ignore_merge``), so the eager and tagged
+designs merge as <= 6.18 kernels do.
+
+Not modelled: mempolicy and userfaultfd contexts are carried and compared but nothing
+sets them; uprobes, mmap_lock and the per-VMA lock.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from vmalab.mm import rmap
+from vmalab.mm.flags import VM_MAYWRITE, VM_SHARED, VM_SPECIAL
+from vmalab.mm.mm_types import PAGE_SHIFT, MmStruct, VmArea
+from vmalab.mm.slab import AllocFailure
+
+
+class VmaMergeStruct:
+    """``struct vma_merge_struct``: the state of one merge attempt. Models mm/vma.h."""
+
+    __slots__ = (
+        "mm",
+        "prev",
+        "middle",
+        "next",
+        "target",
+        "start",
+        "end",
+        "pgoff",
+        "vm_flags",
+        "file",
+        "anon_vma",
+        "policy",
+        "uffd_ctx",
+        "anon_name",
+        "just_expand",
+        "nomem",
+        "remove_middle",
+        "remove_next",
+    )
+
+    def __init__(
+        self,
+        mm: MmStruct,
+        prev: VmArea | None,
+        middle: VmArea | None,
+        start: int,
+        end: int,
+        pgoff: int,
+        vm_flags: int,
+        file: object | None,
+        anon_vma: rmap.AnonVma | None = None,
+    ) -> None:
+        self.mm = mm
+        self.prev = prev
+        self.middle = middle
+        self.next: VmArea | None = None
+        self.target: VmArea | None = None
+        self.start = start
+        self.end = end
+        self.pgoff = pgoff
+        self.vm_flags = vm_flags
+        self.file = file
+        self.anon_vma = anon_vma
+        self.policy: object | None = None
+        self.uffd_ctx: object | None = None
+        self.anon_name: str | None = None
+        self.just_expand = False
+        self.nomem = False
+        self.remove_middle = False
+        self.remove_next = False
+
+    @classmethod
+    def vma_state(
+        cls, prev: VmArea | None, middle: VmArea, start: int, end: int
+    ) -> VmaMergeStruct:
+        """Models mm/vma.h:VMG_VMA_STATE: attributes taken from ``middle``."""
+        vmg = cls(
+            middle.vm_mm,
+            prev,
+            middle,
+            start,
+            end,
+            middle.vm_pgoff + ((start - middle.vm_start) >> PAGE_SHIFT),
+            middle.vm_flags,
+            middle.vm_file,
+            rmap.vma_anon_vma(middle),
+        )
+        vmg.policy = middle.vm_policy
+        vmg.uffd_ctx = middle.uffd_ctx
+        vmg.anon_name = middle.anon_name
+        return vmg
+
+
+# --- allocation ------------------------------------------------------------------------
+
+
+def vm_area_alloc(
+    mm: MmStruct, start: int, end: int, pgoff: int, flags: int, file: object | None
+) -> VmArea:
+    """Models mm/vma_init.c:vm_area_alloc (+ vma_set_range); raises AllocFailure."""
+    slabs = mm.kernel.slabs
+    slabs.alloc(slabs._vma)
+    return VmArea(mm, start, end, pgoff, flags, file)  # type: ignore[arg-type]
+
+
+def vm_area_dup(vma: VmArea, mm: MmStruct | None = None) -> VmArea:
+    """Copy a VMA: range, flags, pgoff, file, names; the chain starts empty.
+
+    Models mm/vma_init.c:vm_area_dup → vm_area_init_from. The anon_vma word is copied
+    by the caller through the design's split/fork hook (the kernel copies it raw).
+    """
+    m = mm or vma.vm_mm
+    slabs = m.kernel.slabs
+    slabs.alloc(slabs._vma)
+    new = VmArea(m, vma.vm_start, vma.vm_end, vma.vm_pgoff, vma.vm_flags, vma.vm_file)
+    new.anon_name = vma.anon_name
+    new.uffd_ctx = vma.uffd_ctx
+    new.vm_policy = vma.vm_policy
+    new.vm_ops_close = vma.vm_ops_close
+    new.special_name = vma.special_name
+    return new
+
+
+def vm_area_free(vma: VmArea) -> None:
+    """Models mm/vma_init.c:vm_area_free."""
+    slabs = vma.vm_mm.kernel.slabs
+    slabs.free(slabs._vma)
+
+
+def is_shared_maywrite(flags: int) -> bool:
+    """Models include/linux/mm.h:is_shared_maywrite."""
+    return flags & (VM_SHARED | VM_MAYWRITE) == VM_SHARED | VM_MAYWRITE
+
+
+def vma_link_file(vma: VmArea) -> None:
+    """Add ``vma`` to its file's i_mmap and take a file reference.
+
+    Models mm/vma.c:__vma_link_file (mapping_allow_writable for shared writable VMAs)
+    with get_file().
+    """
+    f = vma.vm_file
+    if f is not None:
+        f.get()  # type: ignore[attr-defined]
+        inode = f.inode  # type: ignore[attr-defined]
+        inode.i_mmap.add(vma)
+        if is_shared_maywrite(vma.vm_flags):
+            inode.i_mmap_writable += 1
+
+
+def vma_unlink_file(vma: VmArea) -> None:
+    """Remove ``vma`` from i_mmap and drop its file reference.
+
+    Models mm/vma.c:__remove_shared_vm_struct and fput() in remove_vma().
+    """
+    f = vma.vm_file
+    if f is not None:
+        inode = f.inode  # type: ignore[attr-defined]
+        inode.i_mmap.discard(vma)
+        if is_shared_maywrite(vma.vm_flags):
+            inode.i_mmap_writable -= 1
+        f.put()  # type: ignore[attr-defined]
+        inode.release_if_unused()
+
+
+def vma_link(mm: MmStruct, vma: VmArea) -> None:
+    """Insert a new VMA. Models mm/vma.c:vma_link (store, i_mmap, map_count++)."""
+    mm.vma_store(vma)
+    vma_link_file(vma)
+    mm.map_count += 1
+
+
+def remove_vma_from_mm(vma: VmArea) -> None:
+    """Drop a VMA that was merged away: unlink chains and file, free it.
+
+    Models mm/vma.c:vma_complete for a removed VMA (anon_vma_merge → unlink_anon_vmas,
+    __remove_shared_vm_struct, map_count--, remove_vma).
+    """
+    mm = vma.vm_mm
+    mm.vma_erase(vma)
+    mm.map_count -= 1
+    rmap.unlink_anon_vmas(vma)
+    vma_unlink_file(vma)
+    vm_area_free(vma)
+
+
+# --- mergeability ----------------------------------------------------------------------
+
+
+def is_mergeable_vma(vmg: VmaMergeStruct, merge_next: bool) -> bool:
+    """Models mm/vma.c:is_mergeable_vma (flags modulo VM_IGNORE_MERGE, file, uffd, name)."""
+    tgt = vmg.next if merge_next else vmg.prev
+    assert tgt is not None
+    ignore = vmg.mm.kernel.design_impl.vm_ignore_merge
+    return (
+        vmg.policy == tgt.vm_policy
+        and not ((tgt.vm_flags ^ vmg.vm_flags) & ~ignore)
+        and vmg.file is tgt.vm_file
+        and vmg.uffd_ctx == tgt.uffd_ctx
+        and vmg.anon_name == tgt.anon_name
+    )
+
+
+def vma_had_uncowed_parents(vma: VmArea | None) -> bool:
+    """Models mm/vma.c:vma_had_uncowed_parents: an anon_vma with a non-singular chain."""
+    return vma is not None and rmap.vma_anon_vma(vma) is not None and len(vma.anon_vma_chain) != 1
+
+
+def is_mergeable_anon_vma(vmg: VmaMergeStruct, merge_next: bool) -> bool:
+    """Models mm/vma.c:is_mergeable_anon_vma (v6.15+ form), on masked pointers."""
+    tgt = vmg.next if merge_next else vmg.prev
+    assert tgt is not None
+    src = vmg.middle
+    tgt_anon = rmap.vma_anon_vma(tgt)
+    src_anon = vmg.anon_vma
+    if tgt_anon is None and src_anon is not None:
+        return not vma_had_uncowed_parents(src)
+    if tgt_anon is not None and src_anon is None:
+        return not vma_had_uncowed_parents(tgt)
+    return src_anon is tgt_anon
+
+
+def can_vma_merge_before(vmg: VmaMergeStruct) -> bool:
+    """Merge with next: mergeable and pgoff-contiguous. Models mm/vma.c:can_vma_merge_before."""
+    nxt = vmg.next
+    assert nxt is not None
+    pglen = (vmg.end - vmg.start) >> PAGE_SHIFT
+    return (
+        is_mergeable_vma(vmg, True)
+        and is_mergeable_anon_vma(vmg, True)
+        and nxt.vm_pgoff == vmg.pgoff + pglen
+    )
+
+
+def can_vma_merge_after(vmg: VmaMergeStruct) -> bool:
+    """Merge with prev: mergeable and pgoff-contiguous. Models mm/vma.c:can_vma_merge_after."""
+    prev = vmg.prev
+    assert prev is not None
+    return (
+        is_mergeable_vma(vmg, False)
+        and is_mergeable_anon_vma(vmg, False)
+        and prev.vm_pgoff + prev.pages() == vmg.pgoff
+    )
+
+
+def can_vma_merge_left(vmg: VmaMergeStruct) -> bool:
+    """Models mm/vma.c:can_vma_merge_left."""
+    return vmg.prev is not None and vmg.prev.vm_end == vmg.start and can_vma_merge_after(vmg)
+
+
+def are_anon_vmas_compatible(a: VmArea, b: VmArea) -> bool:
+    """prev and next may both be merged only if their anon_vmas agree. Models mm/vma.c."""
+    x, y = rmap.vma_anon_vma(a), rmap.vma_anon_vma(b)
+    return x is None or y is None or x is y
+
+
+def can_vma_merge_right(vmg: VmaMergeStruct, can_merge_left: bool) -> bool:
+    """Models mm/vma.c:can_vma_merge_right."""
+    nxt = vmg.next
+    if nxt is None or vmg.end != nxt.vm_start or not can_vma_merge_before(vmg):
+        return False
+    if not can_merge_left:
+        return True
+    assert vmg.prev is not None
+    return are_anon_vmas_compatible(vmg.prev, nxt)
+
+
+def can_merge_remove_vma(vma: VmArea) -> bool:
+    """A VMA with vm_ops->close cannot be removed by a merge. Models mm/vma.c:can_merge_remove_vma."""
+    return not vma.vm_ops_close
+
+
+# --- merge ------------------------------------------------------------------------------
+
+
+def _remove_into(target: VmArea, removed: VmArea) -> None:
+    """Retire a VMA absorbed by a merge, letting the design see it first."""
+    removed.vm_mm.kernel.design_impl.merge_anon_vma_word(target, removed)
+    remove_vma_from_mm(removed)
+
+
+def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmArea | None:
+    """Merge [vmg.start, vmg.end) of ``vmg.middle`` into prev and/or next.
+
+    Models mm/vma.c:vma_merge_existing_range (with the sticky-flag propagation of
+    64212ba02e66): only a range touching the middle VMA's left or right edge can merge;
+    VM_SPECIAL never merges; sticky bits of the proposed flags, prev (merging left) and
+    next (merging right) are ORed into the target after commit_merge().
+    Returns the merged VMA, or None (``vmg.nomem`` set on allocation failure).
+    """
+    middle = vmg.middle
+    assert middle is not None
+    mm = vmg.mm
+    design = mm.kernel.design_impl
+    prev = vmg.prev
+    start, end = vmg.start, vmg.end
+    left_side = start == middle.vm_start
+    right_side = end == middle.vm_end
+    sticky = vmg.vm_flags & design.vm_sticky
+
+    if vmg.vm_flags & VM_SPECIAL or (not left_side and not right_side):
+        return None
+    merge_left = can_vma_merge_left(vmg) if left_side else False
+    nxt: VmArea | None = None
+    if right_side:
+        nxt = vmg.next = mm.vma_next(middle)
+        merge_right = can_vma_merge_right(vmg, merge_left)
+    else:
+        merge_right = False
+    if not merge_left and not merge_right:
+        return None
+    merge_both = merge_left and merge_right
+    remove_middle = left_side and right_side
+    if remove_middle and not can_merge_remove_vma(middle):
+        return None
+    remove_next = merge_both
+    if remove_next and nxt is not None and not can_merge_remove_vma(nxt):
+        remove_next = merge_right = merge_both = False
+
+    if merge_right:
+        assert nxt is not None
+        target = nxt
+        sticky |= nxt.vm_flags & design.vm_sticky
+    if merge_left:
+        assert prev is not None
+        target = prev
+        sticky |= prev.vm_flags & design.vm_sticky
+
+    try:
+        if merge_both:
+            assert prev is not None and nxt is not None
+            # prev extends over middle and next, both deleted.
+            rmap.dup_anon_vma(prev, nxt if rmap.vma_anon_vma(nxt) is not None else middle)
+            new_end = nxt.vm_end
+            _remove_into(prev, middle)
+            _remove_into(prev, nxt)
+            prev.vm_end = new_end
+        elif merge_left:
+            assert prev is not None
+            # prev extends; middle shrinks or is deleted.
+            rmap.dup_anon_vma(prev, middle)
+            if remove_middle:
+                _remove_into(prev, middle)
+            else:
+                middle.vm_pgoff += (end - middle.vm_start) >> PAGE_SHIFT
+                mm.vma_set_start(middle, end)
+            prev.vm_end = end
+        else:
+            assert nxt is not None
+            # next extends backwards; middle shrinks or is deleted.
+            rmap.dup_anon_vma(nxt, middle)
+            pglen = (end - start) >> PAGE_SHIFT
+            if remove_middle:
+                _remove_into(nxt, middle)
+            else:
+                middle.vm_end = start
+            nxt.vm_pgoff -= pglen
+            mm.vma_set_start(nxt, start)
+    except AllocFailure:
+        vmg.nomem = True
+        return None
+    target.vm_flags |= sticky
+    return target
+
+
+def vma_expand(vmg: VmaMergeStruct) -> None:
+    """Expand ``vmg.target`` to [vmg.start, vmg.end), absorbing next if it is reached.
+
+    Models mm/vma.c:vma_expand (sticky bits of vmg, target and a removed next are ORed
+    into the target). Raises AllocFailure (-ENOMEM) with nothing changed.
+    """
+    target = vmg.target
+    assert target is not None
+    mm = vmg.mm
+    design = mm.kernel.design_impl
+    nxt = vmg.next
+    sticky = (vmg.vm_flags | target.vm_flags) & design.vm_sticky
+    remove_next = nxt is not None and target is not nxt and vmg.end == nxt.vm_end
+    if remove_next:
+        assert nxt is not None
+        sticky |= nxt.vm_flags & design.vm_sticky
+        rmap.dup_anon_vma(target, nxt)
+        _remove_into(target, nxt)
+    target.vm_end = vmg.end
+    target.vm_pgoff = vmg.pgoff
+    mm.vma_set_start(target, vmg.start)
+    target.vm_flags |= sticky
+
+
+def vma_merge_new_range(vmg: VmaMergeStruct) -> VmArea | None:
+    """Merge a new range [vmg.start, vmg.end) with prev and/or next.
+
+    Models mm/vma.c:vma_merge_new_range → vma_expand. Returns the expanded VMA or None.
+    """
+    prev, nxt = vmg.prev, vmg.next
+    end = vmg.end
+    if vmg.vm_flags & VM_SPECIAL or (prev is None and nxt is None):
+        return None
+    can_left = can_vma_merge_left(vmg)
+    can_right = not vmg.just_expand and can_vma_merge_right(vmg, can_left)
+    if can_right:
+        assert nxt is not None
+        vmg.end = nxt.vm_end
+        vmg.target = nxt
+    if can_left:
+        assert prev is not None
+        vmg.start = prev.vm_start
+        vmg.target = prev
+        vmg.pgoff = prev.vm_pgoff
+        if can_right and nxt is not None and not can_merge_remove_vma(nxt):
+            vmg.end = end
+    if vmg.target is None:
+        return None
+    try:
+        vma_expand(vmg)
+    except AllocFailure:
+        vmg.nomem = True
+        return None
+    return vmg.target
+
+
+# --- split -------------------------------------------------------------------------------
+
+
+def __split_vma(vma: VmArea, addr: int, new_below: bool) -> VmArea:
+    """Split ``vma`` at ``addr``; returns the new VMA (below or above ``addr``).
+
+    Models mm/vma.c:__split_vma: vm_area_dup, pgoff of the upper part adjusted,
+    anon_vma_clone (chain_len AVCs, same anon_vma), file reference, insert. Both parts
+    keep every flag. Raises AllocFailure with nothing changed.
+    """
+    mm = vma.vm_mm
+    new = vm_area_dup(vma)
+    mm.kernel.design_impl.split_anon_vma_word(new, vma)
+    if new_below:
+        new.vm_end = addr
+    else:
+        new.vm_start = addr
+        new.vm_pgoff += (addr - vma.vm_start) >> PAGE_SHIFT
+    try:
+        rmap.anon_vma_clone(new, vma)
+    except AllocFailure:
+        vm_area_free(new)
+        raise
+    if new_below:
+        vma.vm_pgoff += (addr - new.vm_start) >> PAGE_SHIFT
+        mm.vma_set_start(vma, addr)
+    else:
+        vma.vm_end = addr
+    vma_link(mm, new)
+    return new
+
+
+split_vma_raw = __split_vma
+
+
+def split_vma(vma: VmArea, addr: int, new_below: bool) -> VmArea:
+    """Models mm/vma.c:split_vma: -ENOMEM at sysctl_max_map_count, then __split_vma."""
+    mm = vma.vm_mm
+    if mm.map_count >= mm.kernel.max_map_count:
+        raise OSError(errno.ENOMEM, "max_map_count")
+    try:
+        return __split_vma(vma, addr, new_below)
+    except AllocFailure:
+        raise OSError(errno.ENOMEM, "split_vma: allocation failed") from None
+
+
+def vma_modify(vmg: VmaMergeStruct) -> tuple[VmArea, bool]:
+    """Merge if possible, else split off the parts outside [start, end).
+
+    Models mm/vma.c:vma_modify. Returns (VMA now covering the range, merged?).
+    Raises OSError(ENOMEM).
+    """
+    vma = vmg.middle
+    assert vma is not None
+    merged = vma_merge_existing_range(vmg)
+    if merged is not None:
+        return merged, True
+    if vmg.nomem:
+        raise OSError(errno.ENOMEM, "merge: allocation failed")
+    if vma.vm_start < vmg.start:
+        split_vma(vma, vmg.start, True)
+    if vma.vm_end > vmg.end:
+        split_vma(vma, vmg.end, False)
+    return vma, False
+
+
+def vma_modify_flags(
+    prev: VmArea | None, vma: VmArea, start: int, end: int, new_flags: int
+) -> tuple[VmArea, int]:
+    """Prepare [start, end) of ``vma`` for new flags; returns (VMA, flags to set).
+
+    Models mm/vma.c:vma_modify_flags after 9119d6c2095b: on a successful merge the
+    caller gets the merged VMA's flags back, so sticky bits are kept.
+    """
+    vmg = VmaMergeStruct.vma_state(prev, vma, start, end)
+    vmg.vm_flags = new_flags
+    res, merged = vma_modify(vmg)
+    return res, (res.vm_flags if merged else new_flags)

@@ -1,0 +1,402 @@
+"""A process: its mm, its file descriptors, and the syscall entry points of the contract.
+
+Each method is the syscall boundary: it validates the process, turns injected
+allocation failures into ENOMEM, and otherwise defers to the ``vmalab.mm`` module that
+models the kernel function.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+from vmalab import uapi
+from vmalab.mm import filemap, khugepaged
+from vmalab.mm.fork import dup_mmap, exit_mmap
+from vmalab.mm.madvise import do_madvise, do_process_madvise
+from vmalab.mm.memory import fault_in
+from vmalab.mm.mlock import do_mlock, do_munlock
+from vmalab.mm.mm_types import PAGE_SIZE, MmStruct
+from vmalab.mm.mmap import do_mmap, do_vmi_munmap, mm_populate, page_align
+from vmalab.mm.mprotect import do_mprotect
+from vmalab.mm.mremap import do_mremap
+from vmalab.mm.pagetable import PageTables
+from vmalab.mm.slab import AllocFailure
+from vmalab.proc import VmaView, pagemap_entries, show_maps, show_smaps, vma_views
+
+if TYPE_CHECKING:
+    from vmalab.kernel import Kernel
+
+P = ParamSpec("P")
+R = TypeVar("R")
+U64 = (1 << 64) - 1
+
+
+def _syscall(fn: Callable[P, R]) -> Callable[P, R]:
+    """Wrap a syscall: a dead process raises ProcessLookupError; AllocFailure is ENOMEM."""
+
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        self = args[0]
+        if self._dead:  # type: ignore[attr-defined]
+            raise ProcessLookupError(errno.ESRCH, f"process {self.pid} has exited")  # type: ignore[attr-defined]
+        try:
+            return fn(*args, **kwargs)
+        except AllocFailure as e:
+            raise OSError(errno.ENOMEM, f"ENOMEM: allocation from {e} failed") from None
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__qualname__ = fn.__qualname__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+def _check_int(*vals: object) -> None:
+    for v in vals:
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise TypeError(f"expected an int, got {type(v).__name__}")
+
+
+class Process:
+    """A modelled process (task with its own mm). Create with ``Kernel.spawn()``."""
+
+    def __init__(self) -> None:  # pragma: no cover - use Kernel.spawn()
+        raise TypeError("use Kernel.spawn() or Process.fork()")
+
+    @classmethod
+    def _new(cls, kernel: Kernel, mm: MmStruct | None = None) -> Process:
+        self = object.__new__(cls)
+        self.kernel = kernel
+        self.pid = kernel._next_pid()
+        slabs = kernel.slabs
+        if mm is None:
+            slabs.alloc(slabs._mm)
+            try:
+                mm = MmStruct(kernel, PageTables(slabs), self.pid)
+            except AllocFailure:
+                slabs.free(slabs._mm)
+                raise
+        self.mm = mm
+        self.fds: dict[int, filemap.File] = {}
+        self._dead = False
+        kernel._procs[self.pid] = self
+        return self
+
+    def __repr__(self) -> str:
+        return f"<Process {self.pid}{' (exited)' if self._dead else ''}>"
+
+    # --- address space -----------------------------------------------------------------
+
+    @_syscall
+    def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0) -> int:
+        """mmap(2). Models arch/x86/kernel/sys_x86_64.c:sys_mmap → mm/mmap.c:do_mmap."""
+        _check_int(addr, length, prot, flags, fd, offset)
+        if addr < 0 or addr > U64 or length > U64 or offset > U64:
+            raise OSError(errno.EINVAL, "EINVAL: argument out of range")
+        file = None
+        if not flags & uapi.MAP_ANONYMOUS:
+            file = self.fds.get(fd)
+            if file is None:
+                raise OSError(errno.EBADF, f"EBADF: fd {fd}")
+        addr, populate = do_mmap(self.mm, addr, length, prot, flags, file, offset)
+        if populate:
+            mm_populate(self.mm, addr, populate, ignore_errors=True)
+        return addr
+
+    @_syscall
+    def munmap(self, addr: int, length: int) -> None:
+        """munmap(2). Models mm/mmap.c:__vm_munmap → do_vmi_munmap."""
+        _check_int(addr, length)
+        if addr & (PAGE_SIZE - 1) or addr < 0:
+            raise OSError(errno.EINVAL, "EINVAL: unaligned address")
+        if length <= 0:
+            raise OSError(errno.EINVAL, "EINVAL: zero length")
+        length = page_align(length)
+        if not length or addr > (1 << 47) - PAGE_SIZE or length > (1 << 47) - PAGE_SIZE - addr:
+            raise OSError(errno.EINVAL, "EINVAL: range beyond TASK_SIZE")
+        do_vmi_munmap(self.mm, addr, length)
+
+    @_syscall
+    def mprotect(self, addr: int, length: int, prot: int) -> None:
+        """mprotect(2). Models mm/mprotect.c:do_mprotect_pkey."""
+        _check_int(addr, length, prot)
+        do_mprotect(self.mm, addr, length, prot)
+
+    @_syscall
+    def mremap(self, old_addr: int, old_size: int, new_size: int, flags: int = 0, new_addr: int = 0) -> int:
+        """mremap(2). Models mm/mremap.c:do_mremap."""
+        _check_int(old_addr, old_size, new_size, flags, new_addr)
+        return do_mremap(self.mm, old_addr, old_size, new_size, flags, new_addr)
+
+    @_syscall
+    def madvise(self, addr: int, length: int, advice: int) -> None:
+        """madvise(2). Models mm/madvise.c:do_madvise."""
+        _check_int(addr, length, advice)
+        do_madvise(self.mm, addr, length, advice)
+
+    @_syscall
+    def process_madvise(self, ranges: Sequence[tuple[int, int]], advice: int) -> int:
+        """process_madvise(2) on this process's own mm (PIDFD_SELF); returns bytes advised."""
+        for a, n in ranges:
+            _check_int(a, n)
+        if len(ranges) > 1024:
+            raise OSError(errno.EINVAL, "EINVAL: more than UIO_MAXIOV ranges")
+        return do_process_madvise(self.mm, ranges, advice)
+
+    @_syscall
+    def mlock(self, addr: int, length: int) -> None:
+        """mlock(2). Models mm/mlock.c:do_mlock(VM_LOCKED)."""
+        _check_int(addr, length)
+        do_mlock(self.mm, addr, length, 0x2000)
+
+    @_syscall
+    def mlock2(self, addr: int, length: int, flags: int = 0) -> None:
+        """mlock2(2); MLOCK_ONFAULT sets VM_LOCKONFAULT and populates nothing."""
+        _check_int(addr, length, flags)
+        if flags & ~uapi.MLOCK_ONFAULT:
+            raise OSError(errno.EINVAL, "EINVAL: unknown mlock2 flags")
+        do_mlock(self.mm, addr, length, 0x2000 | (0x80000 if flags & uapi.MLOCK_ONFAULT else 0))
+
+    @_syscall
+    def munlock(self, addr: int, length: int) -> None:
+        """munlock(2). Models mm/mlock.c:sys_munlock."""
+        _check_int(addr, length)
+        do_munlock(self.mm, addr, length)
+
+    # --- files --------------------------------------------------------------------------
+
+    def _alloc_fd(self, f: filemap.File) -> int:
+        fd = 3
+        while fd in self.fds:
+            fd += 1
+        f.get()
+        self.fds[fd] = f
+        return fd
+
+    def _file(self, fd: int) -> filemap.File:
+        f = self.fds.get(fd)
+        if f is None:
+            raise OSError(errno.EBADF, f"EBADF: fd {fd}")
+        return f
+
+    @_syscall
+    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
+        """open(2) on the kernel's tmpfs."""
+        return self._alloc_fd(self.kernel.fs.open(path, flags))
+
+    @_syscall
+    def close(self, fd: int) -> None:
+        """close(2)."""
+        f = self._file(fd)
+        del self.fds[fd]
+        f.put()
+
+    @_syscall
+    def dup(self, fd: int) -> int:
+        """dup(2): a second descriptor for the same open file."""
+        return self._alloc_fd(self._file(fd))
+
+    @_syscall
+    def memfd_create(self, name: str, flags: int = 0) -> int:
+        """memfd_create(2). Models mm/memfd.c."""
+        return self._alloc_fd(self.kernel.fs.memfd_create(name, flags))
+
+    @_syscall
+    def ftruncate(self, fd: int, length: int) -> None:
+        """ftruncate(2). Models fs/open.c:do_sys_ftruncate → shmem_setattr."""
+        _check_int(length)
+        if length < 0:
+            raise OSError(errno.EINVAL, "EINVAL: negative length")
+        f = self._file(fd)
+        if not f.writable:
+            raise OSError(errno.EINVAL, "EINVAL: not open for writing")
+        if length > filemap.MAX_LFS_FILESIZE:
+            raise OSError(errno.EFBIG, "EFBIG")
+        filemap.check_seals_shrink(f.inode, length)
+        f.inode.truncate(length)
+
+    @_syscall
+    def fallocate(self, fd: int, mode: int, offset: int, length: int) -> None:
+        """fallocate(2). Models fs/open.c:vfs_fallocate → mm/shmem.c:shmem_fallocate."""
+        _check_int(mode, offset, length)
+        if offset < 0 or length <= 0:
+            raise OSError(errno.EINVAL, "EINVAL: bad offset or length")
+        if mode & ~(uapi.FALLOC_FL_KEEP_SIZE | uapi.FALLOC_FL_PUNCH_HOLE):
+            raise OSError(errno.EOPNOTSUPP, "EOPNOTSUPP: fallocate mode")
+        if mode & uapi.FALLOC_FL_PUNCH_HOLE and not mode & uapi.FALLOC_FL_KEEP_SIZE:
+            raise OSError(errno.EOPNOTSUPP, "EOPNOTSUPP: PUNCH_HOLE needs KEEP_SIZE")
+        f = self._file(fd)
+        if not f.writable:
+            raise OSError(errno.EBADF, "EBADF: not open for writing")
+        if offset + length > filemap.MAX_LFS_FILESIZE:
+            raise OSError(errno.EFBIG, "EFBIG")
+        inode = f.inode
+        if mode & uapi.FALLOC_FL_PUNCH_HOLE:
+            if inode.seals & (uapi.F_SEAL_WRITE | uapi.F_SEAL_FUTURE_WRITE):
+                raise OSError(errno.EPERM, "EPERM: sealed")
+            inode.punch_hole(offset, length)
+            return
+        end = offset + length
+        if not mode & uapi.FALLOC_FL_KEEP_SIZE and end > inode.size and inode.seals & uapi.F_SEAL_GROW:
+            raise OSError(errno.EPERM, "EPERM: F_SEAL_GROW")
+        for index in range(offset >> 12, (end + 4095) >> 12):
+            if index not in inode.pages:
+                inode.page_cache_alloc(index)
+        if not mode & uapi.FALLOC_FL_KEEP_SIZE and end > inode.size:
+            inode.size = end
+
+    @_syscall
+    def add_seals(self, fd: int, seals: int) -> None:
+        """fcntl(F_ADD_SEALS). Models mm/memfd.c:memfd_add_seals."""
+        filemap.add_seals(self._file(fd), seals)
+
+    @_syscall
+    def get_seals(self, fd: int) -> int:
+        """fcntl(F_GET_SEALS)."""
+        return self._file(fd).inode.seals
+
+    @_syscall
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        """pwrite(2) into the page cache (shared with every mapping of the file)."""
+        _check_int(offset)
+        if offset < 0:
+            raise OSError(errno.EINVAL, "EINVAL: negative offset")
+        f = self._file(fd)
+        if not f.writable:
+            raise OSError(errno.EBADF, "EBADF: not open for writing")
+        inode = f.inode
+        if not data:
+            return 0
+        if inode.seals & (uapi.F_SEAL_WRITE | uapi.F_SEAL_FUTURE_WRITE):
+            raise OSError(errno.EPERM, "EPERM: F_SEAL_WRITE")
+        if offset + len(data) > inode.size and inode.seals & uapi.F_SEAL_GROW:
+            raise OSError(errno.EPERM, "EPERM: F_SEAL_GROW")
+        inode.write(bytes(data), offset)
+        return len(data)
+
+    @_syscall
+    def pread(self, fd: int, length: int, offset: int) -> bytes:
+        """pread(2) from the page cache."""
+        _check_int(length, offset)
+        if offset < 0 or length < 0:
+            raise OSError(errno.EINVAL, "EINVAL: negative offset or length")
+        f = self._file(fd)
+        if not f.readable:
+            raise OSError(errno.EBADF, "EBADF: not open for reading")
+        return f.inode.read(length, offset)
+
+    # --- memory access -------------------------------------------------------------------
+
+    @_syscall
+    def read(self, addr: int, length: int) -> bytes:
+        """A user load of ``length`` bytes; raises SegmentationFault like the CPU would."""
+        _check_int(addr, length)
+        if length < 0:
+            raise ValueError("negative length")
+        out = bytearray()
+        phys = self.kernel.phys
+        mm = self.mm
+        a = addr
+        end = addr + length
+        while a < end:
+            off = a & 4095
+            n = min(4096 - off, end - a)
+            _vma, pfn = fault_in(mm, a, False)
+            out += phys.read(pfn, off, n)
+            a += n
+        return bytes(out)
+
+    @_syscall
+    def write(self, addr: int, data: bytes) -> None:
+        """A user store of ``data``; raises SegmentationFault like the CPU would."""
+        _check_int(addr)
+        phys = self.kernel.phys
+        mm = self.mm
+        mv = memoryview(bytes(data))
+        a = addr
+        while mv:
+            off = a & 4095
+            n = min(4096 - off, len(mv))
+            _vma, pfn = fault_in(mm, a, True)
+            phys.write(pfn, off, mv[:n])
+            mv = mv[n:]
+            a += n
+
+    # --- processes -------------------------------------------------------------------------
+
+    @_syscall
+    def fork(self) -> Process:
+        """fork(2): a child with a copy of this address space (dup_mmap) and fd table.
+
+        On an allocation failure the half-built child is torn down as dup_mmap's error
+        path does (exit_mmap of what was copied) and ENOMEM is raised.
+        """
+        k = self.kernel
+        slabs = k.slabs
+        slabs.alloc(slabs._mm)
+        try:
+            mm = MmStruct(k, PageTables(slabs), 0)
+        except AllocFailure:
+            slabs.free(slabs._mm)
+            raise
+        mm.mmap_base = self.mm.mmap_base
+        try:
+            dup_mmap(mm, self.mm)
+        except AllocFailure:
+            exit_mmap(mm)
+            slabs.free(slabs._mm)
+            raise
+        child = Process._new(k, mm)
+        mm.owner_pid = child.pid
+        for fd, f in self.fds.items():
+            f.get()
+            child.fds[fd] = f
+        return child
+
+    @_syscall
+    def exit(self) -> None:
+        """exit(2): free the address space and close every descriptor."""
+        k = self.kernel
+        exit_mmap(self.mm)
+        for f in self.fds.values():
+            f.put()
+        self.fds.clear()
+        k.slabs.free(k.slabs._mm)
+        del k._procs[self.pid]
+        self._dead = True
+
+    # --- introspection ---------------------------------------------------------------------
+
+    @_syscall
+    def maps(self) -> str:
+        """/proc/PID/maps."""
+        return show_maps(self.mm)
+
+    @_syscall
+    def smaps(self) -> str:
+        """/proc/PID/smaps."""
+        return show_smaps(self.mm)
+
+    @_syscall
+    def pagemap(self, addr: int, npages: int = 1) -> list[int]:
+        """/proc/PID/pagemap entries for ``npages`` pages from ``addr`` (page-aligned down)."""
+        _check_int(addr, npages)
+        if npages < 0:
+            raise ValueError("negative npages")
+        return pagemap_entries(self.mm, addr & ~(PAGE_SIZE - 1), npages)
+
+    @_syscall
+    def vmas(self) -> list[VmaView]:
+        """The VMAs, structured (see VmaView)."""
+        return vma_views(self.mm)
+
+    @_syscall
+    def khugepaged_retractable(self, addr: int) -> bool:
+        """Whether retract_page_tables() would retract the file VMA at ``addr``, per the design."""
+        vma = self.mm.vma_lookup(addr)
+        return vma is not None and khugepaged.retractable(vma)
+
+    @property
+    def alive(self) -> bool:
+        """False once the process has exited."""
+        return not self._dead
