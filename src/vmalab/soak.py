@@ -6,8 +6,8 @@ random operation on a random live process: mmap (private or shared anonymous, me
 private or shared, fixed or at a kernel-chosen address, sometimes MAP_POPULATE), munmap,
 mprotect, mremap, madvise (guard install/remove, DONTNEED, FREE, COLD, PAGEOUT,
 POPULATE_READ/WRITE, WIPEONFORK/KEEPONFORK, DONTFORK/DOFORK), mlock/munlock, user reads and
-writes, fork and exit. Most addresses fall inside a small per-process arena so that
-operations collide: splits, merges, holes and guard markers are frequent.
+writes, fork and exit. The first process starts with its arena mapped read-write. Most
+addresses fall inside that small per-process arena so that operations collide: splits, merges, holes and guard markers are frequent.
 
 A syscall failing with OSError (with an errno) or an access raising SegmentationFault is
 expected behaviour. A *violation* is any of:
@@ -87,7 +87,10 @@ class _Soak:
         self.rng = rng
         self.max_procs = max_procs
         self.res = res
-        self.live: list[Process] = [kernel.spawn()]
+        first = kernel.spawn()
+        first.mmap(ARENA_BASE, ARENA_PAGES * PAGE, uapi.PROT_READ | uapi.PROT_WRITE,
+                   uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED)
+        self.live: list[Process] = [first]
         self.extra: dict[int, list[tuple[int, int]]] = {}  # pid -> [(addr, len)] outside
         self.memfd: dict[int, int] = {}  # pid -> memfd number
         self.dead: Process | None = None
@@ -96,7 +99,8 @@ class _Soak:
     # -------------------------------------------------------------- random values
 
     def _range(self, p: Process, whole: bool = True) -> tuple[int, int]:
-        """A random (addr, length): mostly inside the arena, sometimes an extra region."""
+        """A random (addr, length): inside one existing VMA (40 %), else mostly inside the
+        arena, sometimes in a region the kernel placed."""
         rng = self.rng
         ex = self.extra.get(p.pid)
         if ex and rng.random() < 0.15:
@@ -104,6 +108,13 @@ class _Soak:
             npg = ln // PAGE
             off = rng.randrange(npg)
             return a + off * PAGE, rng.randint(1, npg - off) * PAGE
+        if rng.random() < 0.4:  # inside one existing VMA: mostly succeeds, splits it
+            vmas = p.vmas()
+            if vmas:
+                v = rng.choice(vmas)
+                npg = (v.end - v.start) // PAGE
+                off = rng.randrange(npg)
+                return v.start + off * PAGE, rng.randint(1, min(npg - off, 16)) * PAGE
         r = rng.random()
         if r < 0.03 and whole:
             return ARENA_BASE, ARENA_PAGES * PAGE
