@@ -261,11 +261,24 @@ def load_elf_binary(proc: Any, pid: int | None, lineno: int, path: str, hints: E
     vdso = top - VDSO_PAGES * PAGE
     vclock = vdso - VCLOCK_PAGES * PAGE
     vvar = vclock - VVAR_PAGES * PAGE
-    special = uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED
-    proc.mmap(vvar, VVAR_PAGES * PAGE, uapi.PROT_READ, special)
-    proc.mmap(vclock, VCLOCK_PAGES * PAGE, uapi.PROT_READ, special)
-    proc.mmap(vdso, VDSO_PAGES * PAGE, uapi.PROT_READ | uapi.PROT_EXEC, special)
+    map_special(proc, vvar, VVAR_PAGES * PAGE, "[vvar]")
+    map_special(proc, vclock, VCLOCK_PAGES * PAGE, "[vvar_vclock]")
+    map_special(proc, vdso, VDSO_PAGES * PAGE, "[vdso]")
     return lay
+
+
+def map_special(proc: Any, addr: int, length: int, name: str) -> None:
+    """A stand-in for a special mapping (vvar, vvar_vclock, vdso): private anonymous.
+
+    The kernel's are VM_PFNMAP|VM_IO|VM_DONTEXPAND|VM_DONTDUMP and never merge. The
+    contract API cannot make those flags; ``[vvar]`` gets MADV_DONTDUMP (``dd``, which the
+    real one has) so that it differs from the adjacent, equally read-only vvar_vclock and
+    the two stay separate VMAs as in the kernel. vdso is read-exec.
+    """
+    prot = uapi.PROT_READ | (uapi.PROT_EXEC if name == "[vdso]" else 0)
+    proc.mmap(addr, length, prot, uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED)
+    if name == "[vvar]":
+        proc.madvise(addr, length, uapi.MADV_DONTDUMP)
 
 
 def _elf_load(proc: Any, img: ElfImage, bias: int, open_file: FileOpener) -> None:
@@ -369,7 +382,8 @@ _MADV_FLAGS = {
 }
 
 
-def apply_maps_dump(proc: Any, vmas: list[DumpVma], open_file: FileOpener) -> list[str]:
+def apply_maps_dump(proc: Any, vmas: list[DumpVma], open_file: FileOpener,
+                    touch: bool = True) -> list[str]:
     """Give ``proc`` exactly the VMAs of a dump; return notes on what could not be exact.
 
     Every VMA is mapped MAP_FIXED at its address: file VMAs from the model file of that path
@@ -379,7 +393,9 @@ def apply_maps_dump(proc: Any, vmas: list[DumpVma], open_file: FileOpener) -> li
     (different anon_vmas): both get written and the second is moved into place with mremap,
     which keeps them apart. With smaps, a VMA whose ``Anonymous`` is non-zero is written
     once, and the VmFlags dc, wf, hg, nh, mg, dd, sr, rr and lo are reproduced with madvise
-    or mlock; ``gu`` cannot be (markers are not in the dump).
+    or mlock; ``gu`` cannot be (markers are not in the dump). With ``touch`` (the replay's
+    default, see :mod:`vmalab.trace.replay`) every private writable VMA of a plain maps
+    dump is written once, as the program most likely had.
     """
     notes: list[str] = []
     prev: DumpVma | None = None
@@ -394,6 +410,9 @@ def apply_maps_dump(proc: Any, vmas: list[DumpVma], open_file: FileOpener) -> li
         anon_write = False
         if v.path in _SPECIAL_NAMES:
             notes.append(f"{v.path} approximated by an anonymous mapping")
+            map_special(proc, v.start, length, v.path)
+            prev = v
+            continue
         must_split = prev is not None and prev.end == v.start and _would_merge(prev, v)
         if must_split and not (v.prot & uapi.PROT_WRITE and not v.shared):
             notes.append(f"{v.start:#x}: adjacent to a compatible VMA; the model may merge them")
@@ -413,7 +432,8 @@ def apply_maps_dump(proc: Any, vmas: list[DumpVma], open_file: FileOpener) -> li
             if v.path == "[stack]":
                 f |= uapi.MAP_GROWSDOWN
             proc.mmap(target, length, v.prot, f)
-        if v.anonymous_kb and v.prot & uapi.PROT_WRITE and not v.shared:
+        if v.prot & uapi.PROT_WRITE and not v.shared and (
+                v.anonymous_kb or (touch and v.anonymous_kb is None)):
             anon_write = True
         if anon_write and v.prot & uapi.PROT_WRITE:
             proc.write(target, b"\0")

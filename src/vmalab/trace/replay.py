@@ -12,6 +12,13 @@ trace shows. What it models, and how:
 * madvise that failed with ENOMEM is replayed too: the kernel applied the advice to the
   mapped parts before failing (madvise_walk_vmas()); other failed calls (``= -1 E...``) are
   skipped.
+* Memory accesses are not in the trace. With ``touch=True`` (the default) the replay
+  assumes the program writes each private writable mapping it makes (mmap, brk growth, an
+  mprotect that makes memory writable): one byte at the first page of the new range, as
+  malloc, a thread's stack, or relocation processing would. That gives the VMA its
+  anon_vma as in the kernel, which matters for merges (a forked child's VMAs, with two
+  anon_vmas on their chain, no longer merge with new neighbours) and for the designs'
+  costs. ``touch=False`` replays no accesses at all.
 * brk is modelled as an anonymous mapping that grows and shrinks by mmap/munmap of the
   heap range: the first ``brk(NULL)`` result is mm->start_brk; the VMA is not named
   ``[heap]`` and its flags are those of an anonymous private mapping.
@@ -195,7 +202,9 @@ class Replayer:
 
     def __init__(self, path: str, design: str = "tagged", *, lenient: bool = False,
                  observer: Observer | None = None, sample_every: int = 0,
-                 max_map_count: int = 1 << 20, guardify: bool = False) -> None:
+                 max_map_count: int = 1 << 20, guardify: bool = False,
+                 touch: bool = True) -> None:
+        self.touch = touch
         kernel = _kernel_cls()(design, max_map_count=max_map_count)
         self.path = path
         self.k: Any = kernel
@@ -402,6 +411,7 @@ class Replayer:
         proc = t.mm.proc
         if flags & uapi.MAP_ANONYMOUS:
             proc.mmap(ret, length, prot, flags, -1, 0)
+            self._touch(t, ret, prot, flags)
             return
         fdtext, ypath = strip_fdpath(a[4])
         fd = to_int(fdtext)
@@ -412,6 +422,7 @@ class Replayer:
             return
         if path == "/dev/zero":
             proc.mmap(ret, length, prot, flags | uapi.MAP_ANONYMOUS, -1, 0)
+            self._touch(t, ret, prot, flags)
             return
         if path.startswith("/memfd:"):
             path = _memfd_path(path)
@@ -425,14 +436,30 @@ class Replayer:
             proc.mmap(ret, length, prot, flags, mfd, off)
         finally:
             proc.close(mfd)
+        self._touch(t, ret, prot, flags)
+
+    def _touch(self, t: Task, addr: int, prot: int, flags: int) -> None:
+        """The assumed first store to new private writable memory (see ``touch``)."""
+        if not self.touch or not prot & uapi.PROT_WRITE or flags & uapi.MAP_TYPE != \
+                uapi.MAP_PRIVATE:
+            return
+        try:
+            t.mm.proc.write(addr, b"\0")
+        except Exception:  # a guard marker or an unbacked page: the program would not either
+            pass
 
     def _sys_munmap(self, t: Task, ev: Syscall) -> None:
         """munmap(addr, len)."""
         t.mm.proc.munmap(to_int(ev.args[0]), to_int(ev.args[1]))
 
     def _sys_mprotect(self, t: Task, ev: Syscall) -> None:
-        """mprotect(addr, len, prot)."""
-        t.mm.proc.mprotect(to_int(ev.args[0]), to_int(ev.args[1]), to_int(ev.args[2]))
+        """mprotect(addr, len, prot); memory made writable is assumed written (``touch``)."""
+        addr, prot = to_int(ev.args[0]), to_int(ev.args[2])
+        t.mm.proc.mprotect(addr, to_int(ev.args[1]), prot)
+        if self.touch and prot & uapi.PROT_WRITE:
+            vs = [v for v in t.mm.proc.vmas() if v.start <= addr < v.end]
+            if vs and "sh" not in vs[0].flags and vs[0].anon_vma is None:
+                self._touch(t, addr, prot, uapi.MAP_PRIVATE)
 
     _sys_pkey_mprotect = _sys_mprotect
 
@@ -462,10 +489,13 @@ class Replayer:
         t.mm.proc.process_madvise(ranges, to_int(a[3]))
 
     def _sys_mlock(self, t: Task, ev: Syscall) -> None:
-        """mlock(addr, len) (mlock2's MLOCK_ONFAULT is replayed as a plain mlock)."""
+        """mlock(addr, len)."""
         t.mm.proc.mlock(to_int(ev.args[0]), to_int(ev.args[1]))
 
-    _sys_mlock2 = _sys_mlock
+    def _sys_mlock2(self, t: Task, ev: Syscall) -> None:
+        """mlock2(addr, len, flags) (MLOCK_ONFAULT kept)."""
+        fl = to_int(ev.args[2]) if len(ev.args) > 2 else 0
+        t.mm.proc.mlock2(to_int(ev.args[0]), to_int(ev.args[1]), fl)
 
     def _sys_munlock(self, t: Task, ev: Syscall) -> None:
         """munlock(addr, len)."""
@@ -481,8 +511,10 @@ class Replayer:
         old_end = (mm.brk_cur + PAGE - 1) & ~(PAGE - 1)
         new_end = (ret + PAGE - 1) & ~(PAGE - 1)
         if new_end > old_end:
-            mm.proc.mmap(old_end, new_end - old_end, uapi.PROT_READ | uapi.PROT_WRITE,
+            rw = uapi.PROT_READ | uapi.PROT_WRITE
+            mm.proc.mmap(old_end, new_end - old_end, rw,
                          uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED)
+            self._touch(t, old_end, rw, uapi.MAP_PRIVATE)
         elif new_end < old_end:
             mm.proc.munmap(new_end, old_end - new_end)
         mm.brk_cur = max(ret, mm.brk_start)
@@ -718,7 +750,7 @@ class Replayer:
         self.r._pids[pid] = _raw(proc)
         self.start_pid = pid
         vmas = layout.parse_maps(dump, "start dump")
-        self.r.start_notes = layout.apply_maps_dump(proc, vmas, self._opener(t))
+        self.r.start_notes = layout.apply_maps_dump(proc, vmas, self._opener(t), self.touch)
         for v in vmas:
             if v.path == "[heap]":
                 t.mm.brk_start, t.mm.brk_cur = v.start, v.end
@@ -816,7 +848,8 @@ def _events(rp: Replayer, lines: Iterable[str], lenient: bool, skipped: list[int
 def replay(path: str, design: str = "tagged", *, stop_at_line: int | None = None,
            start: tuple[int, int, str] | None = None, lenient: bool = False,
            observer: Observer | None = None, sample_every: int = 0,
-           max_map_count: int = 1 << 20, guardify: bool = False) -> ReplayResult:
+           max_map_count: int = 1 << 20, guardify: bool = False, touch: bool = True
+           ) -> ReplayResult:
     """Replay the strace log at ``path`` into a fresh Kernel of ``design``.
 
     ``stop_at_line`` (1-based, inclusive) stops early; ``start=(pid, line, dump)`` skips
@@ -825,13 +858,14 @@ def replay(path: str, design: str = "tagged", *, stop_at_line: int | None = None
     ``observer(lineno, kernel)`` is called every ``sample_every`` applied calls (the
     timeline hook of ``vmalab compare``). ``max_map_count`` defaults high so that a trace
     from a machine with a raised limit replays. ``guardify`` applies the what-if of
-    :mod:`vmalab.trace.guardify`. Returns a :class:`ReplayResult`.
+    :mod:`vmalab.trace.guardify`; ``touch`` assumes one store to each new private
+    writable range (see the module docstring). Returns a :class:`ReplayResult`.
     """
     import time
 
     t0 = time.perf_counter()
     rp = Replayer(path, design, lenient=lenient, observer=observer, sample_every=sample_every,
-                  max_map_count=max_map_count, guardify=guardify)
+                  max_map_count=max_map_count, guardify=guardify, touch=touch)
     skip_to = 0
     if start is not None:
         spid, sline, dump = start

@@ -1,0 +1,278 @@
+"""Replay of synthetic strace logs into the model: syscalls, tasks, files, start dumps."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+vmalab = pytest.importorskip("vmalab")
+if not hasattr(vmalab, "Kernel"):
+    pytest.skip("model not available yet", allow_module_level=True)
+
+from vmalab.trace.parse import TraceSyntaxError  # noqa: E402
+from vmalab.trace.replay import replay  # noqa: E402
+
+P = 4096
+A = 0x7F0000000000
+
+
+def write(tmp_path: Path, text: str, name: str = "t.trace") -> str:
+    """Write a log (leading indentation removed, ``\\`` continues a line); return its path."""
+    lines = [ln.strip() for ln in text.strip().replace("\\\n", " ").splitlines()]
+    p = tmp_path / name
+    p.write_text("\n".join(lines) + "\n")
+    return str(p)
+
+
+def ranges(proc: object) -> list[tuple[int, int]]:
+    """(start, end) of every VMA."""
+    return [(v.start, v.end) for v in proc.vmas()]  # type: ignore[attr-defined]
+
+
+def test_basic_calls(tmp_path: Path) -> None:
+    t = write(tmp_path, f"""
+        100 1.0 mmap(NULL, {16 * P}, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) \
+            = {A:#x}
+        100 1.1 mprotect({A:#x}, {P}, PROT_NONE) = 0
+        100 1.2 madvise({A + 8 * P:#x}, {P}, 0x66 /* MADV_??? */) = 0
+        100 1.3 munmap({A + 15 * P:#x}, {P}) = 0
+        100 1.4 mmap({A + 0x100000:#x}, {P}, 0x3, 0x100022, -1, 0) = {A + 0x100000:#x}
+        100 1.5 mmap(NULL, {P}, 0x3, 0x22, -1, 0) = -1 ENOMEM (Cannot allocate memory)
+    """)
+    for design in vmalab.DESIGNS:
+        r = replay(t, design)
+        p = r.process(100)
+        assert ranges(p) == [(A, A + P), (A + P, A + 15 * P), (A + 0x100000, A + 0x101000)]
+        assert p.pagemap(A + 8 * P)[0] & vmalab.uapi.PM_GUARD_REGION
+        assert r.failed_skipped == 1 and r.applied == 5 and r.model_error_count == 0
+        r.kernel.check()
+
+
+def test_madvise_enomem_is_replayed(tmp_path: Path) -> None:
+    t = write(tmp_path, f"""
+        7 mmap({A:#x}, {4 * P}, 0x3, 0x32, -1, 0) = {A:#x}
+        7 madvise({A:#x}, {8 * P}, 0x66) = -1 ENOMEM (Cannot allocate memory)
+    """)
+    r = replay(t)
+    assert r.process(7).pagemap(A, 4)[3] & vmalab.uapi.PM_GUARD_REGION
+    assert r.model_error_count == 0
+
+
+def test_unfinished_threads_and_fork(tmp_path: Path) -> None:
+    t = write(tmp_path, f"""
+        1 mmap(NULL, {4 * P}, 0x3, 0x22, -1, 0) = {A:#x}
+        1 clone3({{flags=0x3d0f00, stack={A:#x}, stack_size=0x4000}} <unfinished ...>
+        2 mmap(NULL, {P}, 0x3, 0x22, -1, 0 <unfinished ...>
+        1 <... clone3 resumed> => {{parent_tid=[2]}}, 88) = 2
+        2 <... mmap resumed>) = {A + 0x10000:#x}
+        1 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, \
+            child_tidptr=0x7f) = 3
+        3 munmap({A:#x}, {4 * P}) = 0
+        2 exit(0) = ?
+        2 +++ exited with 0 +++
+        3 exit_group(0) = ?
+        3 +++ exited with 0 +++
+    """)
+    r = replay(t)
+    assert r.process(1) is r.process(2)
+    assert ranges(r.process(1)) == [(A, A + 4 * P), (A + 0x10000, A + 0x11000)]
+    assert r.forks == 1 and r.threads == 1
+    assert len(r.kernel.processes) == 1
+    r.kernel.check()
+
+
+def test_vfork_child_runs_before_parent_returns(tmp_path: Path) -> None:
+    t = write(tmp_path, f"""
+        1 mmap(NULL, {P}, 0x3, 0x22, -1, 0) = {A:#x}
+        1 vfork( <unfinished ...>
+        2 munmap({A:#x}, {P}) = 0
+        2 exit_group(127) = ?
+        1 <... vfork resumed>) = 2
+        2 +++ exited with 127 +++
+    """)
+    r = replay(t)
+    assert ranges(r.process(1)) == []  # the vfork child shares the mm
+    assert r.threads == 1 and r.forks == 0
+    assert len(r.kernel.processes) == 1
+
+
+def test_brk_grows_and_shrinks(tmp_path: Path) -> None:
+    b = 0x555555580000
+    t = write(tmp_path, f"""
+        5 brk(NULL) = {b:#x}
+        5 brk({b + 0x21000:#x}) = {b + 0x21000:#x}
+        5 brk({b + 0x42000:#x}) = {b + 0x42000:#x}
+        5 brk({b + 0x10800:#x}) = {b + 0x10800:#x}
+    """)
+    r = replay(t)
+    assert ranges(r.process(5)) == [(b, b + 0x11000)]
+
+
+def test_file_mappings_by_y_path_and_open_tracking(tmp_path: Path) -> None:
+    t = write(tmp_path, f"""
+        5 openat(AT_FDCWD, "/data/f.bin", O_RDONLY|O_CLOEXEC) = 3
+        5 mmap(NULL, {8 * P}, PROT_READ, MAP_PRIVATE, 3, 0) = {A:#x}
+        5 dup2(3, 7) = 7
+        5 close(3) = 0
+        5 mmap(NULL, {2 * P}, PROT_READ, MAP_SHARED, 7, {4 * P:#x}) = {A + 0x100000:#x}
+        5 mmap(NULL, {P}, 0x1, 0x2, 9</usr/lib/x.so>, 0) = {A + 0x200000:#x}
+        5 mmap(NULL, {P}, 0x1, 0x2, 11, 0) = {A + 0x300000:#x}
+        5 mmap(NULL, {P}, 0x3, 0x2, 12</dev/zero>, 0) = {A + 0x400000:#x}
+        5 mmap(NULL, {P}, 0x3, 0x1, 13</dev/dri/card0>, 0) = {A + 0x500000:#x}
+    """)
+    r = replay(t)
+    vs = r.process(5).vmas()
+    assert [(v.start, v.path) for v in vs] == [
+        (A, "/data/f.bin"), (A + 0x100000, "/data/f.bin"), (A + 0x200000, "/usr/lib/x.so"),
+        (A + 0x400000, None)]
+    assert vs[1].pgoff == 4
+    assert r.unsupported == {"mmap(unknown fd)": 1, "mmap(device)": 1}
+
+
+def test_memfd_and_mremap(tmp_path: Path) -> None:
+    t = write(tmp_path, f"""
+        5 memfd_create("pool", MFD_CLOEXEC) = 3
+        5 ftruncate(3, {16 * P}) = 0
+        5 mmap(NULL, {16 * P}, 0x3, 0x1, 3, 0) = {A:#x}
+        5 mmap(NULL, {4 * P}, 0x3, 0x22, -1, 0) = {A + 0x100000:#x}
+        5 mremap({A + 0x100000:#x}, {4 * P}, {8 * P}, MREMAP_MAYMOVE) = {A + 0x200000:#x}
+        5 mremap({A + 0x200000:#x}, {8 * P}, {2 * P}, 0) = {A + 0x200000:#x}
+    """)
+    r = replay(t)
+    vs = r.process(5).vmas()
+    assert [(v.start, v.end) for v in vs] == [(A, A + 16 * P), (A + 0x200000, A + 0x202000)]
+    assert "memfd:pool" in (vs[0].path or "")
+
+
+def test_execve_builds_an_elf_layout(tmp_path: Path) -> None:
+    exe = os.path.realpath(sys.executable)
+    t = write(tmp_path, f"""
+        9 execve("{exe}", ["python3"], 0x7ffd /* 3 vars */) = 0
+        9 brk(NULL) = 0x555555600000
+        9 exit_group(0) = ?
+    """)
+    r = replay(t, stop_at_line=2)
+    (lay,) = r.exec_layouts
+    assert lay.method == "elf" and lay.path == exe
+    paths = {v.path for v in r.process(9).vmas()}
+    assert exe in paths
+    r.kernel.check()
+
+
+def test_execve_of_missing_binary_is_empty(tmp_path: Path) -> None:
+    t = write(tmp_path, """
+        9 mmap(NULL, 4096, 0x3, 0x22, -1, 0) = 0x7f0000000000
+        9 execve("/no/such/binary", ["x"], 0x7ffd /* 3 vars */) = 0
+    """)
+    r = replay(t)
+    assert r.exec_layouts[0].method == "none"
+    assert r.process(9).vmas() == [] and r.exits == 1
+
+
+def test_stop_at_line_and_start_dump(tmp_path: Path) -> None:
+    t = write(tmp_path, f"""
+        5 mmap(NULL, {P}, 0x3, 0x22, -1, 0) = {A:#x}
+        5 munmap({A:#x}, {P}) = 0
+        5 mmap(NULL, {P}, 0x3, 0x22, -1, 0) = {A + 0x10000:#x}
+        5 munmap({A + 0x4000:#x}, {P}) = 0
+    """)
+    assert ranges(replay(t, stop_at_line=1).process(5)) == [(A, A + P)]
+    dump = (f"{A:x}-{A + 8 * P:x} rw-p 00000000 00:00 0 \n"
+            f"{A + 8 * P:x}-{A + 9 * P:x} rw-p 00000000 00:00 0 \n"
+            f"{A + 0x20000:x}-{A + 0x22000:x} r--p 00001000 fe:00 12  /usr/lib/y.so\n"
+            f"ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0  [vsyscall]\n")
+    r = replay(t, start=(5, 2, dump))
+    assert r.start_method == "maps-dump"
+    assert ranges(r.process(5)) == [(A, A + 4 * P), (A + 5 * P, A + 8 * P),
+                                    (A + 8 * P, A + 9 * P), (A + 0x10000, A + 0x11000),
+                                    (A + 0x20000, A + 0x22000)]
+    r.kernel.check()
+
+
+def test_malformed_line_names_its_number(tmp_path: Path) -> None:
+    t = write(tmp_path, """
+        5 mmap(NULL, 4096, 0x3, 0x22, -1, 0) = 0x7f0000000000
+        5 mmap(NULL, 4096, PROT_BOGUS, 0x22, -1, 0) = 0x7f0000010000
+        this is not strace
+    """)
+    with pytest.raises(ValueError, match="line 2"):
+        replay(t)
+    r = replay(t, lenient=True)
+    assert r.malformed == 2 and len(r.process(5).vmas()) == 1
+
+
+def test_unsupported_and_ignored_are_counted(tmp_path: Path) -> None:
+    t = write(tmp_path, """
+        5 mlockall(MCL_CURRENT) = 0
+        5 shmat(3, NULL, 0) = 0x7f0000000000
+        5 read(0, "", 10) = 0
+        5 frobnicate(1, 2) = 0
+    """)
+    r = replay(t)
+    assert r.unsupported == {"mlockall": 1, "shmat": 1}
+    assert r.ignored == {"read": 1, "frobnicate": 1}
+
+
+def test_model_rejection_is_recorded_not_fatal(tmp_path: Path) -> None:
+    t = write(tmp_path, f"""
+        5 mprotect({A:#x}, {P}, 0x1) = 0
+        5 mmap(NULL, {P}, 0x3, 0x22, -1, 0) = {A:#x}
+    """)
+    r = replay(t)
+    assert r.model_error_count == 1 and r.model_errors[0][2] == "ENOMEM"
+    assert ranges(r.process(5)) == [(A, A + P)]
+
+
+def test_guardify_rewrites_glibc_stack_guards(tmp_path: Path) -> None:
+    lines = []
+    for i in range(4):
+        base = A + i * 0x100000
+        lines.append(f"5 mmap(NULL, {65 * P}, 0, 0x20022, -1, 0) = {base:#x}")
+        lines.append(f"5 mprotect({base + P:#x}, {64 * P}, 0x3) = 0")
+    t = write(tmp_path, "\n".join(lines))
+    plain = replay(t, "sticky")
+    g = replay(t, "sticky", guardify=True)
+    assert len(plain.process(5).vmas()) == 8
+    assert len(g.process(5).vmas()) == 4
+    assert g.guardify.mprotect_rewritten == 4
+    assert g.process(5).pagemap(A)[0] & vmalab.uapi.PM_GUARD_REGION
+
+
+_line = st.one_of(
+    st.sampled_from([
+        "5 mmap(NULL, 4096, 0x3, 0x22, -1, 0) = 0x7f0000000000",
+        "5 munmap(0x7f0000000000, 4096) = 0",
+        "5 madvise(0x7f0000000000, 4096, 0x66) = 0",
+        "5 mprotect(0x7f0000000000, 99999999999999999999999, 0) = 0",
+        "5 mmap(0xffffffffffffffffff, 4096, 0x3, 0x22, -1, 0) = 0xffffffffffffffffff",
+        "6 clone(child_stack=NULL, flags=SIGCHLD) = 7",
+        "7 exit_group(0) = ?",
+        "5 execve(\"/nonexistent\", [], 0x0) = 0",
+        "5 brk(NULL) = 0x555555555000",
+        "5 brk(0x555555600000) = 0x555555600000",
+        "5 frob(1) = 0",
+        "5 mremap(0x7f0000000000, 4096, 8192, 1) = 0x7f0000100000",
+    ]),
+    st.text(max_size=40),
+)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_line, max_size=15))
+def test_fuzz_replay_never_crashes(tmp_path: Path, lines: list[str]) -> None:
+    p = tmp_path / "fuzz.trace"
+    p.write_text("\n".join(lines) + "\n")
+    try:
+        r = replay(str(p))
+    except TraceSyntaxError as e:
+        assert "line" in str(e)
+        return
+    r.kernel.check()
+    r = replay(str(p), lenient=True)
+    r.kernel.check()
