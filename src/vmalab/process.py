@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from vmalab import uapi
 from vmalab.mm import filemap, khugepaged
+from vmalab.mm.flags import VM_LOCKED, VM_LOCKONFAULT
 from vmalab.mm.fork import dup_mmap, exit_mmap
 from vmalab.mm.madvise import do_madvise, do_process_madvise
 from vmalab.mm.memory import fault_in
@@ -147,7 +148,7 @@ class Process:
     def mlock(self, addr: int, length: int) -> None:
         """mlock(2). Models mm/mlock.c:do_mlock(VM_LOCKED)."""
         _check_int(addr, length)
-        do_mlock(self.mm, addr, length, 0x2000)
+        do_mlock(self.mm, addr, length, VM_LOCKED)
 
     @_syscall
     def mlock2(self, addr: int, length: int, flags: int = 0) -> None:
@@ -155,7 +156,7 @@ class Process:
         _check_int(addr, length, flags)
         if flags & ~uapi.MLOCK_ONFAULT:
             raise OSError(errno.EINVAL, "EINVAL: unknown mlock2 flags")
-        do_mlock(self.mm, addr, length, 0x2000 | (0x80000 if flags & uapi.MLOCK_ONFAULT else 0))
+        do_mlock(self.mm, addr, length, VM_LOCKED | (VM_LOCKONFAULT if flags & uapi.MLOCK_ONFAULT else 0))
 
     @_syscall
     def munlock(self, addr: int, length: int) -> None:

@@ -43,6 +43,7 @@ class Inode:
         "i_mmap_writable",
         "nlink",
         "kind",
+        "refs",
     )
 
     def __init__(self, kernel: Kernel, name: str, kind: str) -> None:
@@ -57,6 +58,7 @@ class Inode:
         self.i_mmap_writable = 0
         self.nlink = 1 if kind == "file" else 0
         self.kind = kind  # "file", "memfd" or "shmem" (MAP_SHARED|MAP_ANONYMOUS)
+        self.refs = 0  # open file descriptions' references (fds and VMAs)
 
     def page_cache_alloc(self, index: int) -> int:
         """Add a zeroed page at ``index``. Models mm/shmem.c:shmem_alloc_and_add_folio."""
@@ -150,8 +152,8 @@ class Inode:
         return bytes(out)
 
     def release_if_unused(self) -> None:
-        """Free the page cache once no name, file or mapping refers to the inode."""
-        if self.nlink == 0 and not self.i_mmap:
+        """Free the page cache once no name, open file or mapping refers to the inode (iput)."""
+        if self.nlink == 0 and self.refs == 0 and not self.i_mmap:
             phys = self.kernel.phys
             for pfn in self.pages.values():
                 phys.free(pfn)
@@ -177,13 +179,15 @@ class File:
     def get(self) -> None:
         """Models get_file."""
         self.refs += 1
+        self.inode.refs += 1
 
     def put(self) -> None:
         """Models fput: the last reference may free an unlinked inode."""
         self.refs -= 1
-        if self.refs == 0 and self.inode.kind != "file":
+        self.inode.refs -= 1
+        if self.inode.kind != "file":
             self.inode.nlink = 0
-            self.inode.release_if_unused()
+        self.inode.release_if_unused()
 
 
 class FileSystem:

@@ -217,8 +217,14 @@ def _madvise_vma(mm: MmStruct, vma: VmArea, prev: VmArea | None, start: int, end
         new_flags = _new_flags(vma, b)
         if new_flags == vma.vm_flags:
             return vma
-        # madvise_update_vma() → vma_modify_flags()
-        vma, new_flags = vma_modify_flags(prev, vma, start, end, new_flags)
+        # madvise_update_vma() → vma_modify_flags(); madvise_vma_behavior() reports
+        # -ENOMEM as -EAGAIN ("kernel resources temporarily unavailable").
+        try:
+            vma, new_flags = vma_modify_flags(prev, vma, start, end, new_flags)
+        except OSError as e:
+            if e.errno == errno.ENOMEM:
+                raise _e(errno.EAGAIN, "vma_modify_flags: out of resources") from None
+            raise
         vma.vm_flags = new_flags
         return vma
     if b == uapi.MADV_GUARD_INSTALL:

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import errno
 
-from vmalab.mm.flags import VM_DROPPABLE, VM_HUGETLB, VM_LOCKED, VM_LOCKED_MASK, VM_SPECIAL
+from vmalab.mm.flags import (
+    VM_DROPPABLE,
+    VM_HUGETLB,
+    VM_LOCKED,
+    VM_LOCKED_MASK,
+    VM_LOCKONFAULT,
+    VM_SPECIAL,
+)
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct, VmArea
 from vmalab.mm.mmap import mm_populate, page_align
 from vmalab.mm.vma import vma_modify_flags
@@ -33,7 +40,7 @@ def mlock_fixup(mm: MmStruct, vma: VmArea, prev: VmArea | None, start: int, end:
 def apply_vma_lock_flags(mm: MmStruct, start: int, length: int, flags: int) -> None:
     """Set or clear the lock flags on [start, start+length). Models mm/mlock.c:apply_vma_lock_flags."""
     end = start + length
-    if end < start:
+    if end > (1 << 64) - 1:  # unsigned wrap-around: end < start
         raise OSError(errno.EINVAL, "EINVAL: range overflows")
     if end == start:
         return
@@ -67,7 +74,7 @@ def do_mlock(mm: MmStruct, start: int, length: int, flags: int) -> None:
     length = page_align(length + (start & (PAGE_SIZE - 1)))
     start &= ~(PAGE_SIZE - 1)
     apply_vma_lock_flags(mm, start, length, flags)
-    if flags & 0x80000 or not length:  # VM_LOCKONFAULT: no populate
+    if flags & VM_LOCKONFAULT or not length:  # MLOCK_ONFAULT: nothing is populated
         return
     err = mm_populate(mm, start, length, ignore_errors=False)
     if err == -errno.EFAULT or err == -errno.ENOMEM:

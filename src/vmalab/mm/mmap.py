@@ -327,7 +327,9 @@ def do_mmap(
             vm_flags |= VM_SHARED | VM_MAYSHARE
             if not file.writable:
                 vm_flags &= ~(VM_MAYWRITE | VM_SHARED)
-            elif file.inode.seals & uapi.F_SEAL_FUTURE_WRITE:
+            elif file.inode.seals & (uapi.F_SEAL_WRITE | uapi.F_SEAL_FUTURE_WRITE):
+                # mm/memfd.c:memfd_check_seals_mmap: a read-only shared mapping of a
+                # write-sealed file may never become writable.
                 vm_flags &= ~VM_MAYWRITE
         elif map_type == uapi.MAP_PRIVATE:
             pass

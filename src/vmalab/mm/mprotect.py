@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 
 from vmalab import uapi
+from vmalab.mm import rmap
 from vmalab.mm.flags import (
     VM_ACCESS_FLAGS,
     VM_ACCOUNT,
@@ -49,14 +50,20 @@ def mprotect_fixup(mm: MmStruct, vma: VmArea, prev: VmArea | None, start: int, e
     """Apply ``newflags`` to [start, end) of ``vma``: merge or split, then update PTEs.
 
     Models mm/mprotect.c:mprotect_fixup: no-op when the flags are unchanged; VM_ACCOUNT
-    charged when a private mapping first becomes writable; vma_modify_flags(); a locked
+    charged when a private mapping first becomes writable and dropped when an anonymous
+    VMA without an anon_vma becomes read-only; vma_modify_flags(); a locked
     private mapping made writable is populated.
     """
     oldflags = vma.vm_flags
     if newflags == oldflags:
         return vma
-    if newflags & VM_WRITE and not oldflags & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE):
-        newflags |= VM_ACCOUNT
+    if newflags & VM_WRITE:
+        if not oldflags & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE):
+            newflags |= VM_ACCOUNT
+    elif oldflags & VM_ACCOUNT and vma.is_anonymous() and rmap.vma_anon_vma(vma) is None:
+        # "cannot reduce our commit if we make it unwritable again except in the
+        # anonymous case where no anon_vma has yet been instantiated"
+        newflags &= ~VM_ACCOUNT
     vma, newflags = vma_modify_flags(prev, vma, start, end, newflags)
     vma.vm_flags = newflags
     change_protection(vma, start, end, newflags)

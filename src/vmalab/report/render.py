@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
 from vmalab.report.metrics import CACHES
@@ -19,17 +20,23 @@ def _kib(b: int) -> str:
     return f"{b / 1024:,.1f}"
 
 
+def console() -> Console:
+    """A rich console for tables: the terminal's width, or 160 columns when piped."""
+    import os
+    import sys
+
+    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "0") or 0) or 160
+    return Console(width=width)
+
+
 def compare_table(results: list[dict[str, Any]], title: str = "") -> Table:
     """One row per design: VMAs, objects and KiB per cache, fork and THP figures."""
     t = Table(title=title or None, show_lines=False)
-    t.add_column("design", style="bold")
+    t.add_column("design", style="bold", no_wrap=True)
     t.add_column("procs", justify="right")
     t.add_column("VMAs", justify="right")
-    short = {"vm_area_struct": "vma", "anon_vma": "anon_vma", "anon_vma_chain": "avc",
-             "pgtable": "pgtable"}
     for c in CACHES:
-        t.add_column(f"{short[c]}\nobjs", justify="right")
-        t.add_column(f"{short[c]}\nKiB", justify="right")
+        t.add_column(f"{c}\nobjs / KiB", justify="right", no_wrap=True)
     t.add_column("kernel\nKiB", justify="right", style="bold")
     t.add_column("fork: VMAs\nPT copied", justify="right")
     t.add_column("fork: guard\nmarkers lost", justify="right")
@@ -39,7 +46,7 @@ def compare_table(results: list[dict[str, Any]], title: str = "") -> Table:
         row = [r["design"] + (" +guardify" if r.get("guardify") else ""),
                str(m["processes"]), f"{m['vmas']:,}"]
         for c in CACHES:
-            row += [f"{m['objects'].get(c, 0):,}", _kib(m["bytes"].get(c, 0))]
+            row.append(f"{m['objects'].get(c, 0):,} / {_kib(m['bytes'].get(c, 0))}")
         row += [_kib(m["kernel_bytes"]), _na(m["fork_copy_vmas"]),
                 _na(m["guard_markers_lost"]),
                 f"{_na(m['retractable'])}/{m['file_vmas']:,}"]

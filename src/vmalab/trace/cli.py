@@ -140,10 +140,8 @@ def _check_out(path: str | None) -> None:
 def compare(source: str, design: str, as_json: bool, plot: str | None, guardify: bool,
             start: str | None, stop_at_line: int | None, lenient: bool) -> None:
     """Compare the designs on a built-in WORKLOAD[:k=v,...] or an strace log TRACE."""
-    from rich.console import Console
-
     from vmalab.report.compare import guardify_delta
-    from vmalab.report.render import compare_table, guardify_table, plot_timeline
+    from vmalab.report.render import compare_table, console, guardify_table, plot_timeline
 
     designs = _designs(design)
     _check_out(plot)
@@ -161,7 +159,7 @@ def compare(source: str, design: str, as_json: bool, plot: str | None, guardify:
             out["guardify"] = deltas
         click.echo(json.dumps(out, indent=1))
         return
-    con = Console()
+    con = console()
     con.print(compare_table(results, title=source))
     if deltas:
         con.print(guardify_table(deltas))
@@ -208,8 +206,12 @@ def replay_cmd(trace: str, design: str, start: str | None, stop_at_line: int | N
         try:
             proc = r.process(maps_pid)
             text = proc.maps()
-        except (KeyError, ProcessLookupError) as e:
-            raise UserInputError("--maps", f"pid {maps_pid}: {e}") from None
+        except KeyError:
+            raise UserInputError("--maps", f"pid {maps_pid} is not in the replayed part of "
+                                 "the trace") from None
+        except ProcessLookupError:
+            raise UserInputError("--maps", f"pid {maps_pid} has exited by the stopping point "
+                                 "(use --stop-at-line)") from None
     s = r.summary()
     if as_json:
         if maps_pid is not None:
@@ -245,10 +247,8 @@ def replay_cmd(trace: str, design: str, start: str | None, stop_at_line: int | N
 def sweep_cmd(sources: tuple[str, ...], design: str, scheduler: str | None, workers: int,
               guardify: bool, as_json: bool) -> None:
     """Run many WORKLOADs/TRACEs × designs, locally or on a Dask cluster."""
-    from rich.console import Console
-
     from vmalab.report.compare import RunSpec, source_kind
-    from vmalab.report.render import compare_table
+    from vmalab.report.render import compare_table, console
     from vmalab.report.sweep import sweep
 
     designs = _designs(design)
@@ -265,7 +265,7 @@ def sweep_cmd(sources: tuple[str, ...], design: str, scheduler: str | None, work
     if as_json:
         click.echo(json.dumps({"results": results}, indent=1))
         return
-    con = Console()
+    con = console()
     for s in sources:
         con.print(compare_table([r for r in results if r["source"] == s], title=s))
 
