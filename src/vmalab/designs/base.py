@@ -14,7 +14,7 @@ hook                       called from
 ``vma_needs_copy``         mm/memory.c:copy_page_range via vma_needs_copy()
 ``vm_sticky``              mm/vma.c merges: flags ORed into the survivor (VM_STICKY)
 ``vm_ignore_merge``        mm/vma.c:is_mergeable_vma: flags a merge may differ in
-``merge_anon_vma_word``    mm/vma.c merges, for each VMA a merge removes
+``merge_anon_vma_word``    mm/vma.c merges: the survivor takes over (part of) a VMA's range
 ``split_anon_vma_word``    mm/vma.c:__split_vma (vm_area_dup of the new part)
 ``fork_anon_vma_word``     mm/mmap.c:dup_mmap, for each copied VMA
 ``file_vma_retractable``   mm/khugepaged.c:retract_page_tables
@@ -70,8 +70,14 @@ class Design:
             rmap.vma_anon_vma(src) is not None
         )
 
-    def merge_anon_vma_word(self, target: VmArea, removed: VmArea) -> None:
-        """A merge removes ``removed`` into ``target``. The kernel carries nothing over."""
+    def merge_anon_vma_word(self, target: VmArea, src: VmArea) -> None:
+        """A merge makes ``target`` cover (part of) ``src``'s range and page tables.
+
+        Called when a merge removes ``src``, when it grows ``target`` over part of
+        ``src`` (vma_merge_existing_range's shrink cases), and when copy_vma() merges a
+        moved VMA into a neighbour. Mainline carries nothing over beyond the anon_vma
+        (dup_anon_vma) and the sticky flags, which the core handles.
+        """
 
     def split_anon_vma_word(self, new: VmArea, old: VmArea) -> None:
         """vm_area_dup() of a split copies the raw word. Models mm/vma_init.c:vm_area_init_from."""

@@ -66,6 +66,8 @@ def copy_vma(vma: VmArea, addr: int, length: int, pgoff: int) -> VmArea:
         raise AssertionError("copy_vma over a mapped range")  # pragma: no cover
     new = vma_merge_new_range(vmg)
     if new is not None:
+        # The moved range (and its page tables) now belongs to a neighbour.
+        mm.kernel.design_impl.merge_anon_vma_word(new, vma)
         return new
     if vmg.nomem:
         raise AllocFailure("anon_vma_chain")

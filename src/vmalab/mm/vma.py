@@ -286,6 +286,11 @@ def _remove_into(target: VmArea, removed: VmArea) -> None:
     remove_vma_from_mm(removed)
 
 
+def _absorb_part(target: VmArea, src: VmArea) -> None:
+    """``target`` grows over part of ``src``'s range (src shrinks): tell the design."""
+    src.vm_mm.kernel.design_impl.merge_anon_vma_word(target, src)
+
+
 def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmArea | None:
     """Merge [vmg.start, vmg.end) of ``vmg.middle`` into prev and/or next.
 
@@ -349,6 +354,7 @@ def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmArea | None:
             if remove_middle:
                 _remove_into(prev, middle)
             else:
+                _absorb_part(prev, middle)
                 middle.vm_pgoff += (end - middle.vm_start) >> PAGE_SHIFT
                 mm.vma_set_start(middle, end)
             prev.vm_end = end
@@ -360,6 +366,7 @@ def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmArea | None:
             if remove_middle:
                 _remove_into(nxt, middle)
             else:
+                _absorb_part(nxt, middle)
                 middle.vm_end = start
             nxt.vm_pgoff -= pglen
             mm.vma_set_start(nxt, start)
