@@ -8,6 +8,7 @@ sortedcontainers' ``_check()``.
 
 from __future__ import annotations
 
+import errno
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ from vmalab.mm.flags import VM_SHARED, VM_WIPEONFORK
 from vmalab.mm.mm_types import PAGE_SIZE, AnonVma, MmStruct
 from vmalab.mm.page_alloc import KIND_ANON, KIND_FREE, KIND_PAGECACHE, PhysMem
 from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SHIFT, PTE_MARKER_GUARD_ENTRY
-from vmalab.mm.slab import FailPolicy, SlabStats, Slabs
+from vmalab.mm.slab import AllocFailure, FailPolicy, SlabStats, Slabs
 from vmalab.mm.vma import is_shared_maywrite
 
 if TYPE_CHECKING:
@@ -90,7 +91,10 @@ class Kernel:
         """A new process with an empty address space (mm_alloc + pgd_alloc)."""
         from vmalab.process import Process
 
-        return Process._new(self)
+        try:
+            return Process._new(self)
+        except AllocFailure:
+            raise OSError(errno.ENOMEM, "ENOMEM: cannot allocate the mm") from None
 
     def slab(self) -> dict[str, SlabStats]:
         """Per-cache counters, like /proc/slabinfo (copies)."""

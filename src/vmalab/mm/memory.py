@@ -348,7 +348,8 @@ def fault_in(mm: MmStruct, addr: int, write: bool) -> tuple[VmArea, int]:
             handle_mm_fault(vma, addr, write)
         raise AssertionError("fault did not resolve")  # pragma: no cover
     except FaultError as e:
-        sig = "SIGBUS" if e.kind in ("SIGBUS", "OOM") else "SIGSEGV"
+        # VM_FAULT_OOM sends the task to the OOM killer (pagefault_out_of_memory()).
+        sig = {"SIGBUS": "SIGBUS", "OOM": "SIGKILL"}.get(e.kind, "SIGSEGV")
         raise SegmentationFault(addr, sig, e.reason or e.kind) from None
 
 
