@@ -341,7 +341,8 @@ def do_madvise(mm: MmStruct, start: int, len_in: int, behavior: int) -> None:
             pos = vma.vm_start
         tmp = min(vma.vm_end, end)
         vma = _madvise_vma(mm, vma, prev, pos, tmp, behavior)
-        pos = tmp
+        # start = tmp, or prev->vm_end if a merge grew the VMA past it.
+        pos = max(tmp, vma.vm_end)
         if pos >= end:
             break
         prev = vma

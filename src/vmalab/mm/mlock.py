@@ -48,11 +48,13 @@ def apply_vma_lock_flags(mm: MmStruct, start: int, length: int, flags: int) -> N
     if vma is None or vma.vm_start > start:
         raise OSError(errno.ENOMEM, "ENOMEM: range not mapped")
     prev = mm.vma_prev(vma) if start <= vma.vm_start else vma
-    tmp = start
+    nstart = start
     while True:
         newflags = (vma.vm_flags & ~VM_LOCKED_MASK) | flags
         tmp = min(vma.vm_end, end)
-        vma = mlock_fixup(mm, vma, prev, max(start, vma.vm_start), tmp, newflags)
+        vma = mlock_fixup(mm, vma, prev, nstart, tmp, newflags)
+        # tmp = vma_iter_end(&vmi): a merge may have grown the VMA past the range.
+        tmp = nstart = vma.vm_end
         prev = vma
         if tmp >= end:
             return

@@ -125,7 +125,8 @@ def do_mprotect(mm: MmStruct, start: int, length: int, prot: int) -> None:
             raise OSError(errno.EACCES, "EACCES: VM_MAY* forbids this protection")
         tmp = min(vma.vm_end, end)
         vma = mprotect_fixup(mm, vma, prev, nstart, tmp, newflags)
-        nstart = tmp
+        # tmp = vma_iter_end(&vmi): a merge may have grown the VMA past the range.
+        tmp = nstart = vma.vm_end
         prev = vma
         if tmp >= end:
             return
