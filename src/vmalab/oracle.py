@@ -82,9 +82,12 @@ def compare(prog_ops: tuple[P.Op, ...], kernel: Observation, model: Observation,
                 return Divergence(loc, "ops run", len(kernel.results), len(model.results), o.op)
             break
         kr, mr = kernel.results[i], model.results[i]
-        for key in _RESULT_KEYS:
-            if kr.get(key) != mr.get(key):
-                return Divergence(loc, key, kr.get(key), mr.get(key), o.op)
+        kv = {k: kr[k] for k in _RESULT_KEYS if k in kr}
+        mv = {k: mr[k] for k in _RESULT_KEYS if k in mr}
+        if kv != mv:
+            what = "errno" if "errno" in kv or "errno" in mv else (
+                "ret" if kv.get("ret") != mv.get("ret") else "result")
+            return Divergence(loc, what, kv, mv, o.op)
         ks, ms = kr.get("state"), mr.get("state")
         if ks is not None and ms is not None:
             if _vmas_differ(ks["vmas"], ms["vmas"]):

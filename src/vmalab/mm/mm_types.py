@@ -10,6 +10,7 @@ a plain pointer does in mainline.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import TYPE_CHECKING
 
 from sortedcontainers import SortedDict
@@ -89,6 +90,8 @@ class VmArea:
         "vm_policy",
         "vm_ops_close",
         "special_name",
+        "vm_prev",
+        "vm_next",
     )
 
     def __init__(
@@ -116,6 +119,10 @@ class VmArea:
         self.vm_ops_close = False
         # arch_vma_name()/special_mapping name such as "[vdso]"; None for ordinary VMAs.
         self.special_name: str | None = None
+        # Neighbours in the mm's index (maintained by MmStruct.vma_store/vma_erase), so that
+        # vma_prev()/vma_next() are O(1) as on a maple-tree iterator.
+        self.vm_prev: VmArea | None = None
+        self.vm_next: VmArea | None = None
 
     @property
     def anon_vma(self) -> AnonVma | None:
@@ -178,78 +185,103 @@ class MmStruct:
 
     # --- the maple tree's interface (vma_iter_*, find_vma, vma_lookup) -------------
 
+    def _floor(self, addr: int) -> VmArea | None:
+        """The VMA with the greatest ``vm_start <= addr``.
+
+        Reads SortedDict's sorted key list through its two-level layout (``_maxes`` and
+        ``_lists``) with C ``bisect``: the positional public API (``bisect_right`` +
+        ``peekitem``) costs twice as much on this hot path (find_vma on every syscall).
+        """
+        sl = self.mm_mt._list
+        maxes = sl._maxes
+        if not maxes:
+            return None
+        pos = bisect_right(maxes, addr)
+        lists = sl._lists
+        if pos == len(maxes):
+            return self.mm_mt[lists[-1][-1]]  # type: ignore[no-any-return]
+        sub = lists[pos]
+        j = bisect_right(sub, addr)
+        if j:
+            return self.mm_mt[sub[j - 1]]  # type: ignore[no-any-return]
+        if pos:
+            return self.mm_mt[lists[pos - 1][-1]]  # type: ignore[no-any-return]
+        return None
+
+    def first_vma(self) -> VmArea | None:
+        """The lowest VMA."""
+        sl = self.mm_mt._list
+        return self.mm_mt[sl._lists[0][0]] if sl._maxes else None  # type: ignore[no-any-return]
+
+    def last_vma(self) -> VmArea | None:
+        """The highest VMA."""
+        sl = self.mm_mt._list
+        return self.mm_mt[sl._maxes[-1]] if sl._maxes else None  # type: ignore[no-any-return]
+
     def find_vma(self, addr: int) -> VmArea | None:
         """First VMA with ``vm_end > addr``. Models mm/mmap.c:find_vma."""
-        mt = self.mm_mt
-        i = mt.bisect_right(addr)
-        if i:
-            v: VmArea = mt.peekitem(i - 1)[1]
-            if v.vm_end > addr:
-                return v
-        if i < len(mt):
-            nxt: VmArea = mt.peekitem(i)[1]
-            return nxt
-        return None
+        v = self._floor(addr)
+        if v is None:
+            return self.first_vma()
+        return v if v.vm_end > addr else v.vm_next
 
     def vma_lookup(self, addr: int) -> VmArea | None:
         """The VMA containing ``addr``. Models include/linux/mm.h:vma_lookup."""
-        mt = self.mm_mt
-        i = mt.bisect_right(addr)
-        if i:
-            v: VmArea = mt.peekitem(i - 1)[1]
-            if v.vm_end > addr:
-                return v
-        return None
+        v = self._floor(addr)
+        return v if v is not None and v.vm_end > addr else None
 
     def find_vma_prev(self, addr: int) -> tuple[VmArea | None, VmArea | None]:
         """(find_vma(addr), the VMA before it). Models mm/mmap.c:find_vma_prev."""
-        mt = self.mm_mt
-        i = mt.bisect_right(addr)
-        if i:
-            v: VmArea = mt.peekitem(i - 1)[1]
-            if v.vm_end > addr:
-                return v, (mt.peekitem(i - 2)[1] if i >= 2 else None)
-            return (mt.peekitem(i)[1] if i < len(mt) else None), v
-        return (mt.peekitem(0)[1] if len(mt) else None), None
+        v = self._floor(addr)
+        if v is None:
+            return self.first_vma(), None
+        if v.vm_end > addr:
+            return v, v.vm_prev
+        return v.vm_next, v
 
-    def vma_prev(self, vma: VmArea) -> VmArea | None:
+    @staticmethod
+    def vma_prev(vma: VmArea) -> VmArea | None:
         """The VMA before ``vma``. Models vma_prev() on an iterator at ``vma``."""
-        i = self.mm_mt.index(vma.vm_start)
-        return self.mm_mt.peekitem(i - 1)[1] if i else None
+        return vma.vm_prev
 
-    def vma_next(self, vma: VmArea) -> VmArea | None:
+    @staticmethod
+    def vma_next(vma: VmArea) -> VmArea | None:
         """The VMA after ``vma``. Models vma_next() on an iterator at ``vma``."""
-        mt = self.mm_mt
-        i = mt.index(vma.vm_start) + 1
-        return mt.peekitem(i)[1] if i < len(mt) else None
+        return vma.vm_next
 
     def vmas_in(self, start: int, end: int) -> list[VmArea]:
         """VMAs intersecting [start, end), in order. Models for_each_vma_range()."""
         out: list[VmArea] = []
         v = self.find_vma(start)
-        if v is None or v.vm_start >= end:
-            return out
-        mt = self.mm_mt
-        i = mt.index(v.vm_start)
-        n = len(mt)
-        while i < n:
-            v = mt.peekitem(i)[1]
-            if v.vm_start >= end:
-                break
+        while v is not None and v.vm_start < end:
             out.append(v)
-            i += 1
+            v = v.vm_next
         return out
 
     def vma_store(self, vma: VmArea) -> None:
         """Insert ``vma`` into the index. Models vma_iter_store()/vma_iter_bulk_store()."""
+        prev = self._floor(vma.vm_start)
+        nxt = prev.vm_next if prev is not None else self.first_vma()
         self.mm_mt[vma.vm_start] = vma
+        vma.vm_prev = prev
+        vma.vm_next = nxt
+        if prev is not None:
+            prev.vm_next = vma
+        if nxt is not None:
+            nxt.vm_prev = vma
 
     def vma_erase(self, vma: VmArea) -> None:
         """Remove ``vma`` from the index. Models vma_iter_clear()."""
         del self.mm_mt[vma.vm_start]
+        prev, nxt = vma.vm_prev, vma.vm_next
+        if prev is not None:
+            prev.vm_next = nxt
+        if nxt is not None:
+            nxt.vm_prev = prev
+        vma.vm_prev = vma.vm_next = None
 
     def vma_set_start(self, vma: VmArea, start: int) -> None:
-        """Move ``vma``'s start and keep the index keyed by it."""
+        """Move ``vma``'s start and keep the index keyed by it (order is unchanged)."""
         if start != vma.vm_start:
             del self.mm_mt[vma.vm_start]
             vma.vm_start = start

@@ -131,29 +131,23 @@ def get_unmapped_area(
 
 def vm_unmapped_area_topdown(mm: MmStruct, length: int, low: int, high: int, align: int) -> int:
     """The highest ``align``-aligned gap of ``length`` in [low, high). Models mm/vma.c:unmapped_area_topdown."""
-    mt = mm.mm_mt
-    i = mt.bisect_left(high)
-    gap_end = high
-    if i < len(mt):
-        nxt: VmArea = mt.peekitem(i)[1]
-        gap_end = min(high, vm_start_gap(nxt))
-    # walk gaps downwards
+    v = mm._floor(high - 1)  # the highest VMA starting below high
+    nxt = v.vm_next if v is not None else mm.first_vma()
+    gap_end = high if nxt is None else min(high, vm_start_gap(nxt))
     while True:
-        prev: VmArea | None = mt.peekitem(i - 1)[1] if i > 0 else None
-        if prev is not None and prev.vm_end > gap_end:
-            # prev overlaps the top bound; move below it
-            gap_end = min(gap_end, vm_start_gap(prev))
-            i -= 1
+        if v is not None and v.vm_end > gap_end:
+            gap_end = min(gap_end, vm_start_gap(v))
+            v = v.vm_prev
             continue
-        gap_start = max(prev.vm_end if prev is not None else 0, low)
+        gap_start = max(v.vm_end if v is not None else 0, low)
         if gap_end >= gap_start + length:
             cand = (gap_end - length) & ~(align - 1)
             if cand >= gap_start:
                 return cand
-        if prev is None:
+        if v is None:
             raise _e(errno.ENOMEM, "no gap")
-        gap_end = vm_start_gap(prev)
-        i -= 1
+        gap_end = vm_start_gap(v)
+        v = v.vm_prev
 
 
 def unmap_vmas_and_free(mm: MmStruct, vmas: list[VmArea], start: int, end: int) -> int:
@@ -178,14 +172,9 @@ def unmap_vmas_and_free(mm: MmStruct, vmas: list[VmArea], start: int, end: int) 
 
 
 def _neighbours(mm: MmStruct, start: int, end: int) -> tuple[VmArea | None, VmArea | None]:
-    """(last VMA ending at or before ``start``, first VMA starting at or after ``end``)."""
-    mt = mm.mm_mt
-    i = mt.bisect_left(start)
-    prev = mt.peekitem(i - 1)[1] if i > 0 else None
-    if prev is not None and prev.vm_end > start:
-        prev = None  # cannot happen once the range is clear
-    j = mt.bisect_left(end)
-    nxt = mt.peekitem(j)[1] if j < len(mt) else None
+    """(the VMA below ``start``, the VMA from ``end`` on) around a range holding no VMA."""
+    nxt = mm.find_vma(start)
+    prev = nxt.vm_prev if nxt is not None else mm.last_vma()
     return prev, nxt
 
 
