@@ -83,6 +83,11 @@ _RET = re.compile(
     r"(?P<rest>.*)$"
 )
 _MAX_LINE = 1 << 20
+# the common case in one match: "PID [TIME] name(plain args) = number"
+_FAST = re.compile(
+    r"^(?:(\d+)\s+)?(?:\d+\.\d+\s+|\d\d:\d\d:\d\d(?:\.\d+)?\s+)?([A-Za-z_][A-Za-z0-9_]*)"
+    r"\(([^\"/<>(){}\[\]]*)\)\s*=\s*(0x[0-9a-fA-F]+|\d+)\s*$"
+)
 
 
 _SPECIAL = re.compile(r'["/<(\[{]')
@@ -219,6 +224,13 @@ def _parse_one(
     """Parse one line; keep unfinished halves in ``pending``; return a complete event."""
     if len(raw) > _MAX_LINE:
         raise TraceSyntaxError(lineno, "line too long")
+    fm = _FAST.match(raw)
+    if fm is not None:
+        p0, name, argtext, ret = fm.groups()
+        fpid = int(p0) if p0 is not None else None
+        if fpid is None or fpid <= 1 << 31:
+            args = [a.strip() for a in argtext.split(",")] if argtext.strip() else []
+            return Syscall(lineno, lineno, fpid, name, args, ret, None)
     line = raw.rstrip("\r\n")
     if not line.strip():
         return None

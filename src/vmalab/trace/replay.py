@@ -456,10 +456,8 @@ class Replayer:
         """mprotect(addr, len, prot); memory made writable is assumed written (``touch``)."""
         addr, prot = to_int(ev.args[0]), to_int(ev.args[2])
         t.mm.proc.mprotect(addr, to_int(ev.args[1]), prot)
-        if self.touch and prot & uapi.PROT_WRITE:
-            vs = [v for v in t.mm.proc.vmas() if v.start <= addr < v.end]
-            if vs and "sh" not in vs[0].flags and vs[0].anon_vma is None:
-                self._touch(t, addr, prot, uapi.MAP_PRIVATE)
+        if prot & uapi.PROT_WRITE:
+            self._touch(t, addr, prot, uapi.MAP_PRIVATE)
 
     _sys_pkey_mprotect = _sys_mprotect
 
