@@ -196,6 +196,8 @@ _ADVICE_WEIGHTS = [
     ("guard_install", 12), ("guard_remove", 6), ("dontneed", 5), ("wipeonfork", 3),
     ("keeponfork", 1), ("dontfork", 2), ("dofork", 1), ("populate_read", 2),
     ("populate_write", 2), ("free", 1), ("remove", 1), ("dontdump", 1), ("normal", 1),
+    ("dodump", 1), ("cold", 1), ("pageout", 1), ("willneed", 1), ("hugepage", 1),
+    ("nohugepage", 1), ("random", 1), ("sequential", 1), ("mergeable", 1), ("unmergeable", 1),
 ]
 
 
@@ -205,7 +207,7 @@ class _Gen:
     def __init__(self, rnd: random.Random, arena: int = 48) -> None:
         self.r = rnd
         self.arena = arena
-        self.has_file = False
+        self.files: list[int] = []
 
     def rng(self, maxlen: int = 12) -> tuple[int, int]:
         a = self.r.randrange(self.arena)
@@ -225,16 +227,16 @@ class _Gen:
         if kind == "mmap":
             d: dict[str, Any] = {"op": "mmap", "addr": a, "len": n, "prot": self.prot()}
             t = r.random()
-            if t < 0.7 or not self.has_file:
+            if t < 0.7 or not self.files:
                 d["flags"] = ["private", "anonymous"] if t < 0.6 else ["shared", "anonymous"]
             else:
                 d["flags"] = [r.choice(["shared", "private"])]
-                d["file"] = 0
+                d["file"] = r.choice(self.files)
                 d["pgoff"] = r.randrange(0, 40)
-            if r.random() < 0.08:
-                d["flags"].append("populate")
-            if r.random() < 0.04:
-                d["flags"].append("fixed_noreplace")
+            for flag, p in (("populate", 0.08), ("fixed_noreplace", 0.04), ("noreserve", 0.04),
+                            ("locked", 0.02), ("growsdown", 0.02)):
+                if r.random() < p:
+                    d["flags"].append(flag)
             return d
         if kind == "munmap":
             return {"op": "munmap", "addr": a, "len": n}
@@ -262,25 +264,31 @@ class _Gen:
             return {"op": "write", "addr": a, "len": n, "byte": r.randrange(1, 256)}
         if kind == "fork":
             return {"op": "fork", "child": [self.op(depth + 1) for _ in range(r.randint(1, 5))]}
-        if not self.has_file:
+        if not self.files:
             return {"op": "read", "addr": a, "len": n}
+        f = r.choice(self.files)
         if kind == "ftruncate":
-            return {"op": "ftruncate", "file": 0, "pages": r.randrange(0, 64)}
+            return {"op": "ftruncate", "file": f, "pages": r.randrange(0, 64)}
         if kind == "fallocate":
             off = r.randrange(0, 48)
-            return {"op": "fallocate", "file": 0, "offset": off, "len": r.randint(1, 8),
-                    "mode": ["punch_hole", "keep_size"]}
+            mode = r.choice([["punch_hole", "keep_size"], [], ["keep_size"]])
+            return {"op": "fallocate", "file": f, "offset": off, "len": r.randint(1, 8),
+                    "mode": mode}
         off = r.randrange(0, 48)
-        return {"op": "pwrite", "file": 0, "offset": off, "len": r.randint(1, 4),
+        return {"op": "pwrite", "file": f, "offset": off, "len": r.randint(1, 4),
                 "byte": r.randrange(1, 256)}
 
     def program(self) -> dict[str, Any]:
         ops: list[dict[str, Any]] = []
         if self.r.random() < 0.4:
-            self.has_file = True
+            self.files.append(0)
             ops += [{"op": "memfd", "file": 0}, {"op": "ftruncate", "file": 0, "pages": 64}]
             if self.r.random() < 0.5:
                 ops.append({"op": "pwrite", "file": 0, "offset": 0, "len": 16, "byte": 0x11})
+        if self.r.random() < 0.2:
+            self.files.append(1)
+            ops += [{"op": "open", "file": 1, "name": "f1", "flags": ["rdwr", "creat"]},
+                    {"op": "ftruncate", "file": 1, "pages": self.r.choice([8, 32, 64])}]
         ops += [self.op(0) for _ in range(self.r.randint(3, 16))]
         return {"format": P.FORMAT, "version": P.VERSION, "arena_pages": self.arena, "ops": ops}
 

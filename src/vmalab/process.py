@@ -53,8 +53,11 @@ def _syscall(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 def _check_int(*vals: object) -> None:
+    """Reject non-int syscall arguments (as ctypes would refuse them) with TypeError."""
     for v in vals:
-        if not isinstance(v, int) or isinstance(v, bool):
+        if type(v) is not int:
+            if isinstance(v, int) and not isinstance(v, bool):
+                continue  # int subclasses such as IntEnum members
             raise TypeError(f"expected an int, got {type(v).__name__}")
 
 

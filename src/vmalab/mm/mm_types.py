@@ -280,6 +280,21 @@ class MmStruct:
             nxt.vm_prev = prev
         vma.vm_prev = vma.vm_next = None
 
+    def vma_split_below(self, vma: VmArea, new: VmArea, addr: int) -> None:
+        """``new`` takes [vma.vm_start, addr) and ``vma`` now starts at ``addr``.
+
+        One sorted insert instead of three: the old start key is re-pointed at ``new``.
+        """
+        mt = self.mm_mt
+        mt[vma.vm_start] = new  # existing key: a plain dict update
+        vma.vm_start = addr
+        mt[addr] = vma
+        prev = vma.vm_prev
+        new.vm_prev, new.vm_next = prev, vma
+        vma.vm_prev = new
+        if prev is not None:
+            prev.vm_next = new
+
     def vma_set_start(self, vma: VmArea, start: int) -> None:
         """Move ``vma``'s start and keep the index keyed by it (order is unchanged)."""
         if start != vma.vm_start:

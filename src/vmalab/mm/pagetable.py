@@ -18,7 +18,6 @@ PTE encoding (x86-64 style):
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -151,20 +150,27 @@ class PageTables:
                 del self.pud[pud_i]
                 slabs.free(slabs._pt)
 
-    def tables_in(self, start: int, end: int) -> Iterator[tuple[int, array[int], int, int]]:
-        """Allocated PTE tables overlapping [start, end).
+    def tables_in(self, start: int, end: int) -> list[tuple[int, array[int], int, int]]:
+        """Allocated PTE tables overlapping [start, end), in address order.
 
-        Yields (pmd index, table, first slot, end slot) in address order.
+        Each item is (pmd index, table, first slot, end slot).
         """
         if end <= start:
-            return
+            return []
         lo = start >> PMD_SHIFT
         hi = (end - 1) >> PMD_SHIFT
         pte = self.pte
+        if lo == hi:  # the common case: the range lies in one PTE table
+            t = pte.get(lo)
+            if t is None:
+                return []
+            base = lo << PMD_SHIFT
+            return [(lo, t, (start - base) >> 12, (end - base) >> 12)]
         if hi - lo + 1 <= len(pte):
             idxs: list[int] | range = range(lo, hi + 1)
         else:
             idxs = sorted(i for i in pte if lo <= i <= hi)
+        out = []
         for i in idxs:
             t = pte.get(i)
             if t is None:
@@ -172,7 +178,8 @@ class PageTables:
             base = i << PMD_SHIFT
             s = 0 if start <= base else (start - base) >> 12
             e = 512 if end >= base + PMD_SIZE else (end - base) >> 12
-            yield i, t, s, e
+            out.append((i, t, s, e))
+        return out
 
     def free_pgd_range(self, start: int, end: int, floor: int, ceiling: int) -> None:
         """Free the page tables that map only [floor, ceiling) around [start, end).
@@ -185,7 +192,7 @@ class PageTables:
         if end <= start:
             return
         top = ceiling if ceiling else 1 << 64
-        for i, t, _s, _e in list(self.tables_in(start, end)):
+        for i, t, _s, _e in self.tables_in(start, end):
             base = i << PMD_SHIFT
             if base >= floor and base + PMD_SIZE <= top:
                 del t

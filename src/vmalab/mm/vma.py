@@ -458,10 +458,12 @@ def __split_vma(vma: VmArea, addr: int, new_below: bool) -> VmArea:
         raise
     if new_below:
         vma.vm_pgoff += (addr - new.vm_start) >> PAGE_SHIFT
-        mm.vma_set_start(vma, addr)
+        mm.vma_split_below(vma, new, addr)
     else:
         vma.vm_end = addr
-    vma_link(mm, new)
+        mm.vma_store(new)
+    vma_link_file(new)
+    mm.map_count += 1
     return new
 
 
