@@ -42,7 +42,9 @@ def _anon_program(k: Kernel) -> list[Callable[[], object]]:
         child_write,
         lambda: p.write(BASE + P, b"y"),
         lambda: p.mprotect(BASE + 8 * P, 2 * P, RW),
-        lambda: p.mremap(BASE + 20 * P, 4 * P, 8 * P, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED, BASE + 40 * P),
+        lambda: p.mremap(
+            BASE + 20 * P, 4 * P, 8 * P, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED, BASE + 40 * P
+        ),
         lambda: p.munmap(BASE + 2 * P, 2 * P),
         lambda: p.fork().exit(),
     ]

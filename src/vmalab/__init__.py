@@ -15,8 +15,8 @@ from vmalab.errors import InvariantError, SegmentationFault
 from vmalab.kernel import Kernel
 from vmalab.mm.mm_types import PAGE_SIZE
 from vmalab.mm.slab import FailPolicy, SlabStats
-from vmalab.process import Process
 from vmalab.proc import VmaView
+from vmalab.process import Process
 
 if TYPE_CHECKING:
     from vmalab.trace.replay import replay

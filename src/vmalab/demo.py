@@ -41,14 +41,23 @@ def run_demo(design: str) -> str:
     slab = k.slab()
     lines.append(
         "kernel objects: "
-        + ", ".join(f"{n}={slab[n].active} ({slab[n].bytes} B)" for n in ("vm_area_struct", "anon_vma", "anon_vma_chain", "pgtable"))
+        + ", ".join(
+            f"{n}={slab[n].active} ({slab[n].bytes} B)"
+            for n in ("vm_area_struct", "anon_vma", "anon_vma_chain", "pgtable")
+        )
     )
     k.check()
     return "\n".join(lines)
 
 
 @click.command()
-@click.option("--design", "designs", multiple=True, type=click.Choice(list(DESIGNS)), help="Design(s) to run (default: all).")
+@click.option(
+    "--design",
+    "designs",
+    multiple=True,
+    type=click.Choice(list(DESIGNS)),
+    help="Design(s) to run (default: all).",
+)
 def demo(designs: tuple[str, ...]) -> None:
     """Print the maps of a small process after a few operations, under each design."""
     for d in designs or DESIGNS:

@@ -19,7 +19,7 @@ from vmalab.mm.flags import VM_SHARED, VM_WIPEONFORK
 from vmalab.mm.mm_types import PAGE_SIZE, AnonVma, MmStruct
 from vmalab.mm.page_alloc import KIND_ANON, KIND_FREE, KIND_PAGECACHE, PhysMem
 from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SHIFT, PTE_MARKER_GUARD_ENTRY
-from vmalab.mm.slab import AllocFailure, FailPolicy, SlabStats, Slabs
+from vmalab.mm.slab import AllocFailure, FailPolicy, Slabs, SlabStats
 from vmalab.mm.vma import is_shared_maywrite
 
 if TYPE_CHECKING:
@@ -131,12 +131,16 @@ class Kernel:
             prev_end = 0
             keys = list(mm.mm_mt.keys())
             vmas = list(mm.mm_mt.values())
-            assert mm.map_count == len(vmas), f"pid {proc.pid}: map_count {mm.map_count} != {len(vmas)}"
+            assert mm.map_count == len(vmas), (
+                f"pid {proc.pid}: map_count {mm.map_count} != {len(vmas)}"
+            )
             for key, v in zip(keys, vmas, strict=True):
                 where = f"pid {proc.pid} vma {v.vm_start:#x}-{v.vm_end:#x}"
                 assert key == v.vm_start, f"{where}: indexed at {key:#x}"
                 assert v.vm_mm is mm, f"{where}: vm_mm is another mm"
-                assert v.vm_start % PAGE_SIZE == 0 and v.vm_end % PAGE_SIZE == 0, f"{where}: unaligned"
+                assert v.vm_start % PAGE_SIZE == 0 and v.vm_end % PAGE_SIZE == 0, (
+                    f"{where}: unaligned"
+                )
                 assert v.vm_start < v.vm_end, f"{where}: empty"
                 assert v.vm_start >= prev_end, f"{where}: overlaps the previous VMA"
                 prev_end = v.vm_end
@@ -146,12 +150,16 @@ class Kernel:
                     assert v.vm_file is None, f"{where}: VM_WIPEONFORK on a file VMA"
                 av = v._anon_vma
                 if v._anon_vma_flags:
-                    assert design.name != "eager" and design.name != "sticky", f"{where}: flag bits in a {design.name} word"
+                    assert design.name != "eager" and design.name != "sticky", (
+                        f"{where}: flag bits in a {design.name} word"
+                    )
                     assert av is None, f"{where}: flag bits with a real anon_vma"
                 seen_avs = set()
                 for avc in v.anon_vma_chain:
                     assert avc.vma is v, f"{where}: chain entry of another VMA"
-                    assert avc in avc.anon_vma.avcs, f"{where}: chain entry missing from its anon_vma tree"
+                    assert avc in avc.anon_vma.avcs, (
+                        f"{where}: chain entry missing from its anon_vma tree"
+                    )
                     assert avc.anon_vma.id in self.anon_vmas, f"{where}: chain to a freed anon_vma"
                     assert avc.anon_vma not in seen_avs, f"{where}: two chains to one anon_vma"
                     seen_avs.add(avc.anon_vma)
@@ -163,7 +171,7 @@ class Kernel:
                 else:
                     assert not v.anon_vma_chain, f"{where}: chain without an anon_vma"
                 if v.vm_file is not None:
-                    inode = v.vm_file.inode  # type: ignore[attr-defined]
+                    inode = v.vm_file.inode
                     assert v in inode.i_mmap, f"{where}: missing from its file's i_mmap"
                     i_mmap_seen.setdefault(inode.ino, set()).add(id(v))
                     if is_shared_maywrite(v.vm_flags):
@@ -181,7 +189,8 @@ class Kernel:
                             if k == KIND_ANON:
                                 owner = phys.owner[pfn]
                                 assert any(a.id == owner for a in seen_avs), (
-                                    f"{where}: folio {pfn}'s anon_vma {owner} is not on the VMA's chain"
+                                    f"{where}: folio {pfn}'s anon_vma {owner} "
+                                    "is not on the VMA's chain"
                                 )
                             if k in (KIND_ANON, KIND_PAGECACHE):
                                 maps_of[pfn] += 1
@@ -203,12 +212,16 @@ class Kernel:
         assert sl["vm_area_struct"].active == n_vmas, (
             f"vm_area_struct active {sl['vm_area_struct'].active} != {n_vmas} VMAs"
         )
-        assert sl["anon_vma_chain"].active == n_avcs, f"anon_vma_chain active {sl['anon_vma_chain'].active} != {n_avcs}"
+        assert sl["anon_vma_chain"].active == n_avcs, (
+            f"anon_vma_chain active {sl['anon_vma_chain'].active} != {n_avcs}"
+        )
         assert sl["anon_vma"].active == len(self.anon_vmas), (
             f"anon_vma active {sl['anon_vma'].active} != {len(self.anon_vmas)} live"
         )
         assert sl["mm_struct"].active == len(self._procs), "mm_struct active != live processes"
-        assert sl["pgtable"].active == n_tables, f"pgtable active {sl['pgtable'].active} != {n_tables}"
+        assert sl["pgtable"].active == n_tables, (
+            f"pgtable active {sl['pgtable'].active} != {n_tables}"
+        )
         # anon_vma trees, counters and refcounts.
         children: Counter[int] = Counter()
         pins: Counter[int] = Counter()
@@ -244,7 +257,8 @@ class Kernel:
                 f"inode {inode.ino}: i_mmap holds VMAs no process has"
             )
             assert inode.i_mmap_writable == writable_seen[inode.ino], (
-                f"inode {inode.ino}: i_mmap_writable {inode.i_mmap_writable} != {writable_seen[inode.ino]}"
+                f"inode {inode.ino}: i_mmap_writable {inode.i_mmap_writable} "
+                f"!= {writable_seen[inode.ino]}"
             )
         n_anon = 0
         for pfn in range(1, len(phys.kind)):
@@ -262,9 +276,11 @@ class Kernel:
         assert n_anon == phys.nr_anon, "anonymous page count drifted"
         if not self._procs:
             for name, st in sl.items():
-                assert st.active == 0, f"{name}: {st.active} objects leaked after every process exited"
+                assert st.active == 0, (
+                    f"{name}: {st.active} objects leaked after every process exited"
+                )
 
-    def _inodes(self) -> list:  # type: ignore[type-arg]
+    def _inodes(self) -> list:
         """Every inode still holding pages or mappings."""
         seen = {i.ino: i for i in self.fs.files.values()}
         for proc in self._procs.values():

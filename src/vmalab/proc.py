@@ -51,7 +51,7 @@ def vma_name(vma: VmArea) -> str | None:
     if vma.special_name is not None:
         return vma.special_name
     if vma.vm_file is not None:
-        return vma.vm_file.path  # type: ignore[attr-defined, no-any-return]
+        return vma.vm_file.path
     if vma.anon_name is not None:
         return f"[anon:{vma.anon_name}]"
     return None
@@ -66,7 +66,7 @@ def _header(vma: VmArea) -> str:
         + ("s" if f & VM_MAYSHARE else "p")
     )
     if vma.vm_file is not None:
-        inode = vma.vm_file.inode  # type: ignore[attr-defined]
+        inode = vma.vm_file.inode
         dev = TMPFS_DEV if inode.kind == "file" else SHMEM_DEV
         ino = inode.ino
         off = vma.vm_pgoff << 12

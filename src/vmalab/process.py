@@ -64,6 +64,12 @@ def _check_int(*vals: object) -> None:
 class Process:
     """A modelled process (task with its own mm). Create with ``Kernel.spawn()``."""
 
+    kernel: Kernel
+    pid: int
+    mm: MmStruct
+    fds: dict[int, filemap.File]
+    _dead: bool
+
     def __init__(self) -> None:  # pragma: no cover - use Kernel.spawn()
         raise TypeError("use Kernel.spawn() or Process.fork()")
 
@@ -81,7 +87,7 @@ class Process:
                 slabs.free(slabs._mm)
                 raise
         self.mm = mm
-        self.fds: dict[int, filemap.File] = {}
+        self.fds = {}
         self._dead = False
         kernel._procs[self.pid] = self
         return self
@@ -92,7 +98,9 @@ class Process:
     # --- address space -----------------------------------------------------------------
 
     @_syscall
-    def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0) -> int:
+    def mmap(
+        self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0
+    ) -> int:
         """mmap(2). Models arch/x86/kernel/sys_x86_64.c:sys_mmap → mm/mmap.c:do_mmap."""
         _check_int(addr, length, prot, flags, fd, offset)
         if addr < 0 or addr > U64 or length > U64 or offset > U64:
@@ -127,7 +135,9 @@ class Process:
         do_mprotect(self.mm, addr, length, prot)
 
     @_syscall
-    def mremap(self, old_addr: int, old_size: int, new_size: int, flags: int = 0, new_addr: int = 0) -> int:
+    def mremap(
+        self, old_addr: int, old_size: int, new_size: int, flags: int = 0, new_addr: int = 0
+    ) -> int:
         """mremap(2). Models mm/mremap.c:do_mremap."""
         _check_int(old_addr, old_size, new_size, flags, new_addr)
         return do_mremap(self.mm, old_addr, old_size, new_size, flags, new_addr)
@@ -159,7 +169,9 @@ class Process:
         _check_int(addr, length, flags)
         if flags & ~uapi.MLOCK_ONFAULT:
             raise OSError(errno.EINVAL, "EINVAL: unknown mlock2 flags")
-        do_mlock(self.mm, addr, length, VM_LOCKED | (VM_LOCKONFAULT if flags & uapi.MLOCK_ONFAULT else 0))
+        do_mlock(
+            self.mm, addr, length, VM_LOCKED | (VM_LOCKONFAULT if flags & uapi.MLOCK_ONFAULT else 0)
+        )
 
     @_syscall
     def munlock(self, addr: int, length: int) -> None:
@@ -241,7 +253,11 @@ class Process:
             inode.punch_hole(offset, length)
             return
         end = offset + length
-        if not mode & uapi.FALLOC_FL_KEEP_SIZE and end > inode.size and inode.seals & uapi.F_SEAL_GROW:
+        if (
+            not mode & uapi.FALLOC_FL_KEEP_SIZE
+            and end > inode.size
+            and inode.seals & uapi.F_SEAL_GROW
+        ):
             raise OSError(errno.EPERM, "EPERM: F_SEAL_GROW")
         for index in range(offset >> 12, (end + 4095) >> 12):
             if index not in inode.pages:

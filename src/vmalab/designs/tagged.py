@@ -30,7 +30,10 @@ class Tagged(Design):
     summary = "the RFC: ANON_VMA_UNFAULTED flag in bit 0 of vma->anon_vma"
 
     def guard_install_done(self, vma: VmArea, nr_pages: int) -> None:
-        """Models the RFC's madvise_guard_install: ``if (nr_pages > 0) vma_set_anon_vma_unfaulted()``."""
+        """Models the RFC's madvise_guard_install.
+
+        ``if (nr_pages > 0) vma_set_anon_vma_unfaulted(vma)`` after the walk.
+        """
         if nr_pages > 0:
             rmap.vma_set_anon_vma_unfaulted(vma)
 

@@ -215,7 +215,9 @@ class FileSystem:
             inode = self.files[path] = Inode(self.kernel, path, "file")
         elif flags & uapi.O_CREAT and flags & uapi.O_EXCL:
             raise _err(errno.EEXIST, path)
-        f = File(inode, acc in (uapi.O_RDONLY, uapi.O_RDWR), acc in (uapi.O_WRONLY, uapi.O_RDWR), path)
+        f = File(
+            inode, acc in (uapi.O_RDONLY, uapi.O_RDWR), acc in (uapi.O_WRONLY, uapi.O_RDWR), path
+        )
         if flags & uapi.O_TRUNC and f.writable and inode.size:
             check_seals_shrink(inode, 0)
             inode.truncate(0)

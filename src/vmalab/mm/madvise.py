@@ -207,7 +207,9 @@ _FLAG_ADVICE = frozenset(
 )
 
 
-def _madvise_vma(mm: MmStruct, vma: VmArea, prev: VmArea | None, start: int, end: int, behavior: int) -> VmArea:
+def _madvise_vma(
+    mm: MmStruct, vma: VmArea, prev: VmArea | None, start: int, end: int, behavior: int
+) -> VmArea:
     """Apply ``behavior`` to [start, end) within one VMA. Returns the VMA covering it.
 
     Models mm/madvise.c:madvise_vma_behavior and its helpers.

@@ -22,7 +22,9 @@ from vmalab.mm.mmap import mm_populate, page_align
 from vmalab.mm.vma import vma_modify_flags
 
 
-def mlock_fixup(mm: MmStruct, vma: VmArea, prev: VmArea | None, start: int, end: int, newflags: int) -> VmArea:
+def mlock_fixup(
+    mm: MmStruct, vma: VmArea, prev: VmArea | None, start: int, end: int, newflags: int
+) -> VmArea:
     """Models mm/mlock.c:mlock_fixup (VM_SPECIAL, hugetlb and droppable VMAs are skipped)."""
     oldflags = vma.vm_flags
     if newflags == oldflags or oldflags & (VM_SPECIAL | VM_HUGETLB | VM_DROPPABLE):
@@ -38,7 +40,10 @@ def mlock_fixup(mm: MmStruct, vma: VmArea, prev: VmArea | None, start: int, end:
 
 
 def apply_vma_lock_flags(mm: MmStruct, start: int, length: int, flags: int) -> None:
-    """Set or clear the lock flags on [start, start+length). Models mm/mlock.c:apply_vma_lock_flags."""
+    """Set or clear the lock flags on [start, start+length).
+
+    Models mm/mlock.c:apply_vma_lock_flags.
+    """
     end = start + length
     if end > (1 << 64) - 1:  # unsigned wrap-around: end < start
         raise OSError(errno.EINVAL, "EINVAL: range overflows")
@@ -80,7 +85,9 @@ def do_mlock(mm: MmStruct, start: int, length: int, flags: int) -> None:
         return
     err = mm_populate(mm, start, length, ignore_errors=False)
     if err == -errno.EFAULT or err == -errno.ENOMEM:
-        raise OSError(errno.ENOMEM if err == -errno.EFAULT else errno.EAGAIN, "mlock populate failed")
+        raise OSError(
+            errno.ENOMEM if err == -errno.EFAULT else errno.EAGAIN, "mlock populate failed"
+        )
 
 
 def do_munlock(mm: MmStruct, start: int, length: int) -> None:

@@ -55,7 +55,10 @@ class AnonVma:
         self.avcs: set[AnonVmaChain] = set()
 
     def __repr__(self) -> str:
-        return f"<anon_vma {self.id} root={self.root.id} ch={self.num_children} act={self.num_active_vmas}>"
+        return (
+            f"<anon_vma {self.id} root={self.root.id} "
+            f"ch={self.num_children} act={self.num_active_vmas}>"
+        )
 
 
 class AnonVmaChain:
@@ -150,7 +153,10 @@ class VmArea:
         return bool(self.vm_flags & (VM_READ | VM_WRITE | 0x4))
 
     def __repr__(self) -> str:
-        return f"<vma {self.vm_start:#x}-{self.vm_end:#x} pgoff={self.vm_pgoff:#x} flags={self.vm_flags:#x}>"
+        return (
+            f"<vma {self.vm_start:#x}-{self.vm_end:#x} "
+            f"pgoff={self.vm_pgoff:#x} flags={self.vm_flags:#x}>"
+        )
 
 
 class MmStruct:
@@ -199,24 +205,24 @@ class MmStruct:
         pos = bisect_right(maxes, addr)
         lists = sl._lists
         if pos == len(maxes):
-            return self.mm_mt[lists[-1][-1]]  # type: ignore[no-any-return]
+            return self.mm_mt[lists[-1][-1]]
         sub = lists[pos]
         j = bisect_right(sub, addr)
         if j:
-            return self.mm_mt[sub[j - 1]]  # type: ignore[no-any-return]
+            return self.mm_mt[sub[j - 1]]
         if pos:
-            return self.mm_mt[lists[pos - 1][-1]]  # type: ignore[no-any-return]
+            return self.mm_mt[lists[pos - 1][-1]]
         return None
 
     def first_vma(self) -> VmArea | None:
         """The lowest VMA."""
         sl = self.mm_mt._list
-        return self.mm_mt[sl._lists[0][0]] if sl._maxes else None  # type: ignore[no-any-return]
+        return self.mm_mt[sl._lists[0][0]] if sl._maxes else None
 
     def last_vma(self) -> VmArea | None:
         """The highest VMA."""
         sl = self.mm_mt._list
-        return self.mm_mt[sl._maxes[-1]] if sl._maxes else None  # type: ignore[no-any-return]
+        return self.mm_mt[sl._maxes[-1]] if sl._maxes else None
 
     def find_vma(self, addr: int) -> VmArea | None:
         """First VMA with ``vm_end > addr``. Models mm/mmap.c:find_vma."""

@@ -130,7 +130,10 @@ def get_unmapped_area(
 
 
 def vm_unmapped_area_topdown(mm: MmStruct, length: int, low: int, high: int, align: int) -> int:
-    """The highest ``align``-aligned gap of ``length`` in [low, high). Models mm/vma.c:unmapped_area_topdown."""
+    """The highest ``align``-aligned gap of ``length`` in [low, high).
+
+    Models mm/vma.c:unmapped_area_topdown.
+    """
     v = mm._floor(high - 1)  # the highest VMA starting below high
     nxt = v.vm_next if v is not None else mm.first_vma()
     gap_end = high if nxt is None else min(high, vm_start_gap(nxt))
@@ -304,7 +307,9 @@ def do_mmap(
     map_type = flags & uapi.MAP_TYPE
     if file is not None:
         if map_type in (uapi.MAP_SHARED, uapi.MAP_SHARED_VALIDATE):
-            if map_type == uapi.MAP_SHARED_VALIDATE and flags & ~(LEGACY_MAP_MASK | uapi.MAP_SYNC | uapi.MAP_FIXED_NOREPLACE):
+            if map_type == uapi.MAP_SHARED_VALIDATE and flags & ~(
+                LEGACY_MAP_MASK | uapi.MAP_SYNC | uapi.MAP_FIXED_NOREPLACE
+            ):
                 raise _e(errno.EOPNOTSUPP, "unknown flags with MAP_SHARED_VALIDATE")
             if flags & uapi.MAP_SYNC:
                 raise _e(errno.EOPNOTSUPP, "MAP_SYNC needs DAX")
@@ -328,7 +333,9 @@ def do_mmap(
             raise _e(errno.EACCES, "file not open for reading")
     else:
         if map_type in (uapi.MAP_SHARED, uapi.MAP_SHARED_VALIDATE):
-            if map_type == uapi.MAP_SHARED_VALIDATE and flags & ~(LEGACY_MAP_MASK | uapi.MAP_FIXED_NOREPLACE):
+            if map_type == uapi.MAP_SHARED_VALIDATE and flags & ~(
+                LEGACY_MAP_MASK | uapi.MAP_FIXED_NOREPLACE
+            ):
                 raise _e(errno.EOPNOTSUPP, "unknown flags with MAP_SHARED_VALIDATE")
             if flags & uapi.MAP_GROWSDOWN:
                 raise _e(errno.EINVAL, "shared MAP_GROWSDOWN")

@@ -46,7 +46,9 @@ def change_protection(vma: VmArea, start: int, end: int, newflags: int) -> None:
                 t[j] = pte & ~_PAGE_RW
 
 
-def mprotect_fixup(mm: MmStruct, vma: VmArea, prev: VmArea | None, start: int, end: int, newflags: int) -> VmArea:
+def mprotect_fixup(
+    mm: MmStruct, vma: VmArea, prev: VmArea | None, start: int, end: int, newflags: int
+) -> VmArea:
     """Apply ``newflags`` to [start, end) of ``vma``: merge or split, then update PTEs.
 
     Models mm/mprotect.c:mprotect_fixup: no-op when the flags are unchanged; VM_ACCOUNT

@@ -223,7 +223,7 @@ def do_mremap(
         raise _e(errno.ENOMEM, "cannot grow in place")
     pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
     map_flags = uapi.MAP_SHARED if vma.vm_flags & VM_MAYSHARE else 0
-    dest = get_unmapped_area(mm, 0, new_len, pgoff, map_flags, vma.vm_file)  # type: ignore[arg-type]
+    dest = get_unmapped_area(mm, 0, new_len, pgoff, map_flags, vma.vm_file)
     return move_vma(mm, vma, addr, src_len, new_len, dest, flags)
 
 

@@ -78,9 +78,7 @@ class VmaMergeStruct:
         self.remove_next = False
 
     @classmethod
-    def vma_state(
-        cls, prev: VmArea | None, middle: VmArea, start: int, end: int
-    ) -> VmaMergeStruct:
+    def vma_state(cls, prev: VmArea | None, middle: VmArea, start: int, end: int) -> VmaMergeStruct:
         """Models mm/vma.h:VMG_VMA_STATE: attributes taken from ``middle``."""
         vmg = cls(
             middle.vm_mm,
@@ -148,8 +146,8 @@ def vma_link_file(vma: VmArea) -> None:
     """
     f = vma.vm_file
     if f is not None:
-        f.get()  # type: ignore[attr-defined]
-        inode = f.inode  # type: ignore[attr-defined]
+        f.get()
+        inode = f.inode
         inode.i_mmap.add(vma)
         if is_shared_maywrite(vma.vm_flags):
             inode.i_mmap_writable += 1
@@ -162,11 +160,11 @@ def vma_unlink_file(vma: VmArea) -> None:
     """
     f = vma.vm_file
     if f is not None:
-        inode = f.inode  # type: ignore[attr-defined]
+        inode = f.inode
         inode.i_mmap.discard(vma)
         if is_shared_maywrite(vma.vm_flags):
             inode.i_mmap_writable -= 1
-        f.put()  # type: ignore[attr-defined]
+        f.put()
         inode.release_if_unused()
 
 
@@ -273,7 +271,10 @@ def can_vma_merge_right(vmg: VmaMergeStruct, can_merge_left: bool) -> bool:
 
 
 def can_merge_remove_vma(vma: VmArea) -> bool:
-    """A VMA with vm_ops->close cannot be removed by a merge. Models mm/vma.c:can_merge_remove_vma."""
+    """A VMA with vm_ops->close cannot be removed by a merge.
+
+    Models mm/vma.c:can_merge_remove_vma.
+    """
     return not vma.vm_ops_close
 
 
