@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vmalab.errors import UserInputError
-from vmalab.report.metrics import kernel_bytes, measure
+from vmalab.report.metrics import Metrics, kernel_bytes, measure
 
 
 @dataclass(frozen=True)
@@ -125,10 +125,15 @@ def run_one(spec: RunSpec, progress: ProgressHook | None = None) -> dict[str, An
             if progress is not None:
                 progress(lineno)
 
+        last: list[tuple[int, Metrics]] = []
+
+        def before_last_exit(lineno: int, kk: Any) -> None:
+            last[:] = [(lineno, measure(kk))]
+
         try:
             r = replay(spec.source, spec.design, stop_at_line=spec.stop_at_line,
                        start=spec.start, lenient=spec.lenient, observer=obs, sample_every=1,
-                       guardify=spec.guardify)
+                       guardify=spec.guardify, on_last_exit=before_last_exit)
         except TraceSyntaxError as e:
             raise UserInputError(f"{spec.source}:{e.lineno}", e.reason) from None
         except FileNotFoundError as e:
@@ -139,6 +144,16 @@ def run_one(spec: RunSpec, progress: ProgressHook | None = None) -> dict[str, An
             info["guardify"] = _gstats(r.guardify)
         kernel = r.kernel
     m = measure(kernel)
+    info["measured_at"] = "end"
+    if kind == "trace" and not m.processes and last:
+        # every process exited: report the address spaces as they were just before
+        at, m = last[0]
+        fresh = measure(kernel)  # fork figures accumulate to the very end
+        m.fork_copy_vmas = fresh.fork_copy_vmas
+        m.guard_markers_copied = fresh.guard_markers_copied
+        m.guard_markers_lost = fresh.guard_markers_lost
+        info["measured_at"] = f"before the last process exited (line {at})"
+    m.peak_kernel_bytes = max([m.kernel_bytes] + [b for _, b in tl.points])
     return {"source": spec.source, "kind": kind, "design": spec.design,
             "guardify": spec.guardify, "metrics": m.to_dict(), "timeline": tl.points,
             "info": info, "seconds": round(time.perf_counter() - t0, 4)}

@@ -24,6 +24,8 @@ class Metrics:
     whose page tables fork copied; ``guard_markers_lost`` markers fork dropped although the
     VMA was neither WIPEONFORK nor DONTCOPY; ``file_vmas``/``retractable`` how many live
     file-backed VMAs there are and how many retract_page_tables() could retract.
+    ``peak_kernel_bytes`` is the largest ``kernel_bytes`` seen on the run's timeline
+    (sampled; filled in by the comparison runner).
     """
 
     design: str
@@ -33,6 +35,7 @@ class Metrics:
     bytes: dict[str, int] = field(default_factory=dict)
     allocs: dict[str, int] = field(default_factory=dict)
     kernel_bytes: int = 0
+    peak_kernel_bytes: int = 0
     fork_copy_vmas: int | None = None
     guard_markers_copied: int | None = None
     guard_markers_lost: int | None = None
@@ -76,6 +79,7 @@ def measure(k: Any) -> Metrics:
         m.bytes[c] = int(s.bytes)
         m.allocs[c] = int(s.allocs)
     m.kernel_bytes = sum(m.bytes.values())
+    m.peak_kernel_bytes = m.kernel_bytes
     vmstat = getattr(k, "vmstat", None)
     if callable(vmstat):
         vmstat = vmstat()

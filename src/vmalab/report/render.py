@@ -38,6 +38,7 @@ def compare_table(results: list[dict[str, Any]], title: str = "") -> Table:
     for c in CACHES:
         t.add_column(f"{c}\nobjs / KiB", justify="right", no_wrap=True)
     t.add_column("kernel\nKiB", justify="right", style="bold")
+    t.add_column("peak\nKiB", justify="right")
     t.add_column("fork: VMAs\nPT copied", justify="right")
     t.add_column("fork: guard\nmarkers lost", justify="right")
     t.add_column("THP retract-\nable file VMAs", justify="right")
@@ -47,7 +48,7 @@ def compare_table(results: list[dict[str, Any]], title: str = "") -> Table:
                str(m["processes"]), f"{m['vmas']:,}"]
         for c in CACHES:
             row.append(f"{m['objects'].get(c, 0):,} / {_kib(m['bytes'].get(c, 0))}")
-        row += [_kib(m["kernel_bytes"]), _na(m["fork_copy_vmas"]),
+        row += [_kib(m["kernel_bytes"]), _kib(m["peak_kernel_bytes"]), _na(m["fork_copy_vmas"]),
                 _na(m["guard_markers_lost"]),
                 f"{_na(m['retractable'])}/{m['file_vmas']:,}"]
         t.add_row(*row)
@@ -79,14 +80,17 @@ def plot_timeline(results: list[dict[str, Any]], out: str, title: str = "") -> N
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     xlabel = "step"
-    for r in results:
+    styles = ["-", "--", ":", "-.", (0, (5, 1, 1, 1))]
+    for i, r in enumerate(results):
         pts = r["timeline"]
         if not pts:
             continue
         xs = [p[0] for p in pts]
         ys = [p[1] / 1024 for p in pts]
         label = r["design"] + (" +guardify" if r.get("guardify") else "")
-        ax.plot(xs, ys, label=label, drawstyle="steps-post")
+        # designs often coincide: distinct dashes and widths keep every line visible
+        ax.plot(xs, ys, label=label, drawstyle="steps-post", linestyle=styles[i % len(styles)],
+                linewidth=max(0.8, 2.6 - 0.4 * i))
         if r["kind"] == "trace":
             xlabel = "trace line"
     ax.set_xlabel(xlabel)

@@ -169,7 +169,7 @@ def compare(source: str, design: str, as_json: bool, plot: str | None, guardify:
                   f"{info['applied']:,} applied, {info['failed_skipped']:,} failed calls "
                   f"skipped, start from {info['start_method']}; unsupported: "
                   f"{info['unsupported'] or 'none'}; model rejections: "
-                  f"{info['model_error_count']}")
+                  f"{info['model_error_count']}; figures {info['measured_at']}")
     notes = sorted({n for r in results for n in r["metrics"]["notes"]})
     for n in notes:
         con.print(f"[dim]note: {n}[/dim]")

@@ -203,8 +203,9 @@ class Replayer:
     def __init__(self, path: str, design: str = "tagged", *, lenient: bool = False,
                  observer: Observer | None = None, sample_every: int = 0,
                  max_map_count: int = 1 << 20, guardify: bool = False,
-                 touch: bool = True) -> None:
+                 touch: bool = True, on_last_exit: Observer | None = None) -> None:
         self.touch = touch
+        self.on_last_exit = on_last_exit
         kernel = _kernel_cls()(design, max_map_count=max_map_count)
         self.path = path
         self.k: Any = kernel
@@ -282,8 +283,14 @@ class Replayer:
             return
         t.mm.tasks.discard(t.pid)
         if not t.mm.tasks:
-            t.mm.proc.exit()
-            self.r.exits += 1
+            self._exit_proc(t.mm.proc)
+
+    def _exit_proc(self, proc: Any) -> None:
+        """Process.exit(), telling ``on_last_exit`` first if it is the last process."""
+        if self.on_last_exit is not None and len(self.r.kernel.processes) == 1:
+            self.on_last_exit(self.r.lines, self.r.kernel)
+        proc.exit()
+        self.r.exits += 1
 
     # ------------------------------------------------------------------ files
 
@@ -707,8 +714,7 @@ class Replayer:
         old = t.mm
         old.tasks.discard(t.pid)
         if not old.tasks:
-            old.proc.exit()
-            self.r.exits += 1
+            self._exit_proc(old.proc)
         proc = self.k.spawn()
         t.mm = Mm(proc, {t.pid}, exe=path)
         t.tgid = t.pid
@@ -846,8 +852,8 @@ def _events(rp: Replayer, lines: Iterable[str], lenient: bool, skipped: list[int
 def replay(path: str, design: str = "tagged", *, stop_at_line: int | None = None,
            start: tuple[int, int, str] | None = None, lenient: bool = False,
            observer: Observer | None = None, sample_every: int = 0,
-           max_map_count: int = 1 << 20, guardify: bool = False, touch: bool = True
-           ) -> ReplayResult:
+           max_map_count: int = 1 << 20, guardify: bool = False, touch: bool = True,
+           on_last_exit: Observer | None = None) -> ReplayResult:
     """Replay the strace log at ``path`` into a fresh Kernel of ``design``.
 
     ``stop_at_line`` (1-based, inclusive) stops early; ``start=(pid, line, dump)`` skips
@@ -857,13 +863,16 @@ def replay(path: str, design: str = "tagged", *, stop_at_line: int | None = None
     timeline hook of ``vmalab compare``). ``max_map_count`` defaults high so that a trace
     from a machine with a raised limit replays. ``guardify`` applies the what-if of
     :mod:`vmalab.trace.guardify`; ``touch`` assumes one store to each new private
-    writable range (see the module docstring). Returns a :class:`ReplayResult`.
+    writable range (see the module docstring). ``on_last_exit(lineno, kernel)`` is called
+    just before the last live process exits (for figures "at the end" of a log whose
+    processes all exit). Returns a :class:`ReplayResult`.
     """
     import time
 
     t0 = time.perf_counter()
     rp = Replayer(path, design, lenient=lenient, observer=observer, sample_every=sample_every,
-                  max_map_count=max_map_count, guardify=guardify, touch=touch)
+                  max_map_count=max_map_count, guardify=guardify, touch=touch,
+                  on_last_exit=on_last_exit)
     skip_to = 0
     if start is not None:
         spid, sline, dump = start
