@@ -104,8 +104,9 @@ def get_unmapped_area(
 
     Models mm/mmap.c:__get_unmapped_area → generic_get_unmapped_area_topdown: MAP_FIXED
     addresses are checked only for range and alignment; a hint is used if the gap fits;
-    otherwise the highest gap below mmap_base wins. Anonymous mappings whose length is a
-    multiple of PMD_SIZE are PMD-aligned (thp_get_unmapped_area_vmflags, 6.7+).
+    otherwise the highest gap below mmap_base wins. Private anonymous mappings without a
+    hint whose length is a multiple of PMD_SIZE are PMD-aligned
+    (thp_get_unmapped_area_vmflags, 6.7+).
     """
     if length > TASK_SIZE:
         raise _e(errno.ENOMEM, "length > TASK_SIZE")
@@ -115,6 +116,7 @@ def get_unmapped_area(
         if addr & (PAGE_SIZE - 1):
             raise _e(errno.EINVAL, "unaligned MAP_FIXED address")
         return addr
+    hint = addr
     if addr:
         addr = page_align(addr)
         vma, prev = mm.find_vma_prev(addr)
@@ -125,7 +127,10 @@ def get_unmapped_area(
             and (prev is None or addr >= prev.vm_end)
         ):
             return addr
-    align = PMD_SIZE if (file is None and length % PMD_SIZE == 0) else PAGE_SIZE
+    # Only private anonymous mappings without a hint: MAP_SHARED anonymous memory takes
+    # shmem_get_unmapped_area(), which aligns nothing with shmem_enabled=never.
+    thp = not hint and file is None and not flags & uapi.MAP_SHARED and length % PMD_SIZE == 0
+    align = PMD_SIZE if thp else PAGE_SIZE
     return vm_unmapped_area_topdown(mm, length, MMAP_MIN_ADDR, mm.mmap_base, align)
 
 
