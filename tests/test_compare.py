@@ -139,3 +139,14 @@ def test_cli_sweep_json() -> None:
                                     "--workers", "1", "--json"])
     assert res.exit_code == 0, res.output
     assert len(json.loads(res.output)["results"]) == 2
+
+
+def test_cli_sweep_on_a_scheduler_address() -> None:
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        res = CliRunner().invoke(main, ["sweep", SMALL, "--design", "sticky,lossy",
+                                        "--scheduler", cluster.scheduler_address, "--json"])
+    assert res.exit_code == 0, res.output
+    local = sweep(specs_for([SMALL], ["sticky", "lossy"]), workers=1)
+    assert _strip(json.loads(res.output)["results"]) == json.loads(json.dumps(_strip(local)))

@@ -20,6 +20,10 @@ def _kib(b: int) -> str:
     return f"{b / 1024:,.1f}"
 
 
+WIDE = 150
+"""Columns the one-row-per-design table needs; narrower consoles get it transposed."""
+
+
 def console() -> Console:
     """A rich console for tables: the terminal's width, or 160 columns when piped."""
     import os
@@ -27,6 +31,34 @@ def console() -> Console:
 
     width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "0") or 0) or 160
     return Console(width=width)
+
+
+def _cells(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """(heading, text) of every figure of one result, in table order."""
+    m = r["metrics"]
+    out = [("procs", str(m["processes"])), ("VMAs", f"{m['vmas']:,}")]
+    for c in CACHES:
+        out.append((f"{c} objs / KiB",
+                    f"{m['objects'].get(c, 0):,} / {_kib(m['bytes'].get(c, 0))}"))
+    out += [("kernel KiB", _kib(m["kernel_bytes"])), ("peak KiB", _kib(m["peak_kernel_bytes"])),
+            ("fork: VMAs PT copied", _na(m["fork_copy_vmas"])),
+            ("fork: guard markers lost", _na(m["guard_markers_lost"])),
+            ("THP retractable file VMAs", f"{_na(m['retractable'])}/{m['file_vmas']:,}")]
+    return out
+
+
+def compare_table_for(con: Console, results: list[dict[str, Any]], title: str = "") -> Table:
+    """compare_table(), transposed (one column per design) when ``con`` is narrow."""
+    if con.width >= WIDE:
+        return compare_table(results, title)
+    t = Table(title=title or None)
+    t.add_column("", style="bold", no_wrap=True)
+    for r in results:
+        t.add_column(r["design"] + (" +g" if r.get("guardify") else ""), justify="right")
+    cols = [_cells(r) for r in results]
+    for i, (head, _) in enumerate(cols[0] if cols else []):
+        t.add_row(head, *[c[i][1] for c in cols])
+    return t
 
 
 def compare_table(results: list[dict[str, Any]], title: str = "") -> Table:

@@ -141,7 +141,7 @@ def compare(source: str, design: str, as_json: bool, plot: str | None, guardify:
             start: str | None, stop_at_line: int | None, lenient: bool) -> None:
     """Compare the designs on a built-in WORKLOAD[:k=v,...] or an strace log TRACE."""
     from vmalab.report.compare import guardify_delta
-    from vmalab.report.render import compare_table, console, guardify_table, plot_timeline
+    from vmalab.report.render import compare_table_for, console, guardify_table, plot_timeline
 
     designs = _designs(design)
     _check_out(plot)
@@ -160,7 +160,7 @@ def compare(source: str, design: str, as_json: bool, plot: str | None, guardify:
         click.echo(json.dumps(out, indent=1))
         return
     con = console()
-    con.print(compare_table(results, title=source))
+    con.print(compare_table_for(con, results, title=source))
     if deltas:
         con.print(guardify_table(deltas))
     info = plain[0]["info"] if plain else {}
@@ -248,7 +248,7 @@ def sweep_cmd(sources: tuple[str, ...], design: str, scheduler: str | None, work
               guardify: bool, as_json: bool) -> None:
     """Run many WORKLOADs/TRACEs × designs, locally or on a Dask cluster."""
     from vmalab.report.compare import RunSpec, source_kind
-    from vmalab.report.render import compare_table, console
+    from vmalab.report.render import compare_table_for, console
     from vmalab.report.sweep import sweep
 
     designs = _designs(design)
@@ -267,7 +267,7 @@ def sweep_cmd(sources: tuple[str, ...], design: str, scheduler: str | None, work
         return
     con = console()
     for s in sources:
-        con.print(compare_table([r for r in results if r["source"] == s], title=s))
+        con.print(compare_table_for(con, [r for r in results if r["source"] == s], title=s))
 
 
 @click.command("workloads")
