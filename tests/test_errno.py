@@ -229,6 +229,23 @@ def test_mremap_spanning_two_vmas(kp):
     fails(k, p, errno.EFAULT, p.mremap, BASE + 4 * P, 2 * P, 3 * P, uapi.MREMAP_MAYMOVE)
 
 
+def test_mremap_shrink_needs_only_the_first_vma(kp):
+    """Measured on 6.18.44: a shrink (or same-size call) without MREMAP_FIXED only needs a
+    VMA at old_addr; the old range may span VMAs or holes, and the tail is unmapped."""
+    k, p = kp
+    setup10(p)
+    p.mprotect(BASE + 5 * P, 5 * P, uapi.PROT_READ)
+    assert p.mremap(BASE, 10 * P, 10 * P, 0) == BASE  # same size: nothing to do
+    assert rel_layout(p, BASE, 20) == [(0, 5), (5, 10)]
+    assert p.mremap(BASE + 3 * P, 4 * P, P, uapi.MREMAP_MAYMOVE) == BASE + 3 * P
+    k.check()
+    assert rel_layout(p, BASE, 20) == [(0, 4), (7, 10)]
+    assert p.mremap(BASE + 8 * P, 4 * P, P, 0) == BASE + 8 * P  # runs past the end
+    assert rel_layout(p, BASE, 20) == [(0, 4), (7, 9)]
+    fails(k, p, errno.EFAULT, p.mremap, BASE + 50 * P, 2 * P, P, 0)  # no VMA at old_addr
+    fails(k, p, errno.EFAULT, p.mremap, BASE + 50 * P, 2 * P, 2 * P, uapi.MREMAP_MAYMOVE)
+
+
 def test_mremap_grow_in_place_blocked(kp):
     k, p = kp
     setup10(p)
