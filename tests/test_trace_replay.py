@@ -276,3 +276,42 @@ def test_fuzz_replay_never_crashes(tmp_path: Path, lines: list[str]) -> None:
     r.kernel.check()
     r = replay(str(p), lenient=True)
     r.kernel.check()
+
+
+def test_start_from_smaps_applies_vmflags(tmp_path: Path) -> None:
+    t = write(tmp_path, f"5 munmap({A + 0x100000:#x}, {P}) = 0")
+    smaps = "\n".join([
+        f"{A:x}-{A + 4 * P:x} rw-p 00000000 00:00 0 ",
+        "Size:                 16 kB",
+        "Anonymous:             8 kB",
+        "THPeligible:    0",
+        "VmFlags: rd wr mr mw me dc ac ",
+        f"{A + 4 * P:x}-{A + 8 * P:x} rw-p 00000000 00:00 0 ",
+        "Size:                 16 kB",
+        "Anonymous:             4 kB",
+        "VmFlags: rd wr mr mw me wf ac ",
+        f"{A + 8 * P:x}-{A + 9 * P:x} ---p 00000000 00:00 0 ",
+        "VmFlags: mr mw me ac ",
+        f"{A + 9 * P:x}-{A + 10 * P:x} ---p 00000000 00:00 0 ",
+        "VmFlags: mr mw me ac ",
+        f"{A + 0x100000:x}-{A + 0x101000:x} r--p 00000000 00:00 0 ",
+        "Anonymous:             0 kB",
+        "VmFlags: rd mr mw me lo ",
+        "",
+    ])
+    r = replay(t, start=(5, 0, smaps))
+    vs = r.process(5).vmas()
+    assert [(v.start, v.end) for v in vs] == [
+        (A, A + 4 * P), (A + 4 * P, A + 8 * P), (A + 8 * P, A + 9 * P), (A + 9 * P, A + 10 * P)]
+    assert "dc" in vs[0].flags and "wf" in vs[1].flags
+    assert vs[0].anon_vma is not None and vs[1].anon_vma is not None
+    r.kernel.check()
+
+
+def test_bad_dump_is_a_located_error(tmp_path: Path) -> None:
+    from vmalab.errors import UserInputError
+
+    t = write(tmp_path, "5 brk(NULL) = 0x1000")
+    with pytest.raises(UserInputError) as ei:
+        replay(t, start=(5, 0, "00400000-00401000 r-xp 00000000 00:00 0 /x\nnonsense here\n"))
+    assert ei.value.location == "start dump:2"

@@ -388,10 +388,12 @@ def apply_maps_dump(proc: Any, vmas: list[DumpVma], open_file: FileOpener,
 
     Every VMA is mapped MAP_FIXED at its address: file VMAs from the model file of that path
     at their offset, ``[heap]`` and nameless ones anonymous, ``[stack]`` MAP_GROWSDOWN,
-    ``[vvar]``/``[vdso]`` as read-only anonymous stand-ins. Two adjacent VMAs that the model
-    would merge were separate in the kernel, most likely because both had been written
-    (different anon_vmas): both get written and the second is moved into place with mremap,
-    which keeps them apart. With smaps, a VMA whose ``Anonymous`` is non-zero is written
+    ``[vvar]``/``[vdso]`` as read-only anonymous stand-ins. Two adjacent private VMAs that
+    the model would merge were separate in the kernel, most likely because both had been
+    written (different anon_vmas): both get written (a read-only or PROT_NONE one is made
+    writable for the store and protected again) and the second is moved into place with
+    mremap, which keeps them apart. Shared pairs cannot be kept apart this way.
+    With smaps, a VMA whose ``Anonymous`` is non-zero is written
     once, and the VmFlags dc, wf, hg, nh, mg, dd, sr, rr and lo are reproduced with madvise
     or mlock; ``gu`` cannot be (markers are not in the dump). With ``touch`` (the replay's
     default, see :mod:`vmalab.trace.replay`) every private writable VMA of a plain maps
@@ -414,29 +416,35 @@ def apply_maps_dump(proc: Any, vmas: list[DumpVma], open_file: FileOpener,
             prev = v
             continue
         must_split = prev is not None and prev.end == v.start and _would_merge(prev, v)
-        if must_split and not (v.prot & uapi.PROT_WRITE and not v.shared):
-            notes.append(f"{v.start:#x}: adjacent to a compatible VMA; the model may merge them")
+        if must_split and v.shared:
+            notes.append(f"{v.start:#x}: adjacent to a compatible shared VMA; the model "
+                         "merges them")
             must_split = False
         target = v.start
-        if must_split:
+        map_prot = v.prot
+        if must_split and prev is not None:
+            # both get an anon_vma of their own; the second is written away from its
+            # neighbours, given its protection and moved into place (no merge)
             target = _scratch(proc, length)
-            if prev is not None and prev.prot & uapi.PROT_WRITE:
-                proc.write(prev.start, b"\0")
+            _give_anon_vma(proc, prev)
             anon_write = True
+            map_prot = v.prot | uapi.PROT_WRITE
         if is_file:
             fd = open_file(_dump_path(v.path), v.offset + length,
                            uapi.O_RDWR if v.shared and "w" in v.perms else uapi.O_RDONLY)
-            proc.mmap(target, length, v.prot, flags, fd, v.offset)
+            proc.mmap(target, length, map_prot, flags, fd, v.offset)
         else:
             f = flags | uapi.MAP_ANONYMOUS
             if v.path == "[stack]":
                 f |= uapi.MAP_GROWSDOWN
-            proc.mmap(target, length, v.prot, f)
+            proc.mmap(target, length, map_prot, f)
         if v.prot & uapi.PROT_WRITE and not v.shared and (
                 v.anonymous_kb or (touch and v.anonymous_kb is None)):
             anon_write = True
-        if anon_write and v.prot & uapi.PROT_WRITE:
+        if anon_write and map_prot & uapi.PROT_WRITE:
             proc.write(target, b"\0")
+        if map_prot != v.prot:
+            proc.mprotect(target, length, v.prot)
         if target != v.start:
             proc.mremap(target, length, length, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED,
                         v.start)
@@ -455,6 +463,17 @@ def apply_maps_dump(proc: Any, vmas: list[DumpVma], open_file: FileOpener,
     return notes
 
 
+def _give_anon_vma(proc: Any, v: DumpVma) -> None:
+    """Write one byte of the (private) VMA ``v``, making it writable for that if needed."""
+    if v.prot & uapi.PROT_WRITE:
+        proc.write(v.start, b"\0")
+        return
+    length = v.end - v.start
+    proc.mprotect(v.start, length, v.prot | uapi.PROT_WRITE)
+    proc.write(v.start, b"\0")
+    proc.mprotect(v.start, length, v.prot)
+
+
 def _dump_path(path: str) -> str:
     """The model file for a dump path (``/memfd:x (deleted)`` and such keep their name)."""
     return path
@@ -467,7 +486,7 @@ def _would_merge(a: DumpVma, b: DumpVma) -> bool:
     a_anon = not a.path or a.inode == 0
     b_anon = not b.path or b.inode == 0
     if a_anon and b_anon:
-        return not a.shared and a.path in ("", "[heap]") and b.path in ("", "[heap]")
+        return a.path in ("", "[heap]") and b.path in ("", "[heap]")
     if a_anon != b_anon or a.path != b.path:
         return False
     return a.offset + (a.end - a.start) == b.offset
