@@ -325,3 +325,30 @@ def test_everything_freed_after_exit(kp):
     k.check()
     assert k.processes == []
     # the fixture asserts every cache (pgtable and mm_struct included) is at 0
+
+
+def test_chain_lengths_through_fork_split_and_mremap(kp):
+    """kernel-semantics §5.4/§5.6: fork costs chain_len + 1 AVCs and one anon_vma, a split
+    chain_len AVCs, an mremap move chain_len AVCs for the copy minus the old VMA's."""
+    k, p = kp
+    a = p.mmap(0, 4 * P, RW, PRIV_ANON)
+    p.write(a, b"x")
+    b = active(k)
+    c = p.fork()  # parent chain 1
+    assert av(delta(k, b)) == (1, 2)
+    b = active(k)
+    g = c.fork()  # C's chain is 2
+    assert av(delta(k, b)) == (1, 3)
+    b = active(k)
+    g.mprotect(a, P, uapi.PROT_READ)  # G's chain is 3
+    d = delta(k, b)
+    assert av(d) == (0, 3) and d["vm_area_struct"] == 1
+    b = active(k)
+    c.mremap(a, 4 * P, 4 * P, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED, a + 64 * P)
+    d = delta(k, b)
+    assert av(d) == (0, 0) and d["vm_area_struct"] == 0
+    assert c.read(a + 64 * P, 1) == b"x"
+    b = active(k)
+    g.exit()  # frees G's 2 VMAs x 3 AVCs and its own anon_vma
+    d = delta(k, b)
+    assert av(d) == (-1, -6) and d["vm_area_struct"] == -2
