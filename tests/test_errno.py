@@ -486,3 +486,51 @@ def test_unknown_design():
         Kernel("nope")
     for d in DESIGN_IDS:
         assert d in str(ei.value)
+
+
+# --- populate and mlock on inaccessible memory (measured on 6.18.44) ---------------------
+@pytest.mark.parametrize(
+    "prot,advice",
+    [
+        (uapi.PROT_NONE, uapi.MADV_POPULATE_READ),
+        (uapi.PROT_NONE, uapi.MADV_POPULATE_WRITE),
+        (uapi.PROT_READ, uapi.MADV_POPULATE_WRITE),
+        (uapi.PROT_WRITE, uapi.MADV_POPULATE_READ),
+        (uapi.PROT_EXEC, uapi.MADV_POPULATE_READ),
+    ],
+)
+def test_populate_without_permission_einval(kp, prot, advice):
+    """faultin_page_range() with FOLL_MADV_POPULATE: check_vma_flags() failing gives
+    -EINVAL ("incompatible mappings / permissions"), not -EFAULT."""
+    k, p = kp
+    p.mmap(BASE, 4 * P, prot, PRIV_ANON | FIXED)
+    fails(k, p, errno.EINVAL, p.madvise, BASE, 4 * P, advice)
+
+
+def test_populate_stops_at_a_hole(kp):
+    """Unlike other advice, MADV_POPULATE_* is not applied past a hole: ENOMEM at once."""
+    k, p = kp
+    p.mmap(BASE, 4 * P, RW, PRIV_ANON | FIXED)
+    p.mmap(BASE + 6 * P, 4 * P, RW, PRIV_ANON | FIXED)
+    fails(k, p, errno.ENOMEM, p.madvise, BASE, 10 * P, uapi.MADV_POPULATE_READ, changes=True)
+    present = [bool(e & uapi.PM_PRESENT) for e in p.pagemap(BASE, 10)]
+    assert present == [True] * 4 + [False] * 6
+    fails(k, p, errno.ENOMEM, p.madvise, BASE + 50 * P, P, uapi.MADV_POPULATE_WRITE)
+
+
+@pytest.mark.parametrize("layout_", ["none", "read_then_none"])
+def test_mlock_prot_none_enomem_but_locked(kp, layout_):
+    """__mm_populate() fails on a PROT_NONE VMA (no FOLL_FORCE for inaccessible VMAs):
+    mlock returns ENOMEM, yet the VMAs are VM_LOCKED and accessible pages before it are
+    populated."""
+    k, p = kp
+    if layout_ == "none":
+        p.mmap(BASE, 4 * P, uapi.PROT_NONE, PRIV_ANON | FIXED)
+        want = [False] * 4
+    else:
+        p.mmap(BASE, 2 * P, uapi.PROT_READ, PRIV_ANON | FIXED)
+        p.mmap(BASE + 2 * P, 2 * P, uapi.PROT_NONE, PRIV_ANON | FIXED)
+        want = [True, True, False, False]
+    fails(k, p, errno.ENOMEM, p.mlock, BASE, 4 * P, changes=True)
+    assert all("lo" in v.flags for v in p.vmas())
+    assert [bool(e & uapi.PM_PRESENT) for e in p.pagemap(BASE, 4)] == want
