@@ -524,3 +524,60 @@ def test_max_map_count_split_enomem(design):
     assert len(p.vmas()) == 4
     p.exit()
     k.check()
+
+
+# --- mremap merges (measured on 6.18.44) --------------------------------------------------
+def test_mremap_grow_in_place_merges_with_next(kp):
+    """vma_merge_extend() is a new-range merge with both neighbours: growing A up to B
+    makes one VMA when B is compatible, two when their anon_vmas differ."""
+    k, p = kp
+    m(p, 0, 4)
+    m(p, 8, 4)
+    assert p.mremap(BASE, 4 * P, 8 * P, 0) == BASE
+    k.check()
+    assert lay(p) == [(0, 12)]
+    p.munmap(BASE, 20 * P)
+    m(p, 0, 4)
+    write(p, 0)
+    m(p, 8, 4)
+    write(p, 8)
+    assert p.mremap(BASE, 4 * P, 8 * P, 0) == BASE
+    k.check()
+    assert lay(p) == [(0, 8), (8, 12)]
+
+
+def test_mremap_grow_file_in_place_merges_with_next(kp):
+    k, p = kp
+    fd = p.memfd_create("f")
+    p.ftruncate(fd, 16 * P)
+    m(p, 0, 4, RW, uapi.MAP_SHARED, fd, 0)
+    m(p, 8, 4, RW, uapi.MAP_SHARED, fd, 8 * P)
+    assert p.mremap(BASE, 4 * P, 8 * P, 0) == BASE
+    k.check()
+    assert lay(p) == [(0, 12)]
+    assert at(p, 0).pgoff == 0
+
+
+def test_mremap_move_merges_both_sides(kp):
+    k, p = kp
+    m(p, 0, 4)
+    m(p, 8, 4)
+    m(p, 30, 4)
+    assert p.mremap(BASE + 30 * P, 4 * P, 4 * P, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED,
+                    BASE + 4 * P) == BASE + 4 * P
+    k.check()
+    assert lay(p) == [(0, 12)]
+
+
+def test_mremap_faulted_piece_moved_back_merges(kp):
+    """A faulted piece keeps its pgoff, so moving it back to where it came from merges."""
+    k, p = kp
+    m(p, 0, 8)
+    p.write(BASE, b"x" * (8 * P))
+    mv = uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED
+    p.mremap(BASE + 4 * P, 4 * P, 4 * P, mv, BASE + 20 * P)
+    assert lay(p) == [(0, 4), (20, 24)]
+    p.mremap(BASE + 20 * P, 4 * P, 4 * P, mv, BASE + 4 * P)
+    k.check()
+    assert lay(p) == [(0, 8)]
+    assert p.read(BASE + 7 * P, 1) == b"x"
