@@ -279,7 +279,7 @@ def test_compare_reports_the_first_difference() -> None:
     assert compare(p.ops, k, k) is None
     d = compare(p.ops, k, m)
     assert d is not None and (d.where, d.what, d.kernel, d.model) == (
-        "ops[1].child[0]", "ret", "ok", "SIGSEGV")
+        "ops[1].child[0]", "ret", {"ret": "ok", "data": "00"}, {"ret": "SIGSEGV", "fault": 0})
     m2 = P.Observation(k.results, dict(fin, probe="oS  "))
     d2 = compare(p.ops, k, m2)
     assert d2 is not None and (d2.where, d2.what) == ("ops/final", "probe")

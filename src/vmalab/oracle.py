@@ -121,11 +121,14 @@ def compare(prog_ops: tuple[P.Op, ...], kernel: Observation, model: Observation,
 
 @dataclass(frozen=True)
 class Known:
-    """A documented divergence (docs/divergences.md): kernel behaviour the model lacks."""
+    """A documented divergence (docs/divergences.md). ``kind`` is ``"kernel"`` for kernel
+    behaviour the model deliberately lacks, ``"model-bug"`` for an open, tracked model bug
+    (with a regression program under tests/regressions/) that the lead will fix."""
 
     id: str
     title: str
     match: Callable[[Program, Divergence], bool]
+    kind: str = "kernel"
 
 
 def _op_at(prog: Program, where: str) -> P.Op | None:
@@ -144,8 +147,49 @@ def _op_at(prog: Program, where: str) -> P.Op | None:
     return cur
 
 
-KNOWN: list[Known] = []
-"""Filled in from measurements; each entry is explained in docs/divergences.md."""
+def _is_populate(prog: Program, d: Divergence) -> bool:
+    """MADV_POPULATE_READ/WRITE: kernel ENOMEM at the first hole (nothing after it is
+    populated) and EINVAL for a VMA that check_vma_flags() rejects; the model EFAULTs."""
+    o = _op_at(prog, d.where)
+    return (isinstance(o, P.Madvise) and o.advice in ("populate_read", "populate_write")
+            and d.what in ("errno", "pages"))
+
+
+def _is_mremap_shrink_span(prog: Program, d: Divergence) -> bool:
+    """mremap shrink whose old range runs past the VMA: the kernel unmaps the tail and
+    succeeds; the model fails with EFAULT."""
+    o = _op_at(prog, d.where)
+    return (isinstance(o, P.Mremap) and o.new_len < o.old_len and d.what == "errno"
+            and "ret" in d.kernel and d.model.get("errno") == "EFAULT")
+
+
+def _is_growsdown_file(prog: Program, d: Divergence) -> bool:
+    """MAP_GROWSDOWN on a file mapping: EINVAL from the kernel, mapped by the model."""
+    o = _op_at(prog, d.where)
+    return (isinstance(o, P.Mmap) and "growsdown" in o.flags and o.file is not None
+            and d.what == "errno" and d.kernel.get("errno") == "EINVAL")
+
+
+def _is_noreplace_order(prog: Program, d: Divergence) -> bool:
+    """MAP_FIXED_NOREPLACE over a mapping: the kernel's EEXIST comes before the flag checks
+    (EINVAL) of do_mmap(); the model checks the flags first."""
+    o = _op_at(prog, d.where)
+    return (isinstance(o, P.Mmap) and "fixed_noreplace" in o.flags and d.what == "errno"
+            and d.kernel.get("errno") == "EEXIST" and d.model.get("errno") == "EINVAL")
+
+
+KNOWN: list[Known] = [
+    Known("populate-walk", "MADV_POPULATE_* stops at the first hole (ENOMEM) and gives EINVAL "
+          "for PROT_NONE/read-only VMAs", _is_populate, "model-bug"),
+    Known("mremap-shrink-span", "mremap shrink of a range that extends past the VMA succeeds",
+          _is_mremap_shrink_span, "model-bug"),
+    Known("growsdown-file", "MAP_GROWSDOWN with a file is EINVAL", _is_growsdown_file,
+          "model-bug"),
+    Known("noreplace-errno-order", "MAP_FIXED_NOREPLACE: EEXIST before EINVAL",
+          _is_noreplace_order, "model-bug"),
+]
+"""Documented divergences, each explained in docs/divergences.md. Fuzz ignores these and
+nothing else."""
 
 
 def classify(prog: Program, d: Divergence) -> Divergence:
@@ -337,35 +381,49 @@ def _ddmin(items: list[Any], test: Callable[[list[Any]], bool], budget: list[int
 
 
 def shrink(prog: Program, still_fails: Callable[[Program], bool], *, budget: int = 200) -> Program:
-    """Delta-debug ``prog`` over its ops (then over each fork body) while ``still_fails``."""
+    """Delta-debug ``prog`` while ``still_fails``: ddmin over its ops, then recursively over
+    each fork body (an empty body first), repeated while it makes progress."""
     left = [budget]
-    ops = [P.op_to_json(o) for o in prog.ops]
 
-    def test_top(cand: list[dict[str, Any]]) -> bool:
-        p = _reparse(cand, prog)
+    def test(ops: list[dict[str, Any]]) -> bool:
+        p = _reparse(ops, prog)
         return p is not None and still_fails(p)
 
-    ops = _ddmin(ops, test_top, left)
-    # fork bodies, outermost first
-    changed = True
-    while changed and left[0] > 0:
-        changed = False
-        for i, o in enumerate(ops):
-            if o.get("op") == "fork" and o.get("child"):
-                body = o["child"]
+    def shrink_list(ops: list[dict[str, Any]],
+                    rebuild: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+                    ) -> list[dict[str, Any]]:
+        ops = _ddmin(ops, lambda c: test(rebuild(c)), left)
+        for i in range(len(ops)):
+            o = ops[i]
+            if o.get("op") != "fork" or not o.get("child") or left[0] <= 0:
+                continue
 
-                def test_child(cand: list[dict[str, Any]], i: int = i) -> bool:
-                    c = [dict(x) for x in ops]
-                    c[i] = {"op": "fork", "child": cand}
-                    return test_top(c)
+            def rebuild_child(c: list[dict[str, Any]], i: int = i,
+                              ops: list[dict[str, Any]] = ops) -> list[dict[str, Any]]:
+                return rebuild(ops[:i] + [{"op": "fork", "child": c}] + ops[i + 1:])
 
-                if test_child([]):
-                    new_body: list[dict[str, Any]] = []
-                else:
-                    new_body = _ddmin(body, test_child, left)
-                if new_body != body:
-                    ops[i] = {"op": "fork", "child": new_body}
-                    changed = True
+            left[0] -= 1
+            body = [] if test(rebuild_child([])) else shrink_list(o["child"], rebuild_child)
+            ops = ops[:i] + [{"op": "fork", "child": body}] + ops[i + 1:]
+        # inline fork bodies whose fork does not matter
+        i = 0
+        while i < len(ops) and left[0] > 0:
+            o = ops[i]
+            if o.get("op") == "fork":
+                cand = ops[:i] + list(o.get("child", [])) + ops[i + 1:]
+                left[0] -= 1
+                if test(rebuild(cand)):
+                    ops = cand
+                    continue
+            i += 1
+        return ops
+
+    ops = [P.op_to_json(o) for o in prog.ops]
+    for _ in range(3):
+        before = json.dumps(ops)
+        ops = shrink_list(ops, lambda c: c)
+        if json.dumps(ops) == before or left[0] <= 0:
+            break
     p = _reparse(ops, prog)
     return p if p is not None else prog
 

@@ -30,6 +30,19 @@ class LiveTimeout(LiveError):
     """The live runner exceeded its time limit and was killed with its children."""
 
 
+# The child imports only vmalab.program, vmalab.uapi, vmalab.errors and vmalab.live: a bare
+# package object stands in for vmalab/__init__.py, so the runner neither pays for nor depends
+# on importing the model (``python -m vmalab.live.child`` works too).
+_LAUNCH = """
+import os, sys, types
+pkg = types.ModuleType("vmalab")
+pkg.__path__ = [os.path.join(sys.argv[1], "vmalab")]
+sys.modules["vmalab"] = pkg
+from vmalab.live.child import main
+main()
+"""
+
+
 def _src_path() -> str:
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -43,7 +56,7 @@ def run_live_raw(prog: P.Program, *, timeout: float = 30.0,
     req = json.dumps({"program": prog.to_json(), "options": opts}).encode()
     env = dict(os.environ)
     env["PYTHONPATH"] = _src_path() + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen([sys.executable, "-m", "vmalab.live.child"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", _LAUNCH, _src_path()], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True, env=env)
     try:
