@@ -366,3 +366,27 @@ def test_smaps_vmflags_line(kp):
     p.madvise(a, P, uapi.MADV_GUARD_INSTALL)
     assert ("gu" in vma_at(p, a).flags) == (k.design == "sticky")
     assert vma_at(p, a).end - vma_at(p, a).start == 2 * P  # install never splits
+
+
+# --- reclaim advice (measured on 6.18.44, no swap) ---------------------------------------
+def test_pageout_and_free_without_swap(kp):
+    """MADV_PAGEOUT: anonymous pages cannot go anywhere without swap and stay mapped; shmem
+    pages are unmapped (try_to_unmap) and their data stays in the page cache. MADV_FREE
+    without memory pressure keeps the pages and their contents."""
+    k, p = kp
+    a = p.mmap(BASE, 4 * P, RW, PRIV_ANON | FIXED)
+    p.write(a, b"\1" * (4 * P))
+    p.madvise(a, 4 * P, uapi.MADV_PAGEOUT)
+    assert bits(p, a, 4) == [PM.PM_PRESENT | PM.PM_MMAP_EXCLUSIVE] * 4
+    fd = memfd(p, 4)
+    s = p.mmap(BASE + 10 * P, 4 * P, RW, uapi.MAP_SHARED | FIXED, fd)
+    p.write(s, b"\2" * (4 * P))
+    p.madvise(s, 4 * P, uapi.MADV_PAGEOUT)
+    assert bits(p, s, 4) == [0] * 4
+    assert p.read(s, 4 * P) == b"\2" * (4 * P)
+    f = p.mmap(BASE + 20 * P, 4 * P, RW, PRIV_ANON | FIXED)
+    p.write(f, b"\3" * (4 * P))
+    p.madvise(f, 4 * P, uapi.MADV_FREE)
+    assert bits(p, f, 4) == [PM.PM_PRESENT | PM.PM_MMAP_EXCLUSIVE] * 4
+    assert p.read(f, 1) == b"\3"
+    k.check()
