@@ -7,7 +7,8 @@ private or shared, fixed or at a kernel-chosen address, sometimes MAP_POPULATE),
 mprotect, mremap, madvise (guard install/remove, DONTNEED, FREE, COLD, PAGEOUT,
 POPULATE_READ/WRITE, WIPEONFORK/KEEPONFORK, DONTFORK/DOFORK), mlock/munlock, user reads and
 writes, fork and exit. The first process starts with its arena mapped read-write. Most
-addresses fall inside that small per-process arena so that operations collide: splits, merges, holes and guard markers are frequent.
+addresses fall inside that small per-process arena so that operations collide: splits,
+merges, holes and guard markers are frequent.
 
 A syscall failing with OSError (with an errno) or an access raising SegmentationFault is
 expected behaviour. A *violation* is any of:
@@ -94,6 +95,7 @@ class _Soak:
         self.extra: dict[int, list[tuple[int, int]]] = {}  # pid -> [(addr, len)] outside
         self.memfd: dict[int, int] = {}  # pid -> memfd number
         self.dead: Process | None = None
+        self.vma_cache: dict[int, tuple[int, list[tuple[int, int]]]] = {}
         self.step = 0
 
     # -------------------------------------------------------------- random values
@@ -109,18 +111,26 @@ class _Soak:
             off = rng.randrange(npg)
             return a + off * PAGE, rng.randint(1, npg - off) * PAGE
         if rng.random() < 0.4:  # inside one existing VMA: mostly succeeds, splits it
-            vmas = p.vmas()
+            vmas = self._vmas(p)
             if vmas:
-                v = rng.choice(vmas)
-                npg = (v.end - v.start) // PAGE
+                start, end = rng.choice(vmas)
+                npg = (end - start) // PAGE
                 off = rng.randrange(npg)
-                return v.start + off * PAGE, rng.randint(1, min(npg - off, 16)) * PAGE
+                return start + off * PAGE, rng.randint(1, min(npg - off, 16)) * PAGE
         r = rng.random()
         if r < 0.03 and whole:
             return ARENA_BASE, ARENA_PAGES * PAGE
         n = rng.randint(1, 8) if r < 0.7 else rng.randint(1, 48)
         off = rng.randrange(0, ARENA_PAGES - n + 1)
         return ARENA_BASE + off * PAGE, n * PAGE
+
+    def _vmas(self, p: Process) -> list[tuple[int, int]]:
+        """(start, end) of p's VMAs, refreshed every 64 steps (stale ranges are fine)."""
+        got = self.vma_cache.get(p.pid)
+        if got is None or self.step - got[0] >= 64:
+            got = (self.step, [(v.start, v.end) for v in p.vmas()])
+            self.vma_cache[p.pid] = got
+        return got[1]
 
     def _prot(self) -> int:
         u = self.u
@@ -152,10 +162,25 @@ class _Soak:
             a = 0
         got = p.mmap(a, ln, prot, flags, fd, off)
         if a == 0:
-            ex = self.extra.setdefault(p.pid, [])
-            ex.append((got, ln))
-            del ex[:-8]
+            self._remember(p, got, ln)
         return "mmap"
+
+    def _remember(self, p: Process, addr: int, ln: int) -> None:
+        """Track a region outside the arena; beyond 8 of them, unmap the oldest.
+
+        This bounds the number of VMAs a long run accumulates outside the arena (where
+        the arena's random munmaps never reach).
+        """
+        if ARENA_BASE <= addr < ARENA_BASE + ARENA_PAGES * PAGE:
+            return
+        ex = self.extra.setdefault(p.pid, [])
+        ex.append((addr, ln))
+        while len(ex) > 8:
+            old, oln = ex.pop(0)
+            try:
+                p.munmap(old, oln)
+            except OSError:
+                pass
 
     def _memfd(self, p: Process) -> int:
         fd = self.memfd.get(p.pid)
@@ -193,7 +218,8 @@ class _Soak:
         if r < 0.3:
             p.mremap(a, ln, max(PAGE, ln - rng.randint(1, 4) * PAGE))
         elif r < 0.6:
-            p.mremap(a, ln, ln + rng.randint(1, 8) * PAGE, u.MREMAP_MAYMOVE)
+            nln = ln + rng.randint(1, 8) * PAGE
+            self._remember(p, p.mremap(a, ln, nln, u.MREMAP_MAYMOVE), nln)
         else:
             na, _ = self._range(p)
             p.mremap(a, ln, ln, u.MREMAP_MAYMOVE | u.MREMAP_FIXED, na)
