@@ -114,15 +114,40 @@ def _many_vmas(proc: Any, n: int, base: int, pages: int = 4, gap: int = 1) -> No
         mmap(base + i * stride, ln, RW, FIXED)
 
 
+def _scaling_groups(p: Any, base: int, stride: int, picks: list[int]) -> dict[str, float]:
+    """Run the four-op group on each picked VMA; mean µs per op of each kind."""
+    per = {"split": 0.0, "merge": 0.0, "guard_install": 0.0, "fault": 0.0}
+    mprotect, madvise, write = p.mprotect, p.madvise, p.write
+    pc = time.perf_counter
+    for i in picks:
+        a = base + i * stride
+        t0 = pc()
+        mprotect(a + PAGE, PAGE, wl.PROT_READ)
+        t1 = pc()
+        mprotect(a + PAGE, PAGE, RW)
+        t2 = pc()
+        madvise(a + 3 * PAGE, PAGE, wl.MADV_GUARD_INSTALL)
+        t3 = pc()
+        write(a, b"x")
+        t4 = pc()
+        per["split"] += t1 - t0
+        per["merge"] += t2 - t1
+        per["guard_install"] += t3 - t2
+        per["fault"] += t4 - t3
+    return {k: v * 1e6 / max(1, len(picks)) for k, v in per.items()}
+
+
 def scaling(sz: Sizes, seed: int, design: str = "tagged",
             prof: cProfile.Profile | None = None) -> dict[str, Any]:
     """Case (b): per-op cost against the number of live VMAs.
 
     For each N, a fresh Kernel(max_map_count=2_000_000) gets N 4-page VMAs separated by
-    1-page holes. Then ``scaling_groups`` distinct random VMAs each receive four ops:
+    1-page holes. Then ``scaling_groups`` distinct random VMAs (at most N/2) each receive
+    four ops:
     mprotect of page 1 to r (split into 3), mprotect back to rw (merge into 1), guard
     install on page 3, and a write fault on page 0. Reported: mean µs per op overall and
-    per kind, and setup seconds (mmap of the N VMAs).
+    per kind, and setup seconds (mmap of the N VMAs); then the same on as many other VMAs
+    with the cyclic garbage collector disabled, to show how much of the growth is GC.
     """
     import vmalab
 
@@ -136,40 +161,31 @@ def scaling(sz: Sizes, seed: int, design: str = "tagged",
         _many_vmas(p, n, base)
         setup = time.perf_counter() - t0
         rng = random.Random(seed)
-        picks = rng.sample(range(n), min(n, sz.scaling_groups))
-        per = {"split": 0.0, "merge": 0.0, "guard_install": 0.0, "fault": 0.0}
-        mprotect, madvise, write = p.mprotect, p.madvise, p.write
-        pc = time.perf_counter
+        picks = rng.sample(range(n), min(n, 2 * sz.scaling_groups))
+        half = len(picks) // 2
         gc.collect()
         _prof_on(prof)
-        for i in picks:
-            a = base + i * stride
-            t0 = pc()
-            mprotect(a + PAGE, PAGE, wl.PROT_READ)
-            t1 = pc()
-            mprotect(a + PAGE, PAGE, RW)
-            t2 = pc()
-            madvise(a + 3 * PAGE, PAGE, wl.MADV_GUARD_INSTALL)
-            t3 = pc()
-            write(a, b"x")
-            t4 = pc()
-            per["split"] += t1 - t0
-            per["merge"] += t2 - t1
-            per["guard_install"] += t3 - t2
-            per["fault"] += t4 - t3
+        normal = _scaling_groups(p, base, stride, picks[:half])
         _prof_off(prof)
-        nops = 4 * len(picks)
-        total = sum(per.values())
+        gc.disable()  # the same ops without the cyclic GC's full-heap passes
+        try:
+            no_gc = _scaling_groups(p, base, stride, picks[half:])
+        finally:
+            gc.enable()
         rows.append({
             "vmas": n, "setup_s": setup, "setup_us_per_mmap": setup * 1e6 / n,
-            "us_per_op": total * 1e6 / nops,
-            "us_per_kind": {kk: v * 1e6 / len(picks) for kk, v in per.items()},
-            "vma_count_after": len(p.vmas()) if n <= 100_000 else None,
+            "groups": half,
+            "us_per_op": sum(normal.values()) / 4,
+            "us_per_kind": normal,
+            "us_per_op_gc_disabled": sum(no_gc.values()) / 4,
+            "us_per_kind_gc_disabled": no_gc,
         })
         del p, k
         gc.collect()
     first, last = rows[0]["us_per_op"], rows[-1]["us_per_op"]
+    nogc = rows[-1]["us_per_op_gc_disabled"] / rows[0]["us_per_op_gc_disabled"]
     return {"design": design, "rows": rows, "ratio_largest_smallest": last / first,
+            "ratio_largest_smallest_gc_disabled": nogc,
             "target": "cost at 10^6 VMAs <= 1.5x cost at 10^3",
             "ok": last / first <= 1.5, "at_target_size": sz.scaling_vmas[-1] >= 1_000_000}
 

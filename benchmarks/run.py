@@ -33,30 +33,56 @@ sys.path.insert(0, str(HERE.parent / "src"))
 import cases  # noqa: E402
 
 
-def hot_spots(prof: cProfile.Profile, n: int = 15) -> list[dict[str, Any]]:
-    """Top ``n`` functions by cumulative time: name, cumulative %, own %, calls."""
+def _short(file: str) -> str:
+    """A short module name for a profiled file path."""
+    if "/src/" in file:
+        return file.split("/src/")[-1]
+    if "site-packages/" in file:
+        return file.split("site-packages/")[-1]
+    return Path(file).name
+
+
+def hot_spots(prof: cProfile.Profile, n: int = 12) -> dict[str, list[dict[str, Any]]]:
+    """Hot spots of a profile, as percentages of total profiled time.
+
+    ``cumulative``: top ``n`` functions by cumulative time (the benchmark drivers left
+    out); ``own``: top ``n`` by own time; ``modules``: own time summed per module.
+    """
     st = pstats.Stats(prof)
     raw: dict[Any, Any] = st.stats  # type: ignore[attr-defined]
     total = sum(v[2] for v in raw.values()) or 1e-9
     rows = []
+    modules: dict[str, float] = {}
     for (file, line, func), (_cc, nc, tt, ct, _callers) in raw.items():
-        if "vmalab" not in file and "benchmarks" not in file:
-            if not func.startswith("<built-in") and not func.startswith("<method"):
-                continue
-        short = file.split("/src/")[-1] if "/src/" in file else Path(file).name
-        rows.append({"function": f"{short}:{line}({func})", "cum_pct": 100 * ct / total,
+        mod = _short(file) if file != "~" else "builtins"
+        if "sortedcontainers" in mod:
+            mod = "sortedcontainers (VMA index)"
+        modules[mod] = modules.get(mod, 0.0) + tt
+        if file.endswith(("workload.py", "cases.py")):
+            continue
+        name = f"{_short(file)}:{line}({func})" if file != "~" else func
+        rows.append({"function": name, "cum_pct": 100 * ct / total,
                      "own_pct": 100 * tt / total, "calls": nc})
-    rows.sort(key=lambda r: -r["cum_pct"])
-    # drop the drivers themselves (they are ~100 %) beyond the first
-    return [r for r in rows if r["cum_pct"] < 99.5][:n]
+    by_cum = sorted(rows, key=lambda r: -r["cum_pct"])[:n]
+    by_own = sorted(rows, key=lambda r: -r["own_pct"])[:n]
+    mods = sorted(({"module": m, "own_pct": 100 * t / total} for m, t in modules.items()),
+                  key=lambda r: -r["own_pct"])[:n]
+    return {"cumulative": by_cum, "own": by_own, "modules": mods}
 
 
-def _md_profile(name: str, rows: list[dict[str, Any]]) -> str:
-    out = [f"\n#### Profile: {name}\n", "| function | cum % | own % | calls |",
-           "|---|---:|---:|---:|"]
-    for r in rows:
+def _md_profile(name: str, prof: dict[str, list[dict[str, Any]]]) -> str:
+    out = [f"\n#### Profile: case {name} (cProfile; % of profiled time)\n",
+           "| function (by cumulative) | cum % | own % | calls |", "|---|---:|---:|---:|"]
+    for r in prof["cumulative"]:
         out.append(f"| `{r['function']}` | {r['cum_pct']:.1f} | {r['own_pct']:.1f} | "
                    f"{r['calls']} |")
+    out += ["", "| function (by own time) | cum % | own % | calls |", "|---|---:|---:|---:|"]
+    for r in prof["own"]:
+        out.append(f"| `{r['function']}` | {r['cum_pct']:.1f} | {r['own_pct']:.1f} | "
+                   f"{r['calls']} |")
+    out += ["", "| module | own % |", "|---|---:|"]
+    for m in prof["modules"]:
+        out.append(f"| `{m['module']}` | {m['own_pct']:.1f} |")
     return "\n".join(out) + "\n"
 
 
@@ -91,8 +117,12 @@ def markdown(rep: dict[str, Any]) -> str:
             kinds = ", ".join(f"{k} {v:.1f}" for k, v in x["us_per_kind"].items())
             row("b", f"{x['vmas']:,} VMAs µs/op", f"{x['us_per_op']:.2f}",
                 f"({kinds}; setup {x['setup_us_per_mmap']:.1f} µs/mmap)")
+            row("b", f"{x['vmas']:,} VMAs µs/op, GC disabled",
+                f"{x['us_per_op_gc_disabled']:.2f}")
         row("b", "ratio largest/smallest", f"{b['ratio_largest_smallest']:.2f}×", "≤ 1.5×",
             b["ok"])
+        row("b", "ratio largest/smallest, GC disabled",
+            f"{b['ratio_largest_smallest_gc_disabled']:.2f}×")
     if "c" in r and "error" not in r["c"]:
         c = r["c"]
         row("c", f"fork ({c['vmas']:,} VMAs, {c['pages']:,} pages) s", f"{c['fork_s']:.3f}",
