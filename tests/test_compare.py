@@ -92,6 +92,9 @@ def test_cli_compare_trace() -> None:
     (["compare", "BADTRACE"], "BADTRACE:2"),
     (["replay", "BADTRACE"], "BADTRACE:2"),
     (["sweep", "nope", "--workers", "1"], "nope"),
+    (["sweep", "jit:bogus=1", "--workers", "1"], "jit:bogus=1"),
+    (["sweep", "BADTRACE", "--workers", "1"], "BADTRACE:2"),
+    (["sweep", SMALL, "--scheduler", "ftp://x"], "--scheduler ftp://x"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], where: str) -> None:
     bad = tmp_path / "bad.trace"
@@ -106,13 +109,32 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], where: st
     assert len(lines) == 1 and lines[0].startswith(f"vmalab: {where}"), res.output
 
 
+def test_cli_compare_with_start_dump() -> None:
+    with open(os.path.join(FIX, "manifest.json")) as f:
+        m = json.load(f)["python_guard"]
+    early = next(d for d in m["dumps"] if d["tag"] == "early")
+    final = next(d for d in m["dumps"] if d["tag"] == "final" and d["pid"] == early["pid"])
+    start = f"{early['pid']}:{early['line']}:{os.path.join(FIX, early['file'])}"
+    res = CliRunner().invoke(main, ["compare", os.path.join(FIX, "python_guard.trace"),
+                                    "--start", start, "--stop-at-line", str(final["line"]),
+                                    "--design", "sticky", "--json"])
+    assert res.exit_code == 0, res.output
+    (r,) = json.loads(res.output)["results"]
+    assert r["info"]["start_method"] == "maps-dump" and r["info"]["measured_at"] == "end"
+    assert r["metrics"]["vmas"] >= 50
+
+
 def test_cli_replay_summary_and_maps() -> None:
     trace = os.path.join(FIX, "python_guard.trace")
-    res = CliRunner().invoke(main, ["replay", trace, "--maps", "5877", "--stop-at-line", "479"])
+    with open(os.path.join(FIX, "manifest.json")) as f:
+        dumps = json.load(f)["python_guard"]["dumps"]
+    pid, line = dumps[0]["pid"], max(d["line"] for d in dumps if d["pid"] == dumps[0]["pid"])
+    res = CliRunner().invoke(main, ["replay", trace, "--maps", str(pid), "--stop-at-line",
+                                    str(line)])
     assert res.exit_code == 0, res.output
     assert "calls/s" in res.output and "execve" in res.output and "[stack]" not in res.output
     assert "libc.so.6" in res.output
-    res = CliRunner().invoke(main, ["replay", trace, "--maps", "5877"])
+    res = CliRunner().invoke(main, ["replay", trace, "--maps", str(pid)])
     assert res.exit_code == 2 and "exited" in res.output
 
 

@@ -250,18 +250,23 @@ def sweep_cmd(sources: tuple[str, ...], design: str, scheduler: str | None, work
     from vmalab.report.compare import RunSpec, source_kind
     from vmalab.report.render import compare_table_for, console
     from vmalab.report.sweep import sweep
+    from vmalab.trace.workloads import parse_workload_spec
 
     designs = _designs(design)
     for s in sources:
-        source_kind(s)
+        if source_kind(s) == "workload":
+            try:
+                parse_workload_spec(s)
+            except ValueError as e:
+                raise UserInputError(s, str(e)) from None
     if workers < 1:
         raise UserInputError("--workers", "must be at least 1")
     specs = [RunSpec(s, d, g) for s in sources for d in designs
              for g in ((False, True) if guardify else (False,))]
     try:
         results = sweep(specs, scheduler=scheduler, workers=workers)
-    except OSError as e:
-        raise UserInputError(scheduler or "sweep", str(e)) from None
+    except ConnectionError as e:
+        raise UserInputError(f"--scheduler {scheduler}", str(e)) from None
     if as_json:
         click.echo(json.dumps({"results": results}, indent=1))
         return
