@@ -108,7 +108,9 @@ def markdown(rep: dict[str, Any]) -> str:
         row("a", f"model ({a['model_design']}) µs/op", f"{a['model_us_per_op']:.2f}")
         row("a", "ratio model/kernel", f"{a['ratio_model_kernel']:.1f}×", "≤ 5×", a["ok"])
         row("a", "ratio model/ctypes", f"{a['ratio_model_ctypes']:.1f}×")
-        row("a", "final arena layout equals kernel's",
+        if a["model_design"] != "sticky":
+            row("a", "model (sticky) µs/op", f"{a['sticky_us_per_op']:.2f}")
+        row("a", "final arena layout (sticky) equals kernel's",
             f"{a['layout_matches_kernel']} ({a['layout_vmas_model']} vs "
             f"{a['layout_vmas_kernel']} VMAs)")
     if "b" in r and "error" not in r["b"]:
