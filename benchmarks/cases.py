@@ -163,33 +163,47 @@ def scaling(sz: Sizes, seed: int, design: str = "tagged",
     base = 0x100000000000
     stride = 5 * PAGE
     for n in sz.scaling_vmas:
-        k = vmalab.Kernel(design, max_map_count=2_000_000)
-        p = k.spawn()
-        t0 = time.perf_counter()
-        _many_vmas(p, n, base)
-        setup = time.perf_counter() - t0
-        rng = random.Random(seed)
-        picks = rng.sample(range(n), min(n, 2 * sz.scaling_groups))
-        half = len(picks) // 2
-        gc.collect()
-        _prof_on(prof)
-        normal = _scaling_groups(p, base, stride, picks[:half])
-        _prof_off(prof)
-        gc.disable()  # the same ops without the cyclic GC's full-heap passes
-        try:
-            no_gc = _scaling_groups(p, base, stride, picks[half:])
-        finally:
-            gc.enable()
+        # small N: several fresh kernels, so that every N times the same number of groups
+        reps = max(1, -(-2 * sz.scaling_groups // n))
+        normal: dict[str, float] = {}
+        no_gc: dict[str, float] = {}
+        groups = groups_nogc = 0
+        setup = 0.0
+        for rep in range(reps):
+            k = vmalab.Kernel(design, max_map_count=2_000_000)
+            p = k.spawn()
+            t0 = time.perf_counter()
+            _many_vmas(p, n, base)
+            setup += time.perf_counter() - t0
+            rng = random.Random(seed + rep)
+            picks = rng.sample(range(n), min(n, 2 * sz.scaling_groups))
+            half = len(picks) // 2
+            gc.collect()
+            _prof_on(prof)
+            a = _scaling_groups(p, base, stride, picks[:half])
+            _prof_off(prof)
+            gc.disable()  # the same ops without the cyclic GC's full-heap passes
+            try:
+                b = _scaling_groups(p, base, stride, picks[half:])
+            finally:
+                gc.enable()
+            for kk in a:
+                normal[kk] = normal.get(kk, 0.0) + a[kk] * half
+                no_gc[kk] = no_gc.get(kk, 0.0) + b[kk] * (len(picks) - half)
+            groups += half
+            groups_nogc += len(picks) - half
+            del p, k
+            gc.collect()
+        normal = {kk: v / groups for kk, v in normal.items()}
+        no_gc = {kk: v / groups_nogc for kk, v in no_gc.items()}
         rows.append({
-            "vmas": n, "setup_s": setup, "setup_us_per_mmap": setup * 1e6 / n,
-            "groups": half,
+            "vmas": n, "kernels": reps, "setup_s": setup / reps,
+            "setup_us_per_mmap": setup * 1e6 / (n * reps), "groups": groups,
             "us_per_op": sum(normal.values()) / 4,
             "us_per_kind": normal,
             "us_per_op_gc_disabled": sum(no_gc.values()) / 4,
             "us_per_kind_gc_disabled": no_gc,
         })
-        del p, k
-        gc.collect()
     first, last = rows[0]["us_per_op"], rows[-1]["us_per_op"]
     nogc = rows[-1]["us_per_op_gc_disabled"] / rows[0]["us_per_op_gc_disabled"]
     return {"design": design, "rows": rows, "ratio_largest_smallest": last / first,
