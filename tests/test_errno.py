@@ -534,3 +534,33 @@ def test_mlock_prot_none_enomem_but_locked(kp, layout_):
     fails(k, p, errno.ENOMEM, p.mlock, BASE, 4 * P, changes=True)
     assert all("lo" in v.flags for v in p.vmas())
     assert [bool(e & uapi.PM_PRESENT) for e in p.pagemap(BASE, 4)] == want
+
+
+def test_madvise_stops_at_the_first_rejected_vma(kp):
+    """Measured on 6.18.44: madvise_walk_vmas() applies the advice VMA by VMA and stops at
+    the first VMA that rejects it (EINVAL); earlier VMAs keep the effect, later ones don't."""
+    k, p = kp
+    L = uapi.MAP_LOCKED
+    p.mmap(BASE, 4 * P, RW, PRIV_ANON | FIXED)
+    p.mmap(BASE + 4 * P, 4 * P, RW, PRIV_ANON | FIXED | L)
+    p.mmap(BASE + 8 * P, 4 * P, uapi.PROT_READ, PRIV_ANON | FIXED)
+    fails(k, p, errno.EINVAL, p.madvise, BASE, 12 * P, uapi.MADV_GUARD_INSTALL, changes=True)
+    assert guard_pages(p, BASE, 12) == [0, 1, 2, 3]
+    p.madvise(BASE + 8 * P, 4 * P, uapi.MADV_GUARD_INSTALL)
+    p.madvise(BASE, 12 * P, uapi.MADV_GUARD_REMOVE)  # removal accepts the locked VMA
+    assert guard_pages(p, BASE, 12) == []
+    b = BASE + 20 * P
+    p.mmap(b, 4 * P, RW, PRIV_ANON | FIXED)
+    p.mmap(b + 4 * P, 4 * P, RW, uapi.MAP_SHARED | uapi.MAP_ANONYMOUS | FIXED)
+    p.mmap(b + 8 * P, 4 * P, uapi.PROT_READ, PRIV_ANON | FIXED)
+    fails(k, p, errno.EINVAL, p.madvise, b, 12 * P, uapi.MADV_WIPEONFORK, changes=True)
+    assert ["wf" in vma_at(p, b + i * P).flags for i in (0, 4, 8)] == [True, False, False]
+    c = BASE + 40 * P
+    p.mmap(c, 4 * P, RW, PRIV_ANON | FIXED)
+    p.write(c, b"1" * (4 * P))
+    p.mmap(c + 4 * P, 4 * P, RW, PRIV_ANON | FIXED | L)
+    p.mmap(c + 8 * P, 4 * P, RW, PRIV_ANON | FIXED)
+    p.write(c + 8 * P, b"1" * (4 * P))
+    fails(k, p, errno.EINVAL, p.madvise, c, 12 * P, uapi.MADV_DONTNEED, changes=True)
+    present = [bool(e & uapi.PM_PRESENT) for e in p.pagemap(c, 12)]
+    assert present == [False] * 4 + [True] * 8
