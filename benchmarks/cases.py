@@ -159,7 +159,7 @@ def scaling(sz: Sizes, seed: int, design: str = "tagged",
     """
     import vmalab
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     base = 0x100000000000
     stride = 5 * PAGE
     for n in sz.scaling_vmas:
@@ -315,7 +315,7 @@ def replay_throughput(sz: Sizes, seed: int, designs: tuple[str, ...],
     ``mode``.
     """
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     mode = "trace replay (vmalab.trace.replay.replay)" if _have_replay() else \
         "contract API op program (replay module absent)"
     with tempfile.TemporaryDirectory() as td:

@@ -51,7 +51,7 @@ def hot_spots(prof: cProfile.Profile, n: int = 12) -> dict[str, list[dict[str, A
     st = pstats.Stats(prof)
     raw: dict[Any, Any] = st.stats  # type: ignore[attr-defined]
     total = sum(v[2] for v in raw.values()) or 1e-9
-    rows = []
+    rows: list[dict[str, Any]] = []
     modules: dict[str, float] = {}
     for (file, line, func), (_cc, nc, tt, ct, _callers) in raw.items():
         mod = _short(file) if file != "~" else "builtins"
@@ -65,8 +65,9 @@ def hot_spots(prof: cProfile.Profile, n: int = 12) -> dict[str, list[dict[str, A
                      "own_pct": 100 * tt / total, "calls": nc})
     by_cum = sorted(rows, key=lambda r: -r["cum_pct"])[:n]
     by_own = sorted(rows, key=lambda r: -r["own_pct"])[:n]
-    mods = sorted(({"module": m, "own_pct": 100 * t / total} for m, t in modules.items()),
-                  key=lambda r: -r["own_pct"])[:n]
+    mods: list[dict[str, Any]] = sorted(
+        ({"module": m, "own_pct": 100 * t / total} for m, t in modules.items()),
+        key=lambda r: -float(r["own_pct"]))[:n]
     return {"cumulative": by_cum, "own": by_own, "modules": mods}
 
 

@@ -239,7 +239,7 @@ def run_ctypes(prog: Program, base: int = ARENA_BASE) -> DriverResult:
         raise RuntimeError(f"ctypes driver child failed (status {st})")
     res = json.loads(data)
     return DriverResult("ctypes", res["seconds"], len(prog.ops), res["errors"],
-                        [tuple(x) for x in res["layout"]])  # type: ignore[misc]
+                        [(int(s), int(e), str(pr)) for s, e, pr in res["layout"]])
 
 
 def _ctypes_child(prog: Program, base: int) -> dict[str, object]:
