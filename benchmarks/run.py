@@ -65,9 +65,9 @@ def hot_spots(prof: cProfile.Profile, n: int = 12) -> dict[str, list[dict[str, A
                      "own_pct": 100 * tt / total, "calls": nc})
     by_cum = sorted(rows, key=lambda r: -r["cum_pct"])[:n]
     by_own = sorted(rows, key=lambda r: -r["own_pct"])[:n]
-    mods: list[dict[str, Any]] = sorted(
-        ({"module": m, "own_pct": 100 * t / total} for m, t in modules.items()),
-        key=lambda r: -float(r["own_pct"]))[:n]
+    mods: list[dict[str, Any]] = [
+        {"module": m, "own_pct": 100 * t / total}
+        for m, t in sorted(modules.items(), key=lambda kv: -kv[1])[:n]]
     return {"cumulative": by_cum, "own": by_own, "modules": mods}
 
 
