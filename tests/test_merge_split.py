@@ -581,3 +581,32 @@ def test_mremap_faulted_piece_moved_back_merges(kp):
     k.check()
     assert lay(p) == [(0, 8)]
     assert p.read(BASE + 7 * P, 1) == b"x"
+
+
+# --- existing-range merges with a different neighbour, by mlock and madvise -------------
+def _apply(p, how, lo, n, on):
+    a, length = BASE + lo * P, n * P
+    if how == "mlock":
+        (p.mlock if on else p.munlock)(a, length)
+    else:
+        p.madvise(a, length, uapi.MADV_DONTDUMP if on else uapi.MADV_DODUMP)
+
+
+@pytest.mark.parametrize("how", ["mlock", "madvise"])
+def test_existing_range_merges_in_all_positions(kp, how):
+    k, p = kp
+    m(p, 0, 12)
+    _apply(p, how, 0, 4, True)  # [0,4) flagged, [4,12) plain
+    assert lay(p) == [(0, 4), (4, 12)]
+    _apply(p, how, 4, 2, True)  # left part of the plain VMA merges into prev
+    assert lay(p) == [(0, 6), (6, 12)]
+    _apply(p, how, 10, 2, True)  # right edge: split off, no merge possible
+    assert lay(p) == [(0, 6), (6, 10), (10, 12)]
+    _apply(p, how, 8, 2, True)  # right part of the plain VMA merges into next
+    assert lay(p) == [(0, 6), (6, 8), (8, 12)]
+    _apply(p, how, 6, 2, True)  # the whole middle: prev, middle and next merge
+    k.check()
+    assert lay(p) == [(0, 12)]
+    _apply(p, how, 0, 12, False)
+    k.check()
+    assert lay(p) == [(0, 12)]
