@@ -103,6 +103,12 @@ def side_by_side(sz: Sizes, seed: int, workdir: Path, design: str = "tagged",
         diff = sorted(set(ref.layout) ^ set(kernel.layout))[:10]
         out["layout_first_differences"] = [
             [s, e, p, "model" if (s, e, p) in ref.layout else "kernel"] for s, e, p in diff]
+    if kernel.pagemap:  # guard markers and present pages, page by page (C driver only)
+        out["pagemap_matches_kernel"] = ref.pagemap == kernel.pagemap
+        out["pagemap_mismatched_pages"] = sum(
+            a != b for a, b in zip(ref.pagemap, kernel.pagemap, strict=True))
+        out["kernel_guard_pages"] = kernel.pagemap.count("G")
+        out["kernel_present_pages"] = kernel.pagemap.count("P")
     if design != "sticky":
         out[f"layout_matches_kernel_{design}"] = model.layout == kernel.layout
     out["target"] = "model <= 5x kernel"

@@ -10,16 +10,20 @@
  * unmapped before each run. The op loop is timed with clock_gettime(CLOCK_MONOTONIC);
  * the arena is unmapped between runs (not timed).
  *
- * Output: one JSON line {"ops":N,"errors":E,"seconds":[s1,...]} followed by the lines of
- * /proc/self/maps after the last run (the caller keeps the arena's VMAs).
+ * Output: one JSON line {"ops":N,"errors":E,"seconds":[s1,...]}, then one line
+ * "PAGEMAP <c...>" with one character per arena page from /proc/self/pagemap after the
+ * last run ('G' guard marker, bit 58; 'P' present, bit 63; '.' neither), then the lines of
+ * /proc/self/maps (the caller keeps the arena's VMAs).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102
@@ -90,6 +94,19 @@ int main(int argc, char **argv)
 			munmap(base, arena);
 	}
 	printf("],\"errors\":%ld}\n", errors);
+	size_t npages = arena / 4096;
+	uint64_t *pm = calloc(npages, sizeof(uint64_t));
+	int pfd = open("/proc/self/pagemap", O_RDONLY);
+	if (!pm || pfd < 0 ||
+	    pread(pfd, pm, npages * 8, (off_t)((uintptr_t)base / 4096 * 8)) != (ssize_t)(npages * 8)) {
+		perror("pagemap");
+		return 1;
+	}
+	close(pfd);
+	fputs("PAGEMAP ", stdout);
+	for (size_t i = 0; i < npages; i++)
+		putchar(pm[i] >> 58 & 1 ? 'G' : pm[i] >> 63 & 1 ? 'P' : '.');
+	putchar('\n');
 	fflush(stdout);
 	FILE *m = fopen("/proc/self/maps", "r");
 	char line[512];

@@ -114,6 +114,10 @@ def markdown(rep: dict[str, Any]) -> str:
         row("a", "final arena layout (sticky) equals kernel's",
             f"{a['layout_matches_kernel']} ({a['layout_vmas_model']} vs "
             f"{a['layout_vmas_kernel']} VMAs)")
+        if "pagemap_matches_kernel" in a:
+            row("a", "final pagemap (sticky) equals kernel's",
+                f"{a['pagemap_matches_kernel']} ({a['pagemap_mismatched_pages']} pages differ; "
+                f"kernel: {a['kernel_guard_pages']} guard, {a['kernel_present_pages']} present)")
     if "b" in r and "error" not in r["b"]:
         b = r["b"]
         for x in b["rows"]:

@@ -161,6 +161,7 @@ class DriverResult:
     n_ops: int
     errors: int
     layout: list[tuple[int, int, str]]  # (start page, end page, perms) of arena VMAs
+    pagemap: str = ""  # per arena page: G guard marker, P present, . neither (or unmapped)
 
     @property
     def us_per_op(self) -> float:
@@ -202,10 +203,12 @@ def run_c(prog: Program, exe: Path, repeats: int = 3, base: int = ARENA_BASE) ->
             [str(exe), str(path), hex(base), str(prog.arena_pages), str(repeats)],
             check=True, capture_output=True, text=True,
         ).stdout
-    head, _, maps = out.partition("\n")
+    head, _, rest = out.partition("\n")
+    pm_line, _, maps = rest.partition("\n")
     info = json.loads(head)
     return DriverResult("c", min(info["seconds"]), len(prog.ops), info["errors"],
-                        _maps_layout(maps, base, prog.arena_pages))
+                        _maps_layout(maps, base, prog.arena_pages),
+                        pm_line.removeprefix("PAGEMAP "))
 
 
 # ----------------------------------------------------------------------- ctypes driver
@@ -330,4 +333,16 @@ def run_model(prog: Program, design: str = "tagged", base: int = ARENA_BASE,
     if profiler is not None:
         profiler.disable()  # type: ignore[attr-defined]
     layout = _maps_layout(proc.maps(), base, prog.arena_pages)
-    return DriverResult(f"model:{design}", secs, len(prog.ops), errors, layout)
+    return DriverResult(f"model:{design}", secs, len(prog.ops), errors, layout,
+                        model_pagemap(proc, layout, base, prog.arena_pages))
+
+
+def model_pagemap(proc: object, layout: list[tuple[int, int, str]], base: int,
+                  arena_pages: int) -> str:
+    """The arena's pagemap summary (as kdriver prints it) from the model's pagemap."""
+    pm_present, pm_guard = 1 << 63, 1 << 58
+    out = ["."] * arena_pages
+    for s, e, _ in layout:
+        for i, ent in enumerate(proc.pagemap(base + s * PAGE, e - s)):  # type: ignore[attr-defined]
+            out[s + i] = "G" if ent & pm_guard else "P" if ent & pm_present else "."
+    return "".join(out)
