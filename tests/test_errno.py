@@ -13,7 +13,6 @@ import errno
 import pytest
 from mmtest_util import (
     BASE,
-    DESIGN_IDS,
     FIXED,
     PRIV_ANON,
     RW,
@@ -24,6 +23,7 @@ from mmtest_util import (
     vma_at,
 )
 
+import vmalab
 from vmalab import Kernel, uapi
 
 SHARED = uapi.MAP_SHARED
@@ -31,7 +31,7 @@ MFD_SEALS = uapi.MFD_ALLOW_SEALING
 F_ADD_SEALS_NOT_ALLOWED = errno.EPERM
 
 
-@pytest.fixture(params=DESIGN_IDS)
+@pytest.fixture(params=vmalab.DESIGNS)
 def kp(request):
     k = Kernel(request.param)
     p = k.spawn()
@@ -484,7 +484,7 @@ def test_exited_process_raises_process_lookup_error(kp):
 def test_unknown_design():
     with pytest.raises(ValueError) as ei:
         Kernel("nope")
-    for d in DESIGN_IDS:
+    for d in vmalab.DESIGNS:
         assert d in str(ei.value)
 
 

@@ -16,7 +16,6 @@ import errno
 
 import pytest
 from mmtest_util import (
-    DESIGN_IDS,
     FIXED,
     PRIV_ANON,
     RW,
@@ -33,6 +32,7 @@ from mmtest_util import (
     try_write,
 )
 
+import vmalab
 from vmalab import Kernel, uapi
 
 ANON, SHMEM, FILE = "anon", "shmem", "file"
@@ -77,7 +77,7 @@ class GuardRegions:
         return sane
 
 
-@pytest.fixture(params=DESIGN_IDS)
+@pytest.fixture(params=vmalab.DESIGNS)
 def design(request) -> str:
     return request.param
 

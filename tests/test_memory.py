@@ -12,7 +12,6 @@ from __future__ import annotations
 import pytest
 from mmtest_util import (
     BASE,
-    DESIGN_IDS,
     FIXED,
     PRIV_ANON,
     RW,
@@ -22,6 +21,7 @@ from mmtest_util import (
     vma_at,
 )
 
+import vmalab
 from vmalab import Kernel, SegmentationFault, uapi
 
 PM = uapi
@@ -29,7 +29,7 @@ STATE_BITS = PM.PM_PRESENT | PM.PM_SWAP | PM.PM_FILE | PM.PM_GUARD_REGION | PM.P
 SHARED_ANON = uapi.MAP_SHARED | uapi.MAP_ANONYMOUS
 
 
-@pytest.fixture(params=DESIGN_IDS)
+@pytest.fixture(params=vmalab.DESIGNS)
 def kp(request):
     k = Kernel(request.param)
     p = k.spawn()
