@@ -393,42 +393,57 @@ def apply_maps_dump(proc: Any, vmas: list[DumpVma], open_file: FileOpener,
     written (different anon_vmas): both get written (a read-only or PROT_NONE one is made
     writable for the store and protected again) and the second is moved into place with
     mremap, which keeps them apart. Shared pairs cannot be kept apart this way.
-    With smaps, a VMA whose ``Anonymous`` is non-zero is written
-    once, and the VmFlags dc, wf, hg, nh, mg, dd, sr, rr and lo are reproduced with madvise
-    or mlock; ``gu`` cannot be (markers are not in the dump). With ``touch`` (the replay's
-    default, see :mod:`vmalab.trace.replay`) every private writable VMA of a plain maps
-    dump is written once, as the program most likely had.
+    With smaps the dump says more and is followed instead: a VMA whose ``Anonymous`` is
+    non-zero is written once (and only those), one whose VmFlags have ``ac`` but that is not
+    writable is mapped writable and then mprotect()ed (VM_ACCOUNT comes from a writable
+    private mmap and survives the mprotect), and the VmFlags dc, wf, hg, nh, mg, dd, sr, rr
+    and lo are reproduced with madvise or mlock; ``gu`` cannot be (markers are not in the
+    dump). With ``touch`` (the replay's default, see :mod:`vmalab.trace.replay`) every
+    private writable VMA of a plain maps dump is written once, as the program most likely
+    had.
     """
     notes: list[str] = []
     prev: DumpVma | None = None
-    base_flags = uapi.MAP_FIXED
     for v in vmas:
         if v.start >= TASK_SIZE:
             notes.append(f"{v.path or hex(v.start)} above TASK_SIZE not modelled")
             continue
         length = v.end - v.start
-        flags = base_flags | (uapi.MAP_SHARED if v.shared else uapi.MAP_PRIVATE)
+        flags = uapi.MAP_FIXED | (uapi.MAP_SHARED if v.shared else uapi.MAP_PRIVATE)
         is_file = bool(v.path) and not v.path.startswith("[") and v.inode != 0
-        anon_write = False
         if v.path in _SPECIAL_NAMES:
             notes.append(f"{v.path} approximated by an anonymous mapping")
             map_special(proc, v.start, length, v.path)
             prev = v
             continue
+        smaps = v.vmflags is not None
+        # was the VMA written (it has an anon_vma)?
+        if smaps:
+            written = bool(v.anonymous_kb) and not v.shared
+        else:
+            written = touch and not v.shared and bool(v.prot & uapi.PROT_WRITE)
+        map_prot = v.prot
+        if smaps and "ac" in (v.vmflags or ()) and not v.shared:
+            map_prot |= uapi.PROT_WRITE  # VM_ACCOUNT comes from a writable private mmap
+        if written:
+            map_prot |= uapi.PROT_WRITE
         must_split = prev is not None and prev.end == v.start and _would_merge(prev, v)
         if must_split and v.shared:
             notes.append(f"{v.start:#x}: adjacent to a compatible shared VMA; the model "
                          "merges them")
             must_split = False
         target = v.start
-        map_prot = v.prot
         if must_split and prev is not None:
-            # both get an anon_vma of their own; the second is written away from its
+            # both need an anon_vma of their own; this one is written away from its
             # neighbours, given its protection and moved into place (no merge)
             target = _scratch(proc, length)
-            _give_anon_vma(proc, prev)
-            anon_write = True
-            map_prot = v.prot | uapi.PROT_WRITE
+            if not smaps or not prev.anonymous_kb:
+                _give_anon_vma(proc, prev)
+                if smaps:
+                    notes.append(f"{prev.start:#x}: written to keep it apart from "
+                                 f"{v.start:#x}; its VmFlags may gain ac")
+            written = True
+            map_prot |= uapi.PROT_WRITE
         if is_file:
             fd = open_file(_dump_path(v.path), v.offset + length,
                            uapi.O_RDWR if v.shared and "w" in v.perms else uapi.O_RDONLY)
@@ -438,10 +453,7 @@ def apply_maps_dump(proc: Any, vmas: list[DumpVma], open_file: FileOpener,
             if v.path == "[stack]":
                 f |= uapi.MAP_GROWSDOWN
             proc.mmap(target, length, map_prot, f)
-        if v.prot & uapi.PROT_WRITE and not v.shared and (
-                v.anonymous_kb or (touch and v.anonymous_kb is None)):
-            anon_write = True
-        if anon_write and map_prot & uapi.PROT_WRITE:
+        if written:
             proc.write(target, b"\0")
         if map_prot != v.prot:
             proc.mprotect(target, length, v.prot)
@@ -480,9 +492,17 @@ def _dump_path(path: str) -> str:
 
 
 def _would_merge(a: DumpVma, b: DumpVma) -> bool:
-    """Whether the model would merge ``b`` into the adjacent ``a`` if both were mapped."""
+    """Whether the model would merge ``b`` into the adjacent ``a`` if both were mapped.
+
+    With smaps, VMAs whose VmFlags differ (other than the merge-ignored ``gu`` and ``sd``)
+    stay apart by themselves once their flags are reproduced.
+    """
     if a.perms != b.perms:
         return False
+    if a.vmflags is not None and b.vmflags is not None:
+        ignore = {"gu", "sd"}
+        if a.vmflags - ignore != b.vmflags - ignore:
+            return False
     a_anon = not a.path or a.inode == 0
     b_anon = not b.path or b.inode == 0
     if a_anon and b_anon:

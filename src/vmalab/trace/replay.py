@@ -14,8 +14,10 @@ trace shows. What it models, and how:
   skipped.
 * Memory accesses are not in the trace. With ``touch=True`` (the default) the replay
   assumes the program writes each private writable mapping it makes (mmap, brk growth, an
-  mprotect that makes memory writable): one byte at the first page of the new range, as
-  malloc, a thread's stack, or relocation processing would. That gives the VMA its
+  mprotect that makes memory writable): one byte at the first page of the new range that
+  takes it, as malloc, a thread's stack, or relocation processing would. The store is
+  made just before the process's next call other than mprotect/madvise, so a guard page
+  set up right after the mmap stays unwritten, as in the kernel. That gives the VMA its
   anon_vma as in the kernel, which matters for merges (a forked child's VMAs, with two
   anon_vmas on their chain, no longer merge with new neighbours) and for the designs'
   costs. ``touch=False`` replays no accesses at all.
@@ -124,6 +126,7 @@ class Mm:
     brk_start: int | None = None
     brk_cur: int | None = None
     exe: str | None = None
+    touch: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -354,6 +357,8 @@ class Replayer:
                 continue
             t = self._task(ev)
             try:
+                if t.mm.touch and name not in _SETUP_CALLS:
+                    self._flush_touches(t.mm)
                 handler = getattr(self, "_sys_" + name)
                 handler(t, ev)
                 self.r.applied += 1
@@ -375,6 +380,9 @@ class Replayer:
                 if self._since_sample >= self.sample_every:
                     self._since_sample = 0
                     self.observer(ev.lineno, self.r.kernel)
+        for t in list(self.tasks.values()):
+            if t.mm.touch:
+                self._flush_touches(t.mm)
         self.r.unsupported = dict(self._unsup)
         self.r.ignored = dict(self._ignored)
 
@@ -418,7 +426,7 @@ class Replayer:
         proc = t.mm.proc
         if flags & uapi.MAP_ANONYMOUS:
             proc.mmap(ret, length, prot, flags, -1, 0)
-            self._touch(t, ret, prot, flags)
+            self._touch(t, ret, prot, flags, length)
             return
         fdtext, ypath = strip_fdpath(a[4])
         fd = to_int(fdtext)
@@ -429,7 +437,7 @@ class Replayer:
             return
         if path == "/dev/zero":
             proc.mmap(ret, length, prot, flags | uapi.MAP_ANONYMOUS, -1, 0)
-            self._touch(t, ret, prot, flags)
+            self._touch(t, ret, prot, flags, length)
             return
         if path.startswith("/memfd:"):
             path = _memfd_path(path)
@@ -443,17 +451,32 @@ class Replayer:
             proc.mmap(ret, length, prot, flags, mfd, off)
         finally:
             proc.close(mfd)
-        self._touch(t, ret, prot, flags)
+        self._touch(t, ret, prot, flags, length)
 
-    def _touch(self, t: Task, addr: int, prot: int, flags: int) -> None:
-        """The assumed first store to new private writable memory (see ``touch``)."""
+    def _touch(self, t: Task, addr: int, prot: int, flags: int, length: int = PAGE) -> None:
+        """Note the assumed first store to new private writable memory (see ``touch``).
+
+        The store is made later, by :meth:`_flush_touches`, so that the setup calls that
+        usually follow (an mprotect(PROT_NONE) guard page, madvise) see the memory as the
+        kernel did: not yet written.
+        """
         if not self.touch or not prot & uapi.PROT_WRITE or flags & uapi.MAP_TYPE != \
                 uapi.MAP_PRIVATE:
             return
-        try:
-            t.mm.proc.write(addr, b"\0")
-        except Exception:  # a guard marker or an unbacked page: the program would not either
-            pass
+        t.mm.touch.append((addr, max(length, PAGE)))
+
+    def _flush_touches(self, mm: Mm) -> None:
+        """Make the noted stores: the first of the first 4 pages and the last page of each
+        range that accepts one (a PROT_NONE guard page or an unmapped page does not)."""
+        pending, mm.touch = mm.touch, []
+        for addr, length in pending:
+            npages = length // PAGE
+            for i in [*range(min(4, npages)), npages - 1]:
+                try:
+                    mm.proc.write(addr + i * PAGE, b"\0")
+                    break
+                except Exception:  # SIGSEGV/SIGBUS, or the range is gone
+                    continue
 
     def _sys_munmap(self, t: Task, ev: Syscall) -> None:
         """munmap(addr, len)."""
@@ -461,10 +484,10 @@ class Replayer:
 
     def _sys_mprotect(self, t: Task, ev: Syscall) -> None:
         """mprotect(addr, len, prot); memory made writable is assumed written (``touch``)."""
-        addr, prot = to_int(ev.args[0]), to_int(ev.args[2])
-        t.mm.proc.mprotect(addr, to_int(ev.args[1]), prot)
+        addr, length, prot = to_int(ev.args[0]), to_int(ev.args[1]), to_int(ev.args[2])
+        t.mm.proc.mprotect(addr, length, prot)
         if prot & uapi.PROT_WRITE:
-            self._touch(t, addr, prot, uapi.MAP_PRIVATE)
+            self._touch(t, addr, prot, uapi.MAP_PRIVATE, length)
 
     _sys_pkey_mprotect = _sys_mprotect
 
@@ -519,7 +542,7 @@ class Replayer:
             rw = uapi.PROT_READ | uapi.PROT_WRITE
             mm.proc.mmap(old_end, new_end - old_end, rw,
                          uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED)
-            self._touch(t, old_end, rw, uapi.MAP_PRIVATE)
+            self._touch(t, old_end, rw, uapi.MAP_PRIVATE, new_end - old_end)
         elif new_end < old_end:
             mm.proc.munmap(new_end, old_end - new_end)
         mm.brk_cur = max(ret, mm.brk_start)
@@ -780,6 +803,9 @@ def _memfd_path(p: str) -> str:
     """``/memfd:name (deleted)`` → ``/memfd:name``."""
     return p[: -len(" (deleted)")] if p.endswith(" (deleted)") else p
 
+
+_SETUP_CALLS = frozenset({"mprotect", "pkey_mprotect", "madvise"})
+"""Calls that do not make the stores noted by ``touch`` happen first."""
 
 LOOKAHEAD_CALLS = 20000
 """How many calls of the exec'ing pid :func:`prescan_exec` reads after an execve."""
