@@ -315,3 +315,16 @@ def test_bad_dump_is_a_located_error(tmp_path: Path) -> None:
     with pytest.raises(UserInputError) as ei:
         replay(t, start=(5, 0, "00400000-00401000 r-xp 00000000 00:00 0 /x\nnonsense here\n"))
     assert ei.value.location == "start dump:2"
+
+
+def test_relative_paths_follow_cwd_and_dirfd(tmp_path: Path) -> None:
+    t = write(tmp_path, f"""
+        5 chdir("/srv/db") = 0
+        5 openat(AT_FDCWD, "t1.dat", O_RDONLY) = 3
+        5 mmap(NULL, {P}, PROT_READ, MAP_PRIVATE, 3, 0) = {A:#x}
+        5 openat(AT_FDCWD, "/etc", O_RDONLY|O_DIRECTORY) = 4
+        5 openat(4, "../srv/x.dat", O_RDONLY) = 5
+        5 mmap(NULL, {P}, PROT_READ, MAP_PRIVATE, 5, 0) = {A + 0x10000:#x}
+    """)
+    r = replay(t)
+    assert [v.path for v in r.process(5).vmas()] == ["/srv/db/t1.dat", "/srv/x.dat"]

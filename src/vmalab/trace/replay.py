@@ -87,7 +87,7 @@ MEMORY_SYSCALLS = frozenset({
 
 FD_SYSCALLS = frozenset({
     "open", "openat", "openat2", "creat", "close", "close_range", "dup", "dup2", "dup3",
-    "fcntl", "memfd_create", "ftruncate", "fallocate", "memfd_secret",
+    "fcntl", "memfd_create", "ftruncate", "fallocate", "memfd_secret", "chdir", "fchdir",
 })
 TASK_SYSCALLS = frozenset({
     "clone", "clone3", "fork", "vfork", "execve", "execveat", "exit", "exit_group",
@@ -137,6 +137,7 @@ class Task:
     tgid: int
     mm: Mm
     files: FdTable
+    cwd: str = "/"
 
 
 @dataclass
@@ -274,7 +275,7 @@ class Replayer:
             mm = Mm(proc, {child}, parent.mm.brk_start, parent.mm.brk_cur, parent.mm.exe)
             tgid = child
             self.r.forks += 1
-        t = Task(child, tgid, mm, files)
+        t = Task(child, tgid, mm, files, parent.cwd)
         self.tasks[child] = t
         self.r._pids[child] = _raw(mm.proc)
         return t
@@ -564,7 +565,31 @@ class Replayer:
                 path = None
         if path is None:
             return
+        if not path.startswith("/"):
+            # relative: to the dirfd (its -y path or a tracked fd), else to the task's cwd
+            base = t.cwd
+            if path_arg == 1 and ev.args:
+                dtext, dpath = strip_fdpath(ev.args[0])
+                known = t.files.fds.get(to_int(dtext)) if dpath is None else None
+                base = dpath or (known[0] if known else base)
+            path = os.path.normpath(os.path.join(base, path))
         t.files.fds[fd] = (path, flags & uapi.O_ACCMODE, bool(flags & uapi.O_CLOEXEC))
+
+    def _sys_chdir(self, t: Task, ev: Syscall) -> None:
+        """chdir(path): the cwd that relative paths of later opens resolve against."""
+        try:
+            p = to_str(ev.args[0])
+        except (ArgError, IndexError):
+            return
+        t.cwd = os.path.normpath(os.path.join(t.cwd, p))
+
+    def _sys_fchdir(self, t: Task, ev: Syscall) -> None:
+        """fchdir(fd): as chdir, to the directory behind a tracked fd."""
+        fdtext, ypath = strip_fdpath(ev.args[0])
+        known = t.files.fds.get(to_int(fdtext))
+        path = ypath if ypath is not None else (known[0] if known else None)
+        if path:
+            t.cwd = path
 
     def _sys_open(self, t: Task, ev: Syscall) -> None:
         """open(path, flags, mode) = fd."""
