@@ -178,6 +178,22 @@ def _is_noreplace_order(prog: Program, d: Divergence) -> bool:
             and d.kernel.get("errno") == "EEXIST" and d.model.get("errno") == "EINVAL")
 
 
+def _is_multi_vma_move(prog: Program, d: Divergence) -> bool:
+    """mremap MAYMOVE|FIXED without resizing over a range that runs past the first VMA:
+    Linux 6.17+ moves every VMA in the range (gaps allowed); the model fails with EFAULT."""
+    o = _op_at(prog, d.where)
+    return (isinstance(o, P.Mremap) and o.to is not None and o.old_len == o.new_len
+            and d.what == "errno" and "ret" in d.kernel and d.model.get("errno") == "EFAULT")
+
+
+def _is_mlock_prot_none(prog: Program, d: Divergence) -> bool:
+    """mlock over PROT_NONE: populating fails, so the kernel returns ENOMEM (the VMA is
+    still VM_LOCKED); the model returns 0."""
+    o = _op_at(prog, d.where)
+    return (isinstance(o, P.Mlock) and d.what == "errno"
+            and d.kernel.get("errno") == "ENOMEM" and d.model.get("ret") == 0)
+
+
 KNOWN: list[Known] = [
     Known("populate-walk", "MADV_POPULATE_* stops at the first hole (ENOMEM) and gives EINVAL "
           "for PROT_NONE/read-only VMAs", _is_populate, "model-bug"),
@@ -187,6 +203,10 @@ KNOWN: list[Known] = [
           "model-bug"),
     Known("noreplace-errno-order", "MAP_FIXED_NOREPLACE: EEXIST before EINVAL",
           _is_noreplace_order, "model-bug"),
+    Known("mremap-multi-vma-move", "mremap move of a range spanning several VMAs and gaps",
+          _is_multi_vma_move, "model-bug"),
+    Known("mlock-prot-none", "mlock of PROT_NONE memory returns ENOMEM", _is_mlock_prot_none,
+          "model-bug"),
 ]
 """Documented divergences, each explained in docs/divergences.md. Fuzz ignores these and
 nothing else."""

@@ -132,13 +132,20 @@ def _probe_guard() -> tuple[bool, str | None]:
         if libc.madvise(a, P.PAGE, P.uapi.MADV_GUARD_INSTALL) != 0:
             e = ctypes.get_errno()
             return False, f"no guard regions (MADV_GUARD_INSTALL: {os.strerror(e)})"
+        # The new mapping may have merged with a neighbour: find the VMA containing it.
+        inside = False
         with open("/proc/self/smaps") as f:
-            text = f.read()
-        key = f"{a:x}-"
-        i = text.find("\n" + key) if not text.startswith(key) else 0
-        j = text.find("VmFlags:", i)
-        flags = text[j:text.find("\n", j)].split()[1:] if i >= 0 and j >= 0 else []
-        return "gu" in flags, None
+            for line in f:
+                head = line.split(" ", 1)[0]
+                if "-" in head and not line.startswith("VmFlags"):
+                    try:
+                        s, e = (int(x, 16) for x in head.split("-"))
+                    except ValueError:
+                        continue
+                    inside = s <= a < e
+                elif inside and line.startswith("VmFlags:"):
+                    return "gu" in line.split()[1:], None
+        return False, "no smaps entry for the probe mapping"
     finally:
         libc.munmap(a, 2 * P.PAGE)
 
