@@ -83,6 +83,13 @@ def test_fd_paths_are_opaque() -> None:
     assert to_str(ev.args[1]) == "/proc/self/maps"
 
 
+def test_deleted_fd_paths() -> None:
+    ev = one("9 close(5</dev/shm/sem.GL5nP2>(deleted)) = 0")
+    assert strip_fdpath(ev.args[0]) == ("5", "/dev/shm/sem.GL5nP2 (deleted)")
+    ev = one("9 mmap(NULL, 32, 0x3, 0x1, 5</dev/shm/sem.x>(deleted), 0) = 0x7f0000000000")
+    assert len(ev.args) == 6 and strip_fdpath(ev.args[4])[1] == "/dev/shm/sem.x (deleted)"
+
+
 def test_strings_and_comments_with_parentheses() -> None:
     ev = one('9 read(3, "a) = 5, \\"b\\"", 4096) = 12')
     assert len(ev.args) == 3 and ev.ret == "12"

@@ -134,6 +134,16 @@ def test_file_mappings_by_y_path_and_open_tracking(tmp_path: Path) -> None:
     assert r.unsupported == {"mmap(unknown fd)": 1, "mmap(device)": 1}
 
 
+def test_posix_shm_and_deleted_files_are_files(tmp_path: Path) -> None:
+    t = write(tmp_path, f"""
+        5 mmap(NULL, 32, 0x3, 0x1, 5</dev/shm/sem.x>(deleted), 0) = {A:#x}
+        5 mmap(NULL, {P}, 0x1, 0x2, 6</tmp/gone.so (deleted)>, 0) = {A + 0x10000:#x}
+    """)
+    r = replay(t)
+    assert [v.path for v in r.process(5).vmas()] == ["/dev/shm/sem.x", "/tmp/gone.so"]
+    assert r.unsupported == {}
+
+
 def test_memfd_and_mremap(tmp_path: Path) -> None:
     t = write(tmp_path, f"""
         5 memfd_create("pool", MFD_CLOEXEC) = 3

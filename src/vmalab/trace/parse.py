@@ -336,10 +336,17 @@ class ArgError(ValueError):
 
 
 def strip_fdpath(text: str) -> tuple[str, str | None]:
-    """Split ``3</usr/lib/libc.so.6>`` into ``("3", "/usr/lib/libc.so.6")``."""
+    """Split ``3</usr/lib/libc.so.6>`` into ``("3", "/usr/lib/libc.so.6")``.
+
+    strace 6.x marks an unlinked file as ``5</dev/shm/sem.x>(deleted)``; the path then
+    ends in `` (deleted)``, as /proc/PID/maps shows it.
+    """
     i = text.find("<")
-    if i > 0 and text.endswith(">") and text[:i].lstrip("-").isdigit():
-        return text[:i], unescape(text[i + 1: -1])
+    if i > 0 and text[:i].lstrip("-").isdigit():
+        if text.endswith(">"):
+            return text[:i], unescape(text[i + 1: -1])
+        if text.endswith(">(deleted)"):
+            return text[:i], unescape(text[i + 1: -len(">(deleted)")]) + " (deleted)"
     return text, None
 
 

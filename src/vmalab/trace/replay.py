@@ -440,9 +440,9 @@ class Replayer:
             proc.mmap(ret, length, prot, flags | uapi.MAP_ANONYMOUS, -1, 0)
             self._touch(t, ret, prot, flags, length)
             return
-        if path.startswith("/memfd:"):
-            path = _memfd_path(path)
-        elif not path.startswith("/") or path.startswith(("/dev/", "/proc/", "/sys/")):
+        path = _memfd_path(path)  # "... (deleted)": the file is still the same
+        if not path.startswith("/") or (path.startswith(("/dev/", "/proc/", "/sys/"))
+                                        and not path.startswith("/dev/shm/")):
             self._unsup["mmap(device)"] += 1
             return
         acc = known[1] if known and known[0] == path else (
@@ -825,7 +825,7 @@ def _head_args(head: str) -> list[str]:
 
 
 def _memfd_path(p: str) -> str:
-    """``/memfd:name (deleted)`` → ``/memfd:name``."""
+    """``/memfd:name (deleted)`` → ``/memfd:name`` (any unlinked file: its name)."""
     return p[: -len(" (deleted)")] if p.endswith(" (deleted)") else p
 
 
