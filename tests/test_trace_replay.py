@@ -338,3 +338,17 @@ def test_relative_paths_follow_cwd_and_dirfd(tmp_path: Path) -> None:
     """)
     r = replay(t)
     assert [v.path for v in r.process(5).vmas()] == ["/srv/db/t1.dat", "/srv/x.dat"]
+
+
+def test_execve_from_a_thread_continues_under_the_leader_pid(tmp_path: Path) -> None:
+    t = write(tmp_path, f"""
+        10 mmap(NULL, {P}, 0x3, 0x22, -1, 0) = {A:#x}
+        10 clone3({{flags=0x3d0f00}} => {{parent_tid=[11]}}, 88) = 11
+        11 execve("/no/such/prog", ["x"], 0x7ffd /* 1 var */ <unfinished ...>
+        10 +++ superseded by execve in pid 11 +++
+        10 <... execve resumed>) = 0
+        10 mmap(NULL, {P}, 0x3, 0x22, -1, 0) = {A + 0x10000:#x}
+    """)
+    r = replay(t)
+    assert [(v.start, v.end) for v in r.process(10).vmas()] == [(A + 0x10000, A + 0x11000)]
+    assert r.execs == 1 and len(r.kernel.processes) == 1

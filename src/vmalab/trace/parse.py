@@ -75,7 +75,8 @@ _PREFIX = re.compile(
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RESUMED = re.compile(r"<\.\.\. (?P<name>[A-Za-z_][A-Za-z0-9_]*) resumed>\s?")
 _UNFINISHED = " <unfinished ...>"
-_EXIT = re.compile(r"\+\+\+ (?P<how>exited with -?\d+|killed by [A-Z0-9+]+.*?) \+\+\+\s*$")
+_EXIT = re.compile(r"\+\+\+ (?P<how>exited with -?\d+|killed by [A-Z0-9+]+.*?|"
+                   r"superseded by execve in pid \d+) \+\+\+\s*$")
 _RET = re.compile(
     r"^\s*=\s*(?P<ret>-?(?:0x[0-9a-fA-F]+|\d+)|\?)"
     r"(?P<fdpath><.*>)?"
@@ -252,8 +253,15 @@ def _parse_one(
         em = _EXIT.match(body)
         if not em:
             raise TraceSyntaxError(lineno, "malformed exit line")
+        how = em.group("how")
         pending.pop(pid, None)
-        return TaskExit(lineno, pid, em.group("how"))
+        if how.startswith("superseded"):
+            # a non-leader thread's execve: it goes on under the leader's pid, and the
+            # execve it started resumes there
+            other = int(how.rsplit(" ", 1)[1])
+            if other in pending:
+                pending[pid] = pending.pop(other)
+        return TaskExit(lineno, pid, how)
     rm = _RESUMED.match(body)
     if rm:
         name = rm.group("name")
