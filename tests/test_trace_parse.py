@@ -41,6 +41,9 @@ def one(line: str) -> Syscall:
     ("[pid  4553] brk(NULL) = 0x55844cbf4000", 4553),
     ("brk(NULL) = 0x55844cbf4000", None),
     ("4553       0.000123 brk(NULL) = 0x55844cbf4000 <0.000012>", 4553),
+    ("4553  1795894645.079670 [00007f1234567890] brk(NULL) = 0x55844cbf4000", 4553),
+    ("4553  [ 12] brk(NULL) = 0x55844cbf4000", 4553),
+    ("[pid  4553] 19:37:00 [ 12] [00007f1234567890] brk(NULL) = 0x55844cbf4000", 4553),
 ])
 def test_prefix_formats(line: str, pid: int | None) -> None:
     ev = one(line)
@@ -120,6 +123,13 @@ def test_clone3_struct() -> None:
     ev = one("5 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, "
              "child_tidptr=0x7f) = 6")
     assert ev.args[1].startswith("flags=")
+
+
+def test_stack_trace_lines_are_skipped() -> None:
+    evs = list(parse_lines(["5 brk(NULL) = 0x1000",
+                            " > /usr/lib/x86_64-linux-gnu/libc.so.6(brk+0xb) [0xf9a2b]",
+                            " > /usr/bin/python3(main+0x20) [0x1000]"]))
+    assert len(evs) == 1
 
 
 def test_exit_and_signal_lines() -> None:

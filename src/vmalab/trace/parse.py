@@ -2,8 +2,10 @@
 
 Understands the output of ``strace -f -ttt -X raw -y -o FILE`` and its variants: with or
 without ``-f`` (a leading pid, or ``[pid N]``), ``-t``/``-tt``/``-ttt``/``-r`` timestamps,
-``-T`` durations, ``-y``/``-yy`` fd paths (``3</usr/lib/libc.so.6>``), raw (``-X raw``) or
-symbolic flags. ``<unfinished ...>`` and ``<... NAME resumed>`` halves are joined per pid;
+``-T`` durations, ``-i`` instruction pointers, ``-n`` syscall numbers, ``-k`` stack frames
+(skipped), ``-y``/``-yy`` fd paths (``3</usr/lib/libc.so.6>``), raw (``-X raw``) or
+symbolic flags. One file per pid (``-ff``) is not read as a whole: replay each file.
+``<unfinished ...>`` and ``<... NAME resumed>`` halves are joined per pid;
 a call is reported at the line where it completed.
 
 :func:`parse_lines` is a generator: it holds only the unfinished halves (at most one per
@@ -71,6 +73,7 @@ Event = Syscall | TaskExit
 _PREFIX = re.compile(
     r"^\s*(?:\[pid\s+(?P<bpid>\d+)\]\s*|(?P<pid>\d+)\s+)?"
     r"(?:(?P<ts>\d+\.\d+|\d\d:\d\d:\d\d(?:\.\d+)?)\s+)?"
+    r"(?:\[\s*\d+\]\s+|\[[0-9a-f?]{8,16}\]\s+){0,2}"  # -n syscall number, -i pointer
 )
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RESUMED = re.compile(r"<\.\.\. (?P<name>[A-Za-z_][A-Za-z0-9_]*) resumed>\s?")
@@ -233,8 +236,8 @@ def _parse_one(
             args = [a.strip() for a in argtext.split(",")] if argtext.strip() else []
             return Syscall(lineno, lineno, fpid, name, args, ret, None)
     line = raw.rstrip("\r\n")
-    if not line.strip():
-        return None
+    if not line.strip() or line.startswith(" > "):
+        return None  # blank, or a -k stack frame
     m = _PREFIX.match(line)
     assert m is not None  # every part is optional
     p = m.group("pid") or m.group("bpid")
