@@ -6,11 +6,11 @@ part, then -ENOMEM for holes), the flag-changing advice through madvise_update_v
 vma_modify_flags, the zap advice (DONTNEED, FREE, REMOVE, COLD/PAGEOUT), populate, and
 madvise_guard_install/madvise_guard_remove with the design hooks.
 
-Simplifications: MADV_FREE, MADV_COLD and MADV_PAGEOUT leave PTEs in place (no reclaim
-or swap is modelled; the project's machines run without swap); MADV_WILLNEED and
-MADV_(UN)MERGEABLE's KSM scanning do nothing beyond their flags; MADV_COLLAPSE checks
-only what makes it refuse (a marker in range, an anonymous VMA without anon_vma) and
-maps nothing huge.
+Simplifications: MADV_FREE and MADV_COLD leave PTEs in place, and MADV_PAGEOUT unmaps
+only exclusively mapped page-cache pages (no swap: the project's machines run without
+it); MADV_WILLNEED and MADV_(UN)MERGEABLE's KSM scanning do nothing beyond their
+flags; MADV_COLLAPSE checks only what makes it refuse (a marker in range, an anonymous
+VMA without anon_vma) and maps nothing huge.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from vmalab.mm.flags import (
     VM_NOHUGEPAGE,
     VM_PFNMAP,
     VM_RAND_READ,
+    VM_READ,
     VM_SEQ_READ,
     VM_SHARED,
     VM_SPECIAL,
@@ -42,7 +43,8 @@ from vmalab.mm.flags import (
 from vmalab.mm.memory import FaultError, has_populated_ptes, populate_range, zap_page_range
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct, VmArea
 from vmalab.mm.mmap import page_align
-from vmalab.mm.pagetable import PMD_SIZE, PTE_MARKER_GUARD_ENTRY
+from vmalab.mm.page_alloc import KIND_PAGECACHE
+from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SIZE, PTE_MARKER_GUARD_ENTRY
 from vmalab.mm.slab import AllocFailure
 from vmalab.mm.vma import is_shared_maywrite, vma_modify_flags
 
@@ -260,25 +262,60 @@ def _madvise_vma(
     elif b in (uapi.MADV_COLD, uapi.MADV_PAGEOUT):
         if vma.vm_flags & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
             raise _e(errno.EINVAL, "COLD/PAGEOUT on a locked or special VMA")
-    elif b in (uapi.MADV_POPULATE_READ, uapi.MADV_POPULATE_WRITE):
-        write = b == uapi.MADV_POPULATE_WRITE
-        # mm/gup.c:check_vma_flags() for faultin_page_range()
-        if vma.vm_flags & (VM_IO | VM_PFNMAP):
-            raise _e(errno.EINVAL, "populate on VM_IO/VM_PFNMAP")
-        if write and not vma.vm_flags & VM_WRITE:
-            raise _e(errno.EFAULT, "POPULATE_WRITE on a read-only VMA")
-        if not write and not vma.readable():
-            raise _e(errno.EFAULT, "POPULATE_READ on PROT_NONE")
-        try:
-            populate_range(mm, vma, start, end, write)
-        except FaultError as fe:
-            if fe.kind == "OOM":
-                raise _e(errno.ENOMEM, "populate: out of memory") from None
-            raise _e(errno.EFAULT, f"populate: {fe.reason or fe.kind}") from None
+        if b == uapi.MADV_PAGEOUT:
+            madvise_pageout(vma, start, end)
     elif b == uapi.MADV_COLLAPSE:
         madvise_collapse(vma, start, end)
     # MADV_WILLNEED: readahead only
     return vma
+
+
+def madvise_pageout(vma: VmArea, start: int, end: int) -> None:
+    """Reclaim the range's exclusively mapped pages.
+
+    Models mm/madvise.c:madvise_cold_or_pageout_pte_range (pageout) → reclaim_pages →
+    mm/vmscan.c:shrink_folio_list on a machine without swap: folios mapped elsewhere
+    are skipped (folio_maybe_mapped_shared); anonymous folios cannot get a swap slot
+    and stay mapped; page-cache (shmem) folios are unmapped by try_to_unmap() and then
+    kept, with their data, when shmem_writeout() finds no swap. Markers are untouched.
+    """
+    phys = vma.vm_mm.kernel.phys
+    for _i, t, s, e in vma.vm_mm.pgtables.tables_in(start, end):
+        for j in range(s, e):
+            pte = t[j]
+            if not pte & _PAGE_PRESENT:
+                continue
+            pfn = pte >> 12
+            if phys.kind[pfn] == KIND_PAGECACHE and phys.mapcount[pfn] == 1:
+                phys.mapcount[pfn] = 0
+                t[j] = 0
+
+
+def madvise_populate(mm: MmStruct, start: int, end: int, write: bool) -> None:
+    """MADV_POPULATE_READ/WRITE over [start, end). Raises OSError.
+
+    Models mm/madvise.c:madvise_populate → mm/gup.c:faultin_page_range with
+    FOLL_MADV_POPULATE: pages are faulted in address order; a hole stops it with ENOMEM,
+    a VMA that check_vma_flags() refuses (VM_IO/VM_PFNMAP, no VM_READ for a read, no
+    VM_WRITE for a write) with EINVAL, a fault answered with SIGSEGV or SIGBUS (a guard
+    marker, a page beyond EOF) with EFAULT. Pages before the failure stay populated.
+    """
+    pos = start
+    while pos < end:
+        vma = mm.vma_lookup(pos)
+        if vma is None:
+            raise _e(errno.ENOMEM, "populate: unmapped address")
+        f = vma.vm_flags
+        if f & (VM_IO | VM_PFNMAP) or not f & (VM_WRITE if write else VM_READ):
+            raise _e(errno.EINVAL, "populate: incompatible mapping or permissions")
+        nend = min(end, vma.vm_end)
+        try:
+            populate_range(mm, vma, pos, nend, write)
+        except FaultError as fe:
+            if fe.kind == "OOM":
+                raise _e(errno.ENOMEM, "populate: out of memory") from None
+            raise _e(errno.EFAULT, f"populate: {fe.reason or fe.kind}") from None
+        pos = nend
 
 
 def madvise_collapse(vma: VmArea, start: int, end: int) -> None:
@@ -327,6 +364,10 @@ def do_madvise(mm: MmStruct, start: int, len_in: int, behavior: int) -> None:
     if end >= 1 << 64:
         raise _e(errno.EINVAL, "range overflows")
     if end == start:
+        return
+    if behavior in (uapi.MADV_POPULATE_READ, uapi.MADV_POPULATE_WRITE):
+        # Not a per-VMA walk: madvise_do_behavior() hands the whole range over.
+        madvise_populate(mm, start, end, behavior == uapi.MADV_POPULATE_WRITE)
         return
     unmapped = False
     vma = mm.find_vma(start)

@@ -20,6 +20,7 @@ from vmalab.mm.flags import (
     VM_DROPPABLE,
     VM_GROWSDOWN,
     VM_HUGETLB,
+    VM_IO,
     VM_LOCKED,
     VM_LOCKED_MASK,
     VM_LOCKONFAULT,
@@ -29,6 +30,7 @@ from vmalab.mm.flags import (
     VM_MAYWRITE,
     VM_NOHUGEPAGE,
     VM_NORESERVE,
+    VM_PFNMAP,
     VM_SHARED,
     VM_SPECIAL,
     VM_SYNC,
@@ -376,10 +378,10 @@ def do_mmap(
 def mm_populate(mm: MmStruct, start: int, length: int, ignore_errors: bool) -> int:
     """Fault in a range VMA by VMA. Returns 0 or -errno.
 
-    Models mm/gup.c:__mm_populate → populate_vma_page_range: VM_IO/VM_PFNMAP and
-    inaccessible VMAs are skipped; private writable VMAs get write faults (FOLL_WRITE,
-    which breaks CoW and allocates anon_vmas); a fault error gives -EFAULT, or -ENOMEM
-    for VM_FAULT_OOM.
+    Models mm/gup.c:__mm_populate → populate_vma_page_range: VM_IO/VM_PFNMAP VMAs are
+    skipped; private writable VMAs get write faults (FOLL_WRITE, which breaks CoW and
+    allocates anon_vmas), others read faults with FOLL_FORCE, except PROT_NONE VMAs, which
+    GUP refuses (-EFAULT); a fault error gives -EFAULT, or -ENOMEM for VM_FAULT_OOM.
     """
     end = start + length
     pos = start
@@ -389,11 +391,14 @@ def mm_populate(mm: MmStruct, start: int, length: int, ignore_errors: bool) -> i
             break
         pos = max(pos, vma.vm_start)
         nend = min(end, vma.vm_end)
-        if vma.vm_flags & VM_SPECIAL or not vma.is_accessible():
+        if vma.vm_flags & (VM_IO | VM_PFNMAP):
             pos = nend
             continue
         write = vma.vm_flags & (VM_WRITE | VM_SHARED) == VM_WRITE
         try:
+            if not vma.is_accessible():
+                # No FOLL_FORCE for PROT_NONE: GUP's check_vma_flags() refuses it.
+                raise FaultError("SIGSEGV", "PROT_NONE")
             populate_range(mm, vma, pos, nend, write)
         except FaultError as e:
             if ignore_errors:

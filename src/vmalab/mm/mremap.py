@@ -1,7 +1,8 @@
 """mremap.
 
 Models mm/mremap.c (Linux 6.18): do_mremap's argument checks, shrink (unmap the tail,
-dropping its markers), in-place growth through vma_merge_extend(), and moves through
+dropping its markers; only a VMA at the old address is required), in-place growth
+through vma_merge_extend() (which may also absorb the next VMA), and moves through
 copy_vma() + move_page_tables(), with MREMAP_FIXED and MREMAP_DONTUNMAP.
 
 Simplification: 6.17's multi-VMA move (MREMAP_FIXED over several VMAs without resizing)
@@ -171,6 +172,14 @@ def do_mremap(
             raise _e(errno.EINVAL, "old_len 0 on a private mapping")
         if not flags & uapi.MREMAP_MAYMOVE:
             raise _e(errno.EINVAL, "old_len 0 without MAYMOVE")
+    grows_or_moves = new_len > old_len or bool(flags & uapi.MREMAP_FIXED)
+    if not grows_or_moves:
+        # mremap_shrink() / no resize: only a VMA at old_addr is needed; the tail is
+        # unmapped whatever it spans (resize_is_valid() is not consulted).
+        if old_len > new_len:
+            do_vmi_munmap(mm, addr + new_len, old_len - new_len)
+        return addr
+    # resize_is_valid()
     if old_len > vma.vm_end - addr:
         raise _e(errno.EFAULT, "old range spans more than one VMA")
     if new_len > old_len or (flags & uapi.MREMAP_FIXED and old_len == 0):
@@ -194,19 +203,13 @@ def do_mremap(
             raise _e(errno.ENOMEM, "max_map_count")
         return move_vma(mm, vma, addr, src_len, new_len, new_addr, flags)
 
-    if old_len >= new_len:
-        # mremap_shrink(): unmap the tail; markers there are dropped.
-        if old_len > new_len:
-            do_vmi_munmap(mm, addr + new_len, old_len - new_len)
-        return addr
-
     delta = new_len - old_len
     if old_len == vma.vm_end - addr and vma_expandable(mm, vma, delta):
-        # mremap_expand() in place: vma_merge_extend() with just_expand.
+        # mremap_expand() in place: vma_merge_extend(), a new-range merge of
+        # [vm_end, vm_end + delta) with the VMA itself as prev and the next VMA.
         vmg = VmaMergeStruct.vma_state(vma, vma, vma.vm_end, vma.vm_end + delta)
         vmg.middle = None
-        vmg.next = None
-        vmg.just_expand = True
+        vmg.next = vma.vm_next
         expanded = vma_merge_new_range(vmg)
         if expanded is None:
             raise _e(errno.ENOMEM, "vma_merge_extend failed")
