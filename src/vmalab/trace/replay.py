@@ -210,6 +210,7 @@ class Replayer:
                  touch: bool = True, on_last_exit: Observer | None = None) -> None:
         self.touch = touch
         self.on_last_exit = on_last_exit
+        self.offset = 0  # bytes of the log read so far (replay() keeps it)
         kernel = _kernel_cls()(design, max_map_count=max_map_count)
         self.path = path
         self.k: Any = kernel
@@ -779,7 +780,7 @@ class Replayer:
 
     def hints_for(self, ev: Syscall) -> layout.ExecHints:
         """Look ahead in the trace for where this execve's binary and interpreter went."""
-        return prescan_exec(self.path, ev.lineno, ev.pid)
+        return prescan_exec(self.path, ev.lineno, ev.pid, self.offset)
 
     def _sys_exit(self, t: Task, ev: Syscall) -> None:
         """exit(status): this task is gone."""
@@ -836,18 +837,25 @@ LOOKAHEAD_CALLS = 20000
 """How many calls of the exec'ing pid :func:`prescan_exec` reads after an execve."""
 
 
-def prescan_exec(path: str, lineno: int, pid: int | None) -> layout.ExecHints:
+def prescan_exec(path: str, lineno: int, pid: int | None, offset: int | None = None
+                 ) -> layout.ExecHints:
     """Collect :class:`ExecHints` for the execve that completed at ``lineno``.
 
-    Reads the log again from that line (constant memory), up to the pid's next execve or
+    Reads the log again after that line (from byte ``offset`` when known, else by skipping
+    ``lineno`` lines; constant memory), up to the pid's next execve or
     :data:`LOOKAHEAD_CALLS` of its calls: the first brk result, traced mmap ranges and
     ``mprotect(..., PROT_READ)`` candidates for the relro of the binary and the interpreter.
     """
     h = layout.ExecHints()
     n = 0
     try:
-        with open(path, errors="replace") as f:
-            lines = itertools.islice(f, lineno, None)
+        with open(path, "rb") as f:
+            if offset is not None:
+                f.seek(offset)
+                raw: Iterable[bytes] = f
+            else:
+                raw = itertools.islice(f, lineno, None)
+            lines = (b.decode("utf-8", "replace") for b in raw)
             for ev in parse_lines(lines, lenient=True):
                 if not isinstance(ev, Syscall) or ev.pid != pid:
                     continue
@@ -931,11 +939,18 @@ def replay(path: str, design: str = "tagged", *, stop_at_line: int | None = None
         skip_to = sline
     skipped: list[int] = []
     try:
-        f = open(path, errors="replace")
+        f = open(path, "rb")
     except OSError as e:
         raise FileNotFoundError(e.errno, f"cannot read trace {path}: {e.strerror}") from None
+
+    def lines() -> Iterator[str]:
+        # track the byte offset so that an execve's lookahead can seek() to its line
+        for raw in f:
+            rp.offset += len(raw)
+            yield raw.decode("utf-8", "replace")
+
     with f:
-        rp.feed(_events(rp, f, lenient, skipped, skip_to), stop_at_line, skip_to)
+        rp.feed(_events(rp, lines(), lenient, skipped, skip_to), stop_at_line, skip_to)
     rp.r.malformed += len(skipped)
     rp.r.seconds = time.perf_counter() - t0
     if rp.guardify is not None:
