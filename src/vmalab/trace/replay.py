@@ -81,7 +81,7 @@ MEMORY_SYSCALLS = frozenset({
     "mmap", "mmap2", "munmap", "mprotect", "pkey_mprotect", "mremap", "madvise",
     "process_madvise", "brk", "mlock", "mlock2", "munlock", "mlockall", "munlockall",
     "shmat", "shmdt", "remap_file_pages", "mseal", "map_shadow_stack", "userfaultfd",
-    "mbind", "migrate_pages", "move_pages", "msync", "process_mrelease", "io_uring_setup",
+    "mbind", "migrate_pages", "move_pages", "process_mrelease", "io_uring_setup",
 })
 """Memory-management calls; those the replay does not model are counted as unsupported."""
 
@@ -95,7 +95,7 @@ TASK_SYSCALLS = frozenset({
 MODELLED = (MEMORY_SYSCALLS - {"mlockall", "munlockall", "shmat", "shmdt",
                                "remap_file_pages", "mseal", "map_shadow_stack",
                                "userfaultfd", "mbind", "migrate_pages", "move_pages",
-                               "msync", "process_mrelease", "io_uring_setup", "mmap2"}
+                               "process_mrelease", "io_uring_setup", "mmap2"}
             ) | FD_SYSCALLS - {"memfd_secret"} | TASK_SYSCALLS
 
 
