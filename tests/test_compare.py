@@ -172,3 +172,29 @@ def test_cli_sweep_on_a_scheduler_address() -> None:
     assert res.exit_code == 0, res.output
     local = sweep(specs_for([SMALL], ["sticky", "lossy"]), workers=1)
     assert _strip(json.loads(res.output)["results"]) == json.loads(json.dumps(_strip(local)))
+
+
+def test_timeline_stays_bounded() -> None:
+    from vmalab.report.compare import Timeline
+
+    k = vmalab.Kernel("tagged")
+    tl = Timeline(target=10)
+    for i in range(1, 5000):
+        tl.tick(i, k)
+    assert len(tl.points) <= 20 and tl.interval >= 256
+    xs = [x for x, _ in tl.points]
+    assert xs == sorted(xs)
+
+
+def test_guardify_mmap_rule_on_a_trace(tmp_path: Path) -> None:
+    from vmalab.trace.replay import replay
+
+    a = 0x7F0000000000
+    p = tmp_path / "g.trace"
+    p.write_text(f"5 mmap({a:#x}, 65536, 0x3, 0x32, -1, 0) = {a:#x}\n"
+                 f"5 mmap({a + 65536:#x}, 4096, 0x0, 0x32, -1, 0) = {a + 65536:#x}\n"
+                 f"5 mprotect({a + 65536:#x}, 4096, 0x3) = 0\n")
+    r = replay(str(p), "sticky", guardify=True)
+    assert r.guardify.mmap_rewritten == 1 and r.guardify.removed == 1
+    assert [(v.start, v.end) for v in r.process(5).vmas()] == [(a, a + 69632)]
+    assert not r.process(5).pagemap(a + 65536)[0] & vmalab.uapi.PM_GUARD_REGION
