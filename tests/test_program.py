@@ -286,3 +286,20 @@ def test_compare_reports_the_first_difference() -> None:
     m3 = P.Observation(k.results[:1], None, error="ValueError: boom")
     d3 = compare(p.ops, k, m3)
     assert d3 is not None and d3.what == "error" and "boom" in str(d3.model)
+
+
+def test_cli_bad_program_is_one_line_and_exit_2(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from vmalab.cli import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": 1, "ops": [{"op": "mmap", "addr": 0, "len": -3}]}')
+    r = CliRunner().invoke(main, ["diff", str(bad)])
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines() == [f"vmalab: {bad}:ops[0].len: -3 is out of range "
+                                             "[0, 256]"]
+    r = CliRunner().invoke(main, ["diff", str(tmp_path / "missing.json")])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["fuzz", "--programs", "0"])
+    assert r.exit_code == 2 and "Traceback" not in r.output

@@ -147,22 +147,6 @@ def _op_at(prog: Program, where: str) -> P.Op | None:
     return cur
 
 
-def _is_populate(prog: Program, d: Divergence) -> bool:
-    """MADV_POPULATE_READ/WRITE: kernel ENOMEM at the first hole (nothing after it is
-    populated) and EINVAL for a VMA that check_vma_flags() rejects; the model EFAULTs."""
-    o = _op_at(prog, d.where)
-    return (isinstance(o, P.Madvise) and o.advice in ("populate_read", "populate_write")
-            and d.what in ("errno", "pages"))
-
-
-def _is_mremap_shrink_span(prog: Program, d: Divergence) -> bool:
-    """mremap shrink whose old range runs past the VMA: the kernel unmaps the tail and
-    succeeds; the model fails with EFAULT."""
-    o = _op_at(prog, d.where)
-    return (isinstance(o, P.Mremap) and o.new_len < o.old_len and d.what == "errno"
-            and "ret" in d.kernel and d.model.get("errno") == "EFAULT")
-
-
 def _is_growsdown_file(prog: Program, d: Divergence) -> bool:
     """MAP_GROWSDOWN on a file mapping: EINVAL from the kernel, mapped by the model."""
     o = _op_at(prog, d.where)
@@ -186,30 +170,16 @@ def _is_multi_vma_move(prog: Program, d: Divergence) -> bool:
             and d.what == "errno" and "ret" in d.kernel and d.model.get("errno") == "EFAULT")
 
 
-def _is_mlock_prot_none(prog: Program, d: Divergence) -> bool:
-    """mlock over PROT_NONE: populating fails, so the kernel returns ENOMEM (the VMA is
-    still VM_LOCKED); the model returns 0."""
-    o = _op_at(prog, d.where)
-    return (isinstance(o, P.Mlock) and d.what == "errno"
-            and d.kernel.get("errno") == "ENOMEM" and d.model.get("ret") == 0)
-
-
 KNOWN: list[Known] = [
-    Known("populate-walk", "MADV_POPULATE_* stops at the first hole (ENOMEM) and gives EINVAL "
-          "for PROT_NONE/read-only VMAs", _is_populate, "model-bug"),
-    Known("mremap-shrink-span", "mremap shrink of a range that extends past the VMA succeeds",
-          _is_mremap_shrink_span, "model-bug"),
     Known("growsdown-file", "MAP_GROWSDOWN with a file is EINVAL", _is_growsdown_file,
           "model-bug"),
     Known("noreplace-errno-order", "MAP_FIXED_NOREPLACE: EEXIST before EINVAL",
           _is_noreplace_order, "model-bug"),
     Known("mremap-multi-vma-move", "mremap move of a range spanning several VMAs and gaps",
           _is_multi_vma_move, "model-bug"),
-    Known("mlock-prot-none", "mlock of PROT_NONE memory returns ENOMEM", _is_mlock_prot_none,
-          "model-bug"),
 ]
 """Documented divergences, each explained in docs/divergences.md. Fuzz ignores these and
-nothing else."""
+nothing else. (Fixed model bugs leave this list; their regression programs stay.)"""
 
 
 def classify(prog: Program, d: Divergence) -> Divergence:
