@@ -85,6 +85,10 @@ def test_real_trace_matches_final_maps(case: str, pid: int, early: int | None, f
             pytest.skip("no early dump for this process")
         r = replay(trace, "sticky", stop_at_line=final, start=(pid, early, _read(efile)))
     else:
+        for path, size in MANIFEST[case].get("binaries", {}).items():
+            if not os.path.exists(path) or os.path.getsize(path) != size:
+                pytest.skip(f"{path} is not the binary the trace ran (execve rebuilds the "
+                            "layout from the ELF on this machine)")
         r = replay(trace, "sticky", stop_at_line=final)
     r.kernel.check()
     missing, extra = diff(r.process(pid), _read(ffile))
@@ -116,6 +120,13 @@ def vmflag_diffs(proc: object, dump: str) -> list[str]:
             out.append(f"{v.start:x} {v.path}: kernel-only {sorted(v.vmflags - have)}, "
                        f"model-only {sorted(have - v.vmflags)}")
     return out
+
+
+def test_every_dump_is_a_snapshot() -> None:
+    """record.py saw no address-space change between a dump's first and last read()."""
+    for case, m in MANIFEST.items():
+        for d in m["dumps"]:
+            assert d["consistent"], (case, d)
 
 
 def test_plain_format_trace_replays() -> None:
