@@ -170,6 +170,14 @@ def _is_multi_vma_move(prog: Program, d: Divergence) -> bool:
             and d.what == "errno" and "ret" in d.kernel and d.model.get("errno") == "EFAULT")
 
 
+def _is_move_shrink_span(prog: Program, d: Divergence) -> bool:
+    """mremap MAYMOVE|FIXED that also shrinks, with an old range running past the VMA: the
+    kernel unmaps [addr+new_len, addr+old_len) first and then moves; the model EFAULTs."""
+    o = _op_at(prog, d.where)
+    return (isinstance(o, P.Mremap) and o.to is not None and o.new_len < o.old_len
+            and d.what == "errno" and "ret" in d.kernel and d.model.get("errno") == "EFAULT")
+
+
 KNOWN: list[Known] = [
     Known("growsdown-file", "MAP_GROWSDOWN with a file is EINVAL", _is_growsdown_file,
           "model-bug"),
@@ -177,6 +185,8 @@ KNOWN: list[Known] = [
           _is_noreplace_order, "model-bug"),
     Known("mremap-multi-vma-move", "mremap move of a range spanning several VMAs and gaps",
           _is_multi_vma_move, "model-bug"),
+    Known("mremap-move-shrink-span", "a shrinking mremap move unmaps the tail first",
+          _is_move_shrink_span, "model-bug"),
 ]
 """Documented divergences, each explained in docs/divergences.md. Fuzz ignores these and
 nothing else. (Fixed model bugs leave this list; their regression programs stay.)"""
