@@ -222,3 +222,26 @@ def test_fuzz_truncated_real_lines(garbage: str, cut: int) -> None:
     evs = list(parse_lines(lines, lenient=True, skipped=skipped))
     assert any(isinstance(e, Syscall) and e.lineno == 3 for e in evs) or 3 in skipped or \
         "\n" in garbage or "\r" in garbage
+
+
+def test_lazy_arguments_agree_with_the_full_parse() -> None:
+    """The argument-less fast path (need_args) reads the same name, result and errno."""
+    from vmalab.trace import parse as P
+
+    lines = [
+        '100 1700000000.000001 read(3</etc/x>, "a) = 7 \\"q\\"", 4096) = 9',
+        '100 1700000000.000002 write(1, "hi\\n", 3) = -1 EAGAIN (Resource temporarily unavailable)',
+        "100 1700000000.000003 futex(0x7f0000001000, FUTEX_WAIT_PRIVATE, 0, NULL) = 0",
+        '101 openat(AT_FDCWD, "/x", O_RDONLY) = 3</x>',
+    ]
+    for i, line in enumerate(lines, 1):
+        full = P._parse_one(i, line, {})
+        lazy = P._parse_one(i, line, {}, frozenset({"openat"}))
+        assert isinstance(full, P.Syscall) and isinstance(lazy, P.Syscall)
+        assert (lazy.pid, lazy.name, lazy.errno) == (full.pid, full.name, full.errno)
+        if lazy.name == "openat":
+            assert lazy.args == full.args and lazy.ret == full.ret
+        else:  # plain lines take the one-regex path and keep their arguments
+            assert lazy.args in ([], full.args) and lazy.ret == full.ret.split("<")[0]
+    with pytest.raises(P.TraceSyntaxError):
+        P._parse_one(1, '100 read(3, "abc", 4096', {}, frozenset())

@@ -95,6 +95,10 @@ _FAST = re.compile(
 
 
 _SPECIAL = re.compile(r'["/<(\[{]')
+# "PID [TIME] name(" for the argument-less fast path of _parse_one (need_args)
+_LAZY = re.compile(
+    r"(?:(\d+)\s+)?(?:\d+\.\d+\s+|\d\d:\d\d:\d\d(?:\.\d+)?\s+)?([A-Za-z_][A-Za-z0-9_]*)\("
+)
 
 
 def split_args(text: str, lineno: int) -> tuple[list[str], str]:
@@ -223,9 +227,17 @@ def parse_lines(lines: Iterable[str], *, lenient: bool = False,
 
 
 def _parse_one(
-    lineno: int, raw: str, pending: dict[int | None, tuple[int, str, str]]
+    lineno: int,
+    raw: str,
+    pending: dict[int | None, tuple[int, str, str]],
+    need_args: frozenset[str] | None = None,
 ) -> Event | None:
-    """Parse one line; keep unfinished halves in ``pending``; return a complete event."""
+    """Parse one line; keep unfinished halves in ``pending``; return a complete event.
+
+    With ``need_args``, a complete call whose name is not in it is returned without its
+    arguments (``args == []``): the reader does not look at them, and splitting quoted
+    buffers is most of the cost of a read() or write() line.
+    """
     if len(raw) > _MAX_LINE:
         raise TraceSyntaxError(lineno, "line too long")
     fm = _FAST.match(raw)
@@ -235,6 +247,22 @@ def _parse_one(
         if fpid is None or fpid <= 1 << 31:
             args = [a.strip() for a in argtext.split(",")] if argtext.strip() else []
             return Syscall(lineno, lineno, fpid, name, args, ret, None)
+    if need_args is not None:
+        lm = _LAZY.match(raw)
+        if lm is not None and lm.group(2) not in need_args:
+            # The result is after the last ") = " (buffers may contain one, results never).
+            cut = raw.rfind(") = ")
+            rm = _RET.match(raw[cut + 1 :]) if cut > lm.end() else None
+            p0 = lm.group(1)
+            if rm is not None and (p0 is None or int(p0) <= 1 << 31):
+                err = rm.group("err")
+                errno = err if err is not None and err.startswith("E") else None
+                if err is not None and errno is None:
+                    errno = "E" + re.sub(r"\D", "", err)
+                return Syscall(
+                    lineno, lineno, int(p0) if p0 is not None else None, lm.group(2), [],
+                    rm.group("ret"), errno, rm.group("rest").strip(),
+                )
     line = raw.rstrip("\r\n")
     if not line.strip() or line.startswith(" > "):
         return None  # blank, or a -k stack frame

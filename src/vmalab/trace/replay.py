@@ -881,6 +881,10 @@ def prescan_exec(path: str, lineno: int, pid: int | None, offset: int | None = N
     return h
 
 
+NEED_ARGS = MODELLED | {"execve", "execveat", "clone", "clone3", "fork", "vfork"}
+"""Calls whose arguments the replay reads; the parser skips the others' arguments."""
+
+
 def _events(rp: Replayer, lines: Iterable[str], lenient: bool, skipped: list[int],
             skip_to: int = 0) -> Iterator[Syscall | TaskExit]:
     """parse_lines(), also reporting unfinished clone-family calls to the replayer."""
@@ -889,7 +893,7 @@ def _events(rp: Replayer, lines: Iterable[str], lenient: bool, skipped: list[int
     pending: dict[int | None, tuple[int, str, str]] = {}
     for lineno, raw in enumerate(lines, 1):
         try:
-            ev = P._parse_one(lineno, raw, pending)
+            ev = P._parse_one(lineno, raw, pending, NEED_ARGS)
         except TraceSyntaxError:
             if not lenient:
                 raise
