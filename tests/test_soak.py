@@ -17,7 +17,6 @@ from vmalab.soak import run_soak
 SOAK_OPS = 10_000
 
 
-@pytest.mark.slow
 def test_soak_default_design_no_violations() -> None:
     res = run_soak(SOAK_OPS, seed=7, check_every=1000, processes=8)
     assert res.ops == SOAK_OPS
