@@ -254,6 +254,10 @@ class _Gen:
         self.files: list[int] = []
 
     def rng(self, maxlen: int = 12) -> tuple[int, int]:
+        if self.r.random() < 0.4:  # 4-page grid: more exact adjacency, merges and splits
+            a = 4 * self.r.randrange(self.arena // 4)
+            n = min(4 * self.r.randint(1, 3), self.arena - a)
+            return a, n
         a = self.r.randrange(self.arena)
         n = self.r.randint(1, min(maxlen, self.arena - a))
         return a, n
@@ -272,7 +276,8 @@ class _Gen:
             d: dict[str, Any] = {"op": "mmap", "addr": a, "len": n, "prot": self.prot()}
             t = r.random()
             if t < 0.7 or not self.files:
-                d["flags"] = ["private", "anonymous"] if t < 0.6 else ["shared", "anonymous"]
+                d["flags"] = (["private", "anonymous"] if t < 0.55 else
+                              ["droppable", "anonymous"] if t < 0.6 else ["shared", "anonymous"])
             else:
                 d["flags"] = [r.choice(["shared", "private"])]
                 d["file"] = r.choice(self.files)
@@ -307,7 +312,10 @@ class _Gen:
         if kind == "write":
             return {"op": "write", "addr": a, "len": n, "byte": r.randrange(1, 256)}
         if kind == "fork":
-            return {"op": "fork", "child": [self.op(depth + 1) for _ in range(r.randint(1, 5))]}
+            body = [self.op(depth + 1) for _ in range(r.randint(1, 5))]
+            if r.random() < 0.15:
+                body.append({"op": "exit"})
+            return {"op": "fork", "child": body}
         if not self.files:
             return {"op": "read", "addr": a, "len": n}
         f = r.choice(self.files)
@@ -333,6 +341,9 @@ class _Gen:
             self.files.append(1)
             ops += [{"op": "open", "file": 1, "name": "f1", "flags": ["rdwr", "creat"]},
                     {"op": "ftruncate", "file": 1, "pages": self.r.choice([8, 32, 64])}]
+            if self.r.random() < 0.5:
+                self.files.append(2)
+                ops.append({"op": "open", "file": 2, "name": "f1", "flags": ["rdonly"]})
         ops += [self.op(0) for _ in range(self.r.randint(3, 16))]
         return {"format": P.FORMAT, "version": P.VERSION, "arena_pages": self.arena, "ops": ops}
 

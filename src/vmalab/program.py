@@ -41,6 +41,7 @@ PROT_NAMES = {"r": uapi.PROT_READ, "w": uapi.PROT_WRITE, "x": uapi.PROT_EXEC}
 MAP_FLAG_NAMES = {
     "shared": uapi.MAP_SHARED,
     "private": uapi.MAP_PRIVATE,
+    "droppable": uapi.MAP_DROPPABLE,
     "anonymous": uapi.MAP_ANONYMOUS,
     "populate": uapi.MAP_POPULATE,
     "noreserve": uapi.MAP_NORESERVE,
@@ -488,8 +489,9 @@ def _parse_op(ctx: _Ctx, d: Any, loc: str, files: set[int], depth: int) -> list[
     if kind == "mmap":
         a, n = _range(ctx, d, loc)
         flags = _names(ctx, d, "flags", loc, MAP_FLAG_NAMES, ("private", "anonymous"))
-        if ("shared" in flags) == ("private" in flags):
-            raise ctx.err(f"{loc}.flags", "exactly one of 'shared' and 'private' is required")
+        if sum(t in flags for t in ("shared", "private", "droppable")) != 1:
+            raise ctx.err(f"{loc}.flags",
+                          "exactly one of 'shared', 'private' and 'droppable' is required")
         anon = "anonymous" in flags
         fslot: int | None = None
         if "file" in d and d["file"] is not None:
