@@ -46,11 +46,11 @@ def diff(program_path: str, design: str | None, as_json: bool, timeout: float) -
                                else r.divergence.to_json(), "kernel": r.kernel.to_json(),
                                "model": r.model.to_json()}, indent=1))
     click.echo(f"{program_path}: {prog.count_ops()} ops, model design {r.design!r}, "
-               f"{r.seconds:.2f}s")
+               f"{r.seconds:.2f}s", err=as_json)
     if r.divergence is None:
-        click.echo("no divergence")
+        click.echo("no divergence", err=as_json)
         return
-    click.echo("DIVERGENCE " + r.divergence.describe())
+    click.echo("DIVERGENCE " + r.divergence.describe(), err=as_json)
     sys.exit(1)
 
 
