@@ -42,3 +42,33 @@ def test_soak_cli() -> None:
 def test_soak_cli_bad_design() -> None:
     r = CliRunner().invoke(main, ["soak", "--ops", "10", "--design", "nope"])
     assert r.exit_code == 2
+
+
+def test_soak_reports_failed_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing Kernel.check() is reported as a violation and ends the run."""
+    import vmalab
+    from vmalab import InvariantError
+
+    def broken(self: object) -> None:
+        raise InvariantError("injected")
+
+    monkeypatch.setattr(vmalab.Kernel, "check", broken)
+    res = run_soak(2_000, seed=1, check_every=500, processes=3)
+    assert res.ops == 500
+    assert len(res.violations) == 1 and "injected" in res.violations[0].message
+
+
+def test_soak_reports_leak(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Active slab objects after every process exited are reported as a leak."""
+    import vmalab
+
+    real = vmalab.Kernel.slab
+
+    def leaky(self: vmalab.Kernel) -> dict[str, object]:
+        stats = dict(real(self))
+        stats["vm_area_struct"] = type("S", (), {"active": 1})()
+        return stats
+
+    monkeypatch.setattr(vmalab.Kernel, "slab", leaky)
+    res = run_soak(300, seed=1, check_every=100, processes=2)
+    assert [v.op for v in res.violations] == ["leak"]
