@@ -178,6 +178,14 @@ def _is_move_shrink_span(prog: Program, d: Divergence) -> bool:
             and d.what == "errno" and "ret" in d.kernel and d.model.get("errno") == "EFAULT")
 
 
+def _is_dodump_droppable(prog: Program, d: Divergence) -> bool:
+    """MADV_DODUMP on a VM_DROPPABLE VMA: EINVAL from madvise_vma_behavior(); the model
+    accepts it (or reports only the hole's ENOMEM)."""
+    o = _op_at(prog, d.where)
+    return (isinstance(o, P.Madvise) and o.advice == "dodump" and d.what == "errno"
+            and d.kernel.get("errno") == "EINVAL")
+
+
 KNOWN: list[Known] = [
     Known("growsdown-file", "MAP_GROWSDOWN with a file is EINVAL", _is_growsdown_file,
           "model-bug"),
@@ -187,6 +195,8 @@ KNOWN: list[Known] = [
           _is_multi_vma_move, "model-bug"),
     Known("mremap-move-shrink-span", "a shrinking mremap move unmaps the tail first",
           _is_move_shrink_span, "model-bug"),
+    Known("dodump-droppable", "MADV_DODUMP on MAP_DROPPABLE memory is EINVAL",
+          _is_dodump_droppable, "model-bug"),
 ]
 """Documented divergences, each explained in docs/divergences.md. Fuzz ignores these and
 nothing else. (Fixed model bugs leave this list; their regression programs stay.)"""
