@@ -173,7 +173,7 @@ def _new_flags(vma: VmArea, behavior: int) -> int:
     if behavior == uapi.MADV_DONTDUMP:
         return f | VM_DONTDUMP
     if behavior == uapi.MADV_DODUMP:
-        if f & VM_SPECIAL:
+        if f & (VM_SPECIAL | VM_DROPPABLE):  # droppable memory may never be dumped
             raise _e(errno.EINVAL, "MADV_DODUMP on VM_SPECIAL")
         return f & ~VM_DONTDUMP
     if behavior == uapi.MADV_HUGEPAGE:

@@ -311,6 +311,11 @@ def do_mmap(
         raise _e(errno.EINVAL, "MAP_HUGETLB is not modelled (no hugetlb pool)")
     vm_flags = calc_vm_prot_bits(prot) | calc_vm_flag_bits(flags) | mm.def_flags
     vm_flags |= VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+    # __get_unmapped_area() and the MAP_FIXED_NOREPLACE overlap check come before the
+    # per-type checks (so NOREPLACE over a mapping is EEXIST whatever else is wrong).
+    addr = get_unmapped_area(mm, addr, length, pgoff, flags, file)
+    if flags & uapi.MAP_FIXED_NOREPLACE and mm.vmas_in(addr, addr + length):
+        raise _e(errno.EEXIST, "MAP_FIXED_NOREPLACE over a mapping")
     map_type = flags & uapi.MAP_TYPE
     if file is not None:
         if map_type in (uapi.MAP_SHARED, uapi.MAP_SHARED_VALIDATE):
@@ -338,6 +343,8 @@ def do_mmap(
             raise _e(errno.EINVAL, "bad map type for a file")
         if not file.readable:
             raise _e(errno.EACCES, "file not open for reading")
+        if vm_flags & VM_GROWSDOWN:
+            raise _e(errno.EINVAL, "MAP_GROWSDOWN on a file mapping")
     else:
         if map_type in (uapi.MAP_SHARED, uapi.MAP_SHARED_VALIDATE):
             if map_type == uapi.MAP_SHARED_VALIDATE and flags & ~(
@@ -359,9 +366,6 @@ def do_mmap(
             pgoff = -1
         else:
             raise _e(errno.EINVAL, "bad map type")
-    addr = get_unmapped_area(mm, addr, length, pgoff, flags, file)
-    if flags & uapi.MAP_FIXED_NOREPLACE and mm.vmas_in(addr, addr + length):
-        raise _e(errno.EEXIST, "MAP_FIXED_NOREPLACE over a mapping")
     if pgoff == -1:
         pgoff = addr >> PAGE_SHIFT  # "Set pgoff according to addr for anon_vma"
     if flags & uapi.MAP_NORESERVE:

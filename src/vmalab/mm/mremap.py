@@ -5,8 +5,8 @@ dropping its markers; only a VMA at the old address is required), in-place growt
 through vma_merge_extend() (which may also absorb the next VMA), and moves through
 copy_vma() + move_page_tables(), with MREMAP_FIXED and MREMAP_DONTUNMAP.
 
-Simplification: 6.17's multi-VMA move (MREMAP_FIXED over several VMAs without resizing)
-is not modelled; a source range spanning more than one VMA always gives EFAULT.
+6.17's multi-VMA move (MREMAP_FIXED over several VMAs without resizing) is modelled; any
+other source range spanning more than one VMA gives EFAULT.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from vmalab.mm import rmap
 from vmalab.mm.flags import (
     VM_ACCOUNT,
     VM_DONTEXPAND,
-    VM_GROWSDOWN,
     VM_LOCKED,
     VM_LOCKONFAULT,
     VM_MAYSHARE,
@@ -133,6 +132,55 @@ def vma_expandable(mm: MmStruct, vma: VmArea, delta: int) -> bool:
     return nxt is None or vm_start_gap(nxt) >= end
 
 
+def _resize_is_valid(vma: VmArea, addr: int, old_len: int, new_len: int, flags: int) -> None:
+    """Models mm/mremap.c:resize_is_valid: the range must lie in one VMA that may grow."""
+    if old_len > vma.vm_end - addr:
+        raise _e(errno.EFAULT, "old range spans more than one VMA")
+    if new_len > old_len or old_len == 0:
+        if vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP):
+            raise _e(errno.EFAULT, "VM_DONTEXPAND/VM_PFNMAP cannot grow")
+    if flags & uapi.MREMAP_DONTUNMAP and vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP):
+        raise _e(errno.EINVAL, "MREMAP_DONTUNMAP on a special mapping")
+
+
+def mremap_to(
+    mm: MmStruct, addr: int, old_len: int, new_len: int, flags: int, new_addr: int
+) -> int:
+    """MREMAP_FIXED: move to ``new_addr``. Raises OSError.
+
+    Models mm/mremap.c:mremap_to: the destination is unmapped first; a shrink unmaps the
+    source's tail before anything is checked against the VMA; then either one VMA moves
+    (resize_is_valid + move_vma), or, for a pure move (no resize, no DONTUNMAP) over
+    several VMAs, each VMA's part moves to the same offset at the destination, gaps
+    included (remap_move, "mm/mremap: permit mremap() move of multiple VMAs", 6.17).
+    """
+    do_vmi_munmap(mm, new_addr, new_len)
+    if old_len > new_len:
+        do_vmi_munmap(mm, addr + new_len, old_len - new_len)
+        old_len = new_len
+    vma = mm.vma_lookup(addr)
+    if vma is None:
+        raise _e(errno.EFAULT, "no VMA at old address")
+    multi = old_len == new_len and not flags & uapi.MREMAP_DONTUNMAP and old_len > vma.vm_end - addr
+    if not multi:
+        _resize_is_valid(vma, addr, old_len, new_len, flags)
+        if mm.map_count >= mm.kernel.max_map_count:
+            raise _e(errno.ENOMEM, "max_map_count")
+        return move_vma(mm, vma, addr, old_len if old_len else new_len, new_len, new_addr, flags)
+    end = addr + old_len
+    pieces = [(max(v.vm_start, addr), min(v.vm_end, end)) for v in mm.vmas_in(addr, end)]
+    for v in mm.vmas_in(addr, end):
+        if v.vm_flags & (VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP):
+            raise _e(errno.EFAULT, "special mapping in a multi-VMA move")
+    for start, stop in pieces:
+        piece = mm.vma_lookup(start)
+        assert piece is not None
+        if mm.map_count >= mm.kernel.max_map_count:
+            raise _e(errno.ENOMEM, "max_map_count")
+        move_vma(mm, piece, start, stop - start, stop - start, new_addr + (start - addr), flags)
+    return new_addr
+
+
 def do_mremap(
     mm: MmStruct, addr: int, old_len: int, new_len: int, flags: int, new_addr: int
 ) -> int:
@@ -172,36 +220,16 @@ def do_mremap(
             raise _e(errno.EINVAL, "old_len 0 on a private mapping")
         if not flags & uapi.MREMAP_MAYMOVE:
             raise _e(errno.EINVAL, "old_len 0 without MAYMOVE")
-    grows_or_moves = new_len > old_len or bool(flags & uapi.MREMAP_FIXED)
-    if not grows_or_moves:
+    if flags & uapi.MREMAP_FIXED:
+        return mremap_to(mm, addr, old_len, new_len, flags, new_addr)
+    if new_len <= old_len:
         # mremap_shrink() / no resize: only a VMA at old_addr is needed; the tail is
         # unmapped whatever it spans (resize_is_valid() is not consulted).
         if old_len > new_len:
             do_vmi_munmap(mm, addr + new_len, old_len - new_len)
         return addr
-    # resize_is_valid()
-    if old_len > vma.vm_end - addr:
-        raise _e(errno.EFAULT, "old range spans more than one VMA")
-    if new_len > old_len or (flags & uapi.MREMAP_FIXED and old_len == 0):
-        if vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP):
-            raise _e(errno.EFAULT, "VM_DONTEXPAND/VM_PFNMAP cannot grow")
-    if flags & uapi.MREMAP_DONTUNMAP and vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP):
-        raise _e(errno.EINVAL, "MREMAP_DONTUNMAP on a special mapping")
-    if vma.vm_flags & VM_GROWSDOWN and flags & uapi.MREMAP_DONTUNMAP:
-        pass
+    _resize_is_valid(vma, addr, old_len, new_len, flags)
     src_len = old_len if old_len else new_len
-
-    if flags & uapi.MREMAP_FIXED:
-        # mremap_to(): unmap the destination, shrink first if needed, then move.
-        do_vmi_munmap(mm, new_addr, new_len)
-        if old_len > new_len:
-            do_vmi_munmap(mm, addr + new_len, old_len - new_len)
-            src_len = new_len
-        vma = mm.vma_lookup(addr)
-        assert vma is not None
-        if mm.map_count >= mm.kernel.max_map_count:
-            raise _e(errno.ENOMEM, "max_map_count")
-        return move_vma(mm, vma, addr, src_len, new_len, new_addr, flags)
 
     delta = new_len - old_len
     if old_len == vma.vm_end - addr and vma_expandable(mm, vma, delta):
