@@ -6,17 +6,12 @@ mm/mmap.c:exit_mmap (unmap_vmas with ZAP_FLAG_DROP_MARKER, free_pgtables, remove
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from vmalab.mm import rmap
 from vmalab.mm.flags import VM_DONTCOPY, VM_LOCKED_MASK, VM_WIPEONFORK
 from vmalab.mm.memory import copy_page_range, count_markers, zap_page_range
 from vmalab.mm.mm_types import MmStruct, VmArea
 from vmalab.mm.slab import AllocFailure
 from vmalab.mm.vma import vm_area_dup, vm_area_free, vma_link_file, vma_unlink_file
-
-if TYPE_CHECKING:
-    pass
 
 
 def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> None:

@@ -9,7 +9,6 @@ the top-down search of mm/mmap.c:generic_get_unmapped_area_topdown → vm_unmapp
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
 
 from vmalab import uapi
 from vmalab.mm import rmap
@@ -58,9 +57,6 @@ from vmalab.mm.vma import (
     vma_link,
     vma_merge_new_range,
 )
-
-if TYPE_CHECKING:
-    pass
 
 LEGACY_MAP_MASK = (
     uapi.MAP_SHARED
@@ -337,9 +333,7 @@ def do_mmap(
                 # mm/memfd.c:memfd_check_seals_mmap: a read-only shared mapping of a
                 # write-sealed file may never become writable.
                 vm_flags &= ~VM_MAYWRITE
-        elif map_type == uapi.MAP_PRIVATE:
-            pass
-        else:
+        elif map_type != uapi.MAP_PRIVATE:
             raise _e(errno.EINVAL, "bad map type for a file")
         if not file.readable:
             raise _e(errno.EACCES, "file not open for reading")

@@ -23,9 +23,8 @@ from vmalab.mm.flags import (
     VM_WRITE,
     calc_vm_prot_bits,
 )
-from vmalab.mm.memory import FaultError, populate_range
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct, VmArea
-from vmalab.mm.mmap import page_align
+from vmalab.mm.mmap import mm_populate, page_align
 from vmalab.mm.pagetable import _PAGE_PRESENT, _PAGE_RW
 from vmalab.mm.vma import vma_modify_flags
 
@@ -70,10 +69,8 @@ def mprotect_fixup(
     vma.vm_flags = newflags
     change_protection(vma, start, end, newflags)
     if oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED) == VM_LOCKED and newflags & VM_WRITE:
-        try:
-            populate_range(mm, vma, start, end, True)
-        except FaultError:
-            pass
+        # populate_vma_page_range(); its errors are ignored
+        mm_populate(mm, start, end - start, ignore_errors=True)
     return vma
 
 

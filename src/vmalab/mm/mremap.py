@@ -25,9 +25,15 @@ from vmalab.mm.flags import (
     VM_PFNMAP,
     VM_SHARED,
 )
-from vmalab.mm.memory import FaultError, move_page_tables, populate_range
+from vmalab.mm.memory import move_page_tables
 from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, MmStruct, VmArea
-from vmalab.mm.mmap import do_vmi_munmap, get_unmapped_area, page_align, vm_start_gap
+from vmalab.mm.mmap import (
+    do_vmi_munmap,
+    get_unmapped_area,
+    mm_populate,
+    page_align,
+    vm_start_gap,
+)
 from vmalab.mm.slab import AllocFailure
 from vmalab.mm.vma import (
     VmaMergeStruct,
@@ -116,10 +122,7 @@ def move_vma(
     else:
         do_vmi_munmap(mm, old_addr, old_len)
     if locked and new_len > old_len:
-        try:
-            populate_range(mm, new, new_addr + old_len, new_addr + new_len, False)
-        except FaultError:
-            pass
+        mm_populate(mm, new_addr + old_len, new_len - old_len, ignore_errors=True)
     return new_addr
 
 
@@ -241,14 +244,9 @@ def do_mremap(
         expanded = vma_merge_new_range(vmg)
         if expanded is None:
             raise _e(errno.ENOMEM, "vma_merge_extend failed")
-        if expanded.vm_file is not None and expanded.vm_file.inode.kind == "shmem":
-            pass  # the shmem object keeps its size: the grown part is beyond EOF
         if expanded.vm_flags & VM_LOCKED:
             mm.locked_vm += delta >> PAGE_SHIFT
-            try:
-                populate_range(mm, expanded, addr + old_len, addr + new_len, False)
-            except FaultError:
-                pass
+            mm_populate(mm, addr + old_len, delta, ignore_errors=True)
         return addr
     if not flags & uapi.MREMAP_MAYMOVE:
         raise _e(errno.ENOMEM, "cannot grow in place")

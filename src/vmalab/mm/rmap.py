@@ -181,9 +181,8 @@ def anon_vma_prepare(vma: VmArea) -> None:
     slabs.alloc(slabs._avc)  # anon_vma_chain_alloc(GFP_KERNEL) comes first
     try:
         av = find_mergeable_anon_vma(vma)
-        allocated = None
         if av is None:
-            av = allocated = anon_vma_alloc(k)
+            av = anon_vma_alloc(k)
             av.num_children += 1  # self-parent link for new root
     except AllocFailure:
         slabs.free(slabs._avc)
@@ -193,7 +192,6 @@ def anon_vma_prepare(vma: VmArea) -> None:
     vma.anon_vma_chain.insert(0, avc)
     av.avcs.add(avc)
     av.num_active_vmas += 1
-    del allocated
 
 
 # --- clone, fork, unlink ------------------------------------------------------------
