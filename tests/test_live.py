@@ -222,3 +222,29 @@ def test_detect_design_survives_merged_probe_mappings() -> None:
     assert live.detect_design() == ("sticky" if gu else "eager")
     if os.uname().release.startswith("6.18.44"):
         assert gu  # the project's kernel has the VM_MAYBE_GUARD backport (live-kernel-facts)
+
+
+@need_model
+def test_oracle_detects_the_lossy_negative_control() -> None:
+    """Ignoring the ``gu`` flag, "lossy" loses the markers of a guarded memfd VMA in the fork
+    child (the kernel copies them) and the oracle says so; "eager" and "tagged" keep them."""
+    from vmalab import oracle
+
+    p = P.load(os.path.join(os.path.dirname(__file__), "regressions", "004.json"))
+    gu = frozenset({"gu"})
+    d = oracle.diff(p, "lossy", ignore_flags=gu).divergence
+    assert d is not None and d.where == "ops[5].child/final" and d.what == "pages"
+    assert (d.kernel, d.model) == ("..GG....", "........")
+    for design in ("eager", "tagged"):
+        assert oracle.diff(p, design, ignore_flags=gu).divergence is None
+    assert oracle.diff(p, "eager").divergence is not None  # no VM_MAYBE_GUARD before 6.19
+
+
+@need_model
+def test_slab_comparison_tells_eager_from_sticky() -> None:
+    """The eager design (6.15-6.18) gives guarded shmem VMAs an anon_vma; this kernel does not."""
+    from vmalab import oracle
+
+    c = oracle.slab_compare(500, "memfd-shared", "eager", trials=1)
+    bad = c.mismatches()
+    assert any(b.startswith("install: anon_vma ") for b in bad), c.table()

@@ -66,13 +66,19 @@ def _fmt(v: Any) -> str:
 _RESULT_KEYS = ("ret", "errno", "fault", "data")
 
 
-def _vmas_differ(k: list[Any], m: list[Any]) -> bool:
-    return [list(v[:2]) + [sorted(v[2])] for v in k] != [list(v[:2]) + [sorted(v[2])] for v in m]
+def _vmas_differ(k: list[Any], m: list[Any], ignore: frozenset[str]) -> bool:
+    def norm(vs: list[Any]) -> list[Any]:
+        return [list(v[:2]) + [sorted(set(v[2]) - ignore)] for v in vs]
+
+    return norm(k) != norm(m)
 
 
 def compare(prog_ops: tuple[P.Op, ...], kernel: Observation, model: Observation,
-            where: str = "ops") -> Divergence | None:
-    """The first difference between two observations of the same ops, or None."""
+            where: str = "ops", *, ignore_flags: frozenset[str] = frozenset()
+            ) -> Divergence | None:
+    """The first difference between two observations of the same ops, or None.
+    ``ignore_flags``: VmFlags mnemonics left out of the VMA comparison (e.g. ``gu`` to
+    compare a design without VM_MAYBE_GUARD by behaviour only)."""
     for i, o in enumerate(prog_ops):
         loc = f"{where}[{i}]"
         if i >= len(kernel.results) or i >= len(model.results):
@@ -90,7 +96,7 @@ def compare(prog_ops: tuple[P.Op, ...], kernel: Observation, model: Observation,
             return Divergence(loc, what, kv, mv, o.op)
         ks, ms = kr.get("state"), mr.get("state")
         if ks is not None and ms is not None:
-            if _vmas_differ(ks["vmas"], ms["vmas"]):
+            if _vmas_differ(ks["vmas"], ms["vmas"], ignore_flags):
                 return Divergence(loc, "vmas", ks["vmas"], ms["vmas"], o.op)
             if ks["pages"] != ms["pages"]:
                 return Divergence(loc, "pages", ks["pages"], ms["pages"], o.op)
@@ -98,7 +104,7 @@ def compare(prog_ops: tuple[P.Op, ...], kernel: Observation, model: Observation,
             kc, mc = kr.get("child"), mr.get("child")
             if kc is not None and mc is not None:
                 d = compare(o.child, Observation.from_json(kc), Observation.from_json(mc),
-                            f"{loc}.child")
+                            f"{loc}.child", ignore_flags=ignore_flags)
                 if d is not None:
                     return d
     if kernel.error != model.error:
@@ -107,7 +113,7 @@ def compare(prog_ops: tuple[P.Op, ...], kernel: Observation, model: Observation,
     if (kf is None) != (mf is None):
         return Divergence(f"{where}/final", "exited", kf is None, mf is None)
     if kf is not None and mf is not None:
-        if _vmas_differ(kf["vmas"], mf["vmas"]):
+        if _vmas_differ(kf["vmas"], mf["vmas"], ignore_flags):
             return Divergence(f"{where}/final", "vmas", kf["vmas"], mf["vmas"])
         for key in ("pages", "probe", "data"):
             if kf.get(key) != mf.get(key):
@@ -229,7 +235,8 @@ class DiffResult:
     seconds: float
 
 
-def diff(prog: Program, design: str | None = None, *, timeout: float = 30.0) -> DiffResult:
+def diff(prog: Program, design: str | None = None, *, timeout: float = 30.0,
+         ignore_flags: frozenset[str] = frozenset()) -> DiffResult:
     """Run ``prog`` on the kernel and on the model; report the first divergence."""
     from vmalab import live
 
@@ -237,7 +244,7 @@ def diff(prog: Program, design: str | None = None, *, timeout: float = 30.0) -> 
     design = design or live.detect_design()
     k = live.run_live(prog, timeout=timeout)
     m = P.run_model(prog, design)
-    d = compare(prog.ops, k, m)
+    d = compare(prog.ops, k, m, ignore_flags=ignore_flags)
     if d is not None:
         classify(prog, d)
     return DiffResult(design, k, m, d, time.monotonic() - t0)
@@ -483,7 +490,8 @@ def _next_regression_path(d: str) -> str:
 
 def fuzz(n: int, seed: int, *, regressions_dir: str | None = "tests/regressions",
          design: str | None = None, shrink_budget: int = 120, max_saved: int = 20,
-         progress: Callable[[int], None] | None = None, timeout: float = 30.0) -> FuzzSummary:
+         progress: Callable[[int], None] | None = None, timeout: float = 30.0,
+         ignore_flags: frozenset[str] = frozenset()) -> FuzzSummary:
     """Run ``n`` random programs (seeds ``seed``, ``seed+1``, ...) through ``diff``. Every
     undocumented divergence is shrunk and (up to ``max_saved``) written to
     ``regressions_dir``."""
@@ -498,7 +506,7 @@ def fuzz(n: int, seed: int, *, regressions_dir: str | None = "tests/regressions"
         s.programs += 1
         s.ops += prog.count_ops()
         try:
-            r = diff(prog, design, timeout=timeout)
+            r = diff(prog, design, timeout=timeout, ignore_flags=ignore_flags)
         except live.LiveError:
             s.live_errors += 1
             if progress:
@@ -514,7 +522,8 @@ def fuzz(n: int, seed: int, *, regressions_dir: str | None = "tests/regressions"
             else:
                 entry: dict[str, Any] = {"seed": seed + i, "divergence": d.describe()}
                 if regressions_dir is not None and len(s.saved) < max_saved:
-                    small, sd = _shrink_divergence(prog, d, design, shrink_budget, timeout)
+                    small, sd = _shrink_divergence(prog, d, design, shrink_budget, timeout,
+                                                   ignore_flags)
                     text = json.dumps(small.to_json()["ops"])
                     if text not in seen:
                         seen.add(text)
@@ -530,13 +539,14 @@ def fuzz(n: int, seed: int, *, regressions_dir: str | None = "tests/regressions"
 
 
 def _shrink_divergence(prog: Program, d: Divergence, design: str, budget: int,
-                       timeout: float) -> tuple[Program, Divergence]:
+                       timeout: float, ignore_flags: frozenset[str] = frozenset()
+                       ) -> tuple[Program, Divergence]:
     sig = d.signature()
     last: list[Divergence] = [d]
 
     def still(p: Program) -> bool:
         try:
-            r = diff(p, design, timeout=timeout)
+            r = diff(p, design, timeout=timeout, ignore_flags=ignore_flags)
         except Exception:
             return False
         if r.divergence is not None and r.divergence.known is None \

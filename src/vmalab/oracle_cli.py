@@ -26,7 +26,11 @@ def _need_live() -> str:
               help="Model design (default: the one matching this kernel).")
 @click.option("--json", "as_json", is_flag=True, help="Print both observations as JSON.")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds for the live run.")
-def diff(program_path: str, design: str | None, as_json: bool, timeout: float) -> None:
+@click.option("--ignore-flag", "ignore", multiple=True, metavar="MNEMONIC",
+              help="Leave this VmFlags mnemonic out of the comparison (repeatable), e.g. gu "
+                   "to compare a design without VM_MAYBE_GUARD by behaviour.")
+def diff(program_path: str, design: str | None, as_json: bool, timeout: float,
+         ignore: tuple[str, ...]) -> None:
     """Run PROGRAM (a vmalab program JSON file) on the model and on the running kernel and
     report the first divergence. Exit status 1 if they diverge."""
     from vmalab import oracle, program
@@ -40,7 +44,7 @@ def diff(program_path: str, design: str | None, as_json: bool, timeout: float) -
                                  f"unknown design {design!r} (one of {', '.join(DESIGNS)})")
     matching = _need_live()
     design = design or matching
-    r = oracle.diff(prog, design, timeout=timeout)
+    r = oracle.diff(prog, design, timeout=timeout, ignore_flags=frozenset(ignore))
     if as_json:
         click.echo(json.dumps({"design": r.design, "divergence": None if r.divergence is None
                                else r.divergence.to_json(), "kernel": r.kernel.to_json(),
@@ -65,8 +69,10 @@ def diff(program_path: str, design: str | None, as_json: bool, timeout: float) -
               help="Directory for shrunk divergent programs ('' to save nothing).")
 @click.option("--max-saved", default=20, show_default=True, type=click.IntRange(0, 1000))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--ignore-flag", "ignore", multiple=True, metavar="MNEMONIC",
+              help="Leave this VmFlags mnemonic out of the comparison (repeatable).")
 def fuzz(n: int, seed: int, design: str | None, regressions: str, max_saved: int,
-         as_json: bool) -> None:
+         as_json: bool, ignore: tuple[str, ...]) -> None:
     """Run random programs on the model and the kernel; shrink and save every divergence
     not documented in docs/divergences.md. Exit status 1 if any was found."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -85,7 +91,8 @@ def fuzz(n: int, seed: int, design: str | None, regressions: str, max_saved: int
                   TimeElapsedColumn(), transient=True, disable=as_json) as bar:
         task = bar.add_task(f"fuzz ({design})", total=n)
         s = oracle.fuzz(n, seed, regressions_dir=regressions or None, design=design,
-                        max_saved=max_saved, progress=lambda i: bar.update(task, completed=i))
+                        max_saved=max_saved, progress=lambda i: bar.update(task, completed=i),
+                        ignore_flags=frozenset(ignore))
     if as_json:
         click.echo(json.dumps(s.to_json(), indent=1))
     else:
