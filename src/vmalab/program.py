@@ -86,6 +86,8 @@ OPEN_FLAG_NAMES = {
 }
 FALLOC_NAMES = {"keep_size": uapi.FALLOC_FL_KEEP_SIZE, "punch_hole": uapi.FALLOC_FL_PUNCH_HOLE}
 MFD_NAMES = {"allow_sealing": uapi.MFD_ALLOW_SEALING}
+SEAL_NAMES = {"seal": uapi.F_SEAL_SEAL, "shrink": uapi.F_SEAL_SHRINK, "grow": uapi.F_SEAL_GROW,
+              "write": uapi.F_SEAL_WRITE, "future_write": uapi.F_SEAL_FUTURE_WRITE}
 
 
 # --------------------------------------------------------------------------------------
@@ -153,10 +155,11 @@ class Madvise:
 
 @dataclass(frozen=True)
 class Mlock:
-    """``mlock(arena+addr, len)``."""
+    """``mlock(arena+addr, len)``, or ``mlock2(..., MLOCK_ONFAULT)`` with ``onfault``."""
 
     addr: int
     len: int
+    onfault: bool = False
     op: str = "mlock"
 
 
@@ -187,6 +190,15 @@ class Open:
     name: str
     flags: tuple[str, ...] = ("rdwr", "creat")
     op: str = "open"
+
+
+@dataclass(frozen=True)
+class Seal:
+    """``fcntl(fd, F_ADD_SEALS, seals)``; ``seals`` are names from ``SEAL_NAMES``."""
+
+    file: int
+    seals: tuple[str, ...]
+    op: str = "seal"
 
 
 @dataclass(frozen=True)
@@ -280,7 +292,7 @@ class Slab:
 
 
 Op = (
-    Mmap | Munmap | Mprotect | Mremap | Madvise | Mlock | Munlock | Memfd | Open | Close
+    Mmap | Munmap | Mprotect | Mremap | Madvise | Mlock | Munlock | Memfd | Open | Close | Seal
     | Ftruncate | Fallocate | Pwrite | Pread | Read | Write | Fork | Exit | Slab
 )
 
@@ -368,7 +380,7 @@ def op_to_json(o: Op) -> dict[str, Any]:
 _OPS: dict[str, type] = {
     "mmap": Mmap, "munmap": Munmap, "mprotect": Mprotect, "mremap": Mremap,
     "madvise": Madvise, "mlock": Mlock, "munlock": Munlock, "memfd": Memfd, "open": Open,
-    "close": Close, "ftruncate": Ftruncate, "fallocate": Fallocate, "pwrite": Pwrite,
+    "close": Close, "seal": Seal, "ftruncate": Ftruncate, "fallocate": Fallocate, "pwrite": Pwrite,
     "pread": Pread, "read": Read, "write": Write, "fork": Fork, "exit": Exit, "slab": Slab,
 }
 
@@ -528,8 +540,12 @@ def _parse_op(ctx: _Ctx, d: Any, loc: str, files: set[int], depth: int) -> list[
         if adv not in ADVICE_NAMES:
             raise ctx.err(f"{loc}.advice", f"unknown advice {_short(adv)}")
         o = Madvise(a, n, adv)
-    elif kind in ("mlock", "munlock"):
-        o = (Mlock if kind == "mlock" else Munlock)(*_range(ctx, d, loc))
+    elif kind == "mlock":
+        o = Mlock(*_range(ctx, d, loc), _bool(ctx, d, "onfault", loc, False))
+    elif kind == "munlock":
+        o = Munlock(*_range(ctx, d, loc))
+    elif kind == "seal":
+        o = Seal(_slot(ctx, d, loc, files), _names(ctx, d, "seals", loc, SEAL_NAMES, ()))
     elif kind in ("memfd", "open"):
         s = _slot(ctx, d, loc, files, new=True)
         name = _str(ctx, d, "name", loc, "vmalab" if kind == "memfd" else None)
@@ -743,8 +759,9 @@ class Machine(Protocol):
     def mprotect(self, addr: int, length: int, prot: int) -> None: ...
     def mremap(self, addr: int, old: int, new: int, flags: int, new_addr: int) -> int: ...
     def madvise(self, addr: int, length: int, advice: int) -> None: ...
-    def mlock(self, addr: int, length: int) -> None: ...
+    def mlock(self, addr: int, length: int, onfault: bool) -> None: ...
     def munlock(self, addr: int, length: int) -> None: ...
+    def add_seals(self, fd: int, seals: int) -> None: ...
     def memfd_create(self, name: str, flags: int) -> int: ...
     def open(self, name: str, flags: int) -> int: ...
     def close(self, fd: int) -> None: ...
@@ -909,7 +926,7 @@ class _Runner:
             m.madvise(self.a(o.addr), o.len * PAGE, ADVICE_NAMES[o.advice])
         elif isinstance(o, Mlock):
             self.check_range(o.addr, o.len)
-            m.mlock(self.a(o.addr), o.len * PAGE)
+            m.mlock(self.a(o.addr), o.len * PAGE, o.onfault)
         elif isinstance(o, Munlock):
             self.check_range(o.addr, o.len)
             m.munlock(self.a(o.addr), o.len * PAGE)
@@ -917,6 +934,8 @@ class _Runner:
             self.files[o.file] = m.memfd_create(o.name, _bits(o.flags, MFD_NAMES))
         elif isinstance(o, Open):
             self.files[o.file] = m.open(o.name, _bits(o.flags, OPEN_FLAG_NAMES))
+        elif isinstance(o, Seal):
+            m.add_seals(self.fd(o.file), _bits(o.seals, SEAL_NAMES))
         elif isinstance(o, Close):
             fd = self.fd(o.file)
             del self.files[o.file]
@@ -1007,8 +1026,14 @@ class ModelMachine:
     def madvise(self, addr: int, length: int, advice: int) -> None:
         self.p.madvise(addr, length, advice)
 
-    def mlock(self, addr: int, length: int) -> None:
-        self.p.mlock(addr, length)
+    def mlock(self, addr: int, length: int, onfault: bool) -> None:
+        if onfault:
+            self.p.mlock2(addr, length, uapi.MLOCK_ONFAULT)
+        else:
+            self.p.mlock(addr, length)
+
+    def add_seals(self, fd: int, seals: int) -> None:
+        self.p.add_seals(fd, seals)
 
     def munlock(self, addr: int, length: int) -> None:
         self.p.munlock(addr, length)

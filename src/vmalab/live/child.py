@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
+import fcntl
 import json
 import os
 import re
@@ -71,6 +72,7 @@ class _Libc:
         c.mremap.argtypes = [vp, sz, sz, i, vp]
         c.madvise.argtypes = [vp, sz, i]
         c.mlock.argtypes = [vp, sz]
+        c.mlock2.argtypes = [vp, sz, i]
         c.munlock.argtypes = [vp, sz]
         c.fallocate.argtypes = [i, i, lg, lg]
         c.clone.argtypes = [vp, vp, i, vp]
@@ -151,10 +153,17 @@ class LiveMachine:
         if self.lib.c.madvise(addr, length, advice):
             raise self.lib.fail()
 
-    def mlock(self, addr: int, length: int) -> None:
+    def mlock(self, addr: int, length: int, onfault: bool) -> None:
         self._inside(addr, length)
-        if self.lib.c.mlock(addr, length):
+        if onfault:
+            r = self.lib.c.mlock2(addr, length, P.uapi.MLOCK_ONFAULT)
+        else:
+            r = self.lib.c.mlock(addr, length)
+        if r:
             raise self.lib.fail()
+
+    def add_seals(self, fd: int, seals: int) -> None:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
 
     def munlock(self, addr: int, length: int) -> None:
         self._inside(addr, length)
