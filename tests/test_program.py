@@ -303,3 +303,15 @@ def test_cli_bad_program_is_one_line_and_exit_2(tmp_path: Any) -> None:
     assert r.exit_code == 2 and "Traceback" not in r.output
     r = CliRunner().invoke(main, ["fuzz", "--programs", "0"])
     assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_seal_and_mlock_onfault() -> None:
+    p = P.from_json(prog([{"op": "memfd", "file": 0, "flags": ["allow_sealing"]},
+                          {"op": "seal", "file": 0, "seals": ["grow", "shrink"]},
+                          {"op": "mmap", "addr": 0, "len": 2},
+                          {"op": "mlock", "addr": 0, "len": 2, "onfault": True}]))
+    assert p.ops[1] == P.Seal(0, ("grow", "shrink"))
+    assert p.ops[3] == P.Mlock(0, 2, True)
+    assert P.loads(p.dumps()) == p
+    assert err(prog([{"op": "memfd", "file": 0}, {"op": "seal", "file": 0, "seals": ["all"]}])
+               ).location == "prog.json:ops[1].seals[0]"
