@@ -178,6 +178,27 @@ def _is_shrink_span_too_far(prog: Program, d: Divergence) -> bool:
             and d.what == "errno" and d.kernel.get("errno") == "EFAULT" and "ret" in d.model)
 
 
+def _is_multi_vma_dontunmap(prog: Program, d: Divergence) -> bool:
+    """mremap MAYMOVE|FIXED|DONTUNMAP without resize over a range running past the VMA: the
+    kernel moves it like any multi-VMA move; the model EFAULTs."""
+    o = _op_at(prog, d.where)
+    return (isinstance(o, P.Mremap) and o.to is not None and o.dontunmap
+            and o.old_len == o.new_len and d.what == "errno" and "ret" in d.kernel
+            and d.model.get("errno") == "EFAULT")
+
+
+def _is_faultaround_falloc(prog: Program, d: Divergence) -> bool:
+    """Fault-around (filemap_map_pages) skips shmem folios that fallocate() created and
+    nothing has initialised (not uptodate); the model maps them."""
+    o = _op_at(prog, d.where)
+    if not (isinstance(o, P.Read | P.Write) and d.what == "pages"):
+        return False
+    if not any(isinstance(x, P.Fallocate) for x in P.iter_ops(prog.ops)):
+        return False
+    pairs = [(k, m) for k, m in zip(d.kernel, d.model, strict=False) if k != m]
+    return bool(pairs) and all(k == "." and m == "F" for k, m in pairs)
+
+
 KNOWN: list[Known] = [
     Known("pageout-lru-batch", "MADV_PAGEOUT skips folios not yet on the LRU",
           _is_pageout_lru_batch, "kernel"),
@@ -185,6 +206,10 @@ KNOWN: list[Known] = [
           _is_fixed_dest_order, "model-bug"),
     Known("mremap-shrink-span-too-far", "a shrinking move whose remainder spans past the VMA "
           "is EFAULT", _is_shrink_span_too_far, "model-bug"),
+    Known("mremap-multi-vma-dontunmap", "a same-size MREMAP_DONTUNMAP move may span past the VMA",
+          _is_multi_vma_dontunmap, "model-bug"),
+    Known("faultaround-falloc", "fault-around skips fallocated, not uptodate shmem pages",
+          _is_faultaround_falloc, "model-bug"),
 ]
 """Documented divergences, each explained in docs/divergences.md. Fuzz ignores these and
 nothing else. (Fixed model bugs leave this list; their regression programs stay.)"""
