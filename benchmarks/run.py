@@ -18,6 +18,7 @@ import argparse
 import cProfile
 import datetime
 import json
+import os
 import pstats
 import sys
 import tempfile
@@ -93,7 +94,10 @@ def markdown(rep: dict[str, Any]) -> str:
     lines = [f"# vmalab benchmarks ({rep['mode']}, {rep['date']})\n",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB, Linux "
              f"{m['kernel']}, {m['implementation']} {m['python']}. Seed {rep['seed']}, "
-             f"design `{rep['design']}`.\n",
+             f"design `{rep['design']}`, model at commit `{rep.get('model_commit')}`. "
+             f"Load average {m.get('loadavg_at_start', 0):.2f} at start, "
+             f"{rep.get('loadavg_at_end', 0):.2f} at end (other jobs share the cores: "
+             "expect ±30 % between runs).\n",
              "| case | figure | value | target | ok |", "|---|---|---:|---|---|"]
 
     def row(case: str, fig: str, val: str, tgt: str = "", ok: Any = "") -> None:
@@ -157,6 +161,20 @@ def markdown(rep: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _git_commit() -> str:
+    """The checkout's commit, with "+dirty" if src/ has uncommitted changes."""
+    import subprocess
+
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, check=True,
+                             capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "../src"], cwd=HERE,
+                               check=True, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the chosen cases and write the reports."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -179,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     rep: dict[str, Any] = {
         "mode": "quick" if args.quick else "full", "seed": args.seed, "design": args.design,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": cases.machine(), "sizes": sz.__dict__, "cases": {}, "profiles": {}}
+        "machine": cases.machine(), "sizes": sz.__dict__, "model_commit": _git_commit(),
+        "cases": {}, "profiles": {}}
 
     def run(name: str, prof: cProfile.Profile | None) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as td:
@@ -217,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             (out / "profiles").mkdir(exist_ok=True)
             with open(out / "profiles" / f"{name}.txt", "w") as f:
                 pstats.Stats(prof, stream=f).sort_stats("cumulative").print_stats(40)
+        rep["loadavg_at_end"] = os.getloadavg()[0]
         (out / "report.json").write_text(json.dumps(rep, indent=2, default=str))
         (out / "report.md").write_text(markdown(rep))
     print(markdown(rep))
