@@ -186,8 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--profile", action="store_true",
                     help="also run each model case under cProfile and report hot spots")
+    ap.add_argument("--src", default=None,
+                    help="import vmalab from this source tree instead of ../src "
+                         "(e.g. one built by mypyc_tree.py)")
     args = ap.parse_args(argv)
+    if args.src:
+        sys.path.insert(0, str(Path(args.src).resolve()))
     import vmalab
+
+    rep_src = str(Path(vmalab.__file__).resolve().parent)
 
     sz = cases.QUICK if args.quick else cases.FULL
     chosen = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -198,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "quick" if args.quick else "full", "seed": args.seed, "design": args.design,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": cases.machine(), "sizes": sz.__dict__, "model_commit": _git_commit(),
+        "model_path": rep_src,
         "cases": {}, "profiles": {}}
 
     def run(name: str, prof: cProfile.Profile | None) -> dict[str, Any]:
