@@ -259,9 +259,7 @@ class Process:
             and inode.seals & uapi.F_SEAL_GROW
         ):
             raise OSError(errno.EPERM, "EPERM: F_SEAL_GROW")
-        for index in range(offset >> 12, (end + 4095) >> 12):
-            if index not in inode.pages:
-                inode.page_cache_alloc(index)
+        inode.fallocate_pages(offset >> 12, (end + 4095) >> 12)
         if not mode & uapi.FALLOC_FL_KEEP_SIZE and end > inode.size:
             inode.size = end
 

@@ -44,6 +44,7 @@ class Inode:
         "nlink",
         "kind",
         "refs",
+        "not_uptodate",
     )
 
     def __init__(self, kernel: Kernel, name: str, kind: str) -> None:
@@ -59,12 +60,26 @@ class Inode:
         self.nlink = 1 if kind == "file" else 0
         self.kind = kind  # "file", "memfd" or "shmem" (MAP_SHARED|MAP_ANONYMOUS)
         self.refs = 0  # open file descriptions' references (fds and VMAs)
+        # Indices of folios fallocate() created and nothing has filled yet
+        # (!folio_test_uptodate): fault-around skips them.
+        self.not_uptodate: set[int] = set()
 
     def page_cache_alloc(self, index: int) -> int:
         """Add a zeroed page at ``index``. Models mm/shmem.c:shmem_alloc_and_add_folio."""
         pfn = self.kernel.phys.alloc(KIND_PAGECACHE, self.ino)
         self.pages[index] = pfn
         return pfn
+
+    def fallocate_pages(self, first: int, end: int) -> None:
+        """Allocate the missing pages of [first, end), not uptodate.
+
+        Models mm/shmem.c:shmem_fallocate (SGP_FALLOC leaves the folios !uptodate until a
+        fault or write fills them).
+        """
+        for index in range(first, end):
+            if index not in self.pages:
+                self.page_cache_alloc(index)
+                self.not_uptodate.add(index)
 
     def drop_pages(self, first: int, last: int | None) -> None:
         """Remove page-cache pages [first, last] that no PTE maps any more.
@@ -74,6 +89,7 @@ class Inode:
         phys = self.kernel.phys
         for index in [i for i in self.pages if i >= first and (last is None or i <= last)]:
             pfn = self.pages.pop(index)
+            self.not_uptodate.discard(index)
             assert phys.mapcount[pfn] == 0, "page-cache page still mapped after unmap"
             phys.free(pfn)
 
@@ -132,6 +148,7 @@ class Inode:
             pfn = self.pages.get(index)
             if pfn is None:
                 pfn = self.page_cache_alloc(index)
+            self.not_uptodate.discard(index)
             phys.write(pfn, off, mv[:n])
             mv = mv[n:]
             pos += n

@@ -205,6 +205,8 @@ def _file_page(vma: VmArea, addr: int, create: bool = True) -> int:
         if not create:
             return -1
         pfn = inode.page_cache_alloc(index)
+    else:
+        inode.not_uptodate.discard(index)  # the fault zeroes and marks it uptodate
     return pfn
 
 
@@ -313,6 +315,7 @@ def _do_fault_around(vma: VmArea, addr: int, t: object) -> None:
     mapcount = vma.vm_mm.kernel.phys.mapcount
     writable = bool(vma.vm_flags & VM_SHARED and vma.vm_flags & VM_WRITE)
     pages = inode.pages
+    stale = inode.not_uptodate
     for p in range(from_pte, to_pte):
         if t[p]:  # type: ignore[index]
             continue
@@ -320,7 +323,7 @@ def _do_fault_around(vma: VmArea, addr: int, t: object) -> None:
         if index >= npages:
             break
         pfn = pages.get(index)
-        if pfn is None:
+        if pfn is None or index in stale:  # next_uptodate_folio() skips !uptodate folios
             continue
         mapcount[pfn] += 1
         t[p] = mk_pte(pfn, writable)  # type: ignore[index]

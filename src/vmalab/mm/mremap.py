@@ -151,37 +151,42 @@ def mremap_to(
 ) -> int:
     """MREMAP_FIXED: move to ``new_addr``. Raises OSError.
 
-    Models mm/mremap.c:mremap_to: the destination is unmapped first; a shrink unmaps the
-    source's tail before anything is checked against the VMA; then either one VMA moves
-    (resize_is_valid + move_vma), or, for a pure move (no resize, no DONTUNMAP) over
-    several VMAs, each VMA's part moves to the same offset at the destination, gaps
-    included (remap_move, "mm/mremap: permit mremap() move of multiple VMAs", 6.17).
+    Models mm/mremap.c:mremap_to as 6.17 reworked it. A pure move (old_len == new_len)
+    may span several VMAs and gaps: each VMA's part moves to the same offset at the
+    destination (remap_move, "mm/mremap: permit mremap() move of multiple VMAs"),
+    MREMAP_DONTUNMAP included. Otherwise the source is checked first (resize_is_valid,
+    on the part that survives a shrink), before anything is unmapped; then the
+    destination is unmapped, a shrink unmaps the source's tail, and one VMA moves.
     """
+    vma = mm.vma_lookup(addr)
+    if vma is None:
+        raise _e(errno.EFAULT, "no VMA at old address")
+    if old_len == new_len and old_len > vma.vm_end - addr:
+        end = addr + old_len
+        vmas = mm.vmas_in(addr, end)
+        for v in vmas:
+            if v.vm_flags & (VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP):
+                raise _e(errno.EFAULT, "special mapping in a multi-VMA move")
+        pieces = [(max(v.vm_start, addr), min(v.vm_end, end)) for v in vmas]
+        do_vmi_munmap(mm, new_addr, new_len)
+        for start, stop in pieces:
+            piece = mm.vma_lookup(start)
+            assert piece is not None
+            if mm.map_count >= mm.kernel.max_map_count:
+                raise _e(errno.ENOMEM, "max_map_count")
+            n = stop - start
+            move_vma(mm, piece, start, n, n, new_addr + (start - addr), flags)
+        return new_addr
+    _resize_is_valid(vma, addr, min(old_len, new_len) if old_len else 0, new_len, flags)
     do_vmi_munmap(mm, new_addr, new_len)
     if old_len > new_len:
         do_vmi_munmap(mm, addr + new_len, old_len - new_len)
         old_len = new_len
     vma = mm.vma_lookup(addr)
-    if vma is None:
-        raise _e(errno.EFAULT, "no VMA at old address")
-    multi = old_len == new_len and not flags & uapi.MREMAP_DONTUNMAP and old_len > vma.vm_end - addr
-    if not multi:
-        _resize_is_valid(vma, addr, old_len, new_len, flags)
-        if mm.map_count >= mm.kernel.max_map_count:
-            raise _e(errno.ENOMEM, "max_map_count")
-        return move_vma(mm, vma, addr, old_len if old_len else new_len, new_len, new_addr, flags)
-    end = addr + old_len
-    pieces = [(max(v.vm_start, addr), min(v.vm_end, end)) for v in mm.vmas_in(addr, end)]
-    for v in mm.vmas_in(addr, end):
-        if v.vm_flags & (VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP):
-            raise _e(errno.EFAULT, "special mapping in a multi-VMA move")
-    for start, stop in pieces:
-        piece = mm.vma_lookup(start)
-        assert piece is not None
-        if mm.map_count >= mm.kernel.max_map_count:
-            raise _e(errno.ENOMEM, "max_map_count")
-        move_vma(mm, piece, start, stop - start, stop - start, new_addr + (start - addr), flags)
-    return new_addr
+    assert vma is not None
+    if mm.map_count >= mm.kernel.max_map_count:
+        raise _e(errno.ENOMEM, "max_map_count")
+    return move_vma(mm, vma, addr, old_len if old_len else new_len, new_len, new_addr, flags)
 
 
 def do_mremap(
