@@ -9,8 +9,9 @@
 * ``slab_compare(n)`` compares the model's anon_vma / anon_vma_chain / vm_area_struct counts
   with ``/proc/slabinfo`` for an allocation-heavy program (issue 8 §5).
 
-Known divergences (kernel behaviour the model deliberately does not have) are listed in
-``KNOWN`` and documented in ``docs/divergences.md``; fuzz ignores those and nothing else.
+Known divergences are listed in ``KNOWN`` and documented in ``docs/divergences.md``: kernel
+behaviour the model deliberately does not have, and open model bugs that are tracked by a
+regression program. Fuzz counts those by id, and shrinks and saves everything else.
 """
 
 from __future__ import annotations

@@ -100,8 +100,9 @@ def fuzz(n: int, seed: int, design: str | None, regressions: str, max_saved: int
         click.echo(f"agreed {s.agreed}, divergences {s.divergences} "
                    f"(known {sum(s.known.values())}, undocumented {len(s.unknown)}), "
                    f"live errors {s.live_errors}")
+        kinds = {k.id: k.kind for k in oracle.KNOWN}
         for k, v in sorted(s.known.items()):
-            click.echo(f"  known {k}: {v}")
+            click.echo(f"  known ({kinds.get(k, '?')}) {k}: {v}")
         for u in s.unknown:
             click.echo(f"  seed {u['seed']}: {u.get('shrunk', u['divergence'])}"
                        + (f" -> {u['saved']}" if "saved" in u else ""))
