@@ -164,53 +164,9 @@ def _is_pageout_lru_batch(prog: Program, d: Divergence) -> bool:
     return bool(pairs) and all(k in "AF" and m == "." for k, m in pairs)
 
 
-def _is_fixed_dest_order(prog: Program, d: Divergence) -> bool:
-    """A failing mremap MREMAP_FIXED: the kernel checks the source before unmapping the
-    destination, so the destination survives; the model has already unmapped it."""
-    o = _op_at(prog, d.where)
-    return isinstance(o, P.Mremap) and o.to is not None and d.what == "vmas"
-
-
-def _is_shrink_span_too_far(prog: Program, d: Divergence) -> bool:
-    """A shrinking mremap move whose remaining [addr, addr+new_len) still runs past the VMA:
-    EFAULT from the kernel (multi-VMA moves need old_len == new_len); the model moves."""
-    o = _op_at(prog, d.where)
-    return (isinstance(o, P.Mremap) and o.to is not None and o.new_len < o.old_len
-            and d.what == "errno" and d.kernel.get("errno") == "EFAULT" and "ret" in d.model)
-
-
-def _is_multi_vma_dontunmap(prog: Program, d: Divergence) -> bool:
-    """mremap MAYMOVE|FIXED|DONTUNMAP without resize over a range running past the VMA: the
-    kernel moves it like any multi-VMA move; the model EFAULTs."""
-    o = _op_at(prog, d.where)
-    return (isinstance(o, P.Mremap) and o.to is not None and o.dontunmap
-            and o.old_len == o.new_len and d.what == "errno" and "ret" in d.kernel
-            and d.model.get("errno") == "EFAULT")
-
-
-def _is_faultaround_falloc(prog: Program, d: Divergence) -> bool:
-    """Fault-around (filemap_map_pages) skips shmem folios that fallocate() created and
-    nothing has initialised (not uptodate); the model maps them."""
-    o = _op_at(prog, d.where)
-    if not (isinstance(o, P.Read | P.Write) and d.what == "pages"):
-        return False
-    if not any(isinstance(x, P.Fallocate) for x in P.iter_ops(prog.ops)):
-        return False
-    pairs = [(k, m) for k, m in zip(d.kernel, d.model, strict=False) if k != m]
-    return bool(pairs) and all(k == "." and m == "F" for k, m in pairs)
-
-
 KNOWN: list[Known] = [
     Known("pageout-lru-batch", "MADV_PAGEOUT skips folios not yet on the LRU",
           _is_pageout_lru_batch, "kernel"),
-    Known("mremap-fixed-dest-order", "a failing MREMAP_FIXED leaves the destination mapped",
-          _is_fixed_dest_order, "model-bug"),
-    Known("mremap-shrink-span-too-far", "a shrinking move whose remainder spans past the VMA "
-          "is EFAULT", _is_shrink_span_too_far, "model-bug"),
-    Known("mremap-multi-vma-dontunmap", "a same-size MREMAP_DONTUNMAP move may span past the VMA",
-          _is_multi_vma_dontunmap, "model-bug"),
-    Known("faultaround-falloc", "fault-around skips fallocated, not uptodate shmem pages",
-          _is_faultaround_falloc, "model-bug"),
 ]
 """Documented divergences, each explained in docs/divergences.md. Fuzz ignores these and
 nothing else. (Fixed model bugs leave this list; their regression programs stay.)"""
