@@ -226,13 +226,31 @@ def scaling(sz: Sizes, seed: int, design: str = "tagged",
 # -------------------------------------------------------------------- (c) fork / exit
 
 
+def kernel_fork_exit(sz: Sizes, workdir: Path) -> dict[str, float] | None:
+    """The same fork/exit measurement on the real kernel (kdriver --fork); None without cc."""
+    import json
+    import subprocess
+
+    exe = wl.compile_kdriver(workdir)
+    if exe is None:
+        return None
+    per = sz.fork_pages // sz.fork_vmas
+    out = subprocess.run([str(exe), "--fork", str(sz.fork_vmas), str(per)], check=True,
+                         capture_output=True, text=True).stdout
+    res: dict[str, float] = json.loads(out)
+    return res
+
+
 def fork_exit(sz: Sizes, design: str = "tagged",
-              prof: cProfile.Profile | None = None) -> dict[str, Any]:
+              prof: cProfile.Profile | None = None,
+              workdir: Path | None = None) -> dict[str, Any]:
     """Case (c): fork then exit of a process with ``fork_vmas`` VMAs and ``fork_pages`` pages.
 
     The VMAs are separate (1-page holes), each MAP_POPULATE'd with fork_pages/fork_vmas
     pages, and written once (so each has an anon_vma). Timed: parent.fork(), child.exit()
-    and parent.exit().
+    and parent.exit(). For scale, ``kernel`` has the real kernel's figures for the same
+    layout (kdriver --fork: fork(), the child's exit seen by waitpid(), and munmap of
+    every VMA standing in for the parent's exit).
     """
     import vmalab
 
@@ -258,7 +276,11 @@ def fork_exit(sz: Sizes, design: str = "tagged",
     _prof_off(prof)
     fork_s, exit_s, pexit_s = t1 - t0, t2 - t1, t3 - t2
     active = {name: s.active for name, s in k.slab().items()}
+    del p, c, k
+    gc.collect()
+    kern = kernel_fork_exit(sz, workdir) if workdir is not None and prof is None else None
     return {"design": design, "vmas": sz.fork_vmas, "pages": per * sz.fork_vmas,
+            "kernel": kern,
             "setup_s": setup, "fork_s": fork_s, "child_exit_s": exit_s,
             "parent_exit_s": pexit_s, "slab_active_after": active,
             "target": "fork < 2 s, exit < 1 s",

@@ -2,6 +2,7 @@
  * kdriver: runs a vmalab benchmark op program on the real kernel.
  *
  * Usage: kdriver OPS.bin BASE ARENA_PAGES [REPEATS]
+ *        kdriver --fork NVMAS PAGES_PER_VMA
  *
  * OPS.bin is a flat array of little-endian int32 records (op, page_offset, npages, arg)
  * written by benchmarks/workload.py (op codes: 0 mmap, 1 munmap, 2 mprotect,
@@ -14,14 +15,21 @@
  * "PAGEMAP <c...>" with one character per arena page from /proc/self/pagemap after the
  * last run ('G' guard marker, bit 58; 'P' present, bit 63; '.' neither), then the lines of
  * /proc/self/maps (the caller keeps the arena's VMAs).
+ *
+ * --fork: maps NVMAS separate private anonymous VMAs of PAGES_PER_VMA pages (1-page holes)
+ * with MAP_POPULATE, writes one byte in each, then times fork() in the parent, the child's
+ * _exit() as seen by waitpid(), and munmap of every VMA (the parent's share of exit).
+ * Prints {"fork_s":...,"child_exit_s":...,"unmap_s":...}.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,8 +50,36 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+static int fork_case(long nvmas, long per)
+{
+	char *base = (char *)0x100000000000UL;
+	size_t len = (size_t)per * 4096, stride = len + 4096;
+	for (long i = 0; i < nvmas; i++) {
+		char *a = mmap(base + i * stride, len, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | MAP_POPULATE, -1, 0);
+		if (a == MAP_FAILED) { perror("mmap"); return 1; }
+		*(volatile char *)a = 1;
+	}
+	double t0 = now();
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(0);
+	double t1 = now();
+	int st;
+	waitpid(pid, &st, 0);
+	double t2 = now();
+	for (long i = 0; i < nvmas; i++)
+		munmap(base + i * stride, len);
+	double t3 = now();
+	printf("{\"fork_s\":%.6f,\"child_exit_s\":%.6f,\"unmap_s\":%.6f}\n", t1 - t0, t2 - t1,
+	       t3 - t2);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 4 && !strcmp(argv[1], "--fork"))
+		return fork_case(atol(argv[2]), atol(argv[3]));
 	if (argc < 4) {
 		fprintf(stderr, "usage: %s OPS.bin BASE ARENA_PAGES [REPEATS]\n", argv[0]);
 		return 2;

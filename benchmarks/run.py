@@ -141,6 +141,10 @@ def markdown(rep: dict[str, Any]) -> str:
         row("c", "child exit s", f"{c['child_exit_s']:.3f}", "< 1 s", c["child_exit_s"] < 1)
         row("c", "parent exit s", f"{c['parent_exit_s']:.3f}", "< 1 s", c["parent_exit_s"] < 1)
         row("c", "setup (mmap+populate) s", f"{c['setup_s']:.2f}")
+        if c.get("kernel"):
+            kc = c["kernel"]
+            row("c", "real kernel: fork / child exit / munmap all, s",
+                f"{kc['fork_s']:.3f} / {kc['child_exit_s']:.3f} / {kc['unmap_s']:.3f}")
     if "d" in r and "error" not in r["d"]:
         d = r["d"]
         for x in d["rows"]:
@@ -215,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             if name == "b":
                 return cases.scaling(sz, args.seed, args.design, prof)
             if name == "c":
-                return cases.fork_exit(sz, args.design, prof)
+                return cases.fork_exit(sz, args.design, prof, Path(td))
             if name == "d":
                 return cases.replay_throughput(sz, args.seed, designs, prof)
             if name == "e":
