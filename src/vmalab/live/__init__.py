@@ -14,9 +14,11 @@ import functools
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 from vmalab import program as P
@@ -53,6 +55,18 @@ def run_live_raw(prog: P.Program, *, timeout: float = 30.0,
     plus ``rlimit_as`` and, with ``options={"sentinels": True}``, ``sentinels_intact``)."""
     opts = dict(options or {})
     opts.setdefault("alarm", int(timeout) + 2)
+    opts.setdefault("cpu", min(os.sched_getaffinity(0)))
+    # The files of ``open`` ops live here; this process removes it even if the child is killed.
+    tmpdir = tempfile.mkdtemp(prefix="vmalab-live-",
+                              dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    opts["tmpdir"] = tmpdir
+    try:
+        return _run_child(prog, opts, timeout)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _run_child(prog: P.Program, opts: dict[str, Any], timeout: float) -> dict[str, Any]:
     req = json.dumps({"program": prog.to_json(), "options": opts}).encode()
     env = dict(os.environ)
     env["PYTHONPATH"] = _src_path() + os.pathsep + env.get("PYTHONPATH", "")

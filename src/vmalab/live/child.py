@@ -317,9 +317,14 @@ def main() -> None:
     lib.c.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     signal.alarm(int(opts.get("alarm", 60)))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if opts.get("cpu") is not None:
+        # One CPU: per-CPU LRU-add batches are then drained by the lru_add_drain() of
+        # MADV_COLD/PAGEOUT, which makes reclaim results repeatable.
+        os.sched_setaffinity(0, {int(opts["cpu"])})
     out: dict[str, Any] = {}
-    tmpdir = tempfile.mkdtemp(prefix="vmalab-live-", dir="/dev/shm" if os.path.isdir(
-        "/dev/shm") else None)
+    own_tmp = "tmpdir" not in opts
+    tmpdir = opts.get("tmpdir") or tempfile.mkdtemp(
+        prefix="vmalab-live-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     try:
         prog = P.from_json(req["program"], "program")
         size = prog.arena_pages * P.PAGE
@@ -367,7 +372,8 @@ def main() -> None:
     except Exception as e:
         out["error"] = f"live runner: {type(e).__name__}: {e}"
     finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        if own_tmp:
+            shutil.rmtree(tmpdir, ignore_errors=True)
     sys.stdout.write(json.dumps(out))
     sys.stdout.flush()
 
