@@ -40,7 +40,13 @@ from vmalab.mm.flags import (
     VM_WIPEONFORK,
     VM_WRITE,
 )
-from vmalab.mm.memory import FaultError, has_populated_ptes, populate_range, zap_page_range
+from vmalab.mm.memory import (
+    FaultError,
+    has_populated_ptes,
+    linear_page_index,
+    populate_range,
+    zap_page_range,
+)
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct, VmArea
 from vmalab.mm.mmap import page_align
 from vmalab.mm.page_alloc import KIND_PAGECACHE
@@ -276,11 +282,12 @@ def madvise_pageout(vma: VmArea, start: int, end: int) -> None:
     Models mm/madvise.c:madvise_cold_or_pageout_pte_range (pageout) → reclaim_pages →
     mm/vmscan.c:shrink_folio_list on a machine without swap: folios mapped elsewhere
     are skipped (folio_maybe_mapped_shared); anonymous folios cannot get a swap slot
-    and stay mapped; page-cache (shmem) folios are unmapped by try_to_unmap() and then
-    kept, with their data, when shmem_writeout() finds no swap. Markers are untouched.
+    and stay mapped; page-cache (shmem) folios are unmapped by try_to_unmap(), then a
+    clean one is dropped from the page cache and a dirty one kept, with its data, when
+    shmem_writeout() finds no swap. Markers are untouched.
     """
     phys = vma.vm_mm.kernel.phys
-    for _i, t, s, e in vma.vm_mm.pgtables.tables_in(start, end):
+    for i, t, s, e in vma.vm_mm.pgtables.tables_in(start, end):
         for j in range(s, e):
             pte = t[j]
             if not pte & _PAGE_PRESENT:
@@ -289,6 +296,12 @@ def madvise_pageout(vma: VmArea, start: int, end: int) -> None:
             if phys.kind[pfn] == KIND_PAGECACHE and phys.mapcount[pfn] == 1:
                 phys.mapcount[pfn] = 0
                 t[j] = 0
+                if pfn not in phys.data:
+                    # A clean folio (never written) needs no writeout: __remove_mapping()
+                    # drops it from the page cache. Dirty ones stay, as writeout fails.
+                    assert vma.vm_file is not None
+                    index = linear_page_index(vma, (i << 21) + (j << 12))
+                    vma.vm_file.inode.drop_pages(index, index)
 
 
 def madvise_populate(mm: MmStruct, start: int, end: int, write: bool) -> None:
