@@ -167,9 +167,19 @@ def _is_pageout_clean_shmem(prog: Program, d: Divergence) -> bool:
     return bool(pairs) and all(k == "." and m == "F" for k, m in pairs)
 
 
+def _is_multi_move_dest_gaps(prog: Program, d: Divergence) -> bool:
+    """A multi-VMA mremap move (old_len == new_len, range past the first VMA): the kernel
+    unmaps only each moved VMA's target, the model the whole destination range."""
+    o = _op_at(prog, d.where)
+    return (isinstance(o, P.Mremap) and o.to is not None and o.old_len == o.new_len
+            and d.what == "vmas")
+
+
 KNOWN: list[Known] = [
     Known("pageout-clean-shmem", "MADV_PAGEOUT drops clean shmem folios from the page cache",
           _is_pageout_clean_shmem, "model-bug"),
+    Known("mremap-multi-vma-dest-gaps", "a multi-VMA move leaves destination gaps mapped",
+          _is_multi_move_dest_gaps, "model-bug"),
 ]
 """Documented divergences, each explained in docs/divergences.md. Fuzz ignores these and
 nothing else. (Fixed model bugs leave this list; their regression programs stay.)"""
@@ -619,10 +629,13 @@ class SlabComparison:
     kernel: dict[str, dict[str, int]]
     model: dict[str, dict[str, int]]
 
-    def mismatches(self, tolerance: dict[str, float] | None = None) -> list[str]:
-        """Steps whose kernel and model deltas differ by more than the tolerance (fraction of
-        ``n``, per cache; default: 1% for anon_vma and anon_vma_chain, 10% for
-        vm_area_struct, whose per-CPU caching survives ``shrink``; see live-kernel-facts 4.5)."""
+    def mismatches(self, tolerance: dict[str, float] | None = None, floor: int = 40
+                   ) -> list[str]:
+        """Steps whose kernel and model deltas differ by more than the tolerance: a fraction
+        of ``n`` per cache (default 1% for anon_vma and anon_vma_chain, 10% for
+        vm_area_struct, whose per-CPU caching survives ``shrink``; live-kernel-facts 4.5),
+        and at least ``floor`` objects (other processes allocate from the same caches, and
+        the fork baseline is a separate measurement). A design difference is ~``n``."""
         tol = tolerance or {"anon_vma": 0.01, "anon_vma_chain": 0.01, "vm_area_struct": 0.10}
         bad = []
         for step, kd in self.kernel.items():
@@ -630,7 +643,7 @@ class SlabComparison:
                 continue
             for cache, t in tol.items():
                 kv, mv = kd.get(cache, 0), self.model[step].get(cache, 0)
-                if abs(kv - mv) > max(2, t * self.n):
+                if abs(kv - mv) > max(floor, t * self.n):
                     bad.append(f"{step}: {cache} kernel {kv:+d}, model {mv:+d}")
         return bad
 
