@@ -154,19 +154,6 @@ def _op_at(prog: Program, where: str) -> P.Op | None:
     return cur
 
 
-def _is_pageout_clean_shmem(prog: Program, d: Divergence) -> bool:
-    """After MADV_PAGEOUT, the kernel has dropped clean shmem folios (read-faulted, never
-    written) from the page cache, so a later fault maps only the faulting page; the model
-    kept them cached and fault-around maps them."""
-    o = _op_at(prog, d.where)
-    if not (isinstance(o, P.Read | P.Write) and d.what == "pages"):
-        return False
-    if not any(isinstance(x, P.Madvise) and x.advice == "pageout" for x in P.iter_ops(prog.ops)):
-        return False
-    pairs = [(k, m) for k, m in zip(d.kernel, d.model, strict=False) if k != m]
-    return bool(pairs) and all(k == "." and m == "F" for k, m in pairs)
-
-
 def _is_multi_move_dest_gaps(prog: Program, d: Divergence) -> bool:
     """A multi-VMA mremap move (old_len == new_len, range past the first VMA): the kernel
     unmaps only each moved VMA's target, the model the whole destination range."""
@@ -176,8 +163,6 @@ def _is_multi_move_dest_gaps(prog: Program, d: Divergence) -> bool:
 
 
 KNOWN: list[Known] = [
-    Known("pageout-clean-shmem", "MADV_PAGEOUT drops clean shmem folios from the page cache",
-          _is_pageout_clean_shmem, "model-bug"),
     Known("mremap-multi-vma-dest-gaps", "a multi-VMA move leaves destination gaps mapped",
           _is_multi_move_dest_gaps, "model-bug"),
 ]
