@@ -146,37 +146,49 @@ def _resize_is_valid(vma: VmArea, addr: int, old_len: int, new_len: int, flags: 
         raise _e(errno.EINVAL, "MREMAP_DONTUNMAP on a special mapping")
 
 
+def remap_move(mm: MmStruct, addr: int, length: int, new_addr: int, flags: int) -> int:
+    """A pure MREMAP_FIXED move, one VMA at a time. Raises OSError.
+
+    Models mm/mremap.c:remap_move (6.17, "mm/mremap: permit mremap() move of multiple
+    VMAs"): each VMA's part of [addr, addr+length) goes through mremap_to() on its own,
+    to the same offset at the destination, so only the destination of each part is
+    unmapped and the gaps between source VMAs are kept. VMAs that may not move together
+    (VM_DONTEXPAND/VM_PFNMAP) fail with EFAULT unless they are the only one.
+    """
+    end = addr + length
+    pieces = [(v, max(v.vm_start, addr), min(v.vm_end, end)) for v in mm.vmas_in(addr, end)]
+    for i, (v, _a, _b) in enumerate(pieces):
+        if v.vm_flags & (VM_DONTEXPAND | VM_PFNMAP) and (i or len(pieces) > 1):
+            raise _e(errno.EFAULT, "special mapping in a multi-VMA move")
+    for start, stop in [(a, b) for _v, a, b in pieces]:
+        n = stop - start
+        dest = new_addr + (start - addr)
+        do_vmi_munmap(mm, dest, n)
+        piece = mm.vma_lookup(start)
+        assert piece is not None
+        _resize_is_valid(piece, start, n, n, flags)
+        if mm.map_count >= mm.kernel.max_map_count:
+            raise _e(errno.ENOMEM, "max_map_count")
+        move_vma(mm, piece, start, n, n, dest, flags)
+    return new_addr
+
+
 def mremap_to(
     mm: MmStruct, addr: int, old_len: int, new_len: int, flags: int, new_addr: int
 ) -> int:
     """MREMAP_FIXED: move to ``new_addr``. Raises OSError.
 
-    Models mm/mremap.c:mremap_to as 6.17 reworked it. A pure move (old_len == new_len)
-    may span several VMAs and gaps: each VMA's part moves to the same offset at the
-    destination (remap_move, "mm/mremap: permit mremap() move of multiple VMAs"),
-    MREMAP_DONTUNMAP included. Otherwise the source is checked first (resize_is_valid,
-    on the part that survives a shrink), before anything is unmapped; then the
-    destination is unmapped, a shrink unmaps the source's tail, and one VMA moves.
+    Models mm/mremap.c:mremap_to as 6.17 reworked it. A pure move (old_len == new_len,
+    MREMAP_DONTUNMAP included) is remap_move(). Otherwise the source is checked first
+    (resize_is_valid, on the part that survives a shrink), before anything is unmapped;
+    then the destination is unmapped, a shrink unmaps the source's tail, and one VMA
+    moves.
     """
     vma = mm.vma_lookup(addr)
     if vma is None:
         raise _e(errno.EFAULT, "no VMA at old address")
-    if old_len == new_len and old_len > vma.vm_end - addr:
-        end = addr + old_len
-        vmas = mm.vmas_in(addr, end)
-        for v in vmas:
-            if v.vm_flags & (VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP):
-                raise _e(errno.EFAULT, "special mapping in a multi-VMA move")
-        pieces = [(max(v.vm_start, addr), min(v.vm_end, end)) for v in vmas]
-        do_vmi_munmap(mm, new_addr, new_len)
-        for start, stop in pieces:
-            piece = mm.vma_lookup(start)
-            assert piece is not None
-            if mm.map_count >= mm.kernel.max_map_count:
-                raise _e(errno.ENOMEM, "max_map_count")
-            n = stop - start
-            move_vma(mm, piece, start, n, n, new_addr + (start - addr), flags)
-        return new_addr
+    if old_len == new_len:
+        return remap_move(mm, addr, old_len, new_addr, flags)
     _resize_is_valid(vma, addr, min(old_len, new_len) if old_len else 0, new_len, flags)
     do_vmi_munmap(mm, new_addr, new_len)
     if old_len > new_len:
