@@ -19,6 +19,7 @@ from vmalab.mm.flags import (
     VM_NOHUGEPAGE,
     VM_READ,
     VM_WRITE,
+    mnemonic_set,
     mnemonics,
 )
 from vmalab.mm.mm_types import MmStruct, VmArea
@@ -199,7 +200,7 @@ def vma_views(mm: MmStruct) -> list[VmaView]:
                 v.vm_start,
                 v.vm_end,
                 v.vm_pgoff,
-                frozenset(mnemonics(v.vm_flags)),
+                mnemonic_set(v.vm_flags),
                 vma_name(v),
                 av.id if av is not None else None,
                 vma_anon_vma_flags(v),

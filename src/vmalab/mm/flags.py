@@ -13,6 +13,7 @@ kernel's word operations.
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 vma_flags_t = int
@@ -192,12 +193,19 @@ _MNEMONIC_BITS: Final = sorted(MNEMONICS)
 MNEMONIC_TO_FLAG: Final[dict[str, int]] = {m: 1 << b for b, m in MNEMONICS.items()}
 
 
-def mnemonics(flags: vma_flags_t) -> list[str]:
-    """The smaps VmFlags mnemonics of ``flags`` in bit order.
+@functools.lru_cache(maxsize=4096)
+def mnemonics(flags: vma_flags_t) -> tuple[str, ...]:
+    """The smaps VmFlags mnemonics of ``flags`` in bit order (cached: few distinct values).
 
     Models fs/proc/task_mmu.c:show_smap_vma_flags.
     """
-    return [MNEMONICS[b] for b in _MNEMONIC_BITS if flags >> b & 1]
+    return tuple(MNEMONICS[b] for b in _MNEMONIC_BITS if flags >> b & 1)
+
+
+@functools.lru_cache(maxsize=4096)
+def mnemonic_set(flags: vma_flags_t) -> frozenset[str]:
+    """The mnemonics of ``flags`` as a set, as ``VmaView.flags`` reports them (cached)."""
+    return frozenset(mnemonics(flags))
 
 
 def calc_vm_prot_bits(prot: int) -> vma_flags_t:

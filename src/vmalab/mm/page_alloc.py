@@ -40,7 +40,7 @@ class PhysMem:
     def __init__(self) -> None:
         self.kind = bytearray([KIND_ZERO])
         self.mapcount = array("i", [0])
-        self.owner = array("Q", [0])
+        self.owner = array("I", [0])  # anon_vma ids and inode numbers fit 32 bits
         self.data: dict[int, bytearray] = {}
         self.free_pfns = array("Q")
         self.nr_anon = 0
