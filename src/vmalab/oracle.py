@@ -154,17 +154,19 @@ def _op_at(prog: Program, where: str) -> P.Op | None:
     return cur
 
 
-def _is_multi_move_dest_gaps(prog: Program, d: Divergence) -> bool:
-    """A multi-VMA mremap move (old_len == new_len, range past the first VMA): the kernel
-    unmaps only each moved VMA's target, the model the whole destination range."""
+def _is_pageout_droppable(prog: Program, d: Divergence) -> bool:
+    """MADV_PAGEOUT on MAP_DROPPABLE memory: the kernel discards the pages (no swap needed);
+    the model keeps them."""
     o = _op_at(prog, d.where)
-    return (isinstance(o, P.Mremap) and o.to is not None and o.old_len == o.new_len
-            and d.what == "vmas")
+    if not (isinstance(o, P.Madvise) and o.advice == "pageout" and d.what == "pages"):
+        return False
+    pairs = [(k, m) for k, m in zip(d.kernel, d.model, strict=False) if k != m]
+    return bool(pairs) and all(k == "." and m == "A" for k, m in pairs)
 
 
 KNOWN: list[Known] = [
-    Known("mremap-multi-vma-dest-gaps", "a multi-VMA move leaves destination gaps mapped",
-          _is_multi_move_dest_gaps, "model-bug"),
+    Known("pageout-droppable", "MADV_PAGEOUT discards MAP_DROPPABLE pages",
+          _is_pageout_droppable, "model-bug"),
 ]
 """Documented divergences, each explained in docs/divergences.md. Fuzz ignores these and
 nothing else. (Fixed model bugs leave this list; their regression programs stay.)"""
