@@ -164,9 +164,21 @@ def _is_pageout_droppable(prog: Program, d: Divergence) -> bool:
     return bool(pairs) and all(k == "." and m == "A" for k, m in pairs)
 
 
+def _is_mlock_onfault_unlockable(prog: Program, d: Divergence) -> bool:
+    """mlock2(MLOCK_ONFAULT) on a VMA that mlock_fixup() leaves unlocked (VM_DROPPABLE):
+    __mm_populate() still populates it; the model does not."""
+    o = _op_at(prog, d.where)
+    if not (isinstance(o, P.Mlock) and o.onfault and d.what == "pages"):
+        return False
+    pairs = [(k, m) for k, m in zip(d.kernel, d.model, strict=False) if k != m]
+    return bool(pairs) and all(k in "AF" and m == "." for k, m in pairs)
+
+
 KNOWN: list[Known] = [
     Known("pageout-droppable", "MADV_PAGEOUT discards MAP_DROPPABLE pages",
           _is_pageout_droppable, "model-bug"),
+    Known("mlock-onfault-droppable", "mlock2(ONFAULT) populates MAP_DROPPABLE memory",
+          _is_mlock_onfault_unlockable, "model-bug"),
 ]
 """Documented divergences, each explained in docs/divergences.md. Fuzz ignores these and
 nothing else. (Fixed model bugs leave this list; their regression programs stay.)"""
