@@ -49,7 +49,7 @@ from vmalab.mm.memory import (
 )
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct, VmArea
 from vmalab.mm.mmap import page_align
-from vmalab.mm.page_alloc import KIND_PAGECACHE
+from vmalab.mm.page_alloc import KIND_ANON, KIND_PAGECACHE
 from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SIZE, PTE_MARKER_GUARD_ENTRY
 from vmalab.mm.slab import AllocFailure
 from vmalab.mm.vma import is_shared_maywrite, vma_modify_flags
@@ -282,17 +282,24 @@ def madvise_pageout(vma: VmArea, start: int, end: int) -> None:
     Models mm/madvise.c:madvise_cold_or_pageout_pte_range (pageout) → reclaim_pages →
     mm/vmscan.c:shrink_folio_list on a machine without swap: folios mapped elsewhere
     are skipped (folio_maybe_mapped_shared); anonymous folios cannot get a swap slot
-    and stay mapped; page-cache (shmem) folios are unmapped by try_to_unmap(), then a
+    and stay mapped, except in VM_DROPPABLE VMAs, whose folios are not swap-backed and
+    are discarded; page-cache (shmem) folios are unmapped by try_to_unmap(), then a
     clean one is dropped from the page cache and a dirty one kept, with its data, when
     shmem_writeout() finds no swap. Markers are untouched.
     """
     phys = vma.vm_mm.kernel.phys
+    droppable = bool(vma.vm_flags & VM_DROPPABLE)
     for i, t, s, e in vma.vm_mm.pgtables.tables_in(start, end):
         for j in range(s, e):
             pte = t[j]
             if not pte & _PAGE_PRESENT:
                 continue
             pfn = pte >> 12
+            if droppable and phys.kind[pfn] == KIND_ANON and phys.mapcount[pfn] == 1:
+                # Droppable folios are not swap-backed: reclaim discards them, dirty or not.
+                phys.free(pfn)
+                t[j] = 0
+                continue
             if phys.kind[pfn] == KIND_PAGECACHE and phys.mapcount[pfn] == 1:
                 phys.mapcount[pfn] = 0
                 t[j] = 0

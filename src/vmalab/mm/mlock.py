@@ -14,7 +14,6 @@ from vmalab.mm.flags import (
     VM_HUGETLB,
     VM_LOCKED,
     VM_LOCKED_MASK,
-    VM_LOCKONFAULT,
     VM_SPECIAL,
 )
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct, VmArea
@@ -81,8 +80,10 @@ def do_mlock(mm: MmStruct, start: int, length: int, flags: int) -> None:
     length = page_align(length + (start & (PAGE_SIZE - 1)))
     start &= ~(PAGE_SIZE - 1)
     apply_vma_lock_flags(mm, start, length, flags)
-    if flags & VM_LOCKONFAULT or not length:  # MLOCK_ONFAULT: nothing is populated
+    if not length:
         return
+    # Always __mm_populate(): it skips the VMAs that got VM_LOCKONFAULT, but a VMA that
+    # mlock_fixup() left alone (VM_DROPPABLE, VM_SPECIAL) is still faulted in.
     err = mm_populate(mm, start, length, ignore_errors=False)
     if err == -errno.EFAULT or err == -errno.ENOMEM:
         raise OSError(

@@ -256,6 +256,20 @@ def mmap_region(
     return vma
 
 
+def memfd_check_seals_mmap(file: File, vm_flags: int) -> int:
+    """Refuse or restrict a shared mapping of a write-sealed file; returns the flags.
+
+    Models mm/memfd.c:memfd_check_seals_mmap → check_write_seal: private mappings are
+    not affected; a new shared writable mapping is EPERM; a shared read-only one loses
+    VM_MAYWRITE so that mprotect() can never make it writable.
+    """
+    if file.inode.seals & (uapi.F_SEAL_WRITE | uapi.F_SEAL_FUTURE_WRITE) and vm_flags & VM_SHARED:
+        if vm_flags & VM_WRITE:
+            raise _e(errno.EPERM, "shared writable mapping of a write-sealed file")
+        vm_flags &= ~VM_MAYWRITE
+    return vm_flags
+
+
 def calc_vm_flag_bits(flags: int) -> int:
     """Models include/linux/mman.h:calc_vm_flag_bits (x86-64, THP enabled)."""
     f = 0
@@ -321,24 +335,18 @@ def do_mmap(
                 raise _e(errno.EOPNOTSUPP, "unknown flags with MAP_SHARED_VALIDATE")
             if flags & uapi.MAP_SYNC:
                 raise _e(errno.EOPNOTSUPP, "MAP_SYNC needs DAX")
-            if prot & uapi.PROT_WRITE:
-                if not file.writable:
-                    raise _e(errno.EACCES, "PROT_WRITE on a file opened read-only")
-                if file.inode.seals & (uapi.F_SEAL_WRITE | uapi.F_SEAL_FUTURE_WRITE):
-                    raise _e(errno.EPERM, "F_SEAL_WRITE")
+            if prot & uapi.PROT_WRITE and not file.writable:
+                raise _e(errno.EACCES, "PROT_WRITE on a file opened read-only")
             vm_flags |= VM_SHARED | VM_MAYSHARE
             if not file.writable:
                 vm_flags &= ~(VM_MAYWRITE | VM_SHARED)
-            elif file.inode.seals & (uapi.F_SEAL_WRITE | uapi.F_SEAL_FUTURE_WRITE):
-                # mm/memfd.c:memfd_check_seals_mmap: a read-only shared mapping of a
-                # write-sealed file may never become writable.
-                vm_flags &= ~VM_MAYWRITE
         elif map_type != uapi.MAP_PRIVATE:
             raise _e(errno.EINVAL, "bad map type for a file")
         if not file.readable:
             raise _e(errno.EACCES, "file not open for reading")
         if vm_flags & VM_GROWSDOWN:
             raise _e(errno.EINVAL, "MAP_GROWSDOWN on a file mapping")
+        vm_flags = memfd_check_seals_mmap(file, vm_flags)
     else:
         if map_type in (uapi.MAP_SHARED, uapi.MAP_SHARED_VALIDATE):
             if map_type == uapi.MAP_SHARED_VALIDATE and flags & ~(
@@ -389,7 +397,9 @@ def mm_populate(mm: MmStruct, start: int, length: int, ignore_errors: bool) -> i
             break
         pos = max(pos, vma.vm_start)
         nend = min(end, vma.vm_end)
-        if vma.vm_flags & (VM_IO | VM_PFNMAP):
+        if vma.vm_flags & (VM_IO | VM_PFNMAP | VM_LOCKONFAULT):
+            # populate_vma_page_range(): "the VM_LOCKONFAULT case has never used
+            # faultin_page() ... so it has no work to do here".
             pos = nend
             continue
         write = vma.vm_flags & (VM_WRITE | VM_SHARED) == VM_WRITE
