@@ -154,35 +154,6 @@ def _op_at(prog: Program, where: str) -> P.Op | None:
     return cur
 
 
-def _is_pageout_droppable(prog: Program, d: Divergence) -> bool:
-    """MADV_PAGEOUT on MAP_DROPPABLE memory: the kernel discards the pages (no swap needed);
-    the model keeps them."""
-    o = _op_at(prog, d.where)
-    if not (isinstance(o, P.Madvise) and o.advice == "pageout" and d.what == "pages"):
-        return False
-    pairs = [(k, m) for k, m in zip(d.kernel, d.model, strict=False) if k != m]
-    return bool(pairs) and all(k == "." and m == "A" for k, m in pairs)
-
-
-def _is_mlock_onfault_unlockable(prog: Program, d: Divergence) -> bool:
-    """mlock2(MLOCK_ONFAULT) on a VMA that mlock_fixup() leaves unlocked (VM_DROPPABLE):
-    __mm_populate() still populates it; the model does not."""
-    o = _op_at(prog, d.where)
-    if not (isinstance(o, P.Mlock) and o.onfault and d.what == "pages"):
-        return False
-    pairs = [(k, m) for k, m in zip(d.kernel, d.model, strict=False) if k != m]
-    return bool(pairs) and all(k in "AF" and m == "." for k, m in pairs)
-
-
-def _is_growsdown_seal_order(prog: Program, d: Divergence) -> bool:
-    """MAP_GROWSDOWN with a file: do_mmap()'s EINVAL comes before the memfd seal check
-    (EPERM) made by the file's mmap hook; the model reports the seal first."""
-    o = _op_at(prog, d.where)
-    return (isinstance(o, P.Mmap) and "growsdown" in o.flags and o.file is not None
-            and d.what == "errno" and d.kernel.get("errno") == "EINVAL"
-            and d.model.get("errno") == "EPERM")
-
-
 def _is_falloc_seal_grow(prog: Program, d: Divergence) -> bool:
     """fallocate() past EOF under F_SEAL_GROW is EPERM even with FALLOC_FL_KEEP_SIZE."""
     o = _op_at(prog, d.where)
@@ -203,12 +174,6 @@ def _is_falloc_twice(prog: Program, d: Divergence) -> bool:
 
 
 KNOWN: list[Known] = [
-    Known("pageout-droppable", "MADV_PAGEOUT discards MAP_DROPPABLE pages",
-          _is_pageout_droppable, "model-bug"),
-    Known("mlock-onfault-droppable", "mlock2(ONFAULT) populates MAP_DROPPABLE memory",
-          _is_mlock_onfault_unlockable, "model-bug"),
-    Known("growsdown-seal-order", "MAP_GROWSDOWN's EINVAL precedes the seal's EPERM",
-          _is_growsdown_seal_order, "model-bug"),
     Known("falloc-keep-size-seal-grow", "fallocate KEEP_SIZE past EOF under F_SEAL_GROW is "
           "EPERM", _is_falloc_seal_grow, "model-bug"),
     Known("falloc-twice-uptodate", "a second fallocate makes fallocated folios uptodate",
