@@ -253,11 +253,8 @@ class Process:
             inode.punch_hole(offset, length)
             return
         end = offset + length
-        if (
-            not mode & uapi.FALLOC_FL_KEEP_SIZE
-            and end > inode.size
-            and inode.seals & uapi.F_SEAL_GROW
-        ):
+        # shmem_fallocate() refuses growth past i_size under F_SEAL_GROW in every mode
+        if end > inode.size and inode.seals & uapi.F_SEAL_GROW:
             raise OSError(errno.EPERM, "EPERM: F_SEAL_GROW")
         inode.fallocate_pages(offset >> 12, (end + 4095) >> 12)
         if not mode & uapi.FALLOC_FL_KEEP_SIZE and end > inode.size:

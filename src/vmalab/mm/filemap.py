@@ -45,6 +45,7 @@ class Inode:
         "kind",
         "refs",
         "not_uptodate",
+        "clean",
     )
 
     def __init__(self, kernel: Kernel, name: str, kind: str) -> None:
@@ -63,6 +64,9 @@ class Inode:
         # Indices of folios fallocate() created and nothing has filled yet
         # (!folio_test_uptodate): fault-around skips them.
         self.not_uptodate: set[int] = set()
+        # Indices of folios a fault created in a hole (zeroed, uptodate, not dirty);
+        # reclaim drops them while nothing has written them.
+        self.clean: set[int] = set()
 
     def page_cache_alloc(self, index: int) -> int:
         """Add a zeroed page at ``index``. Models mm/shmem.c:shmem_alloc_and_add_folio."""
@@ -71,15 +75,20 @@ class Inode:
         return pfn
 
     def fallocate_pages(self, first: int, end: int) -> None:
-        """Allocate the missing pages of [first, end), not uptodate.
+        """Allocate the missing pages of [first, end): dirty, not uptodate.
 
-        Models mm/shmem.c:shmem_fallocate (SGP_FALLOC leaves the folios !uptodate until a
-        fault or write fills them).
+        Models mm/shmem.c:shmem_fallocate → shmem_get_folio(SGP_FALLOC): a new folio is
+        left !uptodate until a fault or write fills it, while a folio an earlier
+        fallocate left !uptodate is initialised now ("SGP_FALLOC on a folio fallocated
+        earlier must initialize it"); every folio is marked dirty.
         """
         for index in range(first, end):
             if index not in self.pages:
                 self.page_cache_alloc(index)
                 self.not_uptodate.add(index)
+            else:
+                self.not_uptodate.discard(index)
+            self.clean.discard(index)
 
     def drop_pages(self, first: int, last: int | None) -> None:
         """Remove page-cache pages [first, last] that no PTE maps any more.
@@ -90,6 +99,7 @@ class Inode:
         for index in [i for i in self.pages if i >= first and (last is None or i <= last)]:
             pfn = self.pages.pop(index)
             self.not_uptodate.discard(index)
+            self.clean.discard(index)
             assert phys.mapcount[pfn] == 0, "page-cache page still mapped after unmap"
             phys.free(pfn)
 
@@ -149,6 +159,7 @@ class Inode:
             if pfn is None:
                 pfn = self.page_cache_alloc(index)
             self.not_uptodate.discard(index)
+            self.clean.discard(index)
             phys.write(pfn, off, mv[:n])
             mv = mv[n:]
             pos += n

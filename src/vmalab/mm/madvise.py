@@ -303,12 +303,14 @@ def madvise_pageout(vma: VmArea, start: int, end: int) -> None:
             if phys.kind[pfn] == KIND_PAGECACHE and phys.mapcount[pfn] == 1:
                 phys.mapcount[pfn] = 0
                 t[j] = 0
-                if pfn not in phys.data:
-                    # A clean folio (never written) needs no writeout: __remove_mapping()
-                    # drops it from the page cache. Dirty ones stay, as writeout fails.
-                    assert vma.vm_file is not None
-                    index = linear_page_index(vma, (i << 21) + (j << 12))
-                    vma.vm_file.inode.drop_pages(index, index)
+                assert vma.vm_file is not None
+                inode = vma.vm_file.inode
+                index = linear_page_index(vma, (i << 21) + (j << 12))
+                if index in inode.clean and pfn not in phys.data:
+                    # A clean folio (faulted into a hole, never written) needs no
+                    # writeout: __remove_mapping() drops it from the page cache. Dirty
+                    # ones stay, as shmem_writeout() fails without swap.
+                    inode.drop_pages(index, index)
 
 
 def madvise_populate(mm: MmStruct, start: int, end: int, write: bool) -> None:

@@ -205,6 +205,7 @@ def _file_page(vma: VmArea, addr: int, create: bool = True) -> int:
         if not create:
             return -1
         pfn = inode.page_cache_alloc(index)
+        inode.clean.add(index)
     else:
         inode.not_uptodate.discard(index)  # the fault zeroes and marks it uptodate
     return pfn
