@@ -154,31 +154,7 @@ def _op_at(prog: Program, where: str) -> P.Op | None:
     return cur
 
 
-def _is_falloc_seal_grow(prog: Program, d: Divergence) -> bool:
-    """fallocate() past EOF under F_SEAL_GROW is EPERM even with FALLOC_FL_KEEP_SIZE."""
-    o = _op_at(prog, d.where)
-    return (isinstance(o, P.Fallocate) and d.what == "errno"
-            and d.kernel.get("errno") == "EPERM" and d.model.get("ret") == 0)
-
-
-def _is_falloc_twice(prog: Program, d: Divergence) -> bool:
-    """A second fallocate() over fallocated folios marks them uptodate (shmem_get_folio_gfp
-    with SGP_FALLOC), so fault-around maps them; the model leaves them unmapped."""
-    o = _op_at(prog, d.where)
-    if not (isinstance(o, P.Read | P.Write) and d.what == "pages"):
-        return False
-    if sum(isinstance(x, P.Fallocate) for x in P.iter_ops(prog.ops)) < 2:
-        return False
-    pairs = [(k, m) for k, m in zip(d.kernel, d.model, strict=False) if k != m]
-    return bool(pairs) and all(k == "F" and m == "." for k, m in pairs)
-
-
-KNOWN: list[Known] = [
-    Known("falloc-keep-size-seal-grow", "fallocate KEEP_SIZE past EOF under F_SEAL_GROW is "
-          "EPERM", _is_falloc_seal_grow, "model-bug"),
-    Known("falloc-twice-uptodate", "a second fallocate makes fallocated folios uptodate",
-          _is_falloc_twice, "model-bug"),
-]
+KNOWN: list[Known] = []
 """Documented divergences, each explained in docs/divergences.md. Fuzz ignores these and
 nothing else. (Fixed model bugs leave this list; their regression programs stay.)"""
 
