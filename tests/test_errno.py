@@ -31,15 +31,6 @@ MFD_SEALS = uapi.MFD_ALLOW_SEALING
 F_ADD_SEALS_NOT_ALLOWED = errno.EPERM
 
 
-@pytest.fixture(params=vmalab.DESIGNS)
-def kp(request):
-    k = Kernel(request.param)
-    p = k.spawn()
-    yield k, p
-    k.check()
-    for proc in list(k.processes):
-        proc.exit()
-    k.check()
 
 
 def snapshot(k, p):

@@ -12,23 +12,12 @@ import errno
 import pytest
 from mmtest_util import BASE, FIXED, PRIV_ANON, RW, P, guard_pages, rel_layout, vma_at
 
-import vmalab
-from vmalab import Kernel, SegmentationFault, uapi
+from vmalab import SegmentationFault, uapi
 
 INSTALL, REMOVE = uapi.MADV_GUARD_INSTALL, uapi.MADV_GUARD_REMOVE
 FIXED_MOVE = uapi.MREMAP_FIXED
 
 
-@pytest.fixture(params=vmalab.DESIGNS)
-def kp(request):
-    k = Kernel(request.param)
-    p = k.spawn()
-    yield k, p
-    k.check()
-    for proc in list(k.processes):
-        proc.exit()
-    k.check()
-    assert {n: s.active for n, s in k.slab().items() if s.active} == {}
 
 
 def pagestr(p, a, n):

@@ -21,23 +21,13 @@ from mmtest_util import (
     vma_at,
 )
 
-import vmalab
-from vmalab import Kernel, SegmentationFault, uapi
+from vmalab import SegmentationFault, uapi
 
 PM = uapi
 STATE_BITS = PM.PM_PRESENT | PM.PM_SWAP | PM.PM_FILE | PM.PM_GUARD_REGION | PM.PM_MMAP_EXCLUSIVE
 SHARED_ANON = uapi.MAP_SHARED | uapi.MAP_ANONYMOUS
 
 
-@pytest.fixture(params=vmalab.DESIGNS)
-def kp(request):
-    k = Kernel(request.param)
-    p = k.spawn()
-    yield k, p
-    k.check()
-    for proc in list(k.processes):
-        proc.exit()
-    k.check()
 
 
 def bits(proc, addr, n=1):
