@@ -394,7 +394,7 @@ def copy_page_range(dst: VmArea, src: VmArea) -> int:
     kind = src.vm_mm.kernel.phys.kind
     cow = src.is_cow_mapping()
     markers = 0
-    for i, t, s, e in list(spt.tables_in(src.vm_start, src.vm_end)):
+    for i, t, s, e in spt.tables_in(src.vm_start, src.vm_end):
         # copy_pte_range() allocates the child's table before looking at the entries.
         dt = dpt.pte_alloc(i << PMD_SHIFT)
         for j in range(s, e):
@@ -425,7 +425,7 @@ def move_page_tables(old: VmArea, old_addr: int, new: VmArea, new_addr: int, len
     spt = old.vm_mm.pgtables
     dpt = new.vm_mm.pgtables
     delta = new_addr - old_addr
-    for i, t, s, e in list(spt.tables_in(old_addr, old_addr + length)):
+    for i, t, s, e in spt.tables_in(old_addr, old_addr + length):
         base = i << PMD_SHIFT
         for j in range(s, e):
             pte = t[j]
