@@ -19,6 +19,7 @@ from vmalab.mm.flags import VM_SHARED, VM_WIPEONFORK
 from vmalab.mm.mm_types import PAGE_SIZE, AnonVma, MmStruct
 from vmalab.mm.page_alloc import KIND_ANON, KIND_FREE, KIND_PAGECACHE, PhysMem
 from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SHIFT, PTE_MARKER_GUARD_ENTRY
+from vmalab.mm.rmap import vma_anon_vma, vma_anon_vma_flags
 from vmalab.mm.slab import AllocFailure, FailPolicy, Slabs, SlabStats
 from vmalab.mm.vma import is_shared_maywrite
 
@@ -115,7 +116,6 @@ class Kernel:
             raise InvariantError(str(e)) from None
 
     def _check(self) -> None:  # noqa: C901 - one flat list of invariants reads best
-        design = self._design
         phys = self.phys
         n_vmas = 0
         n_avcs = 0
@@ -148,11 +148,9 @@ class Kernel:
                     assert v.vm_file is not None, f"{where}: VM_SHARED without a file"
                 if v.vm_flags & VM_WIPEONFORK:
                     assert v.vm_file is None, f"{where}: VM_WIPEONFORK on a file VMA"
-                av = v._anon_vma
-                if v._anon_vma_flags:
-                    assert design.name != "eager" and design.name != "sticky", (
-                        f"{where}: flag bits in a {design.name} word"
-                    )
+                av = vma_anon_vma(v)
+                if vma_anon_vma_flags(v):
+                    # The RFC's word holds flags only while no real anon_vma exists.
                     assert av is None, f"{where}: flag bits with a real anon_vma"
                 seen_avs = set()
                 for avc in v.anon_vma_chain:
