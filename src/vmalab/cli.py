@@ -16,7 +16,12 @@ from vmalab.errors import UserInputError
 
 
 class _Group(click.Group):
-    """A click group that maps UserInputError/ValueError/OSError to exit status 2."""
+    """A click group whose every input error is one line on stderr and exit status 2.
+
+    UserInputError carries its own location; click's usage errors (a bad option value,
+    an unknown command) are located by the command path and, where click knows it, the
+    parameter.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -24,6 +29,23 @@ class _Group(click.Group):
         except UserInputError as e:
             click.echo(f"vmalab: {e.location}: {e.message}", err=True)
             sys.exit(2)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "vmalab"
+            msg = " ".join(e.format_message().split())
+            click.echo(f"vmalab: {where}: {msg}", err=True)
+            sys.exit(2)
+        except click.ClickException as e:
+            click.echo(f"vmalab: {' '.join(e.format_message().split())}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("vmalab: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 @click.group(cls=_Group)

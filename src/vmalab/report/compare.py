@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vmalab.errors import UserInputError
+from vmalab.errors import SegmentationFault, UserInputError
 from vmalab.report.metrics import Metrics, kernel_bytes, measure
 
 
@@ -114,6 +114,11 @@ def run_one(spec: RunSpec, progress: ProgressHook | None = None) -> dict[str, An
             steps = run_workload(k, name, params, on_step=hook)
         except (ValueError, TypeError) as e:
             raise UserInputError(spec.source, str(e)) from None
+        except (OSError, SegmentationFault) as e:
+            # Parameters that make the workload issue a call the kernel refuses.
+            raise UserInputError(
+                spec.source, f"these parameters make an invalid call: {e}"
+            ) from None
         tl.final(steps, raw)
         info = {"workload": name, "params": params, "steps": steps}
         if spec.guardify:

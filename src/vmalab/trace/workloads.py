@@ -302,7 +302,8 @@ def parse_workload_spec(spec: str) -> tuple[str, dict[str, Any]] | None:
                 params[key] = val.lower() in ("1", "true", "yes")
             elif isinstance(d, int):
                 params[key] = int(val, 0)
-                if params[key] < 0 or params[key] > 1_000_000:
+                low = 1 if key in _SIZES else 0
+                if params[key] < low or params[key] > 1_000_000:
                     raise ValueError(val)
             else:
                 params[key] = val
@@ -312,6 +313,12 @@ def parse_workload_spec(spec: str) -> tuple[str, dict[str, Any]] | None:
 
 
 StepHook = Callable[[int, str, Any], None]
+
+_SIZES = frozenset(
+    {"threads", "stack_kib", "workers", "heap_mib", "arenas", "arena_pages", "regions",
+     "region_pages", "tables", "table_pages"}
+)
+"""Parameters that size a mapping or count the things a workload is made of: at least 1."""
 
 
 def run_workload(k: Any, name: str, params: dict[str, Any] | None = None, *,

@@ -1,0 +1,74 @@
+"""Hostile command lines and files: always one line on stderr and exit 2, never a traceback.
+
+Hypothesis builds argument lists for the subcommands that read user input (compare,
+replay, diff, demo, workloads) from a vocabulary of hostile tokens: unknown options and
+designs, huge and negative numbers, 64-bit overflows, malformed PID:LINE:FILE, binary
+garbage files, truncated strace lines and JSON. Values that would make a valid run long
+are kept small, so every example finishes quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vmalab.cli import main
+
+_TMP = tempfile.mkdtemp(prefix="vmalab-hostile-")
+
+
+def _file(name: str, data: bytes) -> str:
+    path = os.path.join(_TMP, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+FILES = [
+    _file("garbage.bin", bytes(range(256)) * 4),
+    _file("truncated.strace", b"100 1700000000.000001 mmap(NULL, 4096, PROT_READ|PROT_WR"),
+    _file("deep.json", b"[" * 5000 + b"]" * 5000),
+    _file("overflow.json", b'{"format": "vmalab-program", "version": 1, "arena_pages": 8, '
+          b'"ops": [{"op": "mmap", "addr": 18446744073709551615, "len": -1}]}'),
+    _file("unknown.strace", b"100 1700000000.000001 frobnicate(1, 2) = 0\n"
+          b"100 1700000000.000002 mmap(0x1000, -4096, 99, 0, -1, 0) = 0x1000\n"),
+    _file("empty.json", b""),
+    os.path.join(_TMP, "does-not-exist"),
+]
+TOKENS = st.sampled_from(
+    [
+        "--design", "all", "tagged", "nope", "--json", "--start", "1:2", "a:b:c", "-1:-1:x",
+        "--stop-at-line", "-5", "99999999999999999999999", "--lenient", "--plot",
+        "/nonexistent/x.png", "thread_stacks:threads=-1", "thread_stacks:threads=2",
+        "allocator:arenas=0", "jit:regions=x", "database:tables=1e99", "nosuch:threads=1",
+        "--programs", "0", "--", "\x00", "é", "--unknown-option",
+    ]
+    + FILES
+)
+COMMANDS = st.sampled_from(["compare", "replay", "diff", "demo", "workloads"])
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(COMMANDS, st.lists(TOKENS, max_size=5))
+def test_hostile_arguments_never_raise(command: str, args: list[str]) -> None:
+    res = CliRunner().invoke(main, [command, *args])
+    if res.exit_code == 0:
+        return
+    # A failure is a clean exit: no exception escaped, status 2, one line naming the place.
+    assert isinstance(res.exception, SystemExit), repr(res.exception)
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("vmalab: "), res.output
+    assert "Traceback" not in res.output
+
+
+def test_usage_errors_are_one_line_exit_2() -> None:
+    for argv in (["nosuchcmd"], ["demo", "--design", "x"], ["compare"]):
+        res = CliRunner().invoke(main, argv)
+        assert res.exit_code == 2
+        lines = [ln for ln in res.output.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("vmalab: "), res.output
