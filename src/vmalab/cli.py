@@ -32,6 +32,13 @@ class _Group(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
+        argv = kwargs.get("args", args[0] if args else None)
+        for i, a in enumerate(argv if argv is not None else sys.argv[1:], 1):
+            # execve() cannot pass one, but an embedding caller can (click's Path would
+            # raise ValueError on it).
+            if "\x00" in a:
+                click.echo(f"vmalab: argument {i}: contains a NUL byte", err=True)
+                sys.exit(2)
         try:
             rv = super().main(*args, **kwargs)
         except click.UsageError as e:
