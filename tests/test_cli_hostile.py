@@ -52,7 +52,10 @@ TOKENS = st.sampled_from(
 COMMANDS = st.sampled_from(["compare", "replay", "diff", "demo", "workloads"])
 
 
-@settings(max_examples=int(os.environ.get("VMALAB_HOSTILE_EXAMPLES", "120")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = int(os.environ.get("VMALAB_HOSTILE_EXAMPLES", "120"))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(COMMANDS, st.lists(TOKENS, max_size=5))
 def test_hostile_arguments_never_raise(command: str, args: list[str]) -> None:
     res = CliRunner().invoke(main, [command, *args])
