@@ -46,6 +46,7 @@ A call that the trace shows succeeding but the model rejects is recorded in
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import itertools
 import os
@@ -685,31 +686,35 @@ class Replayer:
         known = t.files.fds.get(to_int(fdtext))
         return known[0] if known else None
 
-    def _sys_ftruncate(self, t: Task, ev: Syscall) -> None:
-        """ftruncate(fd, len) on a file the model knows (shmem truncation semantics)."""
-        path = self._file_of(t, ev.args[0])
+    @contextlib.contextmanager
+    def _model_file(self, t: Task, fdtext: str) -> Iterator[tuple[Any, int, str] | None]:
+        """(process, a model fd open O_RDWR, path) for the traced fd, or None if unknown."""
+        path = self._file_of(t, fdtext)
         if path is None or path not in self.files_made:
+            yield None
             return
         proc = t.mm.proc
         fd = proc.open(path, uapi.O_RDWR)
         try:
-            length = to_int(ev.args[1])
-            proc.ftruncate(fd, length)
-            self.files_made[path] = length
+            yield proc, fd, path
         finally:
             proc.close(fd)
 
+    def _sys_ftruncate(self, t: Task, ev: Syscall) -> None:
+        """ftruncate(fd, len) on a file the model knows (shmem truncation semantics)."""
+        with self._model_file(t, ev.args[0]) as f:
+            if f is not None:
+                proc, fd, path = f
+                length = to_int(ev.args[1])
+                proc.ftruncate(fd, length)
+                self.files_made[path] = length
+
     def _sys_fallocate(self, t: Task, ev: Syscall) -> None:
         """fallocate(fd, mode, off, len) on a file the model knows."""
-        path = self._file_of(t, ev.args[0])
-        if path is None or path not in self.files_made:
-            return
-        proc = t.mm.proc
-        fd = proc.open(path, uapi.O_RDWR)
-        try:
-            proc.fallocate(fd, to_int(ev.args[1]), to_int(ev.args[2]), to_int(ev.args[3]))
-        finally:
-            proc.close(fd)
+        with self._model_file(t, ev.args[0]) as f:
+            if f is not None:
+                proc, fd, _path = f
+                proc.fallocate(fd, to_int(ev.args[1]), to_int(ev.args[2]), to_int(ev.args[3]))
 
     # tasks -------------------------------------------------------------------
 
