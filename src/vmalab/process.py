@@ -272,7 +272,10 @@ class Process:
 
     @_syscall
     def pwrite(self, fd: int, data: bytes, offset: int) -> int:
-        """pwrite(2) into the page cache (shared with every mapping of the file)."""
+        """pwrite(2) into the page cache (shared with every mapping of the file).
+
+        Models mm/shmem.c:shmem_file_write_iter (seal checks of shmem_write_begin).
+        """
         _check_int(offset)
         if offset < 0:
             raise OSError(errno.EINVAL, "EINVAL: negative offset")
@@ -291,7 +294,7 @@ class Process:
 
     @_syscall
     def pread(self, fd: int, length: int, offset: int) -> bytes:
-        """pread(2) from the page cache."""
+        """pread(2) from the page cache. Models mm/shmem.c:shmem_file_read_iter."""
         _check_int(length, offset)
         if offset < 0 or length < 0:
             raise OSError(errno.EINVAL, "EINVAL: negative offset or length")
@@ -304,7 +307,10 @@ class Process:
 
     @_syscall
     def read(self, addr: int, length: int) -> bytes:
-        """A user load of ``length`` bytes; raises SegmentationFault like the CPU would."""
+        """A user load of ``length`` bytes; raises SegmentationFault like the CPU would.
+
+        Models the user fault path, arch/x86/mm/fault.c:do_user_addr_fault.
+        """
         _check_int(addr, length)
         if length < 0:
             raise ValueError("negative length")
@@ -323,7 +329,10 @@ class Process:
 
     @_syscall
     def write(self, addr: int, data: bytes) -> None:
-        """A user store of ``data``; raises SegmentationFault like the CPU would."""
+        """A user store of ``data``; raises SegmentationFault like the CPU would.
+
+        Models the user fault path, arch/x86/mm/fault.c:do_user_addr_fault.
+        """
         _check_int(addr)
         phys = self.kernel.phys
         mm = self.mm
@@ -342,6 +351,8 @@ class Process:
     @_syscall
     def fork(self) -> Process:
         """fork(2): a child with a copy of this address space (dup_mmap) and fd table.
+
+        Models kernel/fork.c:copy_process → dup_mm (mm_alloc, pgd_alloc) → dup_mmap.
 
         On an allocation failure the half-built child is torn down as dup_mmap's error
         path does (exit_mmap of what was copied) and ENOMEM is raised.
@@ -370,7 +381,11 @@ class Process:
 
     @_syscall
     def exit(self) -> None:
-        """exit(2): free the address space and close every descriptor."""
+        """exit(2): free the address space and close every descriptor.
+
+        Models kernel/exit.c:do_exit → exit_mm → mmput → mm/mmap.c:exit_mmap, and
+        exit_files.
+        """
         k = self.kernel
         exit_mmap(self.mm)
         for f in self.fds.values():
@@ -384,17 +399,20 @@ class Process:
 
     @_syscall
     def maps(self) -> str:
-        """/proc/PID/maps."""
+        """/proc/PID/maps. Models fs/proc/task_mmu.c:show_map."""
         return show_maps(self.mm)
 
     @_syscall
     def smaps(self) -> str:
-        """/proc/PID/smaps."""
+        """/proc/PID/smaps. Models fs/proc/task_mmu.c:show_smap."""
         return show_smaps(self.mm)
 
     @_syscall
     def pagemap(self, addr: int, npages: int = 1) -> list[int]:
-        """/proc/PID/pagemap entries for ``npages`` pages from ``addr`` (page-aligned down)."""
+        """/proc/PID/pagemap entries for ``npages`` pages from ``addr`` (page-aligned down).
+
+        Models fs/proc/task_mmu.c:pagemap_read.
+        """
         _check_int(addr, npages)
         if npages < 0:
             raise ValueError("negative npages")
