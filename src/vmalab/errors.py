@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class SegmentationFault(Exception):
     """A user access that the kernel answers with a signal (SIGSEGV or SIGBUS).
@@ -32,3 +34,10 @@ class UserInputError(Exception):
         self.location = location
         self.message = message
         super().__init__(f"{location}: {message}")
+
+
+def kernel_error(code: int, what: str = "") -> OSError:
+    """The OSError a failing syscall raises: ``.errno`` is the Linux errno, and the text
+    starts with its name (``ENOMEM: max_map_count``)."""
+    name = errno.errorcode.get(code, str(code))
+    return OSError(code, f"{name}: {what}" if what else name)

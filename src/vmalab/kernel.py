@@ -8,12 +8,13 @@ sortedcontainers' ``_check()``.
 
 from __future__ import annotations
 
+import bisect
 import errno
 from collections import Counter
 from typing import TYPE_CHECKING
 
 from vmalab.designs import Design, get_design
-from vmalab.errors import InvariantError
+from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm.filemap import FileSystem
 from vmalab.mm.flags import VM_SHARED, VM_WIPEONFORK
 from vmalab.mm.mm_types import PAGE_SIZE, AnonVma, MmStruct
@@ -95,7 +96,7 @@ class Kernel:
         try:
             return Process._new(self)
         except AllocFailure:
-            raise OSError(errno.ENOMEM, "ENOMEM: cannot allocate the mm") from None
+            raise kernel_error(errno.ENOMEM, "cannot allocate the mm") from None
 
     def slab(self) -> dict[str, SlabStats]:
         """Per-cache counters, like /proc/slabinfo (copies)."""
@@ -291,7 +292,6 @@ class Kernel:
 
 
 def _covered(spans: list[tuple[int, int]], a: int) -> bool:
-    import bisect
-
+    """Whether ``a`` lies in one of the sorted, disjoint ``spans``."""
     i = bisect.bisect_right(spans, (a, 1 << 64)) - 1
     return i >= 0 and spans[i][0] <= a < spans[i][1]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from vmalab import uapi
+from vmalab.errors import kernel_error
 from vmalab.mm import filemap, khugepaged
 from vmalab.mm.flags import VM_LOCKED, VM_LOCKONFAULT
 from vmalab.mm.fork import dup_mmap, exit_mmap
@@ -44,7 +45,7 @@ def _syscall(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except AllocFailure as e:
-            raise OSError(errno.ENOMEM, f"ENOMEM: allocation from {e} failed") from None
+            raise kernel_error(errno.ENOMEM, f"allocation from {e} failed") from None
 
     wrapper.__name__ = fn.__name__
     wrapper.__qualname__ = fn.__qualname__
@@ -104,12 +105,12 @@ class Process:
         """mmap(2). Models arch/x86/kernel/sys_x86_64.c:sys_mmap → mm/mmap.c:do_mmap."""
         _check_int(addr, length, prot, flags, fd, offset)
         if addr < 0 or addr > U64 or length > U64 or offset > U64:
-            raise OSError(errno.EINVAL, "EINVAL: argument out of range")
+            raise kernel_error(errno.EINVAL, "argument out of range")
         file = None
         if not flags & uapi.MAP_ANONYMOUS:
             file = self.fds.get(fd)
             if file is None:
-                raise OSError(errno.EBADF, f"EBADF: fd {fd}")
+                raise kernel_error(errno.EBADF, f"fd {fd}")
         addr, populate = do_mmap(self.mm, addr, length, prot, flags, file, offset)
         if populate:
             mm_populate(self.mm, addr, populate, ignore_errors=True)
@@ -120,12 +121,12 @@ class Process:
         """munmap(2). Models mm/mmap.c:__vm_munmap → do_vmi_munmap."""
         _check_int(addr, length)
         if addr & (PAGE_SIZE - 1) or addr < 0:
-            raise OSError(errno.EINVAL, "EINVAL: unaligned address")
+            raise kernel_error(errno.EINVAL, "unaligned address")
         if length <= 0:
-            raise OSError(errno.EINVAL, "EINVAL: zero length")
+            raise kernel_error(errno.EINVAL, "zero length")
         length = page_align(length)
         if not length or addr > (1 << 47) - PAGE_SIZE or length > (1 << 47) - PAGE_SIZE - addr:
-            raise OSError(errno.EINVAL, "EINVAL: range beyond TASK_SIZE")
+            raise kernel_error(errno.EINVAL, "range beyond TASK_SIZE")
         do_vmi_munmap(self.mm, addr, length)
 
     @_syscall
@@ -154,7 +155,7 @@ class Process:
         for a, n in ranges:
             _check_int(a, n)
         if len(ranges) > 1024:
-            raise OSError(errno.EINVAL, "EINVAL: more than UIO_MAXIOV ranges")
+            raise kernel_error(errno.EINVAL, "more than UIO_MAXIOV ranges")
         return do_process_madvise(self.mm, ranges, advice)
 
     @_syscall
@@ -168,7 +169,7 @@ class Process:
         """mlock2(2); MLOCK_ONFAULT sets VM_LOCKONFAULT and populates nothing."""
         _check_int(addr, length, flags)
         if flags & ~uapi.MLOCK_ONFAULT:
-            raise OSError(errno.EINVAL, "EINVAL: unknown mlock2 flags")
+            raise kernel_error(errno.EINVAL, "unknown mlock2 flags")
         do_mlock(
             self.mm, addr, length, VM_LOCKED | (VM_LOCKONFAULT if flags & uapi.MLOCK_ONFAULT else 0)
         )
@@ -192,7 +193,7 @@ class Process:
     def _file(self, fd: int) -> filemap.File:
         f = self.fds.get(fd)
         if f is None:
-            raise OSError(errno.EBADF, f"EBADF: fd {fd}")
+            raise kernel_error(errno.EBADF, f"fd {fd}")
         return f
 
     @_syscall
@@ -222,12 +223,12 @@ class Process:
         """ftruncate(2). Models fs/open.c:do_sys_ftruncate → shmem_setattr."""
         _check_int(length)
         if length < 0:
-            raise OSError(errno.EINVAL, "EINVAL: negative length")
+            raise kernel_error(errno.EINVAL, "negative length")
         f = self._file(fd)
         if not f.writable:
-            raise OSError(errno.EINVAL, "EINVAL: not open for writing")
+            raise kernel_error(errno.EINVAL, "not open for writing")
         if length > filemap.MAX_LFS_FILESIZE:
-            raise OSError(errno.EFBIG, "EFBIG")
+            raise kernel_error(errno.EFBIG)
         filemap.check_seals_shrink(f.inode, length)
         f.inode.truncate(length)
 
@@ -236,26 +237,26 @@ class Process:
         """fallocate(2). Models fs/open.c:vfs_fallocate → mm/shmem.c:shmem_fallocate."""
         _check_int(mode, offset, length)
         if offset < 0 or length <= 0:
-            raise OSError(errno.EINVAL, "EINVAL: bad offset or length")
+            raise kernel_error(errno.EINVAL, "bad offset or length")
         if mode & ~(uapi.FALLOC_FL_KEEP_SIZE | uapi.FALLOC_FL_PUNCH_HOLE):
-            raise OSError(errno.EOPNOTSUPP, "EOPNOTSUPP: fallocate mode")
+            raise kernel_error(errno.EOPNOTSUPP, "fallocate mode")
         if mode & uapi.FALLOC_FL_PUNCH_HOLE and not mode & uapi.FALLOC_FL_KEEP_SIZE:
-            raise OSError(errno.EOPNOTSUPP, "EOPNOTSUPP: PUNCH_HOLE needs KEEP_SIZE")
+            raise kernel_error(errno.EOPNOTSUPP, "PUNCH_HOLE needs KEEP_SIZE")
         f = self._file(fd)
         if not f.writable:
-            raise OSError(errno.EBADF, "EBADF: not open for writing")
+            raise kernel_error(errno.EBADF, "not open for writing")
         if offset + length > filemap.MAX_LFS_FILESIZE:
-            raise OSError(errno.EFBIG, "EFBIG")
+            raise kernel_error(errno.EFBIG)
         inode = f.inode
         if mode & uapi.FALLOC_FL_PUNCH_HOLE:
             if inode.seals & (uapi.F_SEAL_WRITE | uapi.F_SEAL_FUTURE_WRITE):
-                raise OSError(errno.EPERM, "EPERM: sealed")
+                raise kernel_error(errno.EPERM, "sealed")
             inode.punch_hole(offset, length)
             return
         end = offset + length
         # shmem_fallocate() refuses growth past i_size under F_SEAL_GROW in every mode
         if end > inode.size and inode.seals & uapi.F_SEAL_GROW:
-            raise OSError(errno.EPERM, "EPERM: F_SEAL_GROW")
+            raise kernel_error(errno.EPERM, "F_SEAL_GROW")
         inode.fallocate_pages(offset >> 12, (end + 4095) >> 12)
         if not mode & uapi.FALLOC_FL_KEEP_SIZE and end > inode.size:
             inode.size = end
@@ -278,17 +279,17 @@ class Process:
         """
         _check_int(offset)
         if offset < 0:
-            raise OSError(errno.EINVAL, "EINVAL: negative offset")
+            raise kernel_error(errno.EINVAL, "negative offset")
         f = self._file(fd)
         if not f.writable:
-            raise OSError(errno.EBADF, "EBADF: not open for writing")
+            raise kernel_error(errno.EBADF, "not open for writing")
         inode = f.inode
         if not data:
             return 0
         if inode.seals & (uapi.F_SEAL_WRITE | uapi.F_SEAL_FUTURE_WRITE):
-            raise OSError(errno.EPERM, "EPERM: F_SEAL_WRITE")
+            raise kernel_error(errno.EPERM, "F_SEAL_WRITE")
         if offset + len(data) > inode.size and inode.seals & uapi.F_SEAL_GROW:
-            raise OSError(errno.EPERM, "EPERM: F_SEAL_GROW")
+            raise kernel_error(errno.EPERM, "F_SEAL_GROW")
         inode.write(bytes(data), offset)
         return len(data)
 
@@ -297,10 +298,10 @@ class Process:
         """pread(2) from the page cache. Models mm/shmem.c:shmem_file_read_iter."""
         _check_int(length, offset)
         if offset < 0 or length < 0:
-            raise OSError(errno.EINVAL, "EINVAL: negative offset or length")
+            raise kernel_error(errno.EINVAL, "negative offset or length")
         f = self._file(fd)
         if not f.readable:
-            raise OSError(errno.EBADF, "EBADF: not open for reading")
+            raise kernel_error(errno.EBADF, "not open for reading")
         return f.inode.read(length, offset)
 
     # --- memory access -------------------------------------------------------------------

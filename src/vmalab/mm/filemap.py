@@ -14,6 +14,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from vmalab import uapi
+from vmalab.errors import kernel_error
 from vmalab.mm.memory import unmap_mapping_range
 from vmalab.mm.page_alloc import KIND_PAGECACHE
 
@@ -23,10 +24,6 @@ if TYPE_CHECKING:
 
 MAX_LFS_FILESIZE = (1 << 63) - 1
 MEMFD_NAME_MAX = 249  # NAME_MAX - strlen("memfd:")
-
-
-def _err(code: int, what: str = "") -> OSError:
-    return OSError(code, f"{errno.errorcode.get(code, code)}" + (f": {what}" if what else ""))
 
 
 class Inode:
@@ -230,19 +227,19 @@ class FileSystem:
     def open(self, path: str, flags: int) -> File:
         """Models fs/open.c:do_sys_openat2 on tmpfs (O_CREAT, O_EXCL, O_TRUNC)."""
         if not isinstance(path, str) or not path:
-            raise _err(errno.ENOENT, repr(path))
+            raise kernel_error(errno.ENOENT, repr(path))
         if len(path) > 4095:
-            raise _err(errno.ENAMETOOLONG)
+            raise kernel_error(errno.ENAMETOOLONG)
         acc = flags & uapi.O_ACCMODE
         if acc == 3:
-            raise _err(errno.EINVAL, "O_ACCMODE 3")
+            raise kernel_error(errno.EINVAL, "O_ACCMODE 3")
         inode = self.files.get(path)
         if inode is None:
             if not flags & uapi.O_CREAT:
-                raise _err(errno.ENOENT, path)
+                raise kernel_error(errno.ENOENT, path)
             inode = self.files[path] = Inode(self.kernel, path, "file")
         elif flags & uapi.O_CREAT and flags & uapi.O_EXCL:
-            raise _err(errno.EEXIST, path)
+            raise kernel_error(errno.EEXIST, path)
         f = File(
             inode, acc in (uapi.O_RDONLY, uapi.O_RDWR), acc in (uapi.O_WRONLY, uapi.O_RDWR), path
         )
@@ -255,11 +252,11 @@ class FileSystem:
         """Models mm/memfd.c:memfd_create (without MFD_HUGETLB, which is not modelled)."""
         valid = uapi.MFD_CLOEXEC | uapi.MFD_ALLOW_SEALING | uapi.MFD_NOEXEC_SEAL | uapi.MFD_EXEC
         if flags & ~valid or flags & uapi.MFD_HUGETLB:
-            raise _err(errno.EINVAL, "memfd_create flags")
+            raise kernel_error(errno.EINVAL, "memfd_create flags")
         if flags & uapi.MFD_EXEC and flags & uapi.MFD_NOEXEC_SEAL:
-            raise _err(errno.EINVAL, "MFD_EXEC with MFD_NOEXEC_SEAL")
+            raise kernel_error(errno.EINVAL, "MFD_EXEC with MFD_NOEXEC_SEAL")
         if len(name.encode()) > MEMFD_NAME_MAX:
-            raise _err(errno.EINVAL, "name too long")
+            raise kernel_error(errno.EINVAL, "name too long")
         inode = Inode(self.kernel, f"/memfd:{name} (deleted)", "memfd")
         if flags & (uapi.MFD_ALLOW_SEALING | uapi.MFD_NOEXEC_SEAL):
             inode.seals = 0
@@ -279,9 +276,9 @@ class FileSystem:
 def check_seals_shrink(inode: Inode, size: int) -> None:
     """Models mm/shmem.c:shmem_setattr's F_SEAL_SHRINK/F_SEAL_GROW checks."""
     if size < inode.size and inode.seals & uapi.F_SEAL_SHRINK:
-        raise _err(errno.EPERM, "F_SEAL_SHRINK")
+        raise kernel_error(errno.EPERM, "F_SEAL_SHRINK")
     if size > inode.size and inode.seals & uapi.F_SEAL_GROW:
-        raise _err(errno.EPERM, "F_SEAL_GROW")
+        raise kernel_error(errno.EPERM, "F_SEAL_GROW")
 
 
 def add_seals(f: File, seals: int) -> None:
@@ -296,15 +293,15 @@ def add_seals(f: File, seals: int) -> None:
         | uapi.F_SEAL_EXEC
     )
     if inode.kind == "shmem":
-        raise _err(errno.EINVAL, "not a sealable file")
+        raise kernel_error(errno.EINVAL, "not a sealable file")
     if seals & ~allowed:
-        raise _err(errno.EINVAL, "unknown seal")
+        raise kernel_error(errno.EINVAL, "unknown seal")
     if not f.writable:
-        raise _err(errno.EPERM, "not open for writing")
+        raise kernel_error(errno.EPERM, "not open for writing")
     if inode.seals & uapi.F_SEAL_SEAL:
-        raise _err(errno.EPERM, "F_SEAL_SEAL")
+        raise kernel_error(errno.EPERM, "F_SEAL_SEAL")
     if seals & uapi.F_SEAL_WRITE and not inode.seals & uapi.F_SEAL_WRITE:
         # mapping_deny_writable(): fails while shared writable mappings exist.
         if inode.i_mmap_writable > 0:
-            raise _err(errno.EBUSY, "writable shared mapping exists")
+            raise kernel_error(errno.EBUSY, "writable shared mapping exists")
     inode.seals |= seals

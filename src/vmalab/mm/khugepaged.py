@@ -1,15 +1,14 @@
 """khugepaged's page-table retraction for file and shmem VMAs.
 
-Models mm/khugepaged.c:retract_page_tables' per-VMA decision: the range must be a
-PMD-aligned 2 MiB inside the VMA, and the design's file_backed_vma_is_retractable()
-must allow it (a VMA with an anon_vma, uffd-wp, VM_MAYBE_GUARD under sticky, or a
-tagged ANON_VMA_UNFAULTED word is skipped). The collapse itself is not modelled.
+Models mm/khugepaged.c:retract_page_tables' per-VMA skip test: the design's
+file_backed_vma_is_retractable() must allow it (a VMA with an anon_vma, uffd-wp,
+VM_MAYBE_GUARD under sticky, or a tagged ANON_VMA_UNFAULTED word is skipped). The
+PMD-range alignment test and the collapse itself are not modelled.
 """
 
 from __future__ import annotations
 
 from vmalab.mm.mm_types import VmArea
-from vmalab.mm.pagetable import PMD_SIZE
 
 
 def retractable(vma: VmArea) -> bool:
@@ -20,9 +19,3 @@ def retractable(vma: VmArea) -> bool:
     candidates. Whether a PMD-aligned 2 MiB range exists is the caller's question.
     """
     return vma.vm_file is not None and vma.vm_mm.kernel.design_impl.file_vma_retractable(vma)
-
-
-def has_pmd_range(vma: VmArea) -> bool:
-    """Whether ``vma`` holds a PMD-aligned 2 MiB range (retract_page_tables' range test)."""
-    first = (vma.vm_start + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
-    return first + PMD_SIZE <= vma.vm_end

@@ -19,6 +19,7 @@ import errno
 from collections.abc import Sequence
 
 from vmalab import uapi
+from vmalab.errors import kernel_error
 from vmalab.mm import rmap
 from vmalab.mm.filemap import Inode
 from vmalab.mm.flags import (
@@ -87,10 +88,6 @@ VALID_ADVICE = frozenset(
 MAX_MADVISE_GUARD_RETRIES = 3
 
 
-def _e(code: int, what: str) -> OSError:
-    return OSError(code, f"{errno.errorcode[code]}: {what}")
-
-
 def is_valid_guard_vma(vma: VmArea, allow_locked: bool) -> bool:
     """Models mm/madvise.c:is_valid_guard_vma (v6.15+): no VM_SPECIAL or VM_HUGETLB, and
     no VM_LOCKED unless ``allow_locked`` (remove)."""
@@ -111,12 +108,12 @@ def madvise_guard_install(vma: VmArea, start: int, end: int) -> None:
     In the model nothing races the walk, so the second attempt always succeeds.
     """
     if not is_valid_guard_vma(vma, False):
-        raise _e(errno.EINVAL, "guard install on a VM_SPECIAL/VM_HUGETLB/VM_LOCKED VMA")
+        raise kernel_error(errno.EINVAL, "guard install on a VM_SPECIAL/VM_HUGETLB/VM_LOCKED VMA")
     design = vma.vm_mm.kernel.design_impl
     try:
         design.guard_install_prepare(vma)
     except AllocFailure:
-        raise _e(errno.ENOMEM, "anon_vma_prepare failed") from None
+        raise kernel_error(errno.ENOMEM, "anon_vma_prepare failed") from None
     pt = vma.vm_mm.pgtables
     nr_pages = 0
     err: OSError | None = None
@@ -131,7 +128,7 @@ def madvise_guard_install(vma: VmArea, start: int, end: int) -> None:
                 t[(a >> 12) & 511] = PTE_MARKER_GUARD_ENTRY
                 nr_pages += 1
         except AllocFailure:
-            err = _e(errno.ENOMEM, "page table allocation failed")
+            err = kernel_error(errno.ENOMEM, "page table allocation failed")
         break
     design.guard_install_done(vma, nr_pages)
     if err is not None:
@@ -145,7 +142,7 @@ def madvise_guard_remove(vma: VmArea, start: int, end: int) -> None:
     not freed; VM_MAYBE_GUARD is never cleared) and the design's remove hook.
     """
     if not is_valid_guard_vma(vma, True):
-        raise _e(errno.EINVAL, "guard remove on a VM_SPECIAL/VM_HUGETLB VMA")
+        raise kernel_error(errno.EINVAL, "guard remove on a VM_SPECIAL/VM_HUGETLB VMA")
     for _i, t, s, e in vma.vm_mm.pgtables.tables_in(start, end):
         for j in range(s, e):
             if t[j] == PTE_MARKER_GUARD_ENTRY:
@@ -166,21 +163,21 @@ def _new_flags(vma: VmArea, behavior: int) -> int:
         return f | VM_DONTCOPY
     if behavior == uapi.MADV_DOFORK:
         if f & VM_IO:
-            raise _e(errno.EINVAL, "MADV_DOFORK on VM_IO")
+            raise kernel_error(errno.EINVAL, "MADV_DOFORK on VM_IO")
         return f & ~VM_DONTCOPY
     if behavior == uapi.MADV_WIPEONFORK:
         if vma.vm_file is not None or f & VM_SHARED:
-            raise _e(errno.EINVAL, "MADV_WIPEONFORK on a non-anonymous VMA")
+            raise kernel_error(errno.EINVAL, "MADV_WIPEONFORK on a non-anonymous VMA")
         return f | VM_WIPEONFORK
     if behavior == uapi.MADV_KEEPONFORK:
         if f & VM_DROPPABLE:
-            raise _e(errno.EINVAL, "MADV_KEEPONFORK on a droppable VMA")
+            raise kernel_error(errno.EINVAL, "MADV_KEEPONFORK on a droppable VMA")
         return f & ~VM_WIPEONFORK
     if behavior == uapi.MADV_DONTDUMP:
         return f | VM_DONTDUMP
     if behavior == uapi.MADV_DODUMP:
         if f & (VM_SPECIAL | VM_DROPPABLE):  # droppable memory may never be dumped
-            raise _e(errno.EINVAL, "MADV_DODUMP on VM_SPECIAL")
+            raise kernel_error(errno.EINVAL, "MADV_DODUMP on VM_SPECIAL")
         return f & ~VM_DONTDUMP
     if behavior == uapi.MADV_HUGEPAGE:
         return (f & ~VM_NOHUGEPAGE) | VM_HUGEPAGE
@@ -233,7 +230,7 @@ def _madvise_vma(
             vma, new_flags = vma_modify_flags(prev, vma, start, end, new_flags)
         except OSError as e:
             if e.errno == errno.ENOMEM:
-                raise _e(errno.EAGAIN, "vma_modify_flags: out of resources") from None
+                raise kernel_error(errno.EAGAIN, "vma_modify_flags: out of resources") from None
             raise
         vma.vm_flags = new_flags
         return vma
@@ -244,30 +241,30 @@ def _madvise_vma(
     elif b in (uapi.MADV_DONTNEED, uapi.MADV_DONTNEED_LOCKED, uapi.MADV_FREE):
         # madvise_dontneed_free_valid_vma()
         if vma.vm_flags & (VM_PFNMAP | VM_HUGETLB):
-            raise _e(errno.EINVAL, "DONTNEED/FREE on VM_PFNMAP or hugetlb")
+            raise kernel_error(errno.EINVAL, "DONTNEED/FREE on VM_PFNMAP or hugetlb")
         if b != uapi.MADV_DONTNEED_LOCKED and vma.vm_flags & VM_LOCKED:
-            raise _e(errno.EINVAL, "DONTNEED/FREE on a locked VMA")
+            raise kernel_error(errno.EINVAL, "DONTNEED/FREE on a locked VMA")
         if b == uapi.MADV_FREE:
             if not vma.is_anonymous():
-                raise _e(errno.EINVAL, "MADV_FREE on a non-anonymous VMA")
+                raise kernel_error(errno.EINVAL, "MADV_FREE on a non-anonymous VMA")
             return vma  # lazyfree: pages stay until reclaim, which is not modelled
         zap_page_range(vma, start, end, reclaim_pt=True)
     elif b == uapi.MADV_REMOVE:
         # madvise_remove(): punch a hole in the backing tmpfs file.
         if vma.vm_flags & VM_LOCKED:
-            raise _e(errno.EINVAL, "MADV_REMOVE on a locked VMA")
+            raise kernel_error(errno.EINVAL, "MADV_REMOVE on a locked VMA")
         if vma.vm_file is None:
-            raise _e(errno.EINVAL, "MADV_REMOVE on anonymous memory")
+            raise kernel_error(errno.EINVAL, "MADV_REMOVE on anonymous memory")
         if not is_shared_maywrite(vma.vm_flags):
-            raise _e(errno.EACCES, "MADV_REMOVE on a private or read-only mapping")
+            raise kernel_error(errno.EACCES, "MADV_REMOVE on a private or read-only mapping")
         inode: Inode = vma.vm_file.inode
         offset = (vma.vm_pgoff << 12) + (start - vma.vm_start)
         if inode.seals & (uapi.F_SEAL_WRITE | uapi.F_SEAL_FUTURE_WRITE):
-            raise _e(errno.EPERM, "sealed")
+            raise kernel_error(errno.EPERM, "sealed")
         inode.punch_hole(offset, end - start)
     elif b in (uapi.MADV_COLD, uapi.MADV_PAGEOUT):
         if vma.vm_flags & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
-            raise _e(errno.EINVAL, "COLD/PAGEOUT on a locked or special VMA")
+            raise kernel_error(errno.EINVAL, "COLD/PAGEOUT on a locked or special VMA")
         if b == uapi.MADV_PAGEOUT:
             madvise_pageout(vma, start, end)
     elif b == uapi.MADV_COLLAPSE:
@@ -326,17 +323,17 @@ def madvise_populate(mm: MmStruct, start: int, end: int, write: bool) -> None:
     while pos < end:
         vma = mm.vma_lookup(pos)
         if vma is None:
-            raise _e(errno.ENOMEM, "populate: unmapped address")
+            raise kernel_error(errno.ENOMEM, "populate: unmapped address")
         f = vma.vm_flags
         if f & (VM_IO | VM_PFNMAP) or not f & (VM_WRITE if write else VM_READ):
-            raise _e(errno.EINVAL, "populate: incompatible mapping or permissions")
+            raise kernel_error(errno.EINVAL, "populate: incompatible mapping or permissions")
         nend = min(end, vma.vm_end)
         try:
             populate_range(mm, vma, pos, nend, write)
         except FaultError as fe:
             if fe.kind == "OOM":
-                raise _e(errno.ENOMEM, "populate: out of memory") from None
-            raise _e(errno.EFAULT, f"populate: {fe.reason or fe.kind}") from None
+                raise kernel_error(errno.ENOMEM, "populate: out of memory") from None
+            raise kernel_error(errno.EFAULT, f"populate: {fe.reason or fe.kind}") from None
         pos = nend
 
 
@@ -351,7 +348,7 @@ def madvise_collapse(vma: VmArea, start: int, end: int) -> None:
     hstart = (start + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
     hend = end & ~(PMD_SIZE - 1)
     if vma.vm_flags & (VM_NOHUGEPAGE | VM_SPECIAL | VM_HUGETLB):
-        raise _e(errno.EINVAL, "THP not allowed in this VMA")
+        raise kernel_error(errno.EINVAL, "THP not allowed in this VMA")
     ok = True
     pt = vma.vm_mm.pgtables
     for h in range(hstart, hend, PMD_SIZE):
@@ -362,7 +359,9 @@ def madvise_collapse(vma: VmArea, start: int, end: int) -> None:
         if t is not None and PTE_MARKER_GUARD_ENTRY in t:
             ok = False
     if not ok:
-        raise _e(errno.EINVAL, "collapse refused (SCAN_PTE_NON_PRESENT or SCAN_PAGE_ANON)")
+        raise kernel_error(
+            errno.EINVAL, "collapse refused (SCAN_PTE_NON_PRESENT or SCAN_PAGE_ANON)"
+        )
 
 
 def do_madvise(mm: MmStruct, start: int, len_in: int, behavior: int) -> None:
@@ -374,17 +373,17 @@ def do_madvise(mm: MmStruct, start: int, len_in: int, behavior: int) -> None:
     one VMA stops the walk.
     """
     if behavior not in VALID_ADVICE:
-        raise _e(errno.EINVAL, f"unknown advice {behavior}")
+        raise kernel_error(errno.EINVAL, f"unknown advice {behavior}")
     if start & (PAGE_SIZE - 1) or start < 0:
-        raise _e(errno.EINVAL, "unaligned start")
+        raise kernel_error(errno.EINVAL, "unaligned start")
     if len_in < 0:
-        raise _e(errno.EINVAL, "negative length")
+        raise kernel_error(errno.EINVAL, "negative length")
     length = page_align(len_in)
     if len_in and not length:
-        raise _e(errno.EINVAL, "length overflows")
+        raise kernel_error(errno.EINVAL, "length overflows")
     end = start + length
     if end >= 1 << 64:
-        raise _e(errno.EINVAL, "range overflows")
+        raise kernel_error(errno.EINVAL, "range overflows")
     if end == start:
         return
     if behavior in (uapi.MADV_POPULATE_READ, uapi.MADV_POPULATE_WRITE):
@@ -413,7 +412,7 @@ def do_madvise(mm: MmStruct, start: int, len_in: int, behavior: int) -> None:
         prev = vma
         vma = mm.vma_next(vma)
     if unmapped:
-        raise _e(errno.ENOMEM, "range contains unmapped memory")
+        raise kernel_error(errno.ENOMEM, "range contains unmapped memory")
 
 
 def do_process_madvise(mm: MmStruct, ranges: Sequence[tuple[int, int]], behavior: int) -> int:
@@ -425,7 +424,7 @@ def do_process_madvise(mm: MmStruct, ranges: Sequence[tuple[int, int]], behavior
     ``total_len - iov_iter_count()`` does only for completed iovecs, so it stops there.
     """
     if behavior not in VALID_ADVICE:
-        raise _e(errno.EINVAL, f"unknown advice {behavior}")
+        raise kernel_error(errno.EINVAL, f"unknown advice {behavior}")
     done = 0
     for start, length in ranges:
         try:

@@ -33,6 +33,8 @@ from vmalab.mm.pagetable import (
 )
 
 if TYPE_CHECKING:
+    from array import array
+
     from vmalab.mm.filemap import Inode
 
 RLIMIT_STACK_DEFAULT = 8 << 20
@@ -189,7 +191,7 @@ def find_fault_vma(mm: MmStruct, addr: int) -> VmArea:
     return vma
 
 
-def _file_page(vma: VmArea, addr: int, create: bool = True) -> int:
+def _file_page(vma: VmArea, addr: int) -> int:
     """The page-cache page backing ``addr``; SIGBUS beyond EOF.
 
     Models mm/shmem.c:shmem_fault → shmem_get_folio_gfp (SGP_CACHE allocates a page for a
@@ -202,8 +204,6 @@ def _file_page(vma: VmArea, addr: int, create: bool = True) -> int:
         raise FaultError("SIGBUS", "beyond EOF")
     pfn = inode.pages.get(index)
     if pfn is None:
-        if not create:
-            return -1
         pfn = inode.page_cache_alloc(index)
         inode.clean.add(index)
     else:
@@ -211,7 +211,7 @@ def _file_page(vma: VmArea, addr: int, create: bool = True) -> int:
     return pfn
 
 
-def _map_new_anon(vma: VmArea, t: object, j: int, src_pfn: int | None) -> None:
+def _map_new_anon(vma: VmArea, t: array[int], j: int, src_pfn: int | None) -> None:
     """Allocate an anonymous folio (optionally a copy of ``src_pfn``) and map it writable.
 
     Models the common tail of do_anonymous_page, do_cow_fault and wp_page_copy:
@@ -228,7 +228,7 @@ def _map_new_anon(vma: VmArea, t: object, j: int, src_pfn: int | None) -> None:
     if src_pfn is not None and src_pfn != ZERO_PFN:
         phys.copy(pfn, src_pfn)
     phys.mapcount[pfn] = 1
-    t[j] = mk_pte(pfn, bool(vma.vm_flags & VM_WRITE))  # type: ignore[index]
+    t[j] = mk_pte(pfn, bool(vma.vm_flags & VM_WRITE))
 
 
 def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
@@ -297,7 +297,7 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
             phys.free(pfn)
 
 
-def _do_fault_around(vma: VmArea, addr: int, t: object) -> None:
+def _do_fault_around(vma: VmArea, addr: int, t: array[int]) -> None:
     """Map the already-cached pages around a read fault.
 
     Models mm/memory.c:do_fault_around → mm/filemap.c:filemap_map_pages: a window of
@@ -318,7 +318,7 @@ def _do_fault_around(vma: VmArea, addr: int, t: object) -> None:
     pages = inode.pages
     stale = inode.not_uptodate
     for p in range(from_pte, to_pte):
-        if t[p]:  # type: ignore[index]
+        if t[p]:
             continue
         index = linear_page_index(vma, base + (p << 12))
         if index >= npages:
@@ -327,7 +327,7 @@ def _do_fault_around(vma: VmArea, addr: int, t: object) -> None:
         if pfn is None or index in stale:  # next_uptodate_folio() skips !uptodate folios
             continue
         mapcount[pfn] += 1
-        t[p] = mk_pte(pfn, writable)  # type: ignore[index]
+        t[p] = mk_pte(pfn, writable)
 
 
 def fault_in(mm: MmStruct, addr: int, write: bool) -> tuple[VmArea, int]:

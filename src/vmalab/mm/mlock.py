@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 
+from vmalab.errors import kernel_error
 from vmalab.mm.flags import (
     VM_DROPPABLE,
     VM_HUGETLB,
@@ -45,12 +46,12 @@ def apply_vma_lock_flags(mm: MmStruct, start: int, length: int, flags: int) -> N
     """
     end = start + length
     if end > (1 << 64) - 1:  # unsigned wrap-around: end < start
-        raise OSError(errno.EINVAL, "EINVAL: range overflows")
+        raise kernel_error(errno.EINVAL, "range overflows")
     if end == start:
         return
     vma = mm.find_vma(start)
     if vma is None or vma.vm_start > start:
-        raise OSError(errno.ENOMEM, "ENOMEM: range not mapped")
+        raise kernel_error(errno.ENOMEM, "range not mapped")
     prev = mm.vma_prev(vma) if start <= vma.vm_start else vma
     nstart = start
     while True:
@@ -64,7 +65,7 @@ def apply_vma_lock_flags(mm: MmStruct, start: int, length: int, flags: int) -> N
             return
         nxt = mm.vma_next(vma)
         if nxt is None or nxt.vm_start != tmp:
-            raise OSError(errno.ENOMEM, "ENOMEM: hole in range")
+            raise kernel_error(errno.ENOMEM, "hole in range")
         vma = nxt
 
 
@@ -76,7 +77,7 @@ def do_mlock(mm: MmStruct, start: int, length: int, flags: int) -> None:
     to ENOMEM, yet the VMAs stay VM_LOCKED (measured on 6.18.44).
     """
     if length < 0:
-        raise OSError(errno.EINVAL, "EINVAL: negative length")
+        raise kernel_error(errno.EINVAL, "negative length")
     length = page_align(length + (start & (PAGE_SIZE - 1)))
     start &= ~(PAGE_SIZE - 1)
     apply_vma_lock_flags(mm, start, length, flags)
@@ -94,7 +95,7 @@ def do_mlock(mm: MmStruct, start: int, length: int, flags: int) -> None:
 def do_munlock(mm: MmStruct, start: int, length: int) -> None:
     """The munlock syscall. Models mm/mlock.c:sys_munlock."""
     if length < 0:
-        raise OSError(errno.EINVAL, "EINVAL: negative length")
+        raise kernel_error(errno.EINVAL, "negative length")
     length = page_align(length + (start & (PAGE_SIZE - 1)))
     start &= ~(PAGE_SIZE - 1)
     apply_vma_lock_flags(mm, start, length, 0)

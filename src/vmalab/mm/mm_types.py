@@ -307,7 +307,3 @@ class MmStruct:
             del self.mm_mt[vma.vm_start]
             vma.vm_start = start
             self.mm_mt[start] = vma
-
-    def vmas(self) -> list[VmArea]:
-        """All VMAs in address order."""
-        return list(self.mm_mt.values())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 
 from vmalab import uapi
+from vmalab.errors import kernel_error
 from vmalab.mm import rmap
 from vmalab.mm.filemap import File
 from vmalab.mm.flags import (
@@ -78,10 +79,6 @@ LEGACY_MAP_MASK = (
 )
 
 
-def _e(code: int, what: str) -> OSError:
-    return OSError(code, f"{errno.errorcode[code]}: {what}")
-
-
 def page_align(n: int) -> int:
     """Models include/linux/mm.h:PAGE_ALIGN (wrapping at 2**64 like unsigned long)."""
     return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) & ((1 << 64) - 1)
@@ -107,12 +104,12 @@ def get_unmapped_area(
     (thp_get_unmapped_area_vmflags, 6.7+).
     """
     if length > TASK_SIZE:
-        raise _e(errno.ENOMEM, "length > TASK_SIZE")
+        raise kernel_error(errno.ENOMEM, "length > TASK_SIZE")
     if flags & uapi.MAP_FIXED:
         if addr > TASK_SIZE - length:
-            raise _e(errno.ENOMEM, "MAP_FIXED beyond TASK_SIZE")
+            raise kernel_error(errno.ENOMEM, "MAP_FIXED beyond TASK_SIZE")
         if addr & (PAGE_SIZE - 1):
-            raise _e(errno.EINVAL, "unaligned MAP_FIXED address")
+            raise kernel_error(errno.EINVAL, "unaligned MAP_FIXED address")
         return addr
     hint = addr
     if addr:
@@ -151,7 +148,7 @@ def vm_unmapped_area_topdown(mm: MmStruct, length: int, low: int, high: int, ali
             if cand >= gap_start:
                 return cand
         if v is None:
-            raise _e(errno.ENOMEM, "no gap")
+            raise kernel_error(errno.ENOMEM, "no gap")
         gap_end = vm_start_gap(v)
         v = v.vm_prev
 
@@ -199,13 +196,13 @@ def do_vmi_munmap(mm: MmStruct, start: int, length: int) -> None:
     try:
         if start > first.vm_start:
             if end < first.vm_end and mm.map_count >= mm.kernel.max_map_count:
-                raise _e(errno.ENOMEM, "max_map_count")
+                raise kernel_error(errno.ENOMEM, "max_map_count")
             split_vma_raw(first, start, True)
         last = vmas[-1]
         if last.vm_end > end:
             split_vma_raw(last, end, False)
     except AllocFailure:
-        raise _e(errno.ENOMEM, "munmap split failed") from None
+        raise kernel_error(errno.ENOMEM, "munmap split failed") from None
     unmap_vmas_and_free(mm, vmas, start, end)
 
 
@@ -237,12 +234,12 @@ def mmap_region(
         vmg.next = nxt
         vma = vma_merge_new_range(vmg)
         if vmg.nomem:
-            raise _e(errno.ENOMEM, "merge allocation failed")
+            raise kernel_error(errno.ENOMEM, "merge allocation failed")
     if vma is None:
         try:
             vma = vm_area_alloc(mm, addr, end, pgoff, vm_flags, file)
         except AllocFailure:
-            raise _e(errno.ENOMEM, "vm_area_alloc failed") from None
+            raise kernel_error(errno.ENOMEM, "vm_area_alloc failed") from None
         if file is None and vm_flags & VM_SHARED:
             vma.vm_file = mm.kernel.fs.shmem_zero_setup()
             vma.vm_file.inode.size = length
@@ -265,7 +262,7 @@ def memfd_check_seals_mmap(file: File, vm_flags: int) -> int:
     """
     if file.inode.seals & (uapi.F_SEAL_WRITE | uapi.F_SEAL_FUTURE_WRITE) and vm_flags & VM_SHARED:
         if vm_flags & VM_WRITE:
-            raise _e(errno.EPERM, "shared writable mapping of a write-sealed file")
+            raise kernel_error(errno.EPERM, "shared writable mapping of a write-sealed file")
         vm_flags &= ~VM_MAYWRITE
     return vm_flags
 
@@ -297,77 +294,77 @@ def do_mmap(
     decision of vm_mmap_pgoff.
     """
     if offset < 0 or offset & (PAGE_SIZE - 1):
-        raise _e(errno.EINVAL, "unaligned offset")
+        raise kernel_error(errno.EINVAL, "unaligned offset")
     pgoff = offset >> PAGE_SHIFT
     if not length:
-        raise _e(errno.EINVAL, "zero length")
+        raise kernel_error(errno.EINVAL, "zero length")
     if length < 0 or addr < 0:
-        raise _e(errno.EINVAL, "negative argument")
+        raise kernel_error(errno.EINVAL, "negative argument")
     if not flags & uapi.MAP_FIXED and addr < MMAP_MIN_ADDR and addr:
         addr = MMAP_MIN_ADDR & ~(PAGE_SIZE - 1)  # round_hint_to_min()
     length = page_align(length)
     if not length:
-        raise _e(errno.ENOMEM, "length overflows")
+        raise kernel_error(errno.ENOMEM, "length overflows")
     if pgoff + (length >> PAGE_SHIFT) >= 1 << 64:
-        raise _e(errno.EOVERFLOW, "pgoff overflows")
+        raise kernel_error(errno.EOVERFLOW, "pgoff overflows")
     if mm.map_count > mm.kernel.max_map_count:
-        raise _e(errno.ENOMEM, "max_map_count")
+        raise kernel_error(errno.ENOMEM, "max_map_count")
     if flags & uapi.MAP_FIXED_NOREPLACE:
         flags |= uapi.MAP_FIXED
     if prot & ~(uapi.PROT_READ | uapi.PROT_WRITE | uapi.PROT_EXEC | uapi.PROT_SEM):
         # x86 arch_validate_prot is only consulted by mprotect; mmap ignores other bits
         prot &= 0xF
     if flags & uapi.MAP_HUGETLB:
-        raise _e(errno.EINVAL, "MAP_HUGETLB is not modelled (no hugetlb pool)")
+        raise kernel_error(errno.EINVAL, "MAP_HUGETLB is not modelled (no hugetlb pool)")
     vm_flags = calc_vm_prot_bits(prot) | calc_vm_flag_bits(flags) | mm.def_flags
     vm_flags |= VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
     # __get_unmapped_area() and the MAP_FIXED_NOREPLACE overlap check come before the
     # per-type checks (so NOREPLACE over a mapping is EEXIST whatever else is wrong).
     addr = get_unmapped_area(mm, addr, length, pgoff, flags, file)
     if flags & uapi.MAP_FIXED_NOREPLACE and mm.vmas_in(addr, addr + length):
-        raise _e(errno.EEXIST, "MAP_FIXED_NOREPLACE over a mapping")
+        raise kernel_error(errno.EEXIST, "MAP_FIXED_NOREPLACE over a mapping")
     map_type = flags & uapi.MAP_TYPE
     if file is not None:
         if map_type in (uapi.MAP_SHARED, uapi.MAP_SHARED_VALIDATE):
             if map_type == uapi.MAP_SHARED_VALIDATE and flags & ~(
                 LEGACY_MAP_MASK | uapi.MAP_SYNC | uapi.MAP_FIXED_NOREPLACE
             ):
-                raise _e(errno.EOPNOTSUPP, "unknown flags with MAP_SHARED_VALIDATE")
+                raise kernel_error(errno.EOPNOTSUPP, "unknown flags with MAP_SHARED_VALIDATE")
             if flags & uapi.MAP_SYNC:
-                raise _e(errno.EOPNOTSUPP, "MAP_SYNC needs DAX")
+                raise kernel_error(errno.EOPNOTSUPP, "MAP_SYNC needs DAX")
             if prot & uapi.PROT_WRITE and not file.writable:
-                raise _e(errno.EACCES, "PROT_WRITE on a file opened read-only")
+                raise kernel_error(errno.EACCES, "PROT_WRITE on a file opened read-only")
             vm_flags |= VM_SHARED | VM_MAYSHARE
             if not file.writable:
                 vm_flags &= ~(VM_MAYWRITE | VM_SHARED)
         elif map_type != uapi.MAP_PRIVATE:
-            raise _e(errno.EINVAL, "bad map type for a file")
+            raise kernel_error(errno.EINVAL, "bad map type for a file")
         if not file.readable:
-            raise _e(errno.EACCES, "file not open for reading")
+            raise kernel_error(errno.EACCES, "file not open for reading")
         if vm_flags & VM_GROWSDOWN:
-            raise _e(errno.EINVAL, "MAP_GROWSDOWN on a file mapping")
+            raise kernel_error(errno.EINVAL, "MAP_GROWSDOWN on a file mapping")
         vm_flags = memfd_check_seals_mmap(file, vm_flags)
     else:
         if map_type in (uapi.MAP_SHARED, uapi.MAP_SHARED_VALIDATE):
             if map_type == uapi.MAP_SHARED_VALIDATE and flags & ~(
                 LEGACY_MAP_MASK | uapi.MAP_FIXED_NOREPLACE
             ):
-                raise _e(errno.EOPNOTSUPP, "unknown flags with MAP_SHARED_VALIDATE")
+                raise kernel_error(errno.EOPNOTSUPP, "unknown flags with MAP_SHARED_VALIDATE")
             if flags & uapi.MAP_GROWSDOWN:
-                raise _e(errno.EINVAL, "shared MAP_GROWSDOWN")
+                raise kernel_error(errno.EINVAL, "shared MAP_GROWSDOWN")
             vm_flags |= VM_SHARED | VM_MAYSHARE
             pgoff = 0
         elif map_type == uapi.MAP_DROPPABLE:
             if flags & (uapi.MAP_LOCKED | uapi.MAP_HUGETLB):
-                raise _e(errno.EINVAL, "droppable with MAP_LOCKED")
+                raise kernel_error(errno.EINVAL, "droppable with MAP_LOCKED")
             if vm_flags & VM_GROWSDOWN:
-                raise _e(errno.EINVAL, "droppable stack")
+                raise kernel_error(errno.EINVAL, "droppable stack")
             vm_flags |= VM_DROPPABLE | VM_NORESERVE | VM_WIPEONFORK | VM_DONTDUMP
             pgoff = -1  # set below, once the address is known
         elif map_type == uapi.MAP_PRIVATE:
             pgoff = -1
         else:
-            raise _e(errno.EINVAL, "bad map type")
+            raise kernel_error(errno.EINVAL, "bad map type")
     if pgoff == -1:
         pgoff = addr >> PAGE_SHIFT  # "Set pgoff according to addr for anon_vma"
     if flags & uapi.MAP_NORESERVE:

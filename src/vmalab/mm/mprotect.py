@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 
 from vmalab import uapi
+from vmalab.errors import kernel_error
 from vmalab.mm import rmap
 from vmalab.mm.flags import (
     VM_ACCESS_FLAGS,
@@ -83,45 +84,45 @@ def do_mprotect(mm: MmStruct, start: int, length: int, prot: int) -> None:
     ENOMEM, leaving the VMAs before it changed.
     """
     if start & (PAGE_SIZE - 1) or start < 0:
-        raise OSError(errno.EINVAL, "EINVAL: unaligned start")
+        raise kernel_error(errno.EINVAL, "unaligned start")
     if length < 0:
-        raise OSError(errno.EINVAL, "EINVAL: negative length")
+        raise kernel_error(errno.EINVAL, "negative length")
     if not length:
         return
     grows = prot & (uapi.PROT_GROWSDOWN | uapi.PROT_GROWSUP)
     prot &= ~grows
     if grows == uapi.PROT_GROWSDOWN | uapi.PROT_GROWSUP:
-        raise OSError(errno.EINVAL, "EINVAL: both PROT_GROWSDOWN and PROT_GROWSUP")
+        raise kernel_error(errno.EINVAL, "both PROT_GROWSDOWN and PROT_GROWSUP")
     length = page_align(length)
     end = start + length
     if end <= start or end > (1 << 64) - 1:
-        raise OSError(errno.ENOMEM, "ENOMEM: range overflows")
+        raise kernel_error(errno.ENOMEM, "range overflows")
     if prot & ~(uapi.PROT_READ | uapi.PROT_WRITE | uapi.PROT_EXEC | uapi.PROT_SEM):
-        raise OSError(errno.EINVAL, "EINVAL: unknown prot bits")
+        raise kernel_error(errno.EINVAL, "unknown prot bits")
     if grows & uapi.PROT_GROWSUP:
-        raise OSError(errno.EINVAL, "EINVAL: PROT_GROWSUP on x86")
+        raise kernel_error(errno.EINVAL, "PROT_GROWSUP on x86")
     vma = mm.find_vma(start)
     if vma is None or vma.vm_start >= end:
-        raise OSError(errno.ENOMEM, "ENOMEM: range not mapped")
+        raise kernel_error(errno.ENOMEM, "range not mapped")
     if grows & uapi.PROT_GROWSDOWN:
         if vma.vm_start >= end:
-            raise OSError(errno.ENOMEM, "ENOMEM")
+            raise kernel_error(errno.ENOMEM)
         start = vma.vm_start
         if not vma.vm_flags & VM_GROWSDOWN:
-            raise OSError(errno.EINVAL, "EINVAL: PROT_GROWSDOWN on a non-stack VMA")
+            raise kernel_error(errno.EINVAL, "PROT_GROWSDOWN on a non-stack VMA")
     elif vma.vm_start > start:
-        raise OSError(errno.ENOMEM, "ENOMEM: range starts in a hole")
+        raise kernel_error(errno.ENOMEM, "range starts in a hole")
     prev = mm.vma_prev(vma) if start <= vma.vm_start else vma
     tmp = vma.vm_start
     nstart = start
     newprot = calc_vm_prot_bits(prot)
     while True:
         if vma.vm_start != tmp:
-            raise OSError(errno.ENOMEM, "ENOMEM: hole in range")
+            raise kernel_error(errno.ENOMEM, "hole in range")
         newflags = newprot | (vma.vm_flags & ~(VM_READ | VM_WRITE | VM_EXEC))
         # newflags >> 4 shifts VM_MAY* into the VM_* position
         if (newflags & ~(newflags >> 4)) & VM_ACCESS_FLAGS:
-            raise OSError(errno.EACCES, "EACCES: VM_MAY* forbids this protection")
+            raise kernel_error(errno.EACCES, "VM_MAY* forbids this protection")
         tmp = min(vma.vm_end, end)
         vma = mprotect_fixup(mm, vma, prev, nstart, tmp, newflags)
         # tmp = vma_iter_end(&vmi): a merge may have grown the VMA past the range.
@@ -131,5 +132,5 @@ def do_mprotect(mm: MmStruct, start: int, length: int, prot: int) -> None:
             return
         nxt = mm.vma_next(vma)
         if nxt is None:
-            raise OSError(errno.ENOMEM, "ENOMEM: hole in range")
+            raise kernel_error(errno.ENOMEM, "hole in range")
         vma = nxt

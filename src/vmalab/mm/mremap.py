@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 
 from vmalab import uapi
+from vmalab.errors import kernel_error
 from vmalab.mm import rmap
 from vmalab.mm.flags import (
     VM_ACCOUNT,
@@ -45,10 +46,6 @@ from vmalab.mm.vma import (
 )
 
 U64 = (1 << 64) - 1
-
-
-def _e(code: int, what: str) -> OSError:
-    return OSError(code, f"{errno.errorcode[code]}: {what}")
 
 
 def copy_vma(vma: VmArea, addr: int, length: int, pgoff: int) -> VmArea:
@@ -99,20 +96,20 @@ def move_vma(
     source VMA in place with empty page tables.
     """
     if mm.map_count >= mm.kernel.max_map_count - 3:
-        raise _e(errno.ENOMEM, "max_map_count")
+        raise kernel_error(errno.ENOMEM, "max_map_count")
     new_pgoff = vma.vm_pgoff + ((old_addr - vma.vm_start) >> PAGE_SHIFT)
     locked = vma.vm_flags & VM_LOCKED
     try:
         new = copy_vma(vma, new_addr, new_len, new_pgoff)
     except AllocFailure:
-        raise _e(errno.ENOMEM, "copy_vma failed") from None
+        raise kernel_error(errno.ENOMEM, "copy_vma failed") from None
     try:
         move_page_tables(vma, old_addr, new, new_addr, old_len)
     except AllocFailure:
         # move_vma(): move the entries back and unmap the destination.
         move_page_tables(new, new_addr, vma, old_addr, old_len)
         do_vmi_munmap(mm, new_addr, new_len)
-        raise _e(errno.ENOMEM, "move_page_tables failed") from None
+        raise kernel_error(errno.ENOMEM, "move_page_tables failed") from None
     if flags & uapi.MREMAP_DONTUNMAP:
         # The source keeps its VMA; VM_ACCOUNT moves to the new one (unlink_anon_vmas is
         # not called: the source keeps its anon_vma).
@@ -138,12 +135,12 @@ def vma_expandable(mm: MmStruct, vma: VmArea, delta: int) -> bool:
 def _resize_is_valid(vma: VmArea, addr: int, old_len: int, new_len: int, flags: int) -> None:
     """Models mm/mremap.c:resize_is_valid: the range must lie in one VMA that may grow."""
     if old_len > vma.vm_end - addr:
-        raise _e(errno.EFAULT, "old range spans more than one VMA")
+        raise kernel_error(errno.EFAULT, "old range spans more than one VMA")
     if new_len > old_len or old_len == 0:
         if vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP):
-            raise _e(errno.EFAULT, "VM_DONTEXPAND/VM_PFNMAP cannot grow")
+            raise kernel_error(errno.EFAULT, "VM_DONTEXPAND/VM_PFNMAP cannot grow")
     if flags & uapi.MREMAP_DONTUNMAP and vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP | VM_MIXEDMAP):
-        raise _e(errno.EINVAL, "MREMAP_DONTUNMAP on a special mapping")
+        raise kernel_error(errno.EINVAL, "MREMAP_DONTUNMAP on a special mapping")
 
 
 def remap_move(mm: MmStruct, addr: int, length: int, new_addr: int, flags: int) -> int:
@@ -159,7 +156,7 @@ def remap_move(mm: MmStruct, addr: int, length: int, new_addr: int, flags: int) 
     pieces = [(v, max(v.vm_start, addr), min(v.vm_end, end)) for v in mm.vmas_in(addr, end)]
     for i, (v, _a, _b) in enumerate(pieces):
         if v.vm_flags & (VM_DONTEXPAND | VM_PFNMAP) and (i or len(pieces) > 1):
-            raise _e(errno.EFAULT, "special mapping in a multi-VMA move")
+            raise kernel_error(errno.EFAULT, "special mapping in a multi-VMA move")
     for start, stop in [(a, b) for _v, a, b in pieces]:
         n = stop - start
         dest = new_addr + (start - addr)
@@ -168,7 +165,7 @@ def remap_move(mm: MmStruct, addr: int, length: int, new_addr: int, flags: int) 
         assert piece is not None
         _resize_is_valid(piece, start, n, n, flags)
         if mm.map_count >= mm.kernel.max_map_count:
-            raise _e(errno.ENOMEM, "max_map_count")
+            raise kernel_error(errno.ENOMEM, "max_map_count")
         move_vma(mm, piece, start, n, n, dest, flags)
     return new_addr
 
@@ -186,7 +183,7 @@ def mremap_to(
     """
     vma = mm.vma_lookup(addr)
     if vma is None:
-        raise _e(errno.EFAULT, "no VMA at old address")
+        raise kernel_error(errno.EFAULT, "no VMA at old address")
     if old_len == new_len:
         return remap_move(mm, addr, old_len, new_addr, flags)
     _resize_is_valid(vma, addr, min(old_len, new_len) if old_len else 0, new_len, flags)
@@ -197,7 +194,7 @@ def mremap_to(
     vma = mm.vma_lookup(addr)
     assert vma is not None
     if mm.map_count >= mm.kernel.max_map_count:
-        raise _e(errno.ENOMEM, "max_map_count")
+        raise kernel_error(errno.ENOMEM, "max_map_count")
     return move_vma(mm, vma, addr, old_len if old_len else new_len, new_len, new_addr, flags)
 
 
@@ -211,35 +208,35 @@ def do_mremap(
     """
     valid = uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED | uapi.MREMAP_DONTUNMAP
     if flags & ~valid:
-        raise _e(errno.EINVAL, "unknown flags")
+        raise kernel_error(errno.EINVAL, "unknown flags")
     if flags & uapi.MREMAP_FIXED and not flags & uapi.MREMAP_MAYMOVE:
-        raise _e(errno.EINVAL, "MREMAP_FIXED without MREMAP_MAYMOVE")
+        raise kernel_error(errno.EINVAL, "MREMAP_FIXED without MREMAP_MAYMOVE")
     if flags & uapi.MREMAP_DONTUNMAP and (not flags & uapi.MREMAP_MAYMOVE or old_len != new_len):
-        raise _e(errno.EINVAL, "MREMAP_DONTUNMAP needs MAYMOVE and equal sizes")
+        raise kernel_error(errno.EINVAL, "MREMAP_DONTUNMAP needs MAYMOVE and equal sizes")
     if addr & (PAGE_SIZE - 1) or addr < 0 or old_len < 0 or new_len < 0:
-        raise _e(errno.EINVAL, "unaligned address")
+        raise kernel_error(errno.EINVAL, "unaligned address")
     old_len = page_align(old_len)
     new_len = page_align(new_len)
     if not new_len:
-        raise _e(errno.EINVAL, "zero new length")
+        raise kernel_error(errno.EINVAL, "zero new length")
     if addr + old_len > U64 or addr + new_len > U64:
-        raise _e(errno.EINVAL, "range overflows")
+        raise kernel_error(errno.EINVAL, "range overflows")
     if flags & uapi.MREMAP_FIXED:
         if new_addr & (PAGE_SIZE - 1) or new_addr < 0:
-            raise _e(errno.EINVAL, "unaligned new address")
+            raise kernel_error(errno.EINVAL, "unaligned new address")
         if new_len > TASK_SIZE or new_addr > TASK_SIZE - new_len:
-            raise _e(errno.EINVAL, "new range beyond TASK_SIZE")
+            raise kernel_error(errno.EINVAL, "new range beyond TASK_SIZE")
         # The ranges may not overlap.
         if addr + old_len > new_addr and new_addr + new_len > addr:
-            raise _e(errno.EINVAL, "overlapping ranges")
+            raise kernel_error(errno.EINVAL, "overlapping ranges")
     vma = mm.vma_lookup(addr)
     if vma is None:
-        raise _e(errno.EFAULT, "no VMA at old address")
+        raise kernel_error(errno.EFAULT, "no VMA at old address")
     if not old_len:
         if not vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
-            raise _e(errno.EINVAL, "old_len 0 on a private mapping")
+            raise kernel_error(errno.EINVAL, "old_len 0 on a private mapping")
         if not flags & uapi.MREMAP_MAYMOVE:
-            raise _e(errno.EINVAL, "old_len 0 without MAYMOVE")
+            raise kernel_error(errno.EINVAL, "old_len 0 without MAYMOVE")
     if flags & uapi.MREMAP_FIXED:
         return mremap_to(mm, addr, old_len, new_len, flags, new_addr)
     if new_len <= old_len:
@@ -260,13 +257,13 @@ def do_mremap(
         vmg.next = vma.vm_next
         expanded = vma_merge_new_range(vmg)
         if expanded is None:
-            raise _e(errno.ENOMEM, "vma_merge_extend failed")
+            raise kernel_error(errno.ENOMEM, "vma_merge_extend failed")
         if expanded.vm_flags & VM_LOCKED:
             mm.locked_vm += delta >> PAGE_SHIFT
             mm_populate(mm, addr + old_len, delta, ignore_errors=True)
         return addr
     if not flags & uapi.MREMAP_MAYMOVE:
-        raise _e(errno.ENOMEM, "cannot grow in place")
+        raise kernel_error(errno.ENOMEM, "cannot grow in place")
     pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
     map_flags = uapi.MAP_SHARED if vma.vm_flags & VM_MAYSHARE else 0
     dest = get_unmapped_area(mm, 0, new_len, pgoff, map_flags, vma.vm_file)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 
+from vmalab.errors import kernel_error
 from vmalab.mm import rmap
 from vmalab.mm.flags import VM_MAYWRITE, VM_SHARED, VM_SPECIAL
 from vmalab.mm.mm_types import PAGE_SHIFT, MmStruct, VmArea
@@ -40,10 +41,7 @@ class VmaMergeStruct:
         "policy",
         "uffd_ctx",
         "anon_name",
-        "just_expand",
         "nomem",
-        "remove_middle",
-        "remove_next",
     )
 
     def __init__(
@@ -72,10 +70,7 @@ class VmaMergeStruct:
         self.policy: object | None = None
         self.uffd_ctx: object | None = None
         self.anon_name: str | None = None
-        self.just_expand = False
         self.nomem = False
-        self.remove_middle = False
-        self.remove_next = False
 
     @classmethod
     def vma_state(cls, prev: VmArea | None, middle: VmArea, start: int, end: int) -> VmaMergeStruct:
@@ -412,7 +407,7 @@ def vma_merge_new_range(vmg: VmaMergeStruct) -> VmArea | None:
     if vmg.vm_flags & VM_SPECIAL or (prev is None and nxt is None):
         return None
     can_left = can_vma_merge_left(vmg)
-    can_right = not vmg.just_expand and can_vma_merge_right(vmg, can_left)
+    can_right = can_vma_merge_right(vmg, can_left)
     if can_right:
         assert nxt is not None
         vmg.end = nxt.vm_end
@@ -475,11 +470,11 @@ def split_vma(vma: VmArea, addr: int, new_below: bool) -> VmArea:
     """Models mm/vma.c:split_vma: -ENOMEM at sysctl_max_map_count, then __split_vma."""
     mm = vma.vm_mm
     if mm.map_count >= mm.kernel.max_map_count:
-        raise OSError(errno.ENOMEM, "max_map_count")
+        raise kernel_error(errno.ENOMEM, "max_map_count")
     try:
         return __split_vma(vma, addr, new_below)
     except AllocFailure:
-        raise OSError(errno.ENOMEM, "split_vma: allocation failed") from None
+        raise kernel_error(errno.ENOMEM, "split_vma: allocation failed") from None
 
 
 def vma_modify(vmg: VmaMergeStruct) -> tuple[VmArea, bool]:
@@ -494,7 +489,7 @@ def vma_modify(vmg: VmaMergeStruct) -> tuple[VmArea, bool]:
     if merged is not None:
         return merged, True
     if vmg.nomem:
-        raise OSError(errno.ENOMEM, "merge: allocation failed")
+        raise kernel_error(errno.ENOMEM, "merge: allocation failed")
     if vma.vm_start < vmg.start:
         split_vma(vma, vmg.start, True)
     if vma.vm_end > vmg.end:
