@@ -48,11 +48,29 @@ class VmaView:
 
 
 def vma_name(vma: VmArea) -> str | None:
-    """The name column of maps. Models fs/proc/task_mmu.c:get_vma_name."""
+    """The name column of maps. Models fs/proc/task_mmu.c:get_vma_name.
+
+    In the kernel's order: a file's path (d_path() appends `` (deleted)`` once the name is
+    unlinked; memfds and shared anonymous memory are born unlinked), the special
+    mapping's name (``[vdso]``, ``[vvar]``, ...), ``[heap]`` for the VMA overlapping
+    [mm->start_brk, mm->brk) (include/linux/mm.h:vma_is_initial_heap), ``[stack]`` for the
+    VMA holding mm->start_stack (vma_is_initial_stack), then an anonymous VMA's name.
+    """
+    f = vma.vm_file
+    if f is not None:
+        if vma.anon_name is not None:
+            return f"[anon_shmem:{vma.anon_name}]"
+        inode = f.inode  # d_path() of the dentry: its current name
+        if inode.kind == "file" and inode.nlink == 0:
+            return inode.name + " (deleted)"
+        return inode.name
     if vma.special_name is not None:
         return vma.special_name
-    if vma.vm_file is not None:
-        return vma.vm_file.path
+    mm = vma.vm_mm
+    if vma.vm_start < mm.brk and vma.vm_end > mm.start_brk:
+        return "[heap]"
+    if mm.start_stack and vma.vm_start <= mm.start_stack <= vma.vm_end:
+        return "[stack]"
     if vma.anon_name is not None:
         return f"[anon:{vma.anon_name}]"
     return None

@@ -17,10 +17,17 @@ from vmalab.mm import filemap, khugepaged
 from vmalab.mm.flags import VM_LOCKED, VM_LOCKONFAULT
 from vmalab.mm.fork import dup_mmap, exit_mmap
 from vmalab.mm.madvise import do_madvise, do_process_madvise
-from vmalab.mm.memory import fault_in
+from vmalab.mm.memory import fault_in, find_fault_vma_for_access
 from vmalab.mm.mlock import do_mlock, do_munlock
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct
-from vmalab.mm.mmap import do_mmap, do_vmi_munmap, mm_populate, page_align
+from vmalab.mm.mmap import (
+    do_mmap,
+    do_vmi_munmap,
+    install_special_mapping,
+    mm_populate,
+    page_align,
+    sys_brk,
+)
 from vmalab.mm.mprotect import do_mprotect
 from vmalab.mm.mremap import do_mremap
 from vmalab.mm.pagetable import PageTables
@@ -115,6 +122,57 @@ class Process:
         if populate:
             mm_populate(self.mm, addr, populate, ignore_errors=True)
         return addr
+
+    @_syscall
+    def brk(self, addr: int) -> int:
+        """brk(2): the new program break (the old one when refused).
+
+        Models mm/mmap.c:SYSCALL_DEFINE1(brk). The break starts where exec put it
+        (``set_brk()``); :meth:`set_brk_base` stands in for that.
+        """
+        _check_int(addr)
+        return sys_brk(self.mm, addr)
+
+    def set_brk_base(self, start_brk: int, brk: int | None = None) -> None:
+        """Set mm->start_brk and mm->brk as binfmt_elf.c:load_elf_binary does at exec."""
+        self.mm.start_brk = start_brk
+        self.mm.brk = start_brk if brk is None else brk
+
+    def set_start_stack(self, addr: int) -> None:
+        """Set mm->start_stack (binfmt_elf.c:create_elf_tables); names the ``[stack]`` VMA."""
+        self.mm.start_stack = addr
+
+    @_syscall
+    def install_special_mapping(self, addr: int, length: int, vm_flags: int, name: str) -> None:
+        """A ``[vdso]``/``[vvar]``-like mapping. Models mm/vma.c:_install_special_mapping."""
+        _check_int(addr, length, vm_flags)
+        install_special_mapping(self.mm, addr, page_align(length), vm_flags, name)
+
+    @_syscall
+    def fault(self, addr: int, access: str = "read") -> None:
+        """A page fault at ``addr`` with no data moved: what a recorded fault replays.
+
+        Models arch/x86/mm/fault.c:do_user_addr_fault (also the path of a kernel-mode fault
+        on a user address, as copy_to_user() raises): find the VMA, growing a stack below
+        it, access_error() (``exec`` needs VM_EXEC, ``write`` VM_WRITE), then
+        handle_mm_fault(). Raises SegmentationFault where the CPU would get a signal.
+        """
+        _check_int(addr)
+        if access not in ("read", "write", "exec"):
+            raise ValueError(f"access must be read, write or exec, not {access!r}")
+        if access == "exec":
+            find_fault_vma_for_access(self.mm, addr, True)
+        fault_in(self.mm, addr, access == "write")
+
+    @_syscall
+    def unlink(self, path: str) -> None:
+        """unlink(2) on the tmpfs. Models fs/namei.c:do_unlinkat."""
+        self.kernel.fs.unlink(path)
+
+    @_syscall
+    def rename(self, old: str, new: str) -> None:
+        """rename(2) on the tmpfs. Models fs/namei.c:do_renameat2."""
+        self.kernel.fs.rename(old, new)
 
     @_syscall
     def munmap(self, addr: int, length: int) -> None:
@@ -367,6 +425,8 @@ class Process:
             slabs.free(slabs._mm)
             raise
         mm.mmap_base = self.mm.mmap_base
+        # dup_mm() copies the whole mm_struct: the brk and stack fields come along
+        mm.start_brk, mm.brk, mm.start_stack = self.mm.start_brk, self.mm.brk, self.mm.start_stack
         try:
             dup_mmap(mm, self.mm)
         except AllocFailure:

@@ -248,6 +248,30 @@ class FileSystem:
             inode.truncate(0)
         return f
 
+    def unlink(self, path: str) -> None:
+        """Remove a name; the inode lives on while files or mappings hold it.
+
+        Models fs/namei.c:do_unlinkat → vfs_unlink → mm/shmem.c:shmem_unlink (drop_nlink).
+        /proc/PID/maps then shows the mappings' path with `` (deleted)``, as d_path() does.
+        """
+        inode = self.files.pop(path, None)
+        if inode is None:
+            raise kernel_error(errno.ENOENT, path)
+        inode.nlink = 0
+        inode.release_if_unused()
+
+    def rename(self, old: str, new: str) -> None:
+        """Models fs/namei.c:do_renameat2 on tmpfs: ``new``'s old inode loses its name."""
+        inode = self.files.pop(old, None)
+        if inode is None:
+            raise kernel_error(errno.ENOENT, old)
+        victim = self.files.get(new)
+        if victim is not None and victim is not inode:
+            victim.nlink = 0
+            victim.release_if_unused()
+        self.files[new] = inode
+        inode.name = new
+
     def memfd_create(self, name: str, flags: int) -> File:
         """Models mm/memfd.c:memfd_create (without MFD_HUGETLB, which is not modelled)."""
         valid = uapi.MFD_CLOEXEC | uapi.MFD_ALLOW_SEALING | uapi.MFD_NOEXEC_SEAL | uapi.MFD_EXEC

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from vmalab.errors import SegmentationFault
 from vmalab.mm.flags import (
+    VM_EXEC,
     VM_GROWSDOWN,
     VM_HUGETLB,
     VM_IO,
@@ -188,6 +189,21 @@ def find_fault_vma(mm: MmStruct, addr: int) -> VmArea:
     if not vma.vm_flags & VM_GROWSDOWN:
         raise FaultError("SIGSEGV", "no VMA")
     expand_downwards(vma, addr)
+    return vma
+
+
+def find_fault_vma_for_access(mm: MmStruct, addr: int, exec_: bool) -> VmArea:
+    """:func:`find_fault_vma` plus the instruction-fetch check of access_error().
+
+    Models arch/x86/mm/fault.c:access_error for X86_PF_INSTR (the VMA must have VM_EXEC);
+    raises SegmentationFault. Data accesses are checked by :func:`fault_in`.
+    """
+    try:
+        vma = find_fault_vma(mm, addr)
+    except FaultError as e:
+        raise SegmentationFault(addr, "SIGSEGV", e.reason or e.kind) from None
+    if exec_ and not vma.vm_flags & VM_EXEC:
+        raise SegmentationFault(addr, "SIGSEGV", "instruction fetch from non-exec VMA")
     return vma
 
 

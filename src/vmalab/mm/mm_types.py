@@ -176,6 +176,9 @@ class MmStruct:
         "def_flags",
         "owner_pid",
         "dead",
+        "start_brk",
+        "brk",
+        "start_stack",
     )
 
     def __init__(self, kernel: Kernel, pgtables: PageTables, owner_pid: int) -> None:
@@ -188,6 +191,11 @@ class MmStruct:
         self.def_flags = 0
         self.owner_pid = owner_pid
         self.dead = False
+        # mm->start_brk, mm->brk and mm->start_stack: binfmt_elf sets them at exec; they
+        # decide which VMAs /proc/PID/maps calls "[heap]" and "[stack]" (0: none).
+        self.start_brk = 0
+        self.brk = 0
+        self.start_stack = 0
 
     # --- the maple tree's interface (vma_iter_*, find_vma, vma_lookup) -------------
 
