@@ -68,7 +68,29 @@ class TaskExit:
     how: str
 
 
-Event = Syscall | TaskExit
+@dataclass(slots=True)
+class PageFault:
+    """A ``--- PAGE_FAULT {address=..., access=..., mode=...} ---`` line of a recording.
+
+    vmalab's own line form (docs/recording.md): one page fault of task ``pid``, as the
+    exceptions:page_fault_user / page_fault_kernel tracepoints saw it. ``access`` is
+    ``"read"``, ``"write"`` or ``"exec"``; ``mode`` is ``"user"`` or ``"kernel"`` (the
+    kernel touching user memory inside a system call).
+    """
+
+    lineno: int
+    pid: int | None
+    address: int
+    access: str
+    mode: str
+
+
+Event = Syscall | TaskExit | PageFault
+
+_FAULT = re.compile(
+    r"--- PAGE_FAULT \{address=(?P<addr>0x[0-9a-fA-F]+), access=(?P<access>read|write|exec), "
+    r"mode=(?P<mode>user|kernel)(?:, [a-z_]+=[^,}]*)*\} ---\s*$"
+)
 
 _PREFIX = re.compile(
     r"^\s*(?:\[pid\s+(?P<bpid>\d+)\]\s*|(?P<pid>\d+)\s+)?"
@@ -277,6 +299,14 @@ def _parse_one(
         raise TraceSyntaxError(lineno, f"pid {pid} out of range")
     body = line[m.end():]
     if body.startswith("---"):
+        if body.startswith("--- PAGE_FAULT"):
+            fm2 = _FAULT.match(body)
+            if fm2 is None:
+                raise TraceSyntaxError(lineno, "malformed PAGE_FAULT line")
+            addr = int(fm2.group("addr"), 16)
+            if addr >= 1 << 64:
+                raise TraceSyntaxError(lineno, "fault address over 64 bits")
+            return PageFault(lineno, pid, addr, fm2.group("access"), fm2.group("mode"))
         return None  # signal delivery
     if body.startswith("strace: ") or body.startswith("????"):
         return None
