@@ -83,19 +83,20 @@ def test_real_trace_matches_final_maps(case: str, pid: int, early: int | None, f
     if mode == "dump":
         if early is None or efile is None:
             pytest.skip("no early dump for this process")
-        r = replay(trace, "sticky", stop_at_line=final, start=(pid, early, _read(efile)))
+        r = replay(trace, "sticky", stop_at_line=final, start=(pid, early, _read(efile)),
+                   host_files=True)
     else:
         for path, size in MANIFEST[case].get("binaries", {}).items():
             if not os.path.exists(path) or os.path.getsize(path) != size:
                 pytest.skip(f"{path} is not the binary the trace ran (execve rebuilds the "
                             "layout from the ELF on this machine)")
-        r = replay(trace, "sticky", stop_at_line=final)
+        r = replay(trace, "sticky", stop_at_line=final, host_files=True)
     r.kernel.check()
     missing, extra = diff(r.process(pid), _read(ffile))
     if mode == "execve":
         assert all(x.method == "elf" for x in r.exec_layouts), r.exec_layouts
         stack = [m for m in missing if m.endswith("[stack]")]
-        want_extra = [f"{STACK_TOP - STACK_SIZE:x}-{STACK_TOP:x} None"]
+        want_extra = [f"{STACK_TOP - STACK_SIZE:x}-{STACK_TOP:x} [stack]"]
         if stack:
             a, b = (int(x, 16) for x in stack[0].split()[0].split("-"))
             assert b - a == STACK_SIZE
@@ -131,6 +132,6 @@ def test_every_dump_is_a_snapshot() -> None:
 
 def test_plain_format_trace_replays() -> None:
     """The plain ``strace -f -o`` log (symbolic flags, no -y) replays without rejections."""
-    r = replay(os.path.join(FIX, "python_guard_plain.trace"), "sticky")
+    r = replay(os.path.join(FIX, "python_guard_plain.trace"), "sticky", host_files=True)
     assert r.syscalls > 300 and r.model_error_count == 0, r.model_errors[:5]
     r.kernel.check()

@@ -140,7 +140,9 @@ def test_posix_shm_and_deleted_files_are_files(tmp_path: Path) -> None:
         5 mmap(NULL, {P}, 0x1, 0x2, 6</tmp/gone.so (deleted)>, 0) = {A + 0x10000:#x}
     """)
     r = replay(t)
-    assert [v.path for v in r.process(5).vmas()] == ["/dev/shm/sem.x", "/tmp/gone.so"]
+    # the kernel's d_path() text: an unlinked file keeps " (deleted)" in maps
+    assert [v.path for v in r.process(5).vmas()] == [
+        "/dev/shm/sem.x (deleted)", "/tmp/gone.so (deleted)"]
     assert r.unsupported == {}
 
 
@@ -166,12 +168,43 @@ def test_execve_builds_an_elf_layout(tmp_path: Path) -> None:
         9 brk(NULL) = 0x555555600000
         9 exit_group(0) = ?
     """)
-    r = replay(t, stop_at_line=2)
+    r = replay(t, stop_at_line=2, host_files=True)
     (lay,) = r.exec_layouts
     assert lay.method == "elf" and lay.path == exe
     paths = {v.path for v in r.process(9).vmas()}
     assert exe in paths
     r.kernel.check()
+
+
+def test_execve_reads_no_host_file_unless_asked(tmp_path: Path) -> None:
+    exe = os.path.realpath(sys.executable)
+    t = write(tmp_path, f"""
+        9 execve("{exe}", ["python3"], 0x7ffd /* 3 vars */) = 0
+    """)
+    r = replay(t)
+    assert r.exec_layouts[0].method == "none" and r.process(9).vmas() == []
+
+
+def test_execve_of_a_fifo_does_not_block(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    t = write(tmp_path, f"""
+        9 execve("{fifo}", ["x"], 0x7ffd /* 3 vars */) = 0
+        9 mmap(NULL, 4096, 0x3, 0x22, -1, 0) = 0x7f0000000000
+    """)
+    r = replay(t, host_files=True)  # the FIFO is refused (not a regular file), not opened
+    assert r.exec_layouts[0].method == "none" and len(r.process(9).vmas()) == 1
+
+
+def test_relative_execve_resolves_against_the_traced_cwd(tmp_path: Path) -> None:
+    exe = os.path.realpath(sys.executable)
+    d, name = os.path.split(exe)
+    t = write(tmp_path, f"""
+        9 execve("{name}", ["python3"], 0x7ffd /* 3 vars */) = 0
+        9 openat(-100<{d}>, "x", 0) = -1 ENOENT (No such file or directory)
+    """)
+    r = replay(t, host_files=True)
+    assert r.exec_layouts[0].path == exe and r.exec_layouts[0].method == "elf"
 
 
 def test_execve_of_missing_binary_is_empty(tmp_path: Path) -> None:

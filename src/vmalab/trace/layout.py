@@ -13,16 +13,21 @@ Two ways to give a replayed process the mappings it had before the traced syscal
 
 Approximations, written down where they are made:
 
-* vvar, vvar_vclock and vdso are VM_PFNMAP/VM_IO special mappings in the kernel; the
-  contract API cannot create those, so they are private anonymous read-only (vvar) and
-  read-exec (vdso) mappings, 4 + 2 + 2 pages as on Linux 6.18 x86-64. ``[vsyscall]`` lies
-  above TASK_SIZE and is not modelled.
-* Files are created in the model's filesystem on first use, at least as large as the real
-  file (when it exists on this machine) and as the mapping needs.
+* vvar, vvar_vclock and vdso are special mappings (``Process.install_special_mapping``,
+  mm/vma.c:_install_special_mapping) with the VmFlags Linux 6.18 x86-64 gives them
+  (``rd mr pf io de dd`` for the two vvars, ``rd ex mr mw me de`` for the vDSO), 4 + 2 + 2
+  pages; the pages behind them are not modelled. ``[vsyscall]`` lies above TASK_SIZE and
+  is not modelled.
+* Files are created in the model's filesystem on first use, at least as large as the
+  mapping needs (and as the real file, when the replay may read host files).
+* Host files (ELF headers of a binary that is not in a recording) are read only when the
+  replay is asked to (``host_files``), and then only regular files, opened
+  O_NONBLOCK|O_NOFOLLOW after realpath(), read-only, the first :data:`HOST_READ_CAP` bytes.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -30,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmalab import uapi
+from vmalab.mm.flags import MNEMONIC_TO_FLAG
 
 PAGE = 4096
 STACK_TOP = 0x7FFFFFFFF000
@@ -41,6 +47,39 @@ MMAP_BASE = 0x7FFFF7FFF000
 ELF_ET_DYN_BASE = 0x555555554000
 """Load address of a PIE binary when no hint places it (x86-64, no ASLR)."""
 VVAR_PAGES, VCLOCK_PAGES, VDSO_PAGES = 4, 2, 2
+HOST_READ_CAP = 64 << 20
+"""At most this many bytes of a host file are read (ELF program headers, script lines)."""
+
+# Special mappings by name, with the vm_flags Linux 6.18 x86-64 gives them
+# (arch/x86/entry/vdso/vma.c: vdso_mapping, vvar_mapping; measured in /proc/self/smaps).
+SPECIAL_FLAGS = {
+    "[vvar]": MNEMONIC_TO_FLAG["rd"] | MNEMONIC_TO_FLAG["mr"] | MNEMONIC_TO_FLAG["pf"]
+    | MNEMONIC_TO_FLAG["io"] | MNEMONIC_TO_FLAG["dd"],
+    "[vvar_vclock]": MNEMONIC_TO_FLAG["rd"] | MNEMONIC_TO_FLAG["mr"] | MNEMONIC_TO_FLAG["pf"]
+    | MNEMONIC_TO_FLAG["io"] | MNEMONIC_TO_FLAG["dd"],
+    "[vdso]": MNEMONIC_TO_FLAG["rd"] | MNEMONIC_TO_FLAG["ex"] | MNEMONIC_TO_FLAG["mr"]
+    | MNEMONIC_TO_FLAG["mw"] | MNEMONIC_TO_FLAG["me"],
+    "[uprobes]": MNEMONIC_TO_FLAG["ex"] | MNEMONIC_TO_FLAG["me"],
+}
+
+
+def open_host_file(path: str) -> Any:
+    """Open a host file for reading as the replay may: a regular file, no FIFO or device.
+
+    realpath() first (binaries are reached through symlinks), then O_NONBLOCK|O_NOFOLLOW so
+    that a FIFO or a swapped-in symlink cannot block or redirect the read. Raises OSError.
+    """
+    import stat as _stat
+
+    real = os.path.realpath(path)
+    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not _stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{real} is not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def page_down(x: int) -> int:
@@ -92,7 +131,7 @@ def read_elf(path: str) -> ElfImage | None:
     except ImportError:  # pragma: no cover - pyelftools is a dependency
         return None
     try:
-        with open(path, "rb") as f:
+        with open_host_file(path) as f:
             if f.read(4) != b"\x7fELF":
                 return None
             f.seek(0)
@@ -133,10 +172,12 @@ class ExecHints:
     ``brk`` is the first ``brk(NULL)`` result (mm->start_brk); ``mprotects`` are early
     ``mprotect(addr, len, PROT_READ)`` calls at addresses no traced mmap returned (relro
     candidates of the binary and the interpreter); ``mapped`` are the ranges traced mmaps
-    returned, which the binary and interpreter cannot overlap.
+    returned, which the binary and interpreter cannot overlap; ``cwd`` is the first
+    ``AT_FDCWD`` that -y printed with its path (``-100</dir>``): the process's cwd.
     """
 
     brk: int | None = None
+    cwd: str | None = None
     mprotects: list[tuple[int, int]] = field(default_factory=list)
     mapped: list[tuple[int, int]] = field(default_factory=list)
 
@@ -148,7 +189,7 @@ class ExecLayout:
     pid: int | None
     lineno: int
     path: str
-    method: str  # "elf", "maps-dump", "none"
+    method: str  # "elf", "snapshot", "maps-dump", "none"
     exe_base: int | None = None
     interp_base: int | None = None
     placed_by: str = ""
@@ -187,7 +228,7 @@ def resolve_exec_path(path: str, depth: int = 0) -> tuple[str, ElfImage | None, 
     if img is not None or depth > 3:
         return real, img, notes
     try:
-        with open(real, "rb") as f:
+        with open_host_file(real) as f:
             head = f.read(256)
     except OSError:
         return real, None, [f"{path} is not on this machine"]
@@ -251,6 +292,7 @@ def load_elf_binary(proc: Any, pid: int | None, lineno: int, path: str, hints: E
     proc.mmap(stack_lo, STACK_SIZE, stack_prot,
               uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED | uapi.MAP_GROWSDOWN)
     proc.write(STACK_TOP - PAGE, b"\0" * 64)  # copy_strings(): argv and envp
+    proc.set_start_stack(STACK_TOP - PAGE)  # create_elf_tables(): mm->start_stack
     _elf_load(proc, img, base, open_file)
     if interp_img is not None and ibase is not None:
         _elf_load(proc, interp_img, ibase, open_file)
@@ -267,18 +309,15 @@ def load_elf_binary(proc: Any, pid: int | None, lineno: int, path: str, hints: E
     return lay
 
 
-def map_special(proc: Any, addr: int, length: int, name: str) -> None:
-    """A stand-in for a special mapping (vvar, vvar_vclock, vdso): private anonymous.
+def map_special(proc: Any, addr: int, length: int, name: str, vm_flags: int | None = None
+                ) -> None:
+    """A special mapping (vvar, vvar_vclock, vdso) with the kernel's flags for ``name``.
 
-    The kernel's are VM_PFNMAP|VM_IO|VM_DONTEXPAND|VM_DONTDUMP and never merge. The
-    contract API cannot make those flags; ``[vvar]`` gets MADV_DONTDUMP (``dd``, which the
-    real one has) so that it differs from the adjacent, equally read-only vvar_vclock and
-    the two stay separate VMAs as in the kernel. vdso is read-exec.
+    Models arch/x86/entry/vdso/vma.c:map_vdso → _install_special_mapping; ``vm_flags``
+    (from a snapshot's VmFlags) overrides the 6.18 defaults of :data:`SPECIAL_FLAGS`.
     """
-    prot = uapi.PROT_READ | (uapi.PROT_EXEC if name == "[vdso]" else 0)
-    proc.mmap(addr, length, prot, uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED)
-    if name == "[vvar]":
-        proc.madvise(addr, length, uapi.MADV_DONTDUMP)
+    flags = SPECIAL_FLAGS.get(name, MNEMONIC_TO_FLAG["rd"]) if vm_flags is None else vm_flags
+    proc.install_special_mapping(addr, length, flags, name)
 
 
 def _elf_load(proc: Any, img: ElfImage, bias: int, open_file: FileOpener) -> None:
@@ -412,8 +451,12 @@ def apply_maps_dump(proc: Any, vmas: list[DumpVma], open_file: FileOpener,
         flags = uapi.MAP_FIXED | (uapi.MAP_SHARED if v.shared else uapi.MAP_PRIVATE)
         is_file = bool(v.path) and not v.path.startswith("[") and v.inode != 0
         if v.path in _SPECIAL_NAMES:
-            notes.append(f"{v.path} approximated by an anonymous mapping")
-            map_special(proc, v.start, length, v.path)
+            vmf = None
+            if v.vmflags is not None:  # install adds de (and sd) itself
+                vmf = 0
+                for m in v.vmflags - {"de", "sd"}:
+                    vmf |= MNEMONIC_TO_FLAG.get(m, 0)
+            map_special(proc, v.start, length, v.path, vmf)
             prev = v
             continue
         smaps = v.vmflags is not None
@@ -446,13 +489,20 @@ def apply_maps_dump(proc: Any, vmas: list[DumpVma], open_file: FileOpener,
             map_prot |= uapi.PROT_WRITE
         if is_file:
             fd = open_file(_dump_path(v.path), v.offset + length,
-                           uapi.O_RDWR if v.shared and "w" in v.perms else uapi.O_RDONLY)
+                           uapi.O_RDWR if v.shared and ("w" in v.perms or "mw" in (
+                               v.vmflags or ())) else uapi.O_RDONLY)
             proc.mmap(target, length, map_prot, flags, fd, v.offset)
         else:
             f = flags | uapi.MAP_ANONYMOUS
-            if v.path == "[stack]":
+            if v.path == "[stack]" or "gd" in (v.vmflags or ()):
                 f |= uapi.MAP_GROWSDOWN
+            if "nr" in (v.vmflags or ()):
+                f |= uapi.MAP_NORESERVE
             proc.mmap(target, length, map_prot, f)
+            if v.path == "[stack]":
+                proc.set_start_stack(v.end - PAGE)  # somewhere in the VMA; see the caller
+            elif v.path == "[heap]":
+                proc.set_brk_base(v.start, v.end)
         if written:
             proc.write(target, b"\0")
         if map_prot != v.prot:

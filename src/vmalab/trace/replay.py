@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmalab import uapi
+from vmalab.errors import SegmentationFault
 from vmalab.trace import layout
 from vmalab.trace.parse import (
     CLONE_FILES,
@@ -63,6 +64,7 @@ from vmalab.trace.parse import (
     CLONE_VFORK,
     CLONE_VM,
     ArgError,
+    PageFault,
     Syscall,
     TaskExit,
     TraceSyntaxError,
@@ -73,8 +75,10 @@ from vmalab.trace.parse import (
     to_int,
     to_str,
 )
+from vmalab.trace.recording import Recording, Snapshot, is_recording, open_recording
 
 PAGE = 4096
+AT_FDCWD = -100
 MAX_MODEL_ERRORS = 200
 """How many model rejections are kept in detail (all are counted)."""
 
@@ -89,6 +93,7 @@ MEMORY_SYSCALLS = frozenset({
 FD_SYSCALLS = frozenset({
     "open", "openat", "openat2", "creat", "close", "close_range", "dup", "dup2", "dup3",
     "fcntl", "memfd_create", "ftruncate", "fallocate", "memfd_secret", "chdir", "fchdir",
+    "unlink", "unlinkat", "rename", "renameat", "renameat2",
 })
 TASK_SYSCALLS = frozenset({
     "clone", "clone3", "fork", "vfork", "execve", "execveat", "exit", "exit_group",
@@ -120,12 +125,15 @@ class FdTable:
 
 @dataclass
 class Mm:
-    """One replayed address space: the model Process and the brk range."""
+    """One replayed address space: the model Process and whether its brk base is known.
+
+    The break itself lives in the model (mm->start_brk, mm->brk); ``brk_known`` says
+    whether exec or a first ``brk()`` result has set it.
+    """
 
     proc: Any
     tasks: set[int]
-    brk_start: int | None = None
-    brk_cur: int | None = None
+    brk_known: bool = False
     exe: str | None = None
     touch: list[tuple[int, int]] = field(default_factory=list)
 
@@ -139,6 +147,27 @@ class Task:
     mm: Mm
     files: FdTable
     cwd: str = "/"
+
+
+@dataclass
+class Checkpoint:
+    """One snapshot of a recording compared with the model at the same point (``verify``).
+
+    ``differences`` lists the first differing VMAs as text (empty: an exact match of every
+    maps field and VmFlags, ``[vsyscall]`` left out).
+    """
+
+    pid: int
+    kind: str
+    seq: int
+    line: int
+    vmas: int
+    differences: list[str]
+
+    @property
+    def matched(self) -> bool:
+        """Whether the model equals the snapshot."""
+        return not self.differences
 
 
 @dataclass
@@ -166,6 +195,11 @@ class ReplayResult:
     start_notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     guardify: Any = None
+    faults: int = 0
+    fault_signals: int = 0
+    recording: Recording | None = None
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    undecided: list[str] = field(default_factory=list)
     _pids: dict[int | None, Any] = field(default_factory=dict, repr=False)
 
     def process(self, pid: int) -> Any:
@@ -192,6 +226,12 @@ class ReplayResult:
             "model_error_count": self.model_error_count,
             "model_errors": [list(e) for e in self.model_errors[:20]],
             "start_method": self.start_method,
+            "faults": self.faults, "fault_signals": self.fault_signals,
+            "undecided": list(self.undecided),
+            "checkpoints": [
+                {"pid": c.pid, "kind": c.kind, "seq": c.seq, "line": c.line, "vmas": c.vmas,
+                 "matched": c.matched, "differences": c.differences[:10]}
+                for c in self.checkpoints],
             "exec_layouts": [
                 {"pid": x.pid, "line": x.lineno, "path": x.path, "method": x.method,
                  "placed_by": x.placed_by, "notes": x.notes} for x in self.exec_layouts],
@@ -208,8 +248,16 @@ class Replayer:
     def __init__(self, path: str, design: str = "tagged", *, lenient: bool = False,
                  observer: Observer | None = None, sample_every: int = 0,
                  max_map_count: int = 1 << 20, guardify: bool = False,
-                 touch: bool = True, on_last_exit: Observer | None = None) -> None:
+                 touch: bool = True, on_last_exit: Observer | None = None,
+                 recording: Recording | None = None, host_files: bool = False,
+                 verify: bool = False) -> None:
         self.touch = touch
+        self.assumed = 0  # private writable ranges whose first store the trace cannot show
+        self.rec = recording
+        self.host_files = host_files
+        self.verify = verify
+        self._exec_seq: Counter[int | None] = Counter()
+        self._exit_snaps = recording.exit_snapshots() if recording is not None else {}
         self.on_last_exit = on_last_exit
         self.offset = 0  # bytes of the log read so far (replay() keeps it)
         kernel = _kernel_cls()(design, max_map_count=max_map_count)
@@ -221,7 +269,7 @@ class Replayer:
 
             self.guardify = GuardifyKernel(kernel)
             self.k = self.guardify
-        self.r = ReplayResult(kernel, path, design)
+        self.r = ReplayResult(kernel, path, design, recording=recording)
         self.lenient = lenient
         self.tasks: dict[int | None, Task] = {}
         self.pending_clones: list[tuple[int, int | None, int, str]] = []  # (line,parent,flags,name)
@@ -233,7 +281,6 @@ class Replayer:
         self._since_sample = 0
         self._unsup: Counter[str] = Counter()
         self._ignored: Counter[str] = Counter()
-        self._memfds = itertools.count(1)
         self._opener_proc: Any = None
 
     # ------------------------------------------------------------------ tasks
@@ -243,11 +290,13 @@ class Replayer:
         proc = self.k.spawn()
         t = Task(pid if pid is not None else 0, pid if pid is not None else 0,
                  Mm(proc, {pid if pid is not None else 0}), FdTable())
+        if self.rec is not None and isinstance(self.rec.manifest.get("cwd"), str):
+            t.cwd = self.rec.manifest["cwd"]
         self.tasks[pid] = t
         self.r._pids[pid] = _raw(proc)
         return t
 
-    def _task(self, ev: Syscall | TaskExit) -> Task:
+    def _task(self, ev: Syscall | TaskExit | PageFault) -> Task:
         """The task of an event's pid, binding a child that appears before clone returns."""
         t = self.tasks.get(ev.pid)
         if t is not None:
@@ -274,7 +323,7 @@ class Replayer:
             self.r.threads += 1
         else:
             proc = parent.mm.proc.fork()
-            mm = Mm(proc, {child}, parent.mm.brk_start, parent.mm.brk_cur, parent.mm.exe)
+            mm = Mm(proc, {child}, parent.mm.brk_known, parent.mm.exe)
             tgid = child
             self.r.forks += 1
         t = Task(child, tgid, mm, files, parent.cwd)
@@ -289,10 +338,13 @@ class Replayer:
             return
         t.mm.tasks.discard(t.pid)
         if not t.mm.tasks:
-            self._exit_proc(t.mm.proc)
+            self._exit_proc(t.mm.proc, t.tgid)
 
-    def _exit_proc(self, proc: Any) -> None:
-        """Process.exit(), telling ``on_last_exit`` first if it is the last process."""
+    def _exit_proc(self, proc: Any, tgid: int | None = None) -> None:
+        """Process.exit(), telling ``on_last_exit`` first if it is the last process, and
+        comparing the recording's exit snapshot of ``tgid`` first under ``verify``."""
+        if self.verify and tgid is not None and self._exit_snaps.get(tgid):
+            self._check_snapshot(self._exit_snaps[tgid].pop(0), proc)
         if self.on_last_exit is not None and len(self.r.kernel.processes) == 1:
             self.on_last_exit(self.r.lines, self.r.kernel)
         proc.exit()
@@ -307,14 +359,21 @@ class Replayer:
         return fd2
 
     def _ensure_file(self, t: Task, path: str, need: int) -> None:
-        """Create ``path`` in the model's filesystem, or grow it to ``need`` bytes."""
+        """Create ``path`` in the model's filesystem, or grow it to ``need`` bytes.
+
+        Its first size is the larger of ``need`` and the file's size as the recording's
+        manifest gives it, or, only with ``host_files``, as it is on this machine.
+        """
         proc = t.mm.proc
         made = self.files_made.get(path)
         if made is None or made < need:
             size = max(need, made or 0)
-            if made is None and not path.startswith("/memfd:"):
+            if made is None and self.rec is not None and path in self.rec.files:
+                size = max(size, self.rec.files[path])
+            elif made is None and self.host_files and not path.startswith("/memfd:"):
                 try:
-                    size = max(size, os.stat(path).st_size)
+                    with layout.open_host_file(path) as hf:
+                        size = max(size, os.fstat(hf.fileno()).st_size)
                 except OSError:
                     pass
             size = (size + PAGE - 1) & ~(PAGE - 1)
@@ -331,7 +390,7 @@ class Replayer:
 
     # ------------------------------------------------------------------ events
 
-    def feed(self, events: Iterable[Syscall | TaskExit], stop_at_line: int | None,
+    def feed(self, events: Iterable[Syscall | TaskExit | PageFault], stop_at_line: int | None,
              skip_to: int = 0) -> None:
         """Apply events in order (those completing after ``stop_at_line`` are not)."""
         for ev in events:
@@ -343,6 +402,9 @@ class Replayer:
             if isinstance(ev, TaskExit):
                 if not ev.how.startswith("superseded"):
                     self._exit_task(ev.pid)
+                continue
+            if isinstance(ev, PageFault):
+                self._fault(ev)
                 continue
             self.r.syscalls += 1
             name = ev.name
@@ -389,7 +451,23 @@ class Replayer:
         self.r.unsupported = dict(self._unsup)
         self.r.ignored = dict(self._ignored)
 
-    def _model_error(self, ev: Syscall, e: Exception) -> None:
+    def _fault(self, ev: PageFault) -> None:
+        """A recorded page fault: the model takes the same fault (Process.fault()).
+
+        A fault that the model answers with a signal (a guard marker, PROT_NONE, a stack
+        that may not grow) is counted in ``fault_signals``: the program got the same
+        signal, or the model diverged.
+        """
+        self.r.faults += 1
+        t = self._task(ev)
+        try:
+            t.mm.proc.fault(ev.address, ev.access)
+        except SegmentationFault:
+            self.r.fault_signals += 1
+        except OSError as e:
+            self._model_error(ev, e)
+
+    def _model_error(self, ev: Syscall | PageFault, e: Exception) -> None:
         """Record a call the trace shows succeeding that the model rejected."""
         self.r.model_error_count += 1
         if len(self.r.model_errors) < MAX_MODEL_ERRORS:
@@ -397,7 +475,9 @@ class Replayer:
                 en = _errno.errorcode.get(e.errno, str(e.errno))
             else:
                 en = f"{type(e).__name__}: {e}"
-            self.r.model_errors.append((ev.lineno, f"{ev.name}({', '.join(ev.args)})", en))
+            what = (f"{ev.name}({', '.join(ev.args)})" if isinstance(ev, Syscall)
+                    else f"PAGE_FAULT {ev.access} {ev.address:#x}")
+            self.r.model_errors.append((ev.lineno, what, en))
 
     def _exit_task(self, pid: int | None) -> None:
         """``+++ exited +++``: the task is gone."""
@@ -442,13 +522,14 @@ class Replayer:
             proc.mmap(ret, length, prot, flags | uapi.MAP_ANONYMOUS, -1, 0)
             self._touch(t, ret, prot, flags, length)
             return
-        path = _memfd_path(path)  # "... (deleted)": the file is still the same
         if not path.startswith("/") or (path.startswith(("/dev/", "/proc/", "/sys/"))
                                         and not path.startswith("/dev/shm/")):
             self._unsup["mmap(device)"] += 1
             return
-        acc = known[1] if known and known[0] == path else (
-            uapi.O_RDWR if flags & uapi.MAP_SHARED and prot & uapi.PROT_WRITE else uapi.O_RDONLY)
+        # an fd whose mode the replay does not know (opened before a seed dump, or not
+        # traced) is taken as O_RDWR: the trace says the call succeeded, and a guessed
+        # O_RDONLY would make a later mprotect(PROT_WRITE) fail where the kernel did not
+        acc = known[1] if known and _same_file(known[0], path) else uapi.O_RDWR
         mfd = self._model_fd(t, path, off + length, acc)
         try:
             proc.mmap(ret, length, prot, flags, mfd, off)
@@ -463,8 +544,10 @@ class Replayer:
         usually follow (an mprotect(PROT_NONE) guard page, madvise) see the memory as the
         kernel did: not yet written.
         """
-        if not self.touch or not prot & uapi.PROT_WRITE or flags & uapi.MAP_TYPE != \
-                uapi.MAP_PRIVATE:
+        if not prot & uapi.PROT_WRITE or flags & uapi.MAP_TYPE != uapi.MAP_PRIVATE:
+            return
+        self.assumed += 1
+        if not self.touch:
             return
         t.mm.touch.append((addr, max(length, PAGE)))
 
@@ -533,22 +616,27 @@ class Replayer:
         t.mm.proc.munlock(to_int(ev.args[0]), to_int(ev.args[1]))
 
     def _sys_brk(self, t: Task, ev: Syscall) -> None:
-        """brk(addr) = new break, modelled as mmap/munmap of the heap range."""
+        """brk(addr) = new break, through the model's brk() (mm/mmap.c:SYSCALL_DEFINE1(brk)).
+
+        The first result seen sets mm->start_brk when exec did not (a log without execve,
+        or an exec whose brk base no hint gave). New heap memory is assumed written under
+        ``touch``; a result that differs from the trace's is a model error.
+        """
         ret = self._ret(ev)
         mm = t.mm
-        if mm.brk_start is None or mm.brk_cur is None:
-            mm.brk_start = mm.brk_cur = ret
-            return
-        old_end = (mm.brk_cur + PAGE - 1) & ~(PAGE - 1)
-        new_end = (ret + PAGE - 1) & ~(PAGE - 1)
-        if new_end > old_end:
-            rw = uapi.PROT_READ | uapi.PROT_WRITE
-            mm.proc.mmap(old_end, new_end - old_end, rw,
-                         uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED)
-            self._touch(t, old_end, rw, uapi.MAP_PRIVATE, new_end - old_end)
-        elif new_end < old_end:
-            mm.proc.munmap(new_end, old_end - new_end)
-        mm.brk_cur = max(ret, mm.brk_start)
+        if not mm.brk_known:
+            mm.proc.set_brk_base(ret)
+            mm.brk_known = True
+        arg = to_int(ev.args[0]) if ev.args else 0
+        old = mm.proc.brk(0)
+        got = mm.proc.brk(arg)
+        if got != ret:
+            raise OSError(_errno.ENOMEM, f"model brk gave {got:#x}, the trace {ret:#x}")
+        if got > old:
+            lo = (old + PAGE - 1) & ~(PAGE - 1)
+            hi = (got + PAGE - 1) & ~(PAGE - 1)
+            if hi > lo:
+                self._touch(t, lo, uapi.PROT_WRITE, uapi.MAP_PRIVATE, hi - lo)
 
     # fds ---------------------------------------------------------------------
 
@@ -567,15 +655,73 @@ class Replayer:
                 path = None
         if path is None:
             return
-        if not path.startswith("/"):
-            # relative: to the dirfd (its -y path or a tracked fd), else to the task's cwd
-            base = t.cwd
-            if path_arg == 1 and ev.args:
-                dtext, dpath = strip_fdpath(ev.args[0])
-                known = t.files.fds.get(to_int(dtext)) if dpath is None else None
-                base = dpath or (known[0] if known else base)
-            path = os.path.normpath(os.path.join(base, path))
+        if ypath is None:
+            path = self._resolve(t, ev.args[0] if path_arg == 1 and ev.args else None, path)
+        elif path_arg == 1 and ev.args:
+            self._resolve(t, ev.args[0], "/")  # learn the cwd from AT_FDCWD's -y path
         t.files.fds[fd] = (path, flags & uapi.O_ACCMODE, bool(flags & uapi.O_CLOEXEC))
+
+    def _resolve(self, t: Task, dirfd_arg: str | None, path: str) -> str:
+        """An absolute path for ``path`` as the traced task's kernel resolved it.
+
+        Relative paths go to the dirfd (its -y path or a tracked fd), else to the task's
+        cwd. ``AT_FDCWD`` printed by -y as ``-100</cwd>`` tells the task's cwd itself.
+        """
+        base = t.cwd
+        if dirfd_arg is not None:
+            dtext, dpath = strip_fdpath(dirfd_arg)
+            try:
+                dfd = to_int(dtext)
+            except ArgError:
+                dfd = None
+            if dfd == AT_FDCWD and dpath is not None and dpath.startswith("/"):
+                t.cwd = base = dpath
+            elif dpath is not None:
+                base = dpath
+            elif dfd is not None and dfd in t.files.fds:
+                base = t.files.fds[dfd][0]
+        if path.startswith("/"):
+            return os.path.normpath(path)
+        return os.path.normpath(os.path.join(base, path))
+
+    def _path_arg(self, t: Task, ev: Syscall, dirfd: int | None, idx: int) -> str | None:
+        """The absolute path of argument ``idx`` (relative to argument ``dirfd``)."""
+        try:
+            p = to_str(ev.args[idx])
+        except (ArgError, IndexError):
+            return None
+        return self._resolve(t, ev.args[dirfd] if dirfd is not None else None, p)
+
+    def _unlink_path(self, t: Task, path: str | None) -> None:
+        """The model file of ``path`` loses its name (its mappings print `` (deleted)``)."""
+        if path is not None and path in self.files_made:
+            t.mm.proc.unlink(path)
+            del self.files_made[path]
+
+    def _sys_unlink(self, t: Task, ev: Syscall) -> None:
+        """unlink(path)."""
+        self._unlink_path(t, self._path_arg(t, ev, None, 0))
+
+    def _sys_unlinkat(self, t: Task, ev: Syscall) -> None:
+        """unlinkat(dirfd, path, flags)."""
+        self._unlink_path(t, self._path_arg(t, ev, 0, 1))
+
+    def _rename(self, t: Task, old: str | None, new: str | None) -> None:
+        """A model file moves to a new name (its mappings print the new one)."""
+        if old is None or new is None or old not in self.files_made:
+            return
+        t.mm.proc.rename(old, new)
+        self.files_made[new] = self.files_made.pop(old)
+
+    def _sys_rename(self, t: Task, ev: Syscall) -> None:
+        """rename(old, new)."""
+        self._rename(t, self._path_arg(t, ev, None, 0), self._path_arg(t, ev, None, 1))
+
+    def _sys_renameat(self, t: Task, ev: Syscall) -> None:
+        """renameat(olddirfd, old, newdirfd, new) (and renameat2's flags, ignored)."""
+        self._rename(t, self._path_arg(t, ev, 0, 1), self._path_arg(t, ev, 2, 3))
+
+    _sys_renameat2 = _sys_renameat
 
     def _sys_chdir(self, t: Task, ev: Syscall) -> None:
         """chdir(path): the cwd that relative paths of later opens resolve against."""
@@ -618,14 +764,13 @@ class Replayer:
         self._open_common(t, ev, 0, None)
 
     def _sys_memfd_create(self, t: Task, ev: Syscall) -> None:
-        """memfd_create(name, flags) = fd: a shmem file ``/memfd:NAME`` in the model."""
+        """memfd_create(name, flags) = fd: a model file ``/memfd:NAME (deleted)``."""
         fdtext, ypath = strip_fdpath(ev.ret or "")
         try:
             name = to_str(ev.args[0])
         except (ArgError, IndexError):
             name = "memfd"
-        path = _memfd_path(ypath) if ypath else f"/memfd:{name}"
-        path = f"{path}#{next(self._memfds)}" if path in self.files_made else path
+        path = _memfd_path(ypath) if ypath else f"/memfd:{name} (deleted)"
         self._ensure_file(t, path, 0)
         t.files.fds[to_int(fdtext)] = (path, uapi.O_RDWR, False)
 
@@ -775,13 +920,58 @@ class Replayer:
         t.files = FdTable({fd: v for fd, v in t.files.fds.items() if not v[2]})
         self.r._pids[ev.pid] = _raw(proc)
         self.r.execs += 1
+        self._exec_seq[ev.pid] += 1
         hints = self.hints_for(ev)
-        lay = layout.load_elf_binary(proc, ev.pid, ev.lineno, path, hints, self._opener(t))
-        if hints.brk is not None:
-            t.mm.brk_start = t.mm.brk_cur = hints.brk
+        if hints.cwd is not None and t.cwd == "/":
+            t.cwd = hints.cwd  # the first -y AT_FDCWD path after exec: the cwd it ran in
+        if path and not path.startswith("/"):
+            path = os.path.normpath(os.path.join(t.cwd, path))  # the traced task's cwd
+        snap = None
+        if self.rec is not None:
+            snap = self.rec.exec_snapshot(ev.pid, ev.lineno, self._exec_seq[ev.pid])
+        if snap is not None:
+            lay = self._exec_from_snapshot(t, ev, path, snap)
+        elif self.host_files:
+            lay = layout.load_elf_binary(proc, ev.pid, ev.lineno, path, hints, self._opener(t))
+        else:
+            lay = layout.ExecLayout(ev.pid, ev.lineno, path, "none", notes=[
+                "no exec snapshot and host files not read (host_files=False): "
+                "empty address space"])
+        if hints.brk is not None and not t.mm.brk_known:
+            proc.set_brk_base(hints.brk)
+            t.mm.brk_known = True
         self.r.exec_layouts.append(lay)
+        if snap is not None and self.verify:
+            self._check_snapshot(snap, proc)
 
     _sys_execveat = _sys_execve
+
+    def _exec_from_snapshot(self, t: Task, ev: Syscall, path: str, snap: Snapshot
+                            ) -> layout.ExecLayout:
+        """The new image exactly as the recording's exec snapshot shows it.
+
+        binfmt_elf's layout (ASLR included) is in the snapshot; mm->start_stack and
+        mm->start_brk come from its /proc/PID/stat fields when the recorder took them
+        (else the ``[stack]`` VMA's top page, and the first brk() result).
+        """
+        proc = t.mm.proc
+        vmas = layout.parse_maps(snap.text(), f"snapshot {snap.pid}.{snap.seq}.exec")
+        notes = layout.apply_maps_dump(proc, vmas, self._opener(t), touch=False)
+        if "start_stack" in snap.stat:
+            proc.set_start_stack(snap.stat["start_stack"])
+        if "start_brk" in snap.stat:
+            proc.set_brk_base(snap.stat["start_brk"])
+            t.mm.brk_known = True
+        return layout.ExecLayout(ev.pid, ev.lineno, path, "snapshot",
+                                 placed_by="the recording's exec snapshot", notes=notes)
+
+    def _check_snapshot(self, snap: Snapshot, proc: Any) -> None:
+        """Compare the model process with a snapshot; keep the result in ``checkpoints``."""
+        from vmalab.trace.verify import compare_maps
+
+        real = snap.text()
+        diffs, n = compare_maps(_raw(proc).smaps(), real)
+        self.r.checkpoints.append(Checkpoint(snap.pid, snap.kind, snap.seq, snap.line, n, diffs))
 
     def hints_for(self, ev: Syscall) -> layout.ExecHints:
         """Look ahead in the trace for where this execve's binary and interpreter went."""
@@ -809,9 +999,7 @@ class Replayer:
         self.start_pid = pid
         vmas = layout.parse_maps(dump, "start dump")
         self.r.start_notes = layout.apply_maps_dump(proc, vmas, self._opener(t), self.touch)
-        for v in vmas:
-            if v.path == "[heap]":
-                t.mm.brk_start, t.mm.brk_cur = v.start, v.end
+        t.mm.brk_known = any(v.path == "[heap]" for v in vmas)
         self.r.start_method = "maps-dump"
 
 
@@ -831,8 +1019,19 @@ def _head_args(head: str) -> list[str]:
 
 
 def _memfd_path(p: str) -> str:
-    """``/memfd:name (deleted)`` → ``/memfd:name`` (any unlinked file: its name)."""
-    return p[: -len(" (deleted)")] if p.endswith(" (deleted)") else p
+    """The model path of a file the trace names: as the kernel prints it.
+
+    memfds (``/memfd:NAME (deleted)``) and unlinked files keep `` (deleted)``: the model
+    file of that name then prints as /proc/PID/maps does. Simplification: two live memfds
+    of one name are one model file.
+    """
+    return p
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two traced paths name one file (one may carry `` (deleted)``)."""
+    suffix = " (deleted)"
+    return a.removesuffix(suffix) == b.removesuffix(suffix)
 
 
 _SETUP_CALLS = frozenset({"mprotect", "pkey_mprotect", "madvise"})
@@ -867,6 +1066,8 @@ def prescan_exec(path: str, lineno: int, pid: int | None, offset: int | None = N
                 n += 1
                 if n > LOOKAHEAD_CALLS or ev.name in ("execve", "execveat") and not ev.failed:
                     break
+                if h.cwd is None and ev.args and ev.args[0].startswith("-100</"):
+                    h.cwd = strip_fdpath(ev.args[0])[1]  # failed calls show it too
                 if ev.failed:
                     continue
                 try:
@@ -891,7 +1092,7 @@ NEED_ARGS = MODELLED | {"execve", "execveat", "clone", "clone3", "fork", "vfork"
 
 
 def _events(rp: Replayer, lines: Iterable[str], lenient: bool, skipped: list[int],
-            skip_to: int = 0) -> Iterator[Syscall | TaskExit]:
+            skip_to: int = 0) -> Iterator[Syscall | TaskExit | PageFault]:
     """parse_lines(), also reporting unfinished clone-family calls to the replayer."""
     from vmalab.trace import parse as P
 
@@ -917,30 +1118,47 @@ def _events(rp: Replayer, lines: Iterable[str], lenient: bool, skipped: list[int
             yield Syscall(start, start, pid, name, [body.strip().rstrip(",")], "?", None)
 
 
-def replay(path: str, design: str = "tagged", *, stop_at_line: int | None = None,
+def replay(path: str, design: str | None = None, *, stop_at_line: int | None = None,
            start: tuple[int, int, str] | None = None, lenient: bool = False,
            observer: Observer | None = None, sample_every: int = 0,
-           max_map_count: int = 1 << 20, guardify: bool = False, touch: bool = True,
-           on_last_exit: Observer | None = None) -> ReplayResult:
-    """Replay the strace log at ``path`` into a fresh Kernel of ``design``.
+           max_map_count: int = 1 << 20, guardify: bool = False, touch: bool | None = None,
+           on_last_exit: Observer | None = None, host_files: bool = False,
+           verify: bool = False) -> ReplayResult:
+    """Replay an strace log, or a recording of ``vmalab record``, into a fresh Kernel.
 
-    ``stop_at_line`` (1-based, inclusive) stops early; ``start=(pid, line, dump)`` skips
-    lines 1..line and starts ``pid`` from a maps/smaps dump text; ``lenient`` skips and
-    counts malformed lines instead of raising ValueError (which names the line).
+    ``path`` is an strace log, a recording directory or the ``trace.strace`` inside one. A
+    recording starts every exec image from its snapshot and replays its page faults; its
+    ``design`` defaults to the one the recorded kernel implements (``sticky`` on Linux
+    6.18.y and 6.19), a plain log's to ``tagged``. ``stop_at_line`` (1-based, inclusive;
+    the lines of trace.strace for a recording) stops early; ``start=(pid, line, dump)``
+    skips lines 1..line and starts ``pid`` from a maps/smaps dump text; ``lenient`` skips
+    and counts malformed lines instead of raising ValueError (which names the line).
     ``observer(lineno, kernel)`` is called every ``sample_every`` applied calls (the
     timeline hook of ``vmalab compare``). ``max_map_count`` defaults high so that a trace
     from a machine with a raised limit replays. ``guardify`` applies the what-if of
     :mod:`vmalab.trace.guardify`; ``touch`` assumes one store to each new private
-    writable range (see the module docstring). ``on_last_exit(lineno, kernel)`` is called
-    just before the last live process exits (for figures "at the end" of a log whose
-    processes all exit). Returns a :class:`ReplayResult`.
+    writable range (see the module docstring): the default for logs without recorded
+    faults, off for recordings that have them. ``on_last_exit(lineno, kernel)`` is called
+    just before the last live process exits. ``host_files`` lets a plain log's replay read
+    this machine's files (ELF headers at execve, file sizes); a recording needs none.
+    ``verify`` compares the model with every snapshot of a recording (``r.checkpoints``).
+    Returns a :class:`ReplayResult`.
     """
     import time
 
     t0 = time.perf_counter()
-    rp = Replayer(path, design, lenient=lenient, observer=observer, sample_every=sample_every,
+    rec = open_recording(path) if is_recording(path) else None
+    trace = rec.trace if rec is not None else path
+    if design is None:
+        design = rec.default_design() if rec is not None else "tagged"
+    if touch is None:
+        touch = rec is None or not rec.faults_captured
+    if stop_at_line is not None and stop_at_line < 1:
+        raise ValueError(f"stop_at_line must be at least 1, not {stop_at_line}")
+    rp = Replayer(trace, design, lenient=lenient, observer=observer, sample_every=sample_every,
                   max_map_count=max_map_count, guardify=guardify, touch=touch,
-                  on_last_exit=on_last_exit)
+                  on_last_exit=on_last_exit, recording=rec, host_files=host_files,
+                  verify=verify)
     skip_to = 0
     if start is not None:
         spid, sline, dump = start
@@ -948,9 +1166,9 @@ def replay(path: str, design: str = "tagged", *, stop_at_line: int | None = None
         skip_to = sline
     skipped: list[int] = []
     try:
-        f = open(path, "rb")
+        f = layout.open_host_file(trace)
     except OSError as e:
-        raise FileNotFoundError(e.errno, f"cannot read trace {path}: {e.strerror}") from None
+        raise FileNotFoundError(e.errno, f"cannot read trace {trace}: {e.strerror}") from None
 
     def lines() -> Iterator[str]:
         # track the byte offset so that an execve's lookahead can seek() to its line
@@ -964,4 +1182,11 @@ def replay(path: str, design: str = "tagged", *, stop_at_line: int | None = None
     rp.r.seconds = time.perf_counter() - t0
     if rp.guardify is not None:
         rp.r.guardify = rp.guardify.stats
+    if rec is None or not rec.faults_captured:
+        rp.r.undecided.append(
+            f"{rp.assumed} private writable ranges with unseen faults; assumed "
+            + ("one store each (touch)" if touch else "no store (touch=False)"))
+    elif rec.lost_events:
+        rp.r.undecided.append(f"the recording lost {rec.lost_events} perf events: "
+                              "some faults are missing")
     return rp.r
