@@ -23,8 +23,10 @@ from vmalab.report.metrics import Metrics, kernel_bytes, measure
 class RunSpec:
     """One comparison run: a source under a design.
 
-    ``source`` is a workload spec (``NAME[:k=v,...]``) or an strace log path. ``start`` is
-    the replay's ``(pid, line, dump_text)``; ``samples`` bounds the timeline's points.
+    ``source`` is a workload spec (``NAME[:k=v,...]``), an strace log path or a recording
+    directory of ``vmalab record``. ``start`` is the replay's ``(pid, line, dump_text)``;
+    ``samples`` bounds the timeline's points; ``host_files`` lets a plain log's execve read
+    the binary's ELF headers on this machine.
     """
 
     source: str
@@ -34,6 +36,7 @@ class RunSpec:
     stop_at_line: int | None = None
     lenient: bool = False
     samples: int = 200
+    host_files: bool = False
 
 
 class Timeline:
@@ -138,7 +141,8 @@ def run_one(spec: RunSpec, progress: ProgressHook | None = None) -> dict[str, An
         try:
             r = replay(spec.source, spec.design, stop_at_line=spec.stop_at_line,
                        start=spec.start, lenient=spec.lenient, observer=obs, sample_every=1,
-                       guardify=spec.guardify, on_last_exit=before_last_exit)
+                       guardify=spec.guardify, on_last_exit=before_last_exit,
+                       host_files=spec.host_files)
         except TraceSyntaxError as e:
             raise UserInputError(f"{spec.source}:{e.lineno}", e.reason) from None
         except FileNotFoundError as e:

@@ -68,23 +68,26 @@ def _count_lines(path: str) -> int:
 
 def _run_all(source: str, designs: list[str], *, guardify: bool,
              start: tuple[int, int, str] | None, stop_at_line: int | None, lenient: bool,
-             quiet: bool) -> list[dict[str, Any]]:
+             quiet: bool, host_files: bool = False) -> list[dict[str, Any]]:
     """run_one for every design, with a rich progress bar on long traces."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from vmalab.report.compare import RunSpec, run_one, source_kind
+    from vmalab.trace.recording import TRACE_NAME
 
     kind = source_kind(source)
     total = None
-    if kind == "trace" and os.path.getsize(source) > (1 << 20) and not quiet:
-        total = _count_lines(source)
+    text = os.path.join(source, TRACE_NAME) if os.path.isdir(source) else source
+    if kind == "trace" and os.path.getsize(text) > (1 << 20) and not quiet:
+        total = _count_lines(text)
         if stop_at_line:
             total = min(total, stop_at_line)
     results = []
     for d in designs:
-        specs = [RunSpec(source, d, False, start, stop_at_line, lenient)]
+        specs = [RunSpec(source, d, False, start, stop_at_line, lenient, host_files=host_files)]
         if guardify:
-            specs.append(RunSpec(source, d, True, start, stop_at_line, lenient))
+            specs.append(RunSpec(source, d, True, start, stop_at_line, lenient,
+                                 host_files=host_files))
         for spec in specs:
             if total:
                 with Progress(TextColumn(f"{d}{' +guardify' if spec.guardify else ''}"),
@@ -137,9 +140,13 @@ def _check_out(path: str | None) -> None:
               help="start the replay at LINE with PID holding the mappings of a maps dump")
 @click.option("--stop-at-line", type=int, default=None, help="stop the replay after this line")
 @click.option("--lenient", is_flag=True, help="skip and count malformed trace lines")
+@click.option("--host-files", is_flag=True,
+              help="let a plain strace log's execve read the binary on this machine")
 def compare(source: str, design: str, as_json: bool, plot: str | None, guardify: bool,
-            start: str | None, stop_at_line: int | None, lenient: bool) -> None:
-    """Compare the designs on a built-in WORKLOAD[:k=v,...] or an strace log TRACE."""
+            start: str | None, stop_at_line: int | None, lenient: bool,
+            host_files: bool) -> None:
+    """Compare the designs on a built-in WORKLOAD[:k=v,...], an strace log TRACE or a
+    recording DIR of `vmalab record` (the per-design cost of that real program)."""
     from vmalab.report.compare import guardify_delta
     from vmalab.report.render import compare_table_for, console, guardify_table, plot_timeline
 
@@ -147,7 +154,8 @@ def compare(source: str, design: str, as_json: bool, plot: str | None, guardify:
     _check_out(plot)
     st = parse_start(start)
     results = _run_all(source, designs, guardify=guardify, start=st,
-                       stop_at_line=stop_at_line, lenient=lenient, quiet=as_json)
+                       stop_at_line=stop_at_line, lenient=lenient, quiet=as_json,
+                       host_files=host_files)
     plain = [r for r in results if not r["guardify"]]
     deltas = [guardify_delta(a, b) for a, b in zip(
         plain, [r for r in results if r["guardify"]], strict=False)]
@@ -178,8 +186,9 @@ def compare(source: str, design: str, as_json: bool, plot: str | None, guardify:
 
 
 @click.command("replay")
-@click.argument("trace", type=click.Path(dir_okay=False))
-@click.option("--design", default="tagged", show_default=True)
+@click.argument("trace", type=click.Path())
+@click.option("--design", default=None,
+              help="design id [default: the recorded kernel's for a recording, else tagged]")
 @click.option("--start", "start", default=None, metavar="PID:LINE:FILE")
 @click.option("--stop-at-line", type=int, default=None)
 @click.option("--lenient", is_flag=True)
@@ -187,21 +196,33 @@ def compare(source: str, design: str, as_json: bool, plot: str | None, guardify:
 @click.option("--maps", "maps_pid", type=int, default=None,
               help="print /proc/PID/maps of this traced pid at the stopping point")
 @click.option("--json", "as_json", is_flag=True)
-def replay_cmd(trace: str, design: str, start: str | None, stop_at_line: int | None,
-               lenient: bool, guardify: bool, maps_pid: int | None, as_json: bool) -> None:
-    """Replay an strace log TRACE into the model and summarise it."""
+@click.option("--verify", is_flag=True,
+              help="compare the model with every snapshot of a recording (exit 1 on a difference)")
+@click.option("--host-files", is_flag=True,
+              help="let a plain strace log's execve read the binary on this machine")
+def replay_cmd(trace: str, design: str | None, start: str | None, stop_at_line: int | None,
+               lenient: bool, guardify: bool, maps_pid: int | None, as_json: bool,
+               verify: bool, host_files: bool) -> None:
+    """Replay an strace log TRACE, or a recording DIR of `vmalab record`, into the model.
+
+    Example: vmalab replay rec/ --verify
+    """
     from vmalab.trace.parse import TraceSyntaxError
+    from vmalab.trace.recording import is_recording
     from vmalab.trace.replay import replay
 
-    (d,) = _designs(design)[:1]
+    d = _designs(design)[0] if design is not None else None
     st = parse_start(start)
-    if not os.path.isfile(trace):
-        raise UserInputError(trace, "no such trace file")
+    if not os.path.isfile(trace) and not is_recording(trace):
+        raise UserInputError(trace, "neither a trace file nor a recording directory")
+    if verify and not is_recording(trace):
+        raise UserInputError("--verify", f"{trace} is not a recording of `vmalab record`")
     try:
         r = replay(trace, d, stop_at_line=stop_at_line, start=st, lenient=lenient,
-                   guardify=guardify)
+                   guardify=guardify, verify=verify, host_files=host_files)
     except TraceSyntaxError as e:
         raise UserInputError(f"{trace}:{e.lineno}", e.reason) from None
+    d = r.design
     if maps_pid is not None:
         try:
             proc = r.process(maps_pid)
@@ -217,6 +238,8 @@ def replay_cmd(trace: str, design: str, start: str | None, stop_at_line: int | N
         if maps_pid is not None:
             s["maps"] = text
         click.echo(json.dumps(s, indent=1))
+        if verify and not all(c.matched for c in r.checkpoints):
+            sys.exit(1)
         return
     click.echo(f"{trace}: {s['lines']:,} lines, {s['syscalls']:,} calls, {s['applied']:,} "
                f"applied in {s['seconds']:.2f} s ({s['syscalls'] / max(s['seconds'], 1e-9):,.0f}"
@@ -231,8 +254,25 @@ def replay_cmd(trace: str, design: str, start: str | None, stop_at_line: int | N
     click.echo(f"  model rejected {s['model_error_count']} calls the kernel accepted")
     for line, call, err in r.model_errors[:10]:
         click.echo(f"    line {line}: {call[:100]} -> {err}")
+    if s["faults"] or r.recording is not None:
+        click.echo(f"  page faults replayed: {s['faults']:,} ({s['fault_signals']} answered "
+                   "with a signal)")
+    for u in s["undecided"]:
+        click.echo(f"  undecided: {u}")
+    if verify:
+        bad = [c for c in r.checkpoints if not c.matched]
+        click.echo(f"  verify: {len(r.checkpoints) - len(bad)}/{len(r.checkpoints)} "
+                   "snapshots match")
+        for c in r.checkpoints:
+            state = "match" if c.matched else f"{len(c.differences)} differences"
+            click.echo(f"    pid {c.pid} {c.kind} #{c.seq} at line {c.line}: {c.vmas} VMAs, "
+                       f"{state}")
+            for diff in c.differences[:5]:
+                click.echo(f"      {diff}")
     if maps_pid is not None:
         sys.stdout.write(text)
+    if verify and not all(c.matched for c in r.checkpoints):
+        sys.exit(1)
 
 
 @click.command("sweep")
