@@ -156,12 +156,17 @@ class Process:
         on a user address, as copy_to_user() raises): find the VMA, growing a stack below
         it, access_error() (``exec`` needs VM_EXEC, ``write`` VM_WRITE), then
         handle_mm_fault(). Raises SegmentationFault where the CPU would get a signal.
+        Simplification: a read or exec fault on a special mapping (vDSO, vvar) changes
+        nothing, since the pages behind those are not modelled.
         """
         _check_int(addr)
         if access not in ("read", "write", "exec"):
             raise ValueError(f"access must be read, write or exec, not {access!r}")
-        if access == "exec":
-            find_fault_vma_for_access(self.mm, addr, True)
+        vma = find_fault_vma_for_access(self.mm, addr, access == "exec")
+        if vma.special_name is not None and access != "write":
+            # special_mapping_fault()/vvar_fault() insert the vDSO page or the vvar pfn;
+            # those pages are not modelled, and no VMA state changes
+            return
         fault_in(self.mm, addr, access == "write")
 
     @_syscall

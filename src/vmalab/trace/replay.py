@@ -1034,6 +1034,7 @@ def _same_file(a: str, b: str) -> bool:
     return a.removesuffix(suffix) == b.removesuffix(suffix)
 
 
+_EXECS = ("execve", "execveat")
 _SETUP_CALLS = frozenset({"mprotect", "pkey_mprotect", "madvise"})
 """Calls that do not make the stores noted by ``touch`` happen first."""
 
@@ -1112,6 +1113,8 @@ def _events(rp: Replayer, lines: Iterable[str], lenient: bool, skipped: list[int
                     if start == lineno and name in ("clone", "clone3", "fork", "vfork"):
                         rp.note_unfinished_clone(lineno, pid, name, head)
             continue
+        if isinstance(ev, PageFault) and pending.get(ev.pid, (0, ""))[1] in _EXECS:
+            continue  # inside execve: the new image's faults, already in its snapshot
         yield ev
     for pid, (start, name, body) in pending.items():
         if name in ("exit", "exit_group"):
