@@ -58,7 +58,7 @@ _RESTART = {
 class Ctx:
     """What the exit half of a call needs: the tracee, the raw args, the call's shape."""
 
-    __slots__ = ("tid", "nr", "args", "name", "data")
+    __slots__ = ("tid", "nr", "args", "name", "data", "k")
 
     def __init__(self, tid: int, nr: int, args: tuple[int, ...]) -> None:
         self.tid = tid
@@ -66,6 +66,7 @@ class Ctx:
         self.args = args
         self.name = NAMES[nr]
         self.data: Any = None
+        self.k = -1
 
 
 # ---------------------------------------------------------------------------------------
@@ -508,6 +509,8 @@ for _name, _kinds in {
     ENTER[NR[_name]] = _simple(_kinds)
 EXIT: dict[int, Exit] = {NR["clone"]: _clone_exit, NR["clone3"]: _clone3_exit,
                          NR["read"]: _read_exit, NR["pread64"]: _read_exit}
+# the calls whose entry and exit perf also records (raw_syscalls, filtered on these ids)
+PERF_NRS = frozenset(ENTER) - READS
 _MAPS_SUFFIXES = ("/maps", "/smaps", "/smaps_rollup", "/pagemap")
 
 

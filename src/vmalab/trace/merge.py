@@ -16,21 +16,24 @@ from __future__ import annotations
 
 import heapq
 import re
+from collections import deque
 import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
-from vmalab.trace.decode import SEP
+from vmalab.trace.decode import NR, PERF_NRS, SEP
 from vmalab.trace.tracer import Incarnation, Snapshot
 
 USER_LIMIT = 0x800000000000
 # "  1234 12345.123456789: exceptions:page_fault_user: address=0x.. ip=0x.. error_code=0x6"
 _PERF = re.compile(
-    r"^\s*(\d+)\s+(\d+)\.(\d+):\s+exceptions:page_fault_(user|kernel):\s+"
+    r"^\s*(\d+)\s+(\d+)\.(\d+):\s+(?:exceptions:page_fault_(user|kernel):\s+"
     r"address=(0x[0-9a-f]+|\S+)\s+ip=(\S+)\s+error_code=(0x[0-9a-f]+)"
+    r"|raw_syscalls:sys_(enter|exit):\s+NR (\d+))"
 )
 _LOST = re.compile(r"LOST (\d+) events")
+WINDOW_NS = 250_000_000  # how late (in ns) a tracer stop may be handled; see docs
 
 
 @dataclass
@@ -53,22 +56,28 @@ class MergeStats:
     lines: int = 0
     syscall_lines: int = 0
     faults: FaultStats = field(default_factory=FaultStats)
+    perf_stamped: int = 0  # syscall records stamped with perf's sys_enter/sys_exit time
+    tracer_stamped: int = 0  # stamped with the tracer's (later) handling time
+    order_violations: int = 0  # records that came out later than WINDOW_NS allows
 
 
-Rec = tuple[int, int, int, str, str]  # (ts, order, tid, kind, payload)
+# (ts, order, tid, kind, k, payload); order breaks ties: perf (0) before tracer (1)
+Rec = tuple[int, int, int, str, int, str]
 
 
 def tracer_records(f: IO[str]) -> Iterator[Rec]:
-    """The tracer's records file as (ts, 0, tid, kind, payload)."""
+    """The tracer's records file as (ts, 1, tid, kind, k, payload)."""
     for line in f:
-        ts, tid, kind, payload = line.rstrip("\n").split("\t", 3)
-        yield int(ts), 0, int(tid), kind, payload
+        ts, tid, kind, k, payload = line.rstrip("\n").split("\t", 4)
+        yield int(ts), 1, int(tid), kind, int(k), payload
 
 
-def perf_faults(lines: Iterable[str], stats: FaultStats) -> Iterator[Rec]:
-    """``perf script -F tid,time,event,trace --ns`` lines → fault records (ts, 1, tid, F, text).
+def perf_events(lines: Iterable[str], stats: FaultStats) -> Iterator[Rec]:
+    """``perf script -F tid,time,event,trace --ns`` lines → records.
 
-    Kernel-mode faults on kernel addresses are dropped; lost-event notes are counted.
+    Faults become ``F`` records (text ready to print); raw_syscalls events become ``PE``
+    / ``PX`` records with the syscall number in ``k``. Kernel-mode faults on kernel
+    addresses are dropped; lost-event notes are counted.
     """
     for line in lines:
         m = _PERF.match(line)
@@ -78,8 +87,11 @@ def perf_faults(lines: Iterable[str], stats: FaultStats) -> Iterator[Rec]:
                 stats.lost += int(lm.group(1))
                 stats.lost_records += 1
             continue
-        tid, sec, frac, mode, addr, ip, err = m.groups()
+        tid, sec, frac, mode, addr, ip, err, sysev, nr = m.groups()
         ts = int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
+        if sysev is not None:
+            yield ts, 0, int(tid), "PE" if sysev == "enter" else "PX", int(nr), ""
+            continue
         try:
             a = int(addr, 16)
         except ValueError:
@@ -91,7 +103,12 @@ def perf_faults(lines: Iterable[str], stats: FaultStats) -> Iterator[Rec]:
         access = "exec" if code & 0x10 else "write" if code & 0x2 else "read"
         text = (f"--- PAGE_FAULT {{address={addr}, access={access}, mode={mode}, ip={ip}, "
                 f"error_code={err}}} ---")
-        yield ts, 1, int(tid), "F", text
+        yield ts, 0, int(tid), "F", -1, text
+
+
+def perf_filter() -> str:
+    """The raw_syscalls filter: only the calls the tracer prints (reads excepted)."""
+    return " || ".join(f"id == {n}" for n in sorted(PERF_NRS))
 
 
 def run_perf_script(perf: str, data: str) -> subprocess.Popen[str]:
@@ -146,13 +163,105 @@ class _Writer:
         self.lines += 1
 
 
-def merge(tracer: Iterable[Rec], faults: Iterable[Rec], out: IO[str], *, offset_ns: int,
-          lives: dict[int, list[Incarnation]], snapshots: list[Snapshot]) -> MergeStats:
+class _Stamper:
+    """Give each tracer syscall record perf's exact sys_enter / sys_exit time.
+
+    The tracer stamps a record when it handles the stop, which may be later than the stop
+    (the tracer serves one stop at a time): exact for the task's own order, but not across
+    tasks. perf's raw_syscalls events carry the kernel's time. The k-th perf-filtered entry
+    stop of a task (counted by the tracer) is the k-th sys_enter perf saw of that task since
+    its birth; the syscall number must agree, else the tracer's time is kept.
+    """
+
+    def __init__(self, lives: dict[int, list[Incarnation]], st: MergeStats) -> None:
+        self.lives = lives
+        self.st = st
+        self.queues: dict[int, deque[list[int]]] = {}
+        self.count: dict[int, tuple[int, int]] = {}  # tid → (incarnation index, entries)
+        self.last_x: dict[int, int] = {}
+
+    def perf(self, ts: int, tid: int, kind: str, nr: int) -> None:
+        lv = self.lives.get(tid)
+        if not lv or ts < lv[0].birth:
+            return
+        life = max(i for i, x in enumerate(lv) if x.birth <= ts)
+        q = self.queues.get(tid)
+        if kind == "PE":
+            li, n = self.count.get(tid, (-1, 0))
+            if li != life:
+                li, n = life, 0
+                q = self.queues[tid] = deque()
+            n += 1
+            self.count[tid] = (li, n)
+            assert q is not None
+            q.append([n, nr, ts, -1])
+        elif q and q[-1][1] == nr and q[-1][3] < 0:
+            q[-1][3] = ts
+
+    def stamp(self, ts: int, tid: int, kind: str, k: int, payload: str) -> int:
+        """The time to sort a tracer record by."""
+        if kind == "M" and k == -2:  # the exec snapshot: right after its execve's exit
+            return self.last_x.get(tid, ts)
+        if k < 0 or kind not in ("E", "X"):
+            return ts
+        q = self.queues.get(tid)
+        while q and q[0][0] < k:
+            q.popleft()
+        name = payload.split("\t", 1)[0]
+        if not q or q[0][0] != k or q[0][1] != NR.get(name):
+            self.st.tracer_stamped += 1
+            return ts
+        ent = q[0]
+        self.st.perf_stamped += 1
+        if kind == "E":
+            return min(ent[2], ts)
+        q.popleft()
+        t = min(ent[3] if ent[3] >= 0 else ent[2], ts)  # exit/exit_group: no sys_exit
+        self.last_x[tid] = t
+        return t
+
+
+def ordered(tracer: Iterable[Rec], perf: Iterable[Rec], lives: dict[int, list[Incarnation]],
+            st: MergeStats, window: int = WINDOW_NS) -> Iterator[Rec]:
+    """The tracer's records (stamped with perf's syscall times) and perf's faults, in time order.
+
+    A reorder heap holds what arrived in the last ``window`` ns: a tracer record can only be
+    stamped earlier than its handling time by the time its stop waited to be handled.
+    """
+    stamper = _Stamper(lives, st)
+    heap: list[tuple[int, int, int, str, int, str]] = []
+    seq = 0
+    last = 0
+    for ts, _, tid, kind, k, payload in heapq.merge(tracer, perf):
+        if kind == "PE" or kind == "PX":
+            stamper.perf(ts, tid, kind, k)
+            continue
+        t = ts if kind == "F" else stamper.stamp(ts, tid, kind, k, payload)
+        seq += 1
+        heapq.heappush(heap, (t, seq, tid, kind, k, payload))
+        while heap and heap[0][0] < ts - window:
+            rec = heapq.heappop(heap)
+            if rec[0] < last:
+                st.order_violations += 1
+            last = rec[0]
+            yield rec
+    while heap:
+        rec = heapq.heappop(heap)
+        if rec[0] < last:
+            st.order_violations += 1
+        last = rec[0]
+        yield rec
+
+
+def merge(tracer: Iterable[Rec], perf: Iterable[Rec], out: IO[str], *, offset_ns: int,
+          lives: dict[int, list[Incarnation]], snapshots: list[Snapshot],
+          fstats: FaultStats | None = None) -> MergeStats:
     """Write the merged, joined trace to ``out``; fill in each snapshot's line."""
     st = MergeStats()
+    if fstats is not None:
+        st.faults = fstats
     w = _Writer(out, offset_ns)
     pending: tuple[int, int, str, str] | None = None  # ts, tid, name, entry text
-    unfinished: dict[int, str] = {}  # tid → name of its printed <unfinished ...> call
 
     def flush() -> None:
         nonlocal pending
@@ -160,10 +269,9 @@ def merge(tracer: Iterable[Rec], faults: Iterable[Rec], out: IO[str], *, offset_
             pts, ptid, pname, ptext = pending
             sp = "" if ptext.endswith(" ") else " "
             w.line(pts, ptid, f"{ptext}{sp}<unfinished ...>")
-            unfinished[ptid] = pname
             pending = None
 
-    for ts, _, tid, kind, payload in heapq.merge(tracer, faults):
+    for ts, _, tid, kind, _k, payload in ordered(tracer, perf, lives, st):
         if kind == "F":
             if not _keep_fault(lives, tid, ts, st.faults):
                 continue
@@ -185,7 +293,6 @@ def merge(tracer: Iterable[Rec], faults: Iterable[Rec], out: IO[str], *, offset_
                 pending = None
             else:
                 flush()
-                unfinished.pop(tid, None)
                 w.line(ts, tid, f"<... {name} resumed>{text}")
         elif kind == "T":
             if payload:

@@ -152,6 +152,8 @@ class Session:
             argv = ["perf", "record", "-q", "-o", os.path.join(self.raw, "perf.data"),
                     "--clockid=CLOCK_MONOTONIC", "-m", self.opts.perf_mmap,
                     "-e", "exceptions:page_fault_user", "-e", "exceptions:page_fault_kernel",
+                    "-e", "raw_syscalls:sys_enter", "--filter", mg.perf_filter(),
+                    "-e", "raw_syscalls:sys_exit", "--filter", mg.perf_filter(),
                     "--", *wrapper]
         else:
             argv = wrapper
@@ -278,14 +280,13 @@ class Session:
         if self.why_not is None and self.perf_pid is not None:
             proc = mg.run_perf_script("perf", os.path.join(self.raw, "perf.data"))
             assert proc.stdout is not None
-            faults = mg.perf_faults(proc.stdout, fstats)
+            faults = mg.perf_events(proc.stdout, fstats)
         with open(events_path) as ev, open(os.path.join(self.out, "trace.strace"), "w",
                                            buffering=1 << 20) as out:
             st = mg.merge(mg.tracer_records(ev), faults, out, offset_ns=offset,
-                          lives=tracer.lives, snapshots=tracer.snapshots)
+                          lives=tracer.lives, snapshots=tracer.snapshots, fstats=fstats)
         if proc is not None:
             proc.wait()
-        st.faults = fstats
         os.unlink(events_path)
         return st
 
@@ -319,7 +320,10 @@ class Session:
                          "lost_records": f.lost_records,
                          "faults_dropped_pre_exec": f.dropped_pre_exec,
                          "faults_dropped_kernel_address": f.dropped_kernel_addr,
-                         "faults_dropped_untraced": f.dropped_untraced},
+                         "faults_dropped_untraced": f.dropped_untraced,
+                         "perf_stamped_calls": st.perf_stamped,
+                         "tracer_stamped_calls": st.tracer_stamped,
+                         "order_violations": st.order_violations},
         }
         with open(os.path.join(self.out, "manifest.json"), "w") as fh:
             json.dump(man, fh, indent=1)

@@ -45,6 +45,7 @@ class Task:
     ctx: dc.Ctx | None = None
     snap_after_exit: int | None = None  # snapshot index to mark after the execve exit
     exiting: int = 0  # the exit or exit_group call it made
+    k: int = 0  # entries of perf-filtered calls so far (matches perf's sys_enter events)
 
 
 @dataclass(slots=True)
@@ -104,11 +105,11 @@ class Tracer:
 
     # -- records ------------------------------------------------------------------------
 
-    def _rec(self, ts: int, tid: int, kind: str, payload: str) -> None:
+    def _rec(self, ts: int, tid: int, kind: str, payload: str, k: int = -1) -> None:
         if ts < self.last_ts:
             ts = self.last_ts
         self.last_ts = ts
-        self.out.write(f"{ts}\t{tid}\t{kind}\t{payload}\n")
+        self.out.write(f"{ts}\t{tid}\t{kind}\t{k}\t{payload}\n")
 
     # -- attach ---------------------------------------------------------------------------
 
@@ -127,7 +128,7 @@ class Tracer:
         ts = _now()
         self.tasks[pid] = Task(pid, pid, visible=False)
         self.groups[pid] = {pid}
-        self.lives[pid] = [Incarnation(0, "root")]
+        self.lives[pid] = [Incarnation(ts, "root")]
         self.stats.processes += 1
         self._rec(ts, pid, "T", "")  # a no-op record: the start of the trace
         pt.restart(pt.PTRACE_SYSCALL, pid)
@@ -188,6 +189,8 @@ class Tracer:
             return
         if op == pt.OP_ENTRY:
             task.ctx = None
+            if val in dc.PERF_NRS:
+                task.k += 1  # the index of this call among the tid's perf sys_enter events
             if val not in dc.ENTER:
                 return
             if not task.visible and val not in dc.EXECS:
@@ -195,10 +198,11 @@ class Tracer:
             if val in dc.READS and not dc.wanted_read(tid, args[0]):
                 return
             ctx = dc.Ctx(tid, val, args)
-            self._rec(ts, tid, "E", f"{ctx.name}\t{dc.enter_text(ctx)}")
+            ctx.k = task.k if val in dc.PERF_NRS else -1
+            self._rec(ts, tid, "E", f"{ctx.name}\t{dc.enter_text(ctx)}", ctx.k)
             if val in dc.EXITS:
                 # it never returns: "exit_group(0) = ?" is printed at its entry, as strace does
-                self._rec(ts, tid, "X", f"{ctx.name}\t{dc.exit_text(ctx, 0)}")
+                self._rec(ts, tid, "X", f"{ctx.name}\t{dc.exit_text(ctx, 0)}", ctx.k)
                 self.stats.syscalls += 1
                 task.exiting = val
                 return
@@ -212,9 +216,9 @@ class Tracer:
             self.stats.syscalls += 1
             if ctx.nr == dc.NR["mmap"] and val >= 0 and not ctx.args[3] & 0x20:
                 self._file_size(tid, ctx.args[4])
-            self._rec(ts, tid, "X", f"{ctx.name}\t{dc.exit_text(ctx, val)}")
+            self._rec(ts, tid, "X", f"{ctx.name}\t{dc.exit_text(ctx, val)}", ctx.k)
             if task.snap_after_exit is not None:
-                self._rec(ts, tid, "M", str(task.snap_after_exit))
+                self._rec(ts, tid, "M", str(task.snap_after_exit), -2)
                 task.snap_after_exit = None
 
     def _file_size(self, tid: int, fd: int) -> None:
@@ -293,7 +297,9 @@ class Tracer:
                 life.exec_ts = ts
         task.visible = True
         if task.ctx is not None:
-            task.ctx = dc.Ctx(tid, task.ctx.nr, task.ctx.args)  # resumes under the new tid
+            moved = dc.Ctx(tid, task.ctx.nr, task.ctx.args)  # resumes under the new tid
+            moved.k = task.ctx.k
+            task.ctx = moved
         self.stats.execs += 1
         self.exit_snapped.discard(tid)
         seq = self.exec_seq.get(tid, 0) + 1
