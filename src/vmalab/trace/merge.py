@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections import deque
 import subprocess
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
