@@ -47,6 +47,7 @@ class FaultStats:
     dropped_untraced: int = 0
     lost: int = 0
     lost_records: int = 0
+    events: int = 0  # samples perf recorded (faults and raw_syscalls)
 
 
 @dataclass
@@ -87,6 +88,7 @@ def perf_events(lines: Iterable[str], stats: FaultStats) -> Iterator[Rec]:
                 stats.lost += int(lm.group(1))
                 stats.lost_records += 1
             continue
+        stats.events += 1
         tid, sec, frac, mode, addr, ip, err, sysev, nr = m.groups()
         ts = int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9])
         if sysev is not None:
@@ -163,24 +165,58 @@ class _Writer:
         self.lines += 1
 
 
-class _Stamper:
-    """Give each tracer syscall record perf's exact sys_enter / sys_exit time.
+Out = tuple[int, int, int, str, int, str]  # (stamp, seq, tid, kind, k, payload)
 
-    The tracer stamps a record when it handles the stop, which may be later than the stop
-    (the tracer serves one stop at a time): exact for the task's own order, but not across
-    tasks. perf's raw_syscalls events carry the kernel's time. The k-th perf-filtered entry
-    stop of a task (counted by the tracer) is the k-th sys_enter perf saw of that task since
-    its birth; the syscall number must agree, else the tracer's time is kept.
+
+class _Stamper:
+    """Give each tracer syscall record perf's kernel time for it; emit everything in order.
+
+    The tracer stamps a record when it handles the stop, possibly well after the stop (it
+    serves one stop at a time), which is exact for the task's own order but not across
+    tasks. perf's raw_syscalls events carry the kernel's time: sys_enter fires just after
+    the ptrace entry stop, right before the call's body; sys_exit right after the body,
+    before the exit stop. The k-th perf-filtered entry stop of a task (the tracer counts
+    them) is the k-th sys_enter perf saw of that task since its birth; the syscall number
+    must agree, else the tracer's own time is kept.
+
+    An entry record waits (``awaiting``) for its sys_enter, which comes later in the
+    stream; later records of the same task wait with it. The reorder heap releases a
+    record once the stream is ``window`` ns past it.
     """
 
-    def __init__(self, lives: dict[int, list[Incarnation]], st: MergeStats) -> None:
+    def __init__(self, lives: dict[int, list[Incarnation]], st: MergeStats, window: int) -> None:
         self.lives = lives
         self.st = st
+        self.window = window
         self.queues: dict[int, deque[list[int]]] = {}
         self.count: dict[int, tuple[int, int]] = {}  # tid → (incarnation index, entries)
+        self.awaiting: dict[int, list[tuple[int, int, str, int, str]]] = {}
         self.last_x: dict[int, int] = {}
+        self.heap: list[Out] = []
+        self.seq = 0
+        self.last = 0
+        self._next_sweep = 0
+
+    def _push(self, t: int, tid: int, kind: str, k: int, payload: str) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (t, self.seq, tid, kind, k, payload))
+
+    def _release(self, tid: int, t: int | None) -> None:
+        """Push the awaiting bundle of ``tid``: at ``t`` (perf's time) or each at its own."""
+        bundle = self.awaiting.pop(tid)
+        for ts, _, kind, k, payload in bundle:
+            stamp = ts if t is None else max(t, ts) if kind != "E" and kind != "X" else t
+            if kind == "X" or kind == "E":
+                if t is None:
+                    self.st.tracer_stamped += 1
+                else:
+                    self.st.perf_stamped += 1
+            if kind == "X":
+                self.last_x[tid] = stamp
+            self._push(stamp, tid, kind, k, payload)
 
     def perf(self, ts: int, tid: int, kind: str, nr: int) -> None:
+        """A raw_syscalls event."""
         lv = self.lives.get(tid)
         if not lv or ts < lv[0].birth:
             return
@@ -195,62 +231,92 @@ class _Stamper:
             self.count[tid] = (li, n)
             assert q is not None
             q.append([n, nr, ts, -1])
+            aw = self.awaiting.get(tid)
+            if aw is not None:
+                k, name = aw[0][3], aw[0][4].split("\t", 1)[0]
+                if k == n and NR.get(name) == nr:
+                    self._release(tid, ts)
+                elif k < n:
+                    self._release(tid, None)
         elif q and q[-1][1] == nr and q[-1][3] < 0:
             q[-1][3] = ts
 
-    def stamp(self, ts: int, tid: int, kind: str, k: int, payload: str) -> int:
-        """The time to sort a tracer record by."""
+    def tracer(self, ts: int, tid: int, kind: str, k: int, payload: str) -> None:
+        """A tracer record."""
+        aw = self.awaiting.get(tid)
+        if aw is not None:
+            name = payload.split("\t", 1)[0]
+            if kind != "X" or k != aw[0][3] or name in ("exit", "exit_group"):
+                aw.append((ts, tid, kind, k, payload))  # waits with the entry
+                return
+            # the exit of the waiting entry: its sys_enter never came, use the tracer's times
+            self._release(tid, None)
         if kind == "M" and k == -2:  # the exec snapshot: right after its execve's exit
-            return self.last_x.get(tid, ts)
-        if k < 0 or kind not in ("E", "X"):
-            return ts
+            self._push(self.last_x.get(tid, ts), tid, kind, k, payload)
+            return
+        if k < 0 or (kind != "E" and kind != "X"):
+            self._push(ts, tid, kind, k, payload)
+            return
         q = self.queues.get(tid)
         while q and q[0][0] < k:
             q.popleft()
-        name = payload.split("\t", 1)[0]
-        if not q or q[0][0] != k or q[0][1] != NR.get(name):
-            self.st.tracer_stamped += 1
-            return ts
-        ent = q[0]
-        self.st.perf_stamped += 1
         if kind == "E":
-            return min(ent[2], ts)
-        q.popleft()
-        t = min(ent[3] if ent[3] >= 0 else ent[2], ts)  # exit/exit_group: no sys_exit
+            if q and q[0][0] == k and q[0][1] == NR.get(payload.split("\t", 1)[0]):
+                self.st.perf_stamped += 1
+                self._push(q[0][2], tid, kind, k, payload)
+            else:
+                self.awaiting[tid] = [(ts, tid, kind, k, payload)]
+            return
+        t = ts
+        if q and q[0][0] == k and q[0][1] == NR.get(payload.split("\t", 1)[0]):
+            ent = q.popleft()
+            if ent[3] >= 0:
+                t = min(ent[3], ts)
+                self.st.perf_stamped += 1
+            else:
+                self.st.tracer_stamped += 1
+        else:
+            self.st.tracer_stamped += 1
         self.last_x[tid] = t
-        return t
+        self._push(t, tid, kind, k, payload)
+
+    def pop_ready(self, pos: int) -> Iterator[Out]:
+        """Records the stream has passed by more than the window, in time order."""
+        if pos >= self._next_sweep:
+            # entries whose sys_enter never came (lost events): the tracer's own time
+            limit = pos - self.window // 2
+            for tid in [t for t, b in self.awaiting.items() if b[0][0] < limit]:
+                self._release(tid, None)
+            self._next_sweep = pos + self.window // 4
+        heap = self.heap
+        limit = pos - self.window
+        while heap and heap[0][0] < limit:
+            rec = heapq.heappop(heap)
+            if rec[0] < self.last:
+                self.st.order_violations += 1
+            self.last = rec[0]
+            yield rec
+
+    def drain(self) -> Iterator[Out]:
+        for tid in list(self.awaiting):
+            self._release(tid, None)
+        yield from self.pop_ready(1 << 62)
 
 
 def ordered(tracer: Iterable[Rec], perf: Iterable[Rec], lives: dict[int, list[Incarnation]],
-            st: MergeStats, window: int = WINDOW_NS) -> Iterator[Rec]:
-    """The tracer's records (stamped with perf's syscall times) and perf's faults, in time order.
-
-    A reorder heap holds what arrived in the last ``window`` ns: a tracer record can only be
-    stamped earlier than its handling time by the time its stop waited to be handled.
-    """
-    stamper = _Stamper(lives, st)
-    heap: list[tuple[int, int, int, str, int, str]] = []
-    seq = 0
-    last = 0
+            st: MergeStats, window: int = WINDOW_NS) -> Iterator[Out]:
+    """The tracer's records (stamped with perf's syscall times) and perf's faults, in time order."""
+    sp = _Stamper(lives, st, window)
     for ts, _, tid, kind, k, payload in heapq.merge(tracer, perf):
         if kind == "PE" or kind == "PX":
-            stamper.perf(ts, tid, kind, k)
-            continue
-        t = ts if kind == "F" else stamper.stamp(ts, tid, kind, k, payload)
-        seq += 1
-        heapq.heappush(heap, (t, seq, tid, kind, k, payload))
-        while heap and heap[0][0] < ts - window:
-            rec = heapq.heappop(heap)
-            if rec[0] < last:
-                st.order_violations += 1
-            last = rec[0]
-            yield rec
-    while heap:
-        rec = heapq.heappop(heap)
-        if rec[0] < last:
-            st.order_violations += 1
-        last = rec[0]
-        yield rec
+            sp.perf(ts, tid, kind, k)
+        elif kind == "F":
+            sp._push(ts, tid, kind, k, payload)
+        else:
+            sp.tracer(ts, tid, kind, k, payload)
+        if sp.heap and sp.heap[0][0] < ts - window:
+            yield from sp.pop_ready(ts)
+    yield from sp.drain()
 
 
 def merge(tracer: Iterable[Rec], perf: Iterable[Rec], out: IO[str], *, offset_ns: int,

@@ -29,19 +29,32 @@ from dataclasses import dataclass
 from typing import Any
 
 from vmalab.errors import UserInputError
+from vmalab.trace import decode as dc
 from vmalab.trace import merge as mg
 from vmalab.trace.tracer import Tracer
 
 NO_PERF_ENV = "VMALAB_RECORD_NO_PERF"
+NO_SECCOMP_ENV = "VMALAB_RECORD_NO_SECCOMP"  # every syscall stops (slower; for comparison)
 FAULT_METHOD = "perf exceptions:page_fault_user,page_fault_kernel"
 _WRAPPER = (
     "import os,sys\n"
-    "w,r=int(sys.argv[1]),int(sys.argv[2])\n"
+    "w,r,nrs=int(sys.argv[1]),int(sys.argv[2]),sys.argv[3]\n"
     "os.write(w,b'%d\\n'%os.getpid());os.close(w)\n"
     "os.read(r,1);os.close(r)\n"
-    "try:os.execv(sys.argv[3],sys.argv[4:])\n"
+    "if nrs:\n"
+    " import ctypes,struct\n"
+    " ns=[int(x) for x in nrs.split(',')];n=len(ns)\n"
+    " ins=[(0x20,0,0,4),(0x15,0,n+1,0xc000003e),(0x20,0,0,0)]\n"
+    " ins+=[(0x15,n-i,0,x) for i,x in enumerate(ns)]+[(6,0,0,0x7fff0000),(6,0,0,0x7ff00000)]\n"
+    " code=b''.join(struct.pack('=HBBI',*x) for x in ins)\n"
+    " buf=ctypes.create_string_buffer(code,len(code))\n"
+    " prog=struct.pack('=HxxxxxxQ',len(ins),ctypes.addressof(buf))\n"
+    " L=ctypes.CDLL(None,use_errno=True)\n"
+    " os.geteuid()==0 or L.prctl(38,1,0,0,0)\n"
+    " L.prctl(22,2,ctypes.c_char_p(prog),0,0)\n"
+    "try:os.execv(sys.argv[4],sys.argv[5:])\n"
     "except OSError as e:\n"
-    " sys.stderr.write('vmalab record: cannot execute %s: %s\\n'%(sys.argv[3],e.strerror))\n"
+    " sys.stderr.write('vmalab record: cannot execute %s: %s\\n'%(sys.argv[4],e.strerror))\n"
     " os._exit(127)\n"
 )
 _NEEDS = ("root, or perf_event_paranoid <= -1, or CAP_PERFMON + CAP_SYS_PTRACE with read "
@@ -146,10 +159,14 @@ class Session:
         """Fork perf (or the wrapper); return (launcher pid, wrapper pid or None, release fd)."""
         r1, w1 = os.pipe()
         r2, w2 = os.pipe()
-        wrapper = [sys.executable, "-S", "-E", "-c", _WRAPPER, str(w1), str(r2), self.exe,
+        nrs = "" if os.environ.get(NO_SECCOMP_ENV) else ",".join(map(str, sorted(dc.ENTER)))
+        wrapper = [sys.executable, "-S", "-E", "-c", _WRAPPER, str(w1), str(r2), nrs, self.exe,
                    *self.opts.command]
         if use_perf:
-            argv = ["perf", "record", "-q", "-o", os.path.join(self.raw, "perf.data"),
+            # -B -N: no build-id work at the end; --no-bpf-event: no side-band thread
+            # (it holds perf's exit back by up to a second)
+            argv = ["perf", "record", "-q", "-B", "-N", "--no-bpf-event",
+                    "-o", os.path.join(self.raw, "perf.data"),
                     "--clockid=CLOCK_MONOTONIC", "-m", self.opts.perf_mmap,
                     "-e", "exceptions:page_fault_user", "-e", "exceptions:page_fault_kernel",
                     "-e", "raw_syscalls:sys_enter", "--filter", mg.perf_filter(),
@@ -236,20 +253,27 @@ class Session:
                                               progress=self.opts.progress)
                 self.launch(tracer)
                 tracer.run()
-            t_traced = time.perf_counter() - t0
             perf_status = self._wait_perf(tracer)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
             signal.signal(signal.SIGALRM, old_alrm)
-        if self.perf_pid is not None and perf_status not in (0, None):
-            self.why_not = f"perf record exited with status {perf_status}"
+        data = os.path.join(self.raw, "perf.data")
+        root = tracer.root_status
+        same_death = (perf_status is not None and perf_status < 0 and root is not None
+                      and os.WIFSIGNALED(root) and -perf_status == os.WTERMSIG(root))
+        if self.perf_pid is not None and (perf_status is None or (perf_status < 0 and not same_death)
+                                          or not os.path.exists(data)):
+            # perf record exits with its workload's status, and re-raises the signal that
+            # killed it: only another signal, or no data, is a failure
+            self.why_not = f"perf record failed (status {perf_status}); needs " + _NEEDS
+        t1 = time.perf_counter()
         st = self._merge(tracer, events_path, offset)
         seconds = time.perf_counter() - t0
         code = _exit_code(tracer.root_status)
         self._manifest(tracer, st, started, seconds, code)
-        self._report(tracer, st, t_traced)
+        self._report(tracer, st, seconds, time.perf_counter() - t1)
         return code
 
     def _wait_perf(self, tracer: Tracer) -> int | None:
@@ -287,7 +311,8 @@ class Session:
                           lives=tracer.lives, snapshots=tracer.snapshots, fstats=fstats)
         if proc is not None:
             proc.wait()
-        os.unlink(events_path)
+        if not os.environ.get("VMALAB_RECORD_KEEP_RAW"):
+            os.unlink(events_path)
         return st
 
     def _manifest(self, tracer: Tracer, st: mg.MergeStats, started: float, seconds: float,
@@ -317,6 +342,8 @@ class Session:
             ],
             "files": tracer.stats.files,
             "recorder": {"stops": tracer.stats.stops, "perf_mmap": self.opts.perf_mmap,
+                     "traced_run_seconds": round(tracer.t_end - tracer.t_start, 3),
+                     "perf_events": f.events,
                          "lost_records": f.lost_records,
                          "faults_dropped_pre_exec": f.dropped_pre_exec,
                          "faults_dropped_kernel_address": f.dropped_kernel_addr,
@@ -329,17 +356,19 @@ class Session:
             json.dump(man, fh, indent=1)
             fh.write("\n")
 
-    def _report(self, tracer: Tracer, st: mg.MergeStats, traced: float) -> None:
+    def _report(self, tracer: Tracer, st: mg.MergeStats, wall: float, merge: float) -> None:
         s = tracer.stats
-        us = traced * 1e6 / s.stops if s.stops else 0.0
+        loop = tracer.t_end - tracer.t_start
+        us = loop * 1e6 / s.stops if s.stops else 0.0
         f = st.faults
         if self.why_not is None:
-            fl = f"{f.user + f.kernel} faults ({f.user} user, {f.kernel} kernel), {f.lost} lost"
+            fl = (f"perf: {f.events} events, {f.lost} lost; "
+                  f"{f.user + f.kernel} faults ({f.user} user, {f.kernel} kernel)")
         else:
             fl = "faults NOT recorded"
-        print(f"vmalab record: {traced:.2f} s traced, {s.stops} stops ({us:.1f} µs/stop), "
-              f"{st.lines} lines, {s.syscalls} calls, {fl}, {len(tracer.snapshots)} snapshots "
-              f"→ {self.out}", file=sys.stderr)
+        print(f"vmalab record: {wall:.2f} s wall ({loop:.2f} s traced run, {merge:.2f} s merge); "
+              f"{s.stops} stops, {us:.1f} µs/stop; {st.lines} lines, {s.syscalls} calls; {fl}; "
+              f"{len(tracer.snapshots)} snapshots → {self.out}", file=sys.stderr)
         if self.why_not is not None:
             print(f"vmalab record: WARNING: page faults were not seen ({self.why_not}); "
                   "this is a syscall-only recording", file=sys.stderr)

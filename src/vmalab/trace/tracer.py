@@ -26,7 +26,7 @@ from vmalab.trace import decode as dc
 from vmalab.trace import ptrace as pt
 
 OPTIONS = (pt.O_TRACESYSGOOD | pt.O_TRACEEXEC | pt.O_TRACEEXIT | pt.O_TRACEFORK
-           | pt.O_TRACEVFORK | pt.O_TRACECLONE | pt.O_EXITKILL)
+           | pt.O_TRACEVFORK | pt.O_TRACECLONE | pt.O_EXITKILL | pt.O_TRACESECCOMP)
 _GROUP_STOP = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 _MONO = time.CLOCK_MONOTONIC
 
@@ -84,8 +84,10 @@ class TraceStats:
 class Tracer:
     """Follow the seized ``root`` and its descendants; write event records to ``out``."""
 
-    def __init__(self, out: IO[str], snapdir: str, *, progress: bool = True) -> None:
+    def __init__(self, out: IO[str], snapdir: str, *, progress: bool = True,
+                 seccomp: bool = False) -> None:
         self.out = out
+        self.seccomp = seccomp
         self.snapdir = snapdir
         self.tasks: dict[int, Task] = {}
         self.groups: dict[int, set[int]] = {}
@@ -102,6 +104,7 @@ class Tracer:
         self._next_progress = 0
         self.interrupted = False
         self.extra_children: dict[int, int | None] = {}  # non-traced children (perf) → status
+        self.t_start = self.t_end = 0.0
 
     # -- records ------------------------------------------------------------------------
 
@@ -131,12 +134,19 @@ class Tracer:
         self.lives[pid] = [Incarnation(ts, "root")]
         self.stats.processes += 1
         self._rec(ts, pid, "T", "")  # a no-op record: the start of the trace
-        pt.restart(pt.PTRACE_SYSCALL, pid)
+        self._resume(pid)
 
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> None:
         """Handle stops until no traced task is left."""
+        self.t_start = time.perf_counter()
+        try:
+            self._loop()
+        finally:
+            self.t_end = time.perf_counter()
+
+    def _loop(self) -> None:
         waitpid = os.waitpid
         while self.tasks:
             try:
@@ -172,11 +182,26 @@ class Tracer:
         event = status >> 16
         if sig == pt.SYSCALL_TRAP:
             self._syscall_stop(tid, ts)
-            pt.restart(pt.PTRACE_SYSCALL, tid)
+            self._resume(tid)
+        elif event == pt.EVENT_SECCOMP:
+            self._syscall_stop(tid, ts)
+            self._resume(tid)
         elif event:
             self._event(tid, event, sig, ts)
         else:
             # signal-delivery stop: re-inject the signal
+            self._resume(tid, sig)
+
+    def _resume(self, tid: int, sig: int = 0) -> None:
+        """Restart ``tid``: to its syscall exit if a decoded call awaits it, else freely.
+
+        With the seccomp filter only the decoded calls stop (at their seccomp stop), so a
+        task outside such a call runs with PTRACE_CONT; without it every syscall stops.
+        """
+        task = self.tasks.get(tid)
+        if self.seccomp and (task is None or task.ctx is None):
+            pt.restart(pt.PTRACE_CONT, tid, sig)
+        else:
             pt.restart(pt.PTRACE_SYSCALL, tid, sig)
 
     # -- syscalls -------------------------------------------------------------------------
@@ -187,7 +212,12 @@ class Tracer:
             op, val, args = pt.syscall_info(tid)
         except OSError:
             return
-        if op == pt.OP_ENTRY:
+        if op == pt.OP_SECCOMP and not self.seccomp:
+            # the wrapper's filter is in place: this call's entry stop was just handled;
+            # from now on only the filtered calls stop (the tracer resumes with PTRACE_CONT)
+            self.seccomp = True
+            return
+        if op == pt.OP_ENTRY or op == pt.OP_SECCOMP:
             task.ctx = None
             if val in dc.PERF_NRS:
                 task.k += 1  # the index of this call among the tid's perf sys_enter events
@@ -242,20 +272,20 @@ class Tracer:
                 child = 0
             if child and child not in self.tasks:
                 self._new_task(child, ts)
-            pt.restart(pt.PTRACE_SYSCALL, tid)
+            self._resume(tid)
         elif event == pt.EVENT_EXEC:
             self._exec(tid, ts)
-            pt.restart(pt.PTRACE_SYSCALL, tid)
+            self._resume(tid)
         elif event == pt.EVENT_EXIT:
             self._exit_event(tid, ts)
-            pt.restart(pt.PTRACE_SYSCALL, tid)
+            self._resume(tid)
         elif event == pt.EVENT_STOP:
             if sig in _GROUP_STOP:
                 pt.restart(pt.PTRACE_LISTEN, tid)
             else:
-                pt.restart(pt.PTRACE_SYSCALL, tid)
+                self._resume(tid)
         else:
-            pt.restart(pt.PTRACE_SYSCALL, tid)
+            self._resume(tid)
 
     def _new_task(self, tid: int, ts: int) -> None:
         """A task seen for the first time (its first stop or its parent's fork event)."""
