@@ -263,8 +263,8 @@ class Session:
         root = tracer.root_status
         same_death = (perf_status is not None and perf_status < 0 and root is not None
                       and os.WIFSIGNALED(root) and -perf_status == os.WTERMSIG(root))
-        if self.perf_pid is not None and (perf_status is None or (perf_status < 0 and not same_death)
-                                          or not os.path.exists(data)):
+        bad = perf_status is None or (perf_status < 0 and not same_death)
+        if self.perf_pid is not None and (bad or not os.path.exists(data)):
             # perf record exits with its workload's status, and re-raises the signal that
             # killed it: only another signal, or no data, is a failure
             self.why_not = f"perf record failed (status {perf_status}); needs " + _NEEDS
