@@ -78,6 +78,7 @@ _register("vmalab.trace.cli:compare")
 _register("vmalab.trace.cli:replay_cmd")
 _register("vmalab.trace.cli:sweep_cmd")
 _register("vmalab.trace.cli:workloads_cmd")
+_register("vmalab.trace.cli:record_cmd")
 
 
 if __name__ == "__main__":

@@ -323,3 +323,27 @@ def workloads_cmd() -> None:
     for w in WORKLOADS.values():
         params = ", ".join(f"{k}={v}" for k, v in w.defaults.items())
         click.echo(f"{w.name}: {w.summary}\n    {params}")
+
+
+@click.command("record", context_settings={"ignore_unknown_options": True,
+                                           "allow_interspersed_args": False})
+@click.option("-o", "--output", "out", required=True, metavar="DIR",
+              help="the recording directory (trace.strace, manifest.json, snapshots/)")
+@click.option("--force", is_flag=True, help="replace a recording already in DIR")
+@click.option("--no-faults", is_flag=True,
+              help="do not run perf: a syscall-only recording (also VMALAB_RECORD_NO_PERF=1)")
+@click.option("--baseline", is_flag=True, help="run CMD once untraced first; print the ratio")
+@click.option("--perf-mmap", default="16M", show_default=True, metavar="SIZE",
+              help="perf's ring buffer per CPU (perf record -m)")
+@click.option("--quiet", is_flag=True, help="no progress lines")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def record_cmd(out: str, force: bool, no_faults: bool, baseline: bool, perf_mmap: str,
+               quiet: bool, command: tuple[str, ...]) -> int:
+    """Run COMMAND and record its syscalls, page faults and maps snapshots into DIR.
+
+    The exit status is COMMAND's (128+N if signal N killed it).
+    """
+    from vmalab.trace.record import Options, record
+
+    return record(Options(out=out, command=list(command), force=force, faults=not no_faults,
+                          baseline=baseline, perf_mmap=perf_mmap, progress=not quiet))

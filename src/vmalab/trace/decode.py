@@ -1,0 +1,530 @@
+"""strace-style decoding of the system calls ``vmalab record`` prints (x86-64).
+
+Each decoded call is printed the way ``strace -f -X raw -y`` prints it (flags and prot as
+hex, fds with their ``-y`` path, strings quoted with strace's escapes and its 32-byte
+limit), so that the strace parser of :mod:`vmalab.trace.parse` reads the lines and anyone
+who reads strace can read them. A call is split in two texts: what strace prints at the
+syscall entry (``mmap(NULL, 8192, 0x3, 0x22, -1, 0``) and at its exit
+(``) = 0x7f...``); the writer joins them, or prints ``<unfinished ...>`` /
+``<... mmap resumed>`` halves when another event comes between.
+
+Tracee memory (paths, argv, clone3's struct, the bytes a read() returned) is read with
+process_vm_readv while the tracee is stopped; fd paths come from /proc/TID/fd/N like
+strace's -y.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from vmalab.trace import ptrace as pt
+
+STRLEN = 32  # strace's default -s
+SEP = "\x1f"  # where the writer puts strace's padding and "= "
+AT_FDCWD = -100
+
+# x86-64 syscall numbers of the decoded calls
+NR: dict[str, int] = {
+    "read": 0, "open": 2, "close": 3, "mmap": 9, "mprotect": 10, "munmap": 11, "brk": 12,
+    "pread64": 17, "mremap": 25, "mincore": 27, "madvise": 28, "shmget": 29, "shmat": 30,
+    "dup": 32, "dup2": 33, "clone": 56, "fork": 57, "vfork": 58, "execve": 59, "exit": 60,
+    "shmdt": 67, "fcntl": 72, "ftruncate": 77, "chdir": 80, "fchdir": 81, "rename": 82,
+    "creat": 85, "unlink": 87, "mlock": 149, "munlock": 150, "mlockall": 151,
+    "munlockall": 152, "prctl": 157, "remap_file_pages": 216, "exit_group": 231,
+    "mbind": 237, "set_mempolicy": 238, "openat": 257, "unlinkat": 263, "renameat": 264,
+    "fallocate": 285, "dup3": 292, "renameat2": 316, "memfd_create": 319,
+    "execveat": 322, "userfaultfd": 323, "mlock2": 325, "pkey_mprotect": 329,
+    "pkey_alloc": 330, "pkey_free": 331, "clone3": 435, "close_range": 436,
+    "openat2": 437, "process_madvise": 440, "map_shadow_stack": 453, "mseal": 462,
+}
+NAMES = {v: k for k, v in NR.items()}
+# reads are printed only on /proc/PID/{maps,smaps,smaps_rollup,pagemap}
+READS = frozenset({NR["read"], NR["pread64"]})
+EXITS = frozenset({NR["exit"], NR["exit_group"]})
+EXECS = frozenset({NR["execve"], NR["execveat"]})
+
+_RESTART = {
+    512: ("ERESTARTSYS", "To be restarted if SA_RESTART is set"),
+    513: ("ERESTARTNOINTR", "To be restarted"),
+    514: ("ERESTARTNOHAND", "To be restarted if no handler"),
+    516: ("ERESTART_RESTARTBLOCK", "Interrupted by signal"),
+}
+
+
+class Ctx:
+    """What the exit half of a call needs: the tracee, the raw args, the call's shape."""
+
+    __slots__ = ("tid", "nr", "args", "name", "data", "k")
+
+    def __init__(self, tid: int, nr: int, args: tuple[int, ...]) -> None:
+        self.tid = tid
+        self.nr = nr
+        self.args = args
+        self.name = NAMES[nr]
+        self.data: Any = None
+        self.k = -1
+
+
+# ---------------------------------------------------------------------------------------
+# value printers
+
+
+def sint(v: int, bits: int = 64) -> int:
+    """Reinterpret an unsigned register value as a signed ``bits``-bit integer."""
+    v &= (1 << bits) - 1
+    return v - (1 << bits) if v >> (bits - 1) else v
+
+
+def hx(v: int) -> str:
+    """Flags and prot the way -X raw prints them: ``0`` or ``0x22``."""
+    return "0" if v == 0 else hex(v)
+
+
+def ptr(v: int) -> str:
+    """A pointer: ``NULL`` or ``0x7f...``."""
+    return "NULL" if v == 0 else hex(v)
+
+
+def octal(v: int) -> str:
+    """A file mode the way strace prints it: ``0644``."""
+    return "0" + format(v, "o") if v else "000"
+
+
+def quote(data: bytes, limit: int | None = STRLEN, *, more: bool = False) -> str:
+    """strace's quoted string: C escapes, ``\\ooo`` octal for other bytes, ``...`` if cut."""
+    cut = limit is not None and len(data) > limit
+    if cut:
+        data = data[:limit]
+    out = ['"']
+    esc = {0x22: '\\"', 0x5C: "\\\\", 0x0C: "\\f", 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t",
+           0x0B: "\\v"}
+    n = len(data)
+    for i, c in enumerate(data):
+        if c in esc:
+            out.append(esc[c])
+        elif 0x20 <= c <= 0x7E:
+            out.append(chr(c))
+        elif i + 1 < n and 0x30 <= data[i + 1] <= 0x37:
+            out.append("\\" + format(c, "03o"))
+        else:
+            out.append("\\" + format(c, "o"))
+    out.append('"')
+    if cut or more:
+        out.append("...")
+    return "".join(out)
+
+
+def _path_escape(p: str) -> str:
+    """Escape a -y path like strace does (non-printables, and ``<>`` inside the brackets)."""
+    if all(0x20 <= ord(c) <= 0x7E and c not in "<>\\" for c in p):
+        return p
+    b = os.fsencode(p)
+    return "".join(chr(c) if 0x20 <= c <= 0x7E and chr(c) not in "<>\\"
+                   else f"\\x{c:02x}" for c in b)
+
+
+def fd_path(tid: int, fd: int) -> str | None:
+    """The -y path of ``fd`` in ``tid`` (readlink /proc/TID/fd/N, or its cwd for AT_FDCWD)."""
+    try:
+        if fd == AT_FDCWD:
+            return os.readlink(f"/proc/{tid}/cwd")
+        if fd < 0:
+            return None
+        return os.readlink(f"/proc/{tid}/fd/{fd}")
+    except OSError:
+        return None
+
+
+def fd_text(fd: int, path: str | None) -> str:
+    """``3</path>``, ``3</tmp/x>(deleted)`` (strace 6.1's form) or a bare ``3``."""
+    if path is None:
+        return str(fd)
+    if path.endswith(" (deleted)"):
+        return f"{fd}<{_path_escape(path[:-10])}>(deleted)"
+    return f"{fd}<{_path_escape(path)}>"
+
+
+def fd_arg(tid: int, v: int) -> str:
+    """An fd argument with its -y path."""
+    fd = sint(v, 32)
+    return fd_text(fd, fd_path(tid, fd))
+
+
+def path_arg(tid: int, addr: int) -> str:
+    """A pathname argument: the quoted string, in full (strace prints paths uncut)."""
+    s = pt.read_cstr(tid, addr)
+    return ptr(addr) if s is None else quote(s, None)
+
+
+def str_arg(tid: int, addr: int, limit: int = STRLEN) -> str:
+    """A NUL-terminated string argument cut at ``limit`` bytes (``"..."...``)."""
+    s = pt.read_cstr(tid, addr, limit + 1)
+    return ptr(addr) if s is None else quote(s, limit)
+
+
+def errtext(rval: int) -> str | None:
+    """``-1 ENOMEM (Cannot allocate memory)`` for a failed call; None for a success."""
+    if -4096 < rval < 0:
+        e = -rval
+        if e in _RESTART:
+            name, text = _RESTART[e]
+            return f"? {name} ({text})"
+        name = _errno.errorcode.get(e, f"E{e}")
+        return f"-1 {name} ({os.strerror(e)})"
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# entry decoders: (ctx) -> entry text after "name("; exit decoders: (ctx, rval) -> tail
+
+
+def _args(ctx: Ctx, *kinds: str) -> str:
+    """Format the first len(kinds) args: h=hex flags, p=pointer, d=signed, u=unsigned,
+    i=int32, f=fd, s=path, o=octal mode."""
+    out = []
+    tid = ctx.tid
+    for k, v in zip(kinds, ctx.args, strict=False):
+        if k == "h":
+            out.append(hx(v))
+        elif k == "p":
+            out.append(ptr(v))
+        elif k == "d":
+            out.append(str(sint(v)))
+        elif k == "u":
+            out.append(str(v))
+        elif k == "i":
+            out.append(str(sint(v, 32)))
+        elif k == "f":
+            out.append(fd_arg(tid, v))
+        elif k == "s":
+            out.append(path_arg(tid, v))
+        elif k == "o":
+            out.append(octal(v))
+        else:  # pragma: no cover - table error
+            raise AssertionError(k)
+    return ", ".join(out)
+
+
+def _simple(kinds: str) -> Callable[[Ctx], str]:
+    def enter(ctx: Ctx) -> str:
+        return _args(ctx, *kinds)
+    return enter
+
+
+def _mmap(ctx: Ctx) -> str:
+    a = ctx.args
+    off = a[5]
+    return f"{ptr(a[0])}, {a[1]}, {hx(a[2])}, {hx(a[3])}, {fd_arg(ctx.tid, a[4])}, {hx(off)}"
+
+
+def _mremap(ctx: Ctx) -> str:
+    a = ctx.args
+    s = f"{ptr(a[0])}, {a[1]}, {a[2]}, {hx(a[3])}"
+    if a[3] & 0x6:  # MREMAP_FIXED | MREMAP_DONTUNMAP
+        s += f", {ptr(a[4])}"
+    return s
+
+
+def _open_mode(flags: int) -> bool:
+    return bool(flags & 0x40) or (flags & 0x410000) == 0x410000  # O_CREAT, O_TMPFILE
+
+
+def _open(ctx: Ctx) -> str:
+    a = ctx.args
+    s = f"{path_arg(ctx.tid, a[0])}, {hx(a[1])}"
+    return s + (f", {octal(a[2])}" if _open_mode(a[1]) else "")
+
+
+def _openat(ctx: Ctx) -> str:
+    a = ctx.args
+    s = f"{fd_arg(ctx.tid, a[0])}, {path_arg(ctx.tid, a[1])}, {hx(a[2])}"
+    return s + (f", {octal(a[3])}" if _open_mode(a[2]) else "")
+
+
+def _openat2(ctx: Ctx) -> str:
+    a = ctx.args
+    raw = pt.read_mem(ctx.tid, a[2], 24)
+    if len(raw) == 24 and a[3] >= 24:
+        fl, mode, res = struct.unpack("=3Q", raw)
+        how = f"{{flags={hx(fl)}, mode={octal(mode)}, resolve={hx(res)}}}"
+    else:
+        how = ptr(a[2])
+    return f"{fd_arg(ctx.tid, a[0])}, {path_arg(ctx.tid, a[1])}, {how}, {a[3]}"
+
+
+def _shmget(ctx: Ctx) -> str:
+    a = ctx.args
+    hi, mode = a[2] & ~0o777, a[2] & 0o777
+    fl = (f"{hex(hi)}|{octal(mode)}" if mode else hex(hi)) if hi else octal(mode)
+    return f"{hx(a[0])}, {a[1]}, {fl}"
+
+
+def _fcntl(ctx: Ctx) -> str:
+    a = ctx.args
+    cmd = sint(a[1], 32)
+    s = f"{fd_arg(ctx.tid, a[0])}, {hx(cmd & 0xFFFFFFFF)}"
+    if cmd in (1, 3, 9, 1025, 1032, 1034):  # F_GETFD F_GETFL F_GETOWN F_GETLEASE ...
+        return s
+    if cmd in (0, 1030, 1031):  # F_DUPFD, F_DUPFD_CLOEXEC, F_SETPIPE_SZ
+        return s + f", {sint(a[2], 32)}"
+    return s + f", {hx(a[2])}"
+
+
+def _prctl(ctx: Ctx) -> str:
+    a = ctx.args
+    op = sint(a[0], 32)
+    if op == 15:  # PR_SET_NAME
+        return f"{hx(op)}, {str_arg(ctx.tid, a[1], 15)}"
+    if op == 0x53564D41:  # PR_SET_VMA: PR_SET_VMA_ANON_NAME, addr, len, name
+        name = str_arg(ctx.tid, a[4], 80) if a[4] else "NULL"
+        return f"{hx(op)}, {a[1]}, {ptr(a[2])}, {a[3]}, {name}"
+    return ", ".join([hx(op)] + [hx(v) for v in a[1:5]])
+
+
+_OFLAGS = [(0x400, "O_APPEND"), (0x800, "O_NONBLOCK"), (0x101000, "O_SYNC"), (0x1000, "O_DSYNC"),
+           (0x2000, "O_ASYNC"), (0x4000, "O_DIRECT"), (0x8000, "O_LARGEFILE"),
+           (0x10000, "O_DIRECTORY"), (0x20000, "O_NOFOLLOW"), (0x40000, "O_NOATIME"),
+           (0x80000, "O_CLOEXEC"), (0x200000, "O_PATH")]
+
+
+def _getfl(v: int) -> str:
+    """F_GETFL's result as strace 6.1 prints it even with -X raw: ``0x8002 (flags O_RDWR|...)``."""
+    parts = [("O_RDONLY", "O_WRONLY", "O_RDWR", "0x3")[v & 3]]
+    rest = v & ~3
+    for bit, name in _OFLAGS:
+        if rest & bit == bit:
+            parts.append(name)
+            rest &= ~bit
+    if rest:
+        parts.append(hex(rest))
+    return f"{hx(v)} (flags {'|'.join(parts)})"
+
+
+def _argv(tid: int, addr: int) -> str:
+    """execve's argv: up to 32 strings of at most 32 bytes each, like strace."""
+    if addr == 0:
+        return "NULL"
+    out = []
+    ptrs = pt.read_words(tid, addr, STRLEN + 1)
+    for i, p in enumerate(ptrs):
+        if p == 0:
+            break
+        if i == STRLEN:
+            out.append("...")
+            break
+        out.append(str_arg(tid, p))
+    return "[" + ", ".join(out) + "]"
+
+
+def _envc(tid: int, addr: int) -> str:
+    """execve's envp as ``0x7ffd... /* 40 vars */``."""
+    if addr == 0:
+        return "NULL"
+    n = 0
+    while n < 1 << 16:
+        words = pt.read_words(tid, addr + 8 * n, 512)
+        if not words:
+            break
+        if 0 in words:
+            n += words.index(0)
+            break
+        n += len(words)
+    return f"{hex(addr)} /* {n} vars */"
+
+
+def _execve(ctx: Ctx) -> str:
+    a = ctx.args
+    return f"{path_arg(ctx.tid, a[0])}, {_argv(ctx.tid, a[1])}, {_envc(ctx.tid, a[2])}"
+
+
+def _execveat(ctx: Ctx) -> str:
+    a = ctx.args
+    return (f"{fd_arg(ctx.tid, a[0])}, {path_arg(ctx.tid, a[1])}, {_argv(ctx.tid, a[2])}, "
+            f"{_envc(ctx.tid, a[3])}, {hx(a[4])}")
+
+
+def _clone_flags(f: int) -> str:
+    sig = f & 0xFF
+    hi = f & ~0xFF
+    if hi and sig:
+        return f"{hex(hi)}|{sig}"
+    return hex(hi) if hi else str(sig)
+
+
+def _clone(ctx: Ctx) -> str:
+    # x86-64: clone(flags, stack, parent_tid, child_tid, tls)
+    fl, stack, ptid, ctid, tls = ctx.args[:5]
+    return f"child_stack={ptr(stack)}, flags={_clone_flags(fl)}"
+
+
+def _clone_exit(ctx: Ctx, rval: int) -> str:
+    fl, _, ptid, ctid, tls = ctx.args[:5]
+    s = ""
+    if fl & 0x101000:  # CLONE_PARENT_SETTID | CLONE_PIDFD
+        got = pt.read_mem(ctx.tid, ptid, 4)
+        val = f"[{struct.unpack('=i', got)[0]}]" if len(got) == 4 and rval >= 0 else hex(ptid)
+        s += f", parent_tid={val}"
+    if fl & 0x80000:  # CLONE_SETTLS
+        s += f", tls={hex(tls)}"
+    if fl & 0x1200000:  # CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID
+        s += f", child_tidptr={hex(ctid)}"
+    return s + _ret(ctx, rval)
+
+
+_CLONE3 = struct.Struct("=11Q")
+
+
+def _clone3(ctx: Ctx) -> str:
+    a = ctx.args
+    raw = pt.read_mem(ctx.tid, a[0], _CLONE3.size)
+    if len(raw) < 64:
+        return f"{ptr(a[0])}, {a[1]}"
+    raw = raw.ljust(_CLONE3.size, b"\0")
+    (fl, pidfd, ctid, ptid, sig, stack, ssize, tls, settid, nset, cgroup) = _CLONE3.unpack(raw)
+    ctx.data = (fl, ptid)
+    parts = [f"flags={hx(fl)}"]
+    if fl & 0x1000:
+        parts.append(f"pidfd={hex(pidfd)}")
+    if fl & 0x1200000:
+        parts.append(f"child_tid={hex(ctid)}")
+    if fl & 0x100000:
+        parts.append(f"parent_tid={hex(ptid)}")
+    parts.append(f"exit_signal={sig}")
+    parts += [f"stack={ptr(stack)}", f"stack_size={hx(ssize)}"]
+    if fl & 0x80000:
+        parts.append(f"tls={hex(tls)}")
+    if nset:
+        parts += [f"set_tid={hex(settid)}", f"set_tid_size={nset}"]
+    if fl & 0x200000000:
+        parts.append(f"cgroup={cgroup}")
+    return "{" + ", ".join(parts) + "}"
+
+
+def _clone3_exit(ctx: Ctx, rval: int) -> str:
+    s = ""
+    if ctx.data is not None:
+        fl, ptid = ctx.data
+        if fl & 0x100000 and rval > 0:
+            got = pt.read_mem(ctx.tid, ptid, 4)
+            if len(got) == 4:
+                s = f" => {{parent_tid=[{struct.unpack('=i', got)[0]}]}}"
+    return s + f", {ctx.args[1]}" + _ret(ctx, rval)
+
+
+def _process_madvise(ctx: Ctx) -> str:
+    a = ctx.args
+    n = min(a[2], STRLEN)
+    words = pt.read_words(ctx.tid, a[1], 2 * n)
+    vecs = [f"{{iov_base={ptr(words[2 * i])}, iov_len={words[2 * i + 1]}}}"
+            for i in range(len(words) // 2)]
+    if a[2] > STRLEN:
+        vecs.append("...")
+    iov = "[" + ", ".join(vecs) + "]" if words or a[2] == 0 else ptr(a[1])
+    return f"{fd_arg(ctx.tid, a[0])}, {iov}, {a[2]}, {hx(a[3])}, {hx(a[4])}"
+
+
+def _read(ctx: Ctx) -> str:
+    return f"{fd_arg(ctx.tid, ctx.args[0])}, "
+
+
+def _read_exit(ctx: Ctx, rval: int) -> str:
+    a = ctx.args
+    if rval < 0:
+        buf = hex(a[1])
+    else:
+        data = pt.read_mem(ctx.tid, a[1], min(rval, STRLEN))
+        buf = quote(data, STRLEN, more=rval > STRLEN)
+    tail = f"{buf}, {a[2]}"
+    if ctx.nr == NR["pread64"]:
+        tail += f", {sint(a[3])}"
+    return tail + _ret(ctx, rval)
+
+
+# ---------------------------------------------------------------------------------------
+# results
+
+_HEXRET = frozenset({NR["mmap"], NR["mremap"], NR["brk"], NR["shmat"]})
+_FDRET = frozenset({NR[n] for n in ("open", "openat", "openat2", "creat", "dup", "dup2", "dup3",
+                                     "memfd_create", "userfaultfd")})
+
+
+def _ret(ctx: Ctx, rval: int) -> str:
+    """``)`` SEP ``RESULT``: the writer pads to strace's column 40 where SEP is."""
+    return ")" + SEP + result(ctx, rval)
+
+
+def result(ctx: Ctx, rval: int) -> str:
+    """The text after ``= ``: a number, an fd with path, or ``-1 EFOO (text)``."""
+    nr = ctx.nr
+    if nr in EXITS:
+        return "?"
+    if nr == NR["brk"]:
+        return hex(rval & (1 << 64) - 1)
+    err = errtext(rval)
+    if err is not None:
+        return err
+    if nr in _HEXRET:
+        return hex(rval & (1 << 64) - 1)
+    if nr in _FDRET or (nr == NR["fcntl"] and sint(ctx.args[1], 32) in (0, 1030)):
+        return fd_text(rval, fd_path(ctx.tid, rval))
+    if nr == NR["fcntl"]:
+        cmd = sint(ctx.args[1], 32)
+        if cmd == 3:
+            return _getfl(rval)
+        if cmd == 1 and rval:
+            return f"{hx(rval)} (flags {hx(rval)})"
+    return str(rval)
+
+
+Enter = Callable[[Ctx], str]
+Exit = Callable[[Ctx, int], str]
+
+
+def _default_exit(ctx: Ctx, rval: int) -> str:
+    return _ret(ctx, rval)
+
+
+ENTER: dict[int, Enter] = {
+    NR["mmap"]: _mmap, NR["mremap"]: _mremap, NR["open"]: _open, NR["openat"]: _openat,
+    NR["openat2"]: _openat2, NR["shmget"]: _shmget, NR["fcntl"]: _fcntl, NR["prctl"]: _prctl,
+    NR["execve"]: _execve, NR["execveat"]: _execveat, NR["clone"]: _clone,
+    NR["clone3"]: _clone3, NR["process_madvise"]: _process_madvise,
+    NR["read"]: _read, NR["pread64"]: _read,
+}
+for _name, _kinds in {
+    "munmap": "pu", "mprotect": "puh", "pkey_mprotect": "puhi", "pkey_alloc": "hh",
+    "pkey_free": "i", "madvise": "puh", "brk": "p", "mlock": "pu", "mlock2": "puh",
+    "munlock": "pu", "mlockall": "h", "munlockall": "", "mseal": "puh", "shmat": "ipu",
+    "shmdt": "p", "remap_file_pages": "puhuh", "map_shadow_stack": "puh", "userfaultfd": "h",
+    "mbind": "puupuh", "set_mempolicy": "ipu", "mincore": "pup", "creat": "so",
+    "close": "f", "close_range": "uuh", "dup": "f", "dup2": "fi", "dup3": "fih",
+    "memfd_create": "sh", "ftruncate": "fd", "fallocate": "fhdd", "chdir": "s",
+    "fchdir": "f", "unlink": "s", "unlinkat": "fsh", "rename": "ss", "renameat": "fsfs",
+    "renameat2": "fsfsh", "fork": "", "vfork": "", "exit": "i", "exit_group": "i",
+}.items():
+    ENTER[NR[_name]] = _simple(_kinds)
+EXIT: dict[int, Exit] = {NR["clone"]: _clone_exit, NR["clone3"]: _clone3_exit,
+                         NR["read"]: _read_exit, NR["pread64"]: _read_exit}
+# the calls whose entry and exit perf also records (raw_syscalls, filtered on these ids)
+PERF_NRS = frozenset(ENTER) - READS
+_MAPS_SUFFIXES = ("/maps", "/smaps", "/smaps_rollup", "/pagemap")
+
+
+def wanted_read(tid: int, fd: int) -> bool:
+    """Whether a read()/pread64() of ``fd`` is printed: only on /proc/PID/{maps,smaps,...}."""
+    p = fd_path(tid, sint(fd, 32))
+    return p is not None and p.startswith("/proc/") and p.endswith(_MAPS_SUFFIXES)
+
+
+def enter_text(ctx: Ctx) -> str:
+    """``name(args`` as strace prints it at the syscall entry."""
+    return f"{ctx.name}({ENTER[ctx.nr](ctx)}"
+
+
+def exit_text(ctx: Ctx, rval: int) -> str:
+    """The rest of the call after the entry text: ``ARGS)`` SEP ``RESULT``."""
+    return EXIT.get(ctx.nr, _default_exit)(ctx, rval)

@@ -1,0 +1,430 @@
+"""The ptrace side of ``vmalab record``: follow a program and all its tasks, write events.
+
+:class:`Tracer` seizes the recorder's wrapper process (see :mod:`vmalab.trace.record`),
+follows every task it creates (PTRACE_O_TRACEFORK/VFORK/CLONE), and writes one record per
+event to ``DIR/raw/events.tsv`` in time order: the entry and the exit half of every decoded
+syscall, task exits, exec and exit snapshot markers. Each record's timestamp is
+CLOCK_MONOTONIC read while the tracee is stopped at that event, so a page fault the task
+takes before the stop has a smaller timestamp and one it takes after the restart a larger
+one; records are written in the order the stops are handled, so the file is sorted.
+
+Record lines: ``TS<TAB>TID<TAB>KIND<TAB>PAYLOAD``. KIND is ``E`` (syscall entry: name and
+entry text), ``X`` (exit: name and exit text), ``T`` (a task line such as
+``+++ exited with 0 +++``), ``M`` (snapshot marker: the snapshot's index).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO
+
+from vmalab.trace import decode as dc
+from vmalab.trace import ptrace as pt
+
+OPTIONS = (pt.O_TRACESYSGOOD | pt.O_TRACEEXEC | pt.O_TRACEEXIT | pt.O_TRACEFORK
+           | pt.O_TRACEVFORK | pt.O_TRACECLONE | pt.O_EXITKILL | pt.O_TRACESECCOMP)
+_GROUP_STOP = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+_MONO = time.CLOCK_MONOTONIC
+
+
+def _now() -> int:
+    return time.clock_gettime_ns(_MONO)
+
+
+@dataclass(slots=True)
+class Task:
+    """One traced thread: its thread group, the decoded call it is inside, its visibility."""
+
+    tid: int
+    tgid: int
+    visible: bool = True  # the wrapper is invisible until its execve
+    ctx: dc.Ctx | None = None
+    snap_after_exit: int | None = None  # snapshot index to mark after the execve exit
+    exiting: int = 0  # the exit or exit_group call it made
+    k: int = 0  # entries of perf-filtered calls so far (matches perf's sys_enter events)
+
+
+@dataclass(slots=True)
+class Incarnation:
+    """A task's life as the fault merge needs it: birth, kind, first exec (monotonic ns)."""
+
+    birth: int
+    kind: str  # root | fork | vm | thread
+    exec_ts: int | None = None
+
+
+@dataclass
+class Snapshot:
+    """One maps/smaps snapshot taken while the process was stopped."""
+
+    pid: int
+    kind: str
+    seq: int
+    maps: str
+    smaps: str
+    line: int | None = None
+
+
+@dataclass
+class TraceStats:
+    """Counts the tracer keeps (for the manifest and the overhead report)."""
+
+    stops: int = 0
+    syscalls: int = 0
+    processes: int = 0
+    threads: int = 0
+    execs: int = 0
+    files: dict[str, int] = field(default_factory=dict)
+
+
+class Tracer:
+    """Follow the seized ``root`` and its descendants; write event records to ``out``."""
+
+    def __init__(self, out: IO[str], snapdir: str, *, progress: bool = True,
+                 seccomp: bool = False) -> None:
+        self.out = out
+        self.seccomp = seccomp
+        self.snapdir = snapdir
+        self.tasks: dict[int, Task] = {}
+        self.groups: dict[int, set[int]] = {}
+        self.lives: dict[int, list[Incarnation]] = {}
+        self.snapshots: list[Snapshot] = []
+        self.exec_seq: dict[int, int] = {}
+        self.exit_seq: dict[int, int] = {}
+        self.exit_snapped: set[int] = set()
+        self.stats = TraceStats()
+        self.root: int | None = None
+        self.root_status: int | None = None
+        self.progress = progress
+        self.last_ts = 0
+        self._next_progress = 0
+        self.interrupted = False
+        self.extra_children: dict[int, int | None] = {}  # non-traced children (perf) → status
+        self.t_start = self.t_end = 0.0
+
+    # -- records ------------------------------------------------------------------------
+
+    def _rec(self, ts: int, tid: int, kind: str, payload: str, k: int = -1) -> None:
+        if ts < self.last_ts:
+            ts = self.last_ts
+        self.last_ts = ts
+        self.out.write(f"{ts}\t{tid}\t{kind}\t{k}\t{payload}\n")
+
+    # -- attach ---------------------------------------------------------------------------
+
+    def attach(self, pid: int) -> None:
+        """Seize the wrapper ``pid``, stop it once, and resume it under PTRACE_SYSCALL."""
+        pt.seize(pid, OPTIONS)
+        pt.interrupt(pid)
+        while True:
+            wpid, status = os.waitpid(pid, pt.WALL)
+            if os.WIFSTOPPED(status) and status >> 16 == pt.EVENT_STOP:
+                break
+            if not os.WIFSTOPPED(status):
+                raise OSError(f"the wrapper died before it was traced (status {status})")
+            pt.restart(pt.PTRACE_CONT, pid, os.WSTOPSIG(status))
+        self.root = pid
+        ts = _now()
+        self.tasks[pid] = Task(pid, pid, visible=False)
+        self.groups[pid] = {pid}
+        self.lives[pid] = [Incarnation(ts, "root")]
+        self.stats.processes += 1
+        self._rec(ts, pid, "T", "")  # a no-op record: the start of the trace
+        self._resume(pid)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Handle stops until no traced task is left."""
+        self.t_start = time.perf_counter()
+        try:
+            self._loop()
+        finally:
+            self.t_end = time.perf_counter()
+
+    def _loop(self) -> None:
+        waitpid = os.waitpid
+        while self.tasks:
+            try:
+                tid, status = waitpid(-1, pt.WALL)
+            except ChildProcessError:
+                break
+            ts = _now()
+            self.stats.stops += 1
+            if tid not in self.tasks:
+                if tid in self.extra_children:
+                    if not os.WIFSTOPPED(status):
+                        self.extra_children[tid] = status
+                    continue
+                if not os.WIFSTOPPED(status):
+                    continue
+                self._new_task(tid, ts)
+            if os.WIFSTOPPED(status):
+                self._stopped(tid, status, ts)
+            else:
+                self._died(tid, status, ts)
+            if self.progress and ts >= self._next_progress:
+                self._show_progress(ts)
+
+    def _show_progress(self, ts: int) -> None:
+        if self._next_progress:
+            s = self.stats
+            print(f"vmalab record: {s.stops} stops, {s.syscalls} calls, {len(self.tasks)} tasks",
+                  file=sys.stderr, flush=True)
+        self._next_progress = ts + 1_000_000_000
+
+    def _stopped(self, tid: int, status: int, ts: int) -> None:
+        sig = os.WSTOPSIG(status)
+        event = status >> 16
+        if sig == pt.SYSCALL_TRAP:
+            self._syscall_stop(tid, ts)
+            self._resume(tid)
+        elif event == pt.EVENT_SECCOMP:
+            self._syscall_stop(tid, ts)
+            self._resume(tid)
+        elif event:
+            self._event(tid, event, sig, ts)
+        else:
+            # signal-delivery stop: re-inject the signal
+            self._resume(tid, sig)
+
+    def _resume(self, tid: int, sig: int = 0) -> None:
+        """Restart ``tid``: to its syscall exit if a decoded call awaits it, else freely.
+
+        With the seccomp filter only the decoded calls stop (at their seccomp stop), so a
+        task outside such a call runs with PTRACE_CONT; without it every syscall stops.
+        """
+        task = self.tasks.get(tid)
+        if self.seccomp and (task is None or task.ctx is None):
+            pt.restart(pt.PTRACE_CONT, tid, sig)
+        else:
+            pt.restart(pt.PTRACE_SYSCALL, tid, sig)
+
+    # -- syscalls -------------------------------------------------------------------------
+
+    def _syscall_stop(self, tid: int, ts: int) -> None:
+        task = self.tasks[tid]
+        try:
+            op, val, args = pt.syscall_info(tid)
+        except OSError:
+            return
+        if op == pt.OP_SECCOMP and not self.seccomp:
+            # the wrapper's filter is in place: this call's entry stop was just handled;
+            # from now on only the filtered calls stop (the tracer resumes with PTRACE_CONT)
+            self.seccomp = True
+            return
+        if op == pt.OP_ENTRY or op == pt.OP_SECCOMP:
+            task.ctx = None
+            if val in dc.PERF_NRS:
+                task.k += 1  # the index of this call among the tid's perf sys_enter events
+            if val not in dc.ENTER:
+                return
+            if not task.visible and val not in dc.EXECS:
+                return
+            if val in dc.READS and not dc.wanted_read(tid, args[0]):
+                return
+            ctx = dc.Ctx(tid, val, args)
+            ctx.k = task.k if val in dc.PERF_NRS else -1
+            self._rec(ts, tid, "E", f"{ctx.name}\t{dc.enter_text(ctx)}", ctx.k)
+            if val in dc.EXITS:
+                # it never returns: "exit_group(0) = ?" is printed at its entry, as strace does
+                self._rec(ts, tid, "X", f"{ctx.name}\t{dc.exit_text(ctx, 0)}", ctx.k)
+                self.stats.syscalls += 1
+                task.exiting = val
+                return
+            task.ctx = ctx
+        elif op == pt.OP_EXIT:
+            done = task.ctx
+            if done is None:
+                return
+            task.ctx = None
+            ctx = done
+            self.stats.syscalls += 1
+            if ctx.nr == dc.NR["mmap"] and val >= 0 and not ctx.args[3] & 0x20:
+                self._file_size(tid, ctx.args[4])
+            self._rec(ts, tid, "X", f"{ctx.name}\t{dc.exit_text(ctx, val)}", ctx.k)
+            if task.snap_after_exit is not None:
+                self._rec(ts, tid, "M", str(task.snap_after_exit), -2)
+                task.snap_after_exit = None
+
+    def _file_size(self, tid: int, fd: int) -> None:
+        """st_size of a file at its first mmap, for the manifest's "files"."""
+        fdn = dc.sint(fd, 32)
+        path = dc.fd_path(tid, fdn)
+        if path is None or path in self.stats.files:
+            return
+        try:
+            self.stats.files[path] = os.stat(f"/proc/{tid}/fd/{fdn}").st_size
+        except OSError:
+            pass
+
+    # -- ptrace events --------------------------------------------------------------------
+
+    def _event(self, tid: int, event: int, sig: int, ts: int) -> None:
+        if event in (pt.EVENT_FORK, pt.EVENT_VFORK, pt.EVENT_CLONE):
+            try:
+                child = pt.event_msg(tid)
+            except OSError:
+                child = 0
+            if child and child not in self.tasks:
+                self._new_task(child, ts)
+            self._resume(tid)
+        elif event == pt.EVENT_EXEC:
+            self._exec(tid, ts)
+            self._resume(tid)
+        elif event == pt.EVENT_EXIT:
+            self._exit_event(tid, ts)
+            self._resume(tid)
+        elif event == pt.EVENT_STOP:
+            if sig in _GROUP_STOP:
+                pt.restart(pt.PTRACE_LISTEN, tid)
+            else:
+                self._resume(tid)
+        else:
+            self._resume(tid)
+
+    def _new_task(self, tid: int, ts: int) -> None:
+        """A task seen for the first time (its first stop or its parent's fork event)."""
+        tgid, ppid = _status_ids(tid)
+        if tgid != tid:
+            kind = "thread"
+            self.stats.threads += 1
+        else:
+            kind = "vm" if ppid and pt.same_mm(tid, ppid) else "fork"
+            self.stats.processes += 1
+        self.tasks[tid] = Task(tid, tgid)
+        self.groups.setdefault(tgid, set()).add(tid)
+        self.lives.setdefault(tid, []).append(Incarnation(ts, kind))
+
+    def _exec(self, tid: int, ts: int) -> None:
+        """PTRACE_EVENT_EXEC: the new image is in place; snapshot it."""
+        try:
+            former = pt.event_msg(tid)
+        except OSError:
+            former = tid
+        task = self.tasks.get(tid)
+        if former != tid and former in self.tasks:
+            # a non-leader thread exec'd: it now runs as the leader (tid == tgid)
+            old = self.tasks.pop(former)
+            self.groups.get(old.tgid, set()).discard(former)
+            self._rec(ts, tid, "T", f"+++ superseded by execve in pid {former} +++")
+            old.tid = tid
+            if task is not None:
+                self.groups.get(task.tgid, set()).discard(tid)
+            self.tasks[tid] = task = old
+            self.groups.setdefault(tid, set()).add(tid)
+            for life in (self.lives.get(former, [])[-1:] + self.lives.get(tid, [])[-1:]):
+                if life.exec_ts is None:
+                    life.exec_ts = ts
+        if task is None:
+            return
+        for life in self.lives.get(tid, [])[-1:]:
+            if life.exec_ts is None:
+                life.exec_ts = ts
+        task.visible = True
+        if task.ctx is not None:
+            moved = dc.Ctx(tid, task.ctx.nr, task.ctx.args)  # resumes under the new tid
+            moved.k = task.ctx.k
+            task.ctx = moved
+        self.stats.execs += 1
+        self.exit_snapped.discard(tid)
+        seq = self.exec_seq.get(tid, 0) + 1
+        self.exec_seq[tid] = seq
+        task.snap_after_exit = self._snapshot(tid, "exec", seq)
+
+    def _exit_event(self, tid: int, ts: int) -> None:
+        """PTRACE_EVENT_EXIT: the task is exiting, its mm still exists."""
+        task = self.tasks.get(tid)
+        if task is None:
+            return
+        if task.ctx is not None:  # killed inside a call
+            self._rec(ts, tid, "X", f"{task.ctx.name}\t){dc.SEP}?")
+            self.stats.syscalls += 1
+        group_exit = task.exiting == dc.NR["exit_group"]
+        task.ctx = None
+        live = self.groups.get(task.tgid, set())
+        try:
+            code = pt.event_msg(tid)
+        except OSError:
+            code = 0
+        killed = bool(code & 0x7F)
+        execing = any(t.ctx is not None and t.ctx.nr in dc.EXECS
+                      for t in (self.tasks.get(x) for x in live) if t is not None)
+        if task.tgid in self.exit_snapped or execing:
+            return
+        if live <= {tid} or group_exit or killed:
+            pid = task.tgid
+            self.exit_snapped.add(pid)
+            seq = self.exit_seq.get(pid, 0) + 1
+            self.exit_seq[pid] = seq
+            idx = self._snapshot(pid, "exit", seq, reader=tid)
+            self._rec(ts, tid, "M", str(idx))
+
+    def _died(self, tid: int, status: int, ts: int) -> None:
+        task = self.tasks.pop(tid)
+        self.groups.get(task.tgid, set()).discard(tid)
+        if os.WIFEXITED(status):
+            how = f"+++ exited with {os.WEXITSTATUS(status)} +++"
+        else:
+            sig = os.WTERMSIG(status)
+            core = " (core dumped)" if os.WCOREDUMP(status) else ""
+            how = f"+++ killed by {_signame(sig)}{core} +++"
+        if task.visible:
+            if task.ctx is not None:
+                # a call cut off by the death (strace prints its "= ?" the same way)
+                self._rec(ts, tid, "X", f"{task.ctx.name}\t){dc.SEP}?")
+            self._rec(ts, tid, "T", how)
+        if tid == self.root:
+            self.root_status = status
+
+    def _snapshot(self, pid: int, kind: str, seq: int, reader: int | None = None) -> int:
+        """Copy /proc/PID/maps and smaps into the snapshot dir; return the snapshot index."""
+        src = reader if reader is not None else pid
+        base = f"{pid}.{seq}.{kind}"
+        for what in ("maps", "smaps"):
+            try:
+                with open(f"/proc/{src}/{what}", "rb") as f:
+                    data = f.read()
+            except OSError:
+                data = b""
+            with open(os.path.join(self.snapdir, f"{base}.{what}"), "wb") as g:
+                g.write(data)
+        self.snapshots.append(Snapshot(pid, kind, seq, f"snapshots/{base}.maps",
+                                       f"snapshots/{base}.smaps"))
+        return len(self.snapshots) - 1
+
+    def kill_all(self, sig: int) -> None:
+        """Send ``sig`` to every traced thread group."""
+        for tgid in list(self.groups):
+            if self.groups[tgid]:
+                try:
+                    os.kill(tgid, sig)
+                except OSError:
+                    pass
+
+
+def _status_ids(tid: int) -> tuple[int, int]:
+    """(Tgid, PPid) of ``tid`` from /proc/TID/status; (tid, 0) if it is gone."""
+    tgid, ppid = tid, 0
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            for line in f:
+                if line.startswith("Tgid:"):
+                    tgid = int(line.split()[1])
+                elif line.startswith("PPid:"):
+                    ppid = int(line.split()[1])
+                    break
+    except (OSError, ValueError):
+        pass
+    return tgid, ppid
+
+
+def _signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"SIG{sig}" if sig < 34 else f"SIGRT_{sig - 34}"
