@@ -29,8 +29,10 @@ MAX_SNAPSHOT_BYTES = 64 << 20
 class Snapshot:
     """One maps/smaps snapshot of a recording.
 
-    ``kind`` is ``"exec"`` (right after the ``seq``-th successful execve of ``pid``) or
-    ``"exit"`` (the process's last moment with its mm). ``line``: the state is that after
+    ``kind`` is ``"exec"`` (right after the ``seq``-th successful execve of ``pid``),
+    ``"exit"`` (the process's last moment with its mm) or ``"read"`` (what the program
+    itself read from its /proc/PID/maps or smaps, opened at ``line``; ``consistent`` when
+    no call changed its address space while it read). ``line``: the state is that after
     trace lines 1..line. ``stat`` holds fields of /proc/PID/stat read at the same stop
     (``start_stack``, ``start_brk``, ...) when the recorder took them.
     """
@@ -42,6 +44,7 @@ class Snapshot:
     maps: str | None
     smaps: str | None
     stat: dict[str, int] = field(default_factory=dict)
+    consistent: bool = True
 
     def text(self) -> str:
         """The smaps text if there is one (it has VmFlags), else the maps text."""
@@ -89,6 +92,14 @@ class Recording:
             if s.seq == seq:
                 by_seq = s
         return by_seq
+
+    def read_snapshots(self) -> dict[int, list[Snapshot]]:
+        """The program's own consistent maps/smaps reads, by the line of their openat."""
+        out: dict[int, list[Snapshot]] = {}
+        for s in self.snapshots:
+            if s.kind == "read" and s.consistent:
+                out.setdefault(s.line, []).append(s)
+        return out
 
     def exit_snapshots(self) -> dict[int, list[Snapshot]]:
         """Exit snapshots by pid, in order."""
@@ -149,8 +160,8 @@ def open_recording(path: str) -> Recording:
             kind, seq = str(s["kind"]), int(s.get("seq", 1))
         except (KeyError, TypeError, ValueError) as e:
             raise UserInputError(where, f"bad or missing field: {e}") from None
-        if kind not in ("exec", "exit"):
-            raise UserInputError(where, f"kind {kind!r} is neither exec nor exit")
+        if kind not in ("exec", "exit", "read"):
+            raise UserInputError(where, f"kind {kind!r} is not exec, exit or read")
         if line < 0 or pid < 0:
             raise UserInputError(where, "negative pid or line")
         stat = s.get("stat") or {}
@@ -160,6 +171,7 @@ def open_recording(path: str) -> Recording:
             pid, kind, seq, line, _inside(root, s.get("maps"), where),
             _inside(root, s.get("smaps"), where),
             {k: v for k, v in stat.items() if isinstance(v, int) and not isinstance(v, bool)},
+            bool(s.get("consistent", True)),
         ))
     files_raw = man.get("files", {})
     if not isinstance(files_raw, dict):

@@ -258,6 +258,7 @@ class Replayer:
         self.verify = verify
         self._exec_seq: Counter[int | None] = Counter()
         self._exit_snaps = recording.exit_snapshots() if recording is not None else {}
+        self._read_snaps = recording.read_snapshots() if recording is not None else {}
         self.on_last_exit = on_last_exit
         self.offset = 0  # bytes of the log read so far (replay() keeps it)
         kernel = _kernel_cls()(design, max_map_count=max_map_count)
@@ -414,8 +415,7 @@ class Replayer:
                 else:
                     self._ignored[name] += 1
                 continue
-            if ev.errno is not None and not (ev.errno == "ENOMEM" and name in (
-                    "madvise", "process_madvise")):
+            if ev.errno is not None and not (ev.errno == "ENOMEM" and name in _PARTIAL_ON_ENOMEM):
                 if name in ("clone", "clone3", "fork", "vfork"):
                     self._forget_clone(ev.pid)
                 self.r.failed_skipped += 1
@@ -426,7 +426,10 @@ class Replayer:
                     self._flush_touches(t.mm)
                 handler = getattr(self, "_sys_" + name)
                 handler(t, ev)
-                self.r.applied += 1
+                if ev.errno is not None:  # the kernel failed it, the model did not
+                    self._model_error(ev, OSError(0, "succeeded where the kernel failed"))
+                else:
+                    self.r.applied += 1
             except (ArgError, ValueError, IndexError, KeyError, OverflowError) as e:
                 if isinstance(e, TraceSyntaxError):
                     raise
@@ -440,6 +443,10 @@ class Replayer:
                     self._model_error(ev, e)
             except Exception as e:  # the model itself broke (SIGSEGV in a layout write, a bug)
                 self._model_error(ev, e)
+            if self.verify and ev.lineno in self._read_snaps:
+                for snap in self._read_snaps.pop(ev.lineno):
+                    if snap.pid in self.r._pids:
+                        self._check_snapshot(snap, self.r._pids[snap.pid])
             if self.observer is not None and self.sample_every:
                 self._since_sample += 1
                 if self._since_sample >= self.sample_every:
@@ -1035,6 +1042,12 @@ def _same_file(a: str, b: str) -> bool:
 
 
 _EXECS = ("execve", "execveat")
+_PARTIAL_ON_ENOMEM = frozenset({
+    "madvise", "process_madvise", "mprotect", "pkey_mprotect", "mlock", "mlock2", "munlock",
+})
+"""Calls that, failing with ENOMEM at a hole in their range, have already changed the VMAs
+before it (madvise_walk_vmas(), the VMA loop of do_mprotect_pkey(), apply_vma_lock_flags()):
+they are replayed, and the model is expected to fail the same way."""
 _SETUP_CALLS = frozenset({"mprotect", "pkey_mprotect", "madvise"})
 """Calls that do not make the stores noted by ``touch`` happen first."""
 
