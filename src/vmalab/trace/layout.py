@@ -66,11 +66,15 @@ SPECIAL_FLAGS = {
 def open_host_file(path: str) -> Any:
     """Open a host file for reading as the replay may: a regular file, no FIFO or device.
 
-    realpath() first (binaries are reached through symlinks), then O_NONBLOCK|O_NOFOLLOW so
-    that a FIFO or a swapped-in symlink cannot block or redirect the read. Raises OSError.
+    /proc, /sys and /dev paths are refused; realpath() first (binaries are reached through
+    symlinks), then O_NONBLOCK|O_NOFOLLOW so that a FIFO or a swapped-in symlink cannot
+    block or redirect the read. Raises OSError.
     """
     import stat as _stat
 
+    if path.startswith(("/proc/", "/sys/", "/dev/")):
+        # /proc/self/exe and friends would name this process, not the traced one
+        raise OSError(errno.EPERM, f"{path}: a /proc, /sys or /dev path is not read")
     real = os.path.realpath(path)
     fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:

@@ -50,6 +50,7 @@ import contextlib
 import errno as _errno
 import itertools
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -918,6 +919,13 @@ class Replayer:
             if other is not t and other.tgid == t.tgid and other.mm is t.mm:
                 self._drop_task(pid)
         old = t.mm
+        hints = self.hints_for(ev)
+        if hints.cwd is not None and t.cwd == "/":
+            t.cwd = hints.cwd  # the first -y AT_FDCWD path after exec: the cwd it ran in
+        if path and not path.startswith("/"):
+            path = os.path.normpath(os.path.join(t.cwd, path))  # the traced task's cwd
+        if _PROC_EXE.match(path) and old.exe:
+            path = old.exe  # /proc/self/exe is the traced program, not this one
         old.tasks.discard(t.pid)
         if not old.tasks:
             self._exit_proc(old.proc)
@@ -928,11 +936,6 @@ class Replayer:
         self.r._pids[ev.pid] = _raw(proc)
         self.r.execs += 1
         self._exec_seq[ev.pid] += 1
-        hints = self.hints_for(ev)
-        if hints.cwd is not None and t.cwd == "/":
-            t.cwd = hints.cwd  # the first -y AT_FDCWD path after exec: the cwd it ran in
-        if path and not path.startswith("/"):
-            path = os.path.normpath(os.path.join(t.cwd, path))  # the traced task's cwd
         snap = None
         if self.rec is not None:
             snap = self.rec.exec_snapshot(ev.pid, ev.lineno, self._exec_seq[ev.pid])
@@ -1042,6 +1045,7 @@ def _same_file(a: str, b: str) -> bool:
 
 
 _EXECS = ("execve", "execveat")
+_PROC_EXE = re.compile(r"^/proc/(self|\d+)/exe$")
 _PARTIAL_ON_ENOMEM = frozenset({
     "madvise", "process_madvise", "mprotect", "pkey_mprotect", "mlock", "mlock2", "munlock",
 })
