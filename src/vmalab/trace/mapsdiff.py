@@ -7,8 +7,9 @@ smaps (an smaps text gives each VMA its ``VmFlags``). The VMAs are walked in add
 * two VMAs with the same range are compared field by field: perms, offset, name, and the
   VmFlags when both sides have them (``kind`` ``"perms"``, ``"offset"``, ``"name"``,
   ``"vmflags"``);
-* overlapping VMAs with different ranges are one ``"range"`` difference (the kernel kept
-  apart what the model merged, or the other way round);
+* a cluster of overlapping VMAs whose ranges differ is one ``"range"`` difference (the
+  kernel kept apart what the model merged, or the other way round), listing each side's
+  ranges;
 * a VMA only one side has is ``"missing"`` (only in the real dump) or ``"extra"`` (only in
   the model).
 
@@ -57,8 +58,9 @@ class Difference:
     """One difference between the model's maps and the real ones.
 
     ``kind`` is ``"missing"``, ``"extra"``, ``"range"``, ``"perms"``, ``"offset"``,
-    ``"name"`` or ``"vmflags"``; ``start``/``end`` the range concerned (the union of both
-    sides' ranges for ``"range"``); ``model`` and ``real`` each side's value as text (None
+    ``"name"`` or ``"vmflags"``; ``start``/``end`` the range concerned (for ``"range"``,
+    the extent of the cluster of overlapping VMAs, and ``model``/``real`` list each
+    side's ranges); ``model`` and ``real`` each side's value as text (None
     where a side has no VMA there). For ``"vmflags"``, ``model`` holds the mnemonics only
     the model has and ``real`` those only the real dump has (``-`` for none).
     """
@@ -147,23 +149,36 @@ def diff_maps(model_text: str, real_text: str, *, ignore: Iterable[str] = ("[vsy
             j += 1
             continue
         if (a.start, a.end) != (b.start, b.end):
-            out.append(Difference("range", min(a.start, b.start), max(a.end, b.end),
-                                  a.range, b.range))
-        else:
-            for kind, x, y in (("perms", a.perms, b.perms),
-                               ("offset", f"{a.offset:08x}", f"{b.offset:08x}"),
-                               ("name", a.name or "(anonymous)", b.name or "(anonymous)")):
-                if x != y:
-                    out.append(Difference(kind, a.start, a.end, x, y))
-            if a.vmflags is not None and b.vmflags is not None:
-                fa, fb = a.vmflags - drop, b.vmflags - drop
-                if fa != fb:
-                    out.append(Difference("vmflags", a.start, a.end,
-                                          " ".join(sorted(fa - fb)) or "-",
-                                          " ".join(sorted(fb - fa)) or "-"))
-        # advance past the VMA that ends first (both when they end together)
-        if a.end <= b.end:
+            # one difference for the whole cluster of overlapping VMAs of both sides
+            hi = max(a.end, b.end)
+            ma, rb = [a], [b]
             i += 1
-        if b.end <= a.end:
             j += 1
+            while True:
+                if i < len(model) and model[i].start < hi:
+                    ma.append(model[i])
+                    hi = max(hi, model[i].end)
+                    i += 1
+                elif j < len(real) and real[j].start < hi:
+                    rb.append(real[j])
+                    hi = max(hi, real[j].end)
+                    j += 1
+                else:
+                    break
+            out.append(Difference("range", min(a.start, b.start), hi,
+                                  " ".join(e.range for e in ma), " ".join(e.range for e in rb)))
+            continue
+        for kind, x, y in (("perms", a.perms, b.perms),
+                           ("offset", f"{a.offset:08x}", f"{b.offset:08x}"),
+                           ("name", a.name or "(anonymous)", b.name or "(anonymous)")):
+            if x != y:
+                out.append(Difference(kind, a.start, a.end, x, y))
+        if a.vmflags is not None and b.vmflags is not None:
+            fa, fb = a.vmflags - drop, b.vmflags - drop
+            if fa != fb:
+                out.append(Difference("vmflags", a.start, a.end,
+                                      " ".join(sorted(fa - fb)) or "-",
+                                      " ".join(sorted(fb - fa)) or "-"))
+        i += 1
+        j += 1
     return out
