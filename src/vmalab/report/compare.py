@@ -199,7 +199,7 @@ def run_one(spec: RunSpec, progress: ProgressHook | None = None) -> dict[str, An
             "info": info, "seconds": round(time.perf_counter() - t0, 4)}
 
 
-def _gstats(s: Any) -> dict[str, int]:
+def _gstats(s: Any) -> dict[str, Any]:
     """The counters of a GuardifyStats."""
     return {"mprotect_rewritten": s.mprotect_rewritten, "mmap_rewritten": s.mmap_rewritten,
             "removed": s.removed, "left_alone": s.left_alone,

@@ -118,7 +118,7 @@ class Table:
 
     def to_json(self) -> dict[str, Any]:
         """Headings and rows as plain data."""
-        return {"title": self.title, "columns": [" ".join(c.split()) for c in self.columns],
+        return {"title": self.title, "columns": [_one_line(c) for c in self.columns],
                 "rows": self.rows}
 
 
@@ -127,7 +127,20 @@ def transpose(t: Table, corner: str = "") -> Table:
     out = Table([corner] + [r[0] for r in t.rows], title=t.title,
                 right=set(range(1, len(t.rows) + 1)))
     for i in range(1, len(t.columns)):
-        out.add_row(" ".join(t.columns[i].split()), *[r[i] for r in t.rows])
+        out.add_row(_one_line(t.columns[i]), *[r[i] for r in t.rows])
+    return out
+
+
+def _one_line(heading: str) -> str:
+    """A multi-line heading on one line (``retract-\nable`` becomes ``retractable``)."""
+    out = ""
+    for part in heading.split("\n"):
+        part = part.strip()
+        if out and not out.endswith("-"):
+            out += " "
+        elif out.endswith("-"):
+            out = out[:-1]
+        out += part
     return out
 
 
@@ -152,4 +165,12 @@ def emit(tables: list[Table | str], fmt: str, *, width: int | None = None) -> No
                 click.echo("")
             click.echo(t.to_text(width), nl=False)
         else:
-            click.echo(t)
+            import textwrap
+
+            for ln in t.splitlines() or [""]:
+                if len(ln) <= width:
+                    click.echo(ln)
+                    continue
+                indent = " " * (len(ln) - len(ln.lstrip()) + 2)
+                click.echo(textwrap.fill(ln, width=width, subsequent_indent=indent,
+                                         break_long_words=False, break_on_hyphens=False))
