@@ -72,7 +72,7 @@ Exit status: 0 success, 1 a divergence/difference/violation was found, 2 bad inp
 Docs: docs/index.md (docs/cli.md for the command line)."""
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
+@click.group("vmalab", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
              epilog=_EPILOG)
 @click.version_option(package_name="vmalab")
 def main() -> None:

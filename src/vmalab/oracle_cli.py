@@ -43,7 +43,8 @@ def _live_failure(e: Exception) -> UserInputError:
     from vmalab import live
 
     kind = "timeout" if isinstance(e, live.LiveTimeout) else "live run failed"
-    return UserInputError("live", f"{kind}: {' '.join(str(e).split())[:300]}")
+    first = (str(e).strip().splitlines() or [""])[0].strip()
+    return UserInputError("live", f"{kind}: {first[:300]}")
 
 
 @click.command("diff", help="""Run PROGRAM (a vmalab program JSON file, docs/program-format.md)

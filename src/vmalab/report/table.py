@@ -84,7 +84,10 @@ class Table:
         ws = self._widths()
         out: list[str] = []
         if self.title:
-            out.append(self.title)
+            import textwrap
+
+            out += textwrap.wrap(self.title, width=width, subsequent_indent="  ",
+                                 break_long_words=False, break_on_hyphens=False) or [""]
         for bi, block in enumerate(self._blocks(width)):
             if bi or self.title:
                 out.append("")
