@@ -84,9 +84,9 @@ def diff(program_path: str, design: str | None, as_json: bool, timeout: float,
 
     matching = _need_live()
     design = design or matching
+    flags = _auto_ignore(design, matching, ignore)
     try:
-        r = oracle.diff(prog, design, timeout=timeout,
-                        ignore_flags=_auto_ignore(design, matching, ignore))
+        r = oracle.diff(prog, design, timeout=timeout, ignore_flags=flags)
     except live.LiveError as e:
         raise _live_failure(e) from None
     if as_json:
@@ -94,7 +94,9 @@ def diff(program_path: str, design: str | None, as_json: bool, timeout: float,
                                else r.divergence.to_json(), "kernel": r.kernel.to_json(),
                                "model": r.model.to_json()}, indent=1))
     click.echo(f"{program_path}: {prog.count_ops()} ops, model design {r.design!r}, "
-               f"{r.seconds:.2f}s", err=as_json)
+               f"{r.seconds:.2f}s"
+               + (f", VmFlags not compared: {' '.join(sorted(flags))}" if flags else ""),
+               err=as_json)
     if r.divergence is None:
         click.echo("no divergence", err=as_json)
         return
