@@ -239,3 +239,20 @@ def test_diff_reports_a_live_failure_in_one_line(tmp_path: Path,
         monkeypatch.setattr(oracle, "diff", boom)
         line = one_line_error(run("diff", prog))
         assert line.startswith("vmalab: live: ")
+
+
+def test_text_table_splits_into_blocks_and_keeps_every_cell() -> None:
+    from vmalab.report.table import Table, transpose
+
+    t = Table(["design"] + [f"column\nnumber {i}" for i in range(8)], title="a wide table",
+              right=set(range(1, 9)))
+    t.add_row("tagged-fixed", *[f"{i * 1111:,} / {i}.5" for i in range(8)])
+    t.add_row("eager", *[str(i) for i in range(8)])
+    text = t.to_text(40)
+    _plain(text, 40)
+    for i in range(8):
+        assert f"number {i}" in text and f"{i * 1111:,} / {i}.5" in text
+    assert text.count("tagged-fixed") == len(t._blocks(40)) > 1  # label column repeated
+    tt = transpose(t)
+    assert tt.columns == ["", "tagged-fixed", "eager"] and tt.rows[0][0] == "column number 0"
+    assert "retractable" == transpose(Table(["d", "retract-\nable"], [["x", "1"]])).rows[0][0]

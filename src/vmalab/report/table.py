@@ -160,7 +160,7 @@ def emit(tables: list[Table | str], fmt: str, *, width: int | None = None) -> No
             if isinstance(t, Table):
                 con.print(t.to_rich())
             else:
-                con.print(t, markup=False, soft_wrap=False)
+                con.print(wrap(t, con.width), markup=False, soft_wrap=True)
         return
     for i, t in enumerate(tables):
         if isinstance(t, Table):
@@ -168,12 +168,20 @@ def emit(tables: list[Table | str], fmt: str, *, width: int | None = None) -> No
                 click.echo("")
             click.echo(t.to_text(width), nl=False)
         else:
-            import textwrap
+            click.echo(wrap(t, width))
 
-            for ln in t.splitlines() or [""]:
-                if len(ln) <= width:
-                    click.echo(ln)
-                    continue
-                indent = " " * (len(ln) - len(ln.lstrip()) + 2)
-                click.echo(textwrap.fill(ln, width=width, subsequent_indent=indent,
-                                         break_long_words=False, break_on_hyphens=False))
+
+def wrap(text: str, width: int) -> str:
+    """Lines longer than ``width`` wrapped at spaces, continuation lines indented two more
+    than the line they continue (a word longer than the width stays whole)."""
+    import textwrap
+
+    out = []
+    for ln in text.splitlines() or [""]:
+        if len(ln) <= width:
+            out.append(ln)
+            continue
+        indent = " " * (len(ln) - len(ln.lstrip()) + 2)
+        out.append(textwrap.fill(ln, width=width, subsequent_indent=indent,
+                                 break_long_words=False, break_on_hyphens=False))
+    return "\n".join(out)
