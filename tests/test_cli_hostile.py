@@ -46,6 +46,10 @@ TOKENS = st.sampled_from(
         "/nonexistent/x.png", "thread_stacks:threads=-1", "thread_stacks:threads=2",
         "allocator:arenas=0", "jit:regions=x", "database:tables=1e99", "nosuch:threads=1",
         "--programs", "0", "--", "\x00", "é", "--unknown-option",
+        # options of the command-line rework (issue 17) and the checked ranges (issue 15)
+        "--format", "text", "json", "rich", "--compare-maps", "--pid", "0", "--timeout", "nan",
+        "inf", "-1", "1e400", "--workers", "--baseline", "sticky", "--out", "-h", "--quiet",
+        "--guardify", "--maps",
     ]
     + FILES
 )

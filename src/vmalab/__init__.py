@@ -2,7 +2,7 @@
 
 Guard regions (MADV_GUARD_INSTALL/REMOVE), anon_vma and anon_vma_chain, page tables,
 faults, fork and exit, with the ways of remembering guard state compared as pluggable
-designs (``DESIGNS``). See ../shared/docs/api-contract.md for the public surface.
+designs (``DESIGNS``). See docs/api-contract.md for the public surface.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """The ``vmalab`` command line.
 
 Every subcommand turns bad input into a one-line message naming its location and exit
-status 2 (see ``vmalab.errors.UserInputError``); no traceback reaches the user.
+status 2 (see ``vmalab.errors.UserInputError``); no traceback reaches the user. ``vmalab``
+alone prints the help (the list of commands) on stdout and exits 0, as ``vmalab --help``
+does; ``-h`` and ``--help`` work on every command (docs/cli.md).
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ class _Group(click.Group):
                 sys.exit(2)
         try:
             rv = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as e:
+            # `vmalab` alone: the full help with the command list, not a usage error
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
         except click.UsageError as e:
             where = e.ctx.command_path if e.ctx is not None else "vmalab"
             msg = " ".join(e.format_message().split())
@@ -55,7 +61,19 @@ class _Group(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-@click.group(cls=_Group)
+_EPILOG = """\b
+Examples:
+  vmalab compare allocator                   every design on a built-in workload
+  vmalab compare app.strace --format text    an strace -f log, a table to paste in a mail
+  vmalab diff program.json                   model vs. the running kernel
+  vmalab COMMAND -h                          a command's options and examples
+
+Exit status: 0 success, 1 a divergence/difference/violation was found, 2 bad input.
+Docs: docs/index.md (docs/cli.md for the command line)."""
+
+
+@click.group("vmalab", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=_EPILOG)
 @click.version_option(package_name="vmalab")
 def main() -> None:
     """vmalab: an executable model of the Linux VMA layer and its guard-region designs."""

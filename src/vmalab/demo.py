@@ -50,7 +50,14 @@ def run_demo(design: str) -> str:
     return "\n".join(lines)
 
 
-@click.command()
+@click.command(help="""Print the maps of a small process after a few operations, under each
+design: guard pages in an anonymous region and a memfd, an mprotect split, then fork.
+
+\b
+Examples:
+  vmalab demo
+  vmalab demo --design sticky --design tagged""",
+               short_help="A small process's maps under each design.")
 @click.option(
     "--design",
     "designs",

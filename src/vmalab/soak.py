@@ -382,29 +382,43 @@ def _summary(res: SoakResult) -> dict[str, Any]:
             "exits": res.exits, "max_live": res.max_live, "violations": len(res.violations)}
 
 
-@click.command("soak")
-@click.option("--ops", "n_ops", type=click.IntRange(min=1), default=100_000, show_default=True,
-              help="number of random operations")
-@click.option("--seed", type=int, default=1, show_default=True, help="random seed")
-@click.option("--check-every", type=click.IntRange(min=1), default=1000, show_default=True,
+@click.command("soak", help="""Random operations over many processes, with Kernel.check()
+every --check-every operations and a leak check after all processes exit.
+
+\b
+Examples:
+  vmalab soak --ops 1000000
+  vmalab soak --ops 200000 --design sticky --seed 7 --processes 16 --quiet
+
+\b
+Exit status: 0 no violation, 1 a violation was found, 2 bad input.""",
+               short_help="Long random runs with invariant and leak checks.")
+@click.option("--ops", "n_ops", type=click.IntRange(1, 10**9), default=100_000,
+              show_default=True, help="number of random operations (1..10^9)")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=1, show_default=True,
+              help="random seed")
+@click.option("--check-every", type=click.IntRange(1, 10**9), default=1000, show_default=True,
               help="run Kernel.check() every N operations (and at the end)")
-@click.option("--processes", type=click.IntRange(min=1), default=8, show_default=True,
-              help="maximum number of live processes")
+@click.option("--processes", type=click.IntRange(1, 1024), default=8, show_default=True,
+              help="maximum number of live processes (1..1024)")
 @click.option("--design", default="tagged", show_default=True, help="model design id")
-def soak(n_ops: int, seed: int, check_every: int, processes: int, design: str) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+def soak(n_ops: int, seed: int, check_every: int, processes: int, design: str,
+         quiet: bool) -> None:
     """Random operations over many processes with invariant checks and a leak check."""
     from vmalab import DESIGNS
+    from vmalab.cliutil import progress as progress_bar
     from vmalab.errors import UserInputError
 
     if design not in DESIGNS:
         raise UserInputError("--design", f"unknown design {design!r}; valid: "
                              + ", ".join(DESIGNS))
 
-    def progress(step: int, so_far: SoakResult) -> None:
-        if step % (check_every * 10) == 0:
-            click.echo(f"  {step} ops, {len(so_far.violations)} violations", err=True)
+    with progress_bar(f"soak ({design})", n_ops, quiet=quiet, unit="ops") as bar:
+        def progress(step: int, so_far: SoakResult) -> None:
+            bar.update(step)
 
-    res = run_soak(n_ops, seed, check_every, processes, design, progress=progress)
+        res = run_soak(n_ops, seed, check_every, processes, design, progress=progress)
     s = _summary(res)
     click.echo(" ".join(f"{k}={v}" for k, v in s.items()))
     top = ", ".join(f"{k} {v}" for k, v in res.failures.most_common(8))

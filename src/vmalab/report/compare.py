@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vmalab.errors import SegmentationFault, UserInputError
-from vmalab.report.metrics import Metrics, kernel_bytes, measure
+from vmalab.report.metrics import CACHES, Metrics, measure
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,25 @@ class RunSpec:
     host_files: bool = False
 
 
+SERIES = ("vm_area_struct", "anon_vma", "anon_vma_chain", "pgtable", "guard_markers_lost")
+"""The object kinds a run's ``series`` follows (active objects; markers lost at fork)."""
+
+
+def _sample(k: Any) -> tuple[int, tuple[int, ...]]:
+    """Kernel bytes and the :data:`SERIES` counts of ``k`` now."""
+    slab = k.slab()
+    total = sum(int(slab[c].bytes) for c in CACHES if c in slab)
+    counts = [int(slab[c].active) if c in slab else 0 for c in SERIES[:4]]
+    vmstat = getattr(k, "vmstat", None)
+    if callable(vmstat):
+        vmstat = vmstat()
+    lost = vmstat.get("fork_guard_markers_dropped") if isinstance(vmstat, dict) else None
+    counts.append(int(lost or 0))
+    return total, tuple(counts)
+
+
 class Timeline:
-    """Kernel bytes along a run, in constant memory.
+    """Kernel bytes (and the :data:`SERIES` object counts) along a run, in constant memory.
 
     Samples every ``interval``-th event; when the series grows past ``2 * target`` points
     every other point is dropped and the interval doubles.
@@ -51,21 +68,34 @@ class Timeline:
         self.interval = 1
         self.count = 0
         self.points: list[tuple[int, int]] = []
+        self.counts: list[tuple[int, ...]] = []
 
     def tick(self, x: int, k: Any) -> None:
         """An event happened at ``x`` (line or step); sample if it is due."""
         self.count += 1
         if self.count % self.interval:
             return
-        self.points.append((x, kernel_bytes(k)))
+        b, c = _sample(k)
+        self.points.append((x, b))
+        self.counts.append(c)
         if len(self.points) > 2 * self.target:
             self.points = self.points[1::2]
+            self.counts = self.counts[1::2]
             self.interval *= 2
 
     def final(self, x: int, k: Any) -> None:
         """Add the end point."""
         if not self.points or self.points[-1][0] != x:
-            self.points.append((x, kernel_bytes(k)))
+            b, c = _sample(k)
+            self.points.append((x, b))
+            self.counts.append(c)
+
+    def series(self) -> dict[str, list[int]]:
+        """``{"x": [...], KIND: [...]}`` for every kind of :data:`SERIES`."""
+        out: dict[str, list[int]] = {"x": [p[0] for p in self.points]}
+        for i, kind in enumerate(SERIES):
+            out[kind] = [c[i] for c in self.counts]
+        return out
 
 
 def source_kind(source: str) -> str:
@@ -110,6 +140,8 @@ def run_one(spec: RunSpec, progress: ProgressHook | None = None) -> dict[str, An
 
         def hook(step: int, label: str, _k: Any) -> None:
             tl.tick(step, raw)
+            if spec.guardify:
+                k.stats.at(step)
             if progress is not None:
                 progress(step)
 
@@ -151,6 +183,8 @@ def run_one(spec: RunSpec, progress: ProgressHook | None = None) -> dict[str, An
         info = r.summary()
         if r.guardify is not None:
             info["guardify"] = _gstats(r.guardify)
+            locate_rewrites(spec.source, info["guardify"]["examples"],
+                            spec.start[1] if spec.start else 0)
         kernel = r.kernel
     m = measure(kernel)
     info["measured_at"] = "end"
@@ -165,13 +199,33 @@ def run_one(spec: RunSpec, progress: ProgressHook | None = None) -> dict[str, An
     m.peak_kernel_bytes = max([m.kernel_bytes] + [b for _, b in tl.points])
     return {"source": spec.source, "kind": kind, "design": spec.design,
             "guardify": spec.guardify, "metrics": m.to_dict(), "timeline": tl.points,
+            "series": tl.series(),
             "info": info, "seconds": round(time.perf_counter() - t0, 4)}
 
 
-def _gstats(s: Any) -> dict[str, int]:
+def _gstats(s: Any) -> dict[str, Any]:
     """The counters of a GuardifyStats."""
     return {"mprotect_rewritten": s.mprotect_rewritten, "mmap_rewritten": s.mmap_rewritten,
-            "removed": s.removed, "left_alone": s.left_alone}
+            "removed": s.removed, "left_alone": s.left_alone,
+            "examples": [list(e) for e in s.examples]}
+
+
+def locate_rewrites(path: str, examples: list[list[Any]], after: int = 0) -> None:
+    """Give each guardify example without a line the first trace line (after ``after``)
+    that makes the rewritten call, found by its name and address (``mprotect(0x...,``)."""
+    todo = [e for e in examples if e[0] is None and "(" in e[1] and "," in e[1]]
+    if not todo:
+        return
+    needles = {e[1][:e[1].index(",") + 1]: e for e in todo}
+    with open(path, "rb") as f:
+        for no, raw in enumerate(f, 1):
+            if no <= after:
+                continue
+            ln = raw.decode("utf-8", "replace")
+            for nd in [n for n in needles if n in ln]:
+                needles.pop(nd)[0] = no
+            if not needles:
+                return
 
 
 def guardify_delta(plain: dict[str, Any], guarded: dict[str, Any]) -> dict[str, Any]:

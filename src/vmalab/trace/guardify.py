@@ -38,6 +38,8 @@ from typing import Any
 from vmalab import uapi
 
 PAGE = 4096
+MAX_EXAMPLES = 5
+"""Rewrites remembered word for word (for the report of what was rewritten)."""
 
 
 @dataclass
@@ -49,6 +51,21 @@ class GuardifyStats:
     removed: int = 0
     left_alone: int = 0
     ranges: dict[int, set[tuple[int, int]]] = field(default_factory=dict)
+    examples: list[list[Any]] = field(default_factory=list)
+    """The first :data:`MAX_EXAMPLES` rewrites as ``[line, text]`` (line None until
+    :meth:`at` names it)."""
+
+    def note(self, text: str) -> None:
+        """Remember one rewrite (the first few only)."""
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append([None, text])
+
+    def at(self, line: int) -> None:
+        """The rewrites noted since the last call happened at ``line`` (trace line or step)."""
+        for e in reversed(self.examples):
+            if e[0] is not None:
+                break
+            e[0] = line
 
 
 class GuardifyProcess:
@@ -89,6 +106,8 @@ class GuardifyProcess:
                 self.raw.madvise(addr, ln, uapi.MADV_GUARD_INSTALL)
                 self._guards.add((addr, ln))
                 self._stats.mprotect_rewritten += 1
+                self._stats.note(f"mprotect({addr:#x}, {length}, PROT_NONE) -> "
+                                 f"madvise({addr:#x}, {ln}, MADV_GUARD_INSTALL)")
                 return
             self._stats.left_alone += 1
         elif prot != uapi.PROT_NONE and addr % PAGE == 0 and ln:
@@ -101,6 +120,10 @@ class GuardifyProcess:
                     self.raw.madvise(g[0], g[1], uapi.MADV_GUARD_INSTALL)
                     self._guards.add(g)
                     self._stats.mprotect_rewritten += 1
+                    self._stats.note(
+                        f"mprotect({addr:#x}, {length}, {prot:#x}) in PROT_NONE "
+                        f"{v.start:#x}-{v.end:#x} -> mprotect of the whole mapping + "
+                        f"madvise({g[0]:#x}, {g[1]}, MADV_GUARD_INSTALL)")
                     return
         if prot != uapi.PROT_NONE and self._guards:
             hit = [g for g in self._guards if g[0] < addr + ln and addr < g[0] + g[1]]
@@ -124,6 +147,9 @@ class GuardifyProcess:
                     self.raw.madvise(r, ln, uapi.MADV_GUARD_INSTALL)
                     self._guards.add((r, ln))
                     self._stats.mmap_rewritten += 1
+                    self._stats.note(f"mmap({addr:#x}, {length}, PROT_NONE) -> mmap with the "
+                                     f"neighbour's protection + madvise({r:#x}, {ln}, "
+                                     "MADV_GUARD_INSTALL)")
                     return r
             self._stats.left_alone += 1
         ret: int = self.raw.mmap(addr, length, prot, flags, fd, offset)

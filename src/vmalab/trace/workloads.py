@@ -303,13 +303,29 @@ def parse_workload_spec(spec: str) -> tuple[str, dict[str, Any]] | None:
             elif isinstance(d, int):
                 params[key] = int(val, 0)
                 low = 1 if key in _SIZES else 0
-                if params[key] < low or params[key] > 1_000_000:
-                    raise ValueError(val)
+                high = param_limit(key)
+                if params[key] < low or params[key] > high:
+                    raise ValueError(f"workload {name}: {key} must be in {low}..{high:,}")
             else:
                 params[key] = val
-        except ValueError:
+        except ValueError as e:
+            if str(e).startswith("workload "):
+                raise
             raise ValueError(f"workload {name}: bad value {val!r} for {key}") from None
     return name, params
+
+
+def param_limit(key: str) -> int:
+    """The largest value a workload parameter accepts: sizes in KiB up to 1 GiB, in MiB up
+    to 4 GiB, in pages up to 2^18 (1 GiB), counts up to 10,000. Together they bound a run's
+    mapped memory and time (a bigger what-if belongs in a script using the API)."""
+    if key.endswith("_kib"):
+        return 1 << 20
+    if key.endswith("_mib"):
+        return 4096
+    if key.endswith("_pages"):
+        return 1 << 18
+    return 10_000
 
 
 StepHook = Callable[[int, str, Any], None]
