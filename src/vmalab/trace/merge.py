@@ -126,9 +126,10 @@ def _keep_fault(lives: dict[int, list[Incarnation]], tid: int, ts: int,
                 stats: FaultStats) -> bool:
     """Whether a fault of ``tid`` at ``ts`` is printed (see docs/recording.md).
 
-    Dropped: faults of tasks never traced, and faults before the task's exec when the old
-    image dies with the exec (the wrapper, a fork child, a thread); a CLONE_VM child's
-    (vfork, posix_spawn) faults before its exec hit its parent's mm and are kept.
+    Dropped: faults of tasks never traced, faults inside a successful execve (they hit the
+    new image, whose snapshot holds them), and faults before the task's first exec when
+    the old image dies with the exec (the wrapper, a fork child, a thread); a CLONE_VM
+    child's (vfork, posix_spawn) faults before its execve hit its parent's mm and are kept.
     """
     lv = lives.get(tid)
     if not lv:
@@ -138,9 +139,10 @@ def _keep_fault(lives: dict[int, list[Incarnation]], tid: int, ts: int,
     for cand in lv:
         if cand.birth <= ts:
             life = cand
-    if life.exec_ts is not None and ts < life.exec_ts and life.kind != "vm":
-        stats.dropped_pre_exec += 1
-        return False
+    for lo, hi in life.drops:
+        if lo <= ts < hi:
+            stats.dropped_pre_exec += 1
+            return False
     return True
 
 
