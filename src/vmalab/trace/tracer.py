@@ -121,7 +121,7 @@ class Tracer:
         self._next_progress = 0
         self.interrupted = False
         self.extra_children: dict[int, int | None] = {}  # non-traced children (perf) → status
-        self.t_start = self.t_end = 0.0
+        self.t_start = self.t_end = self.cpu = 0.0
 
     # -- records ------------------------------------------------------------------------
 
@@ -158,10 +158,12 @@ class Tracer:
     def run(self) -> None:
         """Handle stops until no traced task is left."""
         self.t_start = time.perf_counter()
+        cpu = time.process_time()
         try:
             self._loop()
         finally:
             self.t_end = time.perf_counter()
+            self.cpu = time.process_time() - cpu
 
     def _loop(self) -> None:
         waitpid = os.waitpid
@@ -191,7 +193,9 @@ class Tracer:
     def _show_progress(self, ts: int) -> None:
         if self._next_progress:
             s = self.stats
-            print(f"vmalab record: {s.stops} stops, {s.syscalls} calls, {len(self.tasks)} tasks",
+            secs = time.perf_counter() - self.t_start
+            print(f"vmalab record: {secs:.0f} s: {s.stops} stops, {s.syscalls} calls, "
+                  f"{len(self.tasks)} tasks live, {len(self.snapshots)} snapshots",
                   file=sys.stderr, flush=True)
         self._next_progress = ts + 1_000_000_000
 
