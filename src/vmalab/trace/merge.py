@@ -17,7 +17,6 @@ from __future__ import annotations
 import heapq
 import re
 import subprocess
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
@@ -32,7 +31,7 @@ _PERF = re.compile(
     r"address=(0x[0-9a-f]+|\S+)\s+ip=(\S+)\s+error_code=(0x[0-9a-f]+)"
     r"|raw_syscalls:sys_(enter|exit):\s+NR (\d+))"
 )
-_LOST = re.compile(r"LOST (\d+) events")
+_LOST = re.compile(r"PERF_RECORD_LOST lost (\d+)|LOST (\d+) events")
 WINDOW_NS = 250_000_000  # how late (in ns) a tracer stop may be handled; see docs
 
 
@@ -85,7 +84,7 @@ def perf_events(lines: Iterable[str], stats: FaultStats) -> Iterator[Rec]:
         if m is None:
             lm = _LOST.search(line)
             if lm is not None:
-                stats.lost += int(lm.group(1))
+                stats.lost += int(lm.group(1) or lm.group(2))
                 stats.lost_records += 1
             continue
         stats.events += 1
@@ -126,9 +125,10 @@ def _keep_fault(lives: dict[int, list[Incarnation]], tid: int, ts: int,
                 stats: FaultStats) -> bool:
     """Whether a fault of ``tid`` at ``ts`` is printed (see docs/recording.md).
 
-    Dropped: faults of tasks never traced, and faults before the task's exec when the old
-    image dies with the exec (the wrapper, a fork child, a thread); a CLONE_VM child's
-    (vfork, posix_spawn) faults before its exec hit its parent's mm and are kept.
+    Dropped: faults of tasks never traced, faults inside a successful execve (they hit the
+    new image, whose snapshot holds them), and faults before the task's first exec when
+    the old image dies with the exec (the wrapper, a fork child, a thread); a CLONE_VM
+    child's (vfork, posix_spawn) faults before its execve hit its parent's mm and are kept.
     """
     lv = lives.get(tid)
     if not lv:
@@ -138,9 +138,10 @@ def _keep_fault(lives: dict[int, list[Incarnation]], tid: int, ts: int,
     for cand in lv:
         if cand.birth <= ts:
             life = cand
-    if life.exec_ts is not None and ts < life.exec_ts and life.kind != "vm":
-        stats.dropped_pre_exec += 1
-        return False
+    for lo, hi in life.drops:
+        if lo <= ts < hi:
+            stats.dropped_pre_exec += 1
+            return False
     return True
 
 
@@ -174,23 +175,23 @@ class _Stamper:
     The tracer stamps a record when it handles the stop, possibly well after the stop (it
     serves one stop at a time), which is exact for the task's own order but not across
     tasks. perf's raw_syscalls events carry the kernel's time: sys_enter fires just after
-    the ptrace entry stop, right before the call's body; sys_exit right after the body,
-    before the exit stop. The k-th perf-filtered entry stop of a task (the tracer counts
-    them) is the k-th sys_enter perf saw of that task since its birth; the syscall number
-    must agree, else the tracer's own time is kept.
+    the ptrace entry stop (so after the tracer stamped the entry) and right before the
+    call's body; sys_exit right after the body, before the exit stop (so before the tracer
+    stamps the exit). Hence an entry's sys_enter is the first sys_enter of that task after
+    the entry record, and an exit's sys_exit the last sys_exit of the task before the exit
+    record; the syscall number must agree, else (perf lost it) the tracer's time is kept.
 
     An entry record waits (``awaiting``) for its sys_enter, which comes later in the
     stream; later records of the same task wait with it. The reorder heap releases a
     record once the stream is ``window`` ns past it.
     """
 
-    def __init__(self, lives: dict[int, list[Incarnation]], st: MergeStats, window: int) -> None:
-        self.lives = lives
+    def __init__(self, st: MergeStats, window: int) -> None:
         self.st = st
         self.window = window
-        self.queues: dict[int, deque[list[int]]] = {}
-        self.count: dict[int, tuple[int, int]] = {}  # tid → (incarnation index, entries)
         self.awaiting: dict[int, list[tuple[int, int, str, int, str]]] = {}
+        self.entry_stamp: dict[int, int] = {}
+        self.last_px: dict[int, tuple[int, int]] = {}
         self.last_x: dict[int, int] = {}
         self.heap: list[Out] = []
         self.seq = 0
@@ -205,48 +206,36 @@ class _Stamper:
         """Push the awaiting bundle of ``tid``: at ``t`` (perf's time) or each at its own."""
         bundle = self.awaiting.pop(tid)
         for ts, _, kind, k, payload in bundle:
-            stamp = ts if t is None else max(t, ts) if kind != "E" and kind != "X" else t
-            if kind == "X" or kind == "E":
+            if kind == "E" or kind == "X":
+                stamp = ts if t is None else t
                 if t is None:
                     self.st.tracer_stamped += 1
                 else:
                     self.st.perf_stamped += 1
-            if kind == "X":
-                self.last_x[tid] = stamp
+                if kind == "E":
+                    self.entry_stamp[tid] = stamp
+                else:
+                    self.last_x[tid] = stamp
+            else:
+                stamp = ts if t is None else max(t, ts)
             self._push(stamp, tid, kind, k, payload)
 
     def perf(self, ts: int, tid: int, kind: str, nr: int) -> None:
         """A raw_syscalls event."""
-        lv = self.lives.get(tid)
-        if not lv or ts < lv[0].birth:
+        if kind == "PX":
+            self.last_px[tid] = (ts, nr)
             return
-        life = max(i for i, x in enumerate(lv) if x.birth <= ts)
-        q = self.queues.get(tid)
-        if kind == "PE":
-            li, n = self.count.get(tid, (-1, 0))
-            if li != life:
-                li, n = life, 0
-                q = self.queues[tid] = deque()
-            n += 1
-            self.count[tid] = (li, n)
-            assert q is not None
-            q.append([n, nr, ts, -1])
-            aw = self.awaiting.get(tid)
-            if aw is not None:
-                k, name = aw[0][3], aw[0][4].split("\t", 1)[0]
-                if k == n and NR.get(name) == nr:
-                    self._release(tid, ts)
-                elif k < n:
-                    self._release(tid, None)
-        elif q and q[-1][1] == nr and q[-1][3] < 0:
-            q[-1][3] = ts
+        aw = self.awaiting.get(tid)
+        if aw is not None:
+            name = aw[0][4].split("\t", 1)[0]
+            self._release(tid, ts if NR.get(name) == nr else None)
 
     def tracer(self, ts: int, tid: int, kind: str, k: int, payload: str) -> None:
         """A tracer record."""
         aw = self.awaiting.get(tid)
         if aw is not None:
             name = payload.split("\t", 1)[0]
-            if kind != "X" or k != aw[0][3] or name in ("exit", "exit_group"):
+            if kind != "X" or name in ("exit", "exit_group"):
                 aw.append((ts, tid, kind, k, payload))  # waits with the entry
                 return
             # the exit of the waiting entry: its sys_enter never came, use the tracer's times
@@ -257,24 +246,15 @@ class _Stamper:
         if k < 0 or (kind != "E" and kind != "X"):
             self._push(ts, tid, kind, k, payload)
             return
-        q = self.queues.get(tid)
-        while q and q[0][0] < k:
-            q.popleft()
         if kind == "E":
-            if q and q[0][0] == k and q[0][1] == NR.get(payload.split("\t", 1)[0]):
-                self.st.perf_stamped += 1
-                self._push(q[0][2], tid, kind, k, payload)
-            else:
-                self.awaiting[tid] = [(ts, tid, kind, k, payload)]
+            self.awaiting[tid] = [(ts, tid, kind, k, payload)]
             return
         t = ts
-        if q and q[0][0] == k and q[0][1] == NR.get(payload.split("\t", 1)[0]):
-            ent = q.popleft()
-            if ent[3] >= 0:
-                t = min(ent[3], ts)
-                self.st.perf_stamped += 1
-            else:
-                self.st.tracer_stamped += 1
+        px = self.last_px.pop(tid, None)
+        if (px is not None and px[1] == NR.get(payload.split("\t", 1)[0])
+                and px[0] >= self.entry_stamp.get(tid, 0)):
+            t = min(px[0], ts)
+            self.st.perf_stamped += 1
         else:
             self.st.tracer_stamped += 1
         self.last_x[tid] = t
@@ -303,10 +283,10 @@ class _Stamper:
         yield from self.pop_ready(1 << 62)
 
 
-def ordered(tracer: Iterable[Rec], perf: Iterable[Rec], lives: dict[int, list[Incarnation]],
-            st: MergeStats, window: int = WINDOW_NS) -> Iterator[Out]:
+def ordered(tracer: Iterable[Rec], perf: Iterable[Rec], st: MergeStats,
+            window: int = WINDOW_NS) -> Iterator[Out]:
     """The tracer's records (stamped with perf's syscall times) and perf's faults, in time order."""
-    sp = _Stamper(lives, st, window)
+    sp = _Stamper(st, window)
     for ts, _, tid, kind, k, payload in heapq.merge(tracer, perf):
         if kind == "PE" or kind == "PX":
             sp.perf(ts, tid, kind, k)
@@ -337,7 +317,7 @@ def merge(tracer: Iterable[Rec], perf: Iterable[Rec], out: IO[str], *, offset_ns
             w.line(pts, ptid, f"{ptext}{sp}<unfinished ...>")
             pending = None
 
-    for ts, _, tid, kind, _k, payload in ordered(tracer, perf, lives, st):
+    for ts, _, tid, kind, _k, payload in ordered(tracer, perf, st):
         if kind == "F":
             if not _keep_fault(lives, tid, ts, st.faults):
                 continue

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -343,6 +344,7 @@ class Session:
             "files": tracer.stats.files,
             "recorder": {"stops": tracer.stats.stops, "perf_mmap": self.opts.perf_mmap,
                      "traced_run_seconds": round(tracer.t_end - tracer.t_start, 3),
+                     "tracer_cpu_seconds": round(tracer.cpu, 3),
                      "perf_events": f.events,
                          "lost_records": f.lost_records,
                          "faults_dropped_pre_exec": f.dropped_pre_exec,
@@ -359,7 +361,7 @@ class Session:
     def _report(self, tracer: Tracer, st: mg.MergeStats, wall: float, merge: float) -> None:
         s = tracer.stats
         loop = tracer.t_end - tracer.t_start
-        us = loop * 1e6 / s.stops if s.stops else 0.0
+        us = tracer.cpu * 1e6 / s.stops if s.stops else 0.0
         f = st.faults
         if self.why_not is None:
             fl = (f"perf: {f.events} events, {f.lost} lost; "
@@ -367,7 +369,8 @@ class Session:
         else:
             fl = "faults NOT recorded"
         print(f"vmalab record: {wall:.2f} s wall ({loop:.2f} s traced run, {merge:.2f} s merge); "
-              f"{s.stops} stops, {us:.1f} µs/stop; {st.lines} lines, {s.syscalls} calls; {fl}; "
+              f"{s.stops} stops, {us:.1f} µs tracer CPU/stop; {st.lines} lines, "
+              f"{s.syscalls} calls; {fl}; "
               f"{len(tracer.snapshots)} snapshots → {self.out}", file=sys.stderr)
         if self.why_not is not None:
             print(f"vmalab record: WARNING: page faults were not seen ({self.why_not}); "
@@ -395,6 +398,8 @@ def baseline(cmd: list[str], exe: str) -> float:
 
 def record(opts: Options) -> int:
     """Run ``vmalab record``; returns the program's exit status."""
+    if not re.fullmatch(r"[1-9][0-9]*[KMG]?", opts.perf_mmap):
+        raise UserInputError("--perf-mmap", f"expected a size like 16M, not {opts.perf_mmap!r}")
     exe = resolve_command(opts.command)
     prepare_dir(opts.out, opts.force)
     base = baseline(opts.command, exe) if opts.baseline else None

@@ -29,6 +29,7 @@ OPTIONS = (pt.O_TRACESYSGOOD | pt.O_TRACEEXEC | pt.O_TRACEEXIT | pt.O_TRACEFORK
            | pt.O_TRACEVFORK | pt.O_TRACECLONE | pt.O_EXITKILL | pt.O_TRACESECCOMP)
 _GROUP_STOP = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 _MONO = time.CLOCK_MONOTONIC
+_CLONES = frozenset(dc.NR[n] for n in ("clone", "clone3", "fork", "vfork"))
 
 
 def _now() -> int:
@@ -46,6 +47,8 @@ class Task:
     snap_after_exit: int | None = None  # snapshot index to mark after the execve exit
     exiting: int = 0  # the exit or exit_group call it made
     k: int = 0  # entries of perf-filtered calls so far (matches perf's sys_enter events)
+    entry_ts: int = 0  # when it entered its current decoded call
+    last_child: int = 0  # the task its last fork/clone event created
 
 
 @dataclass(slots=True)
@@ -54,7 +57,21 @@ class Incarnation:
 
     birth: int
     kind: str  # root | fork | vm | thread
-    exec_ts: int | None = None
+    exec_ts: int | None = None  # its first exec event
+    drops: list[tuple[int, int]] = field(default_factory=list)  # fault windows to drop
+
+    def exec_done(self, entry_ts: int, ts: int) -> None:
+        """Its execve (entered at ``entry_ts``) completed at ``ts``: which faults to drop.
+
+        Faults inside the execve hit the new image (binfmt_elf clearing .bss) and the exec
+        snapshot holds their effect. Before a first exec, the old image dies with the exec,
+        except a CLONE_VM child's (vfork, posix_spawn), which is its parent's.
+        """
+        if self.exec_ts is None:
+            self.exec_ts = ts
+            if self.kind != "vm":
+                self.drops.append((0, ts))
+        self.drops.append((min(entry_ts, ts), ts))
 
 
 @dataclass
@@ -104,7 +121,7 @@ class Tracer:
         self._next_progress = 0
         self.interrupted = False
         self.extra_children: dict[int, int | None] = {}  # non-traced children (perf) → status
-        self.t_start = self.t_end = 0.0
+        self.t_start = self.t_end = self.cpu = 0.0
 
     # -- records ------------------------------------------------------------------------
 
@@ -141,10 +158,12 @@ class Tracer:
     def run(self) -> None:
         """Handle stops until no traced task is left."""
         self.t_start = time.perf_counter()
+        cpu = time.process_time()
         try:
             self._loop()
         finally:
             self.t_end = time.perf_counter()
+            self.cpu = time.process_time() - cpu
 
     def _loop(self) -> None:
         waitpid = os.waitpid
@@ -162,7 +181,8 @@ class Tracer:
                     continue
                 if not os.WIFSTOPPED(status):
                     continue
-                self._new_task(tid, ts)
+                if status >> 16 != pt.EVENT_EXEC:  # (a non-leader exec: the leader's pid)
+                    self._new_task(tid, ts)
             if os.WIFSTOPPED(status):
                 self._stopped(tid, status, ts)
             else:
@@ -173,7 +193,9 @@ class Tracer:
     def _show_progress(self, ts: int) -> None:
         if self._next_progress:
             s = self.stats
-            print(f"vmalab record: {s.stops} stops, {s.syscalls} calls, {len(self.tasks)} tasks",
+            secs = time.perf_counter() - self.t_start
+            print(f"vmalab record: {secs:.0f} s: {s.stops} stops, {s.syscalls} calls, "
+                  f"{len(self.tasks)} tasks live, {len(self.snapshots)} snapshots",
                   file=sys.stderr, flush=True)
         self._next_progress = ts + 1_000_000_000
 
@@ -228,6 +250,7 @@ class Tracer:
             if val in dc.READS and not dc.wanted_read(tid, args[0]):
                 return
             ctx = dc.Ctx(tid, val, args)
+            task.entry_ts = ts
             ctx.k = task.k if val in dc.PERF_NRS else -1
             self._rec(ts, tid, "E", f"{ctx.name}\t{dc.enter_text(ctx)}", ctx.k)
             if val in dc.EXITS:
@@ -272,6 +295,9 @@ class Tracer:
                 child = 0
             if child and child not in self.tasks:
                 self._new_task(child, ts)
+            task = self.tasks.get(tid)
+            if task is not None:
+                task.last_child = child
             self._resume(tid)
         elif event == pt.EVENT_EXEC:
             self._exec(tid, ts)
@@ -315,16 +341,17 @@ class Tracer:
             old.tid = tid
             if task is not None:
                 self.groups.get(task.tgid, set()).discard(tid)
+                old.k = task.k  # perf counts on under the leader's tid
             self.tasks[tid] = task = old
             self.groups.setdefault(tid, set()).add(tid)
-            for life in (self.lives.get(former, [])[-1:] + self.lives.get(tid, [])[-1:]):
-                if life.exec_ts is None:
-                    life.exec_ts = ts
+            for life in self.lives.get(former, [])[-1:]:
+                life.exec_done(old.entry_ts, ts)
+            if tid not in self.lives:
+                self.lives[tid] = [Incarnation(ts, "thread")]
         if task is None:
             return
         for life in self.lives.get(tid, [])[-1:]:
-            if life.exec_ts is None:
-                life.exec_ts = ts
+            life.exec_done(task.entry_ts, ts)
         task.visible = True
         if task.ctx is not None:
             moved = dc.Ctx(tid, task.ctx.nr, task.ctx.args)  # resumes under the new tid
@@ -342,7 +369,13 @@ class Tracer:
         if task is None:
             return
         if task.ctx is not None:  # killed inside a call
-            self._rec(ts, tid, "X", f"{task.ctx.name}\t){dc.SEP}?")
+            ctx = task.ctx
+            if ctx.nr in _CLONES and task.last_child:
+                # killed after the child was made (a sibling's execve): the call did succeed
+                text = dc.exit_text(ctx, task.last_child)
+            else:
+                text = f"){dc.SEP}?"
+            self._rec(ts, tid, "X", f"{ctx.name}\t{text}", ctx.k)
             self.stats.syscalls += 1
         group_exit = task.exiting == dc.NR["exit_group"]
         task.ctx = None
