@@ -51,10 +51,11 @@ CASES = _cases()
 
 def diff(proc: object, dump: str) -> tuple[list[str], list[str]]:
     """VMAs of the dump the model lacks, and model VMAs the dump lacks (as text)."""
-    want = {(v.start, v.end): v.path for v in parse_maps(dump) if v.start < TASK_SIZE}
+    want = {(v.start, v.end): v.path or None for v in parse_maps(dump) if v.start < TASK_SIZE}
     have = {(v.start, v.end): v.path for v in proc.vmas()}  # type: ignore[attr-defined]
-    missing = [f"{a:x}-{b:x} {want[(a, b)]}" for a, b in sorted(set(want) - set(have))]
-    extra = [f"{a:x}-{b:x} {have[(a, b)]}" for a, b in sorted(set(have) - set(want))]
+    # ranges and names: an entry differs when either differs
+    missing = [f"{a:x}-{b:x} {p}" for (a, b), p in sorted(want.items()) if have.get((a, b), 0) != p]
+    extra = [f"{a:x}-{b:x} {p}" for (a, b), p in sorted(have.items()) if want.get((a, b), 0) != p]
     return missing, extra
 
 
@@ -109,10 +110,9 @@ def test_real_trace_matches_final_maps(case: str, pid: int, early: int | None, f
 
 
 def vmflag_diffs(proc: object, dump: str) -> list[str]:
-    """VMAs (same range in model and smaps dump) whose VmFlags differ; special mappings,
-    whose flags the stand-ins cannot have, are left out. Empty for a plain maps dump."""
-    real = [v for v in parse_maps(dump) if v.vmflags is not None and v.start < TASK_SIZE
-            and v.path not in ("[vvar]", "[vvar_vclock]", "[vdso]")]
+    """VMAs (same range in model and smaps dump) whose VmFlags differ, special mappings
+    included. Empty for a plain maps dump."""
+    real = [v for v in parse_maps(dump) if v.vmflags is not None and v.start < TASK_SIZE]
     model = {(v.start, v.end): v.flags for v in proc.vmas()}  # type: ignore[attr-defined]
     out = []
     for v in real:

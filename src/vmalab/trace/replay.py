@@ -665,6 +665,10 @@ class Replayer:
             return
         if ypath is None:
             path = self._resolve(t, ev.args[0] if path_arg == 1 and ev.args else None, path)
+            if self.host_files:
+                # no -y: the kernel prints the file's real path (d_path()), symlinks
+                # resolved, e.g. /lib → /usr/lib on a merged-/usr system
+                path = os.path.realpath(path)
         elif path_arg == 1 and ev.args:
             self._resolve(t, ev.args[0], "/")  # learn the cwd from AT_FDCWD's -y path
         t.files.fds[fd] = (path, flags & uapi.O_ACCMODE, bool(flags & uapi.O_CLOEXEC))
