@@ -131,7 +131,10 @@ class Mremap:
     """``mremap(arena+addr, old_len, new_len, flags, arena+to)``.
 
     ``maymove`` without ``to`` is not allowed: the kernel would pick an address outside the
-    arena.
+    arena. ``fixed`` (default true) adds MREMAP_FIXED to a ``to``; with ``fixed: false``
+    ``to`` is only the hint that MREMAP_DONTUNMAP passes to get_unmapped_area() (and is
+    ignored without DONTUNMAP), so the mapping may land outside the arena: the result is
+    then ``"outside"``.
     """
 
     addr: int
@@ -140,6 +143,7 @@ class Mremap:
     maymove: bool = False
     to: int | None = None
     dontunmap: bool = False
+    fixed: bool = True
     op: str = "mremap"
 
 
@@ -533,7 +537,10 @@ def _parse_op(ctx: _Ctx, d: Any, loc: str, files: set[int], depth: int) -> list[
             raise ctx.err(f"{loc}.new_len", f"range [{a}, {a + new}) leaves the arena")
         if maymove and to is None:
             raise ctx.err(f"{loc}.to", "maymove needs a destination inside the arena")
-        o = Mremap(a, old, new, maymove, to, dontunmap)
+        fixed = _bool(ctx, d, "fixed", loc, True)
+        if not fixed and not maymove:
+            raise ctx.err(f"{loc}.fixed", "'fixed': false needs maymove")
+        o = Mremap(a, old, new, maymove, to, dontunmap, fixed)
     elif kind == "madvise":
         a, n = _range(ctx, d, loc)
         adv = _str(ctx, d, "advice", loc)
@@ -829,7 +836,7 @@ class _Runner:
         """An absolute address as an arena page (or hex when outside the arena)."""
         if ARENA_BASE <= addr < ARENA_BASE + self.prog.arena_pages * PAGE and addr % PAGE == 0:
             return (addr - ARENA_BASE) // PAGE
-        return hex(addr)
+        return "outside"
 
     def run(self, ops: tuple[Op, ...]) -> Observation:
         obs = Observation()
@@ -911,7 +918,8 @@ class _Runner:
             dest = 0
             if o.to is not None:
                 self.check_range(o.to, o.new_len)
-                fl |= uapi.MREMAP_FIXED
+                if o.fixed:
+                    fl |= uapi.MREMAP_FIXED
                 dest = self.a(o.to)
             else:
                 if o.maymove:
