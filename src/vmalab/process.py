@@ -70,6 +70,9 @@ class Process:
     mm: MmStruct
     fds: dict[int, filemap.File]
     _dead: bool
+    #: Whether the task has CAP_SYS_ADMIN (no admin reserve in overcommit mode 2).
+    #: Default True: the live runner runs as root. Inherited by fork children.
+    cap_sys_admin: bool
 
     def __init__(self) -> None:  # pragma: no cover - use Kernel.spawn()
         raise TypeError("use Kernel.spawn() or Process.fork()")
@@ -90,6 +93,7 @@ class Process:
         self.mm = mm
         self.fds = {}
         self._dead = False
+        self.cap_sys_admin = True
         kernel._procs[self.pid] = self
         return self
 
@@ -375,6 +379,7 @@ class Process:
             raise
         child = Process._new(k, mm)
         mm.owner_pid = child.pid
+        child.cap_sys_admin = self.cap_sys_admin
         for fd, f in self.fds.items():
             f.get()
             child.fds[fd] = f

@@ -50,6 +50,12 @@ from vmalab.mm.mm_types import (
 )
 from vmalab.mm.pagetable import PMD_SIZE
 from vmalab.mm.slab import AllocFailure
+from vmalab.mm.util import (
+    OVERCOMMIT_NEVER,
+    security_vm_enough_memory_mm,
+    vm_acct_memory,
+    vm_unacct_memory,
+)
 from vmalab.mm.vma import (
     VmaMergeStruct,
     remove_vma_from_mm,
@@ -163,10 +169,14 @@ def unmap_vmas_and_free(mm: MmStruct, vmas: list[VmArea], start: int, end: int) 
     dropped = [0]
     for v in vmas:
         zap_page_range(v, v.vm_start, v.vm_end, drop_markers=True, guard_count=dropped)
+    nr_accounted = 0
     for v in vmas:
         if v.vm_flags & VM_LOCKED:
             mm.locked_vm -= v.pages()
+        if v.vm_flags & VM_ACCOUNT:
+            nr_accounted += v.pages()
         remove_vma_from_mm(v)
+    vm_unacct_memory(mm.kernel, nr_accounted)  # vms_complete_munmap_vmas()
     prev_vma, nxt_vma = _neighbours(mm, start, end)
     floor = prev_vma.vm_end if prev_vma is not None else 0
     ceiling = nxt_vma.vm_start if nxt_vma is not None else 0
@@ -224,9 +234,54 @@ def mmap_region(
     __mmap_complete (VM_LOCKED dropped for special VMAs).
     """
     end = addr + length
-    do_vmi_munmap(mm, addr, length)
+    k = mm.kernel
+    pglen = length >> PAGE_SHIFT
+    # __mmap_prepare(): the commit charge comes before anything replaced is unmapped,
+    # so a refusal leaves the old mappings in place; the pages of replaced VM_ACCOUNT
+    # VMAs (vms->nr_accounted) carry over to the new one.
+    charged = 0
+    nr_accounted = 0
     if accountable_mapping(file, vm_flags):
+        nr_accounted = sum(
+            min(v.vm_end, end) - max(v.vm_start, addr)
+            for v in mm.vmas_in(addr, end)
+            if v.vm_flags & VM_ACCOUNT
+        ) >> PAGE_SHIFT
+        charged = pglen - nr_accounted
+        if charged:
+            security_vm_enough_memory_mm(mm, charged)
         vm_flags |= VM_ACCOUNT
+    shmem_charge = 0
+    if file is None and vm_flags & VM_SHARED and not vm_flags & VM_NORESERVE:
+        # shmem_zero_setup → shmem_kernel_file_setup → shmem_acct_size
+        try:
+            security_vm_enough_memory_mm(mm, pglen)
+        except OSError:
+            vm_unacct_memory(k, charged)
+            raise
+        shmem_charge = pglen
+    try:
+        vma = _mmap_region_locked(mm, file, addr, length, vm_flags, pgoff, shmem_charge)
+    except BaseException:
+        vm_unacct_memory(k, charged + shmem_charge)
+        raise
+    if nr_accounted:
+        vm_acct_memory(k, nr_accounted)  # do_vmi_munmap() gave them back
+    return vma
+
+
+def _mmap_region_locked(
+    mm: MmStruct,
+    file: File | None,
+    addr: int,
+    length: int,
+    vm_flags: int,
+    pgoff: int,
+    shmem_charge: int,
+) -> VmArea:
+    """The part of __mmap_region after the charge: unmap, merge or allocate, complete."""
+    end = addr + length
+    do_vmi_munmap(mm, addr, length)
     prev, nxt = _neighbours(mm, addr, end)
     vma: VmArea | None = None
     if prev is not None or nxt is not None:
@@ -243,6 +298,7 @@ def mmap_region(
         if file is None and vm_flags & VM_SHARED:
             vma.vm_file = mm.kernel.fs.shmem_zero_setup()
             vma.vm_file.inode.size = length
+            vma.vm_file.inode.acct_pages = shmem_charge
         vma_link(mm, vma)
     # __mmap_complete()
     if vma.vm_flags & VM_LOCKED:
@@ -367,8 +423,8 @@ def do_mmap(
             raise kernel_error(errno.EINVAL, "bad map type")
     if pgoff == -1:
         pgoff = addr >> PAGE_SHIFT  # "Set pgoff according to addr for anon_vma"
-    if flags & uapi.MAP_NORESERVE:
-        vm_flags |= VM_NORESERVE  # overcommit heuristic (mode 0) honours it
+    if flags & uapi.MAP_NORESERVE and mm.kernel.overcommit.mode != OVERCOMMIT_NEVER:
+        vm_flags |= VM_NORESERVE  # "We honor MAP_NORESERVE if allowed to overcommit"
     vma = mmap_region(mm, file, addr, length, vm_flags, pgoff)
     populate = 0
     if vma.vm_flags & VM_LOCKED and not vma.vm_flags & VM_LOCKONFAULT:

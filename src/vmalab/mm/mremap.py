@@ -36,6 +36,7 @@ from vmalab.mm.mmap import (
     vm_start_gap,
 )
 from vmalab.mm.slab import AllocFailure
+from vmalab.mm.util import security_vm_enough_memory_mm, vm_acct_memory, vm_unacct_memory
 from vmalab.mm.vma import (
     VmaMergeStruct,
     vm_area_alloc,
@@ -90,29 +91,62 @@ def copy_vma(vma: VmArea, addr: int, length: int, pgoff: int) -> VmArea:
 
 
 def move_vma(
-    mm: MmStruct, vma: VmArea, old_addr: int, old_len: int, new_len: int, new_addr: int, flags: int
+    mm: MmStruct,
+    vma: VmArea,
+    old_addr: int,
+    old_len: int,
+    new_len: int,
+    new_addr: int,
+    flags: int,
+    delta: int = 0,
 ) -> int:
     """Move [old_addr, old_addr+old_len) to new_addr (growing to new_len). Raises OSError.
 
-    Models mm/mremap.c:move_vma: copy_vma, move_page_tables (markers travel with the
-    page tables), then unmap the source unless MREMAP_DONTUNMAP, which leaves the
-    source VMA in place with empty page tables (dontunmap_complete).
+    Models mm/mremap.c:move_vma: prep_move_vma (map_count), vrm_calc_charge, copy_vma,
+    move_page_tables (markers travel with the page tables), then unmap the source
+    (unmap_source_vma: an accounted source's pages are not given back, they moved)
+    unless MREMAP_DONTUNMAP, which leaves the source VMA in place with empty page
+    tables (dontunmap_complete).
+
+    The commit charge of an accounted VMA is ``delta`` bytes (vrm->delta, the size
+    difference of the request), or ``new_len`` with MREMAP_DONTUNMAP. For a shrinking
+    move the kernel has already unmapped (and uncharged) the tail, yet charges the
+    delta again: 6.18.44 leaks it (measured: ``mremap(A, 4G, 1G, MAYMOVE|FIXED, B)``
+    leaves Committed_AS 3 GiB higher after the process exits); ``Kernel.commit_leaked``
+    records it.
     """
-    if mm.map_count >= mm.kernel.max_map_count - 3:
+    k = mm.kernel
+    if mm.map_count >= k.max_map_count - 3:
         raise kernel_error(errno.ENOMEM, "max_map_count")
+    charged = 0
+    if vma.vm_flags & VM_ACCOUNT:
+        charged = (new_len if flags & uapi.MREMAP_DONTUNMAP else delta) >> PAGE_SHIFT
+        security_vm_enough_memory_mm(mm, charged)
+    # What the new layout holds beyond the old one; the rest of the charge is the leak.
+    expected = 0
+    if vma.vm_flags & VM_ACCOUNT:
+        expected = (new_len if flags & uapi.MREMAP_DONTUNMAP else new_len - old_len) >> PAGE_SHIFT
     new_pgoff = vma.vm_pgoff + ((old_addr - vma.vm_start) >> PAGE_SHIFT)
     locked = vma.vm_flags & VM_LOCKED
+    accountable_move = bool(vma.vm_flags & VM_ACCOUNT) and not flags & uapi.MREMAP_DONTUNMAP
     try:
         new = copy_vma(vma, new_addr, new_len, new_pgoff)
     except AllocFailure:
+        vm_unacct_memory(k, charged)  # vrm_uncharge()
         raise kernel_error(errno.ENOMEM, "copy_vma failed") from None
     try:
         move_page_tables(vma, old_addr, new, new_addr, old_len)
     except AllocFailure:
-        # move_vma(): move the entries back and unmap the destination.
+        # move_vma(): move the entries back and unmap the destination, whose pages
+        # unmap_source_vma() does not uncharge: the charge stays (failure path only).
+        before = k.vm_committed_as
         move_page_tables(new, new_addr, vma, old_addr, old_len)
         do_vmi_munmap(mm, new_addr, new_len)
+        if new.vm_flags & VM_ACCOUNT:
+            k.commit_leaked += before - k.vm_committed_as
+            k.vm_committed_as = before
         raise kernel_error(errno.ENOMEM, "move_page_tables failed") from None
+    k.commit_leaked += charged - expected
     if flags & uapi.MREMAP_DONTUNMAP:
         # dontunmap_complete(): the source keeps its VMA without the lock flags;
         # VM_ACCOUNT is set on the new one too. If the whole source VMA was copied, its
@@ -125,6 +159,8 @@ def move_vma(
             rmap.unlink_anon_vmas(vma)
     else:
         do_vmi_munmap(mm, old_addr, old_len)
+        if accountable_move:
+            vm_acct_memory(k, old_len >> PAGE_SHIFT)  # the moved pages stay charged
     if locked and new_len > old_len:
         mm_populate(mm, new_addr + old_len, new_len - old_len, ignore_errors=True)
     return new_addr
@@ -197,6 +233,7 @@ def mremap_to(
     fixed = bool(flags & uapi.MREMAP_FIXED)
     if fixed and old_len == new_len:
         return remap_move(mm, addr, old_len, new_addr, flags)
+    delta = abs(new_len - old_len)  # vrm_set_delta(), before any shrink
     _resize_is_valid(vma, addr, min(old_len, new_len) if old_len else 0, new_len, flags)
     if fixed:
         do_vmi_munmap(mm, new_addr, new_len)
@@ -213,7 +250,9 @@ def mremap_to(
         new_addr = get_unmapped_area(mm, new_addr, new_len, pgoff, map_flags, vma.vm_file)
     if mm.map_count >= mm.kernel.max_map_count:
         raise kernel_error(errno.ENOMEM, "max_map_count")
-    return move_vma(mm, vma, addr, old_len if old_len else new_len, new_len, new_addr, flags)
+    return move_vma(
+        mm, vma, addr, old_len if old_len else new_len, new_len, new_addr, flags, delta
+    )
 
 
 def do_mremap(
@@ -271,11 +310,15 @@ def do_mremap(
     if old_len == vma.vm_end - addr and vma_expandable(mm, vma, delta):
         # mremap_expand() in place: vma_merge_extend(), a new-range merge of
         # [vm_end, vm_end + delta) with the VMA itself as prev and the next VMA.
+        charged = delta >> PAGE_SHIFT if vma.vm_flags & VM_ACCOUNT else 0
+        if charged:
+            security_vm_enough_memory_mm(mm, charged)  # vrm_calc_charge()
         vmg = VmaMergeStruct.vma_state(vma, vma, vma.vm_end, vma.vm_end + delta)
         vmg.middle = None
         vmg.next = vma.vm_next
         expanded = vma_merge_new_range(vmg)
         if expanded is None:
+            vm_unacct_memory(mm.kernel, charged)
             raise kernel_error(errno.ENOMEM, "vma_merge_extend failed")
         if expanded.vm_flags & VM_LOCKED:
             mm.locked_vm += delta >> PAGE_SHIFT
@@ -286,7 +329,7 @@ def do_mremap(
     pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
     map_flags = uapi.MAP_SHARED if vma.vm_flags & VM_MAYSHARE else 0
     dest = get_unmapped_area(mm, 0, new_len, pgoff, map_flags, vma.vm_file)
-    return move_vma(mm, vma, addr, src_len, new_len, dest, flags)
+    return move_vma(mm, vma, addr, src_len, new_len, dest, flags, delta)
 
 
 __all__ = ["do_mremap", "vm_area_alloc"]
