@@ -130,3 +130,76 @@ def test_mremap_merge_into_unfaulted_neighbours(fork: bool) -> None:
     else:
         check(pre + body, {"results.5.state.vmas": [[16, 28, RW]],
                            "results.6.data": "000000000707070700000000"}, arena=48)
+
+
+# --- mseal_test.c ------------------------------------------------------------------------
+
+RO = ["me", "mr", "mw", "rd"]
+
+
+def test_mseal_basics_and_in_loop_checks() -> None:
+    """Sealing splits; a range with a hole is ENOMEM with nothing sealed; munmap,
+    mprotect and mremap of sealed memory are EPERM; mprotect changes the VMAs before
+    the sealed one (the check is per VMA); discarding advice on sealed read-only
+    anonymous memory is EPERM, on writable memory it is allowed."""
+    check([{"op": "mmap", "addr": 0, "len": 4},
+           {"op": "mmap", "addr": 4, "len": 4, "prot": "r"},
+           {"op": "mseal", "addr": 1, "len": 2},
+           {"op": "mseal", "addr": 0, "len": 12},
+           {"op": "munmap", "addr": 0, "len": 2},
+           {"op": "mprotect", "addr": 0, "len": 4, "prot": "r"},
+           {"op": "mremap", "addr": 1, "old_len": 1, "new_len": 1, "maymove": True, "to": 10},
+           {"op": "mseal", "addr": 4, "len": 4},
+           {"op": "madvise", "addr": 4, "len": 4, "advice": "dontneed"},
+           {"op": "madvise", "addr": 1, "len": 2, "advice": "dontneed"},
+           {"op": "madvise", "addr": 0, "len": 8, "advice": "dontdump"}],
+          {"results.2.state.vmas": [[0, 1, RW], [1, 3, sorted(RW + ["sl"])], [3, 4, RW],
+                                    [4, 8, RO]],
+           "results.3.errno": "ENOMEM", "results.4.errno": "EPERM",
+           "results.5.errno": "EPERM", "results.5.state.vmas.0": [0, 1, RO],
+           "results.6.errno": "EPERM", "results.8.errno": "EPERM", "results.9.ret": 0,
+           "results.10.ret": 0})
+
+
+def test_mseal_munmap_keeps_the_split_before_the_sealed_vma() -> None:
+    check([{"op": "mmap", "addr": 0, "len": 4},
+           {"op": "mseal", "addr": 2, "len": 2},
+           {"op": "munmap", "addr": 1, "len": 2},
+           {"op": "mmap", "addr": 2, "len": 1},
+           {"op": "mremap", "addr": 0, "old_len": 1, "new_len": 1, "maymove": True, "to": 3}],
+          {"results.2.errno": "EPERM",
+           "results.2.state.vmas": [[0, 1, RW], [1, 2, RW], [2, 4, sorted(RW + ["sl"])]],
+           "results.3.errno": "EPERM", "results.4.errno": "EPERM"})
+
+
+def test_mseal_discard_rules() -> None:
+    """File-backed (even MAP_PRIVATE read-only) and shared sealed mappings may be
+    discarded; sealed read-only anonymous memory refuses GUARD_INSTALL, WIPEONFORK and
+    FREE but not COLD; a fork child inherits the seal."""
+    check([{"op": "memfd", "file": 0}, {"op": "ftruncate", "file": 0, "pages": 8},
+           {"op": "mmap", "addr": 6, "len": 2, "prot": "r", "flags": ["private"], "file": 0},
+           {"op": "mseal", "addr": 6, "len": 2},
+           {"op": "madvise", "addr": 6, "len": 2, "advice": "dontneed"},
+           {"op": "mmap", "addr": 10, "len": 2, "prot": "r", "flags": ["shared"], "file": 0},
+           {"op": "mseal", "addr": 10, "len": 2},
+           {"op": "madvise", "addr": 10, "len": 2, "advice": "dontneed"},
+           {"op": "mmap", "addr": 13, "len": 1, "prot": "r"},
+           {"op": "mseal", "addr": 13, "len": 1},
+           {"op": "madvise", "addr": 13, "len": 1, "advice": "guard_install"},
+           {"op": "madvise", "addr": 13, "len": 1, "advice": "wipeonfork"},
+           {"op": "madvise", "addr": 13, "len": 1, "advice": "free"},
+           {"op": "madvise", "addr": 13, "len": 1, "advice": "cold"},
+           {"op": "fork", "child": [{"op": "munmap", "addr": 13, "len": 1}]}],
+          {"results.4.ret": 0, "results.7.ret": 0, "results.10.errno": "EPERM",
+           "results.11.errno": "EPERM", "results.12.errno": "EPERM", "results.13.ret": 0,
+           "results.14.child.results.0.errno": "EPERM"})
+
+
+def test_mseal_multi_vma_move_stops_at_the_sealed_vma() -> None:
+    """A pure MREMAP_FIXED move over [rw][sealed r] moves the first VMA, then EPERM."""
+    check([{"op": "mmap", "addr": 0, "len": 2},
+           {"op": "mmap", "addr": 2, "len": 2, "prot": "r"},
+           {"op": "mseal", "addr": 2, "len": 2},
+           {"op": "mremap", "addr": 0, "old_len": 4, "new_len": 4, "maymove": True, "to": 8}],
+          {"results.3.errno": "EPERM",
+           "results.3.state.vmas": [[2, 4, sorted(RO + ["sl"])], [8, 10, RW]]})

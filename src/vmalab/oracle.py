@@ -242,9 +242,10 @@ class _Gen:
         r = self.r
         kind = r.choices(
             ["mmap", "munmap", "mprotect", "mremap", "madvise", "mlock", "munlock", "read",
-             "write", "fork", "ftruncate", "fallocate", "pwrite", "seal", "beside", "back"],
+             "write", "fork", "ftruncate", "fallocate", "pwrite", "seal", "beside", "back",
+             "mseal"],
             [14, 4, 6, 6, 22, 1, 1, 6, 8, 5 if depth < 2 else 0, 1, 1, 1, 1,
-             4 if self.moves else 0, 4 if self.moves else 0])[0]
+             4 if self.moves else 0, 4 if self.moves else 0, 2])[0]
         a, n = self.rng()
         if kind == "beside":
             return self.map_beside()
@@ -297,7 +298,9 @@ class _Gen:
             return {"op": "madvise", "addr": a, "len": n, "advice": adv}
         if kind == "mlock" and r.random() < 0.3:
             return {"op": "mlock", "addr": a, "len": n, "onfault": True}
-        if kind in ("mlock", "munlock", "read"):
+        if kind == "mseal" and self.maps and r.random() < 0.6:
+            a, n = r.choice(self.maps)
+        if kind in ("mlock", "munlock", "read", "mseal"):
             return {"op": kind, "addr": a, "len": n}
         if kind == "write":
             return {"op": "write", "addr": a, "len": n, "byte": r.randrange(1, 256)}

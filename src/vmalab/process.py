@@ -23,6 +23,7 @@ from vmalab.mm.mm_types import PAGE_SIZE, MmStruct
 from vmalab.mm.mmap import do_mmap, do_vmi_munmap, mm_populate, page_align
 from vmalab.mm.mprotect import do_mprotect
 from vmalab.mm.mremap import do_mremap
+from vmalab.mm.mseal import do_mseal
 from vmalab.mm.pagetable import PageTables
 from vmalab.mm.slab import AllocFailure
 from vmalab.proc import VmaView, pagemap_entries, show_maps, show_smaps, vma_views
@@ -177,6 +178,12 @@ class Process:
         do_mlock(
             self.mm, addr, length, VM_LOCKED | (VM_LOCKONFAULT if flags & uapi.MLOCK_ONFAULT else 0)
         )
+
+    @_syscall
+    def mseal(self, addr: int, length: int, flags: int = 0) -> None:
+        """mseal(2) (syscall 462). Models mm/mseal.c:do_mseal."""
+        _check_int(addr, length, flags)
+        do_mseal(self.mm, addr, length, flags)
 
     @_syscall
     def munlock(self, addr: int, length: int) -> None:

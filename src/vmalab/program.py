@@ -177,6 +177,15 @@ class Munlock:
 
 
 @dataclass(frozen=True)
+class Mseal:
+    """``mseal(arena+addr, len, 0)`` (syscall 462)."""
+
+    addr: int
+    len: int
+    op: str = "mseal"
+
+
+@dataclass(frozen=True)
 class Memfd:
     """``memfd_create(name, flags)`` into file slot ``file``."""
 
@@ -296,7 +305,8 @@ class Slab:
 
 
 Op = (
-    Mmap | Munmap | Mprotect | Mremap | Madvise | Mlock | Munlock | Memfd | Open | Close | Seal
+    Mmap | Munmap | Mprotect | Mremap | Madvise | Mlock | Munlock | Mseal | Memfd | Open
+    | Close | Seal
     | Ftruncate | Fallocate | Pwrite | Pread | Read | Write | Fork | Exit | Slab
 )
 
@@ -383,7 +393,8 @@ def op_to_json(o: Op) -> dict[str, Any]:
 
 _OPS: dict[str, type] = {
     "mmap": Mmap, "munmap": Munmap, "mprotect": Mprotect, "mremap": Mremap,
-    "madvise": Madvise, "mlock": Mlock, "munlock": Munlock, "memfd": Memfd, "open": Open,
+    "madvise": Madvise, "mlock": Mlock, "munlock": Munlock, "mseal": Mseal, "memfd": Memfd,
+    "open": Open,
     "close": Close, "seal": Seal, "ftruncate": Ftruncate, "fallocate": Fallocate, "pwrite": Pwrite,
     "pread": Pread, "read": Read, "write": Write, "fork": Fork, "exit": Exit, "slab": Slab,
 }
@@ -551,6 +562,8 @@ def _parse_op(ctx: _Ctx, d: Any, loc: str, files: set[int], depth: int) -> list[
         o = Mlock(*_range(ctx, d, loc), _bool(ctx, d, "onfault", loc, False))
     elif kind == "munlock":
         o = Munlock(*_range(ctx, d, loc))
+    elif kind == "mseal":
+        o = Mseal(*_range(ctx, d, loc))
     elif kind == "seal":
         o = Seal(_slot(ctx, d, loc, files), _names(ctx, d, "seals", loc, SEAL_NAMES, ()))
     elif kind in ("memfd", "open"):
@@ -768,6 +781,7 @@ class Machine(Protocol):
     def madvise(self, addr: int, length: int, advice: int) -> None: ...
     def mlock(self, addr: int, length: int, onfault: bool) -> None: ...
     def munlock(self, addr: int, length: int) -> None: ...
+    def mseal(self, addr: int, length: int) -> None: ...
     def add_seals(self, fd: int, seals: int) -> None: ...
     def memfd_create(self, name: str, flags: int) -> int: ...
     def open(self, name: str, flags: int) -> int: ...
@@ -938,6 +952,9 @@ class _Runner:
         elif isinstance(o, Munlock):
             self.check_range(o.addr, o.len)
             m.munlock(self.a(o.addr), o.len * PAGE)
+        elif isinstance(o, Mseal):
+            self.check_range(o.addr, o.len)
+            m.mseal(self.a(o.addr), o.len * PAGE)
         elif isinstance(o, Memfd):
             self.files[o.file] = m.memfd_create(o.name, _bits(o.flags, MFD_NAMES))
         elif isinstance(o, Open):
@@ -1045,6 +1062,9 @@ class ModelMachine:
 
     def munlock(self, addr: int, length: int) -> None:
         self.p.munlock(addr, length)
+
+    def mseal(self, addr: int, length: int) -> None:
+        self.p.mseal(addr, length, 0)
 
     def memfd_create(self, name: str, flags: int) -> int:
         return int(self.p.memfd_create(name, flags))

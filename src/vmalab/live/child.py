@@ -34,6 +34,7 @@ from typing import Any
 from vmalab import program as P
 
 PR_SET_PDEATHSIG = 1
+SYS_MSEAL = 462
 CLONE_VM = 0x100
 CLONE_VFORK = 0x4000
 MAP_FAILED = (1 << 64) - 1
@@ -77,6 +78,9 @@ class _Libc:
         c.fallocate.argtypes = [i, i, lg, lg]
         c.clone.argtypes = [vp, vp, i, vp]
         c.prctl.argtypes = [i, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        c.syscall.restype = lg
+        c.syscall.argtypes = [lg, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                              ctypes.c_ulong, ctypes.c_ulong]
 
     @staticmethod
     def fail() -> OSError:
@@ -166,6 +170,17 @@ class LiveMachine:
 
     def add_seals(self, fd: int, seals: int) -> None:
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+
+    def _sys(self, nr: int, *args: int) -> int:
+        a = list(args) + [0] * (5 - len(args))
+        r = self.lib.c.syscall(nr, *a)
+        if r == -1:
+            raise self.lib.fail()
+        return int(r)
+
+    def mseal(self, addr: int, length: int) -> None:
+        self._inside(addr, length)
+        self._sys(SYS_MSEAL, addr, length, 0)
 
     def munlock(self, addr: int, length: int) -> None:
         self._inside(addr, length)

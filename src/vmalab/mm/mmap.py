@@ -31,6 +31,7 @@ from vmalab.mm.flags import (
     VM_NOHUGEPAGE,
     VM_NORESERVE,
     VM_PFNMAP,
+    VM_SEALED,
     VM_SHARED,
     VM_SPECIAL,
     VM_SYNC,
@@ -195,8 +196,9 @@ def do_vmi_munmap(mm: MmStruct, start: int, length: int) -> None:
     """Unmap [start, start+length), splitting VMAs at the edges. Raises OSError.
 
     Models mm/vma.c:do_vmi_munmap → do_vmi_align_munmap (vms_gather_munmap_vmas: the
-    map_count check only when the first VMA is split in its middle; the original VMA
-    objects are the unmapped parts).
+    map_count check only when the first VMA is split in its middle; EPERM for a sealed
+    VMA, before the first split if that one is sealed, else after it (the split stays);
+    the original VMA objects are the unmapped parts).
     """
     end = start + length
     vmas = mm.vmas_in(start, end)
@@ -207,7 +209,13 @@ def do_vmi_munmap(mm: MmStruct, start: int, length: int) -> None:
         if start > first.vm_start:
             if end < first.vm_end and mm.map_count >= mm.kernel.max_map_count:
                 raise kernel_error(errno.ENOMEM, "max_map_count")
+            if first.vm_flags & VM_SEALED:
+                # "Don't bother splitting the VMA if we can't unmap it anyway"
+                raise kernel_error(errno.EPERM, "sealed VMA")
             split_vma_raw(first, start, True)
+        # The detach loop refuses a sealed VMA; a split of the first one stays.
+        if any(v.vm_flags & VM_SEALED for v in vmas):
+            raise kernel_error(errno.EPERM, "sealed VMA")
         last = vmas[-1]
         if last.vm_end > end:
             split_vma_raw(last, end, False)

@@ -20,6 +20,7 @@ from vmalab.mm.flags import (
     VM_LOCKED,
     VM_NORESERVE,
     VM_READ,
+    VM_SEALED,
     VM_SHARED,
     VM_WRITE,
     calc_vm_prot_bits,
@@ -52,13 +53,16 @@ def mprotect_fixup(
 ) -> VmArea:
     """Apply ``newflags`` to [start, end) of ``vma``: merge or split, then update PTEs.
 
-    Models mm/mprotect.c:mprotect_fixup: no-op when the flags are unchanged; VM_ACCOUNT
+    Models mm/mprotect.c:mprotect_fixup: EPERM for a sealed VMA (even with unchanged
+    flags); no-op when the flags are unchanged; VM_ACCOUNT
     charged (security_vm_enough_memory_mm, ENOMEM) when a private mapping first becomes
     writable and dropped (vm_unacct_memory) when an anonymous
     VMA without an anon_vma becomes read-only; vma_modify_flags(); a locked
     private mapping made writable is populated.
     """
     oldflags = vma.vm_flags
+    if oldflags & VM_SEALED:
+        raise kernel_error(errno.EPERM, "sealed VMA")
     if newflags == oldflags:
         return vma
     nrpages = (end - start) >> PAGE_SHIFT

@@ -24,6 +24,7 @@ from vmalab.mm.flags import (
     VM_MAYSHARE,
     VM_MIXEDMAP,
     VM_PFNMAP,
+    VM_SEALED,
     VM_SHARED,
 )
 from vmalab.mm.memory import move_page_tables
@@ -203,6 +204,9 @@ def remap_move(mm: MmStruct, addr: int, length: int, new_addr: int, flags: int) 
     for start, stop in [(a, b) for _v, a, b in pieces]:
         n = stop - start
         dest = new_addr + (start - addr)
+        cur = mm.vma_lookup(start)
+        if cur is not None and cur.vm_flags & VM_SEALED:
+            raise kernel_error(errno.EPERM, "mseal()'d VMA")
         do_vmi_munmap(mm, dest, n)
         piece = mm.vma_lookup(start)
         assert piece is not None
@@ -290,6 +294,8 @@ def do_mremap(
     vma = mm.vma_lookup(addr)
     if vma is None:
         raise kernel_error(errno.EFAULT, "no VMA at old address")
+    if vma.vm_flags & VM_SEALED:
+        raise kernel_error(errno.EPERM, "mseal()'d VMA")  # check_prep_vma()
     if not old_len:
         if not vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
             raise kernel_error(errno.EINVAL, "old_len 0 on a private mapping")
