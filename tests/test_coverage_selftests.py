@@ -203,3 +203,56 @@ def test_mseal_multi_vma_move_stops_at_the_sealed_vma() -> None:
            {"op": "mremap", "addr": 0, "old_len": 4, "new_len": 4, "maymove": True, "to": 8}],
           {"results.3.errno": "EPERM",
            "results.3.state.vmas": [[2, 4, sorted(RO + ["sl"])], [8, 10, RW]]})
+
+
+# --- mlock2-tests.c / mlockall ---------------------------------------------------------
+
+LO = sorted(RW + ["lo"])
+
+
+def test_mlockall_future_current_onfault_and_munlockall() -> None:
+    """MCL_FUTURE locks (and populates) later mappings, PROT_NONE ones included, but
+    not in a fork child; MCL_ONFAULT adds `lf` and populates nothing; MCL_ONFAULT alone
+    is EINVAL; munlockall clears every lock flag (the VMAs then merge)."""
+    check([{"op": "mmap", "addr": 0, "len": 4},
+           {"op": "mlockall", "flags": ["future"]},
+           {"op": "mmap", "addr": 4, "len": 4},
+           {"op": "mmap", "addr": 8, "len": 4, "prot": "none"},
+           {"op": "fork", "child": [{"op": "mmap", "addr": 12, "len": 2}]},
+           {"op": "mlockall", "flags": ["future", "onfault"]},
+           {"op": "mmap", "addr": 12, "len": 2},
+           {"op": "munlockall"},
+           {"op": "mlockall", "flags": ["onfault"]},
+           {"op": "mlockall", "flags": ["current"]}],
+          {"results.2.state.vmas.1": [4, 8, LO], "results.2.state.pages": "....AAAA        ",
+           "results.3.state.vmas.2": [8, 12, ["lo", "me", "mr", "mw"]],
+           "results.4.child.results.0.state.vmas.3": [12, 14, RW],
+           "results.6.state.vmas.3": [12, 14, sorted(RW + ["lf", "lo"])],
+           "results.6.state.pages": "....AAAA......  ",
+           "results.7.state.vmas": [[0, 8, RW], [8, 12, ["me", "mr", "mw"]], [12, 14, RW]],
+           "results.8.errno": "EINVAL",
+           "results.9.state.pages": "AAAAAAAA....AA  "})
+
+
+def test_rlimit_memlock_without_cap_ipc_lock() -> None:
+    """mlock counts pages already locked once; MAP_LOCKED and MCL_FUTURE mappings past
+    the limit are EAGAIN; a limit of 0 is EPERM for mlock, MAP_LOCKED and mlockall."""
+    check([{"op": "mmap", "addr": 0, "len": 8},
+           {"op": "memlock", "pages": 4},
+           {"op": "mlock", "addr": 0, "len": 2},
+           {"op": "mlock", "addr": 0, "len": 6},
+           {"op": "mlock", "addr": 0, "len": 4},
+           {"op": "mmap", "addr": 8, "len": 1, "flags": ["private", "anonymous", "locked"]},
+           {"op": "munlock", "addr": 0, "len": 4},
+           {"op": "mmap", "addr": 8, "len": 3, "flags": ["private", "anonymous", "locked"]},
+           {"op": "mlockall", "flags": ["future"]},
+           {"op": "mmap", "addr": 12, "len": 2},
+           {"op": "munlockall"},
+           {"op": "memlock", "pages": 0},
+           {"op": "mlock", "addr": 0, "len": 1},
+           {"op": "mmap", "addr": 12, "len": 1, "flags": ["private", "anonymous", "locked"]},
+           {"op": "mlockall", "flags": ["future"]}],
+          {"results.2.ret": 0, "results.3.errno": "ENOMEM", "results.4.ret": 0,
+           "results.5.errno": "EAGAIN", "results.7.ret": 8, "results.8.ret": 0,
+           "results.9.errno": "EAGAIN", "results.12.errno": "EPERM",
+           "results.13.errno": "EPERM", "results.14.errno": "EPERM"})

@@ -225,6 +225,7 @@ class _Gen:
         # origin's) meets a pgoff-contiguous neighbour, faulted or not.
         self.moves: list[tuple[int, int, int]] = []
         self.maps: list[tuple[int, int]] = []  # ranges mmapped so far
+        self.memlock = False  # a memlock op dropped CAP_IPC_LOCK
 
     def rng(self, maxlen: int = 12) -> tuple[int, int]:
         if self.r.random() < 0.4:  # 4-page grid: more exact adjacency, merges and splits
@@ -243,9 +244,10 @@ class _Gen:
         kind = r.choices(
             ["mmap", "munmap", "mprotect", "mremap", "madvise", "mlock", "munlock", "read",
              "write", "fork", "ftruncate", "fallocate", "pwrite", "seal", "beside", "back",
-             "mseal"],
+             "mseal", "mlockall", "munlockall", "memlock"],
             [14, 4, 6, 6, 22, 1, 1, 6, 8, 5 if depth < 2 else 0, 1, 1, 1, 1,
-             4 if self.moves else 0, 4 if self.moves else 0, 2])[0]
+             4 if self.moves else 0, 4 if self.moves else 0, 2, 1, 1,
+             0.5 if depth == 0 else 0])[0]
         a, n = self.rng()
         if kind == "beside":
             return self.map_beside()
@@ -298,6 +300,18 @@ class _Gen:
             return {"op": "madvise", "addr": a, "len": n, "advice": adv}
         if kind == "mlock" and r.random() < 0.3:
             return {"op": "mlock", "addr": a, "len": n, "onfault": True}
+        if kind == "mlockall":
+            # MCL_CURRENT under a small RLIMIT_MEMLOCK would compare the whole runner's
+            # total_vm with the limit, which the model cannot know: only with the cap.
+            opts = [["future"], ["future", "onfault"]]
+            if not self.memlock:
+                opts += [["current"], ["current", "onfault"], ["current", "future"]]
+            return {"op": "mlockall", "flags": r.choice(opts)}
+        if kind == "munlockall":
+            return {"op": "munlockall"}
+        if kind == "memlock":
+            self.memlock = True
+            return {"op": "memlock", "pages": r.choice([0, 2, 4, 8, 16])}
         if kind == "mseal" and self.maps and r.random() < 0.6:
             a, n = r.choice(self.maps)
         if kind in ("mlock", "munlock", "read", "mseal"):

@@ -18,7 +18,7 @@ from vmalab.mm.flags import VM_LOCKED, VM_LOCKONFAULT
 from vmalab.mm.fork import dup_mmap, exit_mmap
 from vmalab.mm.madvise import do_madvise, do_process_madvise
 from vmalab.mm.memory import fault_in
-from vmalab.mm.mlock import do_mlock, do_munlock
+from vmalab.mm.mlock import do_mlock, do_mlockall, do_munlock, do_munlockall
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct
 from vmalab.mm.mmap import do_mmap, do_vmi_munmap, mm_populate, page_align
 from vmalab.mm.mprotect import do_mprotect
@@ -74,6 +74,10 @@ class Process:
     #: Whether the task has CAP_SYS_ADMIN (no admin reserve in overcommit mode 2).
     #: Default True: the live runner runs as root. Inherited by fork children.
     cap_sys_admin: bool
+    #: CAP_IPC_LOCK (no RLIMIT_MEMLOCK checks) and RLIMIT_MEMLOCK in bytes (default
+    #: 8 MiB, the kernel's MLOCK_LIMIT and this machine's `ulimit -l`). Inherited on fork.
+    cap_ipc_lock: bool
+    rlimit_memlock: int
 
     def __init__(self) -> None:  # pragma: no cover - use Kernel.spawn()
         raise TypeError("use Kernel.spawn() or Process.fork()")
@@ -95,6 +99,8 @@ class Process:
         self.fds = {}
         self._dead = False
         self.cap_sys_admin = True
+        self.cap_ipc_lock = True
+        self.rlimit_memlock = 8 << 20
         kernel._procs[self.pid] = self
         return self
 
@@ -184,6 +190,17 @@ class Process:
         """mseal(2) (syscall 462). Models mm/mseal.c:do_mseal."""
         _check_int(addr, length, flags)
         do_mseal(self.mm, addr, length, flags)
+
+    @_syscall
+    def mlockall(self, flags: int) -> None:
+        """mlockall(2) (MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT). Models mm/mlock.c."""
+        _check_int(flags)
+        do_mlockall(self.mm, flags)
+
+    @_syscall
+    def munlockall(self) -> None:
+        """munlockall(2). Models mm/mlock.c:sys_munlockall."""
+        do_munlockall(self.mm)
 
     @_syscall
     def munlock(self, addr: int, length: int) -> None:
@@ -387,6 +404,8 @@ class Process:
         child = Process._new(k, mm)
         mm.owner_pid = child.pid
         child.cap_sys_admin = self.cap_sys_admin
+        child.cap_ipc_lock = self.cap_ipc_lock
+        child.rlimit_memlock = self.rlimit_memlock
         for fd, f in self.fds.items():
             f.get()
             child.fds[fd] = f

@@ -86,6 +86,8 @@ OPEN_FLAG_NAMES = {
 }
 FALLOC_NAMES = {"keep_size": uapi.FALLOC_FL_KEEP_SIZE, "punch_hole": uapi.FALLOC_FL_PUNCH_HOLE}
 MFD_NAMES = {"allow_sealing": uapi.MFD_ALLOW_SEALING}
+MCL_NAMES = {"current": uapi.MCL_CURRENT, "future": uapi.MCL_FUTURE,
+             "onfault": uapi.MCL_ONFAULT}
 SEAL_NAMES = {"seal": uapi.F_SEAL_SEAL, "shrink": uapi.F_SEAL_SHRINK, "grow": uapi.F_SEAL_GROW,
               "write": uapi.F_SEAL_WRITE, "future_write": uapi.F_SEAL_FUTURE_WRITE}
 
@@ -183,6 +185,31 @@ class Mseal:
     addr: int
     len: int
     op: str = "mseal"
+
+
+@dataclass(frozen=True)
+class Mlockall:
+    """``mlockall(flags)``; ``flags`` are names from ``MCL_NAMES``."""
+
+    flags: tuple[str, ...] = ("current",)
+    op: str = "mlockall"
+
+
+@dataclass(frozen=True)
+class Munlockall:
+    """``munlockall()``."""
+
+    op: str = "munlockall"
+
+
+@dataclass(frozen=True)
+class Memlock:
+    """``setrlimit(RLIMIT_MEMLOCK, pages * PAGE)`` and, unless ``cap_ipc_lock``, drop
+    CAP_IPC_LOCK from the effective capabilities (the runner runs as root)."""
+
+    pages: int
+    cap_ipc_lock: bool = False
+    op: str = "memlock"
 
 
 @dataclass(frozen=True)
@@ -305,8 +332,8 @@ class Slab:
 
 
 Op = (
-    Mmap | Munmap | Mprotect | Mremap | Madvise | Mlock | Munlock | Mseal | Memfd | Open
-    | Close | Seal
+    Mmap | Munmap | Mprotect | Mremap | Madvise | Mlock | Munlock | Mseal | Mlockall
+    | Munlockall | Memlock | Memfd | Open | Close | Seal
     | Ftruncate | Fallocate | Pwrite | Pread | Read | Write | Fork | Exit | Slab
 )
 
@@ -394,7 +421,7 @@ def op_to_json(o: Op) -> dict[str, Any]:
 _OPS: dict[str, type] = {
     "mmap": Mmap, "munmap": Munmap, "mprotect": Mprotect, "mremap": Mremap,
     "madvise": Madvise, "mlock": Mlock, "munlock": Munlock, "mseal": Mseal, "memfd": Memfd,
-    "open": Open,
+    "mlockall": Mlockall, "munlockall": Munlockall, "memlock": Memlock, "open": Open,
     "close": Close, "seal": Seal, "ftruncate": Ftruncate, "fallocate": Fallocate, "pwrite": Pwrite,
     "pread": Pread, "read": Read, "write": Write, "fork": Fork, "exit": Exit, "slab": Slab,
 }
@@ -564,6 +591,13 @@ def _parse_op(ctx: _Ctx, d: Any, loc: str, files: set[int], depth: int) -> list[
         o = Munlock(*_range(ctx, d, loc))
     elif kind == "mseal":
         o = Mseal(*_range(ctx, d, loc))
+    elif kind == "mlockall":
+        o = Mlockall(_names(ctx, d, "flags", loc, MCL_NAMES, ("current",)))
+    elif kind == "munlockall":
+        o = Munlockall()
+    elif kind == "memlock":
+        o = Memlock(_int(ctx, d, "pages", loc, 0, MAX_ARENA_PAGES),
+                    _bool(ctx, d, "cap_ipc_lock", loc, False))
     elif kind == "seal":
         o = Seal(_slot(ctx, d, loc, files), _names(ctx, d, "seals", loc, SEAL_NAMES, ()))
     elif kind in ("memfd", "open"):
@@ -782,6 +816,9 @@ class Machine(Protocol):
     def mlock(self, addr: int, length: int, onfault: bool) -> None: ...
     def munlock(self, addr: int, length: int) -> None: ...
     def mseal(self, addr: int, length: int) -> None: ...
+    def mlockall(self, flags: int) -> None: ...
+    def munlockall(self) -> None: ...
+    def memlock(self, limit: int, cap_ipc_lock: bool) -> None: ...
     def add_seals(self, fd: int, seals: int) -> None: ...
     def memfd_create(self, name: str, flags: int) -> int: ...
     def open(self, name: str, flags: int) -> int: ...
@@ -955,6 +992,12 @@ class _Runner:
         elif isinstance(o, Mseal):
             self.check_range(o.addr, o.len)
             m.mseal(self.a(o.addr), o.len * PAGE)
+        elif isinstance(o, Mlockall):
+            m.mlockall(_bits(o.flags, MCL_NAMES))
+        elif isinstance(o, Munlockall):
+            m.munlockall()
+        elif isinstance(o, Memlock):
+            m.memlock(o.pages * PAGE, o.cap_ipc_lock)
         elif isinstance(o, Memfd):
             self.files[o.file] = m.memfd_create(o.name, _bits(o.flags, MFD_NAMES))
         elif isinstance(o, Open):
@@ -1065,6 +1108,16 @@ class ModelMachine:
 
     def mseal(self, addr: int, length: int) -> None:
         self.p.mseal(addr, length, 0)
+
+    def mlockall(self, flags: int) -> None:
+        self.p.mlockall(flags)
+
+    def munlockall(self) -> None:
+        self.p.munlockall()
+
+    def memlock(self, limit: int, cap_ipc_lock: bool) -> None:
+        self.p.rlimit_memlock = limit
+        self.p.cap_ipc_lock = cap_ipc_lock
 
     def memfd_create(self, name: str, flags: int) -> int:
         return int(self.p.memfd_create(name, flags))

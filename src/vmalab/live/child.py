@@ -75,6 +75,7 @@ class _Libc:
         c.mlock.argtypes = [vp, sz]
         c.mlock2.argtypes = [vp, sz, i]
         c.munlock.argtypes = [vp, sz]
+        c.mlockall.argtypes = [i]
         c.fallocate.argtypes = [i, i, lg, lg]
         c.clone.argtypes = [vp, vp, i, vp]
         c.prctl.argtypes = [i, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
@@ -181,6 +182,22 @@ class LiveMachine:
     def mseal(self, addr: int, length: int) -> None:
         self._inside(addr, length)
         self._sys(SYS_MSEAL, addr, length, 0)
+
+    def mlockall(self, flags: int) -> None:
+        # Refused unless the arena's VMAs are the only ones mlockall could populate
+        # cheaply: MCL_CURRENT locks (and faults in) the runner's whole address space,
+        # which is bounded by RLIMIT_AS; the VmFlags compared are the arena's only.
+        if self.lib.c.mlockall(flags):
+            raise self.lib.fail()
+
+    def munlockall(self) -> None:
+        if self.lib.c.munlockall():
+            raise self.lib.fail()
+
+    def memlock(self, limit: int, cap_ipc_lock: bool) -> None:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (limit, limit))
+        if not cap_ipc_lock:
+            _drop_effective_cap(CAP_IPC_LOCK)
 
     def munlock(self, addr: int, length: int) -> None:
         self._inside(addr, length)
@@ -294,6 +311,20 @@ class LiveMachine:
 
 
 _HDR = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ")
+CAP_IPC_LOCK = 14
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def _drop_effective_cap(cap: int) -> None:
+    """Clear one capability from this thread's effective set (capget + capset)."""
+    c = ctypes.CDLL(None, use_errno=True)
+    hdr = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    if c.syscall(125, hdr, data) != 0:  # capget
+        raise OSError(ctypes.get_errno(), "capget")
+    data[0 + 3 * (cap // 32)] &= ~(1 << (cap % 32))
+    if c.syscall(126, hdr, data) != 0:  # capset
+        raise OSError(ctypes.get_errno(), "capset")
 
 
 def read_slab(shrink: bool = True) -> dict[str, int]:

@@ -387,6 +387,12 @@ def do_mmap(
     addr = get_unmapped_area(mm, addr, length, pgoff, flags, file)
     if flags & uapi.MAP_FIXED_NOREPLACE and mm.vmas_in(addr, addr + length):
         raise kernel_error(errno.EEXIST, "MAP_FIXED_NOREPLACE over a mapping")
+    from vmalab.mm.mlock import can_do_mlock, mlock_future_ok
+
+    if flags & uapi.MAP_LOCKED and not can_do_mlock(mm):
+        raise kernel_error(errno.EPERM, "MAP_LOCKED without RLIMIT_MEMLOCK or CAP_IPC_LOCK")
+    if not mlock_future_ok(mm, vm_flags, length):
+        raise kernel_error(errno.EAGAIN, "locked mapping above RLIMIT_MEMLOCK")
     map_type = flags & uapi.MAP_TYPE
     if file is not None:
         if map_type in (uapi.MAP_SHARED, uapi.MAP_SHARED_VALIDATE):
