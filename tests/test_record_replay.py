@@ -26,7 +26,7 @@ from vmalab.trace.replay import replay
 from vmalab.trace.verify import compare_maps
 
 FIX = Path(__file__).parent / "fixtures" / "selfmaps"
-_OPEN = re.compile(r'^(\d+) \S+ openat\(-100<[^>]*>, "/proc/self/(maps|smaps)"')
+_OPEN = re.compile(r'^(\d+)\s+\S+ openat\(-100<[^>]*>, "/proc/self/(maps|smaps)"')
 
 
 def _can_record() -> str | None:

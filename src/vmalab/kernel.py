@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING
 from vmalab.designs import Design, get_design
 from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm.filemap import FileSystem
-from vmalab.mm.flags import VM_SHARED, VM_WIPEONFORK
+from vmalab.mm.flags import VM_ACCOUNT, VM_SHARED, VM_WIPEONFORK
 from vmalab.mm.mm_types import PAGE_SIZE, AnonVma, MmStruct
 from vmalab.mm.page_alloc import KIND_ANON, KIND_FREE, KIND_PAGECACHE, PhysMem
 from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SHIFT, PTE_MARKER_GUARD_ENTRY
 from vmalab.mm.rmap import vma_anon_vma, vma_anon_vma_flags
 from vmalab.mm.slab import AllocFailure, FailPolicy, Slabs, SlabStats
+from vmalab.mm.util import OvercommitConfig, host_overcommit, meminfo
 from vmalab.mm.vma import is_shared_maywrite
 
 if TYPE_CHECKING:
@@ -33,9 +34,11 @@ DEFAULT_MAX_MAP_COUNT = 65530
 class Kernel:
     """A modelled Linux kernel running one design.
 
-    ``Kernel(design="tagged", *, max_map_count=65530, fail=None)``: ``design`` is an id
-    from ``vmalab.DESIGNS`` (or a ``Design`` instance, for prototypes); ``fail`` is a
-    ``FailPolicy`` for allocation-failure injection (failslab).
+    ``Kernel(design="tagged", *, max_map_count=65530, fail=None, overcommit=None)``:
+    ``design`` is an id from ``vmalab.DESIGNS`` (or a ``Design`` instance, for
+    prototypes); ``fail`` is a ``FailPolicy`` for allocation-failure injection
+    (failslab); ``overcommit`` an ``OvercommitConfig`` (default: this machine's
+    vm.overcommit_* sysctls and memory, read once).
     """
 
     def __init__(
@@ -44,9 +47,16 @@ class Kernel:
         *,
         max_map_count: int = DEFAULT_MAX_MAP_COUNT,
         fail: FailPolicy | None = None,
+        overcommit: OvercommitConfig | None = None,
     ) -> None:
         self._design = get_design(design)
         self.max_map_count = max_map_count
+        #: The commit-charge policy (mm/util.c) and vm_committed_as in pages.
+        self.overcommit = overcommit if overcommit is not None else host_overcommit()
+        self.vm_committed_as = 0
+        #: Charge the real kernel never gives back (a shrinking MREMAP_FIXED move, see
+        #: mm/mremap.py), so that check() can still account for every committed page.
+        self.commit_leaked = 0
         self.slabs = Slabs(fail)
         self.phys = PhysMem()
         self.fs = FileSystem(self)
@@ -105,6 +115,10 @@ class Kernel:
             for n, s in self.slabs.caches.items()
         }
 
+    def meminfo(self) -> dict[str, int]:
+        """The commit lines of /proc/meminfo in kB: ``CommitLimit``, ``Committed_AS``."""
+        return meminfo(self)
+
     # --- invariants --------------------------------------------------------------------
 
     def check(self) -> None:
@@ -126,9 +140,11 @@ class Kernel:
         live_avcs = set()
         i_mmap_seen: dict[int, set[int]] = {}
         writable_seen: Counter[int] = Counter()
+        committed = 0
         for proc in self._procs.values():
             mm: MmStruct = proc.mm
             assert not mm.dead, f"pid {proc.pid}: live process with a dead mm"
+            committed += sum(v.pages() for v in mm.mm_mt.values() if v.vm_flags & VM_ACCOUNT)
             prev_end = 0
             keys = list(mm.mm_mt.keys())
             vmas = list(mm.mm_mt.values())
@@ -259,6 +275,11 @@ class Kernel:
                 f"inode {inode.ino}: i_mmap_writable {inode.i_mmap_writable} "
                 f"!= {writable_seen[inode.ino]}"
             )
+        committed += sum(i.acct_pages for i in self._inodes())
+        assert self.vm_committed_as == committed + self.commit_leaked, (
+            f"vm_committed_as {self.vm_committed_as} != {committed} accounted pages"
+            f" + {self.commit_leaked} leaked"
+        )
         n_anon = 0
         for pfn in range(1, len(phys.kind)):
             k = phys.kind[pfn]

@@ -220,6 +220,12 @@ class _Gen:
         self.r = rnd
         self.arena = arena
         self.files: list[int] = []
+        # mremap moves made so far, (origin, len, destination): later ops map beside the
+        # origin and move the range back, so that the moved VMA (whose pgoff is its
+        # origin's) meets a pgoff-contiguous neighbour, faulted or not.
+        self.moves: list[tuple[int, int, int]] = []
+        self.maps: list[tuple[int, int]] = []  # ranges mmapped so far
+        self.memlock = False  # a memlock op dropped CAP_IPC_LOCK
 
     def rng(self, maxlen: int = 12) -> tuple[int, int]:
         if self.r.random() < 0.4:  # 4-page grid: more exact adjacency, merges and splits
@@ -237,10 +243,20 @@ class _Gen:
         r = self.r
         kind = r.choices(
             ["mmap", "munmap", "mprotect", "mremap", "madvise", "mlock", "munlock", "read",
-             "write", "fork", "ftruncate", "fallocate", "pwrite", "seal"],
-            [14, 4, 6, 4, 22, 1, 1, 6, 8, 5 if depth < 2 else 0, 1, 1, 1, 1])[0]
+             "write", "fork", "ftruncate", "fallocate", "pwrite", "seal", "beside", "back",
+             "mseal", "mlockall", "munlockall", "memlock"],
+            [14, 4, 6, 6, 22, 1, 1, 6, 8, 5 if depth < 2 else 0, 1, 1, 1, 1,
+             4 if self.moves else 0, 4 if self.moves else 0, 2, 1, 1,
+             0.5 if depth == 0 else 0])[0]
         a, n = self.rng()
+        if kind == "beside":
+            return self.map_beside()
+        if kind == "back":
+            return self.move_back()
+        if kind in ("mremap", "write") and self.maps and r.random() < 0.5:
+            a, n = r.choice(self.maps)  # a range that was mapped: moves and faults succeed
         if kind == "mmap":
+            self.maps.append((a, n))
             d: dict[str, Any] = {"op": "mmap", "addr": a, "len": n, "prot": self.prot()}
             t = r.random()
             if t < 0.7 or not self.files:
@@ -265,10 +281,17 @@ class _Gen:
             if r.random() < 0.6:
                 to = r.randrange(self.arena - new + 1)
                 d.update(maymove=True, to=to)
-                if r.random() < 0.15:
+                if r.random() < 0.25:
                     d["dontunmap"] = True
                     d["new_len"] = n
-                    d["to"] = min(to, self.arena - n)
+                    d["to"] = to = min(to, self.arena - n)
+                    if r.random() < 0.3:
+                        d["fixed"] = False  # DONTUNMAP alone: ``to`` is a hint
+                elif r.random() < 0.05:
+                    d["fixed"] = False  # MAYMOVE alone: moves outside the arena if it must
+                if r.random() < 0.5 and d["new_len"] == n:
+                    self.moves.append((a, n, d["to"]))
+                self.maps.append((d["to"], d["new_len"]))
             else:
                 d["new_len"] = min(new, self.arena - a)
             return d
@@ -277,7 +300,21 @@ class _Gen:
             return {"op": "madvise", "addr": a, "len": n, "advice": adv}
         if kind == "mlock" and r.random() < 0.3:
             return {"op": "mlock", "addr": a, "len": n, "onfault": True}
-        if kind in ("mlock", "munlock", "read"):
+        if kind == "mlockall":
+            # MCL_CURRENT under a small RLIMIT_MEMLOCK would compare the whole runner's
+            # total_vm with the limit, which the model cannot know: only with the cap.
+            opts = [["future"], ["future", "onfault"]]
+            if not self.memlock:
+                opts += [["current"], ["current", "onfault"], ["current", "future"]]
+            return {"op": "mlockall", "flags": r.choice(opts)}
+        if kind == "munlockall":
+            return {"op": "munlockall"}
+        if kind == "memlock":
+            self.memlock = True
+            return {"op": "memlock", "pages": r.choice([0, 2, 4, 8, 16])}
+        if kind == "mseal" and self.maps and r.random() < 0.6:
+            a, n = r.choice(self.maps)
+        if kind in ("mlock", "munlock", "read", "mseal"):
             return {"op": kind, "addr": a, "len": n}
         if kind == "write":
             return {"op": "write", "addr": a, "len": n, "byte": r.randrange(1, 256)}
@@ -303,6 +340,88 @@ class _Gen:
         return {"op": "pwrite", "file": f, "offset": off, "len": r.randint(1, 4),
                 "byte": r.randrange(1, 256)}
 
+    def map_beside(self) -> dict[str, Any]:
+        """mmap right before or right after the origin of an earlier move (usually left
+        unfaulted), so that moving the range back meets a pgoff-contiguous neighbour."""
+        r = self.r
+        a, n, _to = r.choice(self.moves)
+        k = r.randint(1, 4)
+        if r.random() < 0.5 and a > 0:
+            k = min(k, a)
+            start = a - k
+        else:
+            start = a + n
+            k = min(k, self.arena - start)
+            if k <= 0:
+                start, k = max(0, a - 1), 1
+        self.maps.append((start, k))
+        return {"op": "mmap", "addr": start, "len": k, "prot": "rw"}
+
+    def move_back(self) -> dict[str, Any]:
+        """mremap an earlier move's destination back to its origin (or right beside it),
+        with or without MREMAP_DONTUNMAP."""
+        r = self.r
+        a, n, to = r.choice(self.moves)
+        dest = a if r.random() < 0.7 else max(0, min(self.arena - n, a + r.choice([-n, n])))
+        d: dict[str, Any] = {"op": "mremap", "addr": to, "old_len": n, "new_len": n,
+                             "maymove": True, "to": dest}
+        if r.random() < 0.35:
+            d["dontunmap"] = True
+        if r.random() < 0.5:
+            self.moves.append((to, n, dest))
+        self.maps.append((dest, n))
+        return d
+
+    def move_scenario(self) -> list[dict[str, Any]]:
+        """A range moved away and back beside neighbours (the mremap merge class).
+
+        mmap F, fault part of it (or not), move it away (maybe MREMAP_DONTUNMAP), map
+        neighbours right before and/or after its origin (faulted or not, maybe forked
+        over), then move F back (maybe DONTUNMAP) to the origin: copy_vma() then merges a
+        VMA whose pgoff is the origin's with pgoff-contiguous neighbours.
+        """
+        r = self.r
+        n = r.randint(1, 6)
+        a = r.randrange(1, self.arena - n - 1)
+        to = r.randrange(self.arena - n + 1)
+        while a - n < to < a + n:
+            to = r.randrange(self.arena - n + 1)
+        ops: list[dict[str, Any]] = [{"op": "mmap", "addr": a, "len": n}]
+        if r.random() < 0.8:
+            k = r.randint(1, n)
+            ops.append({"op": "write", "addr": a + r.randrange(n - k + 1), "len": k,
+                        "byte": r.randrange(1, 256)})
+        away: dict[str, Any] = {"op": "mremap", "addr": a, "old_len": n, "new_len": n,
+                                "maymove": True, "to": to}
+        if r.random() < 0.3:
+            away["dontunmap"] = True
+        ops.append(away)
+        sides = r.choice([("left",), ("right",), ("left", "right")])
+        for side in sides:
+            k = r.randint(1, min(4, a) if side == "left" else 4)
+            start = a - k if side == "left" else a + n
+            k = min(k, self.arena - start)
+            if k <= 0:
+                continue
+            if not away.get("dontunmap"):
+                ops.append({"op": "mmap", "addr": start, "len": k})
+            if r.random() < 0.3:
+                ops.append({"op": "write", "addr": start, "len": 1})
+        if r.random() < 0.3:
+            ops.append({"op": "fork", "child": [self.op(1) for _ in range(r.randint(0, 2))]})
+        if away.get("dontunmap"):
+            # the origin is still mapped (empty): the move back must go beside it
+            ops.append({"op": "munmap", "addr": a, "len": n})
+        back: dict[str, Any] = {"op": "mremap", "addr": to, "old_len": n, "new_len": n,
+                                "maymove": True, "to": a}
+        if r.random() < 0.3:
+            back["dontunmap"] = True
+            if r.random() < 0.3:
+                back["fixed"] = False
+        ops.append(back)
+        self.maps.append((a, n))
+        return ops
+
     def program(self) -> dict[str, Any]:
         ops: list[dict[str, Any]] = []
         if self.r.random() < 0.4:
@@ -320,7 +439,11 @@ class _Gen:
             if self.r.random() < 0.5:
                 self.files.append(2)
                 ops.append({"op": "open", "file": 2, "name": "f1", "flags": ["rdonly"]})
-        ops += [self.op(0) for _ in range(self.r.randint(3, 16))]
+        body = [self.op(0) for _ in range(self.r.randint(3, 16))]
+        if self.r.random() < 0.25:
+            at = self.r.randint(0, len(body))
+            body[at:at] = self.move_scenario()
+        ops += body
         return {"format": P.FORMAT, "version": P.VERSION, "arena_pages": self.arena, "ops": ops}
 
 

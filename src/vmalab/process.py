@@ -18,7 +18,7 @@ from vmalab.mm.flags import VM_LOCKED, VM_LOCKONFAULT
 from vmalab.mm.fork import dup_mmap, exit_mmap
 from vmalab.mm.madvise import do_madvise, do_process_madvise
 from vmalab.mm.memory import fault_in, find_fault_vma_for_access
-from vmalab.mm.mlock import do_mlock, do_munlock
+from vmalab.mm.mlock import do_mlock, do_mlockall, do_munlock, do_munlockall
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct
 from vmalab.mm.mmap import (
     do_mmap,
@@ -30,6 +30,7 @@ from vmalab.mm.mmap import (
 )
 from vmalab.mm.mprotect import do_mprotect
 from vmalab.mm.mremap import do_mremap
+from vmalab.mm.mseal import do_mseal
 from vmalab.mm.pagetable import PageTables
 from vmalab.mm.slab import AllocFailure
 from vmalab.proc import VmaView, pagemap_entries, show_maps, show_smaps, vma_views
@@ -77,6 +78,13 @@ class Process:
     mm: MmStruct
     fds: dict[int, filemap.File]
     _dead: bool
+    #: Whether the task has CAP_SYS_ADMIN (no admin reserve in overcommit mode 2).
+    #: Default True: the live runner runs as root. Inherited by fork children.
+    cap_sys_admin: bool
+    #: CAP_IPC_LOCK (no RLIMIT_MEMLOCK checks) and RLIMIT_MEMLOCK in bytes (default
+    #: 8 MiB, the kernel's MLOCK_LIMIT and this machine's `ulimit -l`). Inherited on fork.
+    cap_ipc_lock: bool
+    rlimit_memlock: int
 
     def __init__(self) -> None:  # pragma: no cover - use Kernel.spawn()
         raise TypeError("use Kernel.spawn() or Process.fork()")
@@ -97,6 +105,9 @@ class Process:
         self.mm = mm
         self.fds = {}
         self._dead = False
+        self.cap_sys_admin = True
+        self.cap_ipc_lock = True
+        self.rlimit_memlock = 8 << 20
         kernel._procs[self.pid] = self
         return self
 
@@ -236,6 +247,23 @@ class Process:
         do_mlock(
             self.mm, addr, length, VM_LOCKED | (VM_LOCKONFAULT if flags & uapi.MLOCK_ONFAULT else 0)
         )
+
+    @_syscall
+    def mseal(self, addr: int, length: int, flags: int = 0) -> None:
+        """mseal(2) (syscall 462). Models mm/mseal.c:do_mseal."""
+        _check_int(addr, length, flags)
+        do_mseal(self.mm, addr, length, flags)
+
+    @_syscall
+    def mlockall(self, flags: int) -> None:
+        """mlockall(2) (MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT). Models mm/mlock.c."""
+        _check_int(flags)
+        do_mlockall(self.mm, flags)
+
+    @_syscall
+    def munlockall(self) -> None:
+        """munlockall(2). Models mm/mlock.c:sys_munlockall."""
+        do_munlockall(self.mm)
 
     @_syscall
     def munlock(self, addr: int, length: int) -> None:
@@ -440,6 +468,9 @@ class Process:
             raise
         child = Process._new(k, mm)
         mm.owner_pid = child.pid
+        child.cap_sys_admin = self.cap_sys_admin
+        child.cap_ipc_lock = self.cap_ipc_lock
+        child.rlimit_memlock = self.rlimit_memlock
         for fd, f in self.fds.items():
             f.get()
             child.fds[fd] = f

@@ -86,6 +86,8 @@ OPEN_FLAG_NAMES = {
 }
 FALLOC_NAMES = {"keep_size": uapi.FALLOC_FL_KEEP_SIZE, "punch_hole": uapi.FALLOC_FL_PUNCH_HOLE}
 MFD_NAMES = {"allow_sealing": uapi.MFD_ALLOW_SEALING}
+MCL_NAMES = {"current": uapi.MCL_CURRENT, "future": uapi.MCL_FUTURE,
+             "onfault": uapi.MCL_ONFAULT}
 SEAL_NAMES = {"seal": uapi.F_SEAL_SEAL, "shrink": uapi.F_SEAL_SHRINK, "grow": uapi.F_SEAL_GROW,
               "write": uapi.F_SEAL_WRITE, "future_write": uapi.F_SEAL_FUTURE_WRITE}
 
@@ -131,7 +133,10 @@ class Mremap:
     """``mremap(arena+addr, old_len, new_len, flags, arena+to)``.
 
     ``maymove`` without ``to`` is not allowed: the kernel would pick an address outside the
-    arena.
+    arena. ``fixed`` (default true) adds MREMAP_FIXED to a ``to``; with ``fixed: false``
+    ``to`` is only the hint that MREMAP_DONTUNMAP passes to get_unmapped_area() (and is
+    ignored without DONTUNMAP), so the mapping may land outside the arena: the result is
+    then ``"outside"``.
     """
 
     addr: int
@@ -140,6 +145,7 @@ class Mremap:
     maymove: bool = False
     to: int | None = None
     dontunmap: bool = False
+    fixed: bool = True
     op: str = "mremap"
 
 
@@ -170,6 +176,40 @@ class Munlock:
     addr: int
     len: int
     op: str = "munlock"
+
+
+@dataclass(frozen=True)
+class Mseal:
+    """``mseal(arena+addr, len, 0)`` (syscall 462)."""
+
+    addr: int
+    len: int
+    op: str = "mseal"
+
+
+@dataclass(frozen=True)
+class Mlockall:
+    """``mlockall(flags)``; ``flags`` are names from ``MCL_NAMES``."""
+
+    flags: tuple[str, ...] = ("current",)
+    op: str = "mlockall"
+
+
+@dataclass(frozen=True)
+class Munlockall:
+    """``munlockall()``."""
+
+    op: str = "munlockall"
+
+
+@dataclass(frozen=True)
+class Memlock:
+    """``setrlimit(RLIMIT_MEMLOCK, pages * PAGE)`` and, unless ``cap_ipc_lock``, drop
+    CAP_IPC_LOCK from the effective capabilities (the runner runs as root)."""
+
+    pages: int
+    cap_ipc_lock: bool = False
+    op: str = "memlock"
 
 
 @dataclass(frozen=True)
@@ -292,7 +332,8 @@ class Slab:
 
 
 Op = (
-    Mmap | Munmap | Mprotect | Mremap | Madvise | Mlock | Munlock | Memfd | Open | Close | Seal
+    Mmap | Munmap | Mprotect | Mremap | Madvise | Mlock | Munlock | Mseal | Mlockall
+    | Munlockall | Memlock | Memfd | Open | Close | Seal
     | Ftruncate | Fallocate | Pwrite | Pread | Read | Write | Fork | Exit | Slab
 )
 
@@ -379,7 +420,8 @@ def op_to_json(o: Op) -> dict[str, Any]:
 
 _OPS: dict[str, type] = {
     "mmap": Mmap, "munmap": Munmap, "mprotect": Mprotect, "mremap": Mremap,
-    "madvise": Madvise, "mlock": Mlock, "munlock": Munlock, "memfd": Memfd, "open": Open,
+    "madvise": Madvise, "mlock": Mlock, "munlock": Munlock, "mseal": Mseal, "memfd": Memfd,
+    "mlockall": Mlockall, "munlockall": Munlockall, "memlock": Memlock, "open": Open,
     "close": Close, "seal": Seal, "ftruncate": Ftruncate, "fallocate": Fallocate, "pwrite": Pwrite,
     "pread": Pread, "read": Read, "write": Write, "fork": Fork, "exit": Exit, "slab": Slab,
 }
@@ -533,7 +575,10 @@ def _parse_op(ctx: _Ctx, d: Any, loc: str, files: set[int], depth: int) -> list[
             raise ctx.err(f"{loc}.new_len", f"range [{a}, {a + new}) leaves the arena")
         if maymove and to is None:
             raise ctx.err(f"{loc}.to", "maymove needs a destination inside the arena")
-        o = Mremap(a, old, new, maymove, to, dontunmap)
+        fixed = _bool(ctx, d, "fixed", loc, True)
+        if not fixed and not maymove:
+            raise ctx.err(f"{loc}.fixed", "'fixed': false needs maymove")
+        o = Mremap(a, old, new, maymove, to, dontunmap, fixed)
     elif kind == "madvise":
         a, n = _range(ctx, d, loc)
         adv = _str(ctx, d, "advice", loc)
@@ -544,6 +589,15 @@ def _parse_op(ctx: _Ctx, d: Any, loc: str, files: set[int], depth: int) -> list[
         o = Mlock(*_range(ctx, d, loc), _bool(ctx, d, "onfault", loc, False))
     elif kind == "munlock":
         o = Munlock(*_range(ctx, d, loc))
+    elif kind == "mseal":
+        o = Mseal(*_range(ctx, d, loc))
+    elif kind == "mlockall":
+        o = Mlockall(_names(ctx, d, "flags", loc, MCL_NAMES, ("current",)))
+    elif kind == "munlockall":
+        o = Munlockall()
+    elif kind == "memlock":
+        o = Memlock(_int(ctx, d, "pages", loc, 0, MAX_ARENA_PAGES),
+                    _bool(ctx, d, "cap_ipc_lock", loc, False))
     elif kind == "seal":
         o = Seal(_slot(ctx, d, loc, files), _names(ctx, d, "seals", loc, SEAL_NAMES, ()))
     elif kind in ("memfd", "open"):
@@ -761,6 +815,10 @@ class Machine(Protocol):
     def madvise(self, addr: int, length: int, advice: int) -> None: ...
     def mlock(self, addr: int, length: int, onfault: bool) -> None: ...
     def munlock(self, addr: int, length: int) -> None: ...
+    def mseal(self, addr: int, length: int) -> None: ...
+    def mlockall(self, flags: int) -> None: ...
+    def munlockall(self) -> None: ...
+    def memlock(self, limit: int, cap_ipc_lock: bool) -> None: ...
     def add_seals(self, fd: int, seals: int) -> None: ...
     def memfd_create(self, name: str, flags: int) -> int: ...
     def open(self, name: str, flags: int) -> int: ...
@@ -829,7 +887,7 @@ class _Runner:
         """An absolute address as an arena page (or hex when outside the arena)."""
         if ARENA_BASE <= addr < ARENA_BASE + self.prog.arena_pages * PAGE and addr % PAGE == 0:
             return (addr - ARENA_BASE) // PAGE
-        return hex(addr)
+        return "outside"
 
     def run(self, ops: tuple[Op, ...]) -> Observation:
         obs = Observation()
@@ -911,7 +969,8 @@ class _Runner:
             dest = 0
             if o.to is not None:
                 self.check_range(o.to, o.new_len)
-                fl |= uapi.MREMAP_FIXED
+                if o.fixed:
+                    fl |= uapi.MREMAP_FIXED
                 dest = self.a(o.to)
             else:
                 if o.maymove:
@@ -930,6 +989,15 @@ class _Runner:
         elif isinstance(o, Munlock):
             self.check_range(o.addr, o.len)
             m.munlock(self.a(o.addr), o.len * PAGE)
+        elif isinstance(o, Mseal):
+            self.check_range(o.addr, o.len)
+            m.mseal(self.a(o.addr), o.len * PAGE)
+        elif isinstance(o, Mlockall):
+            m.mlockall(_bits(o.flags, MCL_NAMES))
+        elif isinstance(o, Munlockall):
+            m.munlockall()
+        elif isinstance(o, Memlock):
+            m.memlock(o.pages * PAGE, o.cap_ipc_lock)
         elif isinstance(o, Memfd):
             self.files[o.file] = m.memfd_create(o.name, _bits(o.flags, MFD_NAMES))
         elif isinstance(o, Open):
@@ -1037,6 +1105,19 @@ class ModelMachine:
 
     def munlock(self, addr: int, length: int) -> None:
         self.p.munlock(addr, length)
+
+    def mseal(self, addr: int, length: int) -> None:
+        self.p.mseal(addr, length, 0)
+
+    def mlockall(self, flags: int) -> None:
+        self.p.mlockall(flags)
+
+    def munlockall(self) -> None:
+        self.p.munlockall()
+
+    def memlock(self, limit: int, cap_ipc_lock: bool) -> None:
+        self.p.rlimit_memlock = limit
+        self.p.cap_ipc_lock = cap_ipc_lock
 
     def memfd_create(self, name: str, flags: int) -> int:
         return int(self.p.memfd_create(name, flags))

@@ -34,6 +34,7 @@ from typing import Any
 from vmalab import program as P
 
 PR_SET_PDEATHSIG = 1
+SYS_MSEAL = 462
 CLONE_VM = 0x100
 CLONE_VFORK = 0x4000
 MAP_FAILED = (1 << 64) - 1
@@ -74,9 +75,13 @@ class _Libc:
         c.mlock.argtypes = [vp, sz]
         c.mlock2.argtypes = [vp, sz, i]
         c.munlock.argtypes = [vp, sz]
+        c.mlockall.argtypes = [i]
         c.fallocate.argtypes = [i, i, lg, lg]
         c.clone.argtypes = [vp, vp, i, vp]
         c.prctl.argtypes = [i, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        c.syscall.restype = lg
+        c.syscall.argtypes = [lg, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                              ctypes.c_ulong, ctypes.c_ulong]
 
     @staticmethod
     def fail() -> OSError:
@@ -140,7 +145,9 @@ class LiveMachine:
         if flags & P.uapi.MREMAP_FIXED:
             self._inside(new_addr, new)
         elif flags & P.uapi.MREMAP_MAYMOVE:
-            raise Refused("mremap MAYMOVE without MREMAP_FIXED")
+            # Without MREMAP_FIXED the kernel chooses a free range (new_addr is at most a
+            # hint), so nothing mapped can be replaced; it may lie outside the arena.
+            self._inside(new_addr, new)
         else:
             self._inside(addr, new)
         r = self.lib.c.mremap(addr, old, new, flags, new_addr)
@@ -164,6 +171,33 @@ class LiveMachine:
 
     def add_seals(self, fd: int, seals: int) -> None:
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+
+    def _sys(self, nr: int, *args: int) -> int:
+        a = list(args) + [0] * (5 - len(args))
+        r = self.lib.c.syscall(nr, *a)
+        if r == -1:
+            raise self.lib.fail()
+        return int(r)
+
+    def mseal(self, addr: int, length: int) -> None:
+        self._inside(addr, length)
+        self._sys(SYS_MSEAL, addr, length, 0)
+
+    def mlockall(self, flags: int) -> None:
+        # Refused unless the arena's VMAs are the only ones mlockall could populate
+        # cheaply: MCL_CURRENT locks (and faults in) the runner's whole address space,
+        # which is bounded by RLIMIT_AS; the VmFlags compared are the arena's only.
+        if self.lib.c.mlockall(flags):
+            raise self.lib.fail()
+
+    def munlockall(self) -> None:
+        if self.lib.c.munlockall():
+            raise self.lib.fail()
+
+    def memlock(self, limit: int, cap_ipc_lock: bool) -> None:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (limit, limit))
+        if not cap_ipc_lock:
+            _drop_effective_cap(CAP_IPC_LOCK)
 
     def munlock(self, addr: int, length: int) -> None:
         self._inside(addr, length)
@@ -277,6 +311,20 @@ class LiveMachine:
 
 
 _HDR = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ")
+CAP_IPC_LOCK = 14
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def _drop_effective_cap(cap: int) -> None:
+    """Clear one capability from this thread's effective set (capget + capset)."""
+    c = ctypes.CDLL(None, use_errno=True)
+    hdr = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    if c.syscall(125, hdr, data) != 0:  # capget
+        raise OSError(ctypes.get_errno(), "capget")
+    data[0 + 3 * (cap // 32)] &= ~(1 << (cap % 32))
+    if c.syscall(126, hdr, data) != 0:  # capset
+        raise OSError(ctypes.get_errno(), "capset")
 
 
 def read_slab(shrink: bool = True) -> dict[str, int]:

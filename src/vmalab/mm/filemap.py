@@ -43,6 +43,7 @@ class Inode:
         "refs",
         "not_uptodate",
         "clean",
+        "acct_pages",
     )
 
     def __init__(self, kernel: Kernel, name: str, kind: str) -> None:
@@ -64,6 +65,9 @@ class Inode:
         # Indices of folios a fault created in a hole (zeroed, uptodate, not dirty);
         # reclaim drops them while nothing has written them.
         self.clean: set[int] = set()
+        # Pages charged to vm_committed_as by shmem_acct_size() (shared anonymous
+        # memory without VM_NORESERVE), given back when the inode is evicted.
+        self.acct_pages = 0
 
     def page_cache_alloc(self, index: int) -> int:
         """Add a zeroed page at ``index``. Models mm/shmem.c:shmem_alloc_and_add_folio."""
@@ -183,6 +187,10 @@ class Inode:
             for pfn in self.pages.values():
                 phys.free(pfn)
             self.pages.clear()
+            if self.acct_pages:
+                # shmem_evict_inode → shmem_unacct_size
+                self.kernel.vm_committed_as -= self.acct_pages
+                self.acct_pages = 0
 
 
 class File:

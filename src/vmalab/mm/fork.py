@@ -7,10 +7,11 @@ mm/mmap.c:exit_mmap (unmap_vmas with ZAP_FLAG_DROP_MARKER, free_pgtables, remove
 from __future__ import annotations
 
 from vmalab.mm import rmap
-from vmalab.mm.flags import VM_DONTCOPY, VM_LOCKED_MASK, VM_WIPEONFORK
+from vmalab.mm.flags import VM_ACCOUNT, VM_DONTCOPY, VM_LOCKED_MASK, VM_WIPEONFORK
 from vmalab.mm.memory import copy_page_range, count_markers, zap_page_range
 from vmalab.mm.mm_types import MmStruct, VmArea
 from vmalab.mm.slab import AllocFailure
+from vmalab.mm.util import security_vm_enough_memory_mm, vm_unacct_memory
 from vmalab.mm.vma import vm_area_dup, vm_area_free, vma_link_file, vma_unlink_file
 
 
@@ -21,6 +22,7 @@ def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> None:
     vm_area_dup()ed (VM_MAYBE_GUARD, VM_WIPEONFORK inherited), gets its anon_vma word
     from the design's fork hook and then anon_vma_fork() (none for VM_WIPEONFORK),
     loses VM_LOCKED_MASK, is linked, and unless VM_WIPEONFORK has its page tables copied
+    (a VM_ACCOUNT VMA is charged to the commit first: ENOMEM when refused)
     when the design's vma_needs_copy() says so. On failure the partial child is left
     for the caller to tear down with exit_mmap(), as dup_mmap's error path does.
     """
@@ -30,7 +32,18 @@ def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> None:
     for mpnt in oldmm.mm_mt.values():
         if mpnt.vm_flags & VM_DONTCOPY:
             continue
-        tmp = vm_area_dup(mpnt, mm)
+        if mpnt.vm_flags & VM_ACCOUNT:
+            # security_vm_enough_memory_mm(oldmm, len): the child's copy is charged
+            try:
+                security_vm_enough_memory_mm(oldmm, mpnt.pages())
+            except OSError:
+                raise AllocFailure("vm_enough_memory") from None
+        try:
+            tmp = vm_area_dup(mpnt, mm)
+        except AllocFailure:
+            if mpnt.vm_flags & VM_ACCOUNT:
+                vm_unacct_memory(k, mpnt.pages())
+            raise
         wipe = bool(mpnt.vm_flags & VM_WIPEONFORK)
         design.fork_anon_vma_word(tmp, mpnt, wipe)
         if not wipe:
@@ -38,6 +51,8 @@ def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> None:
                 rmap.anon_vma_fork(tmp, mpnt)
             except AllocFailure:
                 vm_area_free(tmp)
+                if mpnt.vm_flags & VM_ACCOUNT:
+                    vm_unacct_memory(k, mpnt.pages())
                 raise
         tmp.vm_flags &= ~VM_LOCKED_MASK
         mm.vma_store(tmp)
@@ -62,6 +77,8 @@ def exit_mmap(mm: MmStruct) -> None:
     vmas: list[VmArea] = list(mm.mm_mt.values())
     for v in vmas:
         zap_page_range(v, v.vm_start, v.vm_end, drop_markers=True)
+    # vm_unacct_memory(nr_accounted)
+    vm_unacct_memory(mm.kernel, sum(v.pages() for v in vmas if v.vm_flags & VM_ACCOUNT))
     for v in vmas:
         rmap.unlink_anon_vmas(v)
         vma_unlink_file(v)

@@ -35,6 +35,7 @@ from vmalab.mm.flags import (
     VM_PFNMAP,
     VM_RAND_READ,
     VM_READ,
+    VM_SEALED,
     VM_SEQ_READ,
     VM_SHARED,
     VM_SPECIAL,
@@ -212,14 +213,37 @@ _FLAG_ADVICE = frozenset(
 )
 
 
+_DISCARD = frozenset({
+    uapi.MADV_FREE, uapi.MADV_DONTNEED, uapi.MADV_DONTNEED_LOCKED, uapi.MADV_REMOVE,
+    uapi.MADV_DONTFORK, uapi.MADV_WIPEONFORK, uapi.MADV_GUARD_INSTALL,
+})
+
+
+def can_madvise_modify(vma: VmArea, behavior: int) -> bool:
+    """Models mm/madvise.c:can_madvise_modify (is_discard): a sealed VMA refuses the
+    discarding advices unless it is file-backed (MAP_PRIVATE included) or shared, or
+    writable (its owner could overwrite the data anyway). Measured on 6.18.44: DONTNEED
+    on a sealed read-only MAP_PRIVATE memfd mapping succeeds; on sealed read-only
+    anonymous memory GUARD_INSTALL, WIPEONFORK, FREE and DONTNEED are EPERM, COLD is not
+    (tests/test_coverage_selftests.py)."""
+    if not vma.vm_flags & VM_SEALED or behavior not in _DISCARD:
+        return True
+    if vma.vm_file is not None or vma.vm_flags & VM_SHARED:
+        return True
+    return bool(vma.vm_flags & VM_WRITE)
+
+
 def _madvise_vma(
     mm: MmStruct, vma: VmArea, prev: VmArea | None, start: int, end: int, behavior: int
 ) -> VmArea:
     """Apply ``behavior`` to [start, end) within one VMA. Returns the VMA covering it.
 
-    Models mm/madvise.c:madvise_vma_behavior and its helpers.
+    Models mm/madvise.c:madvise_vma_behavior and its helpers (can_madvise_modify()
+    first: EPERM for a discarding advice on a sealed VMA, see ``can_madvise_modify``).
     """
     b = behavior
+    if not can_madvise_modify(vma, b):
+        raise kernel_error(errno.EPERM, "discarding advice on a sealed VMA")
     if b in _FLAG_ADVICE:
         new_flags = _new_flags(vma, b)
         if new_flags == vma.vm_flags:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from vmalab.errors import SegmentationFault
 from vmalab.mm.flags import (
+    VM_ACCOUNT,
     VM_EXEC,
     VM_GROWSDOWN,
     VM_HUGETLB,
@@ -32,6 +33,7 @@ from vmalab.mm.pagetable import (
     PTE_MARKER_GUARD_ENTRY,
     mk_pte,
 )
+from vmalab.mm.util import security_vm_enough_memory_mm
 
 if TYPE_CHECKING:
     from array import array
@@ -171,6 +173,14 @@ def expand_downwards(vma: VmArea, address: int) -> None:
             raise FaultError("SIGSEGV", "pgoff underflow")
         if size > RLIMIT_STACK_DEFAULT:
             raise FaultError("SIGSEGV", "RLIMIT_STACK")
+        # acct_stack_growth()'s last test charges the growth, VM_ACCOUNT or not (the
+        # charge of a VMA without VM_ACCOUNT is never given back: Kernel.commit_leaked).
+        try:
+            security_vm_enough_memory_mm(mm, grow)
+        except OSError:
+            raise FaultError("SIGSEGV", "overcommit") from None
+        if not vma.vm_flags & VM_ACCOUNT:
+            mm.kernel.commit_leaked += grow
         mm.vma_set_start(vma, address)
         vma.vm_pgoff -= grow
 

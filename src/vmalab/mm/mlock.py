@@ -1,6 +1,8 @@
-"""mlock and munlock.
+"""mlock, munlock, mlockall and munlockall.
 
-Models mm/mlock.c:do_mlock, apply_vma_lock_flags, mlock_fixup and sys_munlock, and the
+Models mm/mlock.c:do_mlock, apply_vma_lock_flags, mlock_fixup, sys_munlock,
+sys_mlockall/apply_mlockall_flags and sys_munlockall (RLIMIT_MEMLOCK and CAP_IPC_LOCK
+are the task's: ``Process.rlimit_memlock`` and ``Process.cap_ipc_lock``), and the
 populate that follows an mlock (mm/gup.c:__mm_populate with errors mapped by
 __mlock_posix_error_return).
 """
@@ -9,15 +11,17 @@ from __future__ import annotations
 
 import errno
 
+from vmalab import uapi
 from vmalab.errors import kernel_error
 from vmalab.mm.flags import (
     VM_DROPPABLE,
     VM_HUGETLB,
     VM_LOCKED,
     VM_LOCKED_MASK,
+    VM_LOCKONFAULT,
     VM_SPECIAL,
 )
-from vmalab.mm.mm_types import PAGE_SIZE, MmStruct, VmArea
+from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, MmStruct, VmArea
 from vmalab.mm.mmap import mm_populate, page_align
 from vmalab.mm.vma import vma_modify_flags
 
@@ -69,17 +73,63 @@ def apply_vma_lock_flags(mm: MmStruct, start: int, length: int, flags: int) -> N
         vma = nxt
 
 
+def _limits(mm: MmStruct) -> tuple[bool, int]:
+    """(capable(CAP_IPC_LOCK), rlimit(RLIMIT_MEMLOCK) in pages) of the mm's task."""
+    task = mm.kernel._procs.get(mm.owner_pid)
+    if task is None:
+        return True, 0
+    return bool(task.cap_ipc_lock), int(task.rlimit_memlock) >> PAGE_SHIFT
+
+
+def can_do_mlock(mm: MmStruct) -> bool:
+    """Models mm/mlock.c:can_do_mlock: a non-zero RLIMIT_MEMLOCK or CAP_IPC_LOCK."""
+    cap, limit = _limits(mm)
+    return cap or limit != 0
+
+
+def mlock_future_ok(mm: MmStruct, vm_flags: int, nbytes: int) -> bool:
+    """Models mm/mmap.c:mlock_future_ok: locked_vm plus the new pages within
+    RLIMIT_MEMLOCK, unless not VM_LOCKED or CAP_IPC_LOCK."""
+    cap, limit = _limits(mm)
+    if not vm_flags & VM_LOCKED or cap:
+        return True
+    return mm.locked_vm + (nbytes >> PAGE_SHIFT) <= limit
+
+
+def count_mm_mlocked_page_nr(mm: MmStruct, start: int, length: int) -> int:
+    """Pages of [start, start+length) already in VM_LOCKED VMAs.
+
+    Models mm/mlock.c:count_mm_mlocked_page_nr.
+    """
+    end = start + length
+    return sum(
+        (min(v.vm_end, end) - max(v.vm_start, start)) >> PAGE_SHIFT
+        for v in mm.vmas_in(start, end)
+        if v.vm_flags & VM_LOCKED
+    )
+
+
 def do_mlock(mm: MmStruct, start: int, length: int, flags: int) -> None:
     """The mlock/mlock2 syscall. Raises OSError.
 
-    Models mm/mlock.c:do_mlock: the start is rounded down (no alignment error); after
-    the flags are set, populating the range maps -EFAULT (a guard marker, for example)
-    to ENOMEM, yet the VMAs stay VM_LOCKED (measured on 6.18.44).
+    Models mm/mlock.c:do_mlock: EPERM unless can_do_mlock(); the start is rounded down
+    (no alignment error); without CAP_IPC_LOCK, locked_vm plus the new pages (not
+    counting those already locked) above RLIMIT_MEMLOCK is ENOMEM; after the flags are
+    set, populating the range maps -EFAULT (a guard marker, for example) to ENOMEM, yet
+    the VMAs stay VM_LOCKED (measured on 6.18.44).
     """
     if length < 0:
         raise kernel_error(errno.EINVAL, "negative length")
+    if not can_do_mlock(mm):
+        raise kernel_error(errno.EPERM, "RLIMIT_MEMLOCK is 0 and no CAP_IPC_LOCK")
     length = page_align(length + (start & (PAGE_SIZE - 1)))
     start &= ~(PAGE_SIZE - 1)
+    cap, limit = _limits(mm)
+    locked = (length >> PAGE_SHIFT) + mm.locked_vm
+    if locked > limit and not cap:
+        locked -= count_mm_mlocked_page_nr(mm, start, length)
+    if locked > limit and not cap:
+        raise kernel_error(errno.ENOMEM, "RLIMIT_MEMLOCK")
     apply_vma_lock_flags(mm, start, length, flags)
     if not length:
         return
@@ -99,3 +149,58 @@ def do_munlock(mm: MmStruct, start: int, length: int) -> None:
     length = page_align(length + (start & (PAGE_SIZE - 1)))
     start &= ~(PAGE_SIZE - 1)
     apply_vma_lock_flags(mm, start, length, 0)
+
+
+def apply_mlockall_flags(mm: MmStruct, flags: int) -> None:
+    """Models mm/mlock.c:apply_mlockall_flags: MCL_FUTURE sets mm->def_flags (VM_LOCKED,
+    with MCL_ONFAULT also VM_LOCKONFAULT) for future mappings; MCL_CURRENT relocks every
+    VMA (mlock_fixup, errors ignored); flags 0 (munlockall) unlocks everything."""
+    mm.def_flags &= ~VM_LOCKED_MASK
+    if flags & uapi.MCL_FUTURE:
+        mm.def_flags |= VM_LOCKED
+        if flags & uapi.MCL_ONFAULT:
+            mm.def_flags |= VM_LOCKONFAULT
+        if not flags & uapi.MCL_CURRENT:
+            return
+    to_add = 0
+    if flags & uapi.MCL_CURRENT:
+        to_add |= VM_LOCKED
+        if flags & uapi.MCL_ONFAULT:
+            to_add |= VM_LOCKONFAULT
+    prev: VmArea | None = None
+    vma = mm.first_vma()
+    while vma is not None:
+        newflags = (vma.vm_flags & ~VM_LOCKED_MASK) | to_add
+        try:
+            vma = mlock_fixup(mm, vma, prev, vma.vm_start, vma.vm_end, newflags)
+        except OSError:
+            pass  # "Ignore errors, but prev needs fixing up."
+        prev = vma
+        vma = mm.vma_next(vma)
+
+
+def do_mlockall(mm: MmStruct, flags: int) -> None:
+    """The mlockall syscall. Raises OSError.
+
+    Models mm/mlock.c:sys_mlockall: EINVAL for no flags, unknown flags or MCL_ONFAULT
+    alone; EPERM unless can_do_mlock(); with MCL_CURRENT and without CAP_IPC_LOCK,
+    ENOMEM when total_vm exceeds RLIMIT_MEMLOCK; then MCL_CURRENT populates everything
+    (mm_populate(0, TASK_SIZE), errors ignored; VM_LOCKONFAULT VMAs are skipped).
+    """
+    valid = uapi.MCL_CURRENT | uapi.MCL_FUTURE | uapi.MCL_ONFAULT
+    if not flags or flags & ~valid or flags == uapi.MCL_ONFAULT:
+        raise kernel_error(errno.EINVAL, "bad mlockall flags")
+    if not can_do_mlock(mm):
+        raise kernel_error(errno.EPERM, "RLIMIT_MEMLOCK is 0 and no CAP_IPC_LOCK")
+    cap, limit = _limits(mm)
+    total_vm = sum(v.pages() for v in mm.mm_mt.values())
+    if flags & uapi.MCL_CURRENT and total_vm > limit and not cap:
+        raise kernel_error(errno.ENOMEM, "total_vm above RLIMIT_MEMLOCK")
+    apply_mlockall_flags(mm, flags)
+    if flags & uapi.MCL_CURRENT:
+        mm_populate(mm, 0, TASK_SIZE, ignore_errors=True)
+
+
+def do_munlockall(mm: MmStruct) -> None:
+    """The munlockall syscall. Models mm/mlock.c:sys_munlockall."""
+    apply_mlockall_flags(mm, 0)

@@ -32,6 +32,7 @@ from vmalab.mm.flags import (
     VM_NOHUGEPAGE,
     VM_NORESERVE,
     VM_PFNMAP,
+    VM_SEALED,
     VM_SHARED,
     VM_SOFTDIRTY,
     VM_SPECIAL,
@@ -52,6 +53,12 @@ from vmalab.mm.mm_types import (
 )
 from vmalab.mm.pagetable import PMD_SIZE
 from vmalab.mm.slab import AllocFailure
+from vmalab.mm.util import (
+    OVERCOMMIT_NEVER,
+    security_vm_enough_memory_mm,
+    vm_acct_memory,
+    vm_unacct_memory,
+)
 from vmalab.mm.vma import (
     VmaMergeStruct,
     remove_vma_from_mm,
@@ -165,10 +172,14 @@ def unmap_vmas_and_free(mm: MmStruct, vmas: list[VmArea], start: int, end: int) 
     dropped = [0]
     for v in vmas:
         zap_page_range(v, v.vm_start, v.vm_end, drop_markers=True, guard_count=dropped)
+    nr_accounted = 0
     for v in vmas:
         if v.vm_flags & VM_LOCKED:
             mm.locked_vm -= v.pages()
+        if v.vm_flags & VM_ACCOUNT:
+            nr_accounted += v.pages()
         remove_vma_from_mm(v)
+    vm_unacct_memory(mm.kernel, nr_accounted)  # vms_complete_munmap_vmas()
     prev_vma, nxt_vma = _neighbours(mm, start, end)
     floor = prev_vma.vm_end if prev_vma is not None else 0
     ceiling = nxt_vma.vm_start if nxt_vma is not None else 0
@@ -187,8 +198,9 @@ def do_vmi_munmap(mm: MmStruct, start: int, length: int) -> None:
     """Unmap [start, start+length), splitting VMAs at the edges. Raises OSError.
 
     Models mm/vma.c:do_vmi_munmap → do_vmi_align_munmap (vms_gather_munmap_vmas: the
-    map_count check only when the first VMA is split in its middle; the original VMA
-    objects are the unmapped parts).
+    map_count check only when the first VMA is split in its middle; EPERM for a sealed
+    VMA, before the first split if that one is sealed, else after it (the split stays);
+    the original VMA objects are the unmapped parts).
     """
     end = start + length
     vmas = mm.vmas_in(start, end)
@@ -199,7 +211,13 @@ def do_vmi_munmap(mm: MmStruct, start: int, length: int) -> None:
         if start > first.vm_start:
             if end < first.vm_end and mm.map_count >= mm.kernel.max_map_count:
                 raise kernel_error(errno.ENOMEM, "max_map_count")
+            if first.vm_flags & VM_SEALED:
+                # "Don't bother splitting the VMA if we can't unmap it anyway"
+                raise kernel_error(errno.EPERM, "sealed VMA")
             split_vma_raw(first, start, True)
+        # The detach loop refuses a sealed VMA; a split of the first one stays.
+        if any(v.vm_flags & VM_SEALED for v in vmas):
+            raise kernel_error(errno.EPERM, "sealed VMA")
         last = vmas[-1]
         if last.vm_end > end:
             split_vma_raw(last, end, False)
@@ -223,12 +241,57 @@ def mmap_region(
     Models mm/vma.c:__mmap_region: unmap what MAP_FIXED replaces, charge VM_ACCOUNT,
     try vma_merge_new_range() with VMG_MMAP_STATE (no anon_vma, name, uffd or policy),
     else allocate a new VMA (shmem_zero_setup for shared anonymous memory), then
-    __mmap_complete (VM_LOCKED dropped for special VMAs).
+    __mmap_complete (VM_LOCKED dropped for special, hugetlb and droppable VMAs).
     """
     end = addr + length
-    do_vmi_munmap(mm, addr, length)
+    k = mm.kernel
+    pglen = length >> PAGE_SHIFT
+    # __mmap_prepare(): the commit charge comes before anything replaced is unmapped,
+    # so a refusal leaves the old mappings in place; the pages of replaced VM_ACCOUNT
+    # VMAs (vms->nr_accounted) carry over to the new one.
+    charged = 0
+    nr_accounted = 0
     if accountable_mapping(file, vm_flags):
+        nr_accounted = sum(
+            min(v.vm_end, end) - max(v.vm_start, addr)
+            for v in mm.vmas_in(addr, end)
+            if v.vm_flags & VM_ACCOUNT
+        ) >> PAGE_SHIFT
+        charged = pglen - nr_accounted
+        if charged:
+            security_vm_enough_memory_mm(mm, charged)
         vm_flags |= VM_ACCOUNT
+    shmem_charge = 0
+    if file is None and vm_flags & VM_SHARED and not vm_flags & VM_NORESERVE:
+        # shmem_zero_setup → shmem_kernel_file_setup → shmem_acct_size
+        try:
+            security_vm_enough_memory_mm(mm, pglen)
+        except OSError:
+            vm_unacct_memory(k, charged)
+            raise
+        shmem_charge = pglen
+    try:
+        vma = _mmap_region_locked(mm, file, addr, length, vm_flags, pgoff, shmem_charge)
+    except BaseException:
+        vm_unacct_memory(k, charged + shmem_charge)
+        raise
+    if nr_accounted:
+        vm_acct_memory(k, nr_accounted)  # do_vmi_munmap() gave them back
+    return vma
+
+
+def _mmap_region_locked(
+    mm: MmStruct,
+    file: File | None,
+    addr: int,
+    length: int,
+    vm_flags: int,
+    pgoff: int,
+    shmem_charge: int,
+) -> VmArea:
+    """The part of __mmap_region after the charge: unmap, merge or allocate, complete."""
+    end = addr + length
+    do_vmi_munmap(mm, addr, length)
     prev, nxt = _neighbours(mm, addr, end)
     vma: VmArea | None = None
     if prev is not None or nxt is not None:
@@ -245,10 +308,13 @@ def mmap_region(
         if file is None and vm_flags & VM_SHARED:
             vma.vm_file = mm.kernel.fs.shmem_zero_setup()
             vma.vm_file.inode.size = length
+            vma.vm_file.inode.acct_pages = shmem_charge
         vma_link(mm, vma)
     # __mmap_complete()
     if vma.vm_flags & VM_LOCKED:
-        if vma.vm_flags & (VM_SPECIAL | VM_HUGETLB):
+        # vma_supports_mlock(): not special, hugetlb or droppable memory (measured on
+        # 6.18.44: mlockall(MCL_FUTURE) then MAP_DROPPABLE gives no "lo")
+        if vma.vm_flags & (VM_SPECIAL | VM_HUGETLB | VM_DROPPABLE):
             vma.vm_flags &= ~VM_LOCKED_MASK
         else:
             mm.locked_vm += length >> PAGE_SHIFT
@@ -325,6 +391,12 @@ def do_mmap(
     addr = get_unmapped_area(mm, addr, length, pgoff, flags, file)
     if flags & uapi.MAP_FIXED_NOREPLACE and mm.vmas_in(addr, addr + length):
         raise kernel_error(errno.EEXIST, "MAP_FIXED_NOREPLACE over a mapping")
+    from vmalab.mm.mlock import can_do_mlock, mlock_future_ok
+
+    if flags & uapi.MAP_LOCKED and not can_do_mlock(mm):
+        raise kernel_error(errno.EPERM, "MAP_LOCKED without RLIMIT_MEMLOCK or CAP_IPC_LOCK")
+    if not mlock_future_ok(mm, vm_flags, length):
+        raise kernel_error(errno.EAGAIN, "locked mapping above RLIMIT_MEMLOCK")
     map_type = flags & uapi.MAP_TYPE
     if file is not None:
         if map_type in (uapi.MAP_SHARED, uapi.MAP_SHARED_VALIDATE):
@@ -369,11 +441,13 @@ def do_mmap(
             raise kernel_error(errno.EINVAL, "bad map type")
     if pgoff == -1:
         pgoff = addr >> PAGE_SHIFT  # "Set pgoff according to addr for anon_vma"
-    if flags & uapi.MAP_NORESERVE:
-        vm_flags |= VM_NORESERVE  # overcommit heuristic (mode 0) honours it
-    vma = mmap_region(mm, file, addr, length, vm_flags, pgoff)
+    if flags & uapi.MAP_NORESERVE and mm.kernel.overcommit.mode != OVERCOMMIT_NEVER:
+        vm_flags |= VM_NORESERVE  # "We honor MAP_NORESERVE if allowed to overcommit"
+    mmap_region(mm, file, addr, length, vm_flags, pgoff)
     populate = 0
-    if vma.vm_flags & VM_LOCKED and not vma.vm_flags & VM_LOCKONFAULT:
+    # do_mmap() tests its own vm_flags, before __mmap_complete() may have cleared
+    # VM_LOCKED (droppable memory under MCL_FUTURE is still populated; measured)
+    if vm_flags & VM_LOCKED and not vm_flags & VM_LOCKONFAULT:
         populate = length
     elif flags & (uapi.MAP_POPULATE | uapi.MAP_NONBLOCK) == uapi.MAP_POPULATE:
         populate = length
@@ -436,25 +510,30 @@ def do_brk_flags(mm: MmStruct, prev: VmArea | None, addr: int, length: int) -> N
     """Map [addr, addr+length) as heap, extending ``prev`` when it ends at ``addr``.
 
     Models mm/vma.c:do_brk_flags: VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | mm->def_flags, the
-    map_count limit, then vma_merge_new_range() with ``just_expand`` (only the previous
+    map_count limit, the commit charge (security_vm_enough_memory_mm), then
+    vma_merge_new_range() with ``just_expand`` (only the previous
     VMA is a merge candidate), else a new anonymous VMA with pgoff = addr >> PAGE_SHIFT.
     """
     vm_flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | mm.def_flags
     if mm.map_count > mm.kernel.max_map_count:
         raise kernel_error(errno.ENOMEM, "map_count")
+    pages = length >> PAGE_SHIFT
+    security_vm_enough_memory_mm(mm, pages)  # raises ENOMEM with nothing charged
     end = addr + length
     if prev is not None and prev.vm_end == addr:
         vmg = VmaMergeStruct(mm, prev, None, addr, end, addr >> PAGE_SHIFT, vm_flags, None)
         vmg.next = None  # just_expand: the iterator sits at prev; next is not considered
         if vma_merge_new_range(vmg) is not None:
             if vm_flags & VM_LOCKED:
-                mm.locked_vm += length >> PAGE_SHIFT
+                mm.locked_vm += pages
             return
         if vmg.nomem:
+            vm_unacct_memory(mm.kernel, pages)
             raise kernel_error(errno.ENOMEM, "merge allocation failed")
     try:
         vma = vm_area_alloc(mm, addr, end, addr >> PAGE_SHIFT, vm_flags, None)
     except AllocFailure:
+        vm_unacct_memory(mm.kernel, pages)  # unacct_fail
         raise kernel_error(errno.ENOMEM, "vm_area_alloc failed") from None
     vma_link(mm, vma)
     if vm_flags & VM_LOCKED:
@@ -468,8 +547,8 @@ def sys_brk(mm: MmStruct, brk: int) -> int:
     brk): shrinking unmaps [PAGE_ALIGN(brk), PAGE_ALIGN(mm->brk)) if a brk VMA is there;
     growing checks the range (check_brk_limits) and the stack_guard_gap of the next VMA,
     then do_brk_flags() on the VMA before the old break (vma_prev_limit(start_brk)).
-    RLIMIT_DATA is unlimited (the default), so check_data_rlimit() never refuses.
-    Simplification: mm->def_flags & VM_LOCKED does not populate the new range.
+    RLIMIT_DATA is unlimited (the default), so check_data_rlimit() never refuses. Under
+    mlockall(MCL_FUTURE) the new range is populated (mm_populate).
     """
     origbrk = mm.brk
     if brk < mm.start_brk:
@@ -509,6 +588,8 @@ def sys_brk(mm: MmStruct, brk: int) -> int:
         mm.brk = origbrk
         return origbrk
     mm.brk = brk
+    if mm.def_flags & VM_LOCKED:  # mlockall(MCL_FUTURE): "populate = true"
+        mm_populate(mm, oldbrk, newbrk - oldbrk, ignore_errors=True)
     return brk
 
 

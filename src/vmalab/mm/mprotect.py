@@ -20,13 +20,15 @@ from vmalab.mm.flags import (
     VM_LOCKED,
     VM_NORESERVE,
     VM_READ,
+    VM_SEALED,
     VM_SHARED,
     VM_WRITE,
     calc_vm_prot_bits,
 )
-from vmalab.mm.mm_types import PAGE_SIZE, MmStruct, VmArea
+from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, MmStruct, VmArea
 from vmalab.mm.mmap import mm_populate, page_align
 from vmalab.mm.pagetable import _PAGE_PRESENT, _PAGE_RW
+from vmalab.mm.util import security_vm_enough_memory_mm, vm_unacct_memory
 from vmalab.mm.vma import vma_modify_flags
 
 
@@ -51,23 +53,37 @@ def mprotect_fixup(
 ) -> VmArea:
     """Apply ``newflags`` to [start, end) of ``vma``: merge or split, then update PTEs.
 
-    Models mm/mprotect.c:mprotect_fixup: no-op when the flags are unchanged; VM_ACCOUNT
-    charged when a private mapping first becomes writable and dropped when an anonymous
+    Models mm/mprotect.c:mprotect_fixup: EPERM for a sealed VMA (even with unchanged
+    flags); no-op when the flags are unchanged; VM_ACCOUNT
+    charged (security_vm_enough_memory_mm, ENOMEM) when a private mapping first becomes
+    writable and dropped (vm_unacct_memory) when an anonymous
     VMA without an anon_vma becomes read-only; vma_modify_flags(); a locked
     private mapping made writable is populated.
     """
     oldflags = vma.vm_flags
+    if oldflags & VM_SEALED:
+        raise kernel_error(errno.EPERM, "sealed VMA")
     if newflags == oldflags:
         return vma
+    nrpages = (end - start) >> PAGE_SHIFT
+    charged = 0
     if newflags & VM_WRITE:
         if not oldflags & (VM_ACCOUNT | VM_WRITE | VM_HUGETLB | VM_SHARED | VM_NORESERVE):
+            charged = nrpages
+            security_vm_enough_memory_mm(mm, charged)
             newflags |= VM_ACCOUNT
     elif oldflags & VM_ACCOUNT and vma.is_anonymous() and rmap.vma_anon_vma(vma) is None:
         # "cannot reduce our commit if we make it unwritable again except in the
         # anonymous case where no anon_vma has yet been instantiated"
         newflags &= ~VM_ACCOUNT
-    vma, newflags = vma_modify_flags(prev, vma, start, end, newflags)
+    try:
+        vma, newflags = vma_modify_flags(prev, vma, start, end, newflags)
+    except OSError:
+        vm_unacct_memory(mm.kernel, charged)
+        raise
     vma.vm_flags = newflags
+    if oldflags & VM_ACCOUNT and not newflags & VM_ACCOUNT:
+        vm_unacct_memory(mm.kernel, nrpages)
     change_protection(vma, start, end, newflags)
     if oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED) == VM_LOCKED and newflags & VM_WRITE:
         # populate_vma_page_range(); its errors are ignored

@@ -24,6 +24,7 @@ from vmalab.mm.flags import (
     VM_MAYSHARE,
     VM_MIXEDMAP,
     VM_PFNMAP,
+    VM_SEALED,
     VM_SHARED,
 )
 from vmalab.mm.memory import move_page_tables
@@ -36,6 +37,7 @@ from vmalab.mm.mmap import (
     vm_start_gap,
 )
 from vmalab.mm.slab import AllocFailure
+from vmalab.mm.util import security_vm_enough_memory_mm, vm_acct_memory, vm_unacct_memory
 from vmalab.mm.vma import (
     VmaMergeStruct,
     vm_area_alloc,
@@ -53,8 +55,10 @@ def copy_vma(vma: VmArea, addr: int, length: int, pgoff: int) -> VmArea:
 
     Models mm/vma.c:copy_vma: an anonymous VMA without a real anon_vma gets pgoff
     ``addr >> PAGE_SHIFT`` "to increase its chance of merging"; otherwise the old pgoff
-    is kept. A merge uses VMG_VMA_STATE attributes (including the anon_vma) with no
-    middle; failing that, vm_area_dup + anon_vma_clone + vma_link.
+    is kept. A merge uses VMG_VMA_STATE attributes (including the anon_vma) and goes
+    through vma_merge_copied_range() (``copied_from`` = the source, no middle; the 6.19
+    fix is in 6.18.y), so the merged VMA adopts the source's anon_vma; failing that,
+    vm_area_dup + anon_vma_clone + vma_link.
     """
     mm = vma.vm_mm
     if vma.is_anonymous() and rmap.vma_anon_vma(vma) is None:
@@ -62,6 +66,7 @@ def copy_vma(vma: VmArea, addr: int, length: int, pgoff: int) -> VmArea:
     prev = mm.find_vma_prev(addr)[1]
     nxt = mm.find_vma(addr)
     vmg = VmaMergeStruct.vma_state(prev, vma, addr, addr + length)
+    vmg.copied_from = vma  # vma_merge_copied_range()
     vmg.middle = None
     vmg.pgoff = pgoff
     vmg.next = nxt if nxt is not None and nxt.vm_start >= addr + length else None
@@ -87,37 +92,76 @@ def copy_vma(vma: VmArea, addr: int, length: int, pgoff: int) -> VmArea:
 
 
 def move_vma(
-    mm: MmStruct, vma: VmArea, old_addr: int, old_len: int, new_len: int, new_addr: int, flags: int
+    mm: MmStruct,
+    vma: VmArea,
+    old_addr: int,
+    old_len: int,
+    new_len: int,
+    new_addr: int,
+    flags: int,
+    delta: int = 0,
 ) -> int:
     """Move [old_addr, old_addr+old_len) to new_addr (growing to new_len). Raises OSError.
 
-    Models mm/mremap.c:move_vma: copy_vma, move_page_tables (markers travel with the
-    page tables), then unmap the source unless MREMAP_DONTUNMAP, which leaves the
-    source VMA in place with empty page tables.
+    Models mm/mremap.c:move_vma: prep_move_vma (map_count), vrm_calc_charge, copy_vma,
+    move_page_tables (markers travel with the page tables), then unmap the source
+    (unmap_source_vma: an accounted source's pages are not given back, they moved)
+    unless MREMAP_DONTUNMAP, which leaves the source VMA in place with empty page
+    tables (dontunmap_complete).
+
+    The commit charge of an accounted VMA is ``delta`` bytes (vrm->delta, the size
+    difference of the request), or ``new_len`` with MREMAP_DONTUNMAP. For a shrinking
+    move the kernel has already unmapped (and uncharged) the tail, yet charges the
+    delta again: 6.18.44 leaks it (measured: ``mremap(A, 4G, 1G, MAYMOVE|FIXED, B)``
+    leaves Committed_AS 3 GiB higher after the process exits); ``Kernel.commit_leaked``
+    records it.
     """
-    if mm.map_count >= mm.kernel.max_map_count - 3:
+    k = mm.kernel
+    if mm.map_count >= k.max_map_count - 3:
         raise kernel_error(errno.ENOMEM, "max_map_count")
+    charged = 0
+    if vma.vm_flags & VM_ACCOUNT:
+        charged = (new_len if flags & uapi.MREMAP_DONTUNMAP else delta) >> PAGE_SHIFT
+        security_vm_enough_memory_mm(mm, charged)
+    # What the new layout holds beyond the old one; the rest of the charge is the leak.
+    expected = 0
+    if vma.vm_flags & VM_ACCOUNT:
+        expected = (new_len if flags & uapi.MREMAP_DONTUNMAP else new_len - old_len) >> PAGE_SHIFT
     new_pgoff = vma.vm_pgoff + ((old_addr - vma.vm_start) >> PAGE_SHIFT)
     locked = vma.vm_flags & VM_LOCKED
+    accountable_move = bool(vma.vm_flags & VM_ACCOUNT) and not flags & uapi.MREMAP_DONTUNMAP
     try:
         new = copy_vma(vma, new_addr, new_len, new_pgoff)
     except AllocFailure:
+        vm_unacct_memory(k, charged)  # vrm_uncharge()
         raise kernel_error(errno.ENOMEM, "copy_vma failed") from None
     try:
         move_page_tables(vma, old_addr, new, new_addr, old_len)
     except AllocFailure:
-        # move_vma(): move the entries back and unmap the destination.
+        # move_vma(): move the entries back and unmap the destination, whose pages
+        # unmap_source_vma() does not uncharge: the charge stays (failure path only).
+        before = k.vm_committed_as
         move_page_tables(new, new_addr, vma, old_addr, old_len)
         do_vmi_munmap(mm, new_addr, new_len)
+        if new.vm_flags & VM_ACCOUNT:
+            k.commit_leaked += before - k.vm_committed_as
+            k.vm_committed_as = before
         raise kernel_error(errno.ENOMEM, "move_page_tables failed") from None
+    k.commit_leaked += charged - expected
     if flags & uapi.MREMAP_DONTUNMAP:
-        # The source keeps its VMA; VM_ACCOUNT moves to the new one (unlink_anon_vmas is
-        # not called: the source keeps its anon_vma).
+        # dontunmap_complete(): the source keeps its VMA without the lock flags;
+        # VM_ACCOUNT is set on the new one too. If the whole source VMA was copied, its
+        # anon_vma links are no longer needed: unlink_anon_vmas() leaves it unfaulted.
+        whole = old_addr == vma.vm_start and old_addr + old_len == vma.vm_end
         vma.vm_flags &= ~(VM_LOCKED | VM_LOCKONFAULT)
         if vma.vm_flags & VM_ACCOUNT and not new.vm_flags & VM_ACCOUNT:
             new.vm_flags |= VM_ACCOUNT
+        if new is not vma and whole:
+            rmap.unlink_anon_vmas(vma)
     else:
         do_vmi_munmap(mm, old_addr, old_len)
+        if accountable_move:
+            vm_acct_memory(k, old_len >> PAGE_SHIFT)  # the moved pages stay charged
     if locked and new_len > old_len:
         mm_populate(mm, new_addr + old_len, new_len - old_len, ignore_errors=True)
     return new_addr
@@ -160,6 +204,9 @@ def remap_move(mm: MmStruct, addr: int, length: int, new_addr: int, flags: int) 
     for start, stop in [(a, b) for _v, a, b in pieces]:
         n = stop - start
         dest = new_addr + (start - addr)
+        cur = mm.vma_lookup(start)
+        if cur is not None and cur.vm_flags & VM_SEALED:
+            raise kernel_error(errno.EPERM, "mseal()'d VMA")
         do_vmi_munmap(mm, dest, n)
         piece = mm.vma_lookup(start)
         assert piece is not None
@@ -173,29 +220,43 @@ def remap_move(mm: MmStruct, addr: int, length: int, new_addr: int, flags: int) 
 def mremap_to(
     mm: MmStruct, addr: int, old_len: int, new_len: int, flags: int, new_addr: int
 ) -> int:
-    """MREMAP_FIXED: move to ``new_addr``. Raises OSError.
+    """MREMAP_FIXED or MREMAP_DONTUNMAP: move to a new address. Raises OSError.
 
-    Models mm/mremap.c:mremap_to as 6.17 reworked it. A pure move (old_len == new_len,
-    MREMAP_DONTUNMAP included) is remap_move(). Otherwise the source is checked first
-    (resize_is_valid, on the part that survives a shrink), before anything is unmapped;
-    then the destination is unmapped, a shrink unmaps the source's tail, and one VMA
-    moves.
+    Models mm/mremap.c:mremap_to as 6.17 reworked it. A pure MREMAP_FIXED move
+    (old_len == new_len, MREMAP_DONTUNMAP included) is remap_move() (vrm_move_only()).
+    Otherwise the source is checked first (resize_is_valid, on the part that survives a
+    shrink), before anything is unmapped; then with MREMAP_FIXED the destination is
+    unmapped, a shrink unmaps the source's tail, and one VMA moves. Without
+    MREMAP_FIXED (DONTUNMAP alone, vrm_implies_new_addr()) ``new_addr`` is only a hint
+    to get_unmapped_area() (vrm_set_new_addr()), so the mapping always moves, to the
+    hint if that gap is free.
     """
     vma = mm.vma_lookup(addr)
     if vma is None:
         raise kernel_error(errno.EFAULT, "no VMA at old address")
-    if old_len == new_len:
+    fixed = bool(flags & uapi.MREMAP_FIXED)
+    if fixed and old_len == new_len:
         return remap_move(mm, addr, old_len, new_addr, flags)
+    delta = abs(new_len - old_len)  # vrm_set_delta(), before any shrink
     _resize_is_valid(vma, addr, min(old_len, new_len) if old_len else 0, new_len, flags)
-    do_vmi_munmap(mm, new_addr, new_len)
+    if fixed:
+        do_vmi_munmap(mm, new_addr, new_len)
     if old_len > new_len:
         do_vmi_munmap(mm, addr + new_len, old_len - new_len)
         old_len = new_len
     vma = mm.vma_lookup(addr)
-    assert vma is not None
+    if vma is None:
+        raise kernel_error(errno.EFAULT, "no VMA at old address")
+    if not fixed:
+        # MREMAP_DONTUNMAP alone: vrm_set_new_addr() treats new_addr as an mmap() hint.
+        pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
+        map_flags = uapi.MAP_SHARED if vma.vm_flags & VM_MAYSHARE else 0
+        new_addr = get_unmapped_area(mm, new_addr, new_len, pgoff, map_flags, vma.vm_file)
     if mm.map_count >= mm.kernel.max_map_count:
         raise kernel_error(errno.ENOMEM, "max_map_count")
-    return move_vma(mm, vma, addr, old_len if old_len else new_len, new_len, new_addr, flags)
+    return move_vma(
+        mm, vma, addr, old_len if old_len else new_len, new_len, new_addr, flags, delta
+    )
 
 
 def do_mremap(
@@ -221,23 +282,26 @@ def do_mremap(
         raise kernel_error(errno.EINVAL, "zero new length")
     if addr + old_len > U64 or addr + new_len > U64:
         raise kernel_error(errno.EINVAL, "range overflows")
-    if flags & uapi.MREMAP_FIXED:
+    implies_new_addr = flags & (uapi.MREMAP_FIXED | uapi.MREMAP_DONTUNMAP)
+    if new_len > TASK_SIZE or new_addr > TASK_SIZE - new_len:
+        raise kernel_error(errno.EINVAL, "new range beyond TASK_SIZE")
+    if implies_new_addr:
         if new_addr & (PAGE_SIZE - 1) or new_addr < 0:
             raise kernel_error(errno.EINVAL, "unaligned new address")
-        if new_len > TASK_SIZE or new_addr > TASK_SIZE - new_len:
-            raise kernel_error(errno.EINVAL, "new range beyond TASK_SIZE")
-        # The ranges may not overlap.
+        # The ranges may not overlap (vrm_overlaps(), also for a DONTUNMAP hint).
         if addr + old_len > new_addr and new_addr + new_len > addr:
             raise kernel_error(errno.EINVAL, "overlapping ranges")
     vma = mm.vma_lookup(addr)
     if vma is None:
         raise kernel_error(errno.EFAULT, "no VMA at old address")
+    if vma.vm_flags & VM_SEALED:
+        raise kernel_error(errno.EPERM, "mseal()'d VMA")  # check_prep_vma()
     if not old_len:
         if not vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
             raise kernel_error(errno.EINVAL, "old_len 0 on a private mapping")
         if not flags & uapi.MREMAP_MAYMOVE:
             raise kernel_error(errno.EINVAL, "old_len 0 without MAYMOVE")
-    if flags & uapi.MREMAP_FIXED:
+    if implies_new_addr:
         return mremap_to(mm, addr, old_len, new_len, flags, new_addr)
     if new_len <= old_len:
         # mremap_shrink() / no resize: only a VMA at old_addr is needed; the tail is
@@ -252,11 +316,15 @@ def do_mremap(
     if old_len == vma.vm_end - addr and vma_expandable(mm, vma, delta):
         # mremap_expand() in place: vma_merge_extend(), a new-range merge of
         # [vm_end, vm_end + delta) with the VMA itself as prev and the next VMA.
+        charged = delta >> PAGE_SHIFT if vma.vm_flags & VM_ACCOUNT else 0
+        if charged:
+            security_vm_enough_memory_mm(mm, charged)  # vrm_calc_charge()
         vmg = VmaMergeStruct.vma_state(vma, vma, vma.vm_end, vma.vm_end + delta)
         vmg.middle = None
         vmg.next = vma.vm_next
         expanded = vma_merge_new_range(vmg)
         if expanded is None:
+            vm_unacct_memory(mm.kernel, charged)
             raise kernel_error(errno.ENOMEM, "vma_merge_extend failed")
         if expanded.vm_flags & VM_LOCKED:
             mm.locked_vm += delta >> PAGE_SHIFT
@@ -267,7 +335,7 @@ def do_mremap(
     pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
     map_flags = uapi.MAP_SHARED if vma.vm_flags & VM_MAYSHARE else 0
     dest = get_unmapped_area(mm, 0, new_len, pgoff, map_flags, vma.vm_file)
-    return move_vma(mm, vma, addr, src_len, new_len, dest, flags)
+    return move_vma(mm, vma, addr, src_len, new_len, dest, flags, delta)
 
 
 __all__ = ["do_mremap", "vm_area_alloc"]

@@ -41,6 +41,7 @@ class VmaMergeStruct:
         "policy",
         "uffd_ctx",
         "anon_name",
+        "copied_from",
         "nomem",
     )
 
@@ -70,6 +71,8 @@ class VmaMergeStruct:
         self.policy: object | None = None
         self.uffd_ctx: object | None = None
         self.anon_name: str | None = None
+        # mm/vma.h: the VMA mremap() is copying (vma_merge_copied_range), else None.
+        self.copied_from: VmArea | None = None
         self.nomem = False
 
     @classmethod
@@ -207,14 +210,21 @@ def vma_had_uncowed_parents(vma: VmArea | None) -> bool:
 
 
 def is_mergeable_anon_vma(vmg: VmaMergeStruct, merge_next: bool) -> bool:
-    """Models mm/vma.c:is_mergeable_anon_vma (v6.15+ form), on masked pointers."""
+    """Models mm/vma.c:is_mergeable_anon_vma (v6.15+ form), on masked pointers.
+
+    With "mm/vma: enforce VMA fork limit on unfaulted,faulted mremap merge too" (6.19,
+    in 6.18.y): an unfaulted target may adopt the anon_vma of neither a fork child
+    middle nor a fork child that mremap() is copying (``vmg.copied_from``).
+    """
     tgt = vmg.next if merge_next else vmg.prev
     assert tgt is not None
     src = vmg.middle
     tgt_anon = rmap.vma_anon_vma(tgt)
     src_anon = vmg.anon_vma
     if tgt_anon is None and src_anon is not None:
-        return not vma_had_uncowed_parents(src)
+        return not vma_had_uncowed_parents(src) and not vma_had_uncowed_parents(
+            vmg.copied_from
+        )
     if tgt_anon is not None and src_anon is None:
         return not vma_had_uncowed_parents(tgt)
     return src_anon is tgt_anon
@@ -377,7 +387,10 @@ def vma_expand(vmg: VmaMergeStruct) -> None:
     """Expand ``vmg.target`` to [vmg.start, vmg.end), absorbing next if it is reached.
 
     Models mm/vma.c:vma_expand (sticky bits of vmg, target and a removed next are ORed
-    into the target). Raises AllocFailure (-ENOMEM) with nothing changed.
+    into the target), with "mm/vma: fix anon_vma UAF on mremap() faulted, unfaulted
+    merge" (6.19, in 6.18.y): when mremap() copies a VMA (``vmg.copied_from``), the
+    target always adopts its anon_vma (dup_anon_vma), after that of a removed next.
+    Raises AllocFailure (-ENOMEM) with nothing changed.
     """
     target = vmg.target
     assert target is not None
@@ -390,6 +403,10 @@ def vma_expand(vmg: VmaMergeStruct) -> None:
         assert nxt is not None
         sticky |= nxt.vm_flags & design.vm_sticky
         rmap.dup_anon_vma(target, nxt)
+    if vmg.copied_from is not None:
+        rmap.dup_anon_vma(target, vmg.copied_from)
+    if remove_next:
+        assert nxt is not None
         _remove_into(target, nxt)
     target.vm_end = vmg.end
     target.vm_pgoff = vmg.pgoff
