@@ -217,6 +217,10 @@ def locate_rewrites(path: str, examples: list[list[Any]], after: int = 0) -> Non
     if not todo:
         return
     needles = {e[1][:e[1].index(",") + 1]: e for e in todo}
+    if os.path.isdir(path):  # a recording: its trace.strace
+        from vmalab.trace.recording import TRACE_NAME
+
+        path = os.path.join(path, TRACE_NAME)
     with open(path, "rb") as f:
         for no, raw in enumerate(f, 1):
             if no <= after:
