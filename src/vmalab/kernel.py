@@ -13,6 +13,7 @@ import errno
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from vmalab.budget import Budget
 from vmalab.designs import Design, get_design
 from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm.filemap import FileSystem
@@ -33,9 +34,12 @@ DEFAULT_MAX_MAP_COUNT = 65530
 class Kernel:
     """A modelled Linux kernel running one design.
 
-    ``Kernel(design="tagged", *, max_map_count=65530, fail=None)``: ``design`` is an id
-    from ``vmalab.DESIGNS`` (or a ``Design`` instance, for prototypes); ``fail`` is a
-    ``FailPolicy`` for allocation-failure injection (failslab).
+    ``Kernel(design="tagged", *, max_map_count=65530, fail=None, budget=None)``:
+    ``design`` is an id from ``vmalab.DESIGNS`` (or a ``Design`` instance, for prototypes);
+    ``fail`` is a ``FailPolicy`` for allocation-failure injection (failslab); ``budget`` is
+    a ``vmalab.budget.Budget`` bounding the host memory and time the model may use
+    (default ``Budget()``: generous limits; ``Budget.unlimited()`` for none). A breach
+    raises ``vmalab.errors.ResourceLimitError`` and leaves the state consistent.
     """
 
     def __init__(
@@ -44,11 +48,13 @@ class Kernel:
         *,
         max_map_count: int = DEFAULT_MAX_MAP_COUNT,
         fail: FailPolicy | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self._design = get_design(design)
         self.max_map_count = max_map_count
-        self.slabs = Slabs(fail)
-        self.phys = PhysMem()
+        self.budget = budget if budget is not None else Budget()
+        self.slabs = Slabs(fail, self.budget)
+        self.phys = PhysMem(self.budget)
         self.fs = FileSystem(self)
         self.anon_vmas: dict[int, AnonVma] = {}
         self.anon_vma_seq = 0
@@ -96,6 +102,9 @@ class Kernel:
         try:
             return Process._new(self)
         except AllocFailure:
+            breach = self.budget.take()
+            if breach is not None:
+                raise breach from None
             raise kernel_error(errno.ENOMEM, "cannot allocate the mm") from None
 
     def slab(self) -> dict[str, SlabStats]:

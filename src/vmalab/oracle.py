@@ -187,14 +187,19 @@ class DiffResult:
 
 
 def diff(prog: Program, design: str | None = None, *, timeout: float = 30.0,
-         ignore_flags: frozenset[str] = frozenset()) -> DiffResult:
-    """Run ``prog`` on the kernel and on the model; report the first divergence."""
+         ignore_flags: frozenset[str] = frozenset(),
+         model_timeout: float | None = None) -> DiffResult:
+    """Run ``prog`` on the kernel and on the model; report the first divergence.
+
+    ``timeout`` bounds the live run (``LiveTimeout``), ``model_timeout`` (default: the
+    same) the model run: past it, or past any other budget, ``ResourceLimitError`` is
+    raised, never a divergence."""
     from vmalab import live
 
     t0 = time.monotonic()
     design = design or live.detect_design()
     k = live.run_live(prog, timeout=timeout)
-    m = P.run_model(prog, design)
+    m = P.run_model(prog, design, timeout=timeout if model_timeout is None else model_timeout)
     d = compare(prog.ops, k, m, ignore_flags=ignore_flags)
     if d is not None:
         classify(prog, d)
