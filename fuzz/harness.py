@@ -117,13 +117,18 @@ def maps(data: bytes) -> None:
         raise Unclean("maps(parse)", e) from e
     k = Kernel("sticky", budget=_budget())
     proc = k.spawn()
-    files: dict[str, int] = {}
+    files: dict[str, list[int]] = {}
 
     def opener(path: str, size: int, mode: int) -> int:
-        fd = files.get(path)
-        if fd is None:
-            fd = files[path] = proc.memfd_create("f")
-        proc.ftruncate(fd, max(0, min(size, 1 << 40)))
+        """The replay's model file cache: one file per path, grown (never shrunk) to the
+        size asked for."""
+        if path not in files:
+            files[path] = [proc.memfd_create("f"), 0]
+        fd, have = files[path]
+        want = max(0, size)
+        if want > have:
+            proc.ftruncate(fd, want)
+            files[path][1] = want
         return fd
 
     try:

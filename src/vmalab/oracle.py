@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmalab import program as P
+from vmalab.errors import ResourceLimitError
 from vmalab.program import Observation, Program
 
 # --------------------------------------------------------------------------------------
@@ -436,6 +437,7 @@ class FuzzSummary:
     unknown: list[dict[str, Any]] = field(default_factory=list)
     saved: list[str] = field(default_factory=list)
     live_errors: int = 0
+    resource_limits: int = 0
     seconds: float = 0.0
     design: str = ""
 
@@ -471,8 +473,11 @@ def fuzz(n: int, seed: int, *, regressions_dir: str | None = "tests/regressions"
         s.ops += prog.count_ops()
         try:
             r = diff(prog, design, timeout=timeout, ignore_flags=ignore_flags)
-        except live.LiveError:
-            s.live_errors += 1
+        except (live.LiveError, ResourceLimitError) as e:
+            if isinstance(e, ResourceLimitError):  # LiveResourceLimit included
+                s.resource_limits += 1
+            else:
+                s.live_errors += 1
             if progress:
                 progress(i + 1)
             continue
