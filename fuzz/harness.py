@@ -161,7 +161,7 @@ def recording(data: bytes) -> None:
     if not isinstance(parts, dict):
         parts = {"trace": "", "manifest": data.decode("utf-8", "replace"), "snapshots": {}}
     with open(os.path.join(d, "trace.strace"), "w") as f:
-        f.write(str(parts.get("trace", "")))
+        f.write(_text(parts.get("trace", "")))
     man = parts.get("manifest", {})
     with open(os.path.join(d, "manifest.json"), "w") as f:
         f.write(man if isinstance(man, str) else json.dumps(man))
@@ -170,13 +170,32 @@ def recording(data: bytes) -> None:
         for name, text in list(snaps.items())[:16]:
             base = os.path.basename(str(name)) or "x"
             with open(os.path.join(d, "snapshots", base), "w") as f:
-                f.write(str(text))
+                f.write(_text(text))
     try:
         replay(d, "sticky")
     except CLEAN_REPLAY:
         pass
     except Exception as e:
         raise Unclean("recording", e) from e
+
+
+def _text(v: Any) -> str:
+    """A file's text from the fuzzed container: a list of lines (so that JSON-aware edits
+    drop, duplicate and replace lines) or anything else as str()."""
+    if isinstance(v, list):
+        return "".join(x if isinstance(x, str) else str(x) for x in v)
+    return v if isinstance(v, str) else str(v)
+
+
+def pack_recording(path: str) -> bytes:
+    """A real recording directory as the ``recording`` target's JSON container."""
+    p = Path(path)
+    snaps = {q.name: q.read_text(errors="replace").splitlines(keepends=True)
+             for q in sorted((p / "snapshots").glob("*"))[:16]}
+    return json.dumps({
+        "trace": (p / "trace.strace").read_text(errors="replace").splitlines(keepends=True),
+        "manifest": json.loads((p / "manifest.json").read_text()),
+        "snapshots": snaps}).encode()
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
@@ -220,7 +239,11 @@ def seeds(target: str) -> list[bytes]:
                                            "maps": "snapshots/1.1.exec.maps"}],
                             "files": {}, "fixture": man if isinstance(man, dict) else {}},
                "snapshots": {"1.1.exec.maps": snap}}
-        return [json.dumps(rec).encode()]
+        out = [json.dumps(rec).encode()]
+        # Real recordings (``vmalab record -o DIR -- CMD``) make far better seeds.
+        for path in filter(None, os.environ.get("VMALAB_FUZZ_RECORDINGS", "").split(":")):
+            out.append(pack_recording(path))
+        return out
     raise KeyError(target)
 
 

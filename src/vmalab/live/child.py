@@ -115,6 +115,8 @@ class _Budget:
         page = lib.c.mmap(None, P.PAGE, 3, 0x21, -1, 0)  # MAP_SHARED|MAP_ANONYMOUS
         if page in (None, MAP_FAILED):
             raise lib.fail()
+        if page + P.PAGE > P.ARENA_BASE and page < P.ARENA_BASE + (P.MAX_ARENA_PAGES << 12):
+            raise Refused("budget page landed in the arena")
         self.words = (ctypes.c_uint64 * (1 + _MAX_DEPTH)).from_address(page)
         self.hwm: dict[tuple[int, int], int] = {}
         self.depth = 0
