@@ -447,3 +447,14 @@ def test_stale_run_folder_swept_after_sigkill(tmp_path: Path) -> None:
     assert os.path.exists(dirs[0])  # nobody could remove it
     removed = live.sweep_stale_run_dirs()
     assert dirs[0] in removed and not os.path.exists(dirs[0])
+
+
+@needs_live
+def test_diff_has_a_model_time_limit() -> None:
+    from vmalab import oracle
+
+    prog = _prog([{"op": "mmap", "addr": 0, "len": 4}])
+    with pytest.raises(ResourceLimitError) as ei:
+        oracle.diff(prog, "sticky", timeout=30, model_timeout=0)
+    assert ei.value.resource == "seconds" and not isinstance(ei.value, live.LiveError)
+    assert oracle.diff(prog, live.detect_design(), timeout=30).divergence is None
