@@ -458,3 +458,16 @@ def test_diff_has_a_model_time_limit() -> None:
         oracle.diff(prog, "sticky", timeout=30, model_timeout=0)
     assert ei.value.resource == "seconds" and not isinstance(ei.value, live.LiveError)
     assert oracle.diff(prog, live.detect_design(), timeout=30).divergence is None
+
+
+def test_budget_from_the_environment(monkeypatch: Any) -> None:
+    monkeypatch.setenv("VMALAB_BUDGET", "pages=10, pgtables=none,seconds=1.5")
+    b = Budget.from_env(vmas=7)
+    assert (b.pages, b.pgtables, b.seconds, b.vmas) == (10, None, 1.5, 7)
+    assert Kernel("sticky").budget.pages == 10
+    monkeypatch.setenv("VMALAB_BUDGET", "unlimited")
+    assert Budget.from_env() == Budget.unlimited()
+    for bad in ("pages", "nope=1", "pages=-1", "seconds=nan", "seconds=inf", "pages=x"):
+        monkeypatch.setenv("VMALAB_BUDGET", bad)
+        with pytest.raises(UserInputError):
+            Budget.from_env()

@@ -24,15 +24,18 @@ page, copying a page for CoW) lets the current syscall finish and is raised at i
 the next allocation fails meanwhile, so the overshoot is at most one syscall's own data.
 
 Defaults are generous for every workload the project runs (a million-op soak stays far
-below them) and keep one Kernel to about 2 GiB of host memory.
+below them) and keep one Kernel to about 2 GiB of host memory; ``$VMALAB_BUDGET`` changes
+them for a process (``Budget.from_env()``, what ``Kernel()`` uses).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from vmalab.errors import ResourceLimitError
+from vmalab.errors import ResourceLimitError, UserInputError
 from vmalab.mm.slab import AllocFailure
 
 DEFAULT_PAGES = 1 << 19
@@ -41,8 +44,15 @@ DEFAULT_STORED_BYTES = 1 << 30
 """Contents of written pages: 1 GiB of host memory."""
 DEFAULT_VMAS = 1 << 19
 """VMAs over all processes (eight full max_map_count address spaces)."""
-DEFAULT_PGTABLES = 1 << 12
-"""Page-table pages over all processes: 16 MiB of host memory, 8 GiB of populated range."""
+DEFAULT_PGTABLES = 1 << 11
+"""Page-table pages over all processes: 8 MiB of host memory, 4 GiB of populated range
+(the real traces of tests/fixtures use under 100)."""
+
+ENV = "VMALAB_BUDGET"
+"""``VMALAB_BUDGET="pages=1000000,pgtables=8192,seconds=60"`` (or ``unlimited``) changes the
+defaults of every ``Budget()`` of this process; a field set to ``none`` is unlimited."""
+
+_FIELDS = ("pages", "stored_bytes", "vmas", "pgtables", "seconds")
 
 
 class LimitFailure(AllocFailure):
@@ -63,7 +73,7 @@ class Budget:
     deadline: float | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("pages", "stored_bytes", "vmas", "pgtables", "seconds"):
+        for name in _FIELDS:
             v = getattr(self, name)
             if v is not None and not (isinstance(v, int | float) and v >= 0 and v == v
                                       and v != float("inf")):
@@ -74,6 +84,34 @@ class Budget:
     def unlimited(cls) -> Budget:
         """A budget that checks nothing."""
         return cls(None, None, None, None, None)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Budget:
+        """The defaults as ``$VMALAB_BUDGET`` changes them, then ``overrides``. A bad
+        value raises UserInputError (one line, exit 2 on the command line)."""
+        spec = os.environ.get(ENV, "").strip()
+        kw: dict[str, Any] = {}
+        if spec == "unlimited":
+            kw = dict.fromkeys(_FIELDS)
+        elif spec:
+            for item in spec.split(","):
+                key, eq, val = item.strip().partition("=")
+                if key not in _FIELDS or not eq:
+                    raise UserInputError(ENV, f"expected NAME=VALUE with NAME one of "
+                                         f"{', '.join(_FIELDS)}, got {item.strip()[:40]!r}")
+                if val.strip().lower() == "none":
+                    kw[key] = None
+                    continue
+                try:
+                    num = float(val)
+                except ValueError:
+                    num = float("nan")
+                if not (num >= 0 and num != float("inf")):
+                    raise UserInputError(ENV, f"{key}: expected a finite number >= 0 or "
+                                         f"none, got {val[:40]!r}")
+                kw[key] = num if key == "seconds" else int(num)
+        kw.update(overrides)
+        return cls(**kw)
 
     def start(self) -> None:
         """Restart the wall-time budget from now."""

@@ -38,8 +38,9 @@ class Kernel:
     ``design`` is an id from ``vmalab.DESIGNS`` (or a ``Design`` instance, for prototypes);
     ``fail`` is a ``FailPolicy`` for allocation-failure injection (failslab); ``budget`` is
     a ``vmalab.budget.Budget`` bounding the host memory and time the model may use
-    (default ``Budget()``: generous limits; ``Budget.unlimited()`` for none). A breach
-    raises ``vmalab.errors.ResourceLimitError`` and leaves the state consistent.
+    (default ``Budget.from_env()``: generous limits that ``$VMALAB_BUDGET`` may change;
+    ``Budget.unlimited()`` for none). A breach raises ``vmalab.errors.ResourceLimitError``
+    and leaves the state consistent.
     """
 
     def __init__(
@@ -52,7 +53,7 @@ class Kernel:
     ) -> None:
         self._design = get_design(design)
         self.max_map_count = max_map_count
-        self.budget = budget if budget is not None else Budget()
+        self.budget = budget if budget is not None else Budget.from_env()
         self.slabs = Slabs(fail, self.budget)
         self.phys = PhysMem(self.budget)
         self.fs = FileSystem(self)

@@ -1129,7 +1129,7 @@ def run_model(prog: Program, design: str, *, check: bool | None = None,
     from vmalab.budget import Budget
 
     if budget is None:
-        budget = Budget(seconds=timeout)
+        budget = Budget.from_env(seconds=timeout)
     k = Kernel(design, budget=budget)
     if check is None:
         check = prog.count_ops() <= 1000
