@@ -20,6 +20,8 @@ from typing import Any
 
 import workload as wl
 
+from vmalab.budget import Budget
+
 PAGE = wl.PAGE
 RW = wl.PROT_READ | wl.PROT_WRITE
 ANON = wl.MAP_PRIVATE | wl.MAP_ANONYMOUS
@@ -181,7 +183,7 @@ def scaling(sz: Sizes, seed: int, design: str = "tagged",
         groups = groups_nogc = 0
         setup = 0.0
         for rep in range(reps):
-            k = vmalab.Kernel(design, max_map_count=2_000_000)
+            k = vmalab.Kernel(design, max_map_count=2_000_000, budget=Budget.unlimited())
             p = k.spawn()
             t0 = time.perf_counter()
             _many_vmas(p, n, base)
@@ -254,7 +256,7 @@ def fork_exit(sz: Sizes, design: str = "tagged",
     """
     import vmalab
 
-    k = vmalab.Kernel(design, max_map_count=2_000_000)
+    k = vmalab.Kernel(design, max_map_count=2_000_000, budget=Budget.unlimited())
     p = k.spawn()
     per = sz.fork_pages // sz.fork_vmas
     base = 0x100000000000
@@ -429,7 +431,7 @@ def memory(sz: Sizes, design: str = "tagged") -> dict[str, Any]:
 
     tracemalloc.start()
     try:
-        k = vmalab.Kernel(design, max_map_count=2_000_000)
+        k = vmalab.Kernel(design, max_map_count=2_000_000, budget=Budget.unlimited())
         p = k.spawn()
         gc.collect()
         b0 = tracemalloc.get_traced_memory()[0]

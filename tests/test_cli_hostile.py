@@ -9,7 +9,9 @@ are kept small, so every example finishes quickly.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 from click.testing import CliRunner
@@ -19,6 +21,7 @@ from hypothesis import strategies as st
 from vmalab.cli import main
 
 _TMP = tempfile.mkdtemp(prefix="vmalab-hostile-")
+atexit.register(shutil.rmtree, _TMP, True)  # leave nothing behind in /tmp
 
 
 def _file(name: str, data: bytes) -> str:

@@ -98,7 +98,8 @@ def test_out_of_arena_ops_are_refused(op: dict[str, Any]) -> None:
 
 def test_timeout_kills_the_runner_and_its_children(tmp_path: Any) -> None:
     pidfile = tmp_path / "pids"
-    before = set(glob.glob("/dev/shm/vmalab-live-*"))
+    mine = f"/dev/shm/vmalab-live-{os.getpid()}-*"  # other runs may share /dev/shm
+    before = set(glob.glob(mine))
     t0 = time.monotonic()
     with pytest.raises(LiveTimeout):
         run_live_raw(prog([]), timeout=3, options={"hang": str(pidfile), "alarm": 60})
@@ -111,7 +112,7 @@ def test_timeout_kills_the_runner_and_its_children(tmp_path: Any) -> None:
         alive = [p for p in pids if _alive(p)]
         time.sleep(0.05)
     assert not alive
-    assert set(glob.glob("/dev/shm/vmalab-live-*")) <= before  # its tmpfs dir was removed
+    assert set(glob.glob(mine)) <= before  # its tmpfs dir was removed
 
 
 def _alive(pid: int) -> bool:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vmalab import uapi
+from vmalab.budget import Budget
 from vmalab.designs import DESIGNS
-from vmalab.errors import InvariantError, SegmentationFault
+from vmalab.errors import InvariantError, ResourceLimitError, SegmentationFault
 from vmalab.kernel import Kernel
 from vmalab.mm.mm_types import PAGE_SIZE
 from vmalab.mm.slab import FailPolicy, SlabStats
@@ -24,10 +25,12 @@ if TYPE_CHECKING:
 __all__ = [
     "DESIGNS",
     "PAGE_SIZE",
+    "Budget",
     "FailPolicy",
     "InvariantError",
     "Kernel",
     "Process",
+    "ResourceLimitError",
     "SegmentationFault",
     "SlabStats",
     "VmaView",

@@ -41,3 +41,31 @@ def kernel_error(code: int, what: str = "") -> OSError:
     starts with its name (``ENOMEM: max_map_count``)."""
     name = errno.errorcode.get(code, str(code))
     return OSError(code, f"{name}: {what}" if what else name)
+
+
+EXIT_RESOURCE_LIMIT = 3
+"""Exit status of a run stopped by a resource budget (1 is a divergence, 2 bad input)."""
+
+
+class ResourceLimitError(Exception):
+    """A run exceeded one of vmalab's own resource budgets (``vmalab.budget.Budget`` for
+    the model, the live runner's limits for the real kernel).
+
+    Deliberately *not* an OSError: the budget protects the host running vmalab, it is not
+    kernel behaviour, so no program may mistake it for an errno the kernel returned (the
+    modelled kernel would often have succeeded). The model state stays consistent
+    (``Kernel.check()`` passes): inside the model a breach unwinds like an allocation
+    failure, then the syscall boundary raises this instead of ENOMEM. ``resource`` names
+    the budget (``pages``, ``stored_bytes``, ``vmas``, ``pgtables``, ``seconds``,
+    ``file_bytes``, ``rss``), ``limit`` is its value. The command line prints
+    ``vmalab: resource limit: MESSAGE`` and exits with ``EXIT_RESOURCE_LIMIT`` (3).
+    """
+
+    exit_code = EXIT_RESOURCE_LIMIT
+
+    def __init__(self, resource: str, limit: float, message: str = "") -> None:
+        self.resource = resource
+        self.limit = limit
+        shown = int(limit) if float(limit).is_integer() else limit
+        self.message = message or f"{resource} budget of {shown} exceeded"
+        super().__init__(self.message)

@@ -13,6 +13,7 @@ import errno
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from vmalab.budget import Budget
 from vmalab.designs import Design, get_design
 from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm.filemap import FileSystem
@@ -34,11 +35,14 @@ DEFAULT_MAX_MAP_COUNT = 65530
 class Kernel:
     """A modelled Linux kernel running one design.
 
-    ``Kernel(design="tagged", *, max_map_count=65530, fail=None, overcommit=None)``:
-    ``design`` is an id from ``vmalab.DESIGNS`` (or a ``Design`` instance, for
-    prototypes); ``fail`` is a ``FailPolicy`` for allocation-failure injection
+    ``Kernel(design="tagged", *, max_map_count=65530, fail=None, overcommit=None,
+    budget=None)``: ``design`` is an id from ``vmalab.DESIGNS`` (or a ``Design`` instance,
+    for prototypes); ``fail`` is a ``FailPolicy`` for allocation-failure injection
     (failslab); ``overcommit`` an ``OvercommitConfig`` (default: this machine's
-    vm.overcommit_* sysctls and memory, read once).
+    vm.overcommit_* sysctls and memory, read once); ``budget`` is a ``vmalab.budget.Budget``
+    bounding the host memory and time the model may use (default ``Budget.from_env()``:
+    generous limits that ``$VMALAB_BUDGET`` may change; ``Budget.unlimited()`` for none). A
+    breach raises ``vmalab.errors.ResourceLimitError`` and leaves the state consistent.
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class Kernel:
         max_map_count: int = DEFAULT_MAX_MAP_COUNT,
         fail: FailPolicy | None = None,
         overcommit: OvercommitConfig | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self._design = get_design(design)
         self.max_map_count = max_map_count
@@ -57,8 +62,9 @@ class Kernel:
         #: Charge the real kernel never gives back (a shrinking MREMAP_FIXED move, see
         #: mm/mremap.py), so that check() can still account for every committed page.
         self.commit_leaked = 0
-        self.slabs = Slabs(fail)
-        self.phys = PhysMem()
+        self.budget = budget if budget is not None else Budget.from_env()
+        self.slabs = Slabs(fail, self.budget)
+        self.phys = PhysMem(self.budget)
         self.fs = FileSystem(self)
         self.anon_vmas: dict[int, AnonVma] = {}
         self.anon_vma_seq = 0
@@ -106,6 +112,9 @@ class Kernel:
         try:
             return Process._new(self)
         except AllocFailure:
+            breach = self.budget.take()
+            if breach is not None:
+                raise breach from None
             raise kernel_error(errno.ENOMEM, "cannot allocate the mm") from None
 
     def slab(self) -> dict[str, SlabStats]:

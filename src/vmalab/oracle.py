@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmalab import program as P
+from vmalab.errors import ResourceLimitError
 from vmalab.program import Observation, Program
 
 # --------------------------------------------------------------------------------------
@@ -187,14 +188,19 @@ class DiffResult:
 
 
 def diff(prog: Program, design: str | None = None, *, timeout: float = 30.0,
-         ignore_flags: frozenset[str] = frozenset()) -> DiffResult:
-    """Run ``prog`` on the kernel and on the model; report the first divergence."""
+         ignore_flags: frozenset[str] = frozenset(),
+         model_timeout: float | None = None) -> DiffResult:
+    """Run ``prog`` on the kernel and on the model; report the first divergence.
+
+    ``timeout`` bounds the live run (``LiveTimeout``), ``model_timeout`` (default: the
+    same) the model run: past it, or past any other budget, ``ResourceLimitError`` is
+    raised, never a divergence."""
     from vmalab import live
 
     t0 = time.monotonic()
     design = design or live.detect_design()
     k = live.run_live(prog, timeout=timeout)
-    m = P.run_model(prog, design)
+    m = P.run_model(prog, design, timeout=timeout if model_timeout is None else model_timeout)
     d = compare(prog.ops, k, m, ignore_flags=ignore_flags)
     if d is not None:
         classify(prog, d)
@@ -554,6 +560,7 @@ class FuzzSummary:
     unknown: list[dict[str, Any]] = field(default_factory=list)
     saved: list[str] = field(default_factory=list)
     live_errors: int = 0
+    resource_limits: int = 0
     seconds: float = 0.0
     design: str = ""
 
@@ -589,8 +596,11 @@ def fuzz(n: int, seed: int, *, regressions_dir: str | None = "tests/regressions"
         s.ops += prog.count_ops()
         try:
             r = diff(prog, design, timeout=timeout, ignore_flags=ignore_flags)
-        except live.LiveError:
-            s.live_errors += 1
+        except (live.LiveError, ResourceLimitError) as e:
+            if isinstance(e, ResourceLimitError):  # LiveResourceLimit included
+                s.resource_limits += 1
+            else:
+                s.live_errors += 1
             if progress:
                 progress(i + 1)
             continue

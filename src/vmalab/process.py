@@ -36,6 +36,7 @@ from vmalab.mm.slab import AllocFailure
 from vmalab.proc import VmaView, pagemap_entries, show_maps, show_smaps, vma_views
 
 if TYPE_CHECKING:
+    from vmalab.budget import Budget
     from vmalab.kernel import Kernel
 
 P = ParamSpec("P")
@@ -44,21 +45,50 @@ U64 = (1 << 64) - 1
 
 
 def _syscall(fn: Callable[P, R]) -> Callable[P, R]:
-    """Wrap a syscall: a dead process raises ProcessLookupError; AllocFailure is ENOMEM."""
+    """Wrap a syscall: a dead process raises ProcessLookupError; AllocFailure is ENOMEM.
+
+    A breach of the kernel's ``Budget`` (vmalab's host-safety limits) raises
+    ``ResourceLimitError`` instead, however the syscall ended (an ENOMEM, a swallowed
+    MAP_POPULATE failure, an OOM SIGKILL): the op has unwound as for an allocation
+    failure, so the state is consistent. An exhausted wall-time budget stops a syscall
+    before it starts, except exit(), which only frees.
+    """
+    exempt = fn.__name__ == "exit"
 
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         self = args[0]
         if self._dead:  # type: ignore[attr-defined]
             raise ProcessLookupError(errno.ESRCH, f"process {self.pid} has exited")  # type: ignore[attr-defined]
+        budget = self.kernel.budget  # type: ignore[attr-defined]
+        if budget.deadline is not None and not exempt and budget.out_of_time():
+            _raise_breach(budget)
         try:
-            return fn(*args, **kwargs)
+            r = fn(*args, **kwargs)
         except AllocFailure as e:
+            breach = budget.take()
+            if breach is not None:
+                raise breach from None
             raise kernel_error(errno.ENOMEM, f"allocation from {e} failed") from None
+        except BaseException:
+            breach = budget.take()
+            if breach is not None:
+                raise breach from None
+            raise
+        if budget.breach is not None:
+            _raise_breach(budget)
+        return r
 
     wrapper.__name__ = fn.__name__
     wrapper.__qualname__ = fn.__qualname__
     wrapper.__doc__ = fn.__doc__
     return wrapper
+
+
+def _raise_breach(budget: Budget) -> None:
+    """Raise the budget's pending ResourceLimitError, if any."""
+    breach = budget.take()
+    if breach is not None:
+        raise breach
 
 
 def _check_int(*vals: object) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from vmalab import uapi
-from vmalab.errors import UserInputError
+from vmalab.errors import ResourceLimitError, UserInputError
 
 FORMAT = "vmalab-program"
 VERSION = 1
@@ -900,6 +900,12 @@ class _Runner:
             except _Refused as e:
                 obs.error = f"refused: {e}"
                 return obs
+            except ResourceLimitError:
+                raise  # vmalab's own budget, not a behaviour of either side
+            except MemoryError:
+                # The host ran out, not the modelled kernel: never a divergence.
+                raise ResourceLimitError("memory", 0, f"host memory exhausted during "
+                                         f"{o.op} (MemoryError)") from None
             except Exception as e:  # a model crash is itself a divergence
                 obs.error = f"{type(e).__name__}: {e}"
                 return obs
@@ -909,6 +915,8 @@ class _Runner:
                 break
             try:
                 self.m.check()
+            except (ResourceLimitError, MemoryError):
+                raise
             except Exception as e:
                 obs.error = f"after {o.op}: {type(e).__name__}: {e}"
                 obs.results.append(res)
@@ -1186,13 +1194,24 @@ class ModelMachine:
             self.k.check()
 
 
-def run_model(prog: Program, design: str, *, check: bool | None = None) -> Observation:
+DEFAULT_MODEL_SECONDS = 120.0
+"""Wall-time budget of one ``run_model`` unless the caller gives one."""
+
+
+def run_model(prog: Program, design: str, *, check: bool | None = None,
+              timeout: float | None = DEFAULT_MODEL_SECONDS, budget: Any = None
+              ) -> Observation:
     """Run ``prog`` on a fresh vmalab ``Kernel(design)``. ``check`` (default: programs of at
     most 1000 ops) runs ``Kernel.check()`` after every op; a failure ends the run with
-    ``error`` set."""
+    ``error`` set. ``budget`` (a ``vmalab.budget.Budget``; default: the default limits with
+    ``timeout`` seconds of wall time) bounds the host resources: a breach, or a MemoryError,
+    raises ``ResourceLimitError`` rather than being reported as a divergence."""
     from vmalab import Kernel  # the core model; imported late so parsing works without it
+    from vmalab.budget import Budget
 
-    k = Kernel(design)
+    if budget is None:
+        budget = Budget.from_env(seconds=timeout)
+    k = Kernel(design, budget=budget)
     if check is None:
         check = prog.count_ops() <= 1000
     return execute(prog, ModelMachine(k, k.spawn(), check=check))

@@ -5,6 +5,14 @@ program and returns its ``Observation``. The child is bounded by a timeout here 
 session is killed), by ``alarm()``, ``PR_SET_PDEATHSIG`` and ``RLIMIT_AS`` there.
 ``live_support()`` says why live runs are impossible (or None), ``detect_design()`` which
 vmalab design matches this kernel.
+
+Host safety (docs/hostile-input.md): the child refuses file growth past
+``DEFAULT_FILE_BYTES`` (fallocate, ftruncate and pwrite, summed over the whole fork tree),
+stops when the tree's resident memory passes ``DEFAULT_RSS_BYTES``, and runs under
+RLIMIT_AS and RLIMIT_FSIZE; a breach raises ``LiveResourceLimit`` (a ``LiveError`` and a
+``ResourceLimitError``). Each run keeps its files in one folder
+``/dev/shm/vmalab-live-<pid>-<random>/``, removed on return, on exceptions, on SIGINT and
+on SIGTERM; the next run removes folders whose owner pid is dead (after a SIGKILL).
 """
 
 from __future__ import annotations
@@ -14,14 +22,17 @@ import functools
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from typing import Any
 
 from vmalab import program as P
+from vmalab.errors import ResourceLimitError
 
 
 class LiveError(RuntimeError):
@@ -30,6 +41,64 @@ class LiveError(RuntimeError):
 
 class LiveTimeout(LiveError):
     """The live runner exceeded its time limit and was killed with its children."""
+
+
+class LiveResourceLimit(LiveError, ResourceLimitError):
+    """The live run passed one of the runner's budgets (``file_bytes``, ``rss``) and was
+    stopped: a ``LiveError`` for the oracle, a ``ResourceLimitError`` (exit status 3) for
+    the command line."""
+
+    def __init__(self, resource: str, limit: float, message: str = "") -> None:
+        ResourceLimitError.__init__(self, resource, limit, message)
+
+
+DEFAULT_FILE_BYTES = 512 << 20
+"""Bytes the files of one live run (memfds and tmpfs files, the whole fork tree) may grow
+to, counted as the high-water size each ftruncate, fallocate and pwrite asks for."""
+DEFAULT_RSS_BYTES = 1 << 30
+"""Resident memory of the live fork tree (the chain of processes alive at once)."""
+
+_RUN_DIR = re.compile(r"^vmalab-live-(\d+)-")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    s = " ".join(text.split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def _run_dirs() -> list[str]:
+    out = ["/dev/shm"] if os.path.isdir("/dev/shm") else []
+    out.append(tempfile.gettempdir())
+    return out
+
+
+def sweep_stale_run_dirs() -> list[str]:
+    """Remove run folders (``vmalab-live-<pid>-*``) whose owner pid is dead; return them.
+
+    A SIGKILLed parent cannot clean up; the next run does. A pid that is alive (possibly
+    reused) keeps its folder, which errs on the safe side."""
+    removed = []
+    for d in _run_dirs():
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for name in names:
+            m = _RUN_DIR.match(name)
+            if m is None or os.path.exists(f"/proc/{m.group(1)}"):
+                continue
+            path = os.path.join(d, name)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived during a live run: unwind (removing the run folder), then die."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
 
 
 # The child imports only vmalab.program, vmalab.uapi, vmalab.errors and vmalab.live: a bare
@@ -56,14 +125,34 @@ def run_live_raw(prog: P.Program, *, timeout: float = 30.0,
     opts = dict(options or {})
     opts.setdefault("alarm", int(timeout) + 2)
     opts.setdefault("cpu", min(os.sched_getaffinity(0)))
-    # The files of ``open`` ops live here; this process removes it even if the child is killed.
-    tmpdir = tempfile.mkdtemp(prefix="vmalab-live-",
-                              dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-    opts["tmpdir"] = tmpdir
+    opts.setdefault("file_bytes", DEFAULT_FILE_BYTES)
+    opts.setdefault("rss_bytes", DEFAULT_RSS_BYTES)
+    sweep_stale_run_dirs()
+    # SIGTERM would kill this process without unwinding; turn it into an exception while
+    # the run folder exists (main thread only, and only over the default disposition).
+    catch = (threading.current_thread() is threading.main_thread()
+             and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+    if catch:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    terminated = False
     try:
-        return _run_child(prog, opts, timeout)
+        # The files of ``open`` ops live here; this process removes it even if the child
+        # is killed.
+        tmpdir = tempfile.mkdtemp(prefix=f"vmalab-live-{os.getpid()}-",
+                                  dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        opts["tmpdir"] = tmpdir
+        try:
+            return _run_child(prog, opts, timeout)
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    except _Terminated:
+        terminated = True
+        raise
     finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        if catch:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if terminated:
+                os.kill(os.getpid(), signal.SIGTERM)  # die of SIGTERM, as without us
 
 
 def _run_child(prog: P.Program, opts: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -87,12 +176,19 @@ def _run_child(prog: P.Program, opts: dict[str, Any], timeout: float) -> dict[st
     except (ProcessLookupError, PermissionError):
         pass
     if not out:
-        raise LiveError(f"live runner died (status {proc.returncode}): "
-                        f"{err.decode(errors='replace').strip()[-400:]}")
+        lines = err.decode(errors="replace").strip().splitlines()
+        raise LiveError(f"live runner died (status {proc.returncode})"
+                        + (f": {_one_line(lines[-1])}" if lines else ""))
     try:
         res: dict[str, Any] = json.loads(out)
-    except ValueError as e:
-        raise LiveError(f"live runner sent bad output: {e}") from None
+    except (ValueError, RecursionError) as e:
+        raise LiveError(f"live runner sent bad output: {_one_line(str(e))}") from None
+    if not isinstance(res, dict):
+        raise LiveError("live runner sent bad output: not an object")
+    lim = res.get("limit")
+    if isinstance(lim, dict):
+        raise LiveResourceLimit(str(lim.get("resource")), float(lim.get("limit") or 0),
+                                "live run: " + _one_line(str(res.get("error", ""))))
     return res
 
 
@@ -112,7 +208,7 @@ def run_live(prog: P.Program, *, timeout: float = 30.0) -> P.Observation:
     res = run_live_raw(prog, timeout=timeout)
     obs = P.Observation.from_json(res)
     if obs.error and (obs.error.startswith("refused") or obs.error.startswith("live runner")):
-        raise LiveError(obs.error)
+        raise LiveError(_one_line(obs.error))
     return obs
 
 
@@ -175,5 +271,6 @@ def detect_design() -> str:
     return "sticky" if gu else "eager"
 
 
-__all__ = ["LiveError", "LiveTimeout", "detect_design", "live_support", "run_live",
-           "run_live_raw"]
+__all__ = ["DEFAULT_FILE_BYTES", "DEFAULT_RSS_BYTES", "LiveError", "LiveResourceLimit",
+           "LiveTimeout", "detect_design", "live_support", "run_live", "run_live_raw",
+           "sweep_stale_run_dirs"]

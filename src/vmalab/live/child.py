@@ -9,8 +9,14 @@ It reads ``{"program": ..., "options": ...}`` as JSON on stdin and writes one JS
   against the arena before the syscall (``_Runner.check_range`` and ``LiveMachine._inside``);
 * user accesses are real one-byte loads and stores made by a ``clone(CLONE_VM|CLONE_VFORK)``
   child on this very mm, so a SIGSEGV or SIGBUS kills only that child;
-* ``PR_SET_PDEATHSIG(SIGKILL)``, ``alarm()``, ``RLIMIT_CORE=0`` and ``RLIMIT_AS`` bound this
-  process and its fork children; the parent kills the whole session on timeout.
+* ``PR_SET_PDEATHSIG(SIGKILL)``, ``alarm()``, ``RLIMIT_CORE=0``, ``RLIMIT_AS`` and
+  ``RLIMIT_FSIZE`` bound this process and its fork children; the parent kills the whole
+  session on timeout;
+* host memory: file growth (ftruncate, fallocate, pwrite) is charged against the
+  ``file_bytes`` budget before the syscall, and the resident memory of the processes alive
+  at once against ``rss_bytes`` after every op, both through one shared page so that fork
+  children count too (``_Budget``); a breach ends the run with ``"limit"`` in the answer;
+* file names are refused unless they are plain names (no '/', NUL, '.' or '..').
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vmalab import program as P
+from vmalab.errors import ResourceLimitError
 
 PR_SET_PDEATHSIG = 1
 SYS_MSEAL = 462
@@ -89,15 +96,84 @@ class _Libc:
         return OSError(e, os.strerror(e))
 
 
-class Refused(Exception):
-    """An operation that would touch memory outside the arena."""
+class Refused(P._Refused):
+    """An operation that would touch memory outside the arena (or a file outside the run
+    folder); the interpreter reports it as ``refused: ...``, which ``run_live`` raises as
+    a LiveError rather than comparing it."""
+
+
+_MAX_DEPTH = 16
+
+
+class _Budget:
+    """The host budgets of one live run, shared by its fork children through one
+    MAP_SHARED page: word 0 is the file bytes charged so far, words 1.. the resident
+    bytes of the process at each fork depth (forks run one at a time, so the processes
+    alive at once are one chain and their sum is the tree's footprint).
+
+    File growth is charged conservatively: the high-water size each ftruncate, fallocate
+    and pwrite asks for, per inode and never credited back."""
+
+    def __init__(self, lib: _Libc, file_bytes: int | None, rss_bytes: int | None) -> None:
+        self.file_bytes = file_bytes
+        self.rss_bytes = rss_bytes
+        page = lib.c.mmap(None, P.PAGE, 3, 0x21, -1, 0)  # MAP_SHARED|MAP_ANONYMOUS
+        if page in (None, MAP_FAILED):
+            raise lib.fail()
+        if page + P.PAGE > P.ARENA_BASE and page < P.ARENA_BASE + (P.MAX_ARENA_PAGES << 12):
+            raise Refused("budget page landed in the arena")
+        self.words = (ctypes.c_uint64 * (1 + _MAX_DEPTH)).from_address(page)
+        self.hwm: dict[tuple[int, int], int] = {}
+        self.depth = 0
+        self.statm = os.open("/proc/self/statm", os.O_RDONLY)
+
+    def charge(self, fd: int, end: int, what: str) -> None:
+        """Charge file ``fd`` growing to ``end`` bytes; raise ResourceLimitError past the
+        budget (nothing is done then)."""
+        if self.file_bytes is None:
+            return
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino)
+        old = max(self.hwm.get(key, 0), st.st_size)
+        if end <= old:
+            return
+        total = self.words[0] + end - old
+        if total > self.file_bytes:
+            raise ResourceLimitError("file_bytes", self.file_bytes,
+                                     f"{what} would grow the run's files to {total} bytes, "
+                                     f"past the file_bytes budget of {self.file_bytes}")
+        self.words[0] = total
+        self.hwm[key] = end
+
+    def forked(self) -> None:
+        """In a fork child: a fresh statm fd and the next depth slot."""
+        os.close(self.statm)
+        self.statm = os.open("/proc/self/statm", os.O_RDONLY)
+        self.depth = min(self.depth + 1, _MAX_DEPTH - 1)
+
+    def check_rss(self) -> None:
+        if self.rss_bytes is None:
+            return
+        resident = int(os.pread(self.statm, 128, 0).split()[1]) * P.PAGE
+        self.words[1 + self.depth] = resident
+        total = sum(self.words[1 + i] for i in range(self.depth + 1))
+        if total > self.rss_bytes:
+            raise ResourceLimitError("rss", self.rss_bytes,
+                                     f"resident memory of the live processes reached {total} "
+                                     f"bytes, past the rss budget of {self.rss_bytes}")
+
+
+def _plain_name(name: str) -> None:
+    if not name or "/" in name or "\0" in name or name in (".", ".."):
+        raise Refused(f"file name {name[:40]!r} is not a plain name")
 
 
 class LiveMachine:
     """A ``vmalab.program.Machine`` over the calling process and the real kernel."""
 
-    def __init__(self, arena_pages: int, tmpdir: str) -> None:
+    def __init__(self, arena_pages: int, tmpdir: str, budget: _Budget | None = None) -> None:
         self.lib = _Libc()
+        self.budget = budget
         self.lo = P.ARENA_BASE
         self.hi = P.ARENA_BASE + arena_pages * P.PAGE
         self.tmpdir = tmpdir
@@ -205,22 +281,33 @@ class LiveMachine:
             raise self.lib.fail()
 
     def memfd_create(self, name: str, flags: int) -> int:
+        if "\0" in name:
+            raise Refused("memfd name contains NUL")
         return os.memfd_create(name, flags)
 
     def open(self, name: str, flags: int) -> int:
-        return os.open(os.path.join(self.tmpdir, name), flags, 0o600)
+        _plain_name(name)
+        return os.open(os.path.join(self.tmpdir, name), flags | os.O_NOFOLLOW, 0o600)
 
     def close(self, fd: int) -> None:
         os.close(fd)
 
+    def _charge(self, fd: int, end: int, what: str) -> None:
+        if self.budget is not None:
+            self.budget.charge(fd, end, what)
+
     def ftruncate(self, fd: int, length: int) -> None:
+        self._charge(fd, length, "ftruncate")
         os.ftruncate(fd, length)
 
     def fallocate(self, fd: int, mode: int, offset: int, length: int) -> None:
+        if not mode & P.uapi.FALLOC_FL_PUNCH_HOLE:
+            self._charge(fd, offset + length, "fallocate")
         if self.lib.c.fallocate(fd, mode, offset, length):
             raise self.lib.fail()
 
     def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        self._charge(fd, offset + len(data), "pwrite")
         return os.pwrite(fd, data, offset)
 
     def pread(self, fd: int, length: int, offset: int) -> bytes:
@@ -257,9 +344,13 @@ class LiveMachine:
             try:
                 os.close(self.pagemap_fd)  # it still reads the parent's mm
                 self.pagemap_fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+                if self.budget is not None:
+                    self.budget.forked()
                 self.lib.c.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
                 signal.alarm(max(alarm_left, 1))
                 out = run_child(self).to_json()
+            except ResourceLimitError as e:
+                out, code = {"error": str(e), "limit": _limit_json(e)}, 1
             except BaseException as e:
                 out, code = {"error": f"fork child: {type(e).__name__}: {e}"}, 1
             try:
@@ -278,9 +369,13 @@ class LiveMachine:
         os.close(r)
         os.waitpid(pid, 0)
         try:
-            return P.Observation.from_json(json.loads(b"".join(chunks)))
+            got = json.loads(b"".join(chunks))
         except ValueError:
             return P.Observation(error="fork child sent no observation")
+        if isinstance(got, dict) and isinstance(got.get("limit"), dict):
+            lim = got["limit"]
+            raise ResourceLimitError(str(lim["resource"]), lim["limit"], str(got["error"]))
+        return P.Observation.from_json(got)
 
     def exit(self) -> None:
         self.exited = True
@@ -307,7 +402,9 @@ class LiveMachine:
         return read_slab()
 
     def check(self) -> None:
-        pass
+        """After every op: the resident-memory budget of the live fork tree."""
+        if self.budget is not None:
+            self.budget.check_rss()
 
 
 _HDR = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ")
@@ -372,7 +469,8 @@ def main() -> None:
     out: dict[str, Any] = {}
     own_tmp = "tmpdir" not in opts
     tmpdir = opts.get("tmpdir") or tempfile.mkdtemp(
-        prefix="vmalab-live-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        prefix=f"vmalab-live-{os.getpid()}-",
+        dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     try:
         prog = P.from_json(req["program"], "program")
         size = prog.arena_pages * P.PAGE
@@ -382,7 +480,8 @@ def main() -> None:
             raise Refused(f"cannot reserve the arena at {P.ARENA_BASE:#x}: "
                           f"{os.strerror(ctypes.get_errno())}")
         c.munmap(P.ARENA_BASE, size)
-        m = LiveMachine(prog.arena_pages, tmpdir)
+        budget = _Budget(lib, opts.get("file_bytes"), opts.get("rss_bytes"))
+        m = LiveMachine(prog.arena_pages, tmpdir, budget)
         sentinels = []
         if opts.get("sentinels"):
             for a in (P.ARENA_BASE - 2 * P.PAGE, P.ARENA_BASE + size + P.PAGE):
@@ -404,6 +503,11 @@ def main() -> None:
         limit = _vm_size() + extra
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         out["rlimit_as"] = limit
+        # No file may pass the program format's largest offset; EFBIG instead of SIGXFSZ.
+        fsize = int(opts.get("fsize", P.MAX_FILE_PAGES * P.PAGE))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        out["rlimit_fsize"] = fsize
         if opts.get("unchecked_ops"):  # test hook: ops that bypassed validation
             prog = P.Program(tuple(_raw_op(d) for d in opts["unchecked_ops"]), prog.arena_pages,
                              prog.observe)
@@ -417,6 +521,9 @@ def main() -> None:
             out["sentinels_intact"] = ok
     except Refused as e:
         out["error"] = f"refused: {e}"
+    except ResourceLimitError as e:
+        out["error"] = str(e)
+        out["limit"] = _limit_json(e)
     except Exception as e:
         out["error"] = f"live runner: {type(e).__name__}: {e}"
     finally:
@@ -424,6 +531,10 @@ def main() -> None:
             shutil.rmtree(tmpdir, ignore_errors=True)
     sys.stdout.write(json.dumps(out))
     sys.stdout.flush()
+
+
+def _limit_json(e: ResourceLimitError) -> dict[str, Any]:
+    return {"resource": e.resource, "limit": e.limit}
 
 
 def _raw_op(d: dict[str, Any]) -> P.Op:

@@ -148,23 +148,26 @@ class Inode:
                 phys.zero_range(pfn, 0, end & 4095)
 
     def write(self, data: bytes, offset: int) -> None:
-        """Write into the page cache, growing the file. Models shmem_write_begin/end."""
+        """Write into the page cache, growing the file. Models shmem_write_begin/end
+        (i_size grows page by page, so a failing allocation leaves a short write)."""
         phys = self.kernel.phys
         pos = offset
         mv = memoryview(data)
-        while mv:
-            index = pos >> 12
-            off = pos & 4095
-            n = min(4096 - off, len(mv))
-            pfn = self.pages.get(index)
-            if pfn is None:
-                pfn = self.page_cache_alloc(index)
-            self.not_uptodate.discard(index)
-            self.clean.discard(index)
-            phys.write(pfn, off, mv[:n])
-            mv = mv[n:]
-            pos += n
-        self.size = max(self.size, offset + len(data))
+        try:
+            while mv:
+                index = pos >> 12
+                off = pos & 4095
+                n = min(4096 - off, len(mv))
+                pfn = self.pages.get(index)
+                if pfn is None:
+                    pfn = self.page_cache_alloc(index)
+                self.not_uptodate.discard(index)
+                self.clean.discard(index)
+                phys.write(pfn, off, mv[:n])
+                mv = mv[n:]
+                pos += n
+        finally:
+            self.size = max(self.size, pos)
 
     def read(self, length: int, offset: int) -> bytes:
         """Read from the page cache up to EOF; holes read as zeroes."""

@@ -447,7 +447,8 @@ def do_mmap(
     populate = 0
     # do_mmap() tests its own vm_flags, before __mmap_complete() may have cleared
     # VM_LOCKED (droppable memory under MCL_FUTURE is still populated; measured)
-    if vm_flags & VM_LOCKED and not vm_flags & VM_LOCKONFAULT:
+    # (mm_populate() then skips the VMAs that still have VM_LOCKONFAULT)
+    if vm_flags & VM_LOCKED:
         populate = length
     elif flags & (uapi.MAP_POPULATE | uapi.MAP_NONBLOCK) == uapi.MAP_POPULATE:
         populate = length

@@ -14,7 +14,10 @@ a page-cache reference).
 from __future__ import annotations
 
 from array import array
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from vmalab.budget import Budget
 
 PAGE_SIZE: Final = 4096
 
@@ -35,9 +38,11 @@ class PhysMem:
     page.
     """
 
-    __slots__ = ("kind", "mapcount", "owner", "data", "free_pfns", "nr_anon", "nr_pagecache")
+    __slots__ = ("kind", "mapcount", "owner", "data", "free_pfns", "nr_anon", "nr_pagecache",
+                 "budget")
 
-    def __init__(self) -> None:
+    def __init__(self, budget: Budget | None = None) -> None:
+        self.budget = budget
         self.kind = bytearray([KIND_ZERO])
         self.mapcount = array("i", [0])
         self.owner = array("I", [0])  # anon_vma ids and inode numbers fit 32 bits
@@ -47,7 +52,13 @@ class PhysMem:
         self.nr_pagecache = 0
 
     def alloc(self, kind: int, owner: int) -> int:
-        """Allocate a page frame. Models mm/page_alloc.c:folio_alloc (order 0)."""
+        """Allocate a page frame. Models mm/page_alloc.c:folio_alloc (order 0).
+
+        Raises LimitFailure (an AllocFailure) with nothing changed past the ``pages``
+        budget (``vmalab.budget``)."""
+        b = self.budget
+        if b is not None:
+            b.check_alloc("pages", self.nr_anon + self.nr_pagecache, b.pages, "page")
         if self.free_pfns:
             pfn = self.free_pfns.pop()
             self.kind[pfn] = kind
@@ -83,6 +94,7 @@ class PhysMem:
         """Store bytes into page ``pfn`` at ``off``."""
         d = self.data.get(pfn)
         if d is None:
+            self._store_one()
             d = self.data[pfn] = bytearray(PAGE_SIZE)
         d[off : off + len(b)] = b
 
@@ -90,9 +102,20 @@ class PhysMem:
         """Copy page contents. Models mm/memory.c:__wp_page_copy_user / copy_mc_user_highpage."""
         d = self.data.get(src)
         if d is not None:
+            if dst not in self.data:
+                self._store_one()
             self.data[dst] = bytearray(d)
         else:
             self.data.pop(dst, None)
+
+    def _store_one(self) -> None:
+        """Account one more page of stored contents against the ``stored_bytes`` budget.
+        Storing cannot fail half-way, so a breach is only recorded: the syscall finishes
+        and its boundary raises it (the next allocation fails meanwhile)."""
+        b = self.budget
+        if b is not None and b.stored_bytes is not None \
+                and (len(self.data) + 1) * PAGE_SIZE > b.stored_bytes:
+            b.trip("stored_bytes", b.stored_bytes, "page contents")
 
     def zero_range(self, pfn: int, off: int, n: int) -> None:
         """Zero part of a page (folio_zero_range)."""

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from vmalab.budget import Budget
 
 SLAB_SIZES: Final[dict[str, int]] = {
     "vm_area_struct": 192,
@@ -83,11 +86,12 @@ class FailPolicy:
 class Slabs:
     """All caches of one ``Kernel``."""
 
-    __slots__ = ("caches", "fail", "_vma", "_av", "_avc", "_mm", "_pt")
+    __slots__ = ("caches", "fail", "budget", "_vma", "_av", "_avc", "_mm", "_pt")
 
-    def __init__(self, fail: FailPolicy | None = None) -> None:
+    def __init__(self, fail: FailPolicy | None = None, budget: Budget | None = None) -> None:
         self.caches = {n: SlabStats(n, s) for n, s in SLAB_SIZES.items()}
         self.fail = fail
+        self.budget = budget
         self._vma = self.caches["vm_area_struct"]
         self._av = self.caches["anon_vma"]
         self._avc = self.caches["anon_vma_chain"]
@@ -97,8 +101,15 @@ class Slabs:
     def alloc(self, st: SlabStats) -> None:
         """Account one allocation from cache ``st``; raises AllocFailure if injected.
 
-        Models mm/slub.c:kmem_cache_alloc (and the page allocator for page tables).
+        Models mm/slub.c:kmem_cache_alloc (and the page allocator for page tables). The
+        ``budget`` (vmalab's host-safety limits, not kernel behaviour) refuses a VMA or
+        page-table page past its limit with LimitFailure, an AllocFailure.
         """
+        b = self.budget
+        if b is not None:
+            limit = b.vmas if st is self._vma else b.pgtables if st is self._pt else None
+            b.check_alloc("vmas" if st is self._vma else "pgtables" if st is self._pt
+                          else st.name, st.active, limit, st.name)
         if self.fail is not None and self.fail.should_fail(st.name):
             raise AllocFailure(st.name)
         st.active += 1

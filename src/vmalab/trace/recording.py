@@ -143,6 +143,8 @@ def open_recording(path: str) -> Recording:
         man = json.loads(text)
     except ValueError as e:
         raise UserInputError(mpath, f"not JSON: {e}") from None
+    except RecursionError:
+        raise UserInputError(mpath, "not JSON: nested too deeply") from None
     if not isinstance(man, dict):
         raise UserInputError(mpath, "the manifest is not a JSON object")
     if man.get("format", "vmalab-recording") != "vmalab-recording":
