@@ -72,7 +72,8 @@ def bins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed")
     d = tmp_path_factory.mktemp("bins")
-    for name in ("pthreads_spawn", "readmaps", "guard_loop", "tree", "thread_exec", "allcalls"):
+    for name in ("pthreads_spawn", "readmaps", "guard_loop", "tree", "thread_exec", "allcalls",
+                 "leader_exit"):
         subprocess.run(["gcc", "-O1", "-pthread", "-o", str(d / name), str(PROGRAMS / f"{name}.c")],
                        check=True)
     return d
@@ -89,6 +90,7 @@ def recs(bins: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tupl
         "guard": [str(bins / "guard_loop"), "300", "7"],
         "tree": [str(bins / "tree")],
         "thread_exec": [str(bins / "thread_exec")],
+        "leader_exit": [str(bins / "leader_exit")],
         "python": [sys.executable, "-S", str(PROGRAMS / "threads.py")],
     }.items():
         d = root / name
@@ -99,7 +101,10 @@ def recs(bins: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tupl
 # -- every recording ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["spawn", "readmaps", "guard", "tree", "thread_exec", "python"])
+ALL = ["spawn", "readmaps", "guard", "tree", "thread_exec", "leader_exit", "python"]
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_recording_parses_and_replays(recs: dict[str, tuple[Path, Any]], name: str) -> None:
     d, proc = recs[name]
     assert (d / "manifest.json").exists(), proc.stderr
@@ -114,7 +119,7 @@ def test_recording_parses_and_replays(recs: dict[str, tuple[Path, Any]], name: s
     assert m["faults"]["lost"] == 0
 
 
-@pytest.mark.parametrize("name", ["spawn", "readmaps", "guard", "tree", "thread_exec", "python"])
+@pytest.mark.parametrize("name", ALL)
 def test_snapshots_for_every_exec_and_exit(recs: dict[str, tuple[Path, Any]], name: str) -> None:
     d, _ = recs[name]
     m = manifest(d)
