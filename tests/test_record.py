@@ -39,7 +39,22 @@ def _ptrace_ok() -> str | None:
     return None
 
 
-_why = _ptrace_ok()
+def _probe() -> str | None:
+    """Record `true` once without perf: the reason if that cannot work here."""
+    why = _ptrace_ok()
+    if why is not None:
+        return why
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        p = subprocess.run([*VMALAB, "record", "--quiet", "--no-faults", "-o", d + "/r", "--",
+                            "true"], capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            return "vmalab record cannot run here: " + (p.stderr.strip().splitlines() or ["?"])[-1]
+    return None
+
+
+_why = _probe()
 pytestmark = pytest.mark.skipif(_why is not None, reason=_why or "")
 
 
