@@ -274,15 +274,37 @@ def _fcntl(ctx: Ctx) -> str:
     return s + f", {hx(a[2])}"
 
 
+# prctl options strace 6.1 prints with all four further arguments in decimal
+_PRCTL_DEC5 = frozenset({0x26, 0x27, 0x29, 0x2A})  # NO_NEW_PRIVS, THP_DISABLE (set/get)
+
+
 def _prctl(ctx: Ctx) -> str:
+    """prctl as strace 6.1 prints the common options (others: four hex arguments)."""
     a = ctx.args
     op = sint(a[0], 32)
     if op == 15:  # PR_SET_NAME
         return f"{hx(op)}, {str_arg(ctx.tid, a[1], 15)}"
+    if op == 16:  # PR_GET_NAME: the name is printed at the exit
+        return f"{hx(op)}, "
     if op == 0x53564D41:  # PR_SET_VMA: PR_SET_VMA_ANON_NAME, addr, len, name
         name = str_arg(ctx.tid, a[4], 80) if a[4] else "NULL"
         return f"{hx(op)}, {a[1]}, {ptr(a[2])}, {a[3]}, {name}"
+    if op in _PRCTL_DEC5:
+        return ", ".join([hx(op)] + [str(v) for v in a[1:5]])
+    if op == 1:  # PR_SET_PDEATHSIG
+        return f"{hx(op)}, {sint(a[1], 32)}"
+    if op == 0x59616D61:  # PR_SET_PTRACER
+        return f"{hx(op)}, {sint(a[1])}"
+    if op in (4, 8, 36):  # PR_SET_DUMPABLE, PR_SET_KEEPCAPS, PR_SET_CHILD_SUBREAPER
+        return f"{hx(op)}, {hx(a[1])}"
     return ", ".join([hx(op)] + [hx(v) for v in a[1:5]])
+
+
+def _prctl_exit(ctx: Ctx, rval: int) -> str:
+    if sint(ctx.args[0], 32) == 16:
+        name = pt.read_cstr(ctx.tid, ctx.args[1], 16) if rval >= 0 else None
+        return (quote(name, None) if name is not None else hex(ctx.args[1])) + _ret(ctx, rval)
+    return _ret(ctx, rval)
 
 
 _OFLAGS = [(0x400, "O_APPEND"), (0x800, "O_NONBLOCK"), (0x101000, "O_SYNC"), (0x1000, "O_DSYNC"),
@@ -477,6 +499,8 @@ def result(ctx: Ctx, rval: int) -> str:
             return _getfl(rval)
         if cmd == 1 and rval:
             return f"{hx(rval)} (flags {hx(rval)})"
+        if cmd == 1034 and rval:  # F_GET_SEALS
+            return f"{hx(rval)} (seals {hx(rval)})"
     return str(rval)
 
 
@@ -508,6 +532,7 @@ for _name, _kinds in {
 }.items():
     ENTER[NR[_name]] = _simple(_kinds)
 EXIT: dict[int, Exit] = {NR["clone"]: _clone_exit, NR["clone3"]: _clone3_exit,
+                         NR["prctl"]: _prctl_exit,
                          NR["read"]: _read_exit, NR["pread64"]: _read_exit}
 # the calls whose entry and exit perf also records (raw_syscalls, filtered on these ids)
 PERF_NRS = frozenset(ENTER) - READS

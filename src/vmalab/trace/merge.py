@@ -80,6 +80,14 @@ def perf_events(lines: Iterable[str], stats: FaultStats) -> Iterator[Rec]:
     addresses are dropped; lost-event notes are counted.
     """
     for line in lines:
+        parts = line.split(None, 5)
+        if len(parts) >= 5 and parts[2].startswith("raw_syscalls:") and parts[3] == "NR":
+            # the common case, without the regex: "TID SEC.NS: raw_syscalls:sys_exit: NR 9 = .."
+            sec, _, frac = parts[1].rstrip(":").partition(".")
+            stats.events += 1
+            yield (int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9]), 0, int(parts[0]),
+                   "PE" if parts[2] == "raw_syscalls:sys_enter:" else "PX", int(parts[4]), "")
+            continue
         m = _PERF.match(line)
         if m is None:
             lm = _LOST.search(line)

@@ -93,11 +93,12 @@ def interrupt(pid: int) -> None:
 
 def restart(request: int, pid: int, sig: int = 0) -> bool:
     """Restart a stopped tracee with PTRACE_SYSCALL/CONT/LISTEN; False if it is gone (ESRCH)."""
-    try:
-        ptrace(request, pid, 0, sig)
-    except ProcessLookupError:
+    if _ptrace(request, pid, 0, sig) != -1:
+        return True
+    e = ctypes.get_errno()
+    if e == 3:  # ESRCH: killed meanwhile
         return False
-    return True
+    raise OSError(e, os.strerror(e))
 
 
 _msg = ctypes.c_ulong()
@@ -112,6 +113,7 @@ def event_msg(pid: int) -> int:
 _INFO_SIZE = 88
 _info_buf = ctypes.create_string_buffer(_INFO_SIZE)
 _info_addr = ctypes.addressof(_info_buf)
+_info_view = memoryview(_info_buf).cast("B")
 _HEAD = struct.Struct("=B3xIQQ")
 _ENTRY = struct.Struct("=7Q")
 _EXIT = struct.Struct("=qB")
@@ -123,8 +125,10 @@ def syscall_info(pid: int) -> tuple[int, int, tuple[int, ...]]:
     For an entry or seccomp stop: ``(OP_ENTRY|OP_SECCOMP, nr, (a0..a5))``; for an exit
     stop: ``(OP_EXIT, rval, ())`` where a failure is ``-errno``; otherwise ``(OP_NONE, 0, ())``.
     """
-    ptrace(PTRACE_GET_SYSCALL_INFO, pid, _INFO_SIZE, _info_addr)
-    raw = _info_buf.raw
+    if _ptrace(PTRACE_GET_SYSCALL_INFO, pid, _INFO_SIZE, _info_addr) == -1:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    raw = _info_view  # unpacked in place, without a copy
     op = raw[0]
     if op == OP_ENTRY or op == OP_SECCOMP:
         vals = _ENTRY.unpack_from(raw, 24)

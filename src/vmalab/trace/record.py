@@ -214,7 +214,24 @@ class Session:
         if use_perf:
             self.perf_pid = launcher
             tracer.extra_children[launcher] = None
-        tracer.attach(wrapper)
+        try:
+            tracer.attach(wrapper)
+        except OSError as e:
+            # never let the wrapper run the program untraced
+            for pid in (wrapper, launcher):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            os.close(release)
+            for pid in {wrapper, launcher}:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+            raise UserInputError("ptrace", f"cannot trace the program: {e.strerror or e} "
+                                 "(needs ptrace of one's own children: Yama ptrace_scope <= 1, "
+                                 "or CAP_SYS_PTRACE)") from None
         os.write(release, b"g")
         os.close(release)
 

@@ -387,9 +387,12 @@ class Tracer:
         killed = bool(code & 0x7F)
         execing = any(t.ctx is not None and t.ctx.nr in dc.EXECS
                       for t in (self.tasks.get(x) for x in live) if t is not None)
+        # a task past its exit event no longer counts (a leader that called pthread_exit
+        # stays a zombie, and in the group, until the last thread is gone)
+        live.discard(tid)
         if task.tgid in self.exit_snapped or execing:
             return
-        if live <= {tid} or group_exit or killed:
+        if not live or group_exit or killed:
             pid = task.tgid
             self.exit_snapped.add(pid)
             seq = self.exit_seq.get(pid, 0) + 1
