@@ -256,3 +256,61 @@ def test_rlimit_memlock_without_cap_ipc_lock() -> None:
            "results.5.errno": "EAGAIN", "results.7.ret": 8, "results.8.ret": 0,
            "results.9.errno": "EAGAIN", "results.12.errno": "EPERM",
            "results.13.errno": "EPERM", "results.14.errno": "EPERM"})
+
+
+# --- mdwe_test.c ---------------------------------------------------------------------
+
+X = ["ex", "me", "mr", "mw"]
+
+
+def test_mdwe_prctl_and_refusals() -> None:
+    """NO_INHERIT alone is EINVAL; the bits cannot change once set (EPERM); under MDWE
+    mmap(rwx) and mprotect to rwx or exec gain are EACCES, while exec-only and r-x
+    mappings and exec-keeping changes are fine; NO_INHERIT children start without it."""
+    check([{"op": "mmap", "addr": 0, "len": 2, "prot": "rwx"},
+           {"op": "mmap", "addr": 2, "len": 2, "prot": "r"},
+           {"op": "mmap", "addr": 4, "len": 2, "prot": "x"},
+           {"op": "mdwe", "flags": ["no_inherit"]},
+           {"op": "mdwe"},
+           {"op": "mdwe", "flags": ["refuse_exec_gain", "no_inherit"]},
+           {"op": "mmap", "addr": 6, "len": 2, "prot": "rwx"},
+           {"op": "mmap", "addr": 6, "len": 2, "prot": "rx"},
+           {"op": "mprotect", "addr": 2, "len": 2, "prot": "rx"},
+           {"op": "mprotect", "addr": 4, "len": 2, "prot": "rx"},
+           {"op": "mprotect", "addr": 0, "len": 2, "prot": "rwx"},
+           {"op": "mprotect", "addr": 0, "len": 2, "prot": "r"},
+           {"op": "mprotect", "addr": 0, "len": 2, "prot": "rx"}],
+          {"results.3.errno": "EINVAL", "results.4.ret": 1, "results.5.errno": "EPERM",
+           "results.6.errno": "EACCES", "results.7.ret": 6, "results.8.errno": "EACCES",
+           "results.9.ret": 0, "results.10.errno": "EACCES", "results.11.ret": 0,
+           "results.12.errno": "EACCES"})
+    check([{"op": "mdwe", "flags": ["refuse_exec_gain", "no_inherit"]},
+           {"op": "fork", "child": [{"op": "mmap", "addr": 0, "len": 1, "prot": "rwx"}]},
+           {"op": "mmap", "addr": 0, "len": 1, "prot": "rwx"}],
+          {"results.0.ret": 3, "results.1.child.results.0.ret": 0,
+           "results.2.errno": "EACCES"})
+    check([{"op": "mdwe"},
+           {"op": "fork", "child": [{"op": "mmap", "addr": 0, "len": 1, "prot": "rwx"}]}],
+          {"results.1.child.results.0.errno": "EACCES"})
+
+
+def test_mincore() -> None:
+    """Present PTEs are resident; file and shmem VMAs report page-cache pages even
+    where nothing is mapped; guard markers and anonymous holes are not; a hole in the
+    range is ENOMEM."""
+    check([{"op": "memfd", "file": 0}, {"op": "ftruncate", "file": 0, "pages": 8},
+           {"op": "pwrite", "file": 0, "offset": 2, "len": 2},
+           {"op": "mmap", "addr": 0, "len": 6},
+           {"op": "write", "addr": 1, "len": 1},
+           {"op": "read", "addr": 3, "len": 1},
+           {"op": "madvise", "addr": 4, "len": 1, "advice": "guard_install"},
+           {"op": "mincore", "addr": 0, "len": 6},
+           {"op": "mmap", "addr": 8, "len": 6, "prot": "r", "flags": ["private"], "file": 0},
+           {"op": "mincore", "addr": 8, "len": 6},
+           {"op": "mincore", "addr": 4, "len": 6},
+           {"op": "mmap", "addr": 16, "len": 2, "flags": ["shared", "anonymous"]},
+           {"op": "write", "addr": 17, "len": 1},
+           {"op": "madvise", "addr": 17, "len": 1, "advice": "dontneed"},
+           {"op": "mincore", "addr": 16, "len": 2}],
+          {"results.7.ret": "010100", "results.9.ret": "001100",
+           "results.10.errno": "ENOMEM", "results.14.ret": "01"}, arena=24)

@@ -244,10 +244,10 @@ class _Gen:
         kind = r.choices(
             ["mmap", "munmap", "mprotect", "mremap", "madvise", "mlock", "munlock", "read",
              "write", "fork", "ftruncate", "fallocate", "pwrite", "seal", "beside", "back",
-             "mseal", "mlockall", "munlockall", "memlock"],
+             "mseal", "mlockall", "munlockall", "memlock", "mincore", "mdwe"],
             [14, 4, 6, 6, 22, 1, 1, 6, 8, 5 if depth < 2 else 0, 1, 1, 1, 1,
              4 if self.moves else 0, 4 if self.moves else 0, 2, 1, 1,
-             0.5 if depth == 0 else 0])[0]
+             0.5 if depth == 0 else 0, 3, 0.5])[0]
         a, n = self.rng()
         if kind == "beside":
             return self.map_beside()
@@ -312,6 +312,11 @@ class _Gen:
         if kind == "memlock":
             self.memlock = True
             return {"op": "memlock", "pages": r.choice([0, 2, 4, 8, 16])}
+        if kind == "mdwe":
+            return {"op": "mdwe", "flags": r.choice(
+                [["refuse_exec_gain"], ["refuse_exec_gain", "no_inherit"], [], ["no_inherit"]])}
+        if kind == "mincore":
+            return {"op": "mincore", "addr": a, "len": n}
         if kind == "mseal" and self.maps and r.random() < 0.6:
             a, n = r.choice(self.maps)
         if kind in ("mlock", "munlock", "read", "mseal"):

@@ -18,6 +18,7 @@ from vmalab.mm.flags import VM_LOCKED, VM_LOCKONFAULT
 from vmalab.mm.fork import dup_mmap, exit_mmap
 from vmalab.mm.madvise import do_madvise, do_process_madvise
 from vmalab.mm.memory import fault_in
+from vmalab.mm.mincore import do_mincore, mdwe_after_fork, prctl_set_mdwe
 from vmalab.mm.mlock import do_mlock, do_mlockall, do_munlock, do_munlockall
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct
 from vmalab.mm.mmap import do_mmap, do_vmi_munmap, mm_populate, page_align
@@ -78,6 +79,8 @@ class Process:
     #: 8 MiB, the kernel's MLOCK_LIMIT and this machine's `ulimit -l`). Inherited on fork.
     cap_ipc_lock: bool
     rlimit_memlock: int
+    #: PR_MDWE_* bits (the kernel keeps them in mm->flags; see vmalab.mm.mincore).
+    mdwe: int
 
     def __init__(self) -> None:  # pragma: no cover - use Kernel.spawn()
         raise TypeError("use Kernel.spawn() or Process.fork()")
@@ -101,6 +104,7 @@ class Process:
         self.cap_sys_admin = True
         self.cap_ipc_lock = True
         self.rlimit_memlock = 8 << 20
+        self.mdwe = 0
         kernel._procs[self.pid] = self
         return self
 
@@ -201,6 +205,29 @@ class Process:
     def munlockall(self) -> None:
         """munlockall(2). Models mm/mlock.c:sys_munlockall."""
         do_munlockall(self.mm)
+
+    @_syscall
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0,
+              arg5: int = 0) -> int:
+        """prctl(2): PR_SET_MDWE and PR_GET_MDWE only (others: EINVAL).
+
+        Models kernel/sys.c:prctl_set_mdwe / prctl_get_mdwe.
+        """
+        _check_int(option, arg2, arg3, arg4, arg5)
+        if option == uapi.PR_SET_MDWE:
+            self.mdwe = prctl_set_mdwe(self.mdwe, arg2, arg3, arg4, arg5)
+            return 0
+        if option == uapi.PR_GET_MDWE:
+            if arg2 or arg3 or arg4 or arg5:
+                raise kernel_error(errno.EINVAL, "unused prctl arguments must be 0")
+            return self.mdwe
+        raise kernel_error(errno.EINVAL, f"prctl option {option} is not modelled")
+
+    @_syscall
+    def mincore(self, addr: int, length: int) -> bytes:
+        """mincore(2): one byte per page (1: resident). Models mm/mincore.c."""
+        _check_int(addr, length)
+        return do_mincore(self.mm, addr, length)
 
     @_syscall
     def munlock(self, addr: int, length: int) -> None:
@@ -406,6 +433,7 @@ class Process:
         child.cap_sys_admin = self.cap_sys_admin
         child.cap_ipc_lock = self.cap_ipc_lock
         child.rlimit_memlock = self.rlimit_memlock
+        child.mdwe = mdwe_after_fork(self.mdwe)
         for fd, f in self.fds.items():
             f.get()
             child.fds[fd] = f

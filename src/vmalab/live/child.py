@@ -76,6 +76,7 @@ class _Libc:
         c.mlock2.argtypes = [vp, sz, i]
         c.munlock.argtypes = [vp, sz]
         c.mlockall.argtypes = [i]
+        c.mincore.argtypes = [vp, sz, ctypes.c_void_p]
         c.fallocate.argtypes = [i, i, lg, lg]
         c.clone.argtypes = [vp, vp, i, vp]
         c.prctl.argtypes = [i, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
@@ -193,6 +194,23 @@ class LiveMachine:
     def munlockall(self) -> None:
         if self.lib.c.munlockall():
             raise self.lib.fail()
+
+    def mdwe(self, flags: int) -> int:
+        c = self.lib.c
+        if c.prctl(P.uapi.PR_SET_MDWE, flags, 0, 0, 0):
+            raise self.lib.fail()
+        r = c.prctl(P.uapi.PR_GET_MDWE, 0, 0, 0, 0)
+        if r < 0:
+            raise self.lib.fail()
+        return int(r)
+
+    def mincore(self, addr: int, length: int) -> bytes:
+        self._inside(addr, length)
+        n = (length + P.PAGE - 1) // P.PAGE
+        vec = (ctypes.c_ubyte * max(n, 1))()
+        if self.lib.c.mincore(addr, length, vec):
+            raise self.lib.fail()
+        return bytes(vec[:n])
 
     def memlock(self, limit: int, cap_ipc_lock: bool) -> None:
         resource.setrlimit(resource.RLIMIT_MEMLOCK, (limit, limit))

@@ -241,6 +241,10 @@ def mmap_region(
     else allocate a new VMA (shmem_zero_setup for shared anonymous memory), then
     __mmap_complete (VM_LOCKED dropped for special VMAs).
     """
+    from vmalab.mm.mincore import map_deny_write_exec
+
+    if map_deny_write_exec(mm, vm_flags, vm_flags):  # mm/mmap.c:mmap_region
+        raise kernel_error(errno.EACCES, "MDWE: writable and executable")
     end = addr + length
     k = mm.kernel
     pglen = length >> PAGE_SHIFT
