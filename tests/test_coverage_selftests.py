@@ -314,3 +314,38 @@ def test_mincore() -> None:
            {"op": "mincore", "addr": 16, "len": 2}],
           {"results.7.ret": "010100", "results.9.ret": "001100",
            "results.10.errno": "ENOMEM", "results.14.ret": "01"}, arena=24)
+
+
+# --- protection keys (pkey tests, protection_keys.c) on a CPU without OSPKE -------------
+
+
+def test_pkeys_without_ospke_and_execute_only_memory() -> None:
+    """The project's machine exposes no OSPKE: the first pkey_alloc is EINVAL (and leaks
+    key 0), then ENOSPC; pkey_free and pkey_mprotect with a key are EINVAL, key -1 is
+    mprotect; PROT_EXEC-only memory gets no execute-only key, so loads succeed (stores
+    fault); a fork child inherits the allocation map."""
+    if _ospke():
+        pytest.skip("the model implements protection keys only for CPUs without OSPKE")
+    check([{"op": "mmap", "addr": 0, "len": 4},
+           {"op": "pkey_mprotect", "addr": 0, "len": 2, "prot": "r", "key": 0},
+           {"op": "pkey_mprotect", "addr": 0, "len": 2, "prot": "r", "key": -1},
+           {"op": "pkey_free", "key": 0},
+           {"op": "pkey_alloc", "rights": ["disable_write"]},
+           {"op": "pkey_alloc"},
+           {"op": "pkey_free", "key": 1},
+           {"op": "pkey_mprotect", "addr": 0, "len": 0, "prot": "r", "key": 5},
+           {"op": "mmap", "addr": 8, "len": 2, "prot": "x"},
+           {"op": "read", "addr": 8, "len": 2},
+           {"op": "write", "addr": 8, "len": 1},
+           {"op": "fork", "child": [{"op": "pkey_alloc"}]}],
+          {"results.1.errno": "EINVAL", "results.2.ret": 0, "results.3.errno": "EINVAL",
+           "results.4.errno": "EINVAL", "results.5.errno": "ENOSPC",
+           "results.6.errno": "EINVAL", "results.7.ret": 0,
+           "results.8.state.vmas.2": [8, 10, X], "results.9.data": "0000",
+           "results.10.ret": "SIGSEGV", "results.11.child.results.0.errno": "ENOSPC"})
+
+
+def _ospke() -> bool:
+    from vmalab.mm.pkeys import host_has_ospke
+
+    return host_has_ospke()

@@ -20,6 +20,7 @@ from vmalab.mm.flags import VM_ACCOUNT, VM_SHARED, VM_WIPEONFORK
 from vmalab.mm.mm_types import PAGE_SIZE, AnonVma, MmStruct
 from vmalab.mm.page_alloc import KIND_ANON, KIND_FREE, KIND_PAGECACHE, PhysMem
 from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SHIFT, PTE_MARKER_GUARD_ENTRY
+from vmalab.mm.pkeys import host_has_ospke
 from vmalab.mm.rmap import vma_anon_vma, vma_anon_vma_flags
 from vmalab.mm.slab import AllocFailure, FailPolicy, Slabs, SlabStats
 from vmalab.mm.util import OvercommitConfig, host_overcommit, meminfo
@@ -48,12 +49,16 @@ class Kernel:
         max_map_count: int = DEFAULT_MAX_MAP_COUNT,
         fail: FailPolicy | None = None,
         overcommit: OvercommitConfig | None = None,
+        pku: bool | None = None,
     ) -> None:
         self._design = get_design(design)
         self.max_map_count = max_map_count
         #: The commit-charge policy (mm/util.c) and vm_committed_as in pages.
         self.overcommit = overcommit if overcommit is not None else host_overcommit()
         self.vm_committed_as = 0
+        #: Whether the CPU has OSPKE (protection keys). Default: the host's; the model
+        #: only implements the no-OSPKE behaviour (vmalab.mm.pkeys).
+        self.pku = host_has_ospke() if pku is None else pku
         #: Charge the real kernel never gives back (a shrinking MREMAP_FIXED move, see
         #: mm/mremap.py), so that check() can still account for every committed page.
         self.commit_leaked = 0

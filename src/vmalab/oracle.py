@@ -237,17 +237,17 @@ class _Gen:
         return a, n
 
     def prot(self) -> str:
-        return self.r.choice(["rw", "rw", "rw", "r", "none", "rwx"])
+        return self.r.choice(["rw", "rw", "rw", "r", "none", "rwx", "x"])
 
     def op(self, depth: int) -> dict[str, Any]:
         r = self.r
         kind = r.choices(
             ["mmap", "munmap", "mprotect", "mremap", "madvise", "mlock", "munlock", "read",
              "write", "fork", "ftruncate", "fallocate", "pwrite", "seal", "beside", "back",
-             "mseal", "mlockall", "munlockall", "memlock", "mincore", "mdwe"],
+             "mseal", "mlockall", "munlockall", "memlock", "mincore", "mdwe", "pkey"],
             [14, 4, 6, 6, 22, 1, 1, 6, 8, 5 if depth < 2 else 0, 1, 1, 1, 1,
              4 if self.moves else 0, 4 if self.moves else 0, 2, 1, 1,
-             0.5 if depth == 0 else 0, 3, 0.5])[0]
+             0.5 if depth == 0 else 0, 3, 0.5, 1])[0]
         a, n = self.rng()
         if kind == "beside":
             return self.map_beside()
@@ -315,6 +315,15 @@ class _Gen:
         if kind == "mdwe":
             return {"op": "mdwe", "flags": r.choice(
                 [["refuse_exec_gain"], ["refuse_exec_gain", "no_inherit"], [], ["no_inherit"]])}
+        if kind == "pkey":
+            t = r.random()
+            if t < 0.4:
+                return {"op": "pkey_alloc", "rights": r.choice(
+                    [[], ["disable_write"], ["disable_access"]])}
+            if t < 0.6:
+                return {"op": "pkey_free", "key": r.randint(-1, 2)}
+            return {"op": "pkey_mprotect", "addr": a, "len": n, "prot": self.prot(),
+                    "key": r.choice([-1, -1, 0, 1])}
         if kind == "mincore":
             return {"op": "mincore", "addr": a, "len": n}
         if kind == "mseal" and self.maps and r.random() < 0.6:

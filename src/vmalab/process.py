@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from vmalab import uapi
 from vmalab.errors import kernel_error
-from vmalab.mm import filemap, khugepaged
+from vmalab.mm import filemap, khugepaged, pkeys
 from vmalab.mm.flags import VM_LOCKED, VM_LOCKONFAULT
 from vmalab.mm.fork import dup_mmap, exit_mmap
 from vmalab.mm.madvise import do_madvise, do_process_madvise
@@ -81,6 +81,9 @@ class Process:
     rlimit_memlock: int
     #: PR_MDWE_* bits (the kernel keeps them in mm->flags; see vmalab.mm.mincore).
     mdwe: int
+    #: mm->context.pkey_allocation_map and execute_only_pkey (see vmalab.mm.pkeys).
+    pkey_map: int
+    pkey_exec_only: int
 
     def __init__(self) -> None:  # pragma: no cover - use Kernel.spawn()
         raise TypeError("use Kernel.spawn() or Process.fork()")
@@ -105,6 +108,9 @@ class Process:
         self.cap_ipc_lock = True
         self.rlimit_memlock = 8 << 20
         self.mdwe = 0
+        # init_new_context(): only with OSPKE is key 0 allocated and the exec-only key -1.
+        self.pkey_map = 1 if kernel.pku else 0
+        self.pkey_exec_only = -1 if kernel.pku else 0
         kernel._procs[self.pid] = self
         return self
 
@@ -222,6 +228,25 @@ class Process:
                 raise kernel_error(errno.EINVAL, "unused prctl arguments must be 0")
             return self.mdwe
         raise kernel_error(errno.EINVAL, f"prctl option {option} is not modelled")
+
+    @_syscall
+    def pkey_alloc(self, flags: int = 0, init_rights: int = 0) -> int:
+        """pkey_alloc(2). Models mm/mprotect.c (see vmalab.mm.pkeys: no OSPKE here)."""
+        _check_int(flags, init_rights)
+        return pkeys.pkey_alloc(self, flags, init_rights)
+
+    @_syscall
+    def pkey_free(self, pkey: int) -> None:
+        """pkey_free(2). Models mm/mprotect.c:sys_pkey_free."""
+        _check_int(pkey)
+        pkeys.pkey_free(self, pkey)
+
+    @_syscall
+    def pkey_mprotect(self, addr: int, length: int, prot: int, pkey: int) -> None:
+        """pkey_mprotect(2). Models mm/mprotect.c:do_mprotect_pkey (key -1: mprotect)."""
+        _check_int(addr, length, prot, pkey)
+        do_mprotect(self.mm, addr, length, prot,
+                    pkey_check=lambda: pkeys.check_mprotect_pkey(self, pkey))
 
     @_syscall
     def mincore(self, addr: int, length: int) -> bytes:
@@ -434,6 +459,7 @@ class Process:
         child.cap_ipc_lock = self.cap_ipc_lock
         child.rlimit_memlock = self.rlimit_memlock
         child.mdwe = mdwe_after_fork(self.mdwe)
+        child.pkey_map, child.pkey_exec_only = self.pkey_map, self.pkey_exec_only  # arch_dup_pkeys
         for fd, f in self.fds.items():
             f.get()
             child.fds[fd] = f

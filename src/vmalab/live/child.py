@@ -35,6 +35,9 @@ from vmalab import program as P
 
 PR_SET_PDEATHSIG = 1
 SYS_MSEAL = 462
+SYS_PKEY_MPROTECT = 329
+SYS_PKEY_ALLOC = 330
+SYS_PKEY_FREE = 331
 CLONE_VM = 0x100
 CLONE_VFORK = 0x4000
 MAP_FAILED = (1 << 64) - 1
@@ -211,6 +214,16 @@ class LiveMachine:
         if self.lib.c.mincore(addr, length, vec):
             raise self.lib.fail()
         return bytes(vec[:n])
+
+    def pkey_alloc(self, rights: int) -> int:
+        return self._sys(SYS_PKEY_ALLOC, 0, rights)
+
+    def pkey_free(self, key: int) -> None:
+        self._sys(SYS_PKEY_FREE, key & ((1 << 64) - 1))
+
+    def pkey_mprotect(self, addr: int, length: int, prot: int, key: int) -> None:
+        self._inside(addr, length)
+        self._sys(SYS_PKEY_MPROTECT, addr, length, prot, key & ((1 << 64) - 1))
 
     def memlock(self, limit: int, cap_ipc_lock: bool) -> None:
         resource.setrlimit(resource.RLIMIT_MEMLOCK, (limit, limit))

@@ -239,7 +239,7 @@ def mmap_region(
     Models mm/vma.c:__mmap_region: unmap what MAP_FIXED replaces, charge VM_ACCOUNT,
     try vma_merge_new_range() with VMG_MMAP_STATE (no anon_vma, name, uffd or policy),
     else allocate a new VMA (shmem_zero_setup for shared anonymous memory), then
-    __mmap_complete (VM_LOCKED dropped for special VMAs).
+    __mmap_complete (VM_LOCKED dropped for special, hugetlb and droppable VMAs).
     """
     from vmalab.mm.mincore import map_deny_write_exec
 
@@ -314,7 +314,9 @@ def _mmap_region_locked(
         vma_link(mm, vma)
     # __mmap_complete()
     if vma.vm_flags & VM_LOCKED:
-        if vma.vm_flags & (VM_SPECIAL | VM_HUGETLB):
+        if vma.vm_flags & (VM_SPECIAL | VM_HUGETLB | VM_DROPPABLE):
+            # MAP_LOCKED is EINVAL for droppable memory, but mm->def_flags
+            # (mlockall(MCL_FUTURE)) is dropped here, as for special VMAs.
             vma.vm_flags &= ~VM_LOCKED_MASK
         else:
             mm.locked_vm += length >> PAGE_SHIFT
@@ -443,9 +445,12 @@ def do_mmap(
         pgoff = addr >> PAGE_SHIFT  # "Set pgoff according to addr for anon_vma"
     if flags & uapi.MAP_NORESERVE and mm.kernel.overcommit.mode != OVERCOMMIT_NEVER:
         vm_flags |= VM_NORESERVE  # "We honor MAP_NORESERVE if allowed to overcommit"
-    vma = mmap_region(mm, file, addr, length, vm_flags, pgoff)
+    mmap_region(mm, file, addr, length, vm_flags, pgoff)
     populate = 0
-    if vma.vm_flags & VM_LOCKED and not vma.vm_flags & VM_LOCKONFAULT:
+    # do_mmap() tests its own vm_flags, not the VMA's: a VM_LOCKED that
+    # __mmap_complete() dropped (droppable memory under MCL_FUTURE) still populates;
+    # __mm_populate() skips VM_LOCKONFAULT VMAs by itself.
+    if vm_flags & VM_LOCKED:
         populate = length
     elif flags & (uapi.MAP_POPULATE | uapi.MAP_NONBLOCK) == uapi.MAP_POPULATE:
         populate = length

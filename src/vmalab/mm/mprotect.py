@@ -7,6 +7,7 @@ write-protection; guard markers are skipped, so they survive).
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 
 from vmalab import uapi
 from vmalab.errors import kernel_error
@@ -92,8 +93,11 @@ def mprotect_fixup(
     return vma
 
 
-def do_mprotect(mm: MmStruct, start: int, length: int, prot: int) -> None:
-    """The mprotect syscall. Raises OSError.
+def do_mprotect(
+    mm: MmStruct, start: int, length: int, prot: int, pkey_check: Callable[[], None] | None = None
+) -> None:
+    """The mprotect syscall (and pkey_mprotect: ``pkey_check`` raises for a key the
+    process did not allocate, after the argument checks). Raises OSError.
 
     Models mm/mprotect.c:do_mprotect_pkey: EINVAL for an unaligned start or unknown prot
     bits (arch_validate_prot), ENOMEM for an overflowing or unmapped range, EACCES when
@@ -119,6 +123,8 @@ def do_mprotect(mm: MmStruct, start: int, length: int, prot: int) -> None:
         raise kernel_error(errno.EINVAL, "unknown prot bits")
     if grows & uapi.PROT_GROWSUP:
         raise kernel_error(errno.EINVAL, "PROT_GROWSUP on x86")
+    if pkey_check is not None:
+        pkey_check()
     vma = mm.find_vma(start)
     if vma is None or vma.vm_start >= end:
         raise kernel_error(errno.ENOMEM, "range not mapped")
