@@ -349,3 +349,27 @@ def _ospke() -> bool:
     from vmalab.mm.pkeys import host_has_ospke
 
     return host_has_ospke()
+
+
+# --- MADV_FREE and Kernel.reclaim() ------------------------------------------------------
+
+
+def test_kernel_reclaim_discards_lazyfree_and_droppable_pages() -> None:
+    """Model only: the kernel's reclaim needs memory pressure. MADV_PAGEOUT showing the
+    same discard on the kernel is regression 046."""
+    from vmalab import Kernel, uapi
+
+    k = Kernel("sticky")
+    p = k.spawn()
+    a = p.mmap(0, 4 * 4096, 3, uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS)
+    d = p.mmap(0, 2 * 4096, 3, uapi.MAP_DROPPABLE | uapi.MAP_ANONYMOUS)
+    p.write(a, b"\x07" * 4 * 4096)
+    p.write(d, b"\x05" * 2 * 4096)
+    p.madvise(a, 4 * 4096, uapi.MADV_FREE)
+    p.write(a + 4096, b"\x09")  # dirtied again: kept
+    assert [x & uapi.PM_PRESENT != 0 for x in p.pagemap(a, 4)] == [True] * 4
+    assert k.reclaim() == 3 + 2
+    assert [x & uapi.PM_PRESENT != 0 for x in p.pagemap(a, 4)] == [False, True, False, False]
+    assert p.read(a, 1) == b"\x00" and p.read(a + 4096, 1) == b"\x09"
+    assert p.read(d, 1) == b"\x00"
+    k.check()

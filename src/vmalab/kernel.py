@@ -120,6 +120,37 @@ class Kernel:
             for n, s in self.slabs.caches.items()
         }
 
+    def reclaim(self) -> int:
+        """Reclaim what reclaim can take without swap; returns the pages freed.
+
+        Models mm/vmscan.c:shrink_folio_list under memory pressure for the folios the
+        model tracks: clean MADV_FREE'd (lazyfree) anonymous folios and MAP_DROPPABLE
+        folios mapped once are unmapped and freed (later loads read zeros). Other
+        anonymous memory stays (no swap); page-cache reclaim is not modelled here.
+        """
+        from vmalab.mm.flags import VM_DROPPABLE
+
+        phys = self.phys
+        freed = 0
+        for proc in self._procs.values():
+            for v in proc.mm.mm_mt.values():
+                droppable = bool(v.vm_flags & VM_DROPPABLE)
+                for _i, t, s, e in proc.mm.pgtables.tables_in(v.vm_start, v.vm_end):
+                    for j in range(s, e):
+                        pte = t[j]
+                        if not pte & _PAGE_PRESENT:
+                            continue
+                        pfn = pte >> 12
+                        if (
+                            phys.kind[pfn] == KIND_ANON
+                            and phys.mapcount[pfn] == 1
+                            and (droppable or pfn in phys.lazyfree)
+                        ):
+                            phys.free(pfn)
+                            t[j] = 0
+                            freed += 1
+        return freed
+
     def meminfo(self) -> dict[str, int]:
         """The commit lines of /proc/meminfo in kB: ``CommitLimit``, ``Committed_AS``."""
         return meminfo(self)

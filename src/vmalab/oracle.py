@@ -207,7 +207,7 @@ def diff(prog: Program, design: str | None = None, *, timeout: float = 30.0,
 _ADVICE_WEIGHTS = [
     ("guard_install", 12), ("guard_remove", 6), ("dontneed", 5), ("wipeonfork", 3),
     ("keeponfork", 1), ("dontfork", 2), ("dofork", 1), ("populate_read", 2),
-    ("populate_write", 2), ("free", 1), ("remove", 1), ("dontdump", 1), ("normal", 1),
+    ("populate_write", 2), ("free", 3), ("remove", 1), ("dontdump", 1), ("normal", 1),
     ("dodump", 1), ("cold", 1), ("pageout", 1), ("willneed", 1), ("hugepage", 1),
     ("nohugepage", 1), ("random", 1), ("sequential", 1), ("mergeable", 1), ("unmergeable", 1),
 ]

@@ -424,6 +424,7 @@ class Process:
             n = min(4096 - off, len(mv))
             _vma, pfn = fault_in(mm, a, True)
             phys.write(pfn, off, mv[:n])
+            phys.lazyfree.discard(pfn)  # the store dirties the PTE: no longer lazyfree
             mv = mv[n:]
             a += n
 
