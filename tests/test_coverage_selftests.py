@@ -373,3 +373,43 @@ def test_kernel_reclaim_discards_lazyfree_and_droppable_pages() -> None:
     assert p.read(a, 1) == b"\x00" and p.read(a + 4096, 1) == b"\x09"
     assert p.read(d, 1) == b"\x00"
     k.check()
+
+
+# --- THP (transhuge / split_huge_page tests, as far as the model has the state) --------
+
+
+def test_thp_faults_huge_zero_page_and_split() -> None:
+    """enabled=madvise: a write fault in an aligned 2 MiB range of a MADV_HUGEPAGE VMA
+    maps all 512 pages; a read maps the huge zero page (pagemap: present, not anonymous:
+    F), a later write turns it into a THP; a partial DONTNEED splits the huge zero PMD
+    into 4K zero pages (A); VMAs not covering the aligned range, or NOHUGEPAGE ones, get
+    4K pages."""
+    from vmalab.mm.khugepaged import host_thp_mode
+
+    if host_thp_mode() != "madvise":
+        pytest.skip("recorded with THP enabled=madvise")
+    F512, A512, D512 = "F" * 512, "A" * 512, "." * 512
+
+    def pad(x: str) -> str:
+        return x + " " * (2048 - len(x))
+    check([{"op": "mmap", "addr": 0, "len": 1024},
+           {"op": "madvise", "addr": 0, "len": 1024, "advice": "hugepage"},
+           {"op": "read", "addr": 5, "len": 1},
+           {"op": "write", "addr": 600, "len": 1},
+           {"op": "write", "addr": 7, "len": 1},
+           {"op": "madvise", "addr": 512, "len": 2, "advice": "dontneed"},
+           {"op": "mmap", "addr": 1024, "len": 512},
+           {"op": "write", "addr": 1030, "len": 1},
+           {"op": "madvise", "addr": 1024, "len": 512, "advice": "nohugepage"},
+           {"op": "mmap", "addr": 1536, "len": 512},
+           {"op": "madvise", "addr": 1536, "len": 512, "advice": "hugepage"},
+           {"op": "read", "addr": 1600, "len": 1},
+           {"op": "madvise", "addr": 1536, "len": 2, "advice": "dontneed"}],
+          {"results.2.state.pages": pad(F512 + D512),
+           "results.3.state.pages": pad(F512 + A512),
+           "results.4.state.pages": pad(A512 + A512),
+           "results.5.state.pages": pad(A512 + ".." + "A" * 510),
+           "results.7.state.pages": pad(A512 + ".." + "A" * 510 + "......A" + "." * 505),
+           "results.12.state.pages": A512 + ".." + "A" * 510 + "......A" + "." * 505
+           + ".." + "A" * 510},
+          arena=2048)

@@ -17,6 +17,7 @@ from vmalab.designs import Design, get_design
 from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm.filemap import FileSystem
 from vmalab.mm.flags import VM_ACCOUNT, VM_SHARED, VM_WIPEONFORK
+from vmalab.mm.khugepaged import host_thp_mode
 from vmalab.mm.mm_types import PAGE_SIZE, AnonVma, MmStruct
 from vmalab.mm.page_alloc import KIND_ANON, KIND_FREE, KIND_PAGECACHE, PhysMem
 from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SHIFT, PTE_MARKER_GUARD_ENTRY
@@ -50,6 +51,7 @@ class Kernel:
         fail: FailPolicy | None = None,
         overcommit: OvercommitConfig | None = None,
         pku: bool | None = None,
+        thp: str | None = None,
     ) -> None:
         self._design = get_design(design)
         self.max_map_count = max_map_count
@@ -59,6 +61,11 @@ class Kernel:
         #: Whether the CPU has OSPKE (protection keys). Default: the host's; the model
         #: only implements the no-OSPKE behaviour (vmalab.mm.pkeys).
         self.pku = host_has_ospke() if pku is None else pku
+        #: /sys/kernel/mm/transparent_hugepage/enabled: "always", "madvise" or "never"
+        #: (default: the host's, "madvise" on the project's machine).
+        self.thp = host_thp_mode() if thp is None else thp
+        if self.thp not in ("always", "madvise", "never"):
+            raise ValueError(f"thp must be 'always', 'madvise' or 'never', not {self.thp!r}")
         #: Charge the real kernel never gives back (a shrinking MREMAP_FIXED move, see
         #: mm/mremap.py), so that check() can still account for every committed page.
         self.commit_leaked = 0

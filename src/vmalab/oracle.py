@@ -436,8 +436,26 @@ class _Gen:
         self.maps.append((a, n))
         return ops
 
+    def thp_scenario(self) -> list[dict[str, Any]]:
+        """A 2 MiB-aligned MADV_HUGEPAGE region (arena of 1024 pages): THP and huge zero
+        page faults, then partial zaps, protection changes, markers and forks."""
+        r = self.r
+        base = r.choice([0, 512])
+        n = r.choice([512, 512, 600]) if base == 0 else 512
+        ops: list[dict[str, Any]] = [
+            {"op": "mmap", "addr": base, "len": n},
+            {"op": "madvise", "addr": base, "len": n, "advice": r.choice(
+                ["hugepage", "hugepage", "hugepage", "nohugepage"])}]
+        for _ in range(r.randint(1, 3)):
+            page = base + r.randrange(n)
+            ops.append({"op": r.choice(["read", "write"]), "addr": page, "len": 1})
+        self.maps.append((base, n))
+        return ops
+
     def program(self) -> dict[str, Any]:
         ops: list[dict[str, Any]] = []
+        if self.r.random() < 0.06:
+            self.arena = 1024
         if self.r.random() < 0.4:
             self.files.append(0)
             mfd: dict[str, Any] = {"op": "memfd", "file": 0}
@@ -457,6 +475,8 @@ class _Gen:
         if self.r.random() < 0.25:
             at = self.r.randint(0, len(body))
             body[at:at] = self.move_scenario()
+        if self.arena == 1024:
+            body[0:0] = self.thp_scenario()
         ops += body
         return {"format": P.FORMAT, "version": P.VERSION, "arena_pages": self.arena, "ops": ops}
 
