@@ -154,7 +154,23 @@ def _op_at(prog: Program, where: str) -> P.Op | None:
     return cur
 
 
-KNOWN: list[Known] = []
+def _khugepaged_collapse(prog: Program, d: Divergence) -> bool:
+    """khugepaged (every 10 s, in the background) collapsed a PTE-mapped range of a
+    MADV_HUGEPAGE VMA, filling its holes: pages the model has empty (`.`) are present
+    (`A`) on the kernel, and nothing else differs. Only THP-sized programs."""
+    if prog.arena_pages < 512 or d.what != "pages":
+        return False
+    k, m = d.kernel, d.model
+    if not isinstance(k, str) or not isinstance(m, str) or len(k) != len(m):
+        return False
+    diff = [(a, b) for a, b in zip(k, m, strict=True) if a != b]
+    return bool(diff) and all(a == "A" and b == "." for a, b in diff)
+
+
+KNOWN: list[Known] = [
+    Known("khugepaged-collapse", "khugepaged collapsed a MADV_HUGEPAGE range in the "
+          "background, filling its holes", _khugepaged_collapse),
+]
 """Documented divergences, each explained in docs/divergences.md. Fuzz ignores these and
 nothing else. (Fixed model bugs leave this list; their regression programs stay.)"""
 
