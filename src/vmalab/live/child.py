@@ -226,7 +226,12 @@ class LiveMachine:
         self._sys(SYS_PKEY_MPROTECT, addr, length, prot, key & ((1 << 64) - 1))
 
     def memlock(self, limit: int, cap_ipc_lock: bool) -> None:
-        resource.setrlimit(resource.RLIMIT_MEMLOCK, (limit, limit))
+        # Only the soft limit (what mlock checks): lowering the hard one too would make
+        # a later, larger memlock op fail to raise it again.
+        _soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        if hard != resource.RLIM_INFINITY:
+            hard = max(hard, limit)
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (limit, hard))
         if not cap_ipc_lock:
             _drop_effective_cap(CAP_IPC_LOCK)
 
