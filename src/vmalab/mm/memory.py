@@ -285,6 +285,9 @@ def _do_huge_pmd_anonymous_page(vma: VmArea, addr: int, write: bool) -> None:
     PMD first). No AnonHugePages in smaps, no khugepaged collapse.
     """
     try:
+        # vmf_anon_prepare() comes first: even the huge zero page gives the VMA an
+        # anon_vma (so fork copies the mapping).
+        vma.vm_mm.kernel.design_impl.anon_vma_prepare(vma)
         t = vma.vm_mm.pgtables.pte_alloc(addr)
     except Exception as e:
         raise FaultError("OOM") from e
