@@ -18,9 +18,11 @@ from vmalab.designs import Design, get_design
 from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm.filemap import FileSystem
 from vmalab.mm.flags import VM_ACCOUNT, VM_SHARED, VM_WIPEONFORK
+from vmalab.mm.khugepaged import host_thp_mode
 from vmalab.mm.mm_types import PAGE_SIZE, AnonVma, MmStruct
 from vmalab.mm.page_alloc import KIND_ANON, KIND_FREE, KIND_PAGECACHE, PhysMem
 from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SHIFT, PTE_MARKER_GUARD_ENTRY
+from vmalab.mm.pkeys import host_has_ospke
 from vmalab.mm.rmap import vma_anon_vma, vma_anon_vma_flags
 from vmalab.mm.slab import AllocFailure, FailPolicy, Slabs, SlabStats
 from vmalab.mm.util import OvercommitConfig, host_overcommit, meminfo
@@ -53,12 +55,22 @@ class Kernel:
         fail: FailPolicy | None = None,
         overcommit: OvercommitConfig | None = None,
         budget: Budget | None = None,
+        pku: bool | None = None,
+        thp: str | None = None,
     ) -> None:
         self._design = get_design(design)
         self.max_map_count = max_map_count
         #: The commit-charge policy (mm/util.c) and vm_committed_as in pages.
         self.overcommit = overcommit if overcommit is not None else host_overcommit()
         self.vm_committed_as = 0
+        #: Whether the CPU has OSPKE (protection keys). Default: the host's; the model
+        #: only implements the no-OSPKE behaviour (vmalab.mm.pkeys).
+        self.pku = host_has_ospke() if pku is None else pku
+        #: /sys/kernel/mm/transparent_hugepage/enabled: "always", "madvise" or "never"
+        #: (default: the host's, "madvise" on the project's machine).
+        self.thp = host_thp_mode() if thp is None else thp
+        if self.thp not in ("always", "madvise", "never"):
+            raise ValueError(f"thp must be 'always', 'madvise' or 'never', not {self.thp!r}")
         #: Charge the real kernel never gives back (a shrinking MREMAP_FIXED move, see
         #: mm/mremap.py), so that check() can still account for every committed page.
         self.commit_leaked = 0
@@ -123,6 +135,37 @@ class Kernel:
             n: SlabStats(s.name, s.objsize, s.active, s.allocs, s.frees)
             for n, s in self.slabs.caches.items()
         }
+
+    def reclaim(self) -> int:
+        """Reclaim what reclaim can take without swap; returns the pages freed.
+
+        Models mm/vmscan.c:shrink_folio_list under memory pressure for the folios the
+        model tracks: clean MADV_FREE'd (lazyfree) anonymous folios and MAP_DROPPABLE
+        folios mapped once are unmapped and freed (later loads read zeros). Other
+        anonymous memory stays (no swap); page-cache reclaim is not modelled here.
+        """
+        from vmalab.mm.flags import VM_DROPPABLE
+
+        phys = self.phys
+        freed = 0
+        for proc in self._procs.values():
+            for v in proc.mm.mm_mt.values():
+                droppable = bool(v.vm_flags & VM_DROPPABLE)
+                for _i, t, s, e in proc.mm.pgtables.tables_in(v.vm_start, v.vm_end):
+                    for j in range(s, e):
+                        pte = t[j]
+                        if not pte & _PAGE_PRESENT:
+                            continue
+                        pfn = pte >> 12
+                        if (
+                            phys.kind[pfn] == KIND_ANON
+                            and phys.mapcount[pfn] == 1
+                            and (droppable or pfn in phys.lazyfree)
+                        ):
+                            phys.free(pfn)
+                            t[j] = 0
+                            freed += 1
+        return freed
 
     def meminfo(self) -> dict[str, int]:
         """The commit lines of /proc/meminfo in kB: ``CommitLimit``, ``Committed_AS``."""

@@ -155,7 +155,23 @@ def _op_at(prog: Program, where: str) -> P.Op | None:
     return cur
 
 
-KNOWN: list[Known] = []
+def _khugepaged_collapse(prog: Program, d: Divergence) -> bool:
+    """khugepaged (every 10 s, in the background) collapsed a PTE-mapped range of a
+    MADV_HUGEPAGE VMA, filling its holes: pages the model has empty (`.`) are present
+    (`A`) on the kernel, and nothing else differs. Only THP-sized programs."""
+    if prog.arena_pages < 512 or d.what != "pages":
+        return False
+    k, m = d.kernel, d.model
+    if not isinstance(k, str) or not isinstance(m, str) or len(k) != len(m):
+        return False
+    diff = [(a, b) for a, b in zip(k, m, strict=True) if a != b]
+    return bool(diff) and all(a == "A" and b == "." for a, b in diff)
+
+
+KNOWN: list[Known] = [
+    Known("khugepaged-collapse", "khugepaged collapsed a MADV_HUGEPAGE range in the "
+          "background, filling its holes", _khugepaged_collapse),
+]
 """Documented divergences, each explained in docs/divergences.md. Fuzz ignores these and
 nothing else. (Fixed model bugs leave this list; their regression programs stay.)"""
 
@@ -213,7 +229,7 @@ def diff(prog: Program, design: str | None = None, *, timeout: float = 30.0,
 _ADVICE_WEIGHTS = [
     ("guard_install", 12), ("guard_remove", 6), ("dontneed", 5), ("wipeonfork", 3),
     ("keeponfork", 1), ("dontfork", 2), ("dofork", 1), ("populate_read", 2),
-    ("populate_write", 2), ("free", 1), ("remove", 1), ("dontdump", 1), ("normal", 1),
+    ("populate_write", 2), ("free", 3), ("remove", 1), ("dontdump", 1), ("normal", 1),
     ("dodump", 1), ("cold", 1), ("pageout", 1), ("willneed", 1), ("hugepage", 1),
     ("nohugepage", 1), ("random", 1), ("sequential", 1), ("mergeable", 1), ("unmergeable", 1),
 ]
@@ -243,17 +259,17 @@ class _Gen:
         return a, n
 
     def prot(self) -> str:
-        return self.r.choice(["rw", "rw", "rw", "r", "none", "rwx"])
+        return self.r.choice(["rw", "rw", "rw", "r", "none", "rwx", "x"])
 
     def op(self, depth: int) -> dict[str, Any]:
         r = self.r
         kind = r.choices(
             ["mmap", "munmap", "mprotect", "mremap", "madvise", "mlock", "munlock", "read",
              "write", "fork", "ftruncate", "fallocate", "pwrite", "seal", "beside", "back",
-             "mseal", "mlockall", "munlockall", "memlock"],
+             "mseal", "mlockall", "munlockall", "memlock", "mincore", "mdwe", "pkey"],
             [14, 4, 6, 6, 22, 1, 1, 6, 8, 5 if depth < 2 else 0, 1, 1, 1, 1,
              4 if self.moves else 0, 4 if self.moves else 0, 2, 1, 1,
-             0.5 if depth == 0 else 0])[0]
+             0.5 if depth == 0 else 0, 3, 0.5, 1])[0]
         a, n = self.rng()
         if kind == "beside":
             return self.map_beside()
@@ -318,6 +334,20 @@ class _Gen:
         if kind == "memlock":
             self.memlock = True
             return {"op": "memlock", "pages": r.choice([0, 2, 4, 8, 16])}
+        if kind == "mdwe":
+            return {"op": "mdwe", "flags": r.choice(
+                [["refuse_exec_gain"], ["refuse_exec_gain", "no_inherit"], [], ["no_inherit"]])}
+        if kind == "pkey":
+            t = r.random()
+            if t < 0.4:
+                return {"op": "pkey_alloc", "rights": r.choice(
+                    [[], ["disable_write"], ["disable_access"]])}
+            if t < 0.6:
+                return {"op": "pkey_free", "key": r.randint(-1, 2)}
+            return {"op": "pkey_mprotect", "addr": a, "len": n, "prot": self.prot(),
+                    "key": r.choice([-1, -1, 0, 1])}
+        if kind == "mincore":
+            return {"op": "mincore", "addr": a, "len": n}
         if kind == "mseal" and self.maps and r.random() < 0.6:
             a, n = r.choice(self.maps)
         if kind in ("mlock", "munlock", "read", "mseal"):
@@ -428,8 +458,26 @@ class _Gen:
         self.maps.append((a, n))
         return ops
 
+    def thp_scenario(self) -> list[dict[str, Any]]:
+        """A 2 MiB-aligned MADV_HUGEPAGE region (arena of 1024 pages): THP and huge zero
+        page faults, then partial zaps, protection changes, markers and forks."""
+        r = self.r
+        base = r.choice([0, 512])
+        n = r.choice([512, 512, 600]) if base == 0 else 512
+        ops: list[dict[str, Any]] = [
+            {"op": "mmap", "addr": base, "len": n},
+            {"op": "madvise", "addr": base, "len": n, "advice": r.choice(
+                ["hugepage", "hugepage", "hugepage", "nohugepage"])}]
+        for _ in range(r.randint(1, 3)):
+            page = base + r.randrange(n)
+            ops.append({"op": r.choice(["read", "write"]), "addr": page, "len": 1})
+        self.maps.append((base, n))
+        return ops
+
     def program(self) -> dict[str, Any]:
         ops: list[dict[str, Any]] = []
+        if self.r.random() < 0.06:
+            self.arena = 1024
         if self.r.random() < 0.4:
             self.files.append(0)
             mfd: dict[str, Any] = {"op": "memfd", "file": 0}
@@ -449,6 +497,8 @@ class _Gen:
         if self.r.random() < 0.25:
             at = self.r.randint(0, len(body))
             body[at:at] = self.move_scenario()
+        if self.arena == 1024:
+            body[0:0] = self.thp_scenario()
         ops += body
         return {"format": P.FORMAT, "version": P.VERSION, "arena_pages": self.arena, "ops": ops}
 

@@ -24,7 +24,7 @@ from vmalab.mm.flags import (
 )
 from vmalab.mm.mm_types import MmStruct, VmArea
 from vmalab.mm.page_alloc import KIND_ANON, KIND_PAGECACHE
-from vmalab.mm.pagetable import _PAGE_PRESENT, PTE_MARKER_GUARD_ENTRY
+from vmalab.mm.pagetable import _PAGE_HUGE_ZERO, _PAGE_PRESENT, PTE_MARKER_GUARD_ENTRY
 from vmalab.mm.rmap import vma_anon_vma, vma_anon_vma_flags
 
 # Device numbers shown for tmpfs files and the internal shmem mount.
@@ -175,6 +175,15 @@ def show_smaps(mm: MmStruct) -> str:
     return "".join(out)
 
 
+def _huge_zero(mm: MmStruct, a: int) -> bool:
+    """Whether ``a`` is mapped by an unsplit huge zero PMD (vmalab.mm.memory)."""
+    from vmalab.mm.memory import huge_zero_intact
+
+    vma = mm.vma_lookup(a)
+    t = mm.pgtables.table(a)
+    return vma is not None and t is not None and huge_zero_intact(vma, a, t)
+
+
 def pagemap_entries(mm: MmStruct, addr: int, npages: int) -> list[int]:
     """/proc/PID/pagemap entries for ``npages`` pages from ``addr``.
 
@@ -196,8 +205,8 @@ def pagemap_entries(mm: MmStruct, addr: int, npages: int) -> list[int]:
             pfn = pte >> 12
             k = phys.kind[pfn]
             v = uapi.PM_PRESENT | (pfn & uapi.PM_PFRAME_MASK)
-            if k == KIND_PAGECACHE:
-                v |= uapi.PM_FILE
+            if k == KIND_PAGECACHE or pte & _PAGE_HUGE_ZERO and _huge_zero(mm, a):
+                v |= uapi.PM_FILE  # the (unsplit) huge zero page is not anonymous
             if k in (KIND_ANON, KIND_PAGECACHE) and phys.mapcount[pfn] == 1:
                 v |= uapi.PM_MMAP_EXCLUSIVE
             out.append(v)

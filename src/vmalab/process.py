@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from vmalab import uapi
 from vmalab.errors import kernel_error
-from vmalab.mm import filemap, khugepaged
+from vmalab.mm import filemap, khugepaged, pkeys
 from vmalab.mm.flags import VM_LOCKED, VM_LOCKONFAULT
 from vmalab.mm.fork import dup_mmap, exit_mmap
 from vmalab.mm.madvise import do_madvise, do_process_madvise
 from vmalab.mm.memory import fault_in, find_fault_vma_for_access
+from vmalab.mm.mincore import do_mincore, mdwe_after_fork, prctl_set_mdwe
 from vmalab.mm.mlock import do_mlock, do_mlockall, do_munlock, do_munlockall
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct
 from vmalab.mm.mmap import (
@@ -115,6 +116,11 @@ class Process:
     #: 8 MiB, the kernel's MLOCK_LIMIT and this machine's `ulimit -l`). Inherited on fork.
     cap_ipc_lock: bool
     rlimit_memlock: int
+    #: PR_MDWE_* bits (the kernel keeps them in mm->flags; see vmalab.mm.mincore).
+    mdwe: int
+    #: mm->context.pkey_allocation_map and execute_only_pkey (see vmalab.mm.pkeys).
+    pkey_map: int
+    pkey_exec_only: int
 
     def __init__(self) -> None:  # pragma: no cover - use Kernel.spawn()
         raise TypeError("use Kernel.spawn() or Process.fork()")
@@ -138,6 +144,10 @@ class Process:
         self.cap_sys_admin = True
         self.cap_ipc_lock = True
         self.rlimit_memlock = 8 << 20
+        self.mdwe = 0
+        # init_new_context(): only with OSPKE is key 0 allocated and the exec-only key -1.
+        self.pkey_map = 1 if kernel.pku else 0
+        self.pkey_exec_only = -1 if kernel.pku else 0
         kernel._procs[self.pid] = self
         return self
 
@@ -294,6 +304,48 @@ class Process:
     def munlockall(self) -> None:
         """munlockall(2). Models mm/mlock.c:sys_munlockall."""
         do_munlockall(self.mm)
+
+    @_syscall
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0,
+              arg5: int = 0) -> int:
+        """prctl(2): PR_SET_MDWE and PR_GET_MDWE only (others: EINVAL).
+
+        Models kernel/sys.c:prctl_set_mdwe / prctl_get_mdwe.
+        """
+        _check_int(option, arg2, arg3, arg4, arg5)
+        if option == uapi.PR_SET_MDWE:
+            self.mdwe = prctl_set_mdwe(self.mdwe, arg2, arg3, arg4, arg5)
+            return 0
+        if option == uapi.PR_GET_MDWE:
+            if arg2 or arg3 or arg4 or arg5:
+                raise kernel_error(errno.EINVAL, "unused prctl arguments must be 0")
+            return self.mdwe
+        raise kernel_error(errno.EINVAL, f"prctl option {option} is not modelled")
+
+    @_syscall
+    def pkey_alloc(self, flags: int = 0, init_rights: int = 0) -> int:
+        """pkey_alloc(2). Models mm/mprotect.c (see vmalab.mm.pkeys: no OSPKE here)."""
+        _check_int(flags, init_rights)
+        return pkeys.pkey_alloc(self, flags, init_rights)
+
+    @_syscall
+    def pkey_free(self, pkey: int) -> None:
+        """pkey_free(2). Models mm/mprotect.c:sys_pkey_free."""
+        _check_int(pkey)
+        pkeys.pkey_free(self, pkey)
+
+    @_syscall
+    def pkey_mprotect(self, addr: int, length: int, prot: int, pkey: int) -> None:
+        """pkey_mprotect(2). Models mm/mprotect.c:do_mprotect_pkey (key -1: mprotect)."""
+        _check_int(addr, length, prot, pkey)
+        do_mprotect(self.mm, addr, length, prot,
+                    pkey_check=lambda: pkeys.check_mprotect_pkey(self, pkey))
+
+    @_syscall
+    def mincore(self, addr: int, length: int) -> bytes:
+        """mincore(2): one byte per page (1: resident). Models mm/mincore.c."""
+        _check_int(addr, length)
+        return do_mincore(self.mm, addr, length)
 
     @_syscall
     def munlock(self, addr: int, length: int) -> None:
@@ -465,6 +517,7 @@ class Process:
             n = min(4096 - off, len(mv))
             _vma, pfn = fault_in(mm, a, True)
             phys.write(pfn, off, mv[:n])
+            phys.lazyfree.discard(pfn)  # the store dirties the PTE: no longer lazyfree
             mv = mv[n:]
             a += n
 
@@ -501,6 +554,8 @@ class Process:
         child.cap_sys_admin = self.cap_sys_admin
         child.cap_ipc_lock = self.cap_ipc_lock
         child.rlimit_memlock = self.rlimit_memlock
+        child.mdwe = mdwe_after_fork(self.mdwe)
+        child.pkey_map, child.pkey_exec_only = self.pkey_map, self.pkey_exec_only  # arch_dup_pkeys
         for fd, f in self.fds.items():
             f.get()
             child.fds[fd] = f

@@ -86,6 +86,9 @@ OPEN_FLAG_NAMES = {
 }
 FALLOC_NAMES = {"keep_size": uapi.FALLOC_FL_KEEP_SIZE, "punch_hole": uapi.FALLOC_FL_PUNCH_HOLE}
 MFD_NAMES = {"allow_sealing": uapi.MFD_ALLOW_SEALING}
+PKEY_RIGHT_NAMES = {"disable_access": 1, "disable_write": 2}
+MDWE_NAMES = {"refuse_exec_gain": uapi.PR_MDWE_REFUSE_EXEC_GAIN,
+              "no_inherit": uapi.PR_MDWE_NO_INHERIT}
 MCL_NAMES = {"current": uapi.MCL_CURRENT, "future": uapi.MCL_FUTURE,
              "onfault": uapi.MCL_ONFAULT}
 SEAL_NAMES = {"seal": uapi.F_SEAL_SEAL, "shrink": uapi.F_SEAL_SHRINK, "grow": uapi.F_SEAL_GROW,
@@ -213,6 +216,52 @@ class Memlock:
 
 
 @dataclass(frozen=True)
+class Mdwe:
+    """``prctl(PR_SET_MDWE, flags)`` then ``prctl(PR_GET_MDWE)``, whose value is the
+    result; ``flags`` are names from ``MDWE_NAMES``."""
+
+    flags: tuple[str, ...] = ("refuse_exec_gain",)
+    op: str = "mdwe"
+
+
+@dataclass(frozen=True)
+class Mincore:
+    """``mincore(arena+addr, len)``; the result is one ``0``/``1`` per page."""
+
+    addr: int
+    len: int
+    op: str = "mincore"
+
+
+@dataclass(frozen=True)
+class PkeyAlloc:
+    """``pkey_alloc(0, rights)``; the result is the key. ``rights``: names from
+    ``PKEY_RIGHT_NAMES``."""
+
+    rights: tuple[str, ...] = ()
+    op: str = "pkey_alloc"
+
+
+@dataclass(frozen=True)
+class PkeyFree:
+    """``pkey_free(key)``."""
+
+    key: int
+    op: str = "pkey_free"
+
+
+@dataclass(frozen=True)
+class PkeyMprotect:
+    """``pkey_mprotect(arena+addr, len, prot, key)`` (key -1: plain mprotect)."""
+
+    addr: int
+    len: int
+    prot: str
+    key: int
+    op: str = "pkey_mprotect"
+
+
+@dataclass(frozen=True)
 class Memfd:
     """``memfd_create(name, flags)`` into file slot ``file``."""
 
@@ -333,7 +382,8 @@ class Slab:
 
 Op = (
     Mmap | Munmap | Mprotect | Mremap | Madvise | Mlock | Munlock | Mseal | Mlockall
-    | Munlockall | Memlock | Memfd | Open | Close | Seal
+    | Munlockall | Memlock | Mdwe | Mincore | PkeyAlloc | PkeyFree | PkeyMprotect | Memfd
+    | Open | Close | Seal
     | Ftruncate | Fallocate | Pwrite | Pread | Read | Write | Fork | Exit | Slab
 )
 
@@ -421,7 +471,9 @@ def op_to_json(o: Op) -> dict[str, Any]:
 _OPS: dict[str, type] = {
     "mmap": Mmap, "munmap": Munmap, "mprotect": Mprotect, "mremap": Mremap,
     "madvise": Madvise, "mlock": Mlock, "munlock": Munlock, "mseal": Mseal, "memfd": Memfd,
-    "mlockall": Mlockall, "munlockall": Munlockall, "memlock": Memlock, "open": Open,
+    "mlockall": Mlockall, "munlockall": Munlockall, "memlock": Memlock, "mdwe": Mdwe,
+    "mincore": Mincore, "pkey_alloc": PkeyAlloc, "pkey_free": PkeyFree,
+    "pkey_mprotect": PkeyMprotect, "open": Open,
     "close": Close, "seal": Seal, "ftruncate": Ftruncate, "fallocate": Fallocate, "pwrite": Pwrite,
     "pread": Pread, "read": Read, "write": Write, "fork": Fork, "exit": Exit, "slab": Slab,
 }
@@ -595,6 +647,17 @@ def _parse_op(ctx: _Ctx, d: Any, loc: str, files: set[int], depth: int) -> list[
         o = Mlockall(_names(ctx, d, "flags", loc, MCL_NAMES, ("current",)))
     elif kind == "munlockall":
         o = Munlockall()
+    elif kind == "mdwe":
+        o = Mdwe(_names(ctx, d, "flags", loc, MDWE_NAMES, ("refuse_exec_gain",)))
+    elif kind == "mincore":
+        o = Mincore(*_range(ctx, d, loc))
+    elif kind == "pkey_alloc":
+        o = PkeyAlloc(_names(ctx, d, "rights", loc, PKEY_RIGHT_NAMES, ()))
+    elif kind == "pkey_free":
+        o = PkeyFree(_int(ctx, d, "key", loc, -1, 16))
+    elif kind == "pkey_mprotect":
+        a, n = _range(ctx, d, loc)
+        o = PkeyMprotect(a, n, _prot(ctx, d, loc, None), _int(ctx, d, "key", loc, -1, 16))
     elif kind == "memlock":
         o = Memlock(_int(ctx, d, "pages", loc, 0, MAX_ARENA_PAGES),
                     _bool(ctx, d, "cap_ipc_lock", loc, False))
@@ -819,6 +882,11 @@ class Machine(Protocol):
     def mlockall(self, flags: int) -> None: ...
     def munlockall(self) -> None: ...
     def memlock(self, limit: int, cap_ipc_lock: bool) -> None: ...
+    def mdwe(self, flags: int) -> int: ...
+    def mincore(self, addr: int, length: int) -> bytes: ...
+    def pkey_alloc(self, rights: int) -> int: ...
+    def pkey_free(self, key: int) -> None: ...
+    def pkey_mprotect(self, addr: int, length: int, prot: int, key: int) -> None: ...
     def add_seals(self, fd: int, seals: int) -> None: ...
     def memfd_create(self, name: str, flags: int) -> int: ...
     def open(self, name: str, flags: int) -> int: ...
@@ -1006,6 +1074,19 @@ class _Runner:
             m.munlockall()
         elif isinstance(o, Memlock):
             m.memlock(o.pages * PAGE, o.cap_ipc_lock)
+        elif isinstance(o, Mdwe):
+            return {"ret": m.mdwe(_bits(o.flags, MDWE_NAMES))}
+        elif isinstance(o, PkeyAlloc):
+            return {"ret": m.pkey_alloc(_bits(o.rights, PKEY_RIGHT_NAMES))}
+        elif isinstance(o, PkeyFree):
+            m.pkey_free(o.key)
+        elif isinstance(o, PkeyMprotect):
+            self.check_range(o.addr, o.len)
+            m.pkey_mprotect(self.a(o.addr), o.len * PAGE, _prot_bits(o.prot), o.key)
+        elif isinstance(o, Mincore):
+            self.check_range(o.addr, o.len)
+            vec = m.mincore(self.a(o.addr), o.len * PAGE)
+            return {"ret": "".join(str(b & 1) for b in vec)}
         elif isinstance(o, Memfd):
             self.files[o.file] = m.memfd_create(o.name, _bits(o.flags, MFD_NAMES))
         elif isinstance(o, Open):
@@ -1126,6 +1207,22 @@ class ModelMachine:
     def memlock(self, limit: int, cap_ipc_lock: bool) -> None:
         self.p.rlimit_memlock = limit
         self.p.cap_ipc_lock = cap_ipc_lock
+
+    def mdwe(self, flags: int) -> int:
+        self.p.prctl(uapi.PR_SET_MDWE, flags)
+        return int(self.p.prctl(uapi.PR_GET_MDWE))
+
+    def mincore(self, addr: int, length: int) -> bytes:
+        return bytes(self.p.mincore(addr, length))
+
+    def pkey_alloc(self, rights: int) -> int:
+        return int(self.p.pkey_alloc(0, rights))
+
+    def pkey_free(self, key: int) -> None:
+        self.p.pkey_free(key)
+
+    def pkey_mprotect(self, addr: int, length: int, prot: int, key: int) -> None:
+        self.p.pkey_mprotect(addr, length, prot, key)
 
     def memfd_create(self, name: str, flags: int) -> int:
         return int(self.p.memfd_create(name, flags))

@@ -108,3 +108,9 @@ PM_GUARD_REGION = 1 << 58
 PM_MMAP_EXCLUSIVE = 1 << 56
 PM_SOFT_DIRTY = 1 << 55
 PM_PFRAME_MASK = (1 << 55) - 1
+
+# include/uapi/linux/prctl.h: memory-deny-write-execute
+PR_SET_MDWE = 65
+PR_GET_MDWE = 66
+PR_MDWE_REFUSE_EXEC_GAIN = 1 << 0
+PR_MDWE_NO_INHERIT = 1 << 1

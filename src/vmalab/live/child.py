@@ -42,6 +42,9 @@ from vmalab.errors import ResourceLimitError
 
 PR_SET_PDEATHSIG = 1
 SYS_MSEAL = 462
+SYS_PKEY_MPROTECT = 329
+SYS_PKEY_ALLOC = 330
+SYS_PKEY_FREE = 331
 CLONE_VM = 0x100
 CLONE_VFORK = 0x4000
 MAP_FAILED = (1 << 64) - 1
@@ -83,6 +86,7 @@ class _Libc:
         c.mlock2.argtypes = [vp, sz, i]
         c.munlock.argtypes = [vp, sz]
         c.mlockall.argtypes = [i]
+        c.mincore.argtypes = [vp, sz, ctypes.c_void_p]
         c.fallocate.argtypes = [i, i, lg, lg]
         c.clone.argtypes = [vp, vp, i, vp]
         c.prctl.argtypes = [i, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
@@ -270,8 +274,40 @@ class LiveMachine:
         if self.lib.c.munlockall():
             raise self.lib.fail()
 
+    def mdwe(self, flags: int) -> int:
+        c = self.lib.c
+        if c.prctl(P.uapi.PR_SET_MDWE, flags, 0, 0, 0):
+            raise self.lib.fail()
+        r = c.prctl(P.uapi.PR_GET_MDWE, 0, 0, 0, 0)
+        if r < 0:
+            raise self.lib.fail()
+        return int(r)
+
+    def mincore(self, addr: int, length: int) -> bytes:
+        self._inside(addr, length)
+        n = (length + P.PAGE - 1) // P.PAGE
+        vec = (ctypes.c_ubyte * max(n, 1))()
+        if self.lib.c.mincore(addr, length, vec):
+            raise self.lib.fail()
+        return bytes(vec[:n])
+
+    def pkey_alloc(self, rights: int) -> int:
+        return self._sys(SYS_PKEY_ALLOC, 0, rights)
+
+    def pkey_free(self, key: int) -> None:
+        self._sys(SYS_PKEY_FREE, key & ((1 << 64) - 1))
+
+    def pkey_mprotect(self, addr: int, length: int, prot: int, key: int) -> None:
+        self._inside(addr, length)
+        self._sys(SYS_PKEY_MPROTECT, addr, length, prot, key & ((1 << 64) - 1))
+
     def memlock(self, limit: int, cap_ipc_lock: bool) -> None:
-        resource.setrlimit(resource.RLIMIT_MEMLOCK, (limit, limit))
+        # Only the soft limit (what mlock checks): lowering the hard one too would make
+        # a later, larger memlock op fail to raise it again.
+        _soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        if hard != resource.RLIM_INFINITY:
+            hard = max(hard, limit)
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (limit, hard))
         if not cap_ipc_lock:
             _drop_effective_cap(CAP_IPC_LOCK)
 

@@ -8,6 +8,8 @@ PMD-range alignment test and the collapse itself are not modelled.
 
 from __future__ import annotations
 
+import functools
+
 from vmalab.mm.mm_types import VmArea
 
 
@@ -19,3 +21,18 @@ def retractable(vma: VmArea) -> bool:
     candidates. Whether a PMD-aligned 2 MiB range exists is the caller's question.
     """
     return vma.vm_file is not None and vma.vm_mm.kernel.design_impl.file_vma_retractable(vma)
+
+
+@functools.cache
+def host_thp_mode(path: str = "/sys/kernel/mm/transparent_hugepage/enabled") -> str:
+    """The bracketed mode of the host's THP ``enabled`` knob (read once; "never" if
+    unreadable)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return "never"
+    for word in text.split():
+        if word.startswith("[") and word.endswith("]"):
+            return word[1:-1]
+    return "never"

@@ -6,7 +6,8 @@ part, then -ENOMEM for holes), the flag-changing advice through madvise_update_v
 vma_modify_flags, the zap advice (DONTNEED, FREE, REMOVE, COLD/PAGEOUT), populate, and
 madvise_guard_install/madvise_guard_remove with the design hooks.
 
-Simplifications: MADV_FREE and MADV_COLD leave PTEs in place, and MADV_PAGEOUT unmaps
+Simplifications: MADV_COLD leaves PTEs in place, MADV_FREE marks folios lazyfree (see
+madvise_free), and MADV_PAGEOUT unmaps
 only exclusively mapped page-cache pages (no swap: the project's machines run without
 it); MADV_WILLNEED and MADV_(UN)MERGEABLE's KSM scanning do nothing beyond their
 flags; MADV_COLLAPSE checks only what makes it refuse (a marker in range, an anonymous
@@ -271,7 +272,8 @@ def _madvise_vma(
         if b == uapi.MADV_FREE:
             if not vma.is_anonymous():
                 raise kernel_error(errno.EINVAL, "MADV_FREE on a non-anonymous VMA")
-            return vma  # lazyfree: pages stay until reclaim, which is not modelled
+            madvise_free(vma, start, end)
+            return vma
         zap_page_range(vma, start, end, reclaim_pt=True)
     elif b == uapi.MADV_REMOVE:
         # madvise_remove(): punch a hole in the backing tmpfs file.
@@ -297,6 +299,28 @@ def _madvise_vma(
     return vma
 
 
+def madvise_free(vma: VmArea, start: int, end: int) -> None:
+    """Mark the exclusively mapped anonymous folios of [start, end) lazily freeable.
+
+    Models mm/madvise.c:madvise_free_pte_range → folio_mark_lazyfree: the PTEs stay
+    (pagemap still shows them present) but are cleaned, and the folio loses
+    PG_swapbacked, so reclaim (MADV_PAGEOUT, ``Kernel.reclaim()``) discards it unless a
+    store dirties it again first. Simplification: folios mapped more than once (after
+    fork) are left alone here (the kernel marks them too, but reclaim then finds a
+    dirty PTE in the other mapping and keeps them); GUP write pins
+    (MADV_POPULATE_WRITE) do not cancel the mark.
+    """
+    phys = vma.vm_mm.kernel.phys
+    for _i, t, s, e in vma.vm_mm.pgtables.tables_in(start, end):
+        for j in range(s, e):
+            pte = t[j]
+            if not pte & _PAGE_PRESENT:
+                continue
+            pfn = pte >> 12
+            if phys.kind[pfn] == KIND_ANON and phys.mapcount[pfn] == 1:
+                phys.lazyfree.add(pfn)
+
+
 def madvise_pageout(vma: VmArea, start: int, end: int) -> None:
     """Reclaim the range's exclusively mapped pages.
 
@@ -316,8 +340,11 @@ def madvise_pageout(vma: VmArea, start: int, end: int) -> None:
             if not pte & _PAGE_PRESENT:
                 continue
             pfn = pte >> 12
-            if droppable and phys.kind[pfn] == KIND_ANON and phys.mapcount[pfn] == 1:
-                # Droppable folios are not swap-backed: reclaim discards them, dirty or not.
+            lazy = pfn in phys.lazyfree
+            if (droppable or lazy) and phys.kind[pfn] == KIND_ANON and phys.mapcount[pfn] == 1:
+                # Droppable folios are not swap-backed, nor are clean MADV_FREE'd ones
+                # (shrink_folio_list discards a lazyfree folio whose PTE is clean): reclaim
+                # discards them, droppable ones dirty or not.
                 phys.free(pfn)
                 t[j] = 0
                 continue

@@ -16,17 +16,22 @@ from typing import TYPE_CHECKING
 from vmalab.errors import SegmentationFault
 from vmalab.mm.flags import (
     VM_ACCOUNT,
+    VM_DROPPABLE,
     VM_EXEC,
     VM_GROWSDOWN,
+    VM_HUGEPAGE,
     VM_HUGETLB,
     VM_IO,
+    VM_NOHUGEPAGE,
     VM_PFNMAP,
     VM_SHARED,
+    VM_SPECIAL,
     VM_WRITE,
 )
 from vmalab.mm.mm_types import MMAP_MIN_ADDR, PAGE_SHIFT, STACK_GUARD_GAP, MmStruct, VmArea
 from vmalab.mm.page_alloc import KIND_ANON, KIND_PAGECACHE, KIND_ZERO, ZERO_PFN
 from vmalab.mm.pagetable import (
+    _PAGE_HUGE_ZERO,
     _PAGE_PRESENT,
     _PAGE_RW,
     PMD_SHIFT,
@@ -257,6 +262,88 @@ def _map_new_anon(vma: VmArea, t: array[int], j: int, src_pfn: int | None) -> No
     t[j] = mk_pte(pfn, bool(vma.vm_flags & VM_WRITE))
 
 
+PMD_SIZE_BYTES = 1 << 21
+VM_SPECIAL_THP = VM_SPECIAL | VM_DROPPABLE
+
+
+def thp_fault_ok(vma: VmArea, addr: int) -> bool:
+    """Whether a fault at ``addr`` takes the PMD-sized anonymous path.
+
+    Models mm/memory.c:__handle_mm_fault → create_huge_pmd → do_huge_pmd_anonymous_page
+    for the conditions the model has: a private anonymous VMA (not special, not
+    droppable) allowed THP by the policy (``Kernel.thp``: "always", or "madvise" with
+    VM_HUGEPAGE; never with VM_NOHUGEPAGE; thp_vma_allowable_order), covering the whole
+    aligned 2 MiB range (transhuge_vma_suitable), whose PMD has no PTE table yet
+    (pmd_none).
+    """
+    mode = vma.vm_mm.kernel.thp
+    f = vma.vm_flags
+    if mode == "never" or vma.vm_file is not None or f & (VM_SHARED | VM_SPECIAL_THP):
+        return False
+    if f & VM_NOHUGEPAGE or (mode == "madvise" and not f & VM_HUGEPAGE):
+        return False
+    haddr = addr & ~(PMD_SIZE_BYTES - 1)
+    if haddr < vma.vm_start or haddr + PMD_SIZE_BYTES > vma.vm_end:
+        return False
+    return vma.vm_mm.pgtables.table(addr) is None
+
+
+def _do_huge_pmd_anonymous_page(vma: VmArea, addr: int, write: bool) -> None:
+    """A write fault maps a whole zeroed 2 MiB THP; a read fault the huge zero page
+    (use_zero_page=1), which pagemap reports present with PM_FILE (measured: `F` on all
+    512 pages) and a later write replaces by a THP (do_huge_zero_wp_pmd). Models
+    mm/huge_memory.c:do_huge_pmd_anonymous_page → __do_huge_pmd_anonymous_page.
+
+    Simplification (one page per folio): the THP is 512 order-0 anonymous folios mapped
+    by one PTE table, and the huge zero page 512 read-only PTEs of the zero page with
+    the software bit _PAGE_HUGE_ZERO, which pagemap, loads, stores, fork, CoW, zap and
+    split-on-partial operations cannot tell from a PMD mapping (the kernel splits the
+    PMD first). No AnonHugePages in smaps, no khugepaged collapse.
+    """
+    try:
+        # vmf_anon_prepare() comes first: even the huge zero page gives the VMA an
+        # anon_vma (so fork copies the mapping).
+        vma.vm_mm.kernel.design_impl.anon_vma_prepare(vma)
+        t = vma.vm_mm.pgtables.pte_alloc(addr)
+    except Exception as e:
+        raise FaultError("OOM") from e
+    if not write:
+        for j in range(512):
+            t[j] = mk_pte(ZERO_PFN, False) | _PAGE_HUGE_ZERO
+        return
+    _thp_into(vma, t)
+
+
+def huge_zero_intact(vma: VmArea, addr: int, t: array[int]) -> bool:
+    """Whether the PTEs of ``t`` still stand for an unsplit huge zero PMD: all 512 carry
+    _PAGE_HUGE_ZERO and ``vma`` covers the aligned 2 MiB range. Any partial zap,
+    protection change, marker, move or VMA split makes the kernel split the PMD
+    (__split_huge_zero_page_pmd), leaving 4K zero-page PTEs, which is what the other
+    PTEs then stand for."""
+    haddr = addr & ~(PMD_SIZE_BYTES - 1)
+    return (
+        vma.vm_start <= haddr
+        and haddr + PMD_SIZE_BYTES <= vma.vm_end
+        and all(x & _PAGE_HUGE_ZERO for x in t)
+    )
+
+
+def _thp_into(vma: VmArea, t: array[int]) -> None:
+    """Fill a PTE table with a fresh zeroed THP (512 writable anonymous pages)."""
+    try:
+        vma.vm_mm.kernel.design_impl.anon_vma_prepare(vma)
+    except Exception as e:
+        raise FaultError("OOM") from e
+    phys = vma.vm_mm.kernel.phys
+    av = vma.anon_vma
+    assert av is not None
+    writable = bool(vma.vm_flags & VM_WRITE)
+    for j in range(512):
+        pfn = phys.alloc(KIND_ANON, av.id)
+        phys.mapcount[pfn] = 1
+        t[j] = mk_pte(pfn, writable)
+
+
 def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
     """Resolve a fault at ``addr`` in ``vma``; raises FaultError for a signal or OOM.
 
@@ -271,6 +358,9 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
     k.vmstat["pgfault"] += 1
     if vma.vm_flags & (VM_PFNMAP | VM_IO | VM_HUGETLB):
         raise FaultError("SIGBUS", "special mapping not modelled")
+    if thp_fault_ok(vma, addr):
+        _do_huge_pmd_anonymous_page(vma, addr, write)
+        return
     try:
         t = mm.pgtables.pte_alloc(addr)
     except Exception as e:
@@ -314,6 +404,10 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
     if kind == KIND_ANON and phys.mapcount[pfn] == 1:
         # wp_can_reuse_anon_folio(): the folio is exclusive, reuse it.
         t[j] = pte | _PAGE_RW
+        return
+    if pte & _PAGE_HUGE_ZERO and huge_zero_intact(vma, addr, t):
+        # do_huge_zero_wp_pmd(): the still-intact huge zero PMD becomes a THP.
+        _thp_into(vma, t)
         return
     # wp_page_copy(): CoW from the zero page, a shared anon folio or a page-cache page.
     _map_new_anon(vma, t, j, pfn)

@@ -243,6 +243,10 @@ def mmap_region(
     else allocate a new VMA (shmem_zero_setup for shared anonymous memory), then
     __mmap_complete (VM_LOCKED dropped for special, hugetlb and droppable VMAs).
     """
+    from vmalab.mm.mincore import map_deny_write_exec
+
+    if map_deny_write_exec(mm, vm_flags, vm_flags):  # mm/mmap.c:mmap_region
+        raise kernel_error(errno.EACCES, "MDWE: writable and executable")
     end = addr + length
     k = mm.kernel
     pglen = length >> PAGE_SHIFT
@@ -445,9 +449,9 @@ def do_mmap(
         vm_flags |= VM_NORESERVE  # "We honor MAP_NORESERVE if allowed to overcommit"
     mmap_region(mm, file, addr, length, vm_flags, pgoff)
     populate = 0
-    # do_mmap() tests its own vm_flags, before __mmap_complete() may have cleared
-    # VM_LOCKED (droppable memory under MCL_FUTURE is still populated; measured)
-    # (mm_populate() then skips the VMAs that still have VM_LOCKONFAULT)
+    # do_mmap() tests its own vm_flags, not the VMA's: a VM_LOCKED that
+    # __mmap_complete() dropped (droppable memory under MCL_FUTURE) still populates;
+    # __mm_populate() skips VM_LOCKONFAULT VMAs by itself.
     if vm_flags & VM_LOCKED:
         populate = length
     elif flags & (uapi.MAP_POPULATE | uapi.MAP_NONBLOCK) == uapi.MAP_POPULATE:

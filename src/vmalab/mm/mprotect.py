@@ -7,6 +7,7 @@ write-protection; guard markers are skipped, so they survive).
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 
 from vmalab import uapi
 from vmalab.errors import kernel_error
@@ -25,6 +26,7 @@ from vmalab.mm.flags import (
     VM_WRITE,
     calc_vm_prot_bits,
 )
+from vmalab.mm.mincore import map_deny_write_exec
 from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, MmStruct, VmArea
 from vmalab.mm.mmap import mm_populate, page_align
 from vmalab.mm.pagetable import _PAGE_PRESENT, _PAGE_RW
@@ -91,12 +93,16 @@ def mprotect_fixup(
     return vma
 
 
-def do_mprotect(mm: MmStruct, start: int, length: int, prot: int) -> None:
-    """The mprotect syscall. Raises OSError.
+def do_mprotect(
+    mm: MmStruct, start: int, length: int, prot: int, pkey_check: Callable[[], None] | None = None
+) -> None:
+    """The mprotect syscall (and pkey_mprotect: ``pkey_check`` raises for a key the
+    process did not allocate, after the argument checks). Raises OSError.
 
     Models mm/mprotect.c:do_mprotect_pkey: EINVAL for an unaligned start or unknown prot
     bits (arch_validate_prot), ENOMEM for an overflowing or unmapped range, EACCES when
-    a VMA may not get the access (VM_MAY* missing); it stops at the first hole with
+    a VMA may not get the access (VM_MAY* missing) or MDWE refuses it
+    (map_deny_write_exec); it stops at the first hole with
     ENOMEM, leaving the VMAs before it changed.
     """
     if start & (PAGE_SIZE - 1) or start < 0:
@@ -117,6 +123,8 @@ def do_mprotect(mm: MmStruct, start: int, length: int, prot: int) -> None:
         raise kernel_error(errno.EINVAL, "unknown prot bits")
     if grows & uapi.PROT_GROWSUP:
         raise kernel_error(errno.EINVAL, "PROT_GROWSUP on x86")
+    if pkey_check is not None:
+        pkey_check()
     vma = mm.find_vma(start)
     if vma is None or vma.vm_start >= end:
         raise kernel_error(errno.ENOMEM, "range not mapped")
@@ -139,6 +147,8 @@ def do_mprotect(mm: MmStruct, start: int, length: int, prot: int) -> None:
         # newflags >> 4 shifts VM_MAY* into the VM_* position
         if (newflags & ~(newflags >> 4)) & VM_ACCESS_FLAGS:
             raise kernel_error(errno.EACCES, "VM_MAY* forbids this protection")
+        if map_deny_write_exec(mm, vma.vm_flags, newflags):
+            raise kernel_error(errno.EACCES, "MDWE refuses this protection")
         tmp = min(vma.vm_end, end)
         vma = mprotect_fixup(mm, vma, prev, nstart, tmp, newflags)
         # tmp = vma_iter_end(&vmi): a merge may have grown the VMA past the range.

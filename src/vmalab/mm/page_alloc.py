@@ -39,7 +39,7 @@ class PhysMem:
     """
 
     __slots__ = ("kind", "mapcount", "owner", "data", "free_pfns", "nr_anon", "nr_pagecache",
-                 "budget")
+                 "budget", "lazyfree")
 
     def __init__(self, budget: Budget | None = None) -> None:
         self.budget = budget
@@ -50,6 +50,9 @@ class PhysMem:
         self.free_pfns = array("Q")
         self.nr_anon = 0
         self.nr_pagecache = 0
+        # MADV_FREE'd anonymous folios (!PG_swapbacked, clean PTE): reclaim discards them
+        # unless a store dirtied them since.
+        self.lazyfree: set[int] = set()
 
     def alloc(self, kind: int, owner: int) -> int:
         """Allocate a page frame. Models mm/page_alloc.c:folio_alloc (order 0).
@@ -83,6 +86,7 @@ class PhysMem:
             self.nr_pagecache -= 1
         self.kind[pfn] = KIND_FREE
         self.data.pop(pfn, None)
+        self.lazyfree.discard(pfn)
         self.free_pfns.append(pfn)
 
     def read(self, pfn: int, off: int, n: int) -> bytes:

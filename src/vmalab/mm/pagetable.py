@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 _PAGE_PRESENT: Final = 0x1
 _PAGE_RW: Final = 0x2
+# A software bit: this PTE stands for part of a PMD mapping of the huge zero page
+# (mm/huge_memory.c; pagemap reports it present and not anonymous, i.e. PM_FILE).
+_PAGE_HUGE_ZERO: Final = 0x200
 PTE_PFN_SHIFT: Final = 12
 # A swap-type entry (present bit clear) of type SWP_PTE_MARKER carrying PTE_MARKER_GUARD.
 PTE_MARKER_GUARD_ENTRY: Final = 0x2 << 1 | 0x400
