@@ -20,6 +20,7 @@ from vmalab.cliutil import (
     format_options,
     quiet_option,
     resolve_format,
+    trace_file,
 )
 from vmalab.errors import UserInputError
 
@@ -84,8 +85,8 @@ def _run_all(source: str, designs: list[str], *, guardify: bool,
     if kind == "trace":
         check_trace_file(source)
     total = None
-    if kind == "trace" and os.path.getsize(source) > (1 << 20):
-        total = _count_lines(source)
+    if kind == "trace" and os.path.getsize(trace_file(source)) > (1 << 20):
+        total = _count_lines(trace_file(source))
         if stop_at_line:
             total = min(total, stop_at_line)
     results = []
@@ -123,7 +124,7 @@ def _check_out(path: str | None) -> None:
 
 def _root_pid(trace: str) -> int:
     """The pid of the trace's first line (the traced root process)."""
-    with open(trace, "rb") as f:
+    with open(trace_file(trace), "rb") as f:
         for raw in f:
             head = raw.split(None, 1)
             if head and head[0].isdigit():
@@ -135,7 +136,7 @@ def _exit_line(trace: str, pid: int) -> int | None:
     """The first line where ``pid`` ends: its ``exit_group(`` call or its ``+++ exited``/
     ``+++ killed`` record, if any."""
     prefix = f"{pid} ".encode()
-    with open(trace, "rb") as f:
+    with open(trace_file(trace), "rb") as f:
         for no, raw in enumerate(f, 1):
             if raw.startswith(prefix) and (b" exit_group(" in raw or (b"+++ " in raw and (
                     b"exited" in raw or b"killed" in raw))):
@@ -171,6 +172,8 @@ def compare_maps(trace: str, design: str, real_path: str, *, pid: int | None,
         r = replay(trace, design, stop_at_line=stop, start=start, lenient=lenient)
     except TraceSyntaxError as e:
         raise UserInputError(f"{trace}:{e.lineno}", e.reason) from None
+    except OSError as e:
+        raise UserInputError(trace, f"cannot replay: {e.strerror or e}") from None
     try:
         proc = r.process(pid)
         smaps = "VmFlags:" in real
@@ -331,7 +334,7 @@ Exit status: 0, or 1 when --compare-maps finds a difference; 2 for bad input."""
 @click.command("replay", help="Replay an strace log TRACE (strace -f -ttt) into the model and "
                "summarise it." + _EX_REPLAY,
                short_help="Replay an strace log into the model and summarise it.")
-@click.argument("trace", type=click.Path(dir_okay=False))
+@click.argument("trace")
 @click.option("--design", default="tagged", show_default=True, help="design id")
 @click.option("--start", "start", default=None, metavar="PID:LINE:FILE",
               help="start at LINE with PID holding the mappings of a maps dump")
@@ -363,8 +366,8 @@ def replay_cmd(trace: str, design: str, start: str | None, stop_at_line: int | N
     st = parse_start(start)
     check_trace_file(trace)
     total = None
-    if os.path.getsize(trace) > (1 << 20) and not quiet and out_fmt != "json":
-        total = _count_lines(trace)
+    if os.path.getsize(trace_file(trace)) > (1 << 20) and not quiet and out_fmt != "json":
+        total = _count_lines(trace_file(trace))
         if stop_at_line:
             total = min(total, stop_at_line)
     with progress(f"replay ({d})", total, quiet=quiet or not total, unit="lines") as bar:
@@ -374,6 +377,8 @@ def replay_cmd(trace: str, design: str, start: str | None, stop_at_line: int | N
                        else None, sample_every=2000 if total else 0)
         except TraceSyntaxError as e:
             raise UserInputError(f"{trace}:{e.lineno}", e.reason) from None
+        except OSError as e:
+            raise UserInputError(trace, f"cannot replay: {e.strerror or e}") from None
     if maps_pid is not None:
         try:
             proc = r.process(maps_pid)
@@ -394,7 +399,7 @@ def replay_cmd(trace: str, design: str, start: str | None, stop_at_line: int | N
         from vmalab.report.compare import _gstats
 
         g = _gstats(r.guardify)
-        locate_rewrites(trace, g["examples"], st[1] if st else 0)
+        locate_rewrites(trace_file(trace), g["examples"], st[1] if st else 0)
     if out_fmt == "json":
         if maps_pid is not None:
             s["maps"] = text
