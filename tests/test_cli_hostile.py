@@ -100,8 +100,8 @@ RANGED = {
     "--check-every": (["soak", "--check-every"], (1, 10**9)),
     "--processes": (["soak", "--processes"], (1, 1024)),
     "--programs": (["fuzz", "--programs"], (1, 10**6)),
-    "--stop-at-line": (["compare", "allocator", "--stop-at-line"], (1, 2**63)),
-    "--pid": (["compare", "allocator", "--pid"], (1, 2**63)),
+    "--stop-at-line": (["compare", "allocator", "--stop-at-line"], (1, 2**63 - 1)),
+    "--pid": (["compare", "allocator", "--pid"], (1, 2**22)),
 }
 
 

@@ -22,6 +22,10 @@ MAX_TIMEOUT = 86400.0
 """Largest ``--timeout`` accepted (one day)."""
 MAX_WORKERS = 256
 """Largest ``sweep --workers`` accepted."""
+PID_MAX = 1 << 22
+"""Largest pid accepted (PID_MAX_LIMIT on 64-bit Linux)."""
+MAX_LINE = (1 << 63) - 1
+"""Largest line number accepted."""
 
 
 class Seconds(click.ParamType):

@@ -15,7 +15,9 @@ from typing import Any
 import click
 
 from vmalab.cliutil import (
+    MAX_LINE,
     MAX_WORKERS,
+    PID_MAX,
     check_trace_file,
     format_options,
     quiet_option,
@@ -54,12 +56,10 @@ def parse_start(spec: str | None) -> tuple[int, int, str] | None:
         raise UserInputError("--start", "PID and LINE must be integers") from None
     if pid < 0 or line < 0:
         raise UserInputError("--start", "PID and LINE must not be negative")
-    try:
-        with open(parts[2]) as f:
-            dump = f.read()
-    except OSError as e:
-        raise UserInputError(parts[2], f"cannot read maps dump: {e.strerror}") from None
+    from vmalab.cliutil import read_text_file
     from vmalab.trace.layout import parse_maps
+
+    dump = read_text_file(parts[2], "maps dump")  # regular files only (no FIFO hang)
 
     parse_maps(dump, parts[2])  # located errors before any replay starts
     return pid, line, dump
@@ -239,12 +239,12 @@ Exit status: 0, or 1 when --compare-maps finds a difference; 2 for bad input."""
               help="also run with PROT_NONE guard pages rewritten to MADV_GUARD_INSTALL")
 @click.option("--start", "start", default=None, metavar="PID:LINE:FILE",
               help="start the replay at LINE with PID holding the mappings of a maps dump")
-@click.option("--stop-at-line", type=click.IntRange(min=1), default=None,
+@click.option("--stop-at-line", type=click.IntRange(1, MAX_LINE), default=None,
               help="stop the replay after this line (1-based)")
 @click.option("--lenient", is_flag=True, help="skip and count malformed trace lines")
 @click.option("--compare-maps", "maps_file", default=None, metavar="FILE",
               help="compare the replay's final maps of --pid with this real maps/smaps dump")
-@click.option("--pid", type=click.IntRange(min=1), default=None,
+@click.option("--pid", type=click.IntRange(1, PID_MAX), default=None,
               help="traced pid for --compare-maps (default: the traced root process)")
 @quiet_option
 def compare(source: str, design: str, fmt: str, as_json: bool, plot: str | None,
@@ -338,16 +338,16 @@ Exit status: 0, or 1 when --compare-maps finds a difference; 2 for bad input."""
 @click.option("--design", default="tagged", show_default=True, help="design id")
 @click.option("--start", "start", default=None, metavar="PID:LINE:FILE",
               help="start at LINE with PID holding the mappings of a maps dump")
-@click.option("--stop-at-line", type=click.IntRange(min=1), default=None,
+@click.option("--stop-at-line", type=click.IntRange(1, MAX_LINE), default=None,
               help="stop after this line (1-based)")
 @click.option("--lenient", is_flag=True, help="skip and count malformed trace lines")
 @click.option("--guardify", is_flag=True,
               help="rewrite PROT_NONE guard pages to MADV_GUARD_INSTALL and report it")
-@click.option("--maps", "maps_pid", type=click.IntRange(min=1), default=None,
+@click.option("--maps", "maps_pid", type=click.IntRange(1, PID_MAX), default=None,
               help="print /proc/PID/maps of this traced pid at the stopping point")
 @click.option("--compare-maps", "maps_file", default=None, metavar="FILE",
               help="compare the final maps of --pid with this real maps/smaps dump")
-@click.option("--pid", type=click.IntRange(min=1), default=None,
+@click.option("--pid", type=click.IntRange(1, PID_MAX), default=None,
               help="traced pid for --compare-maps (default: the traced root process)")
 @format_options
 @quiet_option
