@@ -256,3 +256,10 @@ def test_text_table_splits_into_blocks_and_keeps_every_cell() -> None:
     tt = transpose(t)
     assert tt.columns == ["", "tagged-fixed", "eager"] and tt.rows[0][0] == "column number 0"
     assert "retractable" == transpose(Table(["d", "retract-\nable"], [["x", "1"]])).rows[0][0]
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_fits_80_columns(command: str | None) -> None:
+    res = run(*([command, "-h"] if command else []))
+    assert res.exit_code == 0
+    _plain(res.output)

@@ -56,8 +56,8 @@ Examples:
   vmalab diff program.json --design tagged --timeout 10 --json
 
 \b
-Exit status: 0 no divergence, 1 divergence, 2 bad input, a kernel without guard
-regions, or a live run that failed or timed out.""",
+Exit status: 0 no divergence, 1 divergence, 2 bad input, a kernel without
+guard regions, or a live run that failed or timed out.""",
                short_help="Run a program on the model and the kernel; first divergence.")
 @click.argument("program_path", metavar="PROGRAM")
 @click.option("--design", default=None,

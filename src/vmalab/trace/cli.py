@@ -214,9 +214,10 @@ _EX_COMPARE = """
 \b
 Examples:
   vmalab compare allocator
-  vmalab compare thread_stacks:threads=64,guard=mprotect --design tagged,sticky --guardify
+  vmalab compare thread_stacks:guard=mprotect --design tagged,sticky \\
+      --guardify
   vmalab compare app.strace --format text --plot deltas.png --baseline sticky
-  vmalab compare app.strace --compare-maps app.1234.final.maps --stop-at-line 696
+  vmalab compare app.strace --compare-maps 1234.maps --stop-at-line 696
 
 \b
 Exit status: 0, or 1 when --compare-maps finds a difference; 2 for bad input."""
@@ -445,7 +446,7 @@ _EX_SWEEP = """
 \b
 Examples:
   vmalab sweep allocator jit database
-  vmalab sweep thread_stacks:threads=256 app.strace --design tagged,sticky --workers 4
+  vmalab sweep thread_stacks:threads=256 app.strace --workers 4
   vmalab sweep allocator --scheduler tcp://10.0.0.1:8786 --format json"""
 
 
