@@ -210,6 +210,8 @@ def test_plot_has_a_baseline(tmp_path: Path) -> None:
     ["replay", os.path.join(FIX, "tiny.c"), "--maps", "0"],
     ["compare", "thread_stacks:threads=10001"],
     ["compare", "thread_stacks:stack_kib=99999999999"],
+    ["compare", "thread_stacks:threads=10000,stack_kib=1048576"],
+    ["sweep", "prefork_server:workers=10000,heap_mib=4096"],
     ["sweep", "allocator:arenas=0"],
     ["fuzz", "--programs", "0"],
 ])
