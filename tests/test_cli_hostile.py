@@ -82,3 +82,52 @@ def test_usage_errors_are_one_line_exit_2() -> None:
         assert res.exit_code == 2
         lines = [ln for ln in res.output.splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("vmalab: "), res.output
+
+
+def _outside(lo: float, hi: float) -> st.SearchStrategy[str]:
+    """Numbers (as the shell passes them) that a [lo, hi] option must refuse."""
+    ints = st.integers().filter(lambda x: not lo <= x <= hi).map(str)
+    floats = st.floats(allow_nan=True, allow_infinity=True).filter(
+        lambda x: not lo <= x <= hi).map(repr)
+    words = st.sampled_from(["nan", "inf", "-inf", "NaN", "1e999", "0x10", "", " ", "1_0",
+                             "９", "1.5"])
+    return st.one_of(ints, floats, words)
+
+
+# option -> (argv before the value, accepted range); every command here would start a run
+# that takes long with a valid value, so only refused values are generated
+RANGED = {
+    "--timeout": (["diff", "p.json", "--timeout"], (1e-300, 86400.0)),
+    "--workers": (["sweep", "allocator", "--workers"], (1, 256)),
+    "--ops": (["soak", "--ops"], (1, 10**9)),
+    "--check-every": (["soak", "--check-every"], (1, 10**9)),
+    "--processes": (["soak", "--processes"], (1, 1024)),
+    "--programs": (["fuzz", "--programs"], (1, 10**6)),
+    "--stop-at-line": (["compare", "allocator", "--stop-at-line"], (1, 2**63 - 1)),
+    "--pid": (["compare", "allocator", "--pid"], (1, 2**22)),
+}
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(RANGED)), st.data())
+def test_out_of_range_option_values_are_refused(option: str, data: st.DataObject) -> None:
+    argv, (lo, hi) = RANGED[option]
+    value = data.draw(_outside(lo, hi))
+    if option == "--timeout":
+        try:  # a float-looking word inside the range is a valid timeout
+            x = float(value)
+            if lo <= x <= hi:
+                return
+        except ValueError:
+            pass
+    else:
+        try:  # click's int() reads "1_0", " 5" and "９" as numbers: inside the range, valid
+            if lo <= int(value) <= hi:
+                return
+        except ValueError:
+            pass
+    res = CliRunner().invoke(main, [*argv, value])
+    assert res.exit_code == 2, (argv, value, res.output)
+    assert isinstance(res.exception, SystemExit), repr(res.exception)
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vmalab: "), res.output

@@ -210,6 +210,8 @@ def test_plot_has_a_baseline(tmp_path: Path) -> None:
     ["replay", os.path.join(FIX, "tiny.c"), "--maps", "0"],
     ["compare", "thread_stacks:threads=10001"],
     ["compare", "thread_stacks:stack_kib=99999999999"],
+    ["compare", "thread_stacks:threads=10000,stack_kib=1048576"],
+    ["sweep", "prefork_server:workers=10000,heap_mib=4096"],
     ["sweep", "allocator:arenas=0"],
     ["fuzz", "--programs", "0"],
 ])
@@ -256,3 +258,10 @@ def test_text_table_splits_into_blocks_and_keeps_every_cell() -> None:
     tt = transpose(t)
     assert tt.columns == ["", "tagged-fixed", "eager"] and tt.rows[0][0] == "column number 0"
     assert "retractable" == transpose(Table(["d", "retract-\nable"], [["x", "1"]])).rows[0][0]
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_fits_80_columns(command: str | None) -> None:
+    res = run(*([command, "-h"] if command else []))
+    assert res.exit_code == 0
+    _plain(res.output)

@@ -63,10 +63,10 @@ class _Group(click.Group):
 
 _EPILOG = """\b
 Examples:
-  vmalab compare allocator                   every design on a built-in workload
-  vmalab compare app.strace --format text    an strace -f log, a table to paste in a mail
-  vmalab diff program.json                   model vs. the running kernel
-  vmalab COMMAND -h                          a command's options and examples
+  vmalab compare allocator                 every design on a built-in workload
+  vmalab compare app.strace --format text  an strace -f log, as plain text
+  vmalab diff program.json                 model vs. the running kernel
+  vmalab COMMAND -h                        a command's options and examples
 
 Exit status: 0 success, 1 a divergence/difference/violation was found, 2 bad input.
 Docs: docs/index.md (docs/cli.md for the command line)."""

@@ -22,6 +22,10 @@ MAX_TIMEOUT = 86400.0
 """Largest ``--timeout`` accepted (one day)."""
 MAX_WORKERS = 256
 """Largest ``sweep --workers`` accepted."""
+PID_MAX = 1 << 22
+"""Largest pid accepted (PID_MAX_LIMIT on 64-bit Linux)."""
+MAX_LINE = (1 << 63) - 1
+"""Largest line number accepted."""
 
 
 class Seconds(click.ParamType):
@@ -118,18 +122,31 @@ def progress(description: str, total: int | None, *, quiet: bool = False,
         yield _Bar(prog, task)
 
 
+def trace_file(path: str) -> str:
+    """The strace log behind a TRACE argument: ``path`` itself, or ``path/trace.strace``
+    when ``path`` is a recording directory (``vmalab record -o DIR``)."""
+    if os.path.isdir(path):
+        return os.path.join(path, "trace.strace")
+    return path
+
+
 def check_trace_file(path: str) -> None:
-    """A trace path must name a readable, non-empty regular file (UserInputError if not)."""
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise UserInputError(path, f"cannot read trace: {e.strerror}") from None
+    """A TRACE must be a readable, non-empty regular file, or a recording directory whose
+    ``trace.strace`` is one; UserInputError (located at the path) if not."""
     import stat
 
+    log = trace_file(path)
+    try:
+        st = os.stat(log)
+    except OSError as e:
+        if log != path:
+            raise UserInputError(path, "a directory without trace.strace (not a "
+                                 "recording)") from None
+        raise UserInputError(path, f"cannot read trace: {e.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
-        raise UserInputError(path, "not a regular file")
+        raise UserInputError(log, "not a regular file")
     if st.st_size == 0:
-        raise UserInputError(path, "empty trace file")
+        raise UserInputError(log, "empty trace file")
 
 
 def read_text_file(path: str, what: str, limit: int = 64 << 20) -> str:

@@ -56,8 +56,8 @@ Examples:
   vmalab diff program.json --design tagged --timeout 10 --json
 
 \b
-Exit status: 0 no divergence, 1 divergence, 2 bad input, a kernel without guard
-regions, or a live run that failed or timed out.""",
+Exit status: 0 no divergence, 1 divergence, 2 bad input, a kernel without
+guard regions, or a live run that failed or timed out.""",
                short_help="Run a program on the model and the kernel; first divergence.")
 @click.argument("program_path", metavar="PROGRAM")
 @click.option("--design", default=None,
@@ -72,8 +72,10 @@ def diff(program_path: str, design: str | None, as_json: bool, timeout: float,
          ignore: tuple[str, ...]) -> None:
     """Run PROGRAM on the model and on the running kernel; report the first divergence."""
     from vmalab import oracle, program
+    from vmalab.cliutil import read_text_file
 
-    prog = program.load(program_path)
+    # a regular file only: a FIFO or /dev/zero would block or never end
+    prog = program.loads(read_text_file(program_path, "program"), program_path)
     if design is not None:
         from vmalab import DESIGNS
 

@@ -177,13 +177,15 @@ def run_one(spec: RunSpec, progress: ProgressHook | None = None) -> dict[str, An
                        host_files=spec.host_files)
         except TraceSyntaxError as e:
             raise UserInputError(f"{spec.source}:{e.lineno}", e.reason) from None
-        except FileNotFoundError as e:
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
             raise UserInputError(spec.source, str(e)) from None
         tl.final(r.lines, r.kernel)
         info = r.summary()
         if r.guardify is not None:
             info["guardify"] = _gstats(r.guardify)
-            locate_rewrites(spec.source, info["guardify"]["examples"],
+            from vmalab.cliutil import trace_file
+
+            locate_rewrites(trace_file(spec.source), info["guardify"]["examples"],
                             spec.start[1] if spec.start else 0)
         kernel = r.kernel
     m = measure(kernel)

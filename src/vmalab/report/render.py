@@ -190,7 +190,9 @@ def plot_deltas(results: list[dict[str, Any]], out: str, *, baseline: str | None
     anon_vma_chain, vm_area_struct, page-table pages, guard markers lost at fork) minus the
     baseline design's count at the same point; a sixth panel gives every design's absolute
     kernel memory for scale. ``baseline`` is a design id (default: the first result's
-    design). The legend sits below the panels, outside the data. Writes PNG or SVG by
+    design). The legend sits below the panels, outside the data, and marks a design whose
+    differences equal another's in every panel (``tagged (= sticky)``), since coinciding
+    lines hide each other. Writes PNG or SVG by
     ``out``'s suffix and returns the baseline used.
     """
     import matplotlib
@@ -214,6 +216,24 @@ def plot_deltas(results: list[dict[str, Any]], out: str, *, baseline: str | None
     flat = list(axes.flat)
     from matplotlib.ticker import MaxNLocator
 
+    # lines that coincide in every panel hide each other: the legend says which they are
+    def _sig(r: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple((k, tuple(r["series"]["x"]), tuple(y - _at(bx, base["series"][k], x)
+                                                         for x, y in zip(r["series"]["x"],
+                                                                         r["series"][k],
+                                                                         strict=True)))
+                     for k, _ in PANELS)
+
+    zero = tuple((k, tuple(base["series"]["x"]), tuple(0 for _ in base["series"]["x"]))
+                 for k, _ in PANELS)
+    first: dict[tuple[Any, ...], str] = {zero: base_id}
+    same: dict[str, str] = {}
+    for r in others:
+        sig = _sig(r)
+        if sig in first:
+            same[_label(r)] = first[sig]
+        else:
+            first[sig] = _label(r)
     handles: dict[str, Any] = {}
     for ax, (key, name) in zip(flat, PANELS, strict=False):
         ax.axhline(0, color="0.35", linewidth=1.2, zorder=1)
@@ -249,11 +269,18 @@ def plot_deltas(results: list[dict[str, Any]], out: str, *, baseline: str | None
     for a in axes[1]:
         a.set_xlabel(xlabel)
     (bh,) = flat[0].plot([], [], color="0.35", linewidth=1.2)
-    labels = [f"{base_id} (baseline, = 0)"] + list(handles)
+    labels = [f"{base_id} (baseline, = 0)"] + [
+        f"{h} (= {same[h]})" if h in same else h for h in handles]
+    # as many legend columns as fit the figure's width (about 150 characters at 10 pt)
+    import math
+
+    widest = max(len(x) for x in labels) + 6
+    ncol = max(1, min(len(labels), 150 // widest))
+    rows = math.ceil(len(labels) / ncol)
     fig.legend([bh] + list(handles.values()), labels, loc="lower center",
-               ncol=min(len(labels), 6), frameon=False, fontsize=10)
+               ncol=ncol, frameon=False, fontsize=10)
     fig.suptitle(title or f"difference from {base_id} per object kind", fontsize=13)
-    fig.tight_layout(rect=(0, 0.07, 1, 0.96))
+    fig.tight_layout(rect=(0, 0.03 + 0.035 * rows, 1, 0.96))
     fig.savefig(out)
     plt.close(fig)
     return base_id

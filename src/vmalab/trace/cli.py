@@ -15,11 +15,14 @@ from typing import Any
 import click
 
 from vmalab.cliutil import (
+    MAX_LINE,
     MAX_WORKERS,
+    PID_MAX,
     check_trace_file,
     format_options,
     quiet_option,
     resolve_format,
+    trace_file,
 )
 from vmalab.errors import UserInputError
 
@@ -53,27 +56,13 @@ def parse_start(spec: str | None) -> tuple[int, int, str] | None:
         raise UserInputError("--start", "PID and LINE must be integers") from None
     if pid < 0 or line < 0:
         raise UserInputError("--start", "PID and LINE must not be negative")
-    try:
-        with open(parts[2]) as f:
-            dump = f.read()
-    except OSError as e:
-        raise UserInputError(parts[2], f"cannot read maps dump: {e.strerror}") from None
+    from vmalab.cliutil import read_text_file
     from vmalab.trace.layout import parse_maps
+
+    dump = read_text_file(parts[2], "maps dump")  # regular files only (no FIFO hang)
 
     parse_maps(dump, parts[2])  # located errors before any replay starts
     return pid, line, dump
-
-
-def _trace_text(source: str) -> str:
-    """The strace text of a source: the file itself, or a recording's trace.strace."""
-    from vmalab.trace.recording import TRACE_NAME, is_recording
-
-    if os.path.isdir(source):
-        if not is_recording(source):
-            raise UserInputError(source, "a directory that is not a recording of "
-                                 "`vmalab record` (no manifest.json)")
-        return os.path.join(source, TRACE_NAME)
-    return source
 
 
 def _count_lines(path: str) -> int:
@@ -93,12 +82,11 @@ def _run_all(source: str, designs: list[str], *, guardify: bool,
     from vmalab.report.compare import RunSpec, run_one, source_kind
 
     kind = source_kind(source)
-    text = _trace_text(source) if kind == "trace" else source
     if kind == "trace":
-        check_trace_file(text)
+        check_trace_file(source)
     total = None
-    if kind == "trace" and os.path.getsize(text) > (1 << 20):
-        total = _count_lines(text)
+    if kind == "trace" and os.path.getsize(trace_file(source)) > (1 << 20):
+        total = _count_lines(trace_file(source))
         if stop_at_line:
             total = min(total, stop_at_line)
     results = []
@@ -137,7 +125,7 @@ def _check_out(path: str | None) -> None:
 
 def _root_pid(trace: str) -> int:
     """The pid of the trace's first line (the traced root process)."""
-    with open(_trace_text(trace), "rb") as f:
+    with open(trace_file(trace), "rb") as f:
         for raw in f:
             head = raw.split(None, 1)
             if head and head[0].isdigit():
@@ -149,7 +137,7 @@ def _exit_line(trace: str, pid: int) -> int | None:
     """The first line where ``pid`` ends: its ``exit_group(`` call or its ``+++ exited``/
     ``+++ killed`` record, if any."""
     prefix = f"{pid} ".encode()
-    with open(_trace_text(trace), "rb") as f:
+    with open(trace_file(trace), "rb") as f:
         for no, raw in enumerate(f, 1):
             if raw.startswith(prefix) and (b" exit_group(" in raw or (b"+++ " in raw and (
                     b"exited" in raw or b"killed" in raw))):
@@ -186,6 +174,8 @@ def compare_maps(trace: str, design: str, real_path: str, *, pid: int | None,
                    host_files=host_files)
     except TraceSyntaxError as e:
         raise UserInputError(f"{trace}:{e.lineno}", e.reason) from None
+    except OSError as e:
+        raise UserInputError(trace, f"cannot replay: {e.strerror or e}") from None
     try:
         proc = r.process(pid)
         smaps = "VmFlags:" in real
@@ -226,9 +216,10 @@ _EX_COMPARE = """
 \b
 Examples:
   vmalab compare allocator
-  vmalab compare thread_stacks:threads=64,guard=mprotect --design tagged,sticky --guardify
+  vmalab compare thread_stacks:guard=mprotect --design tagged,sticky \\
+      --guardify
   vmalab compare app.strace --format text --plot deltas.png --baseline sticky
-  vmalab compare app.strace --compare-maps app.1234.final.maps --stop-at-line 696
+  vmalab compare app.strace --compare-maps 1234.maps --stop-at-line 696
 
 \b
 Exit status: 0, or 1 when --compare-maps finds a difference; 2 for bad input."""
@@ -252,12 +243,12 @@ Exit status: 0, or 1 when --compare-maps finds a difference; 2 for bad input."""
               help="also run with PROT_NONE guard pages rewritten to MADV_GUARD_INSTALL")
 @click.option("--start", "start", default=None, metavar="PID:LINE:FILE",
               help="start the replay at LINE with PID holding the mappings of a maps dump")
-@click.option("--stop-at-line", type=click.IntRange(min=1), default=None,
+@click.option("--stop-at-line", type=click.IntRange(1, MAX_LINE), default=None,
               help="stop the replay after this line (1-based)")
 @click.option("--lenient", is_flag=True, help="skip and count malformed trace lines")
 @click.option("--compare-maps", "maps_file", default=None, metavar="FILE",
               help="compare the replay's final maps of --pid with this real maps/smaps dump")
-@click.option("--pid", type=click.IntRange(min=1), default=None,
+@click.option("--pid", type=click.IntRange(1, PID_MAX), default=None,
               help="traced pid for --compare-maps (default: the traced root process)")
 @click.option("--host-files", is_flag=True,
               help="let a plain strace log's execve read the binary on this machine")
@@ -344,7 +335,8 @@ Examples:
   vmalab replay rec/ --verify              # a recording of `vmalab record`
 
 \b
-Exit status: 0, or 1 when --compare-maps or --verify finds a difference; 2 for bad input."""
+Exit status: 0; 1 when --compare-maps or --verify finds a difference;
+2 for bad input."""
 
 
 @click.command("replay", help="Replay an strace log TRACE (strace -f -ttt), or a recording "
@@ -355,16 +347,16 @@ Exit status: 0, or 1 when --compare-maps or --verify finds a difference; 2 for b
               help="design id [default: the recorded kernel's for a recording, else tagged]")
 @click.option("--start", "start", default=None, metavar="PID:LINE:FILE",
               help="start at LINE with PID holding the mappings of a maps dump")
-@click.option("--stop-at-line", type=click.IntRange(min=1), default=None,
+@click.option("--stop-at-line", type=click.IntRange(1, MAX_LINE), default=None,
               help="stop after this line (1-based)")
 @click.option("--lenient", is_flag=True, help="skip and count malformed trace lines")
 @click.option("--guardify", is_flag=True,
               help="rewrite PROT_NONE guard pages to MADV_GUARD_INSTALL and report it")
-@click.option("--maps", "maps_pid", type=click.IntRange(min=1), default=None,
+@click.option("--maps", "maps_pid", type=click.IntRange(1, PID_MAX), default=None,
               help="print /proc/PID/maps of this traced pid at the stopping point")
 @click.option("--compare-maps", "maps_file", default=None, metavar="FILE",
               help="compare the final maps of --pid with this real maps/smaps dump")
-@click.option("--pid", type=click.IntRange(min=1), default=None,
+@click.option("--pid", type=click.IntRange(1, PID_MAX), default=None,
               help="traced pid for --compare-maps (default: the traced root process)")
 @click.option("--verify", is_flag=True,
               help="compare the model with every snapshot of a recording (exit 1 on a "
@@ -388,13 +380,12 @@ def replay_cmd(trace: str, design: str | None, start: str | None, stop_at_line: 
     out_fmt = resolve_format(fmt, as_json)
     want = _designs(design)[0] if design is not None else None
     st = parse_start(start)
-    text = _trace_text(trace)
-    check_trace_file(text)
+    check_trace_file(trace)
     if verify and not is_recording(trace):
         raise UserInputError("--verify", f"{trace} is not a recording of `vmalab record`")
     total = None
-    if os.path.getsize(text) > (1 << 20) and not quiet and out_fmt != "json":
-        total = _count_lines(text)
+    if os.path.getsize(trace_file(trace)) > (1 << 20) and not quiet and out_fmt != "json":
+        total = _count_lines(trace_file(trace))
         if stop_at_line:
             total = min(total, stop_at_line)
     with progress(f"replay ({want or 'default design'})", total, quiet=quiet or not total,
@@ -406,6 +397,8 @@ def replay_cmd(trace: str, design: str | None, start: str | None, stop_at_line: 
                        host_files=host_files)
         except TraceSyntaxError as e:
             raise UserInputError(f"{trace}:{e.lineno}", e.reason) from None
+        except OSError as e:
+            raise UserInputError(trace, f"cannot replay: {e.strerror or e}") from None
     d = r.design
     if maps_pid is not None:
         try:
@@ -427,7 +420,7 @@ def replay_cmd(trace: str, design: str | None, start: str | None, stop_at_line: 
         from vmalab.report.compare import _gstats
 
         g = _gstats(r.guardify)
-        locate_rewrites(trace, g["examples"], st[1] if st else 0)
+        locate_rewrites(trace_file(trace), g["examples"], st[1] if st else 0)
     if out_fmt == "json":
         if maps_pid is not None:
             s["maps"] = maps_text
@@ -490,7 +483,7 @@ _EX_SWEEP = """
 \b
 Examples:
   vmalab sweep allocator jit database
-  vmalab sweep thread_stacks:threads=256 app.strace --design tagged,sticky --workers 4
+  vmalab sweep thread_stacks:threads=256 app.strace --workers 4
   vmalab sweep allocator --scheduler tcp://10.0.0.1:8786 --format json"""
 
 

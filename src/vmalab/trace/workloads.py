@@ -312,7 +312,36 @@ def parse_workload_spec(spec: str) -> tuple[str, dict[str, Any]] | None:
             if str(e).startswith("workload "):
                 raise
             raise ValueError(f"workload {name}: bad value {val!r} for {key}") from None
+    pages = footprint(name, {**info.defaults, **params})
+    if pages > MAX_FOOTPRINT:
+        raise ValueError(f"workload {name}: these parameters map about {pages:,} pages "
+                         f"(limit {MAX_FOOTPRINT:,}); make them smaller")
     return name, params
+
+
+MAX_FOOTPRINT = 1 << 24
+"""Largest :func:`footprint` a workload spec may have (64 GiB of 4 KiB pages)."""
+
+
+def footprint(name: str, p: dict[str, Any]) -> int:
+    """Pages a run of workload ``name`` with parameters ``p`` maps, counted once per
+    fork, generation, flush or checkpoint that repeats them: a bound on its time and
+    memory (the per-parameter limits alone allow 10,000 threads of 1 GiB stacks)."""
+    def i(key: str) -> int:
+        v = p.get(key, 0)
+        return int(v) if isinstance(v, int) and not isinstance(v, bool) else 0
+
+    if name == "thread_stacks":
+        return i("threads") * max(1, i("stack_kib") // 4) * (1 + i("forks"))
+    if name == "prefork_server":
+        return i("workers") * max(1, i("generations")) * i("heap_mib") * 256 + i("files")
+    if name == "allocator":
+        return i("arenas") * i("arena_pages") * (1 + i("forks"))
+    if name == "jit":
+        return i("regions") * i("region_pages") * (1 + i("flushes") + i("forks"))
+    if name == "database":
+        return i("tables") * i("table_pages") * (1 + i("checkpoints"))
+    return 0
 
 
 def param_limit(key: str) -> int:
