@@ -251,13 +251,13 @@ def test_malformed_line_names_its_number(tmp_path: Path) -> None:
 
 def test_unsupported_and_ignored_are_counted(tmp_path: Path) -> None:
     t = write(tmp_path, """
-        5 mlockall(MCL_CURRENT) = 0
+        5 remap_file_pages(0x7f0000000000, 4096, 0, 1, 0) = 0
         5 shmat(3, NULL, 0) = 0x7f0000000000
         5 read(0, "", 10) = 0
         5 frobnicate(1, 2) = 0
     """)
     r = replay(t)
-    assert r.unsupported == {"mlockall": 1, "shmat": 1}
+    assert r.unsupported == {"remap_file_pages": 1, "shmat": 1}
     assert r.ignored == {"read": 1, "frobnicate": 1}
 
 
@@ -385,3 +385,43 @@ def test_execve_from_a_thread_continues_under_the_leader_pid(tmp_path: Path) -> 
     r = replay(t)
     assert [(v.start, v.end) for v in r.process(10).vmas()] == [(A + 0x10000, A + 0x11000)]
     assert r.execs == 1 and len(r.kernel.processes) == 1
+
+
+def test_mlockall_mseal_and_pkeys_replay(tmp_path: Path) -> None:
+    """mlockall(MCL_FUTURE) locks later mappings, mseal shows "sl" and the trace's EPERM
+    munmap is replayed as refused, munlockall unlocks; pkey_alloc gives the trace's key."""
+    t = write(tmp_path, f"""
+        5 mmap(NULL, {4 * P}, 0x3, 0x22, -1, 0) = {A:#x}
+        5 mlockall(0x2) = 0
+        5 mmap(NULL, {2 * P}, 0x3, 0x22, -1, 0) = {A + 0x10000:#x}
+        5 mseal({A:#x}, {4 * P}, 0) = 0
+        5 munmap({A:#x}, {P}) = -1 EPERM (Operation not permitted)
+        5 prctl(0xf, "name") = 0
+    """)
+    r = replay(t, "sticky")
+    flags = [v.flags for v in r.process(5).vmas()]
+    assert "sl" in flags[0] and "lo" not in flags[0]
+    assert "lo" in flags[1] and "sl" not in flags[1]
+    assert r.model_error_count == 0 and r.unsupported == {}
+    t2 = write(tmp_path, f"""
+        5 mmap(NULL, {2 * P}, 0x3, 0x22, -1, 0) = {A:#x}
+        5 mlockall(0x2) = 0
+        5 munlockall() = 0
+        5 mmap(NULL, {2 * P}, 0x3, 0x22, -1, 0) = {A + 0x10000:#x}
+    """)
+    assert all("lo" not in v.flags for v in replay(t2, "sticky").process(5).vmas())
+
+
+def test_a_budget_breach_stops_the_replay_with_exit_3(tmp_path: Path) -> None:
+    """The budget is no model error: the replay stops, the CLI says so in one line."""
+    import subprocess
+
+    t = write(tmp_path, f"""
+        5 mmap(NULL, {1 << 30}, 0x3, 0x22, -1, 0) = {A:#x}
+        5 madvise({A:#x}, {1 << 30}, 0x17) = 0
+    """)
+    env = {**os.environ, "VMALAB_BUDGET": "pages=4096"}
+    res = subprocess.run([sys.executable, "-m", "vmalab.cli", "replay", str(t)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 3, res.stderr
+    assert res.stderr.startswith("vmalab: resource limit:") and res.stderr.count("\n") == 1

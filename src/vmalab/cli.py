@@ -1,7 +1,9 @@
 """The ``vmalab`` command line.
 
 Every subcommand turns bad input into a one-line message naming its location and exit
-status 2 (see ``vmalab.errors.UserInputError``); no traceback reaches the user. ``vmalab``
+status 2 (see ``vmalab.errors.UserInputError``), and a breach of one of vmalab's own
+resource budgets into ``vmalab: resource limit: ...`` and exit status 3
+(``vmalab.errors.ResourceLimitError``); no traceback reaches the user. ``vmalab``
 alone prints the help (the list of commands) on stdout and exits 0, as ``vmalab --help``
 does; ``-h`` and ``--help`` work on every command (docs/cli.md).
 """
@@ -14,7 +16,7 @@ from typing import Any
 
 import click
 
-from vmalab.errors import UserInputError
+from vmalab.errors import EXIT_RESOURCE_LIMIT, ResourceLimitError, UserInputError
 
 
 class _Group(click.Group):
@@ -31,6 +33,10 @@ class _Group(click.Group):
         except UserInputError as e:
             click.echo(f"vmalab: {e.location}: {e.message}", err=True)
             sys.exit(2)
+        except ResourceLimitError as e:
+            # a budget of vmalab's own (docs/hostile-input.md) stopped the run
+            click.echo(f"vmalab: resource limit: {' '.join(str(e).split())}", err=True)
+            sys.exit(EXIT_RESOURCE_LIMIT)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmalab import uapi
-from vmalab.errors import SegmentationFault
+from vmalab.errors import ResourceLimitError, SegmentationFault
 from vmalab.trace import layout
 from vmalab.trace.parse import (
     CLONE_FILES,
@@ -80,6 +80,7 @@ from vmalab.trace.recording import Recording, Snapshot, is_recording, open_recor
 
 PAGE = 4096
 AT_FDCWD = -100
+PR_SET_MDWE = 65
 MAX_MODEL_ERRORS = 200
 """How many model rejections are kept in detail (all are counted)."""
 
@@ -99,11 +100,12 @@ FD_SYSCALLS = frozenset({
 TASK_SYSCALLS = frozenset({
     "clone", "clone3", "fork", "vfork", "execve", "execveat", "exit", "exit_group",
 })
-MODELLED = (MEMORY_SYSCALLS - {"mlockall", "munlockall", "shmat", "shmdt",
-                               "remap_file_pages", "mseal", "map_shadow_stack",
+MODELLED = (MEMORY_SYSCALLS - {"shmat", "shmdt",
+                               "remap_file_pages", "map_shadow_stack",
                                "userfaultfd", "mbind", "migrate_pages", "move_pages",
                                "process_mrelease", "io_uring_setup", "mmap2"}
-            ) | FD_SYSCALLS - {"memfd_secret"} | TASK_SYSCALLS
+            ) | FD_SYSCALLS - {"memfd_secret"} | TASK_SYSCALLS | {"pkey_alloc", "pkey_free",
+                                                                   "prctl"}
 
 
 def _kernel_cls() -> Any:
@@ -442,6 +444,8 @@ class Replayer:
                     self.r.applied += 1  # the model failed the same way
                 else:
                     self._model_error(ev, e)
+            except ResourceLimitError:
+                raise  # the budget protects the host: the replay stops, it is no model error
             except Exception as e:  # the model itself broke (SIGSEGV in a layout write, a bug)
                 self._model_error(ev, e)
             if self.verify and ev.lineno in self._read_snaps:
@@ -569,6 +573,8 @@ class Replayer:
                 try:
                     mm.proc.write(addr + i * PAGE, b"\0")
                     break
+                except ResourceLimitError:
+                    raise
                 except Exception:  # SIGSEGV/SIGBUS, or the range is gone
                     continue
 
@@ -583,7 +589,42 @@ class Replayer:
         if prot & uapi.PROT_WRITE:
             self._touch(t, addr, prot, uapi.MAP_PRIVATE, length)
 
-    _sys_pkey_mprotect = _sys_mprotect
+    def _sys_pkey_mprotect(self, t: Task, ev: Syscall) -> None:
+        """pkey_mprotect(addr, len, prot, pkey): mprotect that also sets the key."""
+        a = ev.args
+        t.mm.proc.pkey_mprotect(to_int(a[0]), to_int(a[1]), to_int(a[2]), to_int(a[3]))
+        if to_int(a[2]) & uapi.PROT_WRITE:
+            self._touch(t, to_int(a[0]), to_int(a[2]), uapi.MAP_PRIVATE, to_int(a[1]))
+
+    def _sys_pkey_alloc(self, t: Task, ev: Syscall) -> None:
+        """pkey_alloc(flags, rights) = key; the model must hand out the same key."""
+        a = ev.args
+        got = t.mm.proc.pkey_alloc(to_int(a[0]) if a else 0, to_int(a[1]) if len(a) > 1 else 0)
+        if got != self._ret(ev):
+            raise OSError(_errno.EINVAL, f"model pkey_alloc gave {got}, the trace {ev.ret}")
+
+    def _sys_pkey_free(self, t: Task, ev: Syscall) -> None:
+        """pkey_free(key)."""
+        t.mm.proc.pkey_free(to_int(ev.args[0]))
+
+    def _sys_mseal(self, t: Task, ev: Syscall) -> None:
+        """mseal(addr, len, flags)."""
+        a = ev.args
+        t.mm.proc.mseal(to_int(a[0]), to_int(a[1]), to_int(a[2]) if len(a) > 2 else 0)
+
+    def _sys_mlockall(self, t: Task, ev: Syscall) -> None:
+        """mlockall(flags)."""
+        t.mm.proc.mlockall(to_int(ev.args[0]))
+
+    def _sys_munlockall(self, t: Task, ev: Syscall) -> None:
+        """munlockall()."""
+        t.mm.proc.munlockall()
+
+    def _sys_prctl(self, t: Task, ev: Syscall) -> None:
+        """prctl: PR_SET_MDWE (65) reaches the model; other options do not touch VMAs."""
+        a = ev.args
+        if a and to_int_or_none(a[0]) == PR_SET_MDWE:
+            t.mm.proc.prctl(PR_SET_MDWE, *(to_int(x) for x in a[1:5]))
 
     def _sys_mremap(self, t: Task, ev: Syscall) -> None:
         """mremap(old, old_size, new_size, flags[, new]) = ret, to where the trace says."""
@@ -1015,6 +1056,14 @@ class Replayer:
         self.r.start_notes = layout.apply_maps_dump(proc, vmas, self._opener(t), self.touch)
         t.mm.brk_known = any(v.path == "[heap]" for v in vmas)
         self.r.start_method = "maps-dump"
+
+
+def to_int_or_none(text: str) -> int | None:
+    """An argument as an int, or None when it is not a number (a PR_* name, say)."""
+    try:
+        return to_int(text)
+    except ArgError:
+        return None
 
 
 def _raw(p: Any) -> Any:
