@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 CASES = {
     "mlock2(MLOCK_ONFAULT)": "p.mlock2(a, N, uapi.MLOCK_ONFAULT)",
@@ -66,16 +67,17 @@ def main() -> None:
     env = dict(os.environ)
     if a.src:
         env["PYTHONPATH"] = a.src
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, code in CASES.items():
         if a.only and name not in a.only.split(","):
             continue
+        res: dict[str, Any]
         try:
-            r = subprocess.run([sys.executable, "-c", _CHILD, str(a.bits), code], env=env,
+            proc = subprocess.run([sys.executable, "-c", _CHILD, str(a.bits), code], env=env,
                                capture_output=True, text=True, timeout=a.limit)
-            lines = r.stdout.strip().splitlines()
+            lines = proc.stdout.strip().splitlines()
             res = (json.loads(lines[-1]) if lines else
-                   {"outcome": "crashed: " + r.stderr.strip()[-100:]})
+                   {"outcome": "crashed: " + proc.stderr.strip()[-100:]})
         except subprocess.TimeoutExpired:
             res = {"seconds": None, "outcome": f"killed after {a.limit:g}s"}
         res["case"] = name
