@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -425,3 +426,32 @@ def test_a_budget_breach_stops_the_replay_with_exit_3(tmp_path: Path) -> None:
                          capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 3, res.stderr
     assert res.stderr.startswith("vmalab: resource limit:") and res.stderr.count("\n") == 1
+
+
+def test_anon_vma_names(tmp_path: Path) -> None:
+    """PR_SET_VMA_ANON_NAME on a kernel with CONFIG_ANON_VMA_NAME: equal names merge,
+    the named part is split off, maps prints [anon:NAME] and [anon_shmem:NAME]; without
+    the option (this project's 6.18.44) the prctl is EINVAL."""
+    from vmalab import Kernel, uapi
+
+    k = Kernel("sticky")
+    p = k.spawn()
+    rw, anon = uapi.PROT_READ | uapi.PROT_WRITE, uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS
+    a = p.mmap(0, 16 * P, rw, anon)
+    with pytest.raises(OSError) as e:
+        p.prctl(uapi.PR_SET_VMA, uapi.PR_SET_VMA_ANON_NAME, a, P, "x")
+    assert e.value.errno == errno.EINVAL
+    k.anon_vma_name = True
+    p.prctl(uapi.PR_SET_VMA, uapi.PR_SET_VMA_ANON_NAME, a + 4 * P, 4 * P, "pool")
+    p.prctl(uapi.PR_SET_VMA, uapi.PR_SET_VMA_ANON_NAME, a + 8 * P, 4 * P, "pool")
+    s = p.mmap(0, 4 * P, rw, uapi.MAP_SHARED | uapi.MAP_ANONYMOUS)
+    p.prctl(uapi.PR_SET_VMA, uapi.PR_SET_VMA_ANON_NAME, s, 4 * P, "shm")
+    names = {(v.start - a) // P: v.path for v in p.vmas() if v.start >= a and v.start < a + 16 * P}
+    assert names == {0: None, 4: "[anon:pool]", 12: None}
+    assert "[anon_shmem:shm]" in p.maps()
+    with pytest.raises(OSError) as e:
+        p.prctl(uapi.PR_SET_VMA, uapi.PR_SET_VMA_ANON_NAME, a, P, "bad$name")
+    assert e.value.errno == errno.EINVAL
+    p.prctl(uapi.PR_SET_VMA, uapi.PR_SET_VMA_ANON_NAME, a + 4 * P, 8 * P, None)
+    assert len([v for v in p.vmas() if a <= v.start < a + 16 * P]) == 1  # merged again
+    k.check()

@@ -75,6 +75,10 @@ class Kernel:
         #: mm/mremap.py), so that check() can still account for every committed page.
         self.commit_leaked = 0
         self.budget = budget if budget is not None else Budget.from_env()
+        #: CONFIG_ANON_VMA_NAME: prctl(PR_SET_VMA_ANON_NAME) works only with it. Off as on
+        #: this project's 6.18.44 kernel, which answers every PR_SET_VMA with EINVAL
+        #: (measured); set it for a kernel that has it.
+        self.anon_vma_name = False
         self.slabs = Slabs(fail, self.budget)
         self.phys = PhysMem(self.budget)
         self.fs = FileSystem(self)

@@ -16,7 +16,7 @@ from vmalab.errors import kernel_error
 from vmalab.mm import filemap, khugepaged, pkeys
 from vmalab.mm.flags import VM_LOCKED, VM_LOCKONFAULT
 from vmalab.mm.fork import dup_mmap, exit_mmap
-from vmalab.mm.madvise import do_madvise, do_process_madvise
+from vmalab.mm.madvise import do_madvise, do_process_madvise, madvise_set_anon_name
 from vmalab.mm.memory import fault_in, find_fault_vma_for_access
 from vmalab.mm.mincore import do_mincore, mdwe_after_fork, prctl_set_mdwe
 from vmalab.mm.mlock import do_mlock, do_mlockall, do_munlock, do_munlockall
@@ -307,11 +307,25 @@ class Process:
 
     @_syscall
     def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0,
-              arg5: int = 0) -> int:
-        """prctl(2): PR_SET_MDWE and PR_GET_MDWE only (others: EINVAL).
+              arg5: int | str | None = 0) -> int:
+        """prctl(2): PR_SET_MDWE, PR_GET_MDWE and PR_SET_VMA (others: EINVAL).
 
-        Models kernel/sys.c:prctl_set_mdwe / prctl_get_mdwe.
+        Models kernel/sys.c:prctl_set_mdwe / prctl_get_mdwe, and prctl_set_vma for
+        PR_SET_VMA_ANON_NAME, whose name (``arg5``) is a str, or None to clear it; that
+        needs ``Kernel.anon_vma_name`` (CONFIG_ANON_VMA_NAME), else EINVAL as here.
         """
+        if option == uapi.PR_SET_VMA:
+            _check_int(arg2, arg3, arg4)
+            if not self.kernel.anon_vma_name:
+                raise kernel_error(errno.EINVAL, "PR_SET_VMA without CONFIG_ANON_VMA_NAME")
+            if arg2 != uapi.PR_SET_VMA_ANON_NAME:
+                raise kernel_error(errno.EINVAL, f"PR_SET_VMA operation {arg2}")
+            if arg5 is not None and not isinstance(arg5, str):
+                raise TypeError("the PR_SET_VMA_ANON_NAME name is a str or None")
+            madvise_set_anon_name(self.mm, arg3, arg4, arg5)
+            return 0
+        if not isinstance(arg5, int):
+            raise TypeError("arg5 must be an int")
         _check_int(option, arg2, arg3, arg4, arg5)
         if option == uapi.PR_SET_MDWE:
             self.mdwe = prctl_set_mdwe(self.mdwe, arg2, arg3, arg4, arg5)

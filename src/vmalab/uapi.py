@@ -111,6 +111,8 @@ PM_PFRAME_MASK = (1 << 55) - 1
 
 # include/uapi/linux/prctl.h: memory-deny-write-execute
 PR_SET_MDWE = 65
+PR_SET_VMA = 0x53564D41
+PR_SET_VMA_ANON_NAME = 0
 PR_GET_MDWE = 66
 PR_MDWE_REFUSE_EXEC_GAIN = 1 << 0
 PR_MDWE_NO_INHERIT = 1 << 1

@@ -17,7 +17,7 @@ VMA without anon_vma) and maps nothing huge.
 from __future__ import annotations
 
 import errno
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from vmalab import uapi
 from vmalab.errors import kernel_error
@@ -55,7 +55,7 @@ from vmalab.mm.mmap import page_align
 from vmalab.mm.page_alloc import KIND_ANON, KIND_PAGECACHE
 from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SIZE, PTE_MARKER_GUARD_ENTRY
 from vmalab.mm.slab import AllocFailure
-from vmalab.mm.vma import is_shared_maywrite, vma_modify_flags
+from vmalab.mm.vma import VmaMergeStruct, is_shared_maywrite, vma_modify, vma_modify_flags
 
 VALID_ADVICE = frozenset(
     {
@@ -441,6 +441,21 @@ def do_madvise(mm: MmStruct, start: int, len_in: int, behavior: int) -> None:
         # Not a per-VMA walk: madvise_do_behavior() hands the whole range over.
         madvise_populate(mm, start, end, behavior == uapi.MADV_POPULATE_WRITE)
         return
+    madvise_walk_vmas(
+        mm, start, end, lambda vma, prev, a, b: _madvise_vma(mm, vma, prev, a, b, behavior)
+    )
+
+
+VmaVisitor = Callable[[VmArea, "VmArea | None", int, int], VmArea]
+
+
+def madvise_walk_vmas(mm: MmStruct, start: int, end: int, visit: VmaVisitor) -> None:
+    """Call ``visit(vma, prev, start, end)`` on each VMA's part of [start, end).
+
+    Models mm/madvise.c:madvise_walk_vmas: holes are skipped and reported as ENOMEM at the
+    end; an error from one VMA stops the walk; the walk goes on after the VMA ``visit``
+    returns (a merge may have grown it past the range it was given).
+    """
     unmapped = False
     vma = mm.find_vma(start)
     prev = mm.vma_prev(vma) if vma is not None else None
@@ -455,7 +470,7 @@ def do_madvise(mm: MmStruct, start: int, len_in: int, behavior: int) -> None:
             unmapped = True
             pos = vma.vm_start
         tmp = min(vma.vm_end, end)
-        vma = _madvise_vma(mm, vma, prev, pos, tmp, behavior)
+        vma = visit(vma, prev, pos, tmp)
         # start = tmp, or prev->vm_end if a merge grew the VMA past it.
         pos = max(tmp, vma.vm_end)
         if pos >= end:
@@ -464,6 +479,47 @@ def do_madvise(mm: MmStruct, start: int, len_in: int, behavior: int) -> None:
         vma = mm.vma_next(vma)
     if unmapped:
         raise kernel_error(errno.ENOMEM, "range contains unmapped memory")
+
+
+ANON_VMA_NAME_MAX_LEN = 80
+_ANON_NAME_BAD = frozenset("\\`$[]")
+
+
+def madvise_set_anon_name(mm: MmStruct, start: int, len_in: int, name: str | None) -> None:
+    """prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, start, len, name). Raises OSError.
+
+    Models kernel/sys.c:prctl_set_vma (the name: at most 80 bytes, printable, none of
+    ``\\`$[]``; NULL clears it) → mm/madvise.c:madvise_set_anon_name → madvise_walk_vmas
+    with madvise_vma_anon_name (EBADF on a file VMA other than shared anonymous memory)
+    → vma_modify_name(): the named part merges with equal neighbours or is split off.
+    """
+    if name is not None:
+        if len(name.encode()) >= ANON_VMA_NAME_MAX_LEN:
+            raise kernel_error(errno.EINVAL, "name too long")
+        if any(not (" " <= c <= "~") or c in _ANON_NAME_BAD for c in name):
+            raise kernel_error(errno.EINVAL, "name has an invalid character")
+        name = name or None  # an empty name is no name
+    if start & (PAGE_SIZE - 1) or start < 0:
+        raise kernel_error(errno.EINVAL, "unaligned start")
+    length = page_align(len_in)
+    if len_in and not length:
+        raise kernel_error(errno.EINVAL, "length overflows")
+    end = start + length
+    if end == start:
+        return
+
+    def visit(vma: VmArea, prev: VmArea | None, a: int, b: int) -> VmArea:
+        if vma.vm_file is not None and vma.vm_file.inode.kind != "shmem":
+            raise kernel_error(errno.EBADF, "a file VMA cannot be named")
+        if vma.anon_name == name:
+            return vma
+        vmg = VmaMergeStruct.vma_state(prev, vma, a, b)
+        vmg.anon_name = name
+        res, _merged = vma_modify(vmg)
+        res.anon_name = name
+        return res
+
+    madvise_walk_vmas(mm, start, end, visit)
 
 
 def do_process_madvise(mm: MmStruct, ranges: Sequence[tuple[int, int]], behavior: int) -> int:

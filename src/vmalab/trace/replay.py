@@ -80,7 +80,6 @@ from vmalab.trace.recording import Recording, Snapshot, is_recording, open_recor
 
 PAGE = 4096
 AT_FDCWD = -100
-PR_SET_MDWE = 65
 MAX_MODEL_ERRORS = 200
 """How many model rejections are kept in detail (all are counted)."""
 
@@ -621,10 +620,15 @@ class Replayer:
         t.mm.proc.munlockall()
 
     def _sys_prctl(self, t: Task, ev: Syscall) -> None:
-        """prctl: PR_SET_MDWE (65) reaches the model; other options do not touch VMAs."""
+        """prctl: PR_SET_MDWE and PR_SET_VMA (anonymous VMA names, ``[anon:NAME]``) reach
+        the model; other options do not touch VMAs."""
         a = ev.args
-        if a and to_int_or_none(a[0]) == PR_SET_MDWE:
-            t.mm.proc.prctl(PR_SET_MDWE, *(to_int(x) for x in a[1:5]))
+        op = to_int_or_none(a[0]) if a else None
+        if op == uapi.PR_SET_MDWE:
+            t.mm.proc.prctl(uapi.PR_SET_MDWE, *(to_int(x) for x in a[1:5]))
+        elif op == uapi.PR_SET_VMA and len(a) >= 5:
+            name = None if a[4] in ("NULL", "0") else to_str(a[4])
+            t.mm.proc.prctl(uapi.PR_SET_VMA, to_int(a[1]), to_int(a[2]), to_int(a[3]), name)
 
     def _sys_mremap(self, t: Task, ev: Syscall) -> None:
         """mremap(old, old_size, new_size, flags[, new]) = ret, to where the trace says."""
