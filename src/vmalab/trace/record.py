@@ -356,7 +356,8 @@ class Session:
                        "threads": tracer.stats.threads, "execs": tracer.stats.execs},
             "snapshots": [
                 {"pid": s.pid, "kind": s.kind, "seq": s.seq, "line": s.line,
-                 "maps": s.maps, "smaps": s.smaps} for s in tracer.snapshots
+                 "maps": s.maps, "smaps": s.smaps, **({"stat": s.stat} if s.stat else {})}
+                for s in tracer.snapshots
             ],
             "files": tracer.stats.files,
             "recorder": {"stops": tracer.stats.stops, "perf_mmap": self.opts.perf_mmap,

@@ -74,6 +74,25 @@ class Incarnation:
         self.drops.append((min(entry_ts, ts), ts))
 
 
+# /proc/PID/stat fields (1-based, proc(5)) that name the [stack] and [heap] VMAs
+_STAT_FIELDS = {"start_stack": 28, "start_data": 45, "end_data": 46, "start_brk": 47}
+
+
+def read_stat(pid: int) -> dict[str, int]:
+    """mm->start_stack, start_data, end_data and start_brk from /proc/PID/stat ({} if gone).
+
+    The comm field may hold spaces and parentheses, so fields are counted after its last
+    ``)`` (field 3 onwards).
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            text = f.read().decode("ascii", "replace")
+        rest = text[text.rindex(")") + 1:].split()
+        return {k: int(rest[n - 3]) for k, n in _STAT_FIELDS.items()}
+    except (OSError, ValueError, IndexError):
+        return {}
+
+
 @dataclass
 class Snapshot:
     """One maps/smaps snapshot taken while the process was stopped."""
@@ -84,6 +103,7 @@ class Snapshot:
     maps: str
     smaps: str
     line: int | None = None
+    stat: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -430,7 +450,7 @@ class Tracer:
             with open(os.path.join(self.snapdir, f"{base}.{what}"), "wb") as g:
                 g.write(data)
         self.snapshots.append(Snapshot(pid, kind, seq, f"snapshots/{base}.maps",
-                                       f"snapshots/{base}.smaps"))
+                                       f"snapshots/{base}.smaps", stat=read_stat(src)))
         return len(self.snapshots) - 1
 
     def kill_all(self, sig: int) -> None:
