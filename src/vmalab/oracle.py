@@ -248,6 +248,7 @@ class _Gen:
         self.moves: list[tuple[int, int, int]] = []
         self.maps: list[tuple[int, int]] = []  # ranges mmapped so far
         self.memlock = False  # a memlock op dropped CAP_IPC_LOCK
+        self.lockall = False  # an mlockall op locked (part of) the runner itself
 
     def rng(self, maxlen: int = 12) -> tuple[int, int]:
         if self.r.random() < 0.4:  # 4-page grid: more exact adjacency, merges and splits
@@ -322,12 +323,16 @@ class _Gen:
             return {"op": "madvise", "addr": a, "len": n, "advice": adv}
         if kind == "mlock" and r.random() < 0.3:
             return {"op": "mlock", "addr": a, "len": n, "onfault": True}
+        if kind in ("mlockall", "memlock") and (self.memlock if kind == "mlockall"
+                                                  else self.lockall):
+            # Never both in one program: under a small RLIMIT_MEMLOCK without the cap the
+            # kernel compares the whole runner's total_vm / locked_vm (all of Python's
+            # memory once mlockall locked it) with the limit, which the model cannot know.
+            kind = "munlockall"
         if kind == "mlockall":
-            # MCL_CURRENT under a small RLIMIT_MEMLOCK would compare the whole runner's
-            # total_vm with the limit, which the model cannot know: only with the cap.
-            opts = [["future"], ["future", "onfault"]]
-            if not self.memlock:
-                opts += [["current"], ["current", "onfault"], ["current", "future"]]
+            self.lockall = True
+            opts = [["future"], ["future", "onfault"], ["current"], ["current", "onfault"],
+                    ["current", "future"]]
             return {"op": "mlockall", "flags": r.choice(opts)}
         if kind == "munlockall":
             return {"op": "munlockall"}
