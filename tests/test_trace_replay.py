@@ -455,3 +455,21 @@ def test_anon_vma_names(tmp_path: Path) -> None:
     p.prctl(uapi.PR_SET_VMA, uapi.PR_SET_VMA_ANON_NAME, a + 4 * P, 8 * P, None)
     assert len([v for v in p.vmas() if a <= v.start < a + 16 * P]) == 1  # merged again
     k.check()
+
+
+def test_budget_option(tmp_path: Path) -> None:
+    """`vmalab --budget SPEC` bounds the model like $VMALAB_BUDGET; a bad spec is exit 2."""
+    import subprocess
+
+    t = write(tmp_path, f"""
+        5 mmap(NULL, {1 << 30}, 0x3, 0x22, -1, 0) = {A:#x}
+        5 madvise({A:#x}, {1 << 30}, 0x17) = 0
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "VMALAB_BUDGET"}
+    cmd = [sys.executable, "-m", "vmalab.cli", "--budget"]
+    res = subprocess.run([*cmd, "pages=4096", "replay", str(t)], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert res.returncode == 3 and "resource limit" in res.stderr
+    res = subprocess.run([*cmd, "bogus=1", "replay", str(t)], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert res.returncode == 2 and res.stderr.startswith("vmalab: --budget:")

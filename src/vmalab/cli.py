@@ -74,15 +74,29 @@ Examples:
   vmalab diff program.json                 model vs. the running kernel
   vmalab COMMAND -h                        a command's options and examples
 
-Exit status: 0 success, 1 a divergence/difference/violation was found, 2 bad input.
+Exit status: 0 success, 1 a divergence/difference/violation was found, 2 bad input,
+3 a resource budget stopped the run (--budget, docs/hostile-input.md).
 Docs: docs/index.md (docs/cli.md for the command line)."""
 
 
 @click.group("vmalab", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
              epilog=_EPILOG)
 @click.version_option(package_name="vmalab")
-def main() -> None:
+@click.option("--budget", metavar="NAME=N,...",
+              help="the model's resource budget, as $VMALAB_BUDGET (pages, stored_bytes, "
+                   "vmas, pgtables, seconds; 'none' or 'unlimited'); exit 3 on a breach")
+def main(budget: str | None) -> None:
     """vmalab: an executable model of the Linux VMA layer and its guard-region designs."""
+    if budget is not None:
+        import os
+
+        from vmalab.budget import ENV, Budget
+
+        os.environ[ENV] = budget  # every Kernel of this command reads it
+        try:
+            Budget.from_env()  # a bad spec is a located input error now, not later
+        except UserInputError as e:
+            raise UserInputError("--budget", e.message) from None
 
 
 def _register(import_path: str) -> None:
