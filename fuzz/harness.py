@@ -10,6 +10,7 @@ turned into a one-line error, i.e. what the command line would print as a traceb
 * ``strace``: an strace log through ``vmalab.trace.replay.replay`` (lenient and strict);
 * ``maps``: a maps/smaps dump through ``parse_maps`` and ``apply_maps_dump`` onto a model
   process (files are model memfds of the size asked for: no host file is opened);
+* ``cli``: a command line through the parsers of every command (not run);
 * ``recording``: a recording directory (trace.strace, manifest.json, snapshots/*.maps;
   /work/notes/recording-spec.md) through ``replay(DIR)``, where the branch supports
   recordings (``RECORDINGS``).
@@ -198,8 +199,35 @@ def pack_recording(path: str) -> bytes:
         "snapshots": snaps}).encode()
 
 
+def cli(data: bytes) -> None:
+    """A command line (whitespace-separated words) through the parser of every command.
+
+    Parses only, never runs a command (``record`` would run a program, ``fuzz`` the live
+    kernel): the group and the chosen command build their contexts, which checks every
+    option's type and range. Clean: click's usage errors and its ``Exit`` (help, version)
+    and a UserInputError; anything else would reach the user as a traceback.
+    """
+    import click
+
+    from vmalab.cli import main
+
+    words = data.decode("utf-8", "replace").replace("\0", "").split()[:16]
+    try:
+        with main.make_context("vmalab", list(words)) as ctx:
+            name = ctx.protected_args[0] if ctx.protected_args else None
+            rest = ctx.protected_args[1:] + ctx.args
+            cmd = main.get_command(ctx, name) if name else None
+            if cmd is not None:
+                with cmd.make_context(name, rest, parent=ctx):
+                    pass
+    except (click.ClickException, click.exceptions.Exit, click.Abort, UserInputError):
+        return
+    except Exception as e:
+        raise Unclean("cli", e) from e
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
-    "program": program, "strace": strace, "maps": maps, "recording": recording,
+    "program": program, "strace": strace, "maps": maps, "recording": recording, "cli": cli,
 }
 
 
@@ -244,7 +272,20 @@ def seeds(target: str) -> list[bytes]:
         for path in filter(None, os.environ.get("VMALAB_FUZZ_RECORDINGS", "").split(":")):
             out.append(pack_recording(path))
         return out
+    if target == "cli":
+        return [line.encode() for line in _CLI_SEEDS]
     raise KeyError(target)
+
+
+_CLI_SEEDS = [
+    "compare allocator", "compare thread_stacks:threads=64 --design tagged,sticky --format text",
+    "compare app.strace --plot x.png --baseline sticky --guardify --stop-at-line 10",
+    "replay app.strace --design sticky --maps 12 --start 1:2:f --verify --host-files",
+    "sweep allocator jit --workers 4 --format json", "workloads --format text",
+    "diff p.json --timeout 5 --design sticky", "fuzz --programs 10 --seed 1 --out d",
+    "soak --ops 1000 --check-every 10 --processes 2", "record -o d --force -- /bin/true",
+    "--budget pages=10 replay t", "demo --design sticky", "-h", "--version", "replay -h",
+]
 
 
 _INTERESTING = [b"0", b"-1", b"18446744073709551615", b"9223372036854775807", b"1e999",

@@ -71,6 +71,12 @@ def test_fuzz_recordings(seed: int, pick: int) -> None:
     _fuzz("recording", seed, pick)
 
 
+@_SETTINGS
+@given(st.integers(0, 2**32), st.integers(0, 1000))
+def test_fuzz_command_lines(seed: int, pick: int) -> None:
+    _fuzz("cli", seed, pick)
+
+
 @pytest.mark.parametrize("target", sorted(harness.TARGETS))
 def test_raw_bytes_are_clean(target: str) -> None:
     """Arbitrary bytes, not mutations: binary garbage, huge numbers, deep nesting (for a
