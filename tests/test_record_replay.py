@@ -116,6 +116,8 @@ def _check_self_dumps(rec: Path, out: Path) -> int:
     assert r.fault_signals == 0
     bad = {c.line: c.differences for c in r.checkpoints if not c.matched}
     assert not bad, bad
+    # the recorder kept each of those reads too (a read snapshot), and verify compared them
+    assert sorted(c.line for c in r.checkpoints if c.kind == "read") == sorted(want)
     assert set(seen) == set(want), sorted(set(want) - set(seen))
     diffs = {line: d for line, d in seen.items() if d}
     assert not diffs, diffs
