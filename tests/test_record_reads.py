@@ -17,8 +17,11 @@ from typing import Any
 
 import pytest
 
+from vmalab.trace import merge as mg
+from vmalab.trace.decode import SEP
 from vmalab.trace.recording import open_recording
 from vmalab.trace.replay import replay
+from vmalab.trace.tracer import Incarnation, ReadInfo, Snapshot
 
 FIX = Path(__file__).parent / "fixtures"
 VMALAB = [sys.executable, "-m", "vmalab.cli"]
@@ -34,7 +37,7 @@ def _why_not() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
+needs_recording = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
 
 
 def _compile(tmp: Path, src: Path) -> str:
@@ -64,6 +67,7 @@ def _verify(d: Path) -> Any:
     return r
 
 
+@needs_recording
 def test_every_way_of_reading(tmp_path: Path) -> None:
     """read() 1 KiB at a time, readv(), pread64(), one large read closed before EOF,
     lseek back and read again, via /proc/thread-self: each is a consistent read snapshot
@@ -99,6 +103,7 @@ def test_every_way_of_reading(tmp_path: Path) -> None:
     assert sum(len(v) for v in rec.read_snapshots().values()) == 6
 
 
+@needs_recording
 def test_capture_is_what_the_program_read(tmp_path: Path) -> None:
     """readmaps writes what it read to a file: the read snapshot holds the same bytes."""
     exe = _compile(tmp_path, FIX / "programs" / "readmaps.c")
@@ -111,6 +116,7 @@ def test_capture_is_what_the_program_read(tmp_path: Path) -> None:
     assert sum(c.kind == "read" for c in r.checkpoints) == 2
 
 
+@needs_recording
 def test_another_thread_mapping_meanwhile(tmp_path: Path) -> None:
     """A thread mmaps and mprotects between two reads of the main thread: that capture is
     not consistent (verify skips it); the read after the join is, and matches."""
@@ -129,6 +135,7 @@ def test_another_thread_mapping_meanwhile(tmp_path: Path) -> None:
     assert [c.line for c in r.checkpoints if c.kind == "read"] == [reads[1]["line"]]
 
 
+@needs_recording
 def test_selfmaps_program_reads_all_match(tmp_path: Path) -> None:
     """tests/fixtures/selfmaps/selfmaps.c (guards, brk, memfd, mremap, threads, fork,
     posix_spawn, vfork+exec, stack growth): one read snapshot per dump it saved, of the
@@ -148,3 +155,61 @@ def test_selfmaps_program_reads_all_match(tmp_path: Path) -> None:
     r = _verify(d)
     assert sum(c.kind == "read" for c in r.checkpoints) == 8
     r.kernel.check()
+
+
+def _read_snap(cid: int, mm: int) -> Snapshot:
+    info = ReadInfo(cid, mm, 100, "/proc/100/maps", "maps", 10, 1, True, True, False, False,
+                    False)
+    return Snapshot(100, "read", cid, "snapshots/100.1.read.maps", None, read=info)
+
+
+def test_merge_decides_consistency_from_tags() -> None:
+    """The merge's rule, on hand-made tracer records: a change by another task of the same
+    mm that completes after the open, or is still running at the last read, makes the
+    read inconsistent; a change of another mm does not; process_madvise (V*) does."""
+    import io
+
+    def rec(ts: int, tid: int, kind: str, payload: str) -> tuple[int, int, int, str, int, str]:
+        return ts, 1, tid, kind, -1, payload
+
+    opn = 'openat\topenat(-100</>, "/proc/self/maps", 0'
+    opx = f"openat\t){SEP}3</proc/100/maps>"
+    rd = "read\tread(3</proc/100/maps>, "
+    rdx = f'read\t"", 9){SEP}0'
+    mm_e = "mmap\tmmap(NULL, 4096, 0x3, 0x22, -1, 0"
+    mm_x = f"mmap\t){SEP}0x7f0000000000"
+    recs = [
+        # 0: thread 101's mmap is running while 100 opens and reads to EOF: not consistent
+        rec(10, 101, "E", mm_e + "\tV1"),
+        rec(11, 100, "E", opn), rec(12, 100, "X", opx + "\tO1"),
+        rec(13, 100, "E", rd), rec(14, 100, "X", rdx + "\tL0"),
+        rec(15, 101, "X", mm_x + "\tV1"),
+        # 1: opened after it: consistent, although mm 2 changed meanwhile
+        rec(20, 100, "E", opn), rec(21, 100, "X", opx + "\tO2"),
+        rec(22, 102, "E", mm_e + "\tV2"), rec(23, 102, "X", mm_x + "\tV2"),
+        rec(24, 100, "E", rd), rec(25, 100, "X", rdx + "\tL1"),
+        # 2: a change of mm 1 completing between the open and the EOF
+        rec(30, 100, "E", opn), rec(31, 100, "X", opx + "\tO3"),
+        rec(32, 101, "E", mm_e + "\tV1"), rec(33, 101, "X", mm_x + "\tV1"),
+        rec(34, 100, "E", rd), rec(35, 100, "X", rdx + "\tL2"),
+        # 3: process_madvise (any mm), ended by the reader's exit (an L record)
+        rec(40, 100, "E", opn), rec(41, 100, "X", opx + "\tO4"),
+        rec(42, 102, "E", "process_madvise\tprocess_madvise(3, [], 0, 0x8, 0\tV*"),
+        rec(43, 102, "X", f"process_madvise\t){SEP}0\tV*"),
+        rec(44, 100, "L", "3"),
+    ]
+    snaps = [_read_snap(1, 1), _read_snap(2, 1), _read_snap(3, 1), _read_snap(4, 1)]
+    lives = {t: [Incarnation(0, "fork")] for t in (100, 101, 102)}
+    out = io.StringIO()
+    mg.merge(iter(recs), iter(()), out, offset_ns=0, lives=lives, snapshots=snaps)
+    lines = out.getvalue().splitlines()
+    assert "\t" not in out.getvalue()  # the tags are not printed
+    got = [(s.line or 0, s.read.last_line or 0, s.read.consistent) for s in snaps if s.read]
+    assert [lines[g[0] - 1].split(None, 2)[2][:6] for g in got] == ["openat"] * 4
+    assert [g[2] for g in got] == [False, True, False, False]
+    assert snaps[0].read is not None and snaps[0].read.why == [
+        "task 101 was inside a call changing the address space"]
+    assert snaps[2].read is not None and snaps[2].read.why[0].startswith(
+        "the address space changed at line ")
+    assert got[1][1] == got[1][0] + 2  # open, mmap (one line), read
+    assert got[3][1] == len(lines)
