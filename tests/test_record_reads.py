@@ -21,7 +21,7 @@ from vmalab.trace import merge as mg
 from vmalab.trace.decode import SEP
 from vmalab.trace.recording import open_recording
 from vmalab.trace.replay import replay
-from vmalab.trace.tracer import Incarnation, ReadInfo, Snapshot
+from vmalab.trace.tracer import Incarnation, ReadInfo, ReadSnapshot, Snapshot
 
 FIX = Path(__file__).parent / "fixtures"
 VMALAB = [sys.executable, "-m", "vmalab.cli"]
@@ -157,10 +157,10 @@ def test_selfmaps_program_reads_all_match(tmp_path: Path) -> None:
     r.kernel.check()
 
 
-def _read_snap(cid: int, mm: int) -> Snapshot:
+def _read_snap(cid: int, mm: int) -> ReadSnapshot:
     info = ReadInfo(cid, mm, 100, "/proc/100/maps", "maps", 10, 1, True, True, False, False,
                     False)
-    return Snapshot(100, "read", cid, "snapshots/100.1.read.maps", None, read=info)
+    return ReadSnapshot(100, "read", cid, "snapshots/100.1.read.maps", "", read=info)
 
 
 def test_merge_decides_consistency_from_tags() -> None:
@@ -198,18 +198,19 @@ def test_merge_decides_consistency_from_tags() -> None:
         rec(43, 102, "X", f"process_madvise\t){SEP}0\tV*"),
         rec(44, 100, "L", "3"),
     ]
-    snaps = [_read_snap(1, 1), _read_snap(2, 1), _read_snap(3, 1), _read_snap(4, 1)]
+    rsnaps = [_read_snap(1, 1), _read_snap(2, 1), _read_snap(3, 1), _read_snap(4, 1)]
+    snaps: list[Snapshot] = list(rsnaps)
     lives = {t: [Incarnation(0, "fork")] for t in (100, 101, 102)}
     out = io.StringIO()
     mg.merge(iter(recs), iter(()), out, offset_ns=0, lives=lives, snapshots=snaps)
     lines = out.getvalue().splitlines()
     assert "\t" not in out.getvalue()  # the tags are not printed
-    got = [(s.line or 0, s.read.last_line or 0, s.read.consistent) for s in snaps if s.read]
+    got = [(s.line or 0, s.read.last_line or 0, s.read.consistent) for s in rsnaps if s.read]
     assert [lines[g[0] - 1].split(None, 2)[2][:6] for g in got] == ["openat"] * 4
     assert [g[2] for g in got] == [False, True, False, False]
-    assert snaps[0].read is not None and snaps[0].read.why == [
+    assert rsnaps[0].read is not None and rsnaps[0].read.why == [
         "task 101 was inside a call changing the address space"]
-    assert snaps[2].read is not None and snaps[2].read.why[0].startswith(
+    assert rsnaps[2].read is not None and rsnaps[2].read.why[0].startswith(
         "the address space changed at line ")
     assert got[1][1] == got[1][0] + 2  # open, mmap (one line), read
     assert got[3][1] == len(lines)

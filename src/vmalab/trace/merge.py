@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from vmalab.trace.decode import NR, PERF_NRS, SEP
-from vmalab.trace.tracer import Incarnation, Snapshot
+from vmalab.trace.tracer import Incarnation, ReadSnapshot, Snapshot
 
 USER_LIMIT = 0x800000000000
 # "  1234 12345.123456789: exceptions:page_fault_user: address=0x.. ip=0x.. error_code=0x6"
@@ -347,7 +347,7 @@ class _ReadChecks:
     def end(self, idx: int, line: int) -> None:
         """Read snapshot ``idx`` ends at ``line``: its lines and whether it is consistent."""
         snap = self.snapshots[idx]
-        ri = snap.read
+        ri = snap.read if isinstance(snap, ReadSnapshot) else None
         if ri is None:
             return
         opened = self.open_line.get(ri.cid)

@@ -121,14 +121,21 @@ class ReadInfo:
 
 @dataclass
 class Snapshot:
-    """One maps/smaps snapshot taken while the process was stopped (or read by it)."""
+    """One maps/smaps snapshot taken while the process was stopped."""
 
     pid: int
     kind: str
     seq: int
-    maps: str | None
-    smaps: str | None
+    maps: str
+    smaps: str
     line: int | None = None
+
+
+@dataclass
+class ReadSnapshot(Snapshot):
+    """What the program itself read from a maps or smaps file (``maps`` or ``smaps`` is
+    its file, the other is empty)."""
+
     read: ReadInfo | None = None
 
 
@@ -500,9 +507,9 @@ class Tracer:
             return None
         info = ReadInfo(cap.cid, cap.mm, cap.tgid, cap.path, cap.what, cap.size, cap.reads,
                         eof, complete, cap.truncated, cap.gaps, cap.gone)
-        self.snapshots.append(Snapshot(cap.target, "read", seq,
-                                       rel if cap.what == "maps" else None,
-                                       rel if cap.what == "smaps" else None, read=info))
+        self.snapshots.append(ReadSnapshot(cap.target, "read", seq,
+                                           rel if cap.what == "maps" else "",
+                                           rel if cap.what == "smaps" else "", read=info))
         if eof:
             cap.size = cap.pos = cap.reads = 0
             cap.gaps = cap.truncated = False
