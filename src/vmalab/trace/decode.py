@@ -589,6 +589,13 @@ def wanted_read(tid: int, fd: int) -> bool:
     return p is not None and p.startswith("/proc/") and p.endswith(_MAPS_SUFFIXES)
 
 
+# madvise advice that never changes a VMA (mm/madvise.c: these go to madvise_willneed,
+# madvise_dontneed_free, madvise_remove, madvise_cold/pageout and madvise_populate, not to
+# madvise_update_vma): WILLNEED, DONTNEED, FREE, REMOVE, COLD, PAGEOUT, POPULATE_READ/WRITE,
+# DONTNEED_LOCKED. A thread's exit madvises its stack DONTNEED while others run.
+MADV_KEEPS_VMAS = frozenset({3, 4, 8, 9, 20, 21, 22, 23, 24})
+
+
 def changes_mm(nr: int, args: tuple[int, ...]) -> bool:
     """Whether the call ``nr(args)`` may change what /proc/PID/maps prints (conservatively:
     failed calls count too, as a failing mprotect or munmap may have done part of its work)."""
@@ -598,6 +605,10 @@ def changes_mm(nr: int, args: tuple[int, ...]) -> bool:
         return args[0] != 0  # brk(NULL) only asks
     if nr == NR["prctl"]:
         return sint(args[0], 32) == 0x53564D41  # PR_SET_VMA (anon names show in maps)
+    if nr == NR["madvise"]:
+        return sint(args[2], 32) not in MADV_KEEPS_VMAS
+    if nr == NR["process_madvise"]:
+        return sint(args[3], 32) not in MADV_KEEPS_VMAS
     return True
 
 
