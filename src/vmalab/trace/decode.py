@@ -30,7 +30,8 @@ AT_FDCWD = -100
 # x86-64 syscall numbers of the decoded calls
 NR: dict[str, int] = {
     "read": 0, "open": 2, "close": 3, "mmap": 9, "mprotect": 10, "munmap": 11, "brk": 12,
-    "pread64": 17, "mremap": 25, "mincore": 27, "madvise": 28, "shmget": 29, "shmat": 30,
+    "pread64": 17, "readv": 19, "mremap": 25, "mincore": 27, "madvise": 28, "shmget": 29,
+    "shmat": 30,
     "dup": 32, "dup2": 33, "clone": 56, "fork": 57, "vfork": 58, "execve": 59, "exit": 60,
     "shmdt": 67, "fcntl": 72, "ftruncate": 77, "chdir": 80, "fchdir": 81, "rename": 82,
     "creat": 85, "unlink": 87, "mlock": 149, "munlock": 150, "mlockall": 151,
@@ -39,11 +40,21 @@ NR: dict[str, int] = {
     "fallocate": 285, "dup3": 292, "renameat2": 316, "memfd_create": 319,
     "execveat": 322, "userfaultfd": 323, "mlock2": 325, "pkey_mprotect": 329,
     "pkey_alloc": 330, "pkey_free": 331, "clone3": 435, "close_range": 436,
+    "preadv": 295, "preadv2": 327,
     "openat2": 437, "process_madvise": 440, "map_shadow_stack": 453, "mseal": 462,
 }
 NAMES = {v: k for k, v in NR.items()}
 # reads are printed only on /proc/PID/{maps,smaps,smaps_rollup,pagemap}
-READS = frozenset({NR["read"], NR["pread64"]})
+READS = frozenset({NR["read"], NR["pread64"], NR["readv"], NR["preadv"], NR["preadv2"]})
+VREADS = frozenset({NR["readv"], NR["preadv"], NR["preadv2"]})  # the iovec ones
+PREADS = frozenset({NR["pread64"], NR["preadv"], NR["preadv2"]})  # at an offset argument
+OPENS = frozenset({NR["open"], NR["openat"], NR["openat2"]})
+# the calls that change what /proc/PID/maps shows (of the caller's mm; execve: of the mm it
+# leaves); prctl only with PR_SET_VMA, brk not with 0 (see tracer.changes_mm)
+MM_CHANGERS = frozenset(NR[n] for n in (
+    "mmap", "munmap", "mprotect", "pkey_mprotect", "mremap", "madvise", "process_madvise",
+    "brk", "mlock", "mlock2", "munlock", "mlockall", "munlockall", "mseal", "shmat", "shmdt",
+    "execve", "execveat", "remap_file_pages", "map_shadow_stack", "mbind", "prctl"))
 EXITS = frozenset({NR["exit"], NR["exit_group"]})
 EXECS = frozenset({NR["execve"], NR["execveat"]})
 
@@ -453,6 +464,36 @@ def _read(ctx: Ctx) -> str:
     return f"{fd_arg(ctx.tid, ctx.args[0])}, "
 
 
+def iovecs(tid: int, addr: int, count: int) -> list[tuple[int, int]]:
+    """The (base, len) pairs of a tracee's iovec array (fewer if its memory ends)."""
+    words = pt.read_words(tid, addr, 2 * min(count, 1024))
+    return [(words[2 * i], words[2 * i + 1]) for i in range(len(words) // 2)]
+
+
+def _readv_exit(ctx: Ctx, rval: int) -> str:
+    """``[{iov_base="...", iov_len=N}, ...], CNT[, OFFSET[, FLAGS]])`` like strace."""
+    a = ctx.args
+    vecs = iovecs(ctx.tid, a[1], min(a[2], STRLEN))
+    left = max(rval, 0)
+    parts = []
+    for base, ln in vecs:
+        if rval < 0:
+            parts.append(f"{{iov_base={ptr(base)}, iov_len={ln}}}")
+            continue
+        n = min(ln, left)
+        left -= n
+        data = pt.read_mem(ctx.tid, base, min(n, STRLEN))
+        parts.append(f"{{iov_base={quote(data, STRLEN, more=n > STRLEN)}, iov_len={ln}}}")
+    if a[2] > STRLEN:
+        parts.append("...")
+    tail = ("[" + ", ".join(parts) + "]" if vecs or a[2] == 0 else ptr(a[1])) + f", {a[2]}"
+    if ctx.nr != NR["readv"]:
+        tail += f", {sint(a[3])}"
+    if ctx.nr == NR["preadv2"]:
+        tail += f", {hx(a[5])}"
+    return tail + _ret(ctx, rval)
+
+
 def _read_exit(ctx: Ctx, rval: int) -> str:
     a = ctx.args
     if rval < 0:
@@ -517,7 +558,8 @@ ENTER: dict[int, Enter] = {
     NR["openat2"]: _openat2, NR["shmget"]: _shmget, NR["fcntl"]: _fcntl, NR["prctl"]: _prctl,
     NR["execve"]: _execve, NR["execveat"]: _execveat, NR["clone"]: _clone,
     NR["clone3"]: _clone3, NR["process_madvise"]: _process_madvise,
-    NR["read"]: _read, NR["pread64"]: _read,
+    NR["read"]: _read, NR["pread64"]: _read, NR["readv"]: _read, NR["preadv"]: _read,
+    NR["preadv2"]: _read,
 }
 for _name, _kinds in {
     "munmap": "pu", "mprotect": "puh", "pkey_mprotect": "puhi", "pkey_alloc": "hh",
@@ -533,16 +575,41 @@ for _name, _kinds in {
     ENTER[NR[_name]] = _simple(_kinds)
 EXIT: dict[int, Exit] = {NR["clone"]: _clone_exit, NR["clone3"]: _clone3_exit,
                          NR["prctl"]: _prctl_exit,
-                         NR["read"]: _read_exit, NR["pread64"]: _read_exit}
+                         NR["read"]: _read_exit, NR["pread64"]: _read_exit,
+                         NR["readv"]: _readv_exit, NR["preadv"]: _readv_exit,
+                         NR["preadv2"]: _readv_exit}
 # the calls whose entry and exit perf also records (raw_syscalls, filtered on these ids)
 PERF_NRS = frozenset(ENTER) - READS
 _MAPS_SUFFIXES = ("/maps", "/smaps", "/smaps_rollup", "/pagemap")
 
 
 def wanted_read(tid: int, fd: int) -> bool:
-    """Whether a read()/pread64() of ``fd`` is printed: only on /proc/PID/{maps,smaps,...}."""
+    """Whether a read()/pread64()/readv() of ``fd`` is printed: only on /proc/PID/{maps,...}."""
     p = fd_path(tid, sint(fd, 32))
     return p is not None and p.startswith("/proc/") and p.endswith(_MAPS_SUFFIXES)
+
+
+# madvise advice that never changes a VMA (mm/madvise.c: these go to madvise_willneed,
+# madvise_dontneed_free, madvise_remove, madvise_cold/pageout and madvise_populate, not to
+# madvise_update_vma): WILLNEED, DONTNEED, FREE, REMOVE, COLD, PAGEOUT, POPULATE_READ/WRITE,
+# DONTNEED_LOCKED. A thread's exit madvises its stack DONTNEED while others run.
+MADV_KEEPS_VMAS = frozenset({3, 4, 8, 9, 20, 21, 22, 23, 24})
+
+
+def changes_mm(nr: int, args: tuple[int, ...]) -> bool:
+    """Whether the call ``nr(args)`` may change what /proc/PID/maps prints (conservatively:
+    failed calls count too, as a failing mprotect or munmap may have done part of its work)."""
+    if nr not in MM_CHANGERS:
+        return False
+    if nr == NR["brk"]:
+        return args[0] != 0  # brk(NULL) only asks
+    if nr == NR["prctl"]:
+        return sint(args[0], 32) == 0x53564D41  # PR_SET_VMA (anon names show in maps)
+    if nr == NR["madvise"]:
+        return sint(args[2], 32) not in MADV_KEEPS_VMAS
+    if nr == NR["process_madvise"]:
+        return sint(args[3], 32) not in MADV_KEEPS_VMAS
+    return True
 
 
 def enter_text(ctx: Ctx) -> str:

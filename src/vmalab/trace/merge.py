@@ -10,6 +10,13 @@ The joiner prints a syscall as one line when nothing else comes between its entr
 exit record, and otherwise as strace does, as an ``<unfinished ...>`` half at the entry and
 a ``<... NAME resumed>`` half at the exit. A kernel-mode fault of the same task inside the
 call therefore lands between the halves.
+
+The merge also gives each ``read`` snapshot (what the program read from its own
+/proc/PID/maps or smaps, see :mod:`vmalab.trace.tracer`) its lines, which only exist here:
+``line`` is the completion line of the openat that opened the file, ``last_line`` that of
+the read that returned 0 (or of the close), and ``consistent`` says that no call that may
+change that mm's maps (tag ``V``) completed after ``line`` or was still running at
+``last_line`` (:func:`_ReadChecks.end`).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from vmalab.trace.decode import NR, PERF_NRS, SEP
-from vmalab.trace.tracer import Incarnation, Snapshot
+from vmalab.trace.tracer import Incarnation, ReadSnapshot, Snapshot
 
 USER_LIMIT = 0x800000000000
 # "  1234 12345.123456789: exceptions:page_fault_user: address=0x.. ip=0x.. error_code=0x6"
@@ -307,6 +314,71 @@ def ordered(tracer: Iterable[Rec], perf: Iterable[Rec], st: MergeStats,
     yield from sp.drain()
 
 
+class _ReadChecks:
+    """The tags of the tracer's records: mm changes, and the opens and ends of read captures.
+
+    Per mm only the line of its last change is kept, and per task the mm of the changing
+    call it is inside: memory does not grow with the run.
+    """
+
+    def __init__(self, snapshots: list[Snapshot]) -> None:
+        self.snapshots = snapshots
+        self.open_line: dict[int, int] = {}
+        self.last_change: dict[int, int] = {}  # mm id (-1: any mm) -> line
+        self.inflight: dict[int, int] = {}  # tid -> mm id of the changing call it is in
+
+    def entry(self, tid: int, tags: str) -> None:
+        self.inflight.pop(tid, None)
+        for t in tags.split(","):
+            if t[:1] == "V":
+                self.inflight[tid] = -1 if t == "V*" else int(t[1:])
+
+    def exit(self, tid: int, tags: str, line: int) -> None:
+        self.inflight.pop(tid, None)
+        for t in tags.split(",") if tags else ():
+            c, v = t[:1], t[1:]
+            if c == "V":
+                self.last_change[-1 if v == "*" else int(v)] = line
+            elif c == "O":
+                self.open_line[int(v)] = line
+            elif c == "L":
+                self.end(int(v), line)
+
+    def end(self, idx: int, line: int) -> None:
+        """Read snapshot ``idx`` ends at ``line``: its lines and whether it is consistent."""
+        snap = self.snapshots[idx]
+        ri = snap.read if isinstance(snap, ReadSnapshot) else None
+        if ri is None:
+            return
+        opened = self.open_line.get(ri.cid)
+        snap.line = opened if opened is not None else 0
+        ri.last_line = line
+        why = ri.why
+        if opened is None:
+            why.append("the line of its open is not known")
+        changed = max(self.last_change.get(ri.mm, 0), self.last_change.get(-1, 0))
+        if opened is not None and changed > opened:
+            why.append(f"the address space changed at line {changed}")
+        busy = [t for t, mm in self.inflight.items() if mm in (ri.mm, -1)]
+        if busy:
+            why.append(f"task {busy[0]} was inside a call changing the address space")
+        if ri.truncated:
+            why.append(f"truncated at {ri.nbytes} bytes")
+        if ri.gaps:
+            why.append("bytes are missing")
+        if ri.gone:
+            why.append("the process exited while it was read")
+        if not ri.complete:
+            why.append("closed before the end of the file")
+        ri.consistent = not why
+
+
+def _split(payload: str) -> tuple[str, str, str]:
+    """A tracer payload: name, text and the tags (empty if none)."""
+    parts = payload.split("\t", 2)
+    return parts[0], parts[1], parts[2] if len(parts) > 2 else ""
+
+
 def merge(tracer: Iterable[Rec], perf: Iterable[Rec], out: IO[str], *, offset_ns: int,
           lives: dict[int, list[Incarnation]], snapshots: list[Snapshot],
           fstats: FaultStats | None = None) -> MergeStats:
@@ -316,6 +388,7 @@ def merge(tracer: Iterable[Rec], perf: Iterable[Rec], out: IO[str], *, offset_ns
         st.faults = fstats
     w = _Writer(out, offset_ns)
     pending: tuple[int, int, str, str] | None = None  # ts, tid, name, entry text
+    reads = _ReadChecks(snapshots)
 
     def flush() -> None:
         nonlocal pending
@@ -337,10 +410,11 @@ def merge(tracer: Iterable[Rec], perf: Iterable[Rec], out: IO[str], *, offset_ns
                 st.faults.kernel += 1
         elif kind == "E":
             flush()
-            name, text = payload.split("\t", 1)
+            name, text, tags = _split(payload)
             pending = (ts, tid, name, text)
+            reads.entry(tid, tags)
         elif kind == "X":
-            name, text = payload.split("\t", 1)
+            name, text, tags = _split(payload)
             st.syscall_lines += 1
             if pending is not None and pending[1] == tid and pending[2] == name:
                 w.line(pending[0], tid, pending[3] + text)
@@ -348,6 +422,7 @@ def merge(tracer: Iterable[Rec], perf: Iterable[Rec], out: IO[str], *, offset_ns
             else:
                 flush()
                 w.line(ts, tid, f"<... {name} resumed>{text}")
+            reads.exit(tid, tags, w.lines)
         elif kind == "T":
             if payload:
                 flush()
@@ -355,6 +430,9 @@ def merge(tracer: Iterable[Rec], perf: Iterable[Rec], out: IO[str], *, offset_ns
         elif kind == "M":
             # a pending entry is not applied before its exit: the snapshot precedes it
             snapshots[int(payload)].line = w.lines
+        elif kind == "L":  # a read capture ended by its reader's exit
+            flush()
+            reads.end(int(payload), w.lines)
     flush()
     st.lines = w.lines
     return st

@@ -32,7 +32,7 @@ from typing import Any
 from vmalab.errors import UserInputError
 from vmalab.trace import decode as dc
 from vmalab.trace import merge as mg
-from vmalab.trace.tracer import Tracer
+from vmalab.trace.tracer import ReadSnapshot, Tracer
 
 NO_PERF_ENV = "VMALAB_RECORD_NO_PERF"
 NO_SECCOMP_ENV = "VMALAB_RECORD_NO_SECCOMP"  # every syscall stops (slower; for comparison)
@@ -372,6 +372,7 @@ class Session:
                          "tracer_stamped_calls": st.tracer_stamped,
                          "order_violations": st.order_violations},
         }
+        _read_entries(man, tracer)
         with open(os.path.join(self.out, "manifest.json"), "w") as fh:
             json.dump(man, fh, indent=1)
             fh.write("\n")
@@ -396,6 +397,32 @@ class Session:
         if f.lost:
             print(f"vmalab record: WARNING: perf lost {f.lost} events; raise --perf-mmap",
                   file=sys.stderr)
+
+
+def _read_entries(man: dict[str, Any], tracer: Tracer) -> None:
+    """Turn the manifest entries of read snapshots into Addendum 2's form, and count them.
+
+    ``{"pid", "kind": "read", "seq", "line", "last_line", "maps"|"smaps", "consistent",
+    "why_not", ...}`` (notes/recording-spec.md; docs/recording.md, "Read snapshots").
+    """
+    reads = consistent = 0
+    for s, e in zip(tracer.snapshots, man["snapshots"], strict=True):
+        r = s.read if isinstance(s, ReadSnapshot) else None
+        if r is None:
+            continue
+        reads += 1
+        consistent += r.consistent
+        e.pop("maps", None)
+        e.pop("smaps", None)
+        e.pop("stat", None)
+        e["last_line"] = r.last_line
+        e[r.what] = s.maps if r.what == "maps" else s.smaps
+        e["consistent"] = r.consistent
+        e.update({"why_not": "; ".join(r.why) or None, "reader": r.reader, "path": r.path,
+                  "bytes": r.nbytes, "reads": r.reads, "eof": r.eof, "complete": r.complete,
+                  "truncated": r.truncated})
+    man["counts"]["read_snapshots"] = reads
+    man["counts"]["read_snapshots_consistent"] = consistent
 
 
 def _exit_code(status: int | None) -> int:

@@ -10,12 +10,27 @@ one; records are written in the order the stops are handled, so the file is sort
 
 Record lines: ``TS<TAB>TID<TAB>KIND<TAB>PAYLOAD``. KIND is ``E`` (syscall entry: name and
 entry text), ``X`` (exit: name and exit text), ``T`` (a task line such as
-``+++ exited with 0 +++``), ``M`` (snapshot marker: the snapshot's index).
+``+++ exited with 0 +++``), ``M`` (snapshot marker: the snapshot's index), ``L`` (the end
+of a read capture that has no syscall line of its own: the reader exited).
+
+An ``E``/``X`` payload may carry a third, tab-separated field of comma-separated tags for
+the merge, which knows the final line numbers: ``V<mm>`` (this call may change the maps of
+mm ``<mm>``, ``V*`` of any), ``O<cid>`` (this openat opened read capture ``<cid>``),
+``L<index>`` (this read hit EOF, or this close ended, the read snapshot ``<index>``).
+
+**Read captures** (notes/recording-spec.md, Addendum 2): when the program opens a
+/proc/PID/maps or smaps file, the bytes every read()/pread64()/readv()/preadv() of that fd
+returns are copied from its buffer at the syscall's exit (process_vm_readv) into
+``DIR/snapshots/.capture.CID`` at their file offset, at most :data:`CAPTURE_LIMIT` bytes.
+When a read returns 0 (EOF), or the fd is closed, or the reader exits or execs, the
+capture becomes ``PID.N.read.maps`` (``.read.smaps``) and a ``read`` snapshot; the merge
+gives it its lines and decides ``consistent``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import time
@@ -30,6 +45,11 @@ OPTIONS = (pt.O_TRACESYSGOOD | pt.O_TRACEEXEC | pt.O_TRACEEXIT | pt.O_TRACEFORK
 _GROUP_STOP = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 _MONO = time.CLOCK_MONOTONIC
 _CLONES = frozenset(dc.NR[n] for n in ("clone", "clone3", "fork", "vfork"))
+CAPTURE_LIMIT = 64 << 20  # bytes kept of one read capture; beyond, it is marked truncated
+_MAPS_PATH = re.compile(r"^/proc/(\d+)(?:/task/(\d+))?/(maps|smaps)$")
+_HEADER = re.compile(rb"^[0-9a-f]+-[0-9a-f]+ ", re.M)
+_CLOSE_RANGE_CLOEXEC = 4
+_EBADF = 9
 
 
 def _now() -> int:
@@ -49,6 +69,10 @@ class Task:
     k: int = 0  # entries of perf-filtered calls so far (matches perf's sys_enter events)
     entry_ts: int = 0  # when it entered its current decoded call
     last_child: int = 0  # the task its last fork/clone event created
+    mm: int = 0  # the tracer's id of the address space it runs on
+    borrowed: bool = False  # a CLONE_VM child (vfork, posix_spawn) before its execve
+    ctag: str = ""  # the V tag of the mm-changing call it is inside
+    tags: list[str] = field(default_factory=list)  # tags for its next exit record
 
 
 @dataclass(slots=True)
@@ -94,6 +118,27 @@ def read_stat(pid: int) -> dict[str, int]:
 
 
 @dataclass
+class ReadInfo:
+    """What a ``read`` snapshot knows besides its file: the merge fills in the lines."""
+
+    cid: int
+    mm: int
+    reader: int
+    path: str
+    what: str  # maps | smaps
+    nbytes: int
+    reads: int
+    eof: bool  # a read returned 0
+    complete: bool  # eof, or at the close the text held every VMA of a fresh read
+    truncated: bool
+    gaps: bool  # bytes missing in the middle (an unreadable buffer, a pread past them)
+    gone: bool  # the target process died while the capture was open
+    last_line: int | None = None
+    consistent: bool = False
+    why: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Snapshot:
     """One maps/smaps snapshot taken while the process was stopped."""
 
@@ -104,6 +149,35 @@ class Snapshot:
     smaps: str
     line: int | None = None
     stat: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ReadSnapshot(Snapshot):
+    """What the program itself read from a maps or smaps file (``maps`` or ``smaps`` is
+    its file, the other is empty)."""
+
+    read: ReadInfo | None = None
+
+
+@dataclass
+class Capture:
+    """An open /proc/PID/{maps,smaps} fd of a traced process and the bytes read from it."""
+
+    cid: int
+    tgid: int  # the reader's thread group (its fd table)
+    fd: int
+    target: int  # the thread group whose maps it reads
+    mm: int
+    what: str
+    path: str
+    tmp: str
+    fh: int = -1
+    size: int = 0  # bytes [0, size) written
+    pos: int = 0  # the file position after the last read()
+    gaps: bool = False
+    truncated: bool = False
+    reads: int = 0
+    gone: bool = False
 
 
 @dataclass
@@ -133,6 +207,10 @@ class Tracer:
         self.exec_seq: dict[int, int] = {}
         self.exit_seq: dict[int, int] = {}
         self.exit_snapped: set[int] = set()
+        self.captures: dict[tuple[int, int], Capture] = {}
+        self.read_seq: dict[int, int] = {}
+        self._cids = 0
+        self._mms = 0
         self.stats = TraceStats()
         self.root: int | None = None
         self.root_status: int | None = None
@@ -144,6 +222,10 @@ class Tracer:
         self.t_start = self.t_end = self.cpu = 0.0
 
     # -- records ------------------------------------------------------------------------
+
+    def _new_mm(self) -> int:
+        self._mms += 1
+        return self._mms
 
     def _rec(self, ts: int, tid: int, kind: str, payload: str, k: int = -1) -> None:
         if ts < self.last_ts:
@@ -166,7 +248,7 @@ class Tracer:
             pt.restart(pt.PTRACE_CONT, pid, os.WSTOPSIG(status))
         self.root = pid
         ts = _now()
-        self.tasks[pid] = Task(pid, pid, visible=False)
+        self.tasks[pid] = Task(pid, pid, visible=False, mm=self._new_mm())
         self.groups[pid] = {pid}
         self.lives[pid] = [Incarnation(ts, "root")]
         self.stats.processes += 1
@@ -182,6 +264,10 @@ class Tracer:
         try:
             self._loop()
         finally:
+            for key in list(self.captures):  # none normally: the exits ended them
+                idx = self._finish(self.captures.pop(key), "exit")
+                if idx is not None:
+                    self._rec(self.last_ts, key[0], "L", str(idx))
             self.t_end = time.perf_counter()
             self.cpu = time.process_time() - cpu
 
@@ -267,12 +353,19 @@ class Tracer:
                 return
             if not task.visible and val not in dc.EXECS:
                 return
-            if val in dc.READS and not dc.wanted_read(tid, args[0]):
+            if (val in dc.READS and (task.tgid, dc.sint(args[0], 32)) not in self.captures
+                    and not dc.wanted_read(tid, args[0])):
                 return
             ctx = dc.Ctx(tid, val, args)
             task.entry_ts = ts
             ctx.k = task.k if val in dc.PERF_NRS else -1
-            self._rec(ts, tid, "E", f"{ctx.name}\t{dc.enter_text(ctx)}", ctx.k)
+            tag = ""
+            if dc.changes_mm(val, args) and not (val in dc.EXECS and task.borrowed):
+                # (a vfork child's execve leaves its parent's mm as it was)
+                tag = "V*" if val == dc.NR["process_madvise"] else f"V{task.mm}"
+            task.ctag = tag
+            tags = "\t" + tag if tag else ""
+            self._rec(ts, tid, "E", f"{ctx.name}\t{dc.enter_text(ctx)}{tags}", ctx.k)
             if val in dc.EXITS:
                 # it never returns: "exit_group(0) = ?" is printed at its entry, as strace does
                 self._rec(ts, tid, "X", f"{ctx.name}\t{dc.exit_text(ctx, 0)}", ctx.k)
@@ -289,10 +382,192 @@ class Tracer:
             self.stats.syscalls += 1
             if ctx.nr == dc.NR["mmap"] and val >= 0 and not ctx.args[3] & 0x20:
                 self._file_size(tid, ctx.args[4])
-            self._rec(ts, tid, "X", f"{ctx.name}\t{dc.exit_text(ctx, val)}", ctx.k)
+            text = dc.exit_text(ctx, val)
+            self._fd_effects(task, ctx, val)
+            self._rec(ts, tid, "X", f"{ctx.name}\t{text}{self._take_tags(task)}", ctx.k)
             if task.snap_after_exit is not None:
                 self._rec(ts, tid, "M", str(task.snap_after_exit), -2)
                 task.snap_after_exit = None
+
+    def _take_tags(self, task: Task) -> str:
+        """The tag field of ``task``'s exit record (and forget the tags)."""
+        tags = task.tags
+        if task.ctag:
+            tags.append(task.ctag)
+            task.ctag = ""
+        if not tags:
+            return ""
+        task.tags = []
+        return "\t" + ",".join(tags)
+
+    # -- read captures (Addendum 2) -------------------------------------------------------
+
+    def _fd_effects(self, task: Task, ctx: dc.Ctx, val: int) -> None:
+        """What a completed call does to the read captures: open, read, close them."""
+        nr, a = ctx.nr, ctx.args
+        if nr in dc.READS:
+            cap = self.captures.get((task.tgid, dc.sint(a[0], 32)))
+            if cap is None:
+                return
+            if val > 0:
+                self._captured(cap, ctx, val)
+            elif val == 0:
+                self._end_tag(task, self._finish(cap, "eof"))
+        elif nr in dc.OPENS:
+            if val >= 0:
+                self._opened(task, ctx.tid, val)
+        elif nr == dc.NR["close"]:
+            if val != -_EBADF:  # Linux releases the fd even when close fails otherwise
+                self._closed(task, dc.sint(a[0], 32))
+        elif nr == dc.NR["close_range"]:
+            if val == 0 and not a[2] & _CLOSE_RANGE_CLOEXEC:
+                for tgid, fd in list(self.captures):
+                    if tgid == task.tgid and a[0] <= fd <= a[1]:
+                        self._closed(task, fd)
+        elif nr in (dc.NR["dup2"], dc.NR["dup3"]):
+            if val >= 0 and a[0] != a[1]:
+                self._closed(task, dc.sint(a[1], 32))
+
+    def _end_tag(self, task: Task, idx: int | None) -> None:
+        if idx is not None:
+            task.tags.append(f"L{idx}")
+
+    def _closed(self, task: Task, fd: int) -> None:
+        cap = self.captures.pop((task.tgid, fd), None)
+        if cap is not None:
+            self._end_tag(task, self._finish(cap, "close"))
+
+    def _group_mm(self, pid: int) -> tuple[int, int] | None:
+        """(tgid, mm id) of the traced task or thread group ``pid``; None if not traced."""
+        t = self.tasks.get(pid)
+        if t is None:
+            for tid in self.groups.get(pid, ()):
+                t = self.tasks.get(tid)
+                if t is not None:
+                    break
+        return None if t is None else (t.tgid, t.mm)
+
+    def _opened(self, task: Task, tid: int, fd: int) -> None:
+        """An open returned ``fd``: start a capture if it is a traced process's maps/smaps."""
+        self._closed(task, fd)  # a capture whose close we did not see
+        path = dc.fd_path(tid, fd)
+        m = _MAPS_PATH.match(path) if path is not None else None
+        if m is None or path is None:
+            return
+        who = self._group_mm(int(m.group(2) or m.group(1)))
+        if who is None:
+            return
+        self._cids += 1
+        cid = self._cids
+        tmp = os.path.join(self.snapdir, f".capture.{cid}")
+        self.captures[(task.tgid, fd)] = Capture(cid, task.tgid, fd, who[0], who[1],
+                                                 m.group(3), path, tmp)
+        task.tags.append(f"O{cid}")
+
+    def _captured(self, cap: Capture, ctx: dc.Ctx, val: int) -> None:
+        """A read of ``cap``'s fd returned ``val`` bytes: copy them from the tracee."""
+        tid, a = ctx.tid, ctx.args
+        if ctx.nr in dc.VREADS:
+            chunks, left = [], val
+            for base, ln in dc.iovecs(tid, a[1], a[2]):
+                if left <= 0:
+                    break
+                n = min(ln, left)
+                chunks.append(_read_all(tid, base, n))
+                left -= n
+            data = b"".join(chunks)
+        else:
+            data = _read_all(tid, a[1], val)
+        if ctx.nr in dc.PREADS:
+            off = dc.sint(a[3])
+        else:
+            pos = _fd_pos(tid, cap.fd)
+            off = pos - val if pos is not None and pos >= val else cap.pos
+            cap.pos = off + val
+        cap.reads += 1
+        if len(data) < val:
+            cap.gaps = True
+        if off + len(data) > CAPTURE_LIMIT:
+            cap.truncated = True
+            data = data[:max(0, CAPTURE_LIMIT - off)]
+        if not data:
+            return
+        if off > cap.size:
+            cap.gaps = True
+        try:
+            if cap.fh < 0:
+                cap.fh = os.open(cap.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                                 0o644)
+            os.pwrite(cap.fh, data, off)
+        except OSError:
+            cap.gaps = True
+            return
+        cap.size = max(cap.size, off + len(data))
+
+    def _finish(self, cap: Capture, how: str) -> int | None:
+        """End ``cap`` (``how``: eof, close, exec or exit) as a read snapshot; its index.
+
+        Nothing is written for a capture that got no bytes. After EOF the capture starts
+        afresh on the same fd (a program may seek back and read again).
+        """
+        if cap.fh >= 0:
+            os.close(cap.fh)
+            cap.fh = -1
+        if cap.size == 0:
+            _unlink(cap.tmp)
+            return None
+        eof = how == "eof"
+        complete = eof or (how != "exec" and self._complete(cap))
+        seq = self.read_seq.get(cap.target, 0) + 1
+        self.read_seq[cap.target] = seq
+        rel = f"snapshots/{cap.target}.{seq}.read.{cap.what}"
+        try:
+            os.rename(cap.tmp, os.path.join(self.snapdir, os.path.basename(rel)))
+        except OSError:
+            return None
+        info = ReadInfo(cap.cid, cap.mm, cap.tgid, cap.path, cap.what, cap.size, cap.reads,
+                        eof, complete, cap.truncated, cap.gaps, cap.gone)
+        self.snapshots.append(ReadSnapshot(cap.target, "read", seq,
+                                           rel if cap.what == "maps" else "",
+                                           rel if cap.what == "smaps" else "", read=info))
+        if eof:
+            cap.size = cap.pos = cap.reads = 0
+            cap.gaps = cap.truncated = False
+        return len(self.snapshots) - 1
+
+    def _complete(self, cap: Capture) -> bool:
+        """Whether a capture closed before EOF holds the whole file anyway (one read of a
+        small maps): its VMA lines equal those of a fresh read of the same file."""
+        try:
+            with open(cap.tmp, "rb") as f:
+                mine = f.read(CAPTURE_LIMIT)
+            with open(cap.path, "rb") as f:
+                fresh = f.read(CAPTURE_LIMIT + 1)
+        except OSError:
+            return False
+        if not mine.endswith(b"\n") or len(fresh) > CAPTURE_LIMIT:
+            return False
+        if cap.what == "smaps" and not mine[:-1].rsplit(b"\n", 1)[-1].startswith(b"VmFlags:"):
+            return False
+        return _HEADER.findall(mine) == _HEADER.findall(fresh) and (
+            cap.what == "smaps" or mine == fresh)
+
+    def _end_group_captures(self, pid: int, ts: int, tid: int, how: str) -> None:
+        """Thread group ``pid`` exits or execs: end the captures it holds; those of
+        other readers on its maps lose their target."""
+        for key in [k for k in self.captures if k[0] == pid]:
+            idx = self._finish(self.captures.pop(key), how)
+            if idx is not None:
+                if how == "exit":
+                    self._rec(ts, tid, "L", str(idx))
+                else:
+                    task = self.tasks.get(tid)
+                    if task is not None:
+                        self._end_tag(task, idx)
+        if how == "exit":
+            for cap in self.captures.values():
+                if cap.target == pid:
+                    cap.gone = True
 
     def _file_size(self, tid: int, fd: int) -> None:
         """st_size of a file at its first mmap, for the manifest's "files"."""
@@ -336,13 +611,19 @@ class Tracer:
     def _new_task(self, tid: int, ts: int) -> None:
         """A task seen for the first time (its first stop or its parent's fork event)."""
         tgid, ppid = _status_ids(tid)
+        borrowed = False
         if tgid != tid:
             kind = "thread"
             self.stats.threads += 1
+            owner = self._group_mm(tgid)
+            mm = owner[1] if owner is not None else self._new_mm()
         else:
             kind = "vm" if ppid and pt.same_mm(tid, ppid) else "fork"
             self.stats.processes += 1
-        self.tasks[tid] = Task(tid, tgid)
+            parent = self._group_mm(ppid) if kind == "vm" else None
+            borrowed = parent is not None
+            mm = parent[1] if parent is not None else self._new_mm()
+        self.tasks[tid] = Task(tid, tgid, mm=mm, borrowed=borrowed)
         self.groups.setdefault(tgid, set()).add(tid)
         self.lives.setdefault(tid, []).append(Incarnation(ts, kind))
 
@@ -372,6 +653,11 @@ class Tracer:
             return
         for life in self.lives.get(tid, [])[-1:]:
             life.exec_done(task.entry_ts, ts)
+        if task.visible:
+            # the old image's maps fds read the mm that is now gone
+            self._end_group_captures(task.tgid, ts, tid, "exec")
+        task.mm = self._new_mm()
+        task.borrowed = False
         task.visible = True
         if task.ctx is not None:
             moved = dc.Ctx(tid, task.ctx.nr, task.ctx.args)  # resumes under the new tid
@@ -395,7 +681,7 @@ class Tracer:
                 text = dc.exit_text(ctx, task.last_child)
             else:
                 text = f"){dc.SEP}?"
-            self._rec(ts, tid, "X", f"{ctx.name}\t{text}", ctx.k)
+            self._rec(ts, tid, "X", f"{ctx.name}\t{text}{self._take_tags(task)}", ctx.k)
             self.stats.syscalls += 1
         group_exit = task.exiting == dc.NR["exit_group"]
         task.ctx = None
@@ -414,6 +700,7 @@ class Tracer:
             return
         if not live or group_exit or killed:
             pid = task.tgid
+            self._end_group_captures(pid, ts, tid, "exit")
             self.exit_snapped.add(pid)
             seq = self.exit_seq.get(pid, 0) + 1
             self.exit_seq[pid] = seq
@@ -432,7 +719,7 @@ class Tracer:
         if task.visible:
             if task.ctx is not None:
                 # a call cut off by the death (strace prints its "= ?" the same way)
-                self._rec(ts, tid, "X", f"{task.ctx.name}\t){dc.SEP}?")
+                self._rec(ts, tid, "X", f"{task.ctx.name}\t){dc.SEP}?{self._take_tags(task)}")
             self._rec(ts, tid, "T", how)
         if tid == self.root:
             self.root_status = status
@@ -461,6 +748,37 @@ class Tracer:
                     os.kill(tgid, sig)
                 except OSError:
                     pass
+
+
+def _read_all(tid: int, addr: int, size: int) -> bytes:
+    """``size`` bytes of tracee memory at ``addr``, in chunks (short if memory ends)."""
+    out = []
+    while size > 0:
+        n = min(size, 1 << 20)
+        got = pt.read_mem(tid, addr, n)
+        out.append(got)
+        if len(got) < n:
+            break
+        addr += n
+        size -= n
+    return b"".join(out)
+
+
+def _fd_pos(tid: int, fd: int) -> int | None:
+    """The file position of ``fd`` in ``tid`` (``pos:`` of /proc/TID/fdinfo/FD)."""
+    try:
+        with open(f"/proc/{tid}/fdinfo/{fd}", "rb") as f:
+            first = f.readline()
+        return int(first.split()[1]) if first.startswith(b"pos:") else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _status_ids(tid: int) -> tuple[int, int]:
