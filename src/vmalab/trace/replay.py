@@ -827,7 +827,9 @@ class Replayer:
             name = to_str(ev.args[0])
         except (ArgError, IndexError):
             name = "memfd"
-        path = _memfd_path(ypath) if ypath else f"/memfd:{name} (deleted)"
+        # the kernel's name for it, so the model file prints as /proc/PID/maps does
+        # (simplification: two live memfds of one name are one model file)
+        path = ypath if ypath else f"/memfd:{name} (deleted)"
         self._ensure_file(t, path, 0)
         t.files.fds[to_int(fdtext)] = (path, uapi.O_RDWR, False)
 
@@ -884,7 +886,7 @@ class Replayer:
         """The path behind an fd argument."""
         fdtext, ypath = strip_fdpath(arg)
         if ypath is not None:
-            return _memfd_path(ypath) if ypath.startswith("/memfd:") else ypath
+            return ypath
         known = t.files.fds.get(to_int(fdtext))
         return known[0] if known else None
 
@@ -1083,16 +1085,6 @@ def _head_args(head: str) -> list[str]:
         return split_args(head + ")", 0)[0]
     except ValueError:
         return []
-
-
-def _memfd_path(p: str) -> str:
-    """The model path of a file the trace names: as the kernel prints it.
-
-    memfds (``/memfd:NAME (deleted)``) and unlinked files keep `` (deleted)``: the model
-    file of that name then prints as /proc/PID/maps does. Simplification: two live memfds
-    of one name are one model file.
-    """
-    return p
 
 
 def _same_file(a: str, b: str) -> bool:
