@@ -11,11 +11,12 @@ from __future__ import annotations
 import bisect
 import errno
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from vmalab.budget import Budget
 from vmalab.designs import Design, get_design
 from vmalab.errors import InvariantError, kernel_error
+from vmalab.mm.context import MmContext
 from vmalab.mm.filemap import FileSystem
 from vmalab.mm.flags import VM_ACCOUNT, VM_SHARED, VM_WIPEONFORK
 from vmalab.mm.khugepaged import host_thp_mode
@@ -32,6 +33,21 @@ if TYPE_CHECKING:
     from vmalab.process import Process
 
 DEFAULT_MAX_MAP_COUNT = 65530
+
+_T = TypeVar("_T")
+
+
+class _CtxAttr(Generic[_T]):
+    """A Kernel attribute that lives in the Kernel's ``MmContext`` (read and written)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Kernel, objtype: type | None = None) -> _T:
+        return getattr(obj.ctx, self.name)
+
+    def __set__(self, obj: Kernel, value: _T) -> None:
+        setattr(obj.ctx, self.name, value)
 
 
 class Kernel:
@@ -59,39 +75,58 @@ class Kernel:
         thp: str | None = None,
     ) -> None:
         self._design = get_design(design)
-        self.max_map_count = max_map_count
-        #: The commit-charge policy (mm/util.c) and vm_committed_as in pages.
-        self.overcommit = overcommit if overcommit is not None else host_overcommit()
-        self.vm_committed_as = 0
+        #: The commit-charge policy (mm/util.c); default: the host's.
+        overcommit = overcommit if overcommit is not None else host_overcommit()
         #: Whether the CPU has OSPKE (protection keys). Default: the host's; the model
         #: only implements the no-OSPKE behaviour (vmalab.mm.pkeys).
-        self.pku = host_has_ospke() if pku is None else pku
+        pku = host_has_ospke() if pku is None else pku
         #: /sys/kernel/mm/transparent_hugepage/enabled: "always", "madvise" or "never"
         #: (default: the host's, "madvise" on the project's machine).
-        self.thp = host_thp_mode() if thp is None else thp
-        if self.thp not in ("always", "madvise", "never"):
-            raise ValueError(f"thp must be 'always', 'madvise' or 'never', not {self.thp!r}")
-        #: Charge the real kernel never gives back (a shrinking MREMAP_FIXED move, see
-        #: mm/mremap.py), so that check() can still account for every committed page.
-        self.commit_leaked = 0
+        thp = host_thp_mode() if thp is None else thp
+        if thp not in ("always", "madvise", "never"):
+            raise ValueError(f"thp must be 'always', 'madvise' or 'never', not {thp!r}")
         self.budget = budget if budget is not None else Budget.from_env()
         #: CONFIG_ANON_VMA_NAME: prctl(PR_SET_VMA_ANON_NAME) works only with it. Off as on
         #: this project's 6.18.44 kernel, which answers every PR_SET_VMA with EINVAL
         #: (measured); set it for a kernel that has it.
         self.anon_vma_name = False
-        self.slabs = Slabs(fail, self.budget)
-        self.phys = PhysMem(self.budget)
-        self.fs = FileSystem(self)
-        self.anon_vmas: dict[int, AnonVma] = {}
-        self.anon_vma_seq = 0
-        self.ino_seq = 0
         self._pid_seq = 0
         self._procs: dict[int, Process] = {}
-        #: Event counters (like /proc/vmstat): pgfault, fork_copy_vmas,
-        #: fork_guard_markers_copied, fork_guard_markers_dropped.
-        self.vmstat: Counter[str] = Counter(
-            pgfault=0, fork_copy_vmas=0, fork_guard_markers_copied=0, fork_guard_markers_dropped=0
+        #: What mm/ sees of this machine (vmalab.mm.context): the design's hooks, the
+        #: slab caches, physical memory, the tmpfs, the configuration and the counters.
+        #: The attributes below of the same names read and write it.
+        self.ctx = MmContext(
+            self._design,
+            Slabs(fail, self.budget),
+            PhysMem(self.budget),
+            max_map_count=max_map_count,
+            overcommit=overcommit,
+            pku=pku,
+            thp=thp,
+            tasks=self._procs,
         )
+        self.ctx.fs = FileSystem(self.ctx)
+
+    # The machine state lives in self.ctx (vmalab.mm.context.MmContext); these read and
+    # write it under the names the Kernel has always had.
+    max_map_count = _CtxAttr[int]()
+    #: The commit-charge policy (mm/util.c) and vm_committed_as in pages.
+    overcommit = _CtxAttr[OvercommitConfig]()
+    vm_committed_as = _CtxAttr[int]()
+    #: Charge the real kernel never gives back (a shrinking MREMAP_FIXED move, see
+    #: mm/mremap.py), so that check() can still account for every committed page.
+    commit_leaked = _CtxAttr[int]()
+    pku = _CtxAttr[bool]()
+    thp = _CtxAttr[str]()
+    slabs = _CtxAttr[Slabs]()
+    phys = _CtxAttr[PhysMem]()
+    fs = _CtxAttr[FileSystem]()
+    anon_vmas = _CtxAttr[dict[int, AnonVma]]()
+    anon_vma_seq = _CtxAttr[int]()
+    ino_seq = _CtxAttr[int]()
+    #: Event counters (like /proc/vmstat): pgfault, fork_copy_vmas,
+    #: fork_guard_markers_copied, fork_guard_markers_dropped.
+    vmstat = _CtxAttr[Counter[str]]()
 
     @property
     def design(self) -> str:
@@ -173,7 +208,7 @@ class Kernel:
 
     def meminfo(self) -> dict[str, int]:
         """The commit lines of /proc/meminfo in kB: ``CommitLimit``, ``Committed_AS``."""
-        return meminfo(self)
+        return meminfo(self.ctx)
 
     # --- invariants --------------------------------------------------------------------
 

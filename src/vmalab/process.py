@@ -134,7 +134,7 @@ class Process:
         if mm is None:
             slabs.alloc(slabs._mm)
             try:
-                mm = MmStruct(kernel, PageTables(slabs), self.pid)
+                mm = MmStruct(kernel.ctx, PageTables(slabs), self.pid)
             except AllocFailure:
                 slabs.free(slabs._mm)
                 raise
@@ -550,7 +550,7 @@ class Process:
         slabs = k.slabs
         slabs.alloc(slabs._mm)
         try:
-            mm = MmStruct(k, PageTables(slabs), 0)
+            mm = MmStruct(k.ctx, PageTables(slabs), 0)
         except AllocFailure:
             slabs.free(slabs._mm)
             raise

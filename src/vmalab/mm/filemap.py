@@ -19,7 +19,7 @@ from vmalab.mm.memory import unmap_mapping_range
 from vmalab.mm.page_alloc import KIND_PAGECACHE
 
 if TYPE_CHECKING:
-    from vmalab.kernel import Kernel
+    from vmalab.mm.context import MmContext
     from vmalab.mm.mm_types import VmArea
 
 MAX_LFS_FILESIZE = (1 << 63) - 1
@@ -30,7 +30,7 @@ class Inode:
     """A tmpfs inode with its page cache (``pages``: index → pfn) and ``i_mmap``."""
 
     __slots__ = (
-        "kernel",
+        "ctx",
         "ino",
         "name",
         "size",
@@ -46,10 +46,10 @@ class Inode:
         "acct_pages",
     )
 
-    def __init__(self, kernel: Kernel, name: str, kind: str) -> None:
-        self.kernel = kernel
-        kernel.ino_seq += 1
-        self.ino = kernel.ino_seq
+    def __init__(self, ctx: MmContext, name: str, kind: str) -> None:
+        self.ctx = ctx
+        ctx.ino_seq += 1
+        self.ino = ctx.ino_seq
         self.name = name
         self.size = 0
         self.pages: dict[int, int] = {}
@@ -71,7 +71,7 @@ class Inode:
 
     def page_cache_alloc(self, index: int) -> int:
         """Add a zeroed page at ``index``. Models mm/shmem.c:shmem_alloc_and_add_folio."""
-        pfn = self.kernel.phys.alloc(KIND_PAGECACHE, self.ino)
+        pfn = self.ctx.phys.alloc(KIND_PAGECACHE, self.ino)
         self.pages[index] = pfn
         return pfn
 
@@ -96,7 +96,7 @@ class Inode:
 
         Models mm/truncate.c:truncate_inode_pages_range after unmap_mapping_range().
         """
-        phys = self.kernel.phys
+        phys = self.ctx.phys
         for index in [i for i in self.pages if i >= first and (last is None or i <= last)]:
             pfn = self.pages.pop(index)
             self.not_uptodate.discard(index)
@@ -119,7 +119,7 @@ class Inode:
             if size & 4095:
                 pfn = self.pages.get(size >> 12)
                 if pfn is not None:
-                    self.kernel.phys.zero_range(pfn, size & 4095, 4096 - (size & 4095))
+                    self.ctx.phys.zero_range(pfn, size & 4095, 4096 - (size & 4095))
 
     def punch_hole(self, offset: int, length: int) -> None:
         """Free the range's pages; partial pages are zeroed.
@@ -135,7 +135,7 @@ class Inode:
         if first < last_excl:
             unmap_mapping_range(self, first, last_excl - 1, even_cows=False)
             self.drop_pages(first, last_excl - 1)
-        phys = self.kernel.phys
+        phys = self.ctx.phys
         # Partial pages at either edge are zeroed in place.
         if offset & 4095:
             pfn = self.pages.get(offset >> 12)
@@ -150,7 +150,7 @@ class Inode:
     def write(self, data: bytes, offset: int) -> None:
         """Write into the page cache, growing the file. Models shmem_write_begin/end
         (i_size grows page by page, so a failing allocation leaves a short write)."""
-        phys = self.kernel.phys
+        phys = self.ctx.phys
         pos = offset
         mv = memoryview(data)
         try:
@@ -174,7 +174,7 @@ class Inode:
         end = min(offset + length, self.size)
         out = bytearray()
         pos = offset
-        phys = self.kernel.phys
+        phys = self.ctx.phys
         while pos < end:
             off = pos & 4095
             n = min(4096 - off, end - pos)
@@ -186,13 +186,13 @@ class Inode:
     def release_if_unused(self) -> None:
         """Free the page cache once no name, open file or mapping refers to the inode (iput)."""
         if self.nlink == 0 and self.refs == 0 and not self.i_mmap:
-            phys = self.kernel.phys
+            phys = self.ctx.phys
             for pfn in self.pages.values():
                 phys.free(pfn)
             self.pages.clear()
             if self.acct_pages:
                 # shmem_evict_inode → shmem_unacct_size
-                self.kernel.vm_committed_as -= self.acct_pages
+                self.ctx.vm_committed_as -= self.acct_pages
                 self.acct_pages = 0
 
 
@@ -229,10 +229,10 @@ class File:
 class FileSystem:
     """The one tmpfs of a Kernel: regular files by path."""
 
-    __slots__ = ("kernel", "files")
+    __slots__ = ("ctx", "files")
 
-    def __init__(self, kernel: Kernel) -> None:
-        self.kernel = kernel
+    def __init__(self, ctx: MmContext) -> None:
+        self.ctx = ctx
         self.files: dict[str, Inode] = {}
 
     def open(self, path: str, flags: int) -> File:
@@ -248,7 +248,7 @@ class FileSystem:
         if inode is None:
             if not flags & uapi.O_CREAT:
                 raise kernel_error(errno.ENOENT, path)
-            inode = self.files[path] = Inode(self.kernel, path, "file")
+            inode = self.files[path] = Inode(self.ctx, path, "file")
         elif flags & uapi.O_CREAT and flags & uapi.O_EXCL:
             raise kernel_error(errno.EEXIST, path)
         f = File(
@@ -292,7 +292,7 @@ class FileSystem:
             raise kernel_error(errno.EINVAL, "MFD_EXEC with MFD_NOEXEC_SEAL")
         if len(name.encode()) > MEMFD_NAME_MAX:
             raise kernel_error(errno.EINVAL, "name too long")
-        inode = Inode(self.kernel, f"/memfd:{name} (deleted)", "memfd")
+        inode = Inode(self.ctx, f"/memfd:{name} (deleted)", "memfd")
         if flags & (uapi.MFD_ALLOW_SEALING | uapi.MFD_NOEXEC_SEAL):
             inode.seals = 0
         if flags & uapi.MFD_NOEXEC_SEAL:
@@ -304,7 +304,7 @@ class FileSystem:
 
         Models mm/shmem.c:shmem_zero_setup ("/dev/zero (deleted)").
         """
-        inode = Inode(self.kernel, "/dev/zero (deleted)", "shmem")
+        inode = Inode(self.ctx, "/dev/zero (deleted)", "shmem")
         return File(inode, True, True, inode.name)
 
 

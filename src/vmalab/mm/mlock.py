@@ -75,7 +75,7 @@ def apply_vma_lock_flags(mm: MmStruct, start: int, length: int, flags: int) -> N
 
 def _limits(mm: MmStruct) -> tuple[bool, int]:
     """(capable(CAP_IPC_LOCK), rlimit(RLIMIT_MEMLOCK) in pages) of the mm's task."""
-    task = mm.kernel._procs.get(mm.owner_pid)
+    task = mm.ctx.tasks.get(mm.owner_pid)
     if task is None:
         return True, 0
     return bool(task.cap_ipc_lock), int(task.rlimit_memlock) >> PAGE_SHIFT

@@ -18,7 +18,7 @@ from sortedcontainers import SortedDict
 from vmalab.mm.flags import VM_ACCESS_FLAGS, VM_READ, VM_SHARED, VM_WRITE
 
 if TYPE_CHECKING:
-    from vmalab.kernel import Kernel
+    from vmalab.mm.context import MmContext
     from vmalab.mm.filemap import File
     from vmalab.mm.pagetable import PageTables
 
@@ -167,7 +167,7 @@ class MmStruct:
     """
 
     __slots__ = (
-        "kernel",
+        "ctx",
         "mm_mt",
         "map_count",
         "pgtables",
@@ -181,8 +181,8 @@ class MmStruct:
         "start_stack",
     )
 
-    def __init__(self, kernel: Kernel, pgtables: PageTables, owner_pid: int) -> None:
-        self.kernel = kernel
+    def __init__(self, ctx: MmContext, pgtables: PageTables, owner_pid: int) -> None:
+        self.ctx = ctx
         self.mm_mt: SortedDict = SortedDict()
         self.map_count = 0
         self.pgtables = pgtables

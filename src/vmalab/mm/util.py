@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from vmalab.errors import kernel_error
 
 if TYPE_CHECKING:
-    from vmalab.kernel import Kernel
+    from vmalab.mm.context import MmContext
     from vmalab.mm.mm_types import MmStruct
 
 PAGE_SHIFT = 12
@@ -128,12 +128,12 @@ def vm_commit_limit(cfg: OvercommitConfig) -> int:
     return allowed + cfg.total_swap_pages
 
 
-def vm_acct_memory(k: Kernel, pages: int) -> None:
+def vm_acct_memory(k: MmContext, pages: int) -> None:
     """Models include/linux/mman.h:vm_acct_memory."""
     k.vm_committed_as += pages
 
 
-def vm_unacct_memory(k: Kernel, pages: int) -> None:
+def vm_unacct_memory(k: MmContext, pages: int) -> None:
     """Models include/linux/mman.h:vm_unacct_memory."""
     k.vm_committed_as -= pages
 
@@ -152,7 +152,7 @@ def security_vm_enough_memory_mm(mm: MmStruct, pages: int) -> None:
     than RAM + swap; mode 2 refuses when the charged total reaches CommitLimit minus the
     admin reserve (without CAP_SYS_ADMIN) and minus min(total_vm / 32, user reserve).
     """
-    k = mm.kernel
+    k = mm.ctx
     cfg = k.overcommit
     vm_acct_memory(k, pages)
     if cfg.mode == OVERCOMMIT_ALWAYS:
@@ -162,7 +162,7 @@ def security_vm_enough_memory_mm(mm: MmStruct, pages: int) -> None:
             return
     else:
         allowed = vm_commit_limit(cfg)
-        task = k._procs.get(mm.owner_pid)
+        task = k.tasks.get(mm.owner_pid)
         if task is None or not getattr(task, "cap_sys_admin", True):
             allowed -= cfg.admin_reserve_kbytes >> (PAGE_SHIFT - 10)
         reserve = cfg.user_reserve_kbytes >> (PAGE_SHIFT - 10)
@@ -173,7 +173,7 @@ def security_vm_enough_memory_mm(mm: MmStruct, pages: int) -> None:
     raise kernel_error(errno.ENOMEM, f"not enough memory to commit {pages} pages")
 
 
-def meminfo(k: Kernel) -> dict[str, int]:
+def meminfo(k: MmContext) -> dict[str, int]:
     """The commit lines of /proc/meminfo, in kB: CommitLimit and Committed_AS."""
     cfg = k.overcommit
     return {"CommitLimit": vm_commit_limit(cfg) << (PAGE_SHIFT - 10),
