@@ -353,6 +353,29 @@ def calc_vm_flag_bits(flags: int) -> int:
     return f
 
 
+def mlock_limits(mm: MmStruct) -> tuple[bool, int]:
+    """(capable(CAP_IPC_LOCK), rlimit(RLIMIT_MEMLOCK) in pages) of the mm's task."""
+    task = mm.ctx.tasks.get(mm.owner_pid)
+    if task is None:
+        return True, 0
+    return bool(task.cap_ipc_lock), int(task.rlimit_memlock) >> PAGE_SHIFT
+
+
+def can_do_mlock(mm: MmStruct) -> bool:
+    """Models mm/mlock.c:can_do_mlock: a non-zero RLIMIT_MEMLOCK or CAP_IPC_LOCK."""
+    cap, limit = mlock_limits(mm)
+    return cap or limit != 0
+
+
+def mlock_future_ok(mm: MmStruct, vm_flags: int, nbytes: int) -> bool:
+    """Models mm/mmap.c:mlock_future_ok: locked_vm plus the new pages within
+    RLIMIT_MEMLOCK, unless not VM_LOCKED or CAP_IPC_LOCK."""
+    cap, limit = mlock_limits(mm)
+    if not vm_flags & VM_LOCKED or cap:
+        return True
+    return mm.locked_vm + (nbytes >> PAGE_SHIFT) <= limit
+
+
 def do_mmap(
     mm: MmStruct, addr: int, length: int, prot: int, flags: int, file: File | None, offset: int
 ) -> tuple[int, int]:
@@ -395,8 +418,6 @@ def do_mmap(
     addr = get_unmapped_area(mm, addr, length, pgoff, flags, file)
     if flags & uapi.MAP_FIXED_NOREPLACE and mm.vmas_in(addr, addr + length):
         raise kernel_error(errno.EEXIST, "MAP_FIXED_NOREPLACE over a mapping")
-    from vmalab.mm.mlock import can_do_mlock, mlock_future_ok
-
     if flags & uapi.MAP_LOCKED and not can_do_mlock(mm):
         raise kernel_error(errno.EPERM, "MAP_LOCKED without RLIMIT_MEMLOCK or CAP_IPC_LOCK")
     if not mlock_future_ok(mm, vm_flags, length):
