@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from vmalab.budget import Budget
 from vmalab.designs import Design, get_design
 from vmalab.errors import InvariantError, kernel_error
-from vmalab.mm.context import MmContext
 from vmalab.mm.filemap import FileSystem
 from vmalab.mm.flags import VM_ACCOUNT, VM_SHARED, VM_WIPEONFORK
 from vmalab.mm.khugepaged import host_thp_mode
-from vmalab.mm.mm_types import PAGE_SIZE, AnonVma, MmStruct
+from vmalab.mm.memory import unmap_mapping_range
+from vmalab.mm.mm_types import PAGE_SIZE, AnonVma, MmContext, MmStruct
 from vmalab.mm.page_alloc import KIND_ANON, KIND_FREE, KIND_PAGECACHE, PhysMem
 from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SHIFT, PTE_MARKER_GUARD_ENTRY
 from vmalab.mm.pkeys import host_has_ospke
@@ -92,7 +92,7 @@ class Kernel:
         self.anon_vma_name = False
         self._pid_seq = 0
         self._procs: dict[int, Process] = {}
-        #: What mm/ sees of this machine (vmalab.mm.context): the design's hooks, the
+        #: What mm/ sees of this machine (vmalab.mm.mm_types): the design's hooks, the
         #: slab caches, physical memory, the tmpfs, the configuration and the counters.
         #: The attributes below of the same names read and write it.
         self.ctx = MmContext(
@@ -104,10 +104,11 @@ class Kernel:
             pku=pku,
             thp=thp,
             tasks=self._procs,
+            unmap_mapping_range=unmap_mapping_range,
         )
         self.ctx.fs = FileSystem(self.ctx)
 
-    # The machine state lives in self.ctx (vmalab.mm.context.MmContext); these read and
+    # The machine state lives in self.ctx (vmalab.mm.mm_types.MmContext); these read and
     # write it under the names the Kernel has always had.
     max_map_count = _CtxAttr[int]()
     #: The commit-charge policy (mm/util.c) and vm_committed_as in pages.

@@ -38,8 +38,8 @@ from vmalab.proc import VmaView, pagemap_entries, show_maps, show_smaps, vma_vie
 
 if TYPE_CHECKING:
     from vmalab.budget import Budget
-    from vmalab.mm.context import MmContext
     from vmalab.mm.filemap import FileSystem
+    from vmalab.mm.mm_types import MmContext
     from vmalab.mm.page_alloc import PhysMem
     from vmalab.mm.slab import Slabs
 

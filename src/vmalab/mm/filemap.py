@@ -11,16 +11,31 @@ contract says.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Protocol
 
 from vmalab import uapi
 from vmalab.errors import kernel_error
-from vmalab.mm.memory import unmap_mapping_range
 from vmalab.mm.page_alloc import KIND_PAGECACHE
 
 if TYPE_CHECKING:
-    from vmalab.mm.context import MmContext
-    from vmalab.mm.mm_types import VmArea
+    from vmalab.mm.page_alloc import PhysMem
+
+
+class PageCacheHost(Protocol):
+    """What the page cache needs of the machine (``vmalab.mm.mm_types.MmContext`` has
+    it): the page allocator, the inode numbers, the commit charge, and
+    mm/memory.c:unmap_mapping_range, handed in because this module sits below
+    vmalab.mm.memory and vmalab.mm.mm_types."""
+
+    phys: PhysMem
+    ino_seq: int
+    vm_committed_as: int
+
+    def unmap_mapping_range(
+        self, inode: Inode, first: int, last: int | None, even_cows: bool, /
+    ) -> None:
+        """Zap every mapping of page-cache indices [first, last] of ``inode``."""
 
 MAX_LFS_FILESIZE = (1 << 63) - 1
 MEMFD_NAME_MAX = 249  # NAME_MAX - strlen("memfd:")
@@ -46,7 +61,7 @@ class Inode:
         "acct_pages",
     )
 
-    def __init__(self, ctx: MmContext, name: str, kind: str) -> None:
+    def __init__(self, ctx: PageCacheHost, name: str, kind: str) -> None:
         self.ctx = ctx
         ctx.ino_seq += 1
         self.ino = ctx.ino_seq
@@ -54,7 +69,8 @@ class Inode:
         self.size = 0
         self.pages: dict[int, int] = {}
         self.seals = uapi.F_SEAL_SEAL
-        self.i_mmap: set[VmArea] = set()
+        #: The VMAs mapping the file (``vmalab.mm.mm_types.VmArea``).
+        self.i_mmap: set[Hashable] = set()
         self.i_mmap_writable = 0
         self.nlink = 1 if kind == "file" else 0
         self.kind = kind  # "file", "memfd" or "shmem" (MAP_SHARED|MAP_ANONYMOUS)
@@ -114,7 +130,7 @@ class Inode:
         self.size = size
         if size < old:
             first = (size + 4095) >> 12
-            unmap_mapping_range(self, first, None, even_cows=True)
+            self.ctx.unmap_mapping_range(self, first, None, True)  # even_cows
             self.drop_pages(first, None)
             if size & 4095:
                 pfn = self.pages.get(size >> 12)
@@ -133,7 +149,7 @@ class Inode:
         first = (offset + 4095) >> 12
         last_excl = end >> 12
         if first < last_excl:
-            unmap_mapping_range(self, first, last_excl - 1, even_cows=False)
+            self.ctx.unmap_mapping_range(self, first, last_excl - 1, False)  # even_cows
             self.drop_pages(first, last_excl - 1)
         phys = self.ctx.phys
         # Partial pages at either edge are zeroed in place.
@@ -231,7 +247,7 @@ class FileSystem:
 
     __slots__ = ("ctx", "files")
 
-    def __init__(self, ctx: MmContext) -> None:
+    def __init__(self, ctx: PageCacheHost) -> None:
         self.ctx = ctx
         self.files: dict[str, Inode] = {}
 

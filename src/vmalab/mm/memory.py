@@ -11,7 +11,7 @@ anonymous page out); no per-VMA lock or fault retries.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from vmalab.errors import SegmentationFault
 from vmalab.mm.flags import (
@@ -132,7 +132,7 @@ def unmap_mapping_range(inode: Inode, first: int, last: int | None, even_cows: b
     ``even_cows=True``, hole punch ``False``). Guard markers are kept (no
     ZAP_FLAG_DROP_MARKER).
     """
-    for vma in list(inode.i_mmap):
+    for vma in cast("list[VmArea]", list(inode.i_mmap)):
         vstart = vma.vm_pgoff
         vend = vstart + vma.pages() - 1
         lo = max(first, vstart)

@@ -15,7 +15,7 @@ from vmalab.mm.mm_types import AnonVma, AnonVmaChain, VmArea
 from vmalab.mm.slab import AllocFailure
 
 if TYPE_CHECKING:
-    from vmalab.mm.context import MmContext
+    from vmalab.mm.mm_types import MmContext
 
 # include/linux/mm_types.h (RFC patch 1/2)
 ANON_VMA_UNFAULTED: Final = 1
