@@ -23,6 +23,7 @@ from vmalab.mm.flags import (
 )
 from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, MmStruct, VmArea
 from vmalab.mm.mmap import can_do_mlock, mlock_limits, mm_populate, page_align
+from vmalab.mm.mmap import mlock_future_ok as mlock_future_ok  # re-exported
 from vmalab.mm.vma import vma_modify_flags
 
 
