@@ -44,7 +44,8 @@ class _CtxAttr(Generic[_T]):
         self.name = name
 
     def __get__(self, obj: Kernel, objtype: type | None = None) -> _T:
-        return getattr(obj.ctx, self.name)
+        value: _T = getattr(obj.ctx, self.name)
+        return value
 
     def __set__(self, obj: Kernel, value: _T) -> None:
         setattr(obj.ctx, self.name, value)

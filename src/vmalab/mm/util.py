@@ -26,8 +26,9 @@ import errno
 from typing import TYPE_CHECKING
 
 from vmalab.errors import kernel_error
-from vmalab.mm.overcommit import OVERCOMMIT_ALWAYS, OVERCOMMIT_GUESS, OvercommitConfig
+from vmalab.mm.overcommit import OVERCOMMIT_ALWAYS, OVERCOMMIT_GUESS
 from vmalab.mm.overcommit import OVERCOMMIT_NEVER as OVERCOMMIT_NEVER  # re-exported
+from vmalab.mm.overcommit import OvercommitConfig as OvercommitConfig  # re-exported
 from vmalab.mm.overcommit import host_overcommit as host_overcommit  # re-exported
 
 if TYPE_CHECKING:
