@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import errno
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from vmalab.budget import Budget
 from vmalab.designs import Design, get_design
@@ -19,7 +19,8 @@ from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm.filemap import FileSystem
 from vmalab.mm.flags import VM_ACCOUNT, VM_SHARED, VM_WIPEONFORK
 from vmalab.mm.khugepaged import host_thp_mode
-from vmalab.mm.mm_types import PAGE_SIZE, AnonVma, MmStruct
+from vmalab.mm.memory import unmap_mapping_range
+from vmalab.mm.mm_types import PAGE_SIZE, AnonVma, MmContext, MmStruct
 from vmalab.mm.page_alloc import KIND_ANON, KIND_FREE, KIND_PAGECACHE, PhysMem
 from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SHIFT, PTE_MARKER_GUARD_ENTRY
 from vmalab.mm.pkeys import host_has_ospke
@@ -32,6 +33,22 @@ if TYPE_CHECKING:
     from vmalab.process import Process
 
 DEFAULT_MAX_MAP_COUNT = 65530
+
+_T = TypeVar("_T")
+
+
+class _CtxAttr(Generic[_T]):
+    """A Kernel attribute that lives in the Kernel's ``MmContext`` (read and written)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Kernel, objtype: type | None = None) -> _T:
+        value: _T = getattr(obj.ctx, self.name)
+        return value
+
+    def __set__(self, obj: Kernel, value: _T) -> None:
+        setattr(obj.ctx, self.name, value)
 
 
 class Kernel:
@@ -59,39 +76,59 @@ class Kernel:
         thp: str | None = None,
     ) -> None:
         self._design = get_design(design)
-        self.max_map_count = max_map_count
-        #: The commit-charge policy (mm/util.c) and vm_committed_as in pages.
-        self.overcommit = overcommit if overcommit is not None else host_overcommit()
-        self.vm_committed_as = 0
+        #: The commit-charge policy (mm/util.c); default: the host's.
+        overcommit = overcommit if overcommit is not None else host_overcommit()
         #: Whether the CPU has OSPKE (protection keys). Default: the host's; the model
         #: only implements the no-OSPKE behaviour (vmalab.mm.pkeys).
-        self.pku = host_has_ospke() if pku is None else pku
+        pku = host_has_ospke() if pku is None else pku
         #: /sys/kernel/mm/transparent_hugepage/enabled: "always", "madvise" or "never"
         #: (default: the host's, "madvise" on the project's machine).
-        self.thp = host_thp_mode() if thp is None else thp
-        if self.thp not in ("always", "madvise", "never"):
-            raise ValueError(f"thp must be 'always', 'madvise' or 'never', not {self.thp!r}")
-        #: Charge the real kernel never gives back (a shrinking MREMAP_FIXED move, see
-        #: mm/mremap.py), so that check() can still account for every committed page.
-        self.commit_leaked = 0
+        thp = host_thp_mode() if thp is None else thp
+        if thp not in ("always", "madvise", "never"):
+            raise ValueError(f"thp must be 'always', 'madvise' or 'never', not {thp!r}")
         self.budget = budget if budget is not None else Budget.from_env()
         #: CONFIG_ANON_VMA_NAME: prctl(PR_SET_VMA_ANON_NAME) works only with it. Off as on
         #: this project's 6.18.44 kernel, which answers every PR_SET_VMA with EINVAL
         #: (measured); set it for a kernel that has it.
         self.anon_vma_name = False
-        self.slabs = Slabs(fail, self.budget)
-        self.phys = PhysMem(self.budget)
-        self.fs = FileSystem(self)
-        self.anon_vmas: dict[int, AnonVma] = {}
-        self.anon_vma_seq = 0
-        self.ino_seq = 0
         self._pid_seq = 0
         self._procs: dict[int, Process] = {}
-        #: Event counters (like /proc/vmstat): pgfault, fork_copy_vmas,
-        #: fork_guard_markers_copied, fork_guard_markers_dropped.
-        self.vmstat: Counter[str] = Counter(
-            pgfault=0, fork_copy_vmas=0, fork_guard_markers_copied=0, fork_guard_markers_dropped=0
+        #: What mm/ sees of this machine (vmalab.mm.mm_types): the design's hooks, the
+        #: slab caches, physical memory, the tmpfs, the configuration and the counters.
+        #: The attributes below of the same names read and write it.
+        self.ctx = MmContext(
+            self._design,
+            Slabs(fail, self.budget),
+            PhysMem(self.budget),
+            max_map_count=max_map_count,
+            overcommit=overcommit,
+            pku=pku,
+            thp=thp,
+            tasks=self._procs,
+            unmap_mapping_range=unmap_mapping_range,
         )
+        self.ctx.fs = FileSystem(self.ctx)
+
+    # The machine state lives in self.ctx (vmalab.mm.mm_types.MmContext); these read and
+    # write it under the names the Kernel has always had.
+    max_map_count = _CtxAttr[int]()
+    #: The commit-charge policy (mm/util.c) and vm_committed_as in pages.
+    overcommit = _CtxAttr[OvercommitConfig]()
+    vm_committed_as = _CtxAttr[int]()
+    #: Charge the real kernel never gives back (a shrinking MREMAP_FIXED move, see
+    #: mm/mremap.py), so that check() can still account for every committed page.
+    commit_leaked = _CtxAttr[int]()
+    pku = _CtxAttr[bool]()
+    thp = _CtxAttr[str]()
+    slabs = _CtxAttr[Slabs]()
+    phys = _CtxAttr[PhysMem]()
+    fs = _CtxAttr[FileSystem]()
+    anon_vmas = _CtxAttr[dict[int, AnonVma]]()
+    anon_vma_seq = _CtxAttr[int]()
+    ino_seq = _CtxAttr[int]()
+    #: Event counters (like /proc/vmstat): pgfault, fork_copy_vmas,
+    #: fork_guard_markers_copied, fork_guard_markers_dropped.
+    vmstat = _CtxAttr[Counter[str]]()
 
     @property
     def design(self) -> str:
@@ -173,12 +210,16 @@ class Kernel:
 
     def meminfo(self) -> dict[str, int]:
         """The commit lines of /proc/meminfo in kB: ``CommitLimit``, ``Committed_AS``."""
-        return meminfo(self)
+        return meminfo(self.ctx)
 
     # --- invariants --------------------------------------------------------------------
 
     def check(self) -> None:
-        """Verify every invariant; raise InvariantError describing the first violation."""
+        """Verify every invariant; raise InvariantError describing the first violation.
+
+        Every invariant is tested with an explicit ``raise``, never ``assert``, so that the
+        check also holds under ``python -O``.
+        """
         try:
             self._check()
         except InvariantError:
@@ -199,51 +240,62 @@ class Kernel:
         committed = 0
         for proc in self._procs.values():
             mm: MmStruct = proc.mm
-            assert not mm.dead, f"pid {proc.pid}: live process with a dead mm"
+            if mm.dead:
+                raise InvariantError(f"pid {proc.pid}: live process with a dead mm")
             committed += sum(v.pages() for v in mm.mm_mt.values() if v.vm_flags & VM_ACCOUNT)
             prev_end = 0
             keys = list(mm.mm_mt.keys())
             vmas = list(mm.mm_mt.values())
-            assert mm.map_count == len(vmas), (
-                f"pid {proc.pid}: map_count {mm.map_count} != {len(vmas)}"
-            )
+            if mm.map_count != len(vmas):
+                raise InvariantError(f"pid {proc.pid}: map_count {mm.map_count} != {len(vmas)}")
             for key, v in zip(keys, vmas, strict=True):
                 where = f"pid {proc.pid} vma {v.vm_start:#x}-{v.vm_end:#x}"
-                assert key == v.vm_start, f"{where}: indexed at {key:#x}"
-                assert v.vm_mm is mm, f"{where}: vm_mm is another mm"
-                assert v.vm_start % PAGE_SIZE == 0 and v.vm_end % PAGE_SIZE == 0, (
-                    f"{where}: unaligned"
-                )
-                assert v.vm_start < v.vm_end, f"{where}: empty"
-                assert v.vm_start >= prev_end, f"{where}: overlaps the previous VMA"
+                if key != v.vm_start:
+                    raise InvariantError(f"{where}: indexed at {key:#x}")
+                if v.vm_mm is not mm:
+                    raise InvariantError(f"{where}: vm_mm is another mm")
+                if not (v.vm_start % PAGE_SIZE == 0 and v.vm_end % PAGE_SIZE == 0):
+                    raise InvariantError(f"{where}: unaligned")
+                if v.vm_start >= v.vm_end:
+                    raise InvariantError(f"{where}: empty")
+                if v.vm_start < prev_end:
+                    raise InvariantError(f"{where}: overlaps the previous VMA")
                 prev_end = v.vm_end
                 if v.vm_flags & VM_SHARED:
-                    assert v.vm_file is not None, f"{where}: VM_SHARED without a file"
+                    if v.vm_file is None:
+                        raise InvariantError(f"{where}: VM_SHARED without a file")
                 if v.vm_flags & VM_WIPEONFORK:
-                    assert v.vm_file is None, f"{where}: VM_WIPEONFORK on a file VMA"
+                    if v.vm_file is not None:
+                        raise InvariantError(f"{where}: VM_WIPEONFORK on a file VMA")
                 av = vma_anon_vma(v)
                 if vma_anon_vma_flags(v):
                     # The RFC's word holds flags only while no real anon_vma exists.
-                    assert av is None, f"{where}: flag bits with a real anon_vma"
+                    if av is not None:
+                        raise InvariantError(f"{where}: flag bits with a real anon_vma")
                 seen_avs = set()
                 for avc in v.anon_vma_chain:
-                    assert avc.vma is v, f"{where}: chain entry of another VMA"
-                    assert avc in avc.anon_vma.avcs, (
-                        f"{where}: chain entry missing from its anon_vma tree"
-                    )
-                    assert avc.anon_vma.id in self.anon_vmas, f"{where}: chain to a freed anon_vma"
-                    assert avc.anon_vma not in seen_avs, f"{where}: two chains to one anon_vma"
+                    if avc.vma is not v:
+                        raise InvariantError(f"{where}: chain entry of another VMA")
+                    if avc not in avc.anon_vma.avcs:
+                        raise InvariantError(f"{where}: chain entry missing from its anon_vma tree")
+                    if avc.anon_vma.id not in self.anon_vmas:
+                        raise InvariantError(f"{where}: chain to a freed anon_vma")
+                    if avc.anon_vma in seen_avs:
+                        raise InvariantError(f"{where}: two chains to one anon_vma")
                     seen_avs.add(avc.anon_vma)
                     live_avcs.add(avc)
                 n_avcs += len(v.anon_vma_chain)
                 if av is not None:
-                    assert av in seen_avs, f"{where}: anon_vma not on its own chain"
+                    if av not in seen_avs:
+                        raise InvariantError(f"{where}: anon_vma not on its own chain")
                     active_vmas[av.id] += 1
                 else:
-                    assert not v.anon_vma_chain, f"{where}: chain without an anon_vma"
+                    if v.anon_vma_chain:
+                        raise InvariantError(f"{where}: chain without an anon_vma")
                 if v.vm_file is not None:
                     inode = v.vm_file.inode
-                    assert v in inode.i_mmap, f"{where}: missing from its file's i_mmap"
+                    if v not in inode.i_mmap:
+                        raise InvariantError(f"{where}: missing from its file's i_mmap")
                     i_mmap_seen.setdefault(inode.ino, set()).add(id(v))
                     if is_shared_maywrite(v.vm_flags):
                         writable_seen[inode.ino] += 1
@@ -256,17 +308,20 @@ class Kernel:
                         if pte & _PAGE_PRESENT:
                             pfn = pte >> 12
                             k = phys.kind[pfn]
-                            assert k != KIND_FREE, f"{where}: PTE maps a freed page {pfn}"
+                            if k == KIND_FREE:
+                                raise InvariantError(f"{where}: PTE maps a freed page {pfn}")
                             if k == KIND_ANON:
                                 owner = phys.owner[pfn]
-                                assert any(a.id == owner for a in seen_avs), (
-                                    f"{where}: folio {pfn}'s anon_vma {owner} "
-                                    "is not on the VMA's chain"
-                                )
+                                if not any(a.id == owner for a in seen_avs):
+                                    raise InvariantError(
+                                        f"{where}: folio {pfn}'s anon_vma {owner} "
+                                        "is not on the VMA's chain"
+                                    )
                             if k in (KIND_ANON, KIND_PAGECACHE):
                                 maps_of[pfn] += 1
                         else:
-                            assert pte == PTE_MARKER_GUARD_ENTRY, f"{where}: unknown PTE {pte:#x}"
+                            if pte != PTE_MARKER_GUARD_ENTRY:
+                                raise InvariantError(f"{where}: unknown PTE {pte:#x}")
             n_vmas += len(vmas)
             # No PTE outside a VMA.
             spans = [(v.vm_start, v.vm_end) for v in vmas]
@@ -280,81 +335,95 @@ class Kernel:
             n_tables += mm.pgtables.nr_tables()
         # Slab accounting.
         sl = self.slabs.caches
-        assert sl["vm_area_struct"].active == n_vmas, (
-            f"vm_area_struct active {sl['vm_area_struct'].active} != {n_vmas} VMAs"
-        )
-        assert sl["anon_vma_chain"].active == n_avcs, (
-            f"anon_vma_chain active {sl['anon_vma_chain'].active} != {n_avcs}"
-        )
-        assert sl["anon_vma"].active == len(self.anon_vmas), (
-            f"anon_vma active {sl['anon_vma'].active} != {len(self.anon_vmas)} live"
-        )
-        assert sl["mm_struct"].active == len(self._procs), "mm_struct active != live processes"
-        assert sl["pgtable"].active == n_tables, (
-            f"pgtable active {sl['pgtable'].active} != {n_tables}"
-        )
+        if sl["vm_area_struct"].active != n_vmas:
+            raise InvariantError(
+                f"vm_area_struct active {sl['vm_area_struct'].active} != {n_vmas} VMAs"
+            )
+        if sl["anon_vma_chain"].active != n_avcs:
+            raise InvariantError(f"anon_vma_chain active {sl['anon_vma_chain'].active} != {n_avcs}")
+        if sl["anon_vma"].active != len(self.anon_vmas):
+            raise InvariantError(
+                f"anon_vma active {sl['anon_vma'].active} != {len(self.anon_vmas)} live"
+            )
+        if sl["mm_struct"].active != len(self._procs):
+            raise InvariantError("mm_struct active != live processes")
+        if sl["pgtable"].active != n_tables:
+            raise InvariantError(f"pgtable active {sl['pgtable'].active} != {n_tables}")
         # anon_vma trees, counters and refcounts.
         children: Counter[int] = Counter()
         pins: Counter[int] = Counter()
         for av in self.anon_vmas.values():
             for avc in av.avcs:
-                assert avc in live_avcs, f"anon_vma {av.id}: chain of a dead VMA"
-            assert av.root.id in self.anon_vmas, f"anon_vma {av.id}: freed root"
-            assert av.parent is av or av.parent.id in self.anon_vmas or not av.avcs, (
-                f"anon_vma {av.id}: freed parent"
-            )
+                if avc not in live_avcs:
+                    raise InvariantError(f"anon_vma {av.id}: chain of a dead VMA")
+            if av.root.id not in self.anon_vmas:
+                raise InvariantError(f"anon_vma {av.id}: freed root")
+            if not (av.parent is av or av.parent.id in self.anon_vmas or not av.avcs):
+                raise InvariantError(f"anon_vma {av.id}: freed parent")
             if av.avcs:
                 children[av.parent.id] += 1
             if av.root is not av:
                 pins[av.root.id] += 1
         for av in self.anon_vmas.values():
-            assert av.num_active_vmas == active_vmas[av.id], (
-                f"anon_vma {av.id}: num_active_vmas {av.num_active_vmas} != {active_vmas[av.id]}"
-            )
-            assert av.num_children == children[av.id], (
-                f"anon_vma {av.id}: num_children {av.num_children} != {children[av.id]}"
-            )
+            if av.num_active_vmas != active_vmas[av.id]:
+                raise InvariantError(
+                    f"anon_vma {av.id}: num_active_vmas {av.num_active_vmas} "
+                    f"!= {active_vmas[av.id]}"
+                )
+            if av.num_children != children[av.id]:
+                raise InvariantError(
+                    f"anon_vma {av.id}: num_children {av.num_children} != {children[av.id]}"
+                )
             if av.root is av:
                 want = (1 if av.avcs else 0) + pins[av.id]
             else:
                 want = 1 if av.avcs else 0
-            assert av.refcount == want, f"anon_vma {av.id}: refcount {av.refcount} != {want}"
-            assert av.refcount > 0, f"anon_vma {av.id}: alive at refcount 0"
+            if av.refcount != want:
+                raise InvariantError(f"anon_vma {av.id}: refcount {av.refcount} != {want}")
+            if av.refcount <= 0:
+                raise InvariantError(f"anon_vma {av.id}: alive at refcount 0")
         # Pages: mapcounts and leaks.
         inode_pages: set[int] = set()
         for inode in self._inodes():
             inode_pages.update(inode.pages.values())
-            assert len(i_mmap_seen.get(inode.ino, ())) == len(inode.i_mmap), (
-                f"inode {inode.ino}: i_mmap holds VMAs no process has"
-            )
-            assert inode.i_mmap_writable == writable_seen[inode.ino], (
-                f"inode {inode.ino}: i_mmap_writable {inode.i_mmap_writable} "
-                f"!= {writable_seen[inode.ino]}"
-            )
+            if len(i_mmap_seen.get(inode.ino, ())) != len(inode.i_mmap):
+                raise InvariantError(f"inode {inode.ino}: i_mmap holds VMAs no process has")
+            if inode.i_mmap_writable != writable_seen[inode.ino]:
+                raise InvariantError(
+                    f"inode {inode.ino}: i_mmap_writable {inode.i_mmap_writable} "
+                    f"!= {writable_seen[inode.ino]}"
+                )
         committed += sum(i.acct_pages for i in self._inodes())
-        assert self.vm_committed_as == committed + self.commit_leaked, (
-            f"vm_committed_as {self.vm_committed_as} != {committed} accounted pages"
-            f" + {self.commit_leaked} leaked"
-        )
+        if self.vm_committed_as != committed + self.commit_leaked:
+            raise InvariantError(
+                f"vm_committed_as {self.vm_committed_as} != {committed} accounted pages"
+                f" + {self.commit_leaked} leaked"
+            )
         n_anon = 0
         for pfn in range(1, len(phys.kind)):
             k = phys.kind[pfn]
             if k == KIND_ANON:
                 n_anon += 1
-                assert phys.mapcount[pfn] == maps_of[pfn] > 0, (
-                    f"anon folio {pfn}: mapcount {phys.mapcount[pfn]}, mapped {maps_of[pfn]} times"
-                )
+                if not (phys.mapcount[pfn] == maps_of[pfn] > 0):
+                    raise InvariantError(
+                        f"anon folio {pfn}: mapcount {phys.mapcount[pfn]}, "
+                        f"mapped {maps_of[pfn]} times"
+                    )
             elif k == KIND_PAGECACHE:
-                assert pfn in inode_pages, f"page-cache page {pfn} belongs to no live inode"
-                assert phys.mapcount[pfn] == maps_of[pfn], (
-                    f"page-cache page {pfn}: mapcount {phys.mapcount[pfn]} != {maps_of[pfn]}"
-                )
-        assert n_anon == phys.nr_anon, "anonymous page count drifted"
+                if pfn not in inode_pages:
+                    raise InvariantError(f"page-cache page {pfn} belongs to no live inode")
+                if phys.mapcount[pfn] != maps_of[pfn]:
+                    raise InvariantError(
+                        f"page-cache page {pfn}: mapcount {phys.mapcount[pfn]} != {maps_of[pfn]}"
+                    )
+        if n_anon != phys.nr_anon:
+            raise InvariantError("anonymous page count drifted")
         if not self._procs:
             for name, st in sl.items():
-                assert st.active == 0, (
-                    f"{name}: {st.active} objects leaked after every process exited"
-                )
+                if st.active != 0:
+                    raise InvariantError(
+                        f"{name}: {st.active} objects leaked after every process exited"
+                    )
 
     def _inodes(self) -> list:
         """Every inode still holding pages or mappings."""

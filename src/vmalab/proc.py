@@ -105,7 +105,7 @@ def show_maps(mm: MmStruct) -> str:
 
 def _rss(vma: VmArea) -> dict[str, int]:
     """Per-VMA page accounting. Models fs/proc/task_mmu.c:smaps_pte_entry/smaps_account."""
-    phys = vma.vm_mm.kernel.phys
+    phys = vma.vm_mm.ctx.phys
     kind, mapcount, data = phys.kind, phys.mapcount, phys.data
     acc = dict(rss=0, pss=0.0, anon=0, sc=0, sd=0, pc=0, pd=0)
     for _i, t, s, e in vma.vm_mm.pgtables.tables_in(vma.vm_start, vma.vm_end):
@@ -194,7 +194,7 @@ def pagemap_entries(mm: MmStruct, addr: int, npages: int) -> list[int]:
     soft-dirty: CONFIG_MEM_SOFT_DIRTY is off on the project's kernel).
     """
     pt = mm.pgtables
-    phys = mm.kernel.phys
+    phys = mm.ctx.phys
     out: list[int] = []
     for n in range(npages):
         a = addr + (n << 12)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
 
 from vmalab import uapi
 from vmalab.errors import kernel_error
@@ -38,7 +38,36 @@ from vmalab.proc import VmaView, pagemap_entries, show_maps, show_smaps, vma_vie
 
 if TYPE_CHECKING:
     from vmalab.budget import Budget
-    from vmalab.kernel import Kernel
+    from vmalab.mm.filemap import FileSystem
+    from vmalab.mm.mm_types import MmContext
+    from vmalab.mm.page_alloc import PhysMem
+    from vmalab.mm.slab import Slabs
+
+
+class KernelView(Protocol):
+    """What a Process uses of its ``vmalab.kernel.Kernel`` (which creates it, and so
+    stands above this module: only this protocol names it here)."""
+
+    @property
+    def ctx(self) -> MmContext: ...
+    @property
+    def budget(self) -> Budget: ...
+    @property
+    def slabs(self) -> Slabs: ...
+    @property
+    def phys(self) -> PhysMem: ...
+    @property
+    def fs(self) -> FileSystem: ...
+    @property
+    def pku(self) -> bool: ...
+    @property
+    def anon_vma_name(self) -> bool: ...
+    @property
+    def processes(self) -> list[Process]: ...
+    @property
+    def _procs(self) -> dict[int, Process]: ...
+    def _next_pid(self) -> int: ...
+    def check(self) -> None: ...
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -104,7 +133,7 @@ def _check_int(*vals: object) -> None:
 class Process:
     """A modelled process (task with its own mm). Create with ``Kernel.spawn()``."""
 
-    kernel: Kernel
+    kernel: KernelView
     pid: int
     mm: MmStruct
     fds: dict[int, filemap.File]
@@ -126,7 +155,7 @@ class Process:
         raise TypeError("use Kernel.spawn() or Process.fork()")
 
     @classmethod
-    def _new(cls, kernel: Kernel, mm: MmStruct | None = None) -> Process:
+    def _new(cls, kernel: KernelView, mm: MmStruct | None = None) -> Process:
         self = object.__new__(cls)
         self.kernel = kernel
         self.pid = kernel._next_pid()
@@ -134,7 +163,7 @@ class Process:
         if mm is None:
             slabs.alloc(slabs._mm)
             try:
-                mm = MmStruct(kernel, PageTables(slabs), self.pid)
+                mm = MmStruct(kernel.ctx, PageTables(slabs), self.pid)
             except AllocFailure:
                 slabs.free(slabs._mm)
                 raise
@@ -550,7 +579,7 @@ class Process:
         slabs = k.slabs
         slabs.alloc(slabs._mm)
         try:
-            mm = MmStruct(k, PageTables(slabs), 0)
+            mm = MmStruct(k.ctx, PageTables(slabs), 0)
         except AllocFailure:
             slabs.free(slabs._mm)
             raise

@@ -11,16 +11,31 @@ contract says.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Protocol
 
 from vmalab import uapi
 from vmalab.errors import kernel_error
-from vmalab.mm.memory import unmap_mapping_range
 from vmalab.mm.page_alloc import KIND_PAGECACHE
 
 if TYPE_CHECKING:
-    from vmalab.kernel import Kernel
-    from vmalab.mm.mm_types import VmArea
+    from vmalab.mm.page_alloc import PhysMem
+
+
+class PageCacheHost(Protocol):
+    """What the page cache needs of the machine (``vmalab.mm.mm_types.MmContext`` has
+    it): the page allocator, the inode numbers, the commit charge, and
+    mm/memory.c:unmap_mapping_range, handed in because this module sits below
+    vmalab.mm.memory and vmalab.mm.mm_types."""
+
+    phys: PhysMem
+    ino_seq: int
+    vm_committed_as: int
+
+    def unmap_mapping_range(
+        self, inode: Inode, first: int, last: int | None, even_cows: bool, /
+    ) -> None:
+        """Zap every mapping of page-cache indices [first, last] of ``inode``."""
 
 MAX_LFS_FILESIZE = (1 << 63) - 1
 MEMFD_NAME_MAX = 249  # NAME_MAX - strlen("memfd:")
@@ -30,7 +45,7 @@ class Inode:
     """A tmpfs inode with its page cache (``pages``: index → pfn) and ``i_mmap``."""
 
     __slots__ = (
-        "kernel",
+        "ctx",
         "ino",
         "name",
         "size",
@@ -46,15 +61,16 @@ class Inode:
         "acct_pages",
     )
 
-    def __init__(self, kernel: Kernel, name: str, kind: str) -> None:
-        self.kernel = kernel
-        kernel.ino_seq += 1
-        self.ino = kernel.ino_seq
+    def __init__(self, ctx: PageCacheHost, name: str, kind: str) -> None:
+        self.ctx = ctx
+        ctx.ino_seq += 1
+        self.ino = ctx.ino_seq
         self.name = name
         self.size = 0
         self.pages: dict[int, int] = {}
         self.seals = uapi.F_SEAL_SEAL
-        self.i_mmap: set[VmArea] = set()
+        #: The VMAs mapping the file (``vmalab.mm.mm_types.VmArea``).
+        self.i_mmap: set[Hashable] = set()
         self.i_mmap_writable = 0
         self.nlink = 1 if kind == "file" else 0
         self.kind = kind  # "file", "memfd" or "shmem" (MAP_SHARED|MAP_ANONYMOUS)
@@ -71,7 +87,7 @@ class Inode:
 
     def page_cache_alloc(self, index: int) -> int:
         """Add a zeroed page at ``index``. Models mm/shmem.c:shmem_alloc_and_add_folio."""
-        pfn = self.kernel.phys.alloc(KIND_PAGECACHE, self.ino)
+        pfn = self.ctx.phys.alloc(KIND_PAGECACHE, self.ino)
         self.pages[index] = pfn
         return pfn
 
@@ -96,7 +112,7 @@ class Inode:
 
         Models mm/truncate.c:truncate_inode_pages_range after unmap_mapping_range().
         """
-        phys = self.kernel.phys
+        phys = self.ctx.phys
         for index in [i for i in self.pages if i >= first and (last is None or i <= last)]:
             pfn = self.pages.pop(index)
             self.not_uptodate.discard(index)
@@ -114,12 +130,12 @@ class Inode:
         self.size = size
         if size < old:
             first = (size + 4095) >> 12
-            unmap_mapping_range(self, first, None, even_cows=True)
+            self.ctx.unmap_mapping_range(self, first, None, True)  # even_cows
             self.drop_pages(first, None)
             if size & 4095:
                 pfn = self.pages.get(size >> 12)
                 if pfn is not None:
-                    self.kernel.phys.zero_range(pfn, size & 4095, 4096 - (size & 4095))
+                    self.ctx.phys.zero_range(pfn, size & 4095, 4096 - (size & 4095))
 
     def punch_hole(self, offset: int, length: int) -> None:
         """Free the range's pages; partial pages are zeroed.
@@ -133,9 +149,9 @@ class Inode:
         first = (offset + 4095) >> 12
         last_excl = end >> 12
         if first < last_excl:
-            unmap_mapping_range(self, first, last_excl - 1, even_cows=False)
+            self.ctx.unmap_mapping_range(self, first, last_excl - 1, False)  # even_cows
             self.drop_pages(first, last_excl - 1)
-        phys = self.kernel.phys
+        phys = self.ctx.phys
         # Partial pages at either edge are zeroed in place.
         if offset & 4095:
             pfn = self.pages.get(offset >> 12)
@@ -150,7 +166,7 @@ class Inode:
     def write(self, data: bytes, offset: int) -> None:
         """Write into the page cache, growing the file. Models shmem_write_begin/end
         (i_size grows page by page, so a failing allocation leaves a short write)."""
-        phys = self.kernel.phys
+        phys = self.ctx.phys
         pos = offset
         mv = memoryview(data)
         try:
@@ -174,7 +190,7 @@ class Inode:
         end = min(offset + length, self.size)
         out = bytearray()
         pos = offset
-        phys = self.kernel.phys
+        phys = self.ctx.phys
         while pos < end:
             off = pos & 4095
             n = min(4096 - off, end - pos)
@@ -186,13 +202,13 @@ class Inode:
     def release_if_unused(self) -> None:
         """Free the page cache once no name, open file or mapping refers to the inode (iput)."""
         if self.nlink == 0 and self.refs == 0 and not self.i_mmap:
-            phys = self.kernel.phys
+            phys = self.ctx.phys
             for pfn in self.pages.values():
                 phys.free(pfn)
             self.pages.clear()
             if self.acct_pages:
                 # shmem_evict_inode → shmem_unacct_size
-                self.kernel.vm_committed_as -= self.acct_pages
+                self.ctx.vm_committed_as -= self.acct_pages
                 self.acct_pages = 0
 
 
@@ -229,10 +245,10 @@ class File:
 class FileSystem:
     """The one tmpfs of a Kernel: regular files by path."""
 
-    __slots__ = ("kernel", "files")
+    __slots__ = ("ctx", "files")
 
-    def __init__(self, kernel: Kernel) -> None:
-        self.kernel = kernel
+    def __init__(self, ctx: PageCacheHost) -> None:
+        self.ctx = ctx
         self.files: dict[str, Inode] = {}
 
     def open(self, path: str, flags: int) -> File:
@@ -248,7 +264,7 @@ class FileSystem:
         if inode is None:
             if not flags & uapi.O_CREAT:
                 raise kernel_error(errno.ENOENT, path)
-            inode = self.files[path] = Inode(self.kernel, path, "file")
+            inode = self.files[path] = Inode(self.ctx, path, "file")
         elif flags & uapi.O_CREAT and flags & uapi.O_EXCL:
             raise kernel_error(errno.EEXIST, path)
         f = File(
@@ -292,7 +308,7 @@ class FileSystem:
             raise kernel_error(errno.EINVAL, "MFD_EXEC with MFD_NOEXEC_SEAL")
         if len(name.encode()) > MEMFD_NAME_MAX:
             raise kernel_error(errno.EINVAL, "name too long")
-        inode = Inode(self.kernel, f"/memfd:{name} (deleted)", "memfd")
+        inode = Inode(self.ctx, f"/memfd:{name} (deleted)", "memfd")
         if flags & (uapi.MFD_ALLOW_SEALING | uapi.MFD_NOEXEC_SEAL):
             inode.seals = 0
         if flags & uapi.MFD_NOEXEC_SEAL:
@@ -304,7 +320,7 @@ class FileSystem:
 
         Models mm/shmem.c:shmem_zero_setup ("/dev/zero (deleted)").
         """
-        inode = Inode(self.kernel, "/dev/zero (deleted)", "shmem")
+        inode = Inode(self.ctx, "/dev/zero (deleted)", "shmem")
         return File(inode, True, True, inode.name)
 
 

@@ -26,8 +26,8 @@ def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> None:
     when the design's vma_needs_copy() says so. On failure the partial child is left
     for the caller to tear down with exit_mmap(), as dup_mmap's error path does.
     """
-    k = mm.kernel
-    design = k.design_impl
+    k = mm.ctx
+    design = k.design
     vs = k.vmstat
     for mpnt in oldmm.mm_mt.values():
         if mpnt.vm_flags & VM_DONTCOPY:
@@ -78,7 +78,7 @@ def exit_mmap(mm: MmStruct) -> None:
     for v in vmas:
         zap_page_range(v, v.vm_start, v.vm_end, drop_markers=True)
     # vm_unacct_memory(nr_accounted)
-    vm_unacct_memory(mm.kernel, sum(v.pages() for v in vmas if v.vm_flags & VM_ACCOUNT))
+    vm_unacct_memory(mm.ctx, sum(v.pages() for v in vmas if v.vm_flags & VM_ACCOUNT))
     for v in vmas:
         rmap.unlink_anon_vmas(v)
         vma_unlink_file(v)

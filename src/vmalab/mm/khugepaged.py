@@ -20,7 +20,7 @@ def retractable(vma: VmArea) -> bool:
     i_mmap: file_backed_vma_is_retractable() (a design hook). Anonymous VMAs are never
     candidates. Whether a PMD-aligned 2 MiB range exists is the caller's question.
     """
-    return vma.vm_file is not None and vma.vm_mm.kernel.design_impl.file_vma_retractable(vma)
+    return vma.vm_file is not None and vma.vm_mm.ctx.design.file_vma_retractable(vma)
 
 
 @functools.cache

@@ -111,7 +111,7 @@ def madvise_guard_install(vma: VmArea, start: int, end: int) -> None:
     """
     if not is_valid_guard_vma(vma, False):
         raise kernel_error(errno.EINVAL, "guard install on a VM_SPECIAL/VM_HUGETLB/VM_LOCKED VMA")
-    design = vma.vm_mm.kernel.design_impl
+    design = vma.vm_mm.ctx.design
     try:
         design.guard_install_prepare(vma)
     except AllocFailure:
@@ -149,7 +149,7 @@ def madvise_guard_remove(vma: VmArea, start: int, end: int) -> None:
         for j in range(s, e):
             if t[j] == PTE_MARKER_GUARD_ENTRY:
                 t[j] = 0
-    vma.vm_mm.kernel.design_impl.guard_remove_done(vma, start, end)
+    vma.vm_mm.ctx.design.guard_remove_done(vma, start, end)
 
 
 def _new_flags(vma: VmArea, behavior: int) -> int:
@@ -310,7 +310,7 @@ def madvise_free(vma: VmArea, start: int, end: int) -> None:
     dirty PTE in the other mapping and keeps them); GUP write pins
     (MADV_POPULATE_WRITE) do not cancel the mark.
     """
-    phys = vma.vm_mm.kernel.phys
+    phys = vma.vm_mm.ctx.phys
     for _i, t, s, e in vma.vm_mm.pgtables.tables_in(start, end):
         for j in range(s, e):
             pte = t[j]
@@ -332,7 +332,7 @@ def madvise_pageout(vma: VmArea, start: int, end: int) -> None:
     clean one is dropped from the page cache and a dirty one kept, with its data, when
     shmem_writeout() finds no swap. Markers are untouched.
     """
-    phys = vma.vm_mm.kernel.phys
+    phys = vma.vm_mm.ctx.phys
     droppable = bool(vma.vm_flags & VM_DROPPABLE)
     for i, t, s, e in vma.vm_mm.pgtables.tables_in(start, end):
         for j in range(s, e):

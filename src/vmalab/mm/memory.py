@@ -11,7 +11,7 @@ anonymous page out); no per-VMA lock or fault retries.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from vmalab.errors import SegmentationFault
 from vmalab.mm.flags import (
@@ -87,7 +87,7 @@ def zap_page_range(
     """
     mm = vma.vm_mm
     pt = mm.pgtables
-    phys = mm.kernel.phys
+    phys = mm.ctx.phys
     kind = phys.kind
     mapcount = phys.mapcount
     emptied: list[int] = []
@@ -132,7 +132,7 @@ def unmap_mapping_range(inode: Inode, first: int, last: int | None, even_cows: b
     ``even_cows=True``, hole punch ``False``). Guard markers are kept (no
     ZAP_FLAG_DROP_MARKER).
     """
-    for vma in list(inode.i_mmap):
+    for vma in cast("list[VmArea]", list(inode.i_mmap)):
         vstart = vma.vm_pgoff
         vend = vstart + vma.pages() - 1
         lo = max(first, vstart)
@@ -168,7 +168,7 @@ def expand_downwards(vma: VmArea, address: int) -> None:
     if prev is not None and prev.vm_end > address:
         raise FaultError("SIGSEGV", "overlaps previous VMA")
     try:
-        vma.vm_mm.kernel.design_impl.anon_vma_prepare(vma)
+        vma.vm_mm.ctx.design.anon_vma_prepare(vma)
     except Exception as e:
         raise FaultError("OOM") from e
     if address < vma.vm_start:
@@ -185,7 +185,7 @@ def expand_downwards(vma: VmArea, address: int) -> None:
         except OSError:
             raise FaultError("SIGSEGV", "overcommit") from None
         if not vma.vm_flags & VM_ACCOUNT:
-            mm.kernel.commit_leaked += grow
+            mm.ctx.commit_leaked += grow
         mm.vma_set_start(vma, address)
         vma.vm_pgoff -= grow
 
@@ -249,10 +249,10 @@ def _map_new_anon(vma: VmArea, t: array[int], j: int, src_pfn: int | None) -> No
     vmf_anon_prepare(), folio allocation, folio_add_new_anon_rmap(), set_pte_at().
     """
     try:
-        vma.vm_mm.kernel.design_impl.anon_vma_prepare(vma)
+        vma.vm_mm.ctx.design.anon_vma_prepare(vma)
     except Exception as e:
         raise FaultError("OOM") from e
-    phys = vma.vm_mm.kernel.phys
+    phys = vma.vm_mm.ctx.phys
     av = vma.anon_vma
     assert av is not None
     pfn = phys.alloc(KIND_ANON, av.id)
@@ -276,7 +276,7 @@ def thp_fault_ok(vma: VmArea, addr: int) -> bool:
     aligned 2 MiB range (transhuge_vma_suitable), whose PMD has no PTE table yet
     (pmd_none).
     """
-    mode = vma.vm_mm.kernel.thp
+    mode = vma.vm_mm.ctx.thp
     f = vma.vm_flags
     if mode == "never" or vma.vm_file is not None or f & (VM_SHARED | VM_SPECIAL_THP):
         return False
@@ -303,7 +303,7 @@ def _do_huge_pmd_anonymous_page(vma: VmArea, addr: int, write: bool) -> None:
     try:
         # vmf_anon_prepare() comes first: even the huge zero page gives the VMA an
         # anon_vma (so fork copies the mapping).
-        vma.vm_mm.kernel.design_impl.anon_vma_prepare(vma)
+        vma.vm_mm.ctx.design.anon_vma_prepare(vma)
         t = vma.vm_mm.pgtables.pte_alloc(addr)
     except Exception as e:
         raise FaultError("OOM") from e
@@ -331,10 +331,10 @@ def huge_zero_intact(vma: VmArea, addr: int, t: array[int]) -> bool:
 def _thp_into(vma: VmArea, t: array[int]) -> None:
     """Fill a PTE table with a fresh zeroed THP (512 writable anonymous pages)."""
     try:
-        vma.vm_mm.kernel.design_impl.anon_vma_prepare(vma)
+        vma.vm_mm.ctx.design.anon_vma_prepare(vma)
     except Exception as e:
         raise FaultError("OOM") from e
-    phys = vma.vm_mm.kernel.phys
+    phys = vma.vm_mm.ctx.phys
     av = vma.anon_vma
     assert av is not None
     writable = bool(vma.vm_flags & VM_WRITE)
@@ -354,7 +354,7 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
     (PTE_MARKER_GUARD → VM_FAULT_SIGSEGV).
     """
     mm = vma.vm_mm
-    k = mm.kernel
+    k = mm.ctx
     k.vmstat["pgfault"] += 1
     if vma.vm_flags & (VM_PFNMAP | VM_IO | VM_HUGETLB):
         raise FaultError("SIGBUS", "special mapping not modelled")
@@ -433,7 +433,7 @@ def _do_fault_around(vma: VmArea, addr: int, t: array[int]) -> None:
     to_pte = min(from_pte + FAULT_AROUND_PAGES, 512, pte_off + vma.pages() - vma_off)
     base = addr - (pte_off << 12)
     npages = (inode.size + 4095) >> 12
-    mapcount = vma.vm_mm.kernel.phys.mapcount
+    mapcount = vma.vm_mm.ctx.phys.mapcount
     writable = bool(vma.vm_flags & VM_SHARED and vma.vm_flags & VM_WRITE)
     pages = inode.pages
     stale = inode.not_uptodate
@@ -510,8 +510,8 @@ def copy_page_range(dst: VmArea, src: VmArea) -> int:
     """
     spt = src.vm_mm.pgtables
     dpt = dst.vm_mm.pgtables
-    mapcount = src.vm_mm.kernel.phys.mapcount
-    kind = src.vm_mm.kernel.phys.kind
+    mapcount = src.vm_mm.ctx.phys.mapcount
+    kind = src.vm_mm.ctx.phys.kind
     cow = src.is_cow_mapping()
     markers = 0
     for i, t, s, e in spt.tables_in(src.vm_start, src.vm_end):

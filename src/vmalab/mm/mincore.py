@@ -26,7 +26,7 @@ TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE
 
 def mdwe_bits(mm: MmStruct) -> int:
     """The MDWE bits of the mm's task (get_current_mdwe)."""
-    task = mm.kernel._procs.get(mm.owner_pid)
+    task = mm.ctx.tasks.get(mm.owner_pid)
     return int(getattr(task, "mdwe", 0)) if task is not None else 0
 
 

@@ -22,7 +22,8 @@ from vmalab.mm.flags import (
     VM_SPECIAL,
 )
 from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, MmStruct, VmArea
-from vmalab.mm.mmap import mm_populate, page_align
+from vmalab.mm.mmap import can_do_mlock, mlock_limits, mm_populate, page_align
+from vmalab.mm.mmap import mlock_future_ok as mlock_future_ok  # re-exported
 from vmalab.mm.vma import vma_modify_flags
 
 
@@ -73,29 +74,6 @@ def apply_vma_lock_flags(mm: MmStruct, start: int, length: int, flags: int) -> N
         vma = nxt
 
 
-def _limits(mm: MmStruct) -> tuple[bool, int]:
-    """(capable(CAP_IPC_LOCK), rlimit(RLIMIT_MEMLOCK) in pages) of the mm's task."""
-    task = mm.kernel._procs.get(mm.owner_pid)
-    if task is None:
-        return True, 0
-    return bool(task.cap_ipc_lock), int(task.rlimit_memlock) >> PAGE_SHIFT
-
-
-def can_do_mlock(mm: MmStruct) -> bool:
-    """Models mm/mlock.c:can_do_mlock: a non-zero RLIMIT_MEMLOCK or CAP_IPC_LOCK."""
-    cap, limit = _limits(mm)
-    return cap or limit != 0
-
-
-def mlock_future_ok(mm: MmStruct, vm_flags: int, nbytes: int) -> bool:
-    """Models mm/mmap.c:mlock_future_ok: locked_vm plus the new pages within
-    RLIMIT_MEMLOCK, unless not VM_LOCKED or CAP_IPC_LOCK."""
-    cap, limit = _limits(mm)
-    if not vm_flags & VM_LOCKED or cap:
-        return True
-    return mm.locked_vm + (nbytes >> PAGE_SHIFT) <= limit
-
-
 def count_mm_mlocked_page_nr(mm: MmStruct, start: int, length: int) -> int:
     """Pages of [start, start+length) already in VM_LOCKED VMAs.
 
@@ -124,7 +102,7 @@ def do_mlock(mm: MmStruct, start: int, length: int, flags: int) -> None:
         raise kernel_error(errno.EPERM, "RLIMIT_MEMLOCK is 0 and no CAP_IPC_LOCK")
     length = page_align(length + (start & (PAGE_SIZE - 1)))
     start &= ~(PAGE_SIZE - 1)
-    cap, limit = _limits(mm)
+    cap, limit = mlock_limits(mm)
     locked = (length >> PAGE_SHIFT) + mm.locked_vm
     if locked > limit and not cap:
         locked -= count_mm_mlocked_page_nr(mm, start, length)
@@ -192,7 +170,7 @@ def do_mlockall(mm: MmStruct, flags: int) -> None:
         raise kernel_error(errno.EINVAL, "bad mlockall flags")
     if not can_do_mlock(mm):
         raise kernel_error(errno.EPERM, "RLIMIT_MEMLOCK is 0 and no CAP_IPC_LOCK")
-    cap, limit = _limits(mm)
+    cap, limit = mlock_limits(mm)
     total_vm = sum(v.pages() for v in mm.mm_mt.values())
     if flags & uapi.MCL_CURRENT and total_vm > limit and not cap:
         raise kernel_error(errno.ENOMEM, "total_vm above RLIMIT_MEMLOCK")

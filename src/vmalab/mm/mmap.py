@@ -179,7 +179,7 @@ def unmap_vmas_and_free(mm: MmStruct, vmas: list[VmArea], start: int, end: int) 
         if v.vm_flags & VM_ACCOUNT:
             nr_accounted += v.pages()
         remove_vma_from_mm(v)
-    vm_unacct_memory(mm.kernel, nr_accounted)  # vms_complete_munmap_vmas()
+    vm_unacct_memory(mm.ctx, nr_accounted)  # vms_complete_munmap_vmas()
     prev_vma, nxt_vma = _neighbours(mm, start, end)
     floor = prev_vma.vm_end if prev_vma is not None else 0
     ceiling = nxt_vma.vm_start if nxt_vma is not None else 0
@@ -209,7 +209,7 @@ def do_vmi_munmap(mm: MmStruct, start: int, length: int) -> None:
     first = vmas[0]
     try:
         if start > first.vm_start:
-            if end < first.vm_end and mm.map_count >= mm.kernel.max_map_count:
+            if end < first.vm_end and mm.map_count >= mm.ctx.max_map_count:
                 raise kernel_error(errno.ENOMEM, "max_map_count")
             if first.vm_flags & VM_SEALED:
                 # "Don't bother splitting the VMA if we can't unmap it anyway"
@@ -248,7 +248,7 @@ def mmap_region(
     if map_deny_write_exec(mm, vm_flags, vm_flags):  # mm/mmap.c:mmap_region
         raise kernel_error(errno.EACCES, "MDWE: writable and executable")
     end = addr + length
-    k = mm.kernel
+    k = mm.ctx
     pglen = length >> PAGE_SHIFT
     # __mmap_prepare(): the commit charge comes before anything replaced is unmapped,
     # so a refusal leaves the old mappings in place; the pages of replaced VM_ACCOUNT
@@ -310,7 +310,7 @@ def _mmap_region_locked(
         except AllocFailure:
             raise kernel_error(errno.ENOMEM, "vm_area_alloc failed") from None
         if file is None and vm_flags & VM_SHARED:
-            vma.vm_file = mm.kernel.fs.shmem_zero_setup()
+            vma.vm_file = mm.ctx.fs.shmem_zero_setup()
             vma.vm_file.inode.size = length
             vma.vm_file.inode.acct_pages = shmem_charge
         vma_link(mm, vma)
@@ -353,6 +353,29 @@ def calc_vm_flag_bits(flags: int) -> int:
     return f
 
 
+def mlock_limits(mm: MmStruct) -> tuple[bool, int]:
+    """(capable(CAP_IPC_LOCK), rlimit(RLIMIT_MEMLOCK) in pages) of the mm's task."""
+    task = mm.ctx.tasks.get(mm.owner_pid)
+    if task is None:
+        return True, 0
+    return bool(task.cap_ipc_lock), int(task.rlimit_memlock) >> PAGE_SHIFT
+
+
+def can_do_mlock(mm: MmStruct) -> bool:
+    """Models mm/mlock.c:can_do_mlock: a non-zero RLIMIT_MEMLOCK or CAP_IPC_LOCK."""
+    cap, limit = mlock_limits(mm)
+    return cap or limit != 0
+
+
+def mlock_future_ok(mm: MmStruct, vm_flags: int, nbytes: int) -> bool:
+    """Models mm/mmap.c:mlock_future_ok: locked_vm plus the new pages within
+    RLIMIT_MEMLOCK, unless not VM_LOCKED or CAP_IPC_LOCK."""
+    cap, limit = mlock_limits(mm)
+    if not vm_flags & VM_LOCKED or cap:
+        return True
+    return mm.locked_vm + (nbytes >> PAGE_SHIFT) <= limit
+
+
 def do_mmap(
     mm: MmStruct, addr: int, length: int, prot: int, flags: int, file: File | None, offset: int
 ) -> tuple[int, int]:
@@ -379,7 +402,7 @@ def do_mmap(
         raise kernel_error(errno.ENOMEM, "length overflows")
     if pgoff + (length >> PAGE_SHIFT) >= 1 << 64:
         raise kernel_error(errno.EOVERFLOW, "pgoff overflows")
-    if mm.map_count > mm.kernel.max_map_count:
+    if mm.map_count > mm.ctx.max_map_count:
         raise kernel_error(errno.ENOMEM, "max_map_count")
     if flags & uapi.MAP_FIXED_NOREPLACE:
         flags |= uapi.MAP_FIXED
@@ -395,8 +418,6 @@ def do_mmap(
     addr = get_unmapped_area(mm, addr, length, pgoff, flags, file)
     if flags & uapi.MAP_FIXED_NOREPLACE and mm.vmas_in(addr, addr + length):
         raise kernel_error(errno.EEXIST, "MAP_FIXED_NOREPLACE over a mapping")
-    from vmalab.mm.mlock import can_do_mlock, mlock_future_ok
-
     if flags & uapi.MAP_LOCKED and not can_do_mlock(mm):
         raise kernel_error(errno.EPERM, "MAP_LOCKED without RLIMIT_MEMLOCK or CAP_IPC_LOCK")
     if not mlock_future_ok(mm, vm_flags, length):
@@ -445,7 +466,7 @@ def do_mmap(
             raise kernel_error(errno.EINVAL, "bad map type")
     if pgoff == -1:
         pgoff = addr >> PAGE_SHIFT  # "Set pgoff according to addr for anon_vma"
-    if flags & uapi.MAP_NORESERVE and mm.kernel.overcommit.mode != OVERCOMMIT_NEVER:
+    if flags & uapi.MAP_NORESERVE and mm.ctx.overcommit.mode != OVERCOMMIT_NEVER:
         vm_flags |= VM_NORESERVE  # "We honor MAP_NORESERVE if allowed to overcommit"
     mmap_region(mm, file, addr, length, vm_flags, pgoff)
     populate = 0
@@ -520,7 +541,7 @@ def do_brk_flags(mm: MmStruct, prev: VmArea | None, addr: int, length: int) -> N
     VMA is a merge candidate), else a new anonymous VMA with pgoff = addr >> PAGE_SHIFT.
     """
     vm_flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | mm.def_flags
-    if mm.map_count > mm.kernel.max_map_count:
+    if mm.map_count > mm.ctx.max_map_count:
         raise kernel_error(errno.ENOMEM, "map_count")
     pages = length >> PAGE_SHIFT
     security_vm_enough_memory_mm(mm, pages)  # raises ENOMEM with nothing charged
@@ -533,12 +554,12 @@ def do_brk_flags(mm: MmStruct, prev: VmArea | None, addr: int, length: int) -> N
                 mm.locked_vm += pages
             return
         if vmg.nomem:
-            vm_unacct_memory(mm.kernel, pages)
+            vm_unacct_memory(mm.ctx, pages)
             raise kernel_error(errno.ENOMEM, "merge allocation failed")
     try:
         vma = vm_area_alloc(mm, addr, end, addr >> PAGE_SHIFT, vm_flags, None)
     except AllocFailure:
-        vm_unacct_memory(mm.kernel, pages)  # unacct_fail
+        vm_unacct_memory(mm.ctx, pages)  # unacct_fail
         raise kernel_error(errno.ENOMEM, "vm_area_alloc failed") from None
     vma_link(mm, vma)
     if vm_flags & VM_LOCKED:
@@ -610,7 +631,7 @@ def install_special_mapping(
     pfns) are not modelled: a fault there maps anonymous memory.
     """
     vm_flags = (vm_flags | mm.def_flags | VM_DONTEXPAND | VM_SOFTDIRTY) & ~VM_LOCKED_MASK
-    if mm.map_count >= mm.kernel.max_map_count:
+    if mm.map_count >= mm.ctx.max_map_count:
         raise kernel_error(errno.ENOMEM, "map_count")
     if mm.vmas_in(addr, addr + length):
         raise kernel_error(errno.ENOMEM, "range in use")  # insert_vm_struct's overlap check

@@ -81,11 +81,11 @@ def mprotect_fixup(
     try:
         vma, newflags = vma_modify_flags(prev, vma, start, end, newflags)
     except OSError:
-        vm_unacct_memory(mm.kernel, charged)
+        vm_unacct_memory(mm.ctx, charged)
         raise
     vma.vm_flags = newflags
     if oldflags & VM_ACCOUNT and not newflags & VM_ACCOUNT:
-        vm_unacct_memory(mm.kernel, nrpages)
+        vm_unacct_memory(mm.ctx, nrpages)
     change_protection(vma, start, end, newflags)
     if oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED) == VM_LOCKED and newflags & VM_WRITE:
         # populate_vma_page_range(); its errors are ignored

@@ -75,7 +75,7 @@ def copy_vma(vma: VmArea, addr: int, length: int, pgoff: int) -> VmArea:
     new = vma_merge_new_range(vmg)
     if new is not None:
         # The moved range (and its page tables) now belongs to a neighbour.
-        mm.kernel.design_impl.merge_anon_vma_word(new, vma)
+        mm.ctx.design.merge_anon_vma_word(new, vma)
         return new
     if vmg.nomem:
         raise AllocFailure("anon_vma_chain")
@@ -116,7 +116,7 @@ def move_vma(
     leaves Committed_AS 3 GiB higher after the process exits); ``Kernel.commit_leaked``
     records it.
     """
-    k = mm.kernel
+    k = mm.ctx
     if mm.map_count >= k.max_map_count - 3:
         raise kernel_error(errno.ENOMEM, "max_map_count")
     charged = 0
@@ -211,7 +211,7 @@ def remap_move(mm: MmStruct, addr: int, length: int, new_addr: int, flags: int) 
         piece = mm.vma_lookup(start)
         assert piece is not None
         _resize_is_valid(piece, start, n, n, flags)
-        if mm.map_count >= mm.kernel.max_map_count:
+        if mm.map_count >= mm.ctx.max_map_count:
             raise kernel_error(errno.ENOMEM, "max_map_count")
         move_vma(mm, piece, start, n, n, dest, flags)
     return new_addr
@@ -252,7 +252,7 @@ def mremap_to(
         pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT)
         map_flags = uapi.MAP_SHARED if vma.vm_flags & VM_MAYSHARE else 0
         new_addr = get_unmapped_area(mm, new_addr, new_len, pgoff, map_flags, vma.vm_file)
-    if mm.map_count >= mm.kernel.max_map_count:
+    if mm.map_count >= mm.ctx.max_map_count:
         raise kernel_error(errno.ENOMEM, "max_map_count")
     return move_vma(
         mm, vma, addr, old_len if old_len else new_len, new_len, new_addr, flags, delta
@@ -324,7 +324,7 @@ def do_mremap(
         vmg.next = vma.vm_next
         expanded = vma_merge_new_range(vmg)
         if expanded is None:
-            vm_unacct_memory(mm.kernel, charged)
+            vm_unacct_memory(mm.ctx, charged)
             raise kernel_error(errno.ENOMEM, "vma_merge_extend failed")
         if expanded.vm_flags & VM_LOCKED:
             mm.locked_vm += delta >> PAGE_SHIFT

@@ -17,7 +17,7 @@ from array import array
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from vmalab.budget import Budget
+    from vmalab.mm.slab import Budget
 
 PAGE_SIZE: Final = 4096
 

@@ -27,12 +27,21 @@ from __future__ import annotations
 
 import errno
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from vmalab.errors import kernel_error
 
 if TYPE_CHECKING:
-    from vmalab.process import Process
+    from vmalab.mm.mm_types import MmStruct
+
+
+class PkeyTask(Protocol):
+    """What the pkey syscalls use of a task: its mm and the mm->context.pkey_* words
+    (``vmalab.process.Process`` has them)."""
+
+    mm: MmStruct
+    pkey_map: int
+    pkey_exec_only: int
 
 PKEY_DISABLE_ACCESS = 0x1
 PKEY_DISABLE_WRITE = 0x2
@@ -52,17 +61,17 @@ def host_has_ospke(path: str = "/proc/cpuinfo") -> bool:
     return False
 
 
-def _require_no_pku(p: Process) -> None:
-    if p.kernel.pku:
+def _require_no_pku(p: PkeyTask) -> None:
+    if p.mm.ctx.pku:
         raise NotImplementedError("protection keys on a CPU with OSPKE are not modelled")
 
 
-def arch_max_pkey(p: Process) -> int:
+def arch_max_pkey(p: PkeyTask) -> int:
     """Models arch/x86/include/asm/pkeys.h:arch_max_pkey (1 without OSPKE)."""
-    return 16 if p.kernel.pku else 1
+    return 16 if p.mm.ctx.pku else 1
 
 
-def mm_pkey_is_allocated(p: Process, pkey: int) -> bool:
+def mm_pkey_is_allocated(p: PkeyTask, pkey: int) -> bool:
     """Models arch/x86/include/asm/pkeys.h:mm_pkey_is_allocated."""
     if pkey < 0 or pkey >= arch_max_pkey(p):
         return False
@@ -71,7 +80,7 @@ def mm_pkey_is_allocated(p: Process, pkey: int) -> bool:
     return bool(p.pkey_map & (1 << pkey))
 
 
-def pkey_alloc(p: Process, flags: int, init_val: int) -> int:
+def pkey_alloc(p: PkeyTask, flags: int, init_val: int) -> int:
     """Models mm/mprotect.c:sys_pkey_alloc. Raises OSError."""
     _require_no_pku(p)
     if flags:
@@ -90,7 +99,7 @@ def pkey_alloc(p: Process, flags: int, init_val: int) -> int:
     raise kernel_error(errno.EINVAL, "protection keys are not enabled (no OSPKE)")
 
 
-def pkey_free(p: Process, pkey: int) -> None:
+def pkey_free(p: PkeyTask, pkey: int) -> None:
     """Models mm/mprotect.c:sys_pkey_free → mm_pkey_free. Raises OSError."""
     _require_no_pku(p)
     if not mm_pkey_is_allocated(p, pkey):
@@ -98,7 +107,7 @@ def pkey_free(p: Process, pkey: int) -> None:
     p.pkey_map &= ~(1 << pkey)
 
 
-def check_mprotect_pkey(p: Process, pkey: int) -> None:
+def check_mprotect_pkey(p: PkeyTask, pkey: int) -> None:
     """do_mprotect_pkey(): "If userspace did not allocate the pkey, do not let them use
     it." Raises OSError(EINVAL)."""
     _require_no_pku(p)

@@ -15,7 +15,7 @@ from vmalab.mm.mm_types import AnonVma, AnonVmaChain, VmArea
 from vmalab.mm.slab import AllocFailure
 
 if TYPE_CHECKING:
-    from vmalab.kernel import Kernel
+    from vmalab.mm.mm_types import MmContext
 
 # include/linux/mm_types.h (RFC patch 1/2)
 ANON_VMA_UNFAULTED: Final = 1
@@ -84,7 +84,7 @@ def vma_clear_anon_vma_unfaulted(vma: VmArea) -> None:
 # --- allocation ---------------------------------------------------------------------
 
 
-def anon_vma_alloc(k: Kernel) -> AnonVma:
+def anon_vma_alloc(k: MmContext) -> AnonVma:
     """Allocate an anon_vma: refcount 1, parent = root = itself. Models mm/rmap.c:anon_vma_alloc."""
     k.slabs.alloc(k.slabs._av)
     k.anon_vma_seq += 1
@@ -93,13 +93,13 @@ def anon_vma_alloc(k: Kernel) -> AnonVma:
     return av
 
 
-def anon_vma_free(k: Kernel, av: AnonVma) -> None:
+def anon_vma_free(k: MmContext, av: AnonVma) -> None:
     """Models mm/rmap.c:anon_vma_free."""
     del k.anon_vmas[av.id]
     k.slabs.free(k.slabs._av)
 
 
-def put_anon_vma(k: Kernel, av: AnonVma) -> None:
+def put_anon_vma(k: MmContext, av: AnonVma) -> None:
     """Drop a reference; free at zero, then drop the root's pin.
 
     Models include/linux/rmap.h:put_anon_vma and mm/rmap.c:__put_anon_vma.
@@ -115,7 +115,7 @@ def put_anon_vma(k: Kernel, av: AnonVma) -> None:
             anon_vma_free(k, root)
 
 
-def anon_vma_chain_link(k: Kernel, vma: VmArea, anon_vma: AnonVma) -> None:
+def anon_vma_chain_link(k: MmContext, vma: VmArea, anon_vma: AnonVma) -> None:
     """Allocate an AVC and link ``vma`` to ``anon_vma``.
 
     Models mm/rmap.c:anon_vma_chain_alloc + anon_vma_chain_link (``list_add()`` puts the
@@ -176,7 +176,7 @@ def anon_vma_prepare(vma: VmArea) -> None:
     """
     if vma._anon_vma is not None:
         return
-    k = vma.vm_mm.kernel
+    k = vma.vm_mm.ctx
     slabs = k.slabs
     slabs.alloc(slabs._avc)  # anon_vma_chain_alloc(GFP_KERNEL) comes first
     try:
@@ -203,7 +203,7 @@ def anon_vma_clone(dst: VmArea, src: VmArea) -> None:
     Models mm/rmap.c:anon_vma_clone, including its reuse rule (only effective from
     anon_vma_fork(), where dst has no anon_vma yet) and its error path.
     """
-    k = dst.vm_mm.kernel
+    k = dst.vm_mm.ctx
     try:
         for pavc in reversed(src.anon_vma_chain):
             av = pavc.anon_vma
@@ -234,7 +234,7 @@ def anon_vma_fork(vma: VmArea, pvma: VmArea) -> None:
     """
     if pvma._anon_vma is None:
         return
-    k = vma.vm_mm.kernel
+    k = vma.vm_mm.ctx
     vma_clear_anon_vma(vma)  # drop the inherited anon_vma; reuse one or allocate
     anon_vma_clone(vma, pvma)
     if vma._anon_vma is not None:
@@ -270,7 +270,7 @@ def unlink_anon_vmas(vma: VmArea) -> None:
     root is freed last). It clears the word only when a real anon_vma was set, so a
     tagged flag-only value survives it (designs.md 4.6).
     """
-    k = vma.vm_mm.kernel
+    k = vma.vm_mm.ctx
     slabs = k.slabs
     empty: list[AnonVmaChain] = []
     for avc in vma.anon_vma_chain:

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
-
-if TYPE_CHECKING:
-    from vmalab.budget import Budget
+from typing import Final, Protocol
 
 SLAB_SIZES: Final[dict[str, int]] = {
     "vm_area_struct": 192,
@@ -28,6 +25,23 @@ SLAB_SIZES: Final[dict[str, int]] = {
 
 class AllocFailure(Exception):
     """An injected allocation failure (the kernel's allocator returned NULL)."""
+
+
+class Budget(Protocol):
+    """What the allocators ask of vmalab's host-safety limits (``vmalab.budget.Budget``
+    has it; it lives above mm/, so mm/ sees it only through this protocol)."""
+
+    pages: int | None
+    stored_bytes: int | None
+    vmas: int | None
+    pgtables: int | None
+
+    def check_alloc(self, resource: str, used: int, limit: int | None, what: str) -> None:
+        """Refuse (raise an AllocFailure) an allocation past ``limit``."""
+
+    def trip(self, resource: str, limit: float, what: str) -> AllocFailure:
+        """Record a breach that the syscall boundary raises."""
+        ...
 
 
 @dataclass

@@ -23,101 +23,18 @@ Simplifications (written down where they live):
 from __future__ import annotations
 
 import errno
-import os
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from vmalab.errors import kernel_error
+from vmalab.mm.overcommit import OVERCOMMIT_ALWAYS, OVERCOMMIT_GUESS
+from vmalab.mm.overcommit import OVERCOMMIT_NEVER as OVERCOMMIT_NEVER  # re-exported
+from vmalab.mm.overcommit import OvercommitConfig as OvercommitConfig  # re-exported
+from vmalab.mm.overcommit import host_overcommit as host_overcommit  # re-exported
 
 if TYPE_CHECKING:
-    from vmalab.kernel import Kernel
-    from vmalab.mm.mm_types import MmStruct
+    from vmalab.mm.mm_types import MmContext, MmStruct
 
 PAGE_SHIFT = 12
-
-OVERCOMMIT_GUESS = 0
-OVERCOMMIT_ALWAYS = 1
-OVERCOMMIT_NEVER = 2
-
-
-@dataclass(frozen=True)
-class OvercommitConfig:
-    """The sysctls and memory sizes __vm_enough_memory() reads.
-
-    ``mode``: vm.overcommit_memory (0 guess, 1 always, 2 never); ``ratio`` and
-    ``kbytes``: vm.overcommit_ratio / vm.overcommit_kbytes; ``totalram_pages`` and
-    ``total_swap_pages``: MemTotal and SwapTotal in pages; ``hugetlb_pages``: the
-    hugetlb pool (subtracted from RAM in vm_commit_limit); ``admin_reserve_kbytes`` and
-    ``user_reserve_kbytes``: vm.admin_reserve_kbytes / vm.user_reserve_kbytes;
-    ``committed_base``: pages committed by processes outside the model.
-    """
-
-    mode: int = OVERCOMMIT_GUESS
-    ratio: int = 50
-    kbytes: int = 0
-    totalram_pages: int = (8 << 30) >> PAGE_SHIFT
-    total_swap_pages: int = 0
-    hugetlb_pages: int = 0
-    admin_reserve_kbytes: int = 8192
-    user_reserve_kbytes: int = 131072
-    committed_base: int = 0
-
-    def __post_init__(self) -> None:
-        if self.mode not in (OVERCOMMIT_GUESS, OVERCOMMIT_ALWAYS, OVERCOMMIT_NEVER):
-            raise ValueError(f"overcommit mode must be 0, 1 or 2, not {self.mode!r}")
-        for name in ("ratio", "kbytes", "totalram_pages", "total_swap_pages", "hugetlb_pages",
-                     "admin_reserve_kbytes", "user_reserve_kbytes", "committed_base"):
-            v = getattr(self, name)
-            if type(v) is not int or v < 0:
-                raise ValueError(f"{name} must be a non-negative int, not {v!r}")
-
-    def with_(self, **changes: int) -> OvercommitConfig:
-        """A copy with some fields changed."""
-        return replace(self, **changes)
-
-    @classmethod
-    def from_host(cls, proc: str = "/proc") -> OvercommitConfig:
-        """This machine's values (``committed_base`` stays 0). Unreadable files keep the
-        defaults."""
-        vals: dict[str, int] = {}
-        try:
-            with open(os.path.join(proc, "meminfo")) as f:
-                for line in f:
-                    key, _, rest = line.partition(":")
-                    if key in ("MemTotal", "SwapTotal"):
-                        vals[key] = int(rest.split()[0])
-        except OSError:
-            pass
-        kw: dict[str, int] = {}
-        if "MemTotal" in vals:
-            kw["totalram_pages"] = vals["MemTotal"] >> (PAGE_SHIFT - 10)
-        if "SwapTotal" in vals:
-            kw["total_swap_pages"] = vals["SwapTotal"] >> (PAGE_SHIFT - 10)
-        for key, sysctl in (("mode", "overcommit_memory"), ("ratio", "overcommit_ratio"),
-                            ("kbytes", "overcommit_kbytes"),
-                            ("admin_reserve_kbytes", "admin_reserve_kbytes"),
-                            ("user_reserve_kbytes", "user_reserve_kbytes")):
-            try:
-                with open(os.path.join(proc, "sys", "vm", sysctl)) as f:
-                    kw[key] = int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                pass
-        try:
-            return cls(**kw)
-        except ValueError:
-            return cls()
-
-
-_HOST: OvercommitConfig | None = None
-
-
-def host_overcommit() -> OvercommitConfig:
-    """``OvercommitConfig.from_host()``, read once per interpreter."""
-    global _HOST
-    if _HOST is None:
-        _HOST = OvercommitConfig.from_host()
-    return _HOST
-
 
 def vm_commit_limit(cfg: OvercommitConfig) -> int:
     """CommitLimit in pages. Models mm/util.c:vm_commit_limit."""
@@ -128,12 +45,12 @@ def vm_commit_limit(cfg: OvercommitConfig) -> int:
     return allowed + cfg.total_swap_pages
 
 
-def vm_acct_memory(k: Kernel, pages: int) -> None:
+def vm_acct_memory(k: MmContext, pages: int) -> None:
     """Models include/linux/mman.h:vm_acct_memory."""
     k.vm_committed_as += pages
 
 
-def vm_unacct_memory(k: Kernel, pages: int) -> None:
+def vm_unacct_memory(k: MmContext, pages: int) -> None:
     """Models include/linux/mman.h:vm_unacct_memory."""
     k.vm_committed_as -= pages
 
@@ -152,7 +69,7 @@ def security_vm_enough_memory_mm(mm: MmStruct, pages: int) -> None:
     than RAM + swap; mode 2 refuses when the charged total reaches CommitLimit minus the
     admin reserve (without CAP_SYS_ADMIN) and minus min(total_vm / 32, user reserve).
     """
-    k = mm.kernel
+    k = mm.ctx
     cfg = k.overcommit
     vm_acct_memory(k, pages)
     if cfg.mode == OVERCOMMIT_ALWAYS:
@@ -162,7 +79,7 @@ def security_vm_enough_memory_mm(mm: MmStruct, pages: int) -> None:
             return
     else:
         allowed = vm_commit_limit(cfg)
-        task = k._procs.get(mm.owner_pid)
+        task = k.tasks.get(mm.owner_pid)
         if task is None or not getattr(task, "cap_sys_admin", True):
             allowed -= cfg.admin_reserve_kbytes >> (PAGE_SHIFT - 10)
         reserve = cfg.user_reserve_kbytes >> (PAGE_SHIFT - 10)
@@ -173,7 +90,7 @@ def security_vm_enough_memory_mm(mm: MmStruct, pages: int) -> None:
     raise kernel_error(errno.ENOMEM, f"not enough memory to commit {pages} pages")
 
 
-def meminfo(k: Kernel) -> dict[str, int]:
+def meminfo(k: MmContext) -> dict[str, int]:
     """The commit lines of /proc/meminfo, in kB: CommitLimit and Committed_AS."""
     cfg = k.overcommit
     return {"CommitLimit": vm_commit_limit(cfg) << (PAGE_SHIFT - 10),

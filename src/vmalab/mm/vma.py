@@ -102,7 +102,7 @@ def vm_area_alloc(
     mm: MmStruct, start: int, end: int, pgoff: int, flags: int, file: object | None
 ) -> VmArea:
     """Models mm/vma_init.c:vm_area_alloc (+ vma_set_range); raises AllocFailure."""
-    slabs = mm.kernel.slabs
+    slabs = mm.ctx.slabs
     slabs.alloc(slabs._vma)
     return VmArea(mm, start, end, pgoff, flags, file)  # type: ignore[arg-type]
 
@@ -114,7 +114,7 @@ def vm_area_dup(vma: VmArea, mm: MmStruct | None = None) -> VmArea:
     by the caller through the design's split/fork hook (the kernel copies it raw).
     """
     m = mm or vma.vm_mm
-    slabs = m.kernel.slabs
+    slabs = m.ctx.slabs
     slabs.alloc(slabs._vma)
     new = VmArea(m, vma.vm_start, vma.vm_end, vma.vm_pgoff, vma.vm_flags, vma.vm_file)
     new.anon_name = vma.anon_name
@@ -127,7 +127,7 @@ def vm_area_dup(vma: VmArea, mm: MmStruct | None = None) -> VmArea:
 
 def vm_area_free(vma: VmArea) -> None:
     """Models mm/vma_init.c:vm_area_free."""
-    slabs = vma.vm_mm.kernel.slabs
+    slabs = vma.vm_mm.ctx.slabs
     slabs.free(slabs._vma)
 
 
@@ -194,7 +194,7 @@ def is_mergeable_vma(vmg: VmaMergeStruct, merge_next: bool) -> bool:
     """Models mm/vma.c:is_mergeable_vma (flags modulo VM_IGNORE_MERGE, file, uffd, name)."""
     tgt = vmg.next if merge_next else vmg.prev
     assert tgt is not None
-    ignore = vmg.mm.kernel.design_impl.vm_ignore_merge
+    ignore = vmg.mm.ctx.design.vm_ignore_merge
     return (
         vmg.policy == tgt.vm_policy
         and not ((tgt.vm_flags ^ vmg.vm_flags) & ~ignore)
@@ -288,13 +288,13 @@ def can_merge_remove_vma(vma: VmArea) -> bool:
 
 def _remove_into(target: VmArea, removed: VmArea) -> None:
     """Retire a VMA absorbed by a merge, letting the design see it first."""
-    removed.vm_mm.kernel.design_impl.merge_anon_vma_word(target, removed)
+    removed.vm_mm.ctx.design.merge_anon_vma_word(target, removed)
     remove_vma_from_mm(removed)
 
 
 def _absorb_part(target: VmArea, src: VmArea) -> None:
     """``target`` grows over part of ``src``'s range (src shrinks): tell the design."""
-    src.vm_mm.kernel.design_impl.merge_anon_vma_word(target, src)
+    src.vm_mm.ctx.design.merge_anon_vma_word(target, src)
 
 
 def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmArea | None:
@@ -309,7 +309,7 @@ def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmArea | None:
     middle = vmg.middle
     assert middle is not None
     mm = vmg.mm
-    design = mm.kernel.design_impl
+    design = mm.ctx.design
     prev = vmg.prev
     start, end = vmg.start, vmg.end
     left_side = start == middle.vm_start
@@ -395,7 +395,7 @@ def vma_expand(vmg: VmaMergeStruct) -> None:
     target = vmg.target
     assert target is not None
     mm = vmg.mm
-    design = mm.kernel.design_impl
+    design = mm.ctx.design
     nxt = vmg.next
     sticky = (vmg.vm_flags | target.vm_flags) & design.vm_sticky
     remove_next = nxt is not None and target is not nxt and vmg.end == nxt.vm_end
@@ -458,7 +458,7 @@ def __split_vma(vma: VmArea, addr: int, new_below: bool) -> VmArea:
     """
     mm = vma.vm_mm
     new = vm_area_dup(vma)
-    mm.kernel.design_impl.split_anon_vma_word(new, vma)
+    mm.ctx.design.split_anon_vma_word(new, vma)
     if new_below:
         new.vm_end = addr
     else:
@@ -486,7 +486,7 @@ split_vma_raw = __split_vma
 def split_vma(vma: VmArea, addr: int, new_below: bool) -> VmArea:
     """Models mm/vma.c:split_vma: -ENOMEM at sysctl_max_map_count, then __split_vma."""
     mm = vma.vm_mm
-    if mm.map_count >= mm.kernel.max_map_count:
+    if mm.map_count >= mm.ctx.max_map_count:
         raise kernel_error(errno.ENOMEM, "max_map_count")
     try:
         return __split_vma(vma, addr, new_below)
