@@ -214,8 +214,11 @@ def cli(data: bytes) -> None:
     words = data.decode("utf-8", "replace").replace("\0", "").split()[:16]
     try:
         with main.make_context("vmalab", list(words)) as ctx:
-            name = ctx.protected_args[0] if ctx.protected_args else None
-            rest = ctx.protected_args[1:] + ctx.args
+            # the group leaves the command and its arguments unparsed (click keeps the
+            # first in ``protected_args``, deprecated for reading since click 8.2)
+            left = [*getattr(ctx, "_protected_args", []), *ctx.args]
+            name = left[0] if left else None
+            rest = left[1:]
             cmd = main.get_command(ctx, name) if name else None
             if cmd is not None:
                 with cmd.make_context(name, rest, parent=ctx):
