@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmalab import uapi
+from vmalab.mm.flags import VM_SHARED
 
 PAGE = 4096
 MAX_EXAMPLES = 5
@@ -68,6 +69,19 @@ class GuardifyStats:
             e[0] = line
 
 
+_PROT_BITS = uapi.PROT_READ | uapi.PROT_WRITE | uapi.PROT_EXEC
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """A VMA's range and protection, as guardify's rewrite needs them."""
+
+    start: int
+    end: int
+    prot: int
+    anon_private: bool
+
+
 class GuardifyProcess:
     """A Process proxy applying the guardify rewrite; everything else is delegated."""
 
@@ -80,21 +94,22 @@ class GuardifyProcess:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.raw, name)
 
-    def _vma_at(self, addr: int) -> Any:
-        """The VmaView containing ``addr``, or None."""
-        for v in self.raw.vmas():
-            if v.start <= addr < v.end:
-                return v
-            if v.start > addr:
-                break
-        return None
+    def _vma_at(self, addr: int) -> _Span | None:
+        """The VMA containing ``addr`` (its range and protection), or None.
+
+        One lookup in the model's VMA index (find_vma): building every VmaView per call
+        made a guardified replay quadratic in the number of VMAs.
+        """
+        vma = self.raw.mm.vma_lookup(addr)
+        if vma is None:
+            return None
+        return _Span(vma.vm_start, vma.vm_end, vma.vm_flags & _PROT_BITS,
+                     vma.vm_file is None and not vma.vm_flags & VM_SHARED)
 
     @staticmethod
-    def _prot(v: Any) -> int:
-        """PROT_* bits of a VmaView."""
-        return ((uapi.PROT_READ if "rd" in v.flags else 0)
-                | (uapi.PROT_WRITE if "wr" in v.flags else 0)
-                | (uapi.PROT_EXEC if "ex" in v.flags else 0))
+    def _prot(v: _Span) -> int:
+        """PROT_* bits of a VMA (VM_READ/WRITE/EXEC share their bit positions)."""
+        return v.prot
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         """mprotect, with PROT_NONE edge pages turned into guard installs."""
@@ -141,8 +156,7 @@ class GuardifyProcess:
         if (prot == uapi.PROT_NONE and anon_private and 0 < ln <= self._max
                 and flags & (uapi.MAP_FIXED | uapi.MAP_FIXED_NOREPLACE)):
             for nb in (self._vma_at(addr - 1) if addr else None, self._vma_at(addr + ln)):
-                if nb is not None and nb.path is None and "sh" not in nb.flags \
-                        and self._prot(nb) != uapi.PROT_NONE:
+                if nb is not None and nb.anon_private and self._prot(nb) != uapi.PROT_NONE:
                     r: int = self.raw.mmap(addr, length, self._prot(nb), flags, fd, offset)
                     self.raw.madvise(r, ln, uapi.MADV_GUARD_INSTALL)
                     self._guards.add((r, ln))
