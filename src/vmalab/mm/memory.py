@@ -28,7 +28,14 @@ from vmalab.mm.flags import (
     VM_SPECIAL,
     VM_WRITE,
 )
-from vmalab.mm.mm_types import MMAP_MIN_ADDR, PAGE_SHIFT, STACK_GUARD_GAP, MmStruct, VmArea
+from vmalab.mm.mm_types import (
+    MMAP_MIN_ADDR,
+    PAGE_SHIFT,
+    STACK_GUARD_GAP,
+    AnonVma,
+    MmStruct,
+    VmArea,
+)
 from vmalab.mm.page_alloc import KIND_ANON, KIND_PAGECACHE, KIND_ZERO, ZERO_PFN
 from vmalab.mm.pagetable import (
     _PAGE_HUGE_ZERO,
@@ -242,19 +249,28 @@ def _file_page(vma: VmArea, addr: int) -> int:
     return pfn
 
 
+def _vmf_anon_prepare(vma: VmArea) -> AnonVma:
+    """The VMA's anon_vma, prepared through the design's hook; VM_FAULT_OOM on failure.
+
+    Models mm/memory.c:vmf_anon_prepare.
+    """
+    try:
+        vma.vm_mm.ctx.design.anon_vma_prepare(vma)
+    except Exception as e:
+        raise FaultError("OOM") from e
+    av = vma.anon_vma
+    assert av is not None
+    return av
+
+
 def _map_new_anon(vma: VmArea, t: array[int], j: int, src_pfn: int | None) -> None:
     """Allocate an anonymous folio (optionally a copy of ``src_pfn``) and map it writable.
 
     Models the common tail of do_anonymous_page, do_cow_fault and wp_page_copy:
     vmf_anon_prepare(), folio allocation, folio_add_new_anon_rmap(), set_pte_at().
     """
-    try:
-        vma.vm_mm.ctx.design.anon_vma_prepare(vma)
-    except Exception as e:
-        raise FaultError("OOM") from e
+    av = _vmf_anon_prepare(vma)
     phys = vma.vm_mm.ctx.phys
-    av = vma.anon_vma
-    assert av is not None
     pfn = phys.alloc(KIND_ANON, av.id)
     if src_pfn is not None and src_pfn != ZERO_PFN:
         phys.copy(pfn, src_pfn)
@@ -330,13 +346,8 @@ def huge_zero_intact(vma: VmArea, addr: int, t: array[int]) -> bool:
 
 def _thp_into(vma: VmArea, t: array[int]) -> None:
     """Fill a PTE table with a fresh zeroed THP (512 writable anonymous pages)."""
-    try:
-        vma.vm_mm.ctx.design.anon_vma_prepare(vma)
-    except Exception as e:
-        raise FaultError("OOM") from e
+    av = _vmf_anon_prepare(vma)
     phys = vma.vm_mm.ctx.phys
-    av = vma.anon_vma
-    assert av is not None
     writable = bool(vma.vm_flags & VM_WRITE)
     for j in range(512):
         pfn = phys.alloc(KIND_ANON, av.id)
