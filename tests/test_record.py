@@ -345,8 +345,9 @@ def _normalise(text: list[str], strace: bool) -> list[str]:
         body = re.sub(r"0x7f[0-9a-f]+|0x5[56][0-9a-f]+", "ADDR", body)
         body = re.sub(r"/\* \d+ vars \*/", "/* N vars */", body)
         body = re.sub(r"/proc/\d+/", "/proc/N/", body)
-        body = re.sub(r"= \d{3,}$", "= PID", body)
+        # shm ids first: a large one would otherwise be masked as a pid on one side only
         body = re.sub(r"shm(get|at)\((.*?)\) = \d+", r"shm\1(\2) = ID", body)
+        body = re.sub(r"= \d{3,}$", "= PID", body)
         body = re.sub(r"shmat\(\d+", "shmat(ID", body)
         body = re.sub(r"</tmp/bash_jobs[^>]*>|</dev/pts/\d+>|<pipe:\[\d+\]>|<socket:\[\d+\]>",
                       "<STDIO>", body)
