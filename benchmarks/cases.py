@@ -44,8 +44,16 @@ class Sizes:
     mem_pages: int
 
 
-FULL = Sizes(100_000, (1_000, 10_000, 100_000, 1_000_000), 1_000, 10_000, 1_000_000,
-             1_000_000, 10_000, 100_000)
+FULL = Sizes(
+    100_000,
+    (1_000, 10_000, 100_000, 1_000_000),
+    1_000,
+    10_000,
+    1_000_000,
+    1_000_000,
+    10_000,
+    100_000,
+)
 QUICK = Sizes(10_000, (1_000, 10_000, 100_000), 500, 1_000, 100_000, 100_000, 2_000, 20_000)
 
 
@@ -62,8 +70,13 @@ def _prof_off(prof: cProfile.Profile | None) -> None:
 # ------------------------------------------------------------------ (a) side by side
 
 
-def side_by_side(sz: Sizes, seed: int, workdir: Path, design: str = "tagged",
-                 prof: cProfile.Profile | None = None) -> dict[str, Any]:
+def side_by_side(
+    sz: Sizes,
+    seed: int,
+    workdir: Path,
+    design: str = "tagged",
+    prof: cProfile.Profile | None = None,
+) -> dict[str, Any]:
     """Case (a): the same mixed op program on the real kernel (C, ctypes) and the model.
 
     Reports µs/op per driver (C and model: best of three runs; ctypes: one run), the
@@ -74,8 +87,13 @@ def side_by_side(sz: Sizes, seed: int, workdir: Path, design: str = "tagged",
     differently by design.
     """
     prog = wl.generate(sz.side_by_side_ops, seed)
-    out: dict[str, Any] = {"ops": len(prog.ops), "seed": seed, "arena_pages": prog.arena_pages,
-                           "mix": prog.counts, "write_faults": prog.write_faults}
+    out: dict[str, Any] = {
+        "ops": len(prog.ops),
+        "seed": seed,
+        "arena_pages": prog.arena_pages,
+        "mix": prog.counts,
+        "write_faults": prog.write_faults,
+    }
     exe = wl.compile_kdriver(workdir)
     kernel: wl.DriverResult | None = None
     if exe is not None:
@@ -99,8 +117,13 @@ def side_by_side(sz: Sizes, seed: int, workdir: Path, design: str = "tagged",
     out["ratio_model_kernel"] = model.us_per_op / kernel.us_per_op
     out["ratio_model_ctypes"] = model.us_per_op / ct.us_per_op
     # Fidelity: this machine's kernel is the "sticky" design (6.18.y with the backport).
-    ref = model if design == "sticky" else min(
-        (wl.run_model(prog, "sticky") for _ in range(1 if prof else 3)), key=lambda r: r.seconds)
+    ref = (
+        model
+        if design == "sticky"
+        else min(
+            (wl.run_model(prog, "sticky") for _ in range(1 if prof else 3)), key=lambda r: r.seconds
+        )
+    )
     out["layout_design"] = "sticky"
     out["sticky_us_per_op"] = ref.us_per_op
     out["layout_vmas_kernel"] = len(kernel.layout)
@@ -109,11 +132,13 @@ def side_by_side(sz: Sizes, seed: int, workdir: Path, design: str = "tagged",
     if ref.layout != kernel.layout:
         diff = sorted(set(ref.layout) ^ set(kernel.layout))[:10]
         out["layout_first_differences"] = [
-            [s, e, p, "model" if (s, e, p) in ref.layout else "kernel"] for s, e, p in diff]
+            [s, e, p, "model" if (s, e, p) in ref.layout else "kernel"] for s, e, p in diff
+        ]
     if kernel.pagemap:  # guard markers and present pages, page by page (C driver only)
         out["pagemap_matches_kernel"] = ref.pagemap == kernel.pagemap
         out["pagemap_mismatched_pages"] = sum(
-            a != b for a, b in zip(ref.pagemap, kernel.pagemap, strict=True))
+            a != b for a, b in zip(ref.pagemap, kernel.pagemap, strict=True)
+        )
         out["kernel_guard_pages"] = kernel.pagemap.count("G")
         out["kernel_present_pages"] = kernel.pagemap.count("P")
     if design != "sticky":
@@ -158,8 +183,9 @@ def _scaling_groups(p: Any, base: int, stride: int, picks: list[int]) -> dict[st
     return {k: v * 1e6 / max(1, len(picks)) for k, v in per.items()}
 
 
-def scaling(sz: Sizes, seed: int, design: str = "tagged",
-            prof: cProfile.Profile | None = None) -> dict[str, Any]:
+def scaling(
+    sz: Sizes, seed: int, design: str = "tagged", prof: cProfile.Profile | None = None
+) -> dict[str, Any]:
     """Case (b): per-op cost against the number of live VMAs.
 
     For each N, a fresh Kernel(max_map_count=2_000_000) gets N 4-page VMAs separated by
@@ -209,20 +235,30 @@ def scaling(sz: Sizes, seed: int, design: str = "tagged",
             gc.collect()
         normal = {kk: v / groups for kk, v in normal.items()}
         no_gc = {kk: v / groups_nogc for kk, v in no_gc.items()}
-        rows.append({
-            "vmas": n, "kernels": reps, "setup_s": setup / reps,
-            "setup_us_per_mmap": setup * 1e6 / (n * reps), "groups": groups,
-            "us_per_op": sum(normal.values()) / 4,
-            "us_per_kind": normal,
-            "us_per_op_gc_disabled": sum(no_gc.values()) / 4,
-            "us_per_kind_gc_disabled": no_gc,
-        })
+        rows.append(
+            {
+                "vmas": n,
+                "kernels": reps,
+                "setup_s": setup / reps,
+                "setup_us_per_mmap": setup * 1e6 / (n * reps),
+                "groups": groups,
+                "us_per_op": sum(normal.values()) / 4,
+                "us_per_kind": normal,
+                "us_per_op_gc_disabled": sum(no_gc.values()) / 4,
+                "us_per_kind_gc_disabled": no_gc,
+            }
+        )
     first, last = rows[0]["us_per_op"], rows[-1]["us_per_op"]
     nogc = rows[-1]["us_per_op_gc_disabled"] / rows[0]["us_per_op_gc_disabled"]
-    return {"design": design, "rows": rows, "ratio_largest_smallest": last / first,
-            "ratio_largest_smallest_gc_disabled": nogc,
-            "target": "cost at 10^6 VMAs <= 1.5x cost at 10^3",
-            "ok": last / first <= 1.5, "at_target_size": sz.scaling_vmas[-1] >= 1_000_000}
+    return {
+        "design": design,
+        "rows": rows,
+        "ratio_largest_smallest": last / first,
+        "ratio_largest_smallest_gc_disabled": nogc,
+        "target": "cost at 10^6 VMAs <= 1.5x cost at 10^3",
+        "ok": last / first <= 1.5,
+        "at_target_size": sz.scaling_vmas[-1] >= 1_000_000,
+    }
 
 
 # -------------------------------------------------------------------- (c) fork / exit
@@ -237,15 +273,22 @@ def kernel_fork_exit(sz: Sizes, workdir: Path) -> dict[str, float] | None:
     if exe is None:
         return None
     per = sz.fork_pages // sz.fork_vmas
-    out = subprocess.run([str(exe), "--fork", str(sz.fork_vmas), str(per)], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [str(exe), "--fork", str(sz.fork_vmas), str(per)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     res: dict[str, float] = json.loads(out)
     return res
 
 
-def fork_exit(sz: Sizes, design: str = "tagged",
-              prof: cProfile.Profile | None = None,
-              workdir: Path | None = None) -> dict[str, Any]:
+def fork_exit(
+    sz: Sizes,
+    design: str = "tagged",
+    prof: cProfile.Profile | None = None,
+    workdir: Path | None = None,
+) -> dict[str, Any]:
     """Case (c): fork then exit of a process with ``fork_vmas`` VMAs and ``fork_pages`` pages.
 
     The VMAs are separate (1-page holes), each MAP_POPULATE'd with fork_pages/fork_vmas
@@ -281,13 +324,20 @@ def fork_exit(sz: Sizes, design: str = "tagged",
     del p, c, k
     gc.collect()
     kern = kernel_fork_exit(sz, workdir) if workdir is not None and prof is None else None
-    return {"design": design, "vmas": sz.fork_vmas, "pages": per * sz.fork_vmas,
-            "kernel": kern,
-            "setup_s": setup, "fork_s": fork_s, "child_exit_s": exit_s,
-            "parent_exit_s": pexit_s, "slab_active_after": active,
-            "target": "fork < 2 s, exit < 1 s",
-            "ok": fork_s < 2.0 and max(exit_s, pexit_s) < 1.0,
-            "at_target_size": sz.fork_pages >= 1_000_000}
+    return {
+        "design": design,
+        "vmas": sz.fork_vmas,
+        "pages": per * sz.fork_vmas,
+        "kernel": kern,
+        "setup_s": setup,
+        "fork_s": fork_s,
+        "child_exit_s": exit_s,
+        "parent_exit_s": pexit_s,
+        "slab_active_after": active,
+        "target": "fork < 2 s, exit < 1 s",
+        "ok": fork_s < 2.0 and max(exit_s, pexit_s) < 1.0,
+        "at_target_size": sz.fork_pages >= 1_000_000,
+    }
 
 
 # ------------------------------------------------------------------------ (d) replay
@@ -322,8 +372,10 @@ def synth_trace(path: Path, n_lines: int, seed: int, mm_share: float = 1.0) -> i
     base = wl.ARENA_BASE
     pid = 4242
     t = 1_700_000_000.0
-    lines = [f"{pid} {t:.6f} mmap(NULL, 4096, PROT_READ|PROT_WRITE, "
-             f"MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000\n"]
+    lines = [
+        f"{pid} {t:.6f} mmap(NULL, 4096, PROT_READ|PROT_WRITE, "
+        f"MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000\n"
+    ]
     rng = random.Random(seed)
     for op, off, n, arg in prog.ops:
         if len(lines) >= n_lines:
@@ -337,8 +389,10 @@ def synth_trace(path: Path, n_lines: int, seed: int, mm_share: float = 1.0) -> i
         a = base + off * PAGE
         ln = n * PAGE
         if op == wl.OP_MMAP:
-            call = (f"mmap({a:#x}, {ln}, {_PROTS[arg]}, MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS, "
-                    f"-1, 0) = {a:#x}")
+            call = (
+                f"mmap({a:#x}, {ln}, {_PROTS[arg]}, MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS, "
+                f"-1, 0) = {a:#x}"
+            )
         elif op == wl.OP_MUNMAP:
             call = f"munmap({a:#x}, {ln}) = 0"
         elif op == wl.OP_MPROTECT:
@@ -361,8 +415,9 @@ def _have_replay() -> bool:
     return True
 
 
-def replay_throughput(sz: Sizes, seed: int, designs: tuple[str, ...],
-                      prof: cProfile.Profile | None = None) -> dict[str, Any]:
+def replay_throughput(
+    sz: Sizes, seed: int, designs: tuple[str, ...], prof: cProfile.Profile | None = None
+) -> dict[str, Any]:
     """Case (d): syscalls/s replaying a synthetic ``replay_lines``-line trace per design.
 
     Uses ``vmalab.trace.replay.replay`` when it exists; otherwise runs the equivalent op
@@ -371,8 +426,11 @@ def replay_throughput(sz: Sizes, seed: int, designs: tuple[str, ...],
     """
 
     rows: list[dict[str, Any]] = []
-    mode = "trace replay (vmalab.trace.replay.replay)" if _have_replay() else \
-        "contract API op program (replay module absent)"
+    mode = (
+        "trace replay (vmalab.trace.replay.replay)"
+        if _have_replay()
+        else "contract API op program (replay module absent)"
+    )
     with tempfile.TemporaryDirectory() as td:
         path = Path(td) / "synthetic.strace"
         t0 = time.perf_counter()
@@ -392,6 +450,7 @@ def replay_throughput(sz: Sizes, seed: int, designs: tuple[str, ...],
             p = prof if i == 0 else None
             if _have_replay():
                 from vmalab.trace.replay import replay
+
                 _prof_on(p)
                 t0 = time.perf_counter()
                 r = replay(str(path), design)
@@ -400,20 +459,35 @@ def replay_throughput(sz: Sizes, seed: int, designs: tuple[str, ...],
                 unsupported = dict(r.unsupported)
             else:
                 prog = wl.generate(int(sz.replay_lines * 1.6) + 10, seed)
-                prog.ops = [o for o in prog.ops if o[0] != wl.OP_WRITE][: n]
+                prog.ops = [o for o in prog.ops if o[0] != wl.OP_WRITE][:n]
                 _prof_on(p)
                 res = wl.run_model(prog, design)
                 _prof_off(p)
                 secs = res.seconds
                 unsupported = {}
-            rows.append({"design": design, "lines": n, "seconds": secs,
-                         "syscalls_per_s": n / secs, "unsupported": unsupported})
+            rows.append(
+                {
+                    "design": design,
+                    "lines": n,
+                    "seconds": secs,
+                    "syscalls_per_s": n / secs,
+                    "unsupported": unsupported,
+                }
+            )
     worst = min(r["syscalls_per_s"] for r in rows)
-    out: dict[str, Any] = {"mode": mode, "trace_gen_s": gen_s, "rows": rows,
-                           "target": ">= 200000 syscalls/s", "ok": worst >= 200_000}
+    out: dict[str, Any] = {
+        "mode": mode,
+        "trace_gen_s": gen_s,
+        "rows": rows,
+        "target": ">= 200000 syscalls/s",
+        "ok": worst >= 200_000,
+    }
     if _have_replay():
-        out["mixed_20pct_mm"] = {"design": designs[0], "lines": n_mixed,
-                                 "syscalls_per_s": n_mixed / mixed_secs}
+        out["mixed_20pct_mm"] = {
+            "design": designs[0],
+            "lines": n_mixed,
+            "syscalls_per_s": n_mixed / mixed_secs,
+        }
     return out
 
 
@@ -444,17 +518,23 @@ def memory(sz: Sizes, design: str = "tagged") -> dict[str, Any]:
         p.madvise(a, sz.mem_pages * PAGE, MADV_POPULATE_WRITE)
         gc.collect()
         b3 = tracemalloc.get_traced_memory()[0]
-        rss = sum(int(line.split()[1]) for line in p.smaps().splitlines()
-                  if line.startswith("Rss:"))
+        rss = sum(
+            int(line.split()[1]) for line in p.smaps().splitlines() if line.startswith("Rss:")
+        )
     finally:
         tracemalloc.stop()
     per_vma = (b1 - b0) / sz.mem_vmas
     per_page = (b3 - b2) / sz.mem_pages
-    return {"design": design, "vmas": sz.mem_vmas, "pages": sz.mem_pages,
-            "bytes_per_vma": per_vma, "bytes_per_page": per_page,
-            "model_rss_kb_after": rss,
-            "target": "<= 1024 B/VMA, <= 24 B/page",
-            "ok": per_vma <= 1024 and per_page <= 24}
+    return {
+        "design": design,
+        "vmas": sz.mem_vmas,
+        "pages": sz.mem_pages,
+        "bytes_per_vma": per_vma,
+        "bytes_per_page": per_page,
+        "model_rss_kb_after": rss,
+        "target": "<= 1024 B/VMA, <= 24 B/page",
+        "ok": per_vma <= 1024 and per_page <= 24,
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -476,7 +556,12 @@ def machine() -> dict[str, Any]:
             mem_gib = round(int(f.readline().split()[1]) / 2**20, 1)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
-            "loadavg_at_start": os.getloadavg()[0],
-            "python": platform.python_version(), "implementation":
-            platform.python_implementation(), "mem_gib": mem_gib}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "loadavg_at_start": os.getloadavg()[0],
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "mem_gib": mem_gib,
+    }

@@ -25,14 +25,14 @@ CASES = {
     "MADV_GUARD_REMOVE, no markers": "p.madvise(a, N, uapi.MADV_GUARD_REMOVE)",
     "MADV_DONTNEED, nothing present": "p.madvise(a, N, uapi.MADV_DONTNEED)",
     "MADV_GUARD_REMOVE, 1 marker": "p.madvise(a + 4096, 4096, uapi.MADV_GUARD_INSTALL); "
-                                   "p.madvise(a, N, uapi.MADV_GUARD_REMOVE)",
+    "p.madvise(a, N, uapi.MADV_GUARD_REMOVE)",
     "munmap, 1 page present": "p.write(a + N // 2, b'x'); p.munmap(a, N)",
     "fork, 1 page present": "p.write(a + N // 2, b'x'); p.fork().exit()",
     "MADV_POPULATE_WRITE": "p.madvise(a, N, uapi.MADV_POPULATE_WRITE)",
     "MADV_POPULATE_READ": "p.madvise(a, N, uapi.MADV_POPULATE_READ)",
     "mlock": "p.mlock(a, N)",
     "MAP_POPULATE": "p.munmap(a, N); p.mmap(a, N, 3, F | uapi.MAP_POPULATE | uapi.MAP_FIXED, "
-                    "-1, 0)",
+    "-1, 0)",
     "MADV_GUARD_INSTALL": "p.madvise(a, N, uapi.MADV_GUARD_INSTALL)",
 }
 
@@ -73,11 +73,19 @@ def main() -> None:
             continue
         res: dict[str, Any]
         try:
-            proc = subprocess.run([sys.executable, "-c", _CHILD, str(a.bits), code], env=env,
-                               capture_output=True, text=True, timeout=a.limit)
+            proc = subprocess.run(
+                [sys.executable, "-c", _CHILD, str(a.bits), code],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=a.limit,
+            )
             lines = proc.stdout.strip().splitlines()
-            res = (json.loads(lines[-1]) if lines else
-                   {"outcome": "crashed: " + proc.stderr.strip()[-100:]})
+            res = (
+                json.loads(lines[-1])
+                if lines
+                else {"outcome": "crashed: " + proc.stderr.strip()[-100:]}
+            )
         except subprocess.TimeoutExpired:
             res = {"seconds": None, "outcome": f"killed after {a.limit:g}s"}
         res["case"] = name

@@ -44,8 +44,12 @@ def build(out: Path) -> Path:
         shutil.rmtree(src)
     shutil.copytree(ROOT / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     (src / "setup_mypyc.py").write_text(SETUP)
-    subprocess.run([sys.executable, "setup_mypyc.py", "build_ext", "--inplace"], cwd=src,
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "setup_mypyc.py", "build_ext", "--inplace"],
+        cwd=src,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return src
 
 

@@ -27,13 +27,16 @@ from vmalab.trace.replay import replay
 def _row(r: dict[str, Any]) -> list[str]:
     m = r["metrics"]
     o, a = m["objects"], m["allocs"]
-    return [r["design"] + (" +guardify" if r["guardify"] else ""), str(m["vmas"]),
-            f"{o.get('anon_vma', 0)} ({a.get('anon_vma', 0)})",
-            f"{o.get('anon_vma_chain', 0)} ({a.get('anon_vma_chain', 0)})",
-            f"{o.get('vm_area_struct', 0)} ({a.get('vm_area_struct', 0)})",
-            str(o.get("pgtable", 0)),
-            f"{m['guard_markers_copied']} / {m['guard_markers_lost']}",
-            f"{m['kernel_bytes'] / 1024:.1f}"]
+    return [
+        r["design"] + (" +guardify" if r["guardify"] else ""),
+        str(m["vmas"]),
+        f"{o.get('anon_vma', 0)} ({a.get('anon_vma', 0)})",
+        f"{o.get('anon_vma_chain', 0)} ({a.get('anon_vma_chain', 0)})",
+        f"{o.get('vm_area_struct', 0)} ({a.get('vm_area_struct', 0)})",
+        str(o.get("pgtable", 0)),
+        f"{m['guard_markers_copied']} / {m['guard_markers_lost']}",
+        f"{m['kernel_bytes'] / 1024:.1f}",
+    ]
 
 
 def program(name: str, path: str) -> str:
@@ -45,33 +48,45 @@ def program(name: str, path: str) -> str:
     secs = time.perf_counter() - t0
     ok = sum(c.matched for c in r.checkpoints)
     rec = man.get("recorder", {})
-    out = [f"### {name}", "",
-           f"`{' '.join(man.get('command', []))}`: {man['counts']['lines']:,} trace lines, "
-           f"{man['counts']['syscalls']:,} calls, {man['counts']['faults']:,} faults "
-           f"({man['faults'].get('lost', 0)} perf events lost), "
-           f"{man['counts'].get('processes', '?')} processes, "
-           f"{man['counts'].get('execs', '?')} execs. Recorded in {man.get('seconds', 0):.2f} s"
-           + (f" (untraced run {rec['baseline_seconds']:.2f} s)"
-              if rec.get("baseline_seconds") else "")
-           + f"; replayed with verify in {secs:.2f} s: **{ok}/{len(r.checkpoints)} "
-           f"snapshots match**, {r.model_error_count} model rejections, "
-           f"{r.fault_signals} faults answered with a signal.", "",
-           "| design | VMAs | anon_vma (allocated) | anon_vma_chain (allocated) | "
-           "vm_area_struct (allocated) | page-table pages | guard markers copied / lost "
-           "at fork | kernel KiB |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = [
+        f"### {name}",
+        "",
+        f"`{' '.join(man.get('command', []))}`: {man['counts']['lines']:,} trace lines, "
+        f"{man['counts']['syscalls']:,} calls, {man['counts']['faults']:,} faults "
+        f"({man['faults'].get('lost', 0)} perf events lost), "
+        f"{man['counts'].get('processes', '?')} processes, "
+        f"{man['counts'].get('execs', '?')} execs. Recorded in {man.get('seconds', 0):.2f} s"
+        + (
+            f" (untraced run {rec['baseline_seconds']:.2f} s)"
+            if rec.get("baseline_seconds")
+            else ""
+        )
+        + f"; replayed with verify in {secs:.2f} s: **{ok}/{len(r.checkpoints)} "
+        f"snapshots match**, {r.model_error_count} model rejections, "
+        f"{r.fault_signals} faults answered with a signal.",
+        "",
+        "| design | VMAs | anon_vma (allocated) | anon_vma_chain (allocated) | "
+        "vm_area_struct (allocated) | page-table pages | guard markers copied / lost "
+        "at fork | kernel KiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     plain, guarded = [], []
     for d in DESIGNS:
         plain.append(run_one(RunSpec(path, d)))
         guarded.append(run_one(RunSpec(path, d, True)))
     for res in plain + guarded:
         out.append("| " + " | ".join(_row(res)) + " |")
-    out += ["", "guardify, per design: "
-            + "; ".join(f"{g['design']}: {g['guards_rewritten']} guards rewritten, "
-                        f"{g['vmas_saved']:+d} VMAs saved, anon_vma {g['anon_vma_added']:+d}, "
-                        f"AVC {g['anon_vma_chain_added']:+d}"
-                        for g in (guardify_delta(a, b) for a, b in zip(plain, guarded,
-                                                                     strict=True))), ""]
+    out += [
+        "",
+        "guardify, per design: "
+        + "; ".join(
+            f"{g['design']}: {g['guards_rewritten']} guards rewritten, "
+            f"{g['vmas_saved']:+d} VMAs saved, anon_vma {g['anon_vma_added']:+d}, "
+            f"AVC {g['anon_vma_chain_added']:+d}"
+            for g in (guardify_delta(a, b) for a, b in zip(plain, guarded, strict=True))
+        ),
+        "",
+    ]
     return "\n".join(out)
 
 

@@ -62,26 +62,38 @@ def hot_spots(prof: cProfile.Profile, n: int = 12) -> dict[str, list[dict[str, A
         if file.endswith(("workload.py", "cases.py")):
             continue
         name = f"{_short(file)}:{line}({func})" if file != "~" else func
-        rows.append({"function": name, "cum_pct": 100 * ct / total,
-                     "own_pct": 100 * tt / total, "calls": nc})
+        rows.append(
+            {
+                "function": name,
+                "cum_pct": 100 * ct / total,
+                "own_pct": 100 * tt / total,
+                "calls": nc,
+            }
+        )
     by_cum = sorted(rows, key=lambda r: -r["cum_pct"])[:n]
     by_own = sorted(rows, key=lambda r: -r["own_pct"])[:n]
     mods: list[dict[str, Any]] = [
         {"module": m, "own_pct": 100 * t / total}
-        for m, t in sorted(modules.items(), key=lambda kv: -kv[1])[:n]]
+        for m, t in sorted(modules.items(), key=lambda kv: -kv[1])[:n]
+    ]
     return {"cumulative": by_cum, "own": by_own, "modules": mods}
 
 
 def _md_profile(name: str, prof: dict[str, list[dict[str, Any]]]) -> str:
-    out = [f"\n#### Profile: case {name} (cProfile; % of profiled time)\n",
-           "| function (by cumulative) | cum % | own % | calls |", "|---|---:|---:|---:|"]
+    out = [
+        f"\n#### Profile: case {name} (cProfile; % of profiled time)\n",
+        "| function (by cumulative) | cum % | own % | calls |",
+        "|---|---:|---:|---:|",
+    ]
     for r in prof["cumulative"]:
-        out.append(f"| `{r['function']}` | {r['cum_pct']:.1f} | {r['own_pct']:.1f} | "
-                   f"{r['calls']} |")
+        out.append(
+            f"| `{r['function']}` | {r['cum_pct']:.1f} | {r['own_pct']:.1f} | {r['calls']} |"
+        )
     out += ["", "| function (by own time) | cum % | own % | calls |", "|---|---:|---:|---:|"]
     for r in prof["own"]:
-        out.append(f"| `{r['function']}` | {r['cum_pct']:.1f} | {r['own_pct']:.1f} | "
-                   f"{r['calls']} |")
+        out.append(
+            f"| `{r['function']}` | {r['cum_pct']:.1f} | {r['own_pct']:.1f} | {r['calls']} |"
+        )
     out += ["", "| module | own % |", "|---|---:|"]
     for m in prof["modules"]:
         out.append(f"| `{m['module']}` | {m['own_pct']:.1f} |")
@@ -91,14 +103,17 @@ def _md_profile(name: str, prof: dict[str, list[dict[str, Any]]]) -> str:
 def markdown(rep: dict[str, Any]) -> str:
     """The report as a markdown document with one table per case."""
     m = rep["machine"]
-    lines = [f"# vmalab benchmarks ({rep['mode']}, {rep['date']})\n",
-             f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB, Linux "
-             f"{m['kernel']}, {m['implementation']} {m['python']}. Seed {rep['seed']}, "
-             f"design `{rep['design']}`, model at commit `{rep.get('model_commit')}`. "
-             f"Load average {m.get('loadavg_at_start', 0):.2f} at start, "
-             f"{rep.get('loadavg_at_end', 0):.2f} at end (other jobs share the cores: "
-             "expect ±30 % between runs).\n",
-             "| case | figure | value | target | ok |", "|---|---|---:|---|---|"]
+    lines = [
+        f"# vmalab benchmarks ({rep['mode']}, {rep['date']})\n",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB, Linux "
+        f"{m['kernel']}, {m['implementation']} {m['python']}. Seed {rep['seed']}, "
+        f"design `{rep['design']}`, model at commit `{rep.get('model_commit')}`. "
+        f"Load average {m.get('loadavg_at_start', 0):.2f} at start, "
+        f"{rep.get('loadavg_at_end', 0):.2f} at end (other jobs share the cores: "
+        "expect ±30 % between runs).\n",
+        "| case | figure | value | target | ok |",
+        "|---|---|---:|---|---|",
+    ]
 
     def row(case: str, fig: str, val: str, tgt: str = "", ok: Any = "") -> None:
         ok_s = {True: "yes", False: "**no**"}.get(ok, "") if isinstance(ok, bool) else ok
@@ -115,52 +130,91 @@ def markdown(rep: dict[str, Any]) -> str:
         row("a", "ratio model/ctypes", f"{a['ratio_model_ctypes']:.1f}×")
         if a["model_design"] != "sticky":
             row("a", "model (sticky) µs/op", f"{a['sticky_us_per_op']:.2f}")
-        row("a", "final arena layout (sticky) equals kernel's",
+        row(
+            "a",
+            "final arena layout (sticky) equals kernel's",
             f"{a['layout_matches_kernel']} ({a['layout_vmas_model']} vs "
-            f"{a['layout_vmas_kernel']} VMAs)")
+            f"{a['layout_vmas_kernel']} VMAs)",
+        )
         if "pagemap_matches_kernel" in a:
-            row("a", "final pagemap (sticky) equals kernel's",
+            row(
+                "a",
+                "final pagemap (sticky) equals kernel's",
                 f"{a['pagemap_matches_kernel']} ({a['pagemap_mismatched_pages']} pages differ; "
-                f"kernel: {a['kernel_guard_pages']} guard, {a['kernel_present_pages']} present)")
+                f"kernel: {a['kernel_guard_pages']} guard, {a['kernel_present_pages']} present)",
+            )
     if "b" in r and "error" not in r["b"]:
         b = r["b"]
         for x in b["rows"]:
             kinds = ", ".join(f"{k} {v:.1f}" for k, v in x["us_per_kind"].items())
-            row("b", f"{x['vmas']:,} VMAs µs/op", f"{x['us_per_op']:.2f}",
-                f"({kinds}; setup {x['setup_us_per_mmap']:.1f} µs/mmap)")
-            row("b", f"{x['vmas']:,} VMAs µs/op, GC disabled",
-                f"{x['us_per_op_gc_disabled']:.2f}")
-        row("b", "ratio largest/smallest", f"{b['ratio_largest_smallest']:.2f}×", "≤ 1.5×",
-            b["ok"])
-        row("b", "ratio largest/smallest, GC disabled",
-            f"{b['ratio_largest_smallest_gc_disabled']:.2f}×")
+            row(
+                "b",
+                f"{x['vmas']:,} VMAs µs/op",
+                f"{x['us_per_op']:.2f}",
+                f"({kinds}; setup {x['setup_us_per_mmap']:.1f} µs/mmap)",
+            )
+            row("b", f"{x['vmas']:,} VMAs µs/op, GC disabled", f"{x['us_per_op_gc_disabled']:.2f}")
+        row("b", "ratio largest/smallest", f"{b['ratio_largest_smallest']:.2f}×", "≤ 1.5×", b["ok"])
+        row(
+            "b",
+            "ratio largest/smallest, GC disabled",
+            f"{b['ratio_largest_smallest_gc_disabled']:.2f}×",
+        )
     if "c" in r and "error" not in r["c"]:
         c = r["c"]
-        row("c", f"fork ({c['vmas']:,} VMAs, {c['pages']:,} pages) s", f"{c['fork_s']:.3f}",
-            "< 2 s", c["fork_s"] < 2)
+        row(
+            "c",
+            f"fork ({c['vmas']:,} VMAs, {c['pages']:,} pages) s",
+            f"{c['fork_s']:.3f}",
+            "< 2 s",
+            c["fork_s"] < 2,
+        )
         row("c", "child exit s", f"{c['child_exit_s']:.3f}", "< 1 s", c["child_exit_s"] < 1)
         row("c", "parent exit s", f"{c['parent_exit_s']:.3f}", "< 1 s", c["parent_exit_s"] < 1)
         row("c", "setup (mmap+populate) s", f"{c['setup_s']:.2f}")
         if c.get("kernel"):
             kc = c["kernel"]
-            row("c", "real kernel: fork / child exit / munmap all, s",
-                f"{kc['fork_s']:.3f} / {kc['child_exit_s']:.3f} / {kc['unmap_s']:.3f}")
+            row(
+                "c",
+                "real kernel: fork / child exit / munmap all, s",
+                f"{kc['fork_s']:.3f} / {kc['child_exit_s']:.3f} / {kc['unmap_s']:.3f}",
+            )
     if "d" in r and "error" not in r["d"]:
         d = r["d"]
         for x in d["rows"]:
-            row("d", f"{x['design']}: syscalls/s ({x['lines']:,} lines)",
-                f"{x['syscalls_per_s']:,.0f}", "≥ 200,000", x["syscalls_per_s"] >= 200_000)
+            row(
+                "d",
+                f"{x['design']}: syscalls/s ({x['lines']:,} lines)",
+                f"{x['syscalls_per_s']:,.0f}",
+                "≥ 200,000",
+                x["syscalls_per_s"] >= 200_000,
+            )
         row("d", "mode", d["mode"])
         if "mixed_20pct_mm" in d:
             mx = d["mixed_20pct_mm"]
-            row("d", f"{mx['design']}: syscalls/s, 20 % memory calls ({mx['lines']:,} lines)",
-                f"{mx['syscalls_per_s']:,.0f}", "≥ 200,000", mx["syscalls_per_s"] >= 200_000)
+            row(
+                "d",
+                f"{mx['design']}: syscalls/s, 20 % memory calls ({mx['lines']:,} lines)",
+                f"{mx['syscalls_per_s']:,.0f}",
+                "≥ 200,000",
+                mx["syscalls_per_s"] >= 200_000,
+            )
     if "e" in r and "error" not in r["e"]:
         e = r["e"]
-        row("e", "heap bytes per VMA", f"{e['bytes_per_vma']:.0f}", "≤ 1024",
-            e["bytes_per_vma"] <= 1024)
-        row("e", "heap bytes per populated page", f"{e['bytes_per_page']:.1f}", "≤ 24",
-            e["bytes_per_page"] <= 24)
+        row(
+            "e",
+            "heap bytes per VMA",
+            f"{e['bytes_per_vma']:.0f}",
+            "≤ 1024",
+            e["bytes_per_vma"] <= 1024,
+        )
+        row(
+            "e",
+            "heap bytes per populated page",
+            f"{e['bytes_per_page']:.1f}",
+            "≤ 24",
+            e["bytes_per_page"] <= 24,
+        )
     for k, v in r.items():
         if "error" in v:
             row(k, "ERROR", f"`{v['error']}`")
@@ -174,10 +228,20 @@ def _git_commit() -> str:
     import subprocess
 
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, check=True,
-                             capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "../src"], cwd=HERE,
-                               check=True, capture_output=True, text=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=HERE,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "../src"],
+            cwd=HERE,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return rev + ("+dirty" if dirty else "")
@@ -192,11 +256,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--design", default="tagged", help="model design for cases a, b, c, e")
     ap.add_argument("--replay-designs", default="", help="designs for case d (default: all)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--profile", action="store_true",
-                    help="also run each model case under cProfile and report hot spots")
-    ap.add_argument("--src", default=None,
-                    help="import vmalab from this source tree instead of ../src "
-                         "(e.g. one built by mypyc_tree.py)")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run each model case under cProfile and report hot spots",
+    )
+    ap.add_argument(
+        "--src",
+        default=None,
+        help="import vmalab from this source tree instead of ../src "
+        "(e.g. one built by mypyc_tree.py)",
+    )
     args = ap.parse_args(argv)
     if args.src:
         sys.path.insert(0, str(Path(args.src).resolve()))
@@ -210,11 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rep: dict[str, Any] = {
-        "mode": "quick" if args.quick else "full", "seed": args.seed, "design": args.design,
+        "mode": "quick" if args.quick else "full",
+        "seed": args.seed,
+        "design": args.design,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": cases.machine(), "sizes": sz.__dict__, "model_commit": _git_commit(),
+        "machine": cases.machine(),
+        "sizes": sz.__dict__,
+        "model_commit": _git_commit(),
         "model_path": rep_src,
-        "cases": {}, "profiles": {}}
+        "cases": {},
+        "profiles": {},
+    }
 
     def run(name: str, prof: cProfile.Profile | None) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as td:
@@ -236,11 +312,16 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rep["cases"][name] = run(name, None)
         except Exception as exc:  # a model crash is a finding, not the end of the run
-            rep["cases"][name] = {"error": f"{type(exc).__name__}: {exc}",
-                                  "traceback": traceback.format_exc()}
+            rep["cases"][name] = {
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+            }
         rep["cases"][name]["wall_s"] = time.perf_counter() - t0
-        print(f"[{name}] {json.dumps(rep['cases'][name], default=str)[:600]}",
-              file=sys.stderr, flush=True)
+        print(
+            f"[{name}] {json.dumps(rep['cases'][name], default=str)[:600]}",
+            file=sys.stderr,
+            flush=True,
+        )
         if args.profile and name != "e" and "error" not in rep["cases"][name]:
             prof = cProfile.Profile()
             try:

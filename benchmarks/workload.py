@@ -201,14 +201,21 @@ def run_c(prog: Program, exe: Path, repeats: int = 3, base: int = ARENA_BASE) ->
         path.write_bytes(prog.to_bytes())
         out = subprocess.run(
             [str(exe), str(path), hex(base), str(prog.arena_pages), str(repeats)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     head, _, rest = out.partition("\n")
     pm_line, _, maps = rest.partition("\n")
     info = json.loads(head)
-    return DriverResult("c", min(info["seconds"]), len(prog.ops), info["errors"],
-                        _maps_layout(maps, base, prog.arena_pages),
-                        pm_line.removeprefix("PAGEMAP "))
+    return DriverResult(
+        "c",
+        min(info["seconds"]),
+        len(prog.ops),
+        info["errors"],
+        _maps_layout(maps, base, prog.arena_pages),
+        pm_line.removeprefix("PAGEMAP "),
+    )
 
 
 # ----------------------------------------------------------------------- ctypes driver
@@ -241,24 +248,36 @@ def run_ctypes(prog: Program, base: int = ARENA_BASE) -> DriverResult:
     if st != 0 or not data:
         raise RuntimeError(f"ctypes driver child failed (status {st})")
     res = json.loads(data)
-    return DriverResult("ctypes", res["seconds"], len(prog.ops), res["errors"],
-                        [(int(s), int(e), str(pr)) for s, e, pr in res["layout"]])
+    return DriverResult(
+        "ctypes",
+        res["seconds"],
+        len(prog.ops),
+        res["errors"],
+        [(int(s), int(e), str(pr)) for s, e, pr in res["layout"]],
+    )
 
 
 def _ctypes_child(prog: Program, base: int) -> dict[str, object]:
     """Body of the ctypes driver (runs in the forked child)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_int, ctypes.c_long]
+    libc.mmap.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
     for fn in (libc.munmap, libc.mprotect, libc.madvise):
         fn.restype = ctypes.c_int
     libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     length = prog.arena_pages * PAGE
-    got = libc.mmap(base, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-                    -1, 0)
+    got = libc.mmap(
+        base, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0
+    )
     if got != base:
         raise OSError("arena reservation failed")
     libc.munmap(base, length)
@@ -294,8 +313,9 @@ def _ctypes_child(prog: Program, base: int) -> dict[str, object]:
 # ------------------------------------------------------------------------ model driver
 
 
-def run_model(prog: Program, design: str = "tagged", base: int = ARENA_BASE,
-              profiler: object | None = None) -> DriverResult:
+def run_model(
+    prog: Program, design: str = "tagged", base: int = ARENA_BASE, profiler: object | None = None
+) -> DriverResult:
     """Run the program on a fresh vmalab Process of ``design``.
 
     ``profiler``, if given, is an object with ``enable()``/``disable()`` (cProfile) wrapped
@@ -333,12 +353,19 @@ def run_model(prog: Program, design: str = "tagged", base: int = ARENA_BASE,
     if profiler is not None:
         profiler.disable()  # type: ignore[attr-defined]
     layout = _maps_layout(proc.maps(), base, prog.arena_pages)
-    return DriverResult(f"model:{design}", secs, len(prog.ops), errors, layout,
-                        model_pagemap(proc, layout, base, prog.arena_pages))
+    return DriverResult(
+        f"model:{design}",
+        secs,
+        len(prog.ops),
+        errors,
+        layout,
+        model_pagemap(proc, layout, base, prog.arena_pages),
+    )
 
 
-def model_pagemap(proc: object, layout: list[tuple[int, int, str]], base: int,
-                  arena_pages: int) -> str:
+def model_pagemap(
+    proc: object, layout: list[tuple[int, int, str]], base: int, arena_pages: int
+) -> str:
     """The arena's pagemap summary (as kdriver prints it) from the model's pagemap."""
     pm_present, pm_guard = 1 << 63, 1 << 58
     out = ["."] * arena_pages

@@ -191,12 +191,17 @@ def _text(v: Any) -> str:
 def pack_recording(path: str) -> bytes:
     """A real recording directory as the ``recording`` target's JSON container."""
     p = Path(path)
-    snaps = {q.name: q.read_text(errors="replace").splitlines(keepends=True)
-             for q in sorted((p / "snapshots").glob("*"))[:16]}
-    return json.dumps({
-        "trace": (p / "trace.strace").read_text(errors="replace").splitlines(keepends=True),
-        "manifest": json.loads((p / "manifest.json").read_text()),
-        "snapshots": snaps}).encode()
+    snaps = {
+        q.name: q.read_text(errors="replace").splitlines(keepends=True)
+        for q in sorted((p / "snapshots").glob("*"))[:16]
+    }
+    return json.dumps(
+        {
+            "trace": (p / "trace.strace").read_text(errors="replace").splitlines(keepends=True),
+            "manifest": json.loads((p / "manifest.json").read_text()),
+            "snapshots": snaps,
+        }
+    ).encode()
 
 
 def cli(data: bytes) -> None:
@@ -230,7 +235,11 @@ def cli(data: bytes) -> None:
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
-    "program": program, "strace": strace, "maps": maps, "recording": recording, "cli": cli,
+    "program": program,
+    "strace": strace,
+    "maps": maps,
+    "recording": recording,
+    "cli": cli,
 }
 
 
@@ -252,24 +261,40 @@ def seeds(target: str) -> list[bytes]:
         for p in sorted(FIXTURES.glob("*.trace")):
             lines = p.read_bytes().splitlines(keepends=True)
             for i in range(0, min(len(lines), 240), 40):
-                out.append(b"".join(lines[i:i + 40]))
+                out.append(b"".join(lines[i : i + 40]))
         return out
     if target == "maps":
         return [p.read_bytes() for p in sorted(FIXTURES.glob("*.maps"))[:10]]
     if target == "recording":
-        man = json.loads((FIXTURES / "manifest.json").read_text()) \
-            if (FIXTURES / "manifest.json").exists() else {}
+        man = (
+            json.loads((FIXTURES / "manifest.json").read_text())
+            if (FIXTURES / "manifest.json").exists()
+            else {}
+        )
         tr = sorted(FIXTURES.glob("*.trace"))
         mp = sorted(FIXTURES.glob("*.maps"))
-        trace = b"".join(tr[0].read_bytes().splitlines(keepends=True)[:80]).decode() \
-            if tr else ""
+        trace = b"".join(tr[0].read_bytes().splitlines(keepends=True)[:80]).decode() if tr else ""
         snap = mp[0].read_text() if mp else ""
-        rec = {"trace": trace,
-               "manifest": {"format": "vmalab-recording", "version": 1, "command": ["x"],
-                            "snapshots": [{"pid": 1, "kind": "exec", "seq": 1, "line": 1,
-                                           "maps": "snapshots/1.1.exec.maps"}],
-                            "files": {}, "fixture": man if isinstance(man, dict) else {}},
-               "snapshots": {"1.1.exec.maps": snap}}
+        rec = {
+            "trace": trace,
+            "manifest": {
+                "format": "vmalab-recording",
+                "version": 1,
+                "command": ["x"],
+                "snapshots": [
+                    {
+                        "pid": 1,
+                        "kind": "exec",
+                        "seq": 1,
+                        "line": 1,
+                        "maps": "snapshots/1.1.exec.maps",
+                    }
+                ],
+                "files": {},
+                "fixture": man if isinstance(man, dict) else {},
+            },
+            "snapshots": {"1.1.exec.maps": snap},
+        }
         out = [json.dumps(rec).encode()]
         # Real recordings (``vmalab record -o DIR -- CMD``) make far better seeds.
         for path in filter(None, os.environ.get("VMALAB_FUZZ_RECORDINGS", "").split(":")):
@@ -281,27 +306,92 @@ def seeds(target: str) -> list[bytes]:
 
 
 _CLI_SEEDS = [
-    "compare allocator", "compare thread_stacks:threads=64 --design tagged,sticky --format text",
+    "compare allocator",
+    "compare thread_stacks:threads=64 --design tagged,sticky --format text",
     "compare app.strace --plot x.png --baseline sticky --guardify --stop-at-line 10",
     "replay app.strace --design sticky --maps 12 --start 1:2:f --verify --host-files",
-    "sweep allocator jit --workers 4 --format json", "workloads --format text",
-    "diff p.json --timeout 5 --design sticky", "fuzz --programs 10 --seed 1 --out d",
-    "soak --ops 1000 --check-every 10 --processes 2", "record -o d --force -- /bin/true",
-    "--budget pages=10 replay t", "demo --design sticky", "-h", "--version", "replay -h",
+    "sweep allocator jit --workers 4 --format json",
+    "workloads --format text",
+    "diff p.json --timeout 5 --design sticky",
+    "fuzz --programs 10 --seed 1 --out d",
+    "soak --ops 1000 --check-every 10 --processes 2",
+    "record -o d --force -- /bin/true",
+    "--budget pages=10 replay t",
+    "demo --design sticky",
+    "-h",
+    "--version",
+    "replay -h",
 ]
 
 
-_INTERESTING = [b"0", b"-1", b"18446744073709551615", b"9223372036854775807", b"1e999",
-                b"NaN", b"0x7fffffffffff", b"0xffffffffffffffff", b"null", b"[]", b"{}",
-                b'"', b"\x00", b"(", b")", b"<unfinished ...>", b"<... mmap resumed>",
-                b"/dev/zero", b"/proc/self/mem", b"../../", b"\n", b" ", b"65536",
-                b"4294967296", b"-4096", b"[" * 64, b"\xff\xfe"]
+_INTERESTING = [
+    b"0",
+    b"-1",
+    b"18446744073709551615",
+    b"9223372036854775807",
+    b"1e999",
+    b"NaN",
+    b"0x7fffffffffff",
+    b"0xffffffffffffffff",
+    b"null",
+    b"[]",
+    b"{}",
+    b'"',
+    b"\x00",
+    b"(",
+    b")",
+    b"<unfinished ...>",
+    b"<... mmap resumed>",
+    b"/dev/zero",
+    b"/proc/self/mem",
+    b"../../",
+    b"\n",
+    b" ",
+    b"65536",
+    b"4294967296",
+    b"-4096",
+    b"[" * 64,
+    b"\xff\xfe",
+]
 
 
-_VALUES: list[Any] = [0, 1, -1, 255, 256, 4096, 65535, 65536, 1 << 31, 1 << 32, 1 << 63,
-                     1 << 64, -(1 << 63), 1e308, float("nan"), True, None, "", "x" * 40,
-                     "../x", "a/b", "\x00", [], {}, [1], "rw", "none", "shared", "private",
-                     "anonymous", "populate", "guard_install", "fork", "repeat", "exit"]
+_VALUES: list[Any] = [
+    0,
+    1,
+    -1,
+    255,
+    256,
+    4096,
+    65535,
+    65536,
+    1 << 31,
+    1 << 32,
+    1 << 63,
+    1 << 64,
+    -(1 << 63),
+    1e308,
+    float("nan"),
+    True,
+    None,
+    "",
+    "x" * 40,
+    "../x",
+    "a/b",
+    "\x00",
+    [],
+    {},
+    [1],
+    "rw",
+    "none",
+    "shared",
+    "private",
+    "anonymous",
+    "populate",
+    "guard_install",
+    "fork",
+    "repeat",
+    "exit",
+]
 
 
 def _mutate_json(v: Any, rnd: random.Random, depth: int = 0) -> Any:
@@ -314,18 +404,33 @@ def _mutate_json(v: Any, rnd: random.Random, depth: int = 0) -> Any:
             del v[k]
             return v
         if r < 0.25:
-            return {**v, rnd.choice(["len", "addr", "count", "stride", "file", "pages",
-                                     "offset", "child", "ops", "flags", "x"]):
-                    rnd.choice(_VALUES)}
+            return {
+                **v,
+                rnd.choice(
+                    [
+                        "len",
+                        "addr",
+                        "count",
+                        "stride",
+                        "file",
+                        "pages",
+                        "offset",
+                        "child",
+                        "ops",
+                        "flags",
+                        "x",
+                    ]
+                ): rnd.choice(_VALUES),
+            }
         return {**v, k: _mutate_json(v[k], rnd, depth + 1)}
     if isinstance(v, list) and v and depth < 8:
         i = rnd.randrange(len(v))
         r = rnd.random()
         if r < 0.15:
-            return v[:i] + v[i + 1:]
+            return v[:i] + v[i + 1 :]
         if r < 0.3:
             return v[:i] + [v[i]] * rnd.randint(2, 5) + v[i:]
-        return v[:i] + [_mutate_json(v[i], rnd, depth + 1)] + v[i + 1:]
+        return v[:i] + [_mutate_json(v[i], rnd, depth + 1)] + v[i + 1 :]
     if isinstance(v, int) and not isinstance(v, bool) and rnd.random() < 0.5:
         return v + rnd.choice([-1, 1, -v, v, 1 << 16, -(1 << 16)])
     return rnd.choice(_VALUES)
@@ -373,4 +478,4 @@ def mutate(data: bytes, rnd: random.Random) -> bytes:
         else:
             # cut: truncated inputs
             del b[i:]
-    return bytes(b[:1 << 16])
+    return bytes(b[: 1 << 16])

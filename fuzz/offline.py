@@ -73,11 +73,18 @@ def run(target: str, n: int, seed: int, hang: float, save: str | None) -> dict[s
                     f.write(data)
         elif len(corpus) < 500 and rnd.random() < 0.02:
             corpus.append(data)
-    return {"target": target, "inputs": n, "seed": seed, "tracebacks": tracebacks,
-            "hangs": hangs, "kinds": dict(kinds.most_common(20)),
-            "seconds": round(time.monotonic() - t0, 1), "slowest_input_s": round(slowest, 3),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "recordings_supported": harness.RECORDINGS}
+    return {
+        "target": target,
+        "inputs": n,
+        "seed": seed,
+        "tracebacks": tracebacks,
+        "hangs": hangs,
+        "kinds": dict(kinds.most_common(20)),
+        "seconds": round(time.monotonic() - t0, 1),
+        "slowest_input_s": round(slowest, 3),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "recordings_supported": harness.RECORDINGS,
+    }
 
 
 def main() -> None:

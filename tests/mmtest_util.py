@@ -119,9 +119,7 @@ def layout(proc, lo: int | None = None, hi: int | None = None) -> list[tuple[int
 
 def rel_layout(proc, base: int, npages: int) -> list[tuple[int, int]]:
     """VMA boundaries inside [base, base+npages·P) as page indices relative to base."""
-    return [
-        ((s - base) // P, (e - base) // P) for s, e in layout(proc, base, base + npages * P)
-    ]
+    return [((s - base) // P, (e - base) // P) for s, e in layout(proc, base, base + npages * P)]
 
 
 def vma_at(proc, addr: int):

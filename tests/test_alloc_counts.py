@@ -32,8 +32,6 @@ def av(d):
     return d["anon_vma"], d["anon_vma_chain"]
 
 
-
-
 def assert_all_freed(k):
     leftovers = {name: st.active for name, st in k.slab().items() if st.active}
     assert leftovers == {}, f"objects still allocated after every process exited: {leftovers}"

@@ -35,24 +35,69 @@ FILES = [
     _file("garbage.bin", bytes(range(256)) * 4),
     _file("truncated.strace", b"100 1700000000.000001 mmap(NULL, 4096, PROT_READ|PROT_WR"),
     _file("deep.json", b"[" * 5000 + b"]" * 5000),
-    _file("overflow.json", b'{"format": "vmalab-program", "version": 1, "arena_pages": 8, '
-          b'"ops": [{"op": "mmap", "addr": 18446744073709551615, "len": -1}]}'),
-    _file("unknown.strace", b"100 1700000000.000001 frobnicate(1, 2) = 0\n"
-          b"100 1700000000.000002 mmap(0x1000, -4096, 99, 0, -1, 0) = 0x1000\n"),
+    _file(
+        "overflow.json",
+        b'{"format": "vmalab-program", "version": 1, "arena_pages": 8, '
+        b'"ops": [{"op": "mmap", "addr": 18446744073709551615, "len": -1}]}',
+    ),
+    _file(
+        "unknown.strace",
+        b"100 1700000000.000001 frobnicate(1, 2) = 0\n"
+        b"100 1700000000.000002 mmap(0x1000, -4096, 99, 0, -1, 0) = 0x1000\n",
+    ),
     _file("empty.json", b""),
     os.path.join(_TMP, "does-not-exist"),
 ]
 TOKENS = st.sampled_from(
     [
-        "--design", "all", "tagged", "nope", "--json", "--start", "1:2", "a:b:c", "-1:-1:x",
-        "--stop-at-line", "-5", "99999999999999999999999", "--lenient", "--plot",
-        "/nonexistent/x.png", "thread_stacks:threads=-1", "thread_stacks:threads=2",
-        "allocator:arenas=0", "jit:regions=x", "database:tables=1e99", "nosuch:threads=1",
-        "--programs", "0", "--", "\x00", "é", "--unknown-option",
+        "--design",
+        "all",
+        "tagged",
+        "nope",
+        "--json",
+        "--start",
+        "1:2",
+        "a:b:c",
+        "-1:-1:x",
+        "--stop-at-line",
+        "-5",
+        "99999999999999999999999",
+        "--lenient",
+        "--plot",
+        "/nonexistent/x.png",
+        "thread_stacks:threads=-1",
+        "thread_stacks:threads=2",
+        "allocator:arenas=0",
+        "jit:regions=x",
+        "database:tables=1e99",
+        "nosuch:threads=1",
+        "--programs",
+        "0",
+        "--",
+        "\x00",
+        "é",
+        "--unknown-option",
         # options of the command-line rework (issue 17) and the checked ranges (issue 15)
-        "--format", "text", "json", "rich", "--compare-maps", "--pid", "0", "--timeout", "nan",
-        "inf", "-1", "1e400", "--workers", "--baseline", "sticky", "--out", "-h", "--quiet",
-        "--guardify", "--maps",
+        "--format",
+        "text",
+        "json",
+        "rich",
+        "--compare-maps",
+        "--pid",
+        "0",
+        "--timeout",
+        "nan",
+        "inf",
+        "-1",
+        "1e400",
+        "--workers",
+        "--baseline",
+        "sticky",
+        "--out",
+        "-h",
+        "--quiet",
+        "--guardify",
+        "--maps",
     ]
     + FILES
 )
@@ -87,10 +132,12 @@ def test_usage_errors_are_one_line_exit_2() -> None:
 def _outside(lo: float, hi: float) -> st.SearchStrategy[str]:
     """Numbers (as the shell passes them) that a [lo, hi] option must refuse."""
     ints = st.integers().filter(lambda x: not lo <= x <= hi).map(str)
-    floats = st.floats(allow_nan=True, allow_infinity=True).filter(
-        lambda x: not lo <= x <= hi).map(repr)
-    words = st.sampled_from(["nan", "inf", "-inf", "NaN", "1e999", "0x10", "", " ", "1_0",
-                             "９", "1.5"])
+    floats = (
+        st.floats(allow_nan=True, allow_infinity=True).filter(lambda x: not lo <= x <= hi).map(repr)
+    )
+    words = st.sampled_from(
+        ["nan", "inf", "-inf", "NaN", "1e999", "0x10", "", " ", "1_0", "９", "1.5"]
+    )
     return st.one_of(ints, floats, words)
 
 

@@ -87,10 +87,13 @@ def test_json_flag_is_an_alias_of_format_json() -> None:
     one_line_error(run("compare", SMALL, "--json", "--format", "text"))
 
 
-@pytest.mark.parametrize("args", [
-    ["workloads", "--format", "text"],
-    ["replay", os.path.join(FIX, "python_guard.trace"), "--guardify", "--format", "text"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["workloads", "--format", "text"],
+        ["replay", os.path.join(FIX, "python_guard.trace"), "--guardify", "--format", "text"],
+    ],
+)
 def test_other_text_outputs_fit(args: list[str]) -> None:
     res = run(*args)
     assert res.exit_code == 0, res.output
@@ -111,8 +114,11 @@ def test_fuzz_writes_to_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
     def fake_fuzz(n: int, seed: int, **kw: Any) -> Any:
         seen.append(kw)
-        return oracle.FuzzSummary(design=kw["design"]) if hasattr(oracle, "FuzzSummary") \
+        return (
+            oracle.FuzzSummary(design=kw["design"])
+            if hasattr(oracle, "FuzzSummary")
             else _Summary(kw["design"])
+        )
 
     monkeypatch.setattr(oracle, "fuzz", fake_fuzz)
     monkeypatch.setattr(oracle_cli, "_need_live", lambda: "sticky")
@@ -120,8 +126,11 @@ def test_fuzz_writes_to_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert run("fuzz", "--programs", "1").exit_code == 0
     assert run("fuzz", "--programs", "1", "--out", str(tmp_path / "r")).exit_code == 0
     assert run("fuzz", "--programs", "1", "--design", "tagged").exit_code == 0
-    assert [kw["regressions_dir"] for kw in seen] == ["vmalab-regressions", str(tmp_path / "r"),
-                                                     "vmalab-regressions"]
+    assert [kw["regressions_dir"] for kw in seen] == [
+        "vmalab-regressions",
+        str(tmp_path / "r"),
+        "vmalab-regressions",
+    ]
     # the kernel's gu is not a divergence of a design without VM_MAYBE_GUARD
     assert [sorted(kw["ignore_flags"]) for kw in seen] == [[], [], ["gu"]]
     assert not (tmp_path / "tests").exists()
@@ -158,8 +167,18 @@ def _model_maps(tmp_path: Path) -> tuple[str, str, str]:
 @pytest.mark.parametrize("command", ["compare", "replay"])
 def test_compare_maps_match_and_mismatch(tmp_path: Path, command: str) -> None:
     trace, start, maps = _model_maps(tmp_path)
-    args = [command, trace, "--design", "sticky", "--start", start, "--stop-at-line", "696",
-            "--format", "text"]
+    args = [
+        command,
+        trace,
+        "--design",
+        "sticky",
+        "--start",
+        start,
+        "--stop-at-line",
+        "696",
+        "--format",
+        "text",
+    ]
     res = run(*args, "--compare-maps", maps)
     assert res.exit_code == 0, res.output
     assert "identical" in res.output
@@ -188,33 +207,37 @@ def test_plot_has_a_baseline(tmp_path: Path) -> None:
     res = run("compare", SMALL, "--plot", str(out), "--baseline", "sticky")
     assert res.exit_code == 0, res.output
     assert out.read_bytes().startswith(b"\x89PNG") and "baseline sticky" in res.output
-    one_line_error(run("compare", SMALL, "--design", "tagged", "--plot", str(out),
-                       "--baseline", "sticky"))
+    one_line_error(
+        run("compare", SMALL, "--design", "tagged", "--plot", str(out), "--baseline", "sticky")
+    )
 
 
-@pytest.mark.parametrize("args", [
-    ["diff", "p.json", "--timeout", "nan"],
-    ["diff", "p.json", "--timeout", "inf"],
-    ["diff", "p.json", "--timeout", "-1"],
-    ["diff", "p.json", "--timeout", "0"],
-    ["diff", "p.json", "--timeout", "1e400"],
-    ["sweep", "allocator", "--workers", "0"],
-    ["sweep", "allocator", "--workers", "257"],
-    ["sweep", "allocator", "--workers", "99999999999"],
-    ["soak", "--ops", "0"],
-    ["soak", "--ops", "1000000001"],
-    ["soak", "--processes", "0"],
-    ["soak", "--check-every", "-1"],
-    ["compare", SMALL, "--stop-at-line", "0"],
-    ["replay", os.path.join(FIX, "tiny.c"), "--stop-at-line", "-1"],
-    ["replay", os.path.join(FIX, "tiny.c"), "--maps", "0"],
-    ["compare", "thread_stacks:threads=10001"],
-    ["compare", "thread_stacks:stack_kib=99999999999"],
-    ["compare", "thread_stacks:threads=10000,stack_kib=1048576"],
-    ["sweep", "prefork_server:workers=10000,heap_mib=4096"],
-    ["sweep", "allocator:arenas=0"],
-    ["fuzz", "--programs", "0"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["diff", "p.json", "--timeout", "nan"],
+        ["diff", "p.json", "--timeout", "inf"],
+        ["diff", "p.json", "--timeout", "-1"],
+        ["diff", "p.json", "--timeout", "0"],
+        ["diff", "p.json", "--timeout", "1e400"],
+        ["sweep", "allocator", "--workers", "0"],
+        ["sweep", "allocator", "--workers", "257"],
+        ["sweep", "allocator", "--workers", "99999999999"],
+        ["soak", "--ops", "0"],
+        ["soak", "--ops", "1000000001"],
+        ["soak", "--processes", "0"],
+        ["soak", "--check-every", "-1"],
+        ["compare", SMALL, "--stop-at-line", "0"],
+        ["replay", os.path.join(FIX, "tiny.c"), "--stop-at-line", "-1"],
+        ["replay", os.path.join(FIX, "tiny.c"), "--maps", "0"],
+        ["compare", "thread_stacks:threads=10001"],
+        ["compare", "thread_stacks:stack_kib=99999999999"],
+        ["compare", "thread_stacks:threads=10000,stack_kib=1048576"],
+        ["sweep", "prefork_server:workers=10000,heap_mib=4096"],
+        ["sweep", "allocator:arenas=0"],
+        ["fuzz", "--programs", "0"],
+    ],
+)
 def test_bad_option_values_are_one_line(args: list[str]) -> None:
     one_line_error(run(*args))
 
@@ -227,14 +250,18 @@ def test_empty_trace_is_a_located_error(tmp_path: Path) -> None:
         assert line == f"vmalab: {empty}: empty trace file", line
 
 
-def test_diff_reports_a_live_failure_in_one_line(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_diff_reports_a_live_failure_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from vmalab import live, oracle, oracle_cli
 
     prog = os.path.join(os.path.dirname(__file__), "regressions", "001.json")
     monkeypatch.setattr(oracle_cli, "_need_live", lambda: "sticky")
-    for exc in (live.LiveTimeout("live run exceeded 3s; its process group was killed"),
-                live.LiveError("live runner died (status -9):\nTraceback (most recent)")):
+    for exc in (
+        live.LiveTimeout("live run exceeded 3s; its process group was killed"),
+        live.LiveError("live runner died (status -9):\nTraceback (most recent)"),
+    ):
+
         def boom(*a: Any, exc: Exception = exc, **kw: Any) -> Any:
             raise exc
 
@@ -246,8 +273,11 @@ def test_diff_reports_a_live_failure_in_one_line(tmp_path: Path,
 def test_text_table_splits_into_blocks_and_keeps_every_cell() -> None:
     from vmalab.report.table import Table, transpose
 
-    t = Table(["design"] + [f"column\nnumber {i}" for i in range(8)], title="a wide table",
-              right=set(range(1, 9)))
+    t = Table(
+        ["design"] + [f"column\nnumber {i}" for i in range(8)],
+        title="a wide table",
+        right=set(range(1, 9)),
+    )
     t.add_row("tagged-fixed", *[f"{i * 1111:,} / {i}.5" for i in range(8)])
     t.add_row("eager", *[str(i) for i in range(8)])
     text = t.to_text(40)

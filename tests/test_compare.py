@@ -66,8 +66,9 @@ def test_cli_compare_plot(tmp_path: Path, suffix: str) -> None:
 
 
 def test_cli_compare_guardify() -> None:
-    res = CliRunner().invoke(main, ["compare", SMALL + ",guard=mprotect", "--design", "sticky",
-                                    "--guardify", "--json"])
+    res = CliRunner().invoke(
+        main, ["compare", SMALL + ",guard=mprotect", "--design", "sticky", "--guardify", "--json"]
+    )
     assert res.exit_code == 0, res.output
     g = json.loads(res.output)["guardify"][0]
     # one VMA per guard saved, and more: unsplit stacks merge with their neighbours
@@ -75,27 +76,32 @@ def test_cli_compare_guardify() -> None:
 
 
 def test_cli_compare_trace() -> None:
-    res = CliRunner().invoke(main, ["compare", os.path.join(FIX, "python_guard.trace"),
-                                    "--design", "eager,sticky", "--json"])
+    res = CliRunner().invoke(
+        main,
+        ["compare", os.path.join(FIX, "python_guard.trace"), "--design", "eager,sticky", "--json"],
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert all(r["kind"] == "trace" for r in data["results"])
 
 
-@pytest.mark.parametrize("args,where", [
-    (["compare", "no_such_thing"], "no_such_thing"),
-    (["compare", SMALL, "--design", "bogus"], "--design"),
-    (["compare", "jit:bogus=1"], "jit:bogus=1"),
-    (["compare", SMALL, "--plot", "x.pdf"], "--plot"),
-    (["compare", "TRACE", "--start", "1:2"], "--start"),
-    (["replay", "TRACE", "--start", "a:b:c"], "--start"),
-    (["compare", "BADTRACE"], "BADTRACE:2"),
-    (["replay", "BADTRACE"], "BADTRACE:2"),
-    (["sweep", "nope", "--workers", "1"], "nope"),
-    (["sweep", "jit:bogus=1", "--workers", "1"], "jit:bogus=1"),
-    (["sweep", "BADTRACE", "--workers", "1"], "BADTRACE:2"),
-    (["sweep", SMALL, "--scheduler", "ftp://x"], "--scheduler ftp://x"),
-])
+@pytest.mark.parametrize(
+    "args,where",
+    [
+        (["compare", "no_such_thing"], "no_such_thing"),
+        (["compare", SMALL, "--design", "bogus"], "--design"),
+        (["compare", "jit:bogus=1"], "jit:bogus=1"),
+        (["compare", SMALL, "--plot", "x.pdf"], "--plot"),
+        (["compare", "TRACE", "--start", "1:2"], "--start"),
+        (["replay", "TRACE", "--start", "a:b:c"], "--start"),
+        (["compare", "BADTRACE"], "BADTRACE:2"),
+        (["replay", "BADTRACE"], "BADTRACE:2"),
+        (["sweep", "nope", "--workers", "1"], "nope"),
+        (["sweep", "jit:bogus=1", "--workers", "1"], "jit:bogus=1"),
+        (["sweep", "BADTRACE", "--workers", "1"], "BADTRACE:2"),
+        (["sweep", SMALL, "--scheduler", "ftp://x"], "--scheduler ftp://x"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], where: str) -> None:
     bad = tmp_path / "bad.trace"
     bad.write_text("5 brk(NULL) = 0x1000\n5 mmap(NULL, 4096\n")
@@ -115,9 +121,20 @@ def test_cli_compare_with_start_dump() -> None:
     early = next(d for d in m["dumps"] if d["tag"] == "early")
     final = next(d for d in m["dumps"] if d["tag"] == "final" and d["pid"] == early["pid"])
     start = f"{early['pid']}:{early['line']}:{os.path.join(FIX, early['file'])}"
-    res = CliRunner().invoke(main, ["compare", os.path.join(FIX, "python_guard.trace"),
-                                    "--start", start, "--stop-at-line", str(final["line"]),
-                                    "--design", "sticky", "--json"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "compare",
+            os.path.join(FIX, "python_guard.trace"),
+            "--start",
+            start,
+            "--stop-at-line",
+            str(final["line"]),
+            "--design",
+            "sticky",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     (r,) = json.loads(res.output)["results"]
     assert r["info"]["start_method"] == "maps-dump" and r["info"]["measured_at"] == "end"
@@ -129,8 +146,9 @@ def test_cli_replay_summary_and_maps() -> None:
     with open(os.path.join(FIX, "manifest.json")) as f:
         dumps = json.load(f)["python_guard"]["dumps"]
     pid, line = dumps[0]["pid"], max(d["line"] for d in dumps if d["pid"] == dumps[0]["pid"])
-    res = CliRunner().invoke(main, ["replay", trace, "--maps", str(pid), "--stop-at-line",
-                                    str(line)])
+    res = CliRunner().invoke(
+        main, ["replay", trace, "--maps", str(pid), "--stop-at-line", str(line)]
+    )
     assert res.exit_code == 0, res.output
     assert "calls/s" in res.output and "execve" in res.output and "[stack]" not in res.output
     assert "libc.so.6" in res.output
@@ -149,26 +167,39 @@ def test_sweep_local_and_dask_agree() -> None:
     distributed = pytest.importorskip("dask.distributed")
     specs = specs_for([SMALL, "jit:regions=4,region_pages=2"], ["tagged", "lossy"])
     local = sweep(specs, workers=2)
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
         remote = sweep(specs, scheduler=cluster)
     assert _strip(local) == _strip(remote)
     assert [(r["source"], r["design"]) for r in local] == [(s.source, s.design) for s in specs]
 
 
 def test_cli_sweep_json() -> None:
-    res = CliRunner().invoke(main, ["sweep", SMALL, "jit:regions=3", "--design", "tagged",
-                                    "--workers", "1", "--json"])
+    res = CliRunner().invoke(
+        main, ["sweep", SMALL, "jit:regions=3", "--design", "tagged", "--workers", "1", "--json"]
+    )
     assert res.exit_code == 0, res.output
     assert len(json.loads(res.output)["results"]) == 2
 
 
 def test_cli_sweep_on_a_scheduler_address() -> None:
     distributed = pytest.importorskip("dask.distributed")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
-        res = CliRunner().invoke(main, ["sweep", SMALL, "--design", "sticky,lossy",
-                                        "--scheduler", cluster.scheduler_address, "--json"])
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        res = CliRunner().invoke(
+            main,
+            [
+                "sweep",
+                SMALL,
+                "--design",
+                "sticky,lossy",
+                "--scheduler",
+                cluster.scheduler_address,
+                "--json",
+            ],
+        )
     assert res.exit_code == 0, res.output
     local = sweep(specs_for([SMALL], ["sticky", "lossy"]), workers=1)
     assert _strip(json.loads(res.output)["results"]) == json.loads(json.dumps(_strip(local)))
@@ -191,9 +222,11 @@ def test_guardify_mmap_rule_on_a_trace(tmp_path: Path) -> None:
 
     a = 0x7F0000000000
     p = tmp_path / "g.trace"
-    p.write_text(f"5 mmap({a:#x}, 65536, 0x3, 0x32, -1, 0) = {a:#x}\n"
-                 f"5 mmap({a + 65536:#x}, 4096, 0x0, 0x32, -1, 0) = {a + 65536:#x}\n"
-                 f"5 mprotect({a + 65536:#x}, 4096, 0x3) = 0\n")
+    p.write_text(
+        f"5 mmap({a:#x}, 65536, 0x3, 0x32, -1, 0) = {a:#x}\n"
+        f"5 mmap({a + 65536:#x}, 4096, 0x0, 0x32, -1, 0) = {a + 65536:#x}\n"
+        f"5 mprotect({a + 65536:#x}, 4096, 0x3) = 0\n"
+    )
     r = replay(str(p), "sticky", guardify=True)
     assert r.guardify.mmap_rewritten == 1 and r.guardify.removed == 1
     assert [(v.start, v.end) for v in r.process(5).vmas()] == [(a, a + 69632)]

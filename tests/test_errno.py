@@ -31,8 +31,6 @@ MFD_SEALS = uapi.MFD_ALLOW_SEALING
 F_ADD_SEALS_NOT_ALLOWED = errno.EPERM
 
 
-
-
 def snapshot(k, p):
     vmas = p.vmas()
     return (
@@ -110,8 +108,7 @@ def test_mmap_fixed_noreplace(kp):
     k, p = kp
     setup10(p)
     fails(k, p, errno.EEXIST, p.mmap, BASE, P, RW, PRIV_ANON | uapi.MAP_FIXED_NOREPLACE)
-    fails(k, p, errno.EEXIST, p.mmap, BASE + 9 * P, 2 * P, RW,
-          PRIV_ANON | uapi.MAP_FIXED_NOREPLACE)
+    fails(k, p, errno.EEXIST, p.mmap, BASE + 9 * P, 2 * P, RW, PRIV_ANON | uapi.MAP_FIXED_NOREPLACE)
     # Into free space it behaves like MAP_FIXED.
     assert p.mmap(BASE + 20 * P, P, RW, PRIV_ANON | uapi.MAP_FIXED_NOREPLACE) == BASE + 20 * P
     k.check()
@@ -207,8 +204,17 @@ def test_mremap_checks(kp):
     # new range overlapping the old one
     fails(k, p, errno.EINVAL, p.mremap, BASE, 2 * P, 2 * P, mm | uapi.MREMAP_FIXED, BASE + P)
     # MREMAP_DONTUNMAP needs MAYMOVE and old_len == new_len
-    fails(k, p, errno.EINVAL, p.mremap, BASE, 2 * P, 3 * P,
-          mm | uapi.MREMAP_DONTUNMAP | uapi.MREMAP_FIXED, BASE + 60 * P)
+    fails(
+        k,
+        p,
+        errno.EINVAL,
+        p.mremap,
+        BASE,
+        2 * P,
+        3 * P,
+        mm | uapi.MREMAP_DONTUNMAP | uapi.MREMAP_FIXED,
+        BASE + 60 * P,
+    )
     fails(k, p, errno.EFAULT, p.mremap, BASE + 50 * P, P, 2 * P, mm)
 
 
@@ -340,11 +346,24 @@ def test_process_madvise_stops_at_the_first_failing_range(kp):
     vec = [(BASE, P), (BASE + 50 * P, P), (BASE + 2 * P, P)]
     assert p.process_madvise(vec, uapi.MADV_GUARD_INSTALL) == P
     assert guard_pages(p, BASE, 4) == [0]
-    fails(k, p, errno.ENOMEM, p.process_madvise, [(BASE + 50 * P, P), (BASE, P)],
-          uapi.MADV_GUARD_REMOVE)
+    fails(
+        k,
+        p,
+        errno.ENOMEM,
+        p.process_madvise,
+        [(BASE + 50 * P, P), (BASE, P)],
+        uapi.MADV_GUARD_REMOVE,
+    )
     assert guard_pages(p, BASE, 4) == [0]
-    fails(k, p, errno.ENOMEM, p.process_madvise, [(BASE + 3 * P, 3 * P), (BASE + P, P)],
-          uapi.MADV_GUARD_INSTALL, changes=True)
+    fails(
+        k,
+        p,
+        errno.ENOMEM,
+        p.process_madvise,
+        [(BASE + 3 * P, 3 * P), (BASE + P, P)],
+        uapi.MADV_GUARD_INSTALL,
+        changes=True,
+    )
     assert guard_pages(p, BASE, 4) == [0, 3]
 
 

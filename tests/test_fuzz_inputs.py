@@ -40,8 +40,12 @@ def _fuzz(target: str, seed: int, pick: int) -> None:
     harness.TARGETS[target](data)  # raises harness.Unclean for a traceback
 
 
-_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                     suppress_health_check=[HealthCheck.too_slow])
+_SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @_SETTINGS
@@ -56,16 +60,24 @@ def test_fuzz_maps(seed: int, pick: int) -> None:
     _fuzz("maps", seed, pick)
 
 
-@settings(max_examples=max(10, EXAMPLES // 5), deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=max(10, EXAMPLES // 5),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(st.integers(0, 2**32), st.integers(0, 1000))
 def test_fuzz_strace(seed: int, pick: int) -> None:
     _fuzz("strace", seed, pick)
 
 
 @pytest.mark.skipif(not harness.RECORDINGS, reason="this branch cannot replay recordings yet")
-@settings(max_examples=max(10, EXAMPLES // 5), deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=max(10, EXAMPLES // 5),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(st.integers(0, 2**32), st.integers(0, 1000))
 def test_fuzz_recordings(seed: int, pick: int) -> None:
     _fuzz("recording", seed, pick)

@@ -186,8 +186,14 @@ def test_process_madvise(gr):
     p.munmap(base + 11 * P, 39 * P)
     p.munmap(base + 55 * P, 24 * P)
     p.munmap(base + 99 * P, P)
-    vec = [(ptr1, P), (ptr1 + 9 * P, P), (ptr2, P), (ptr2 + 4 * P, P), (ptr3, P),
-           (ptr3 + 19 * P, P)]
+    vec = [
+        (ptr1, P),
+        (ptr1 + 9 * P, P),
+        (ptr2, P),
+        (ptr2 + 4 * P, P),
+        (ptr3, P),
+        (ptr3 + 19 * P, P),
+    ]
     assert p.process_madvise(vec, uapi.MADV_GUARD_INSTALL) == 6 * P
     gr.k.check()
     for a, _ in vec:

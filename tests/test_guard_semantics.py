@@ -18,8 +18,6 @@ INSTALL, REMOVE = uapi.MADV_GUARD_INSTALL, uapi.MADV_GUARD_REMOVE
 FIXED_MOVE = uapi.MREMAP_FIXED
 
 
-
-
 def pagestr(p, a, n):
     """live-kernel-facts legend: G guard, A/F present anon/file, Z zero page, . nothing."""
     out = ""
@@ -223,8 +221,16 @@ def test_install_allowed_on_prot_none_growsdown_droppable(kp):
 
 
 # --- fork (live-kernel-facts §4.1, §4.4; designs.md §10) ------------------------------
-FORK_KINDS = ["private_anon", "shared_anon", "memfd_private", "memfd_shared", "file_shared",
-              "file_ro_shared", "file_ro_private", "memfd_ro_shared"]
+FORK_KINDS = [
+    "private_anon",
+    "shared_anon",
+    "memfd_private",
+    "memfd_shared",
+    "file_shared",
+    "file_ro_shared",
+    "file_ro_private",
+    "memfd_ro_shared",
+]
 
 
 def _map_kind(p, kind, n=8):
@@ -265,8 +271,9 @@ def test_install_and_fork_every_kind(kp, kind):
         assert pagestr(c, a, 8) == "..GG...." and probe(c, a, 8) == "ooSSoooo"
 
 
-@pytest.mark.parametrize("mode", ["never_guarded", "install_then_remove_all",
-                                  "install_then_remove_part", "guarded"])
+@pytest.mark.parametrize(
+    "mode", ["never_guarded", "install_then_remove_all", "install_then_remove_part", "guarded"]
+)
 def test_fork_copies_shared_file_ptes_per_design(kp, mode):
     """§4.1 controls: a prefaulted memfd MAP_SHARED VMA gets its PTEs copied at fork only
     when the VMA "may hold guards": sticky by `gu` (kept after removal), eager by its
@@ -297,8 +304,9 @@ def test_fork_copies_shared_file_ptes_per_design(kp, mode):
     else:
         assert pagestr(c, a, 8) == "FF..FFFF"  # the install zapped pages 2-3
     assert c.read(a, P) == b"Z" * P  # the data is in the page cache either way
-    assert probe(c, a, 8) == ("ooSSoooo" if mode == "guarded" and k.design != "lossy"
-                              else "oooooooo")
+    assert probe(c, a, 8) == (
+        "ooSSoooo" if mode == "guarded" and k.design != "lossy" else "oooooooo"
+    )
 
 
 def test_wipeonfork_and_dontfork_partial(kp):

@@ -61,8 +61,7 @@ def test_huge_populate_stops_at_the_pages_budget(advice: Any) -> None:
         fn: Any = lambda: p.mlock(a, HUGE)  # noqa: E731
     elif advice == "map_populate":
         p.munmap(a, HUGE)
-        fn = lambda: p.mmap(a, HUGE, RW, ANON | uapi.MAP_POPULATE | uapi.MAP_FIXED,  # noqa: E731
-                            -1, 0)
+        fn = lambda: p.mmap(a, HUGE, RW, ANON | uapi.MAP_POPULATE | uapi.MAP_FIXED, -1, 0)  # noqa: E731
     else:
         fn = lambda: p.madvise(a, HUGE, advice)  # noqa: E731
     _raises_limit(k, fn, "pages")
@@ -162,9 +161,21 @@ def test_unlimited_and_bad_budgets() -> None:
 _OPS = st.one_of(
     st.tuples(st.just("mmap"), st.integers(0, 63), st.integers(1, 64)),
     st.tuples(st.just("munmap"), st.integers(0, 63), st.integers(1, 64)),
-    st.tuples(st.sampled_from(["populate_write", "populate_read", "guard_install",
-                               "guard_remove", "dontneed", "mlock", "write"]),
-              st.integers(0, 63), st.integers(1, 64)),
+    st.tuples(
+        st.sampled_from(
+            [
+                "populate_write",
+                "populate_read",
+                "guard_install",
+                "guard_remove",
+                "dontneed",
+                "mlock",
+                "write",
+            ]
+        ),
+        st.integers(0, 63),
+        st.integers(1, 64),
+    ),
     st.tuples(st.just("fork"), st.just(0), st.just(0)),
     st.tuples(st.just("pwrite"), st.integers(0, 63), st.integers(1, 16)),
     st.tuples(st.just("fallocate"), st.integers(0, 63), st.integers(1, 64)),
@@ -172,12 +183,20 @@ _OPS = st.one_of(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(_OPS, max_size=30), st.integers(1, 40), st.integers(1, 20),
-       st.integers(4, 24), st.integers(1, 64))
-def test_any_breach_leaves_the_model_consistent(ops: list[tuple[str, int, int]], pages: int,
-                                                vmas: int, pgtables: int, stored: int) -> None:
-    k = Kernel("tagged", budget=Budget(pages=pages, vmas=vmas, pgtables=pgtables,
-                                       stored_bytes=stored * 4096))
+@given(
+    st.lists(_OPS, max_size=30),
+    st.integers(1, 40),
+    st.integers(1, 20),
+    st.integers(4, 24),
+    st.integers(1, 64),
+)
+def test_any_breach_leaves_the_model_consistent(
+    ops: list[tuple[str, int, int]], pages: int, vmas: int, pgtables: int, stored: int
+) -> None:
+    k = Kernel(
+        "tagged",
+        budget=Budget(pages=pages, vmas=vmas, pgtables=pgtables, stored_bytes=stored * 4096),
+    )
     procs = [k.spawn()]
     base = 1 << 32
     fd: int | None = None
@@ -198,8 +217,9 @@ def test_any_breach_leaves_the_model_consistent(ops: list[tuple[str, int, int]],
             elif name in ("pwrite", "fallocate"):
                 if fd is None:
                     fd = procs[0].memfd_create("f")
-                    procs[0].mmap(base + 200 * 4096, 64 * 4096, RW, uapi.MAP_SHARED
-                                  | uapi.MAP_FIXED, fd, 0)
+                    procs[0].mmap(
+                        base + 200 * 4096, 64 * 4096, RW, uapi.MAP_SHARED | uapi.MAP_FIXED, fd, 0
+                    )
                 if name == "pwrite":
                     procs[0].pwrite(fd, b"\x07" * length, page * 4096)
                 else:
@@ -221,8 +241,13 @@ def test_any_breach_leaves_the_model_consistent(ops: list[tuple[str, int, int]],
 
 
 def _prog(ops: list[Any], arena: int = 256, **kw: Any) -> P.Program:
-    d = {"format": P.FORMAT, "version": P.VERSION, "arena_pages": arena,
-         "observe": {"each": False, "probe": False, "contents": False}, "ops": ops}
+    d = {
+        "format": P.FORMAT,
+        "version": P.VERSION,
+        "arena_pages": arena,
+        "observe": {"each": False, "probe": False, "contents": False},
+        "ops": ops,
+    }
     d.update(kw)
     return P.from_json(d, "hostile")
 
@@ -230,37 +255,56 @@ def _prog(ops: list[Any], arena: int = 256, **kw: Any) -> P.Program:
 def _huge_fallocate() -> P.Program:
     ops: list[Any] = []
     for f in range(P.MAX_FILES):
-        ops += [{"op": "memfd", "file": f},
-                {"op": "fallocate", "file": f, "offset": 0, "len": P.MAX_FILE_PAGES}]
+        ops += [
+            {"op": "memfd", "file": f},
+            {"op": "fallocate", "file": f, "offset": 0, "len": P.MAX_FILE_PAGES},
+        ]
     return _prog(ops)
 
 
 def _memfd_leak() -> P.Program:
     # memfds kept alive by mappings after close: unbounded without a budget.
-    body = [{"op": "memfd", "file": 0}, {"op": "fallocate", "file": 0, "offset": 0,
-                                         "len": 4096},
-            {"op": "mmap", "addr": 0, "len": 1, "flags": ["shared"], "file": 0},
-            {"op": "close", "file": 0}]
+    body = [
+        {"op": "memfd", "file": 0},
+        {"op": "fallocate", "file": 0, "offset": 0, "len": 4096},
+        {"op": "mmap", "addr": 0, "len": 1, "flags": ["shared"], "file": 0},
+        {"op": "close", "file": 0},
+    ]
     return _prog([{"op": "repeat", "count": 4096, "stride": 1, "ops": body}], arena=4096)
 
 
 def _deep_forks() -> P.Program:
-    leaf: list[Any] = [{"op": "mmap", "addr": 0, "len": 4096,
-                        "flags": ["private", "anonymous", "populate"]}]
+    leaf: list[Any] = [
+        {"op": "mmap", "addr": 0, "len": 4096, "flags": ["private", "anonymous", "populate"]}
+    ]
     for _ in range(P.MAX_DEPTH):
         leaf = [{"op": "repeat", "count": 1, "stride": 0, "ops": []}] + [
-            {"op": "fork", "child": leaf}] * 4
+            {"op": "fork", "child": leaf}
+        ] * 4
     return _prog(leaf, arena=4096)
 
 
 def _many_vmas() -> P.Program:
-    return _prog([{"op": "repeat", "count": 1 << 15, "stride": 2,
-                   "ops": [{"op": "mmap", "addr": 0, "len": 1}]}], arena=1 << 16)
+    return _prog(
+        [
+            {
+                "op": "repeat",
+                "count": 1 << 15,
+                "stride": 2,
+                "ops": [{"op": "mmap", "addr": 0, "len": 1}],
+            }
+        ],
+        arena=1 << 16,
+    )
 
 
 def _huge_pwrite() -> P.Program:
-    return _prog([{"op": "memfd", "file": 0},
-                  {"op": "pwrite", "file": 0, "offset": 0, "len": P.MAX_FILE_PAGES}])
+    return _prog(
+        [
+            {"op": "memfd", "file": 0},
+            {"op": "pwrite", "file": 0, "offset": 0, "len": P.MAX_FILE_PAGES},
+        ]
+    )
 
 
 HOSTILE = {
@@ -311,8 +355,12 @@ INVALID: list[dict[str, Any]] = [
     {"arena_pages": -1},
     {"ops": [{"op": "mmap", "addr": 0, "len": 1 << 62}]},
     {"ops": [{"op": "mmap", "addr": -1, "len": 1}]},
-    {"ops": [{"op": "memfd", "file": 0}, {"op": "fallocate", "file": 0, "offset": 0,
-                                          "len": 1 << 40}]},
+    {
+        "ops": [
+            {"op": "memfd", "file": 0},
+            {"op": "fallocate", "file": 0, "offset": 0, "len": 1 << 40},
+        ]
+    },
     {"ops": [{"op": "memfd", "file": 0}, {"op": "ftruncate", "file": 0, "pages": 1 << 50}]},
     {"ops": [{"op": "repeat", "count": 10**12, "stride": 0, "ops": [{"op": "slab"}]}]},
     {"ops": [{"op": "open", "file": 0, "name": "../../etc/passwd"}]},
@@ -336,8 +384,10 @@ def test_invalid_values_are_user_input_errors(i: int) -> None:
 
 def test_deeply_nested_json_is_a_user_input_error() -> None:
     forks = '{"op": "fork", "child": [' * 100_000 + "]}" * 100_000
-    for text in ("[" * 200_000 + "]" * 200_000,
-                 '{"format": "vmalab-program", "version": 1, "ops": [' + forks + "]}"):
+    for text in (
+        "[" * 200_000 + "]" * 200_000,
+        '{"format": "vmalab-program", "version": 1, "ops": [' + forks + "]}",
+    ):
         with pytest.raises(UserInputError):
             P.loads(text, "deep.json")
 
@@ -345,8 +395,9 @@ def test_deeply_nested_json_is_a_user_input_error() -> None:
 # --- the live runner ---------------------------------------------------------------------
 
 live = pytest.importorskip("vmalab.live")
-needs_live = pytest.mark.skipif(live.live_support() is not None,
-                                reason=f"live runs impossible: {live.live_support()}")
+needs_live = pytest.mark.skipif(
+    live.live_support() is not None, reason=f"live runs impossible: {live.live_support()}"
+)
 
 
 @needs_live
@@ -361,8 +412,7 @@ def test_live_huge_fallocate_is_refused_by_the_file_budget() -> None:
 @needs_live
 def test_live_file_budget_counts_fork_children_and_closed_files() -> None:
     # Each fork child grows a fresh memfd by 1 MiB; the tree as a whole passes 4 MiB.
-    child = [{"op": "memfd", "file": 1}, {"op": "fallocate", "file": 1, "offset": 0,
-                                          "len": 256}]
+    child = [{"op": "memfd", "file": 1}, {"op": "fallocate", "file": 1, "offset": 0, "len": 256}]
     prog = _prog([{"op": "fork", "child": child} for _ in range(8)])
     with pytest.raises(live.LiveResourceLimit):
         live.run_live_raw(prog, options={"file_bytes": 4 << 20})
@@ -372,8 +422,10 @@ def test_live_file_budget_counts_fork_children_and_closed_files() -> None:
 
 @needs_live
 def test_live_rss_budget() -> None:
-    prog = _prog([{"op": "mmap", "addr": 0, "len": 8192,
-                   "flags": ["private", "anonymous", "populate"]}], arena=8192)
+    prog = _prog(
+        [{"op": "mmap", "addr": 0, "len": 8192, "flags": ["private", "anonymous", "populate"]}],
+        arena=8192,
+    )
     with pytest.raises(live.LiveResourceLimit) as ei:
         live.run_live_raw(prog, options={"rss_bytes": 16 << 20})
     assert ei.value.resource == "rss"
@@ -388,8 +440,12 @@ def test_live_rlimit_fsize_is_set() -> None:
 @needs_live
 @pytest.mark.parametrize("name", ["a/b", "../x", "..", ".", "a\x00b", ""])
 def test_live_child_refuses_non_plain_names(name: str) -> None:
-    res = live.run_live_raw(_prog([]), options={"unchecked_ops": [
-        {"op": "open", "file": 0, "name": name, "flags": ["rdwr", "creat"]}]})
+    res = live.run_live_raw(
+        _prog([]),
+        options={
+            "unchecked_ops": [{"op": "open", "file": 0, "name": name, "flags": ["rdwr", "creat"]}]
+        },
+    )
     assert res["error"].startswith("refused"), res
 
 

@@ -10,8 +10,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "vmalab"
 #: What mm/ may import of vmalab besides mm/ itself.
 MM_MAY_IMPORT = {"vmalab.errors", "vmalab.uapi"}
 #: The core: mm/, the designs, and the modules between them and the public API.
-CORE = ["mm", "designs", "kernel.py", "process.py", "proc.py", "budget.py", "errors.py",
-        "uapi.py"]
+CORE = ["mm", "designs", "kernel.py", "process.py", "proc.py", "budget.py", "errors.py", "uapi.py"]
 
 
 def _module(path: Path) -> str:
@@ -27,8 +26,11 @@ def _imports(path: Path) -> set[str]:
             if node.module.startswith("vmalab"):
                 for alias in node.names:
                     sub = f"{node.module}.{alias.name}"
-                    out.add(sub if (SRC.parent / (sub.replace(".", "/") + ".py")).exists()
-                            else node.module)
+                    out.add(
+                        sub
+                        if (SRC.parent / (sub.replace(".", "/") + ".py")).exists()
+                        else node.module
+                    )
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name.startswith("vmalab"))
     return out
@@ -64,7 +66,7 @@ def test_core_has_no_import_circle() -> None:
             if n not in graph:
                 continue
             if state.get(n) == 1:
-                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(n):] + [n]))
+                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(n) :] + [n]))
             if n not in state:
                 visit(n)
         stack.pop()

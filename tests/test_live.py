@@ -58,33 +58,38 @@ def get(obs: Any, path: str) -> Any:
 
 
 def test_destructive_program_leaves_memory_outside_the_arena_alone() -> None:
-    p = prog([
-        {"op": "mmap", "addr": 0, "len": 16, "flags": ["private", "anonymous", "populate"]},
-        {"op": "write", "addr": 0, "len": 16, "byte": 1},
-        {"op": "madvise", "addr": 0, "len": 16, "advice": "guard_install"},
-        {"op": "mremap", "addr": 0, "old_len": 16, "new_len": 8, "maymove": True, "to": 8},
-        {"op": "mprotect", "addr": 0, "len": 16, "prot": "none"},
-        {"op": "madvise", "addr": 0, "len": 16, "advice": "dontneed"},
-        {"op": "fork", "child": [{"op": "munmap", "addr": 0, "len": 16}]},
-        {"op": "munmap", "addr": 0, "len": 16},
-        {"op": "mmap", "addr": 0, "len": 16, "prot": "rwx"},
-        {"op": "write", "addr": 0, "len": 16, "byte": 2},
-    ])
+    p = prog(
+        [
+            {"op": "mmap", "addr": 0, "len": 16, "flags": ["private", "anonymous", "populate"]},
+            {"op": "write", "addr": 0, "len": 16, "byte": 1},
+            {"op": "madvise", "addr": 0, "len": 16, "advice": "guard_install"},
+            {"op": "mremap", "addr": 0, "old_len": 16, "new_len": 8, "maymove": True, "to": 8},
+            {"op": "mprotect", "addr": 0, "len": 16, "prot": "none"},
+            {"op": "madvise", "addr": 0, "len": 16, "advice": "dontneed"},
+            {"op": "fork", "child": [{"op": "munmap", "addr": 0, "len": 16}]},
+            {"op": "munmap", "addr": 0, "len": 16},
+            {"op": "mmap", "addr": 0, "len": 16, "prot": "rwx"},
+            {"op": "write", "addr": 0, "len": 16, "byte": 2},
+        ]
+    )
     res = run_live_raw(p, options={"sentinels": True})
     assert res["error"] is None
     assert res["sentinels_intact"] is True
 
 
-@pytest.mark.parametrize("op", [
-    {"op": "munmap", "addr": -4, "len": 4},
-    {"op": "munmap", "addr": 0, "len": 17},
-    {"op": "mmap", "addr": 15, "len": 2},
-    {"op": "madvise", "addr": 16, "len": 1, "advice": "dontneed"},
-    {"op": "mremap", "addr": 0, "old_len": 4, "new_len": 4, "maymove": True, "to": None},
-    {"op": "mremap", "addr": 0, "old_len": 4, "new_len": 4, "maymove": True, "to": 14},
-    {"op": "mremap", "addr": 8, "old_len": 4, "new_len": 12},
-    {"op": "write", "addr": 16, "len": 1},
-])
+@pytest.mark.parametrize(
+    "op",
+    [
+        {"op": "munmap", "addr": -4, "len": 4},
+        {"op": "munmap", "addr": 0, "len": 17},
+        {"op": "mmap", "addr": 15, "len": 2},
+        {"op": "madvise", "addr": 16, "len": 1, "advice": "dontneed"},
+        {"op": "mremap", "addr": 0, "old_len": 4, "new_len": 4, "maymove": True, "to": None},
+        {"op": "mremap", "addr": 0, "old_len": 4, "new_len": 4, "maymove": True, "to": 14},
+        {"op": "mremap", "addr": 8, "old_len": 4, "new_len": 12},
+        {"op": "write", "addr": 16, "len": 1},
+    ],
+)
 def test_out_of_arena_ops_are_refused(op: dict[str, Any]) -> None:
     # The parser already rejects these; the hook hands them to the runner unvalidated.
     with pytest.raises(UserInputError):
@@ -125,9 +130,11 @@ def _alive(pid: int) -> bool:
 
 def test_memory_is_bounded_by_rlimit_as() -> None:
     arena = 1 << 14  # 64 MiB
-    p = prog([{"op": "mmap", "addr": 0, "len": arena, "flags": ["private", "anonymous",
-                                                                 "populate"]}], arena=arena,
-             observe={"each": False, "probe": False})
+    p = prog(
+        [{"op": "mmap", "addr": 0, "len": arena, "flags": ["private", "anonymous", "populate"]}],
+        arena=arena,
+        observe={"each": False, "probe": False},
+    )
     res = run_live_raw(p, options={"as_extra": 16 << 20})
     assert 0 < res["rlimit_as"] < 1 << 40
     assert res["results"][0] == {"errno": "ENOMEM"}
@@ -176,8 +183,7 @@ def test_regression_model_agrees(path: str) -> None:
 def test_fuzz_200_programs_has_no_undocumented_divergence() -> None:
     from vmalab import oracle
 
-    s = oracle.fuzz(200, seed=int(os.environ.get("VMALAB_FUZZ_SEED", "1000")),
-                    regressions_dir=None)
+    s = oracle.fuzz(200, seed=int(os.environ.get("VMALAB_FUZZ_SEED", "1000")), regressions_dir=None)
     assert s.programs == 200 and s.live_errors == 0
     assert not s.unknown, "\n".join(u["divergence"] for u in s.unknown)
 

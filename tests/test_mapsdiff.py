@@ -68,11 +68,14 @@ def test_ignore_flags() -> None:
     assert diff_maps(a, "10000-20000 rw-p 00000000 00:00 0\n") == []
 
 
-@pytest.mark.parametrize("text,where", [
-    ("not a maps line\n", "real:1"),
-    ("20000-10000 rw-p 00000000 00:00 0\n", "real:1"),
-    ("", "real"),
-])
+@pytest.mark.parametrize(
+    "text,where",
+    [
+        ("not a maps line\n", "real:1"),
+        ("20000-10000 rw-p 00000000 00:00 0\n", "real:1"),
+        ("", "real"),
+    ],
+)
 def test_bad_dump_is_a_located_error(text: str, where: str) -> None:
     with pytest.raises(UserInputError) as e:
         diff_maps(MODEL, text)

@@ -28,8 +28,6 @@ STATE_BITS = PM.PM_PRESENT | PM.PM_SWAP | PM.PM_FILE | PM.PM_GUARD_REGION | PM.P
 SHARED_ANON = uapi.MAP_SHARED | uapi.MAP_ANONYMOUS
 
 
-
-
 def bits(proc, addr, n=1):
     return [e & STATE_BITS for e in proc.pagemap(addr, n)]
 

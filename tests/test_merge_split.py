@@ -27,8 +27,6 @@ R = uapi.PROT_READ
 SHARED_ANON = uapi.MAP_SHARED | uapi.MAP_ANONYMOUS
 
 
-
-
 def lay(p, n=200):
     return rel_layout(p, BASE, n)
 
@@ -300,9 +298,7 @@ def test_split_shares_anon_vma(kp):
 
 
 # --- flag differences that never merge --------------------------------------------------
-@pytest.mark.parametrize(
-    "advice", [uapi.MADV_DONTFORK, uapi.MADV_WIPEONFORK, uapi.MADV_DONTDUMP]
-)
+@pytest.mark.parametrize("advice", [uapi.MADV_DONTFORK, uapi.MADV_WIPEONFORK, uapi.MADV_DONTDUMP])
 def test_flag_difference_blocks_new_merge(kp, advice):
     k, p = kp
     m(p, 0, 4)
@@ -421,8 +417,9 @@ def test_mremap_unfaulted_resets_pgoff_and_merges(kp):
     k, p = kp
     m(p, 0, 8)
     m(p, 40, 8)
-    got = p.mremap(BASE + 40 * P, 8 * P, 8 * P, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED,
-                   BASE + 8 * P)
+    got = p.mremap(
+        BASE + 40 * P, 8 * P, 8 * P, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED, BASE + 8 * P
+    )
     k.check()
     assert got == BASE + 8 * P
     assert lay(p) == [(0, 16)]
@@ -433,8 +430,7 @@ def test_mremap_faulted_keeps_pgoff_and_does_not_merge(kp):
     m(p, 0, 8)
     m(p, 60, 8)
     write(p, 60)
-    p.mremap(BASE + 60 * P, 8 * P, 8 * P, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED,
-             BASE + 16 * P)
+    p.mremap(BASE + 60 * P, 8 * P, 8 * P, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED, BASE + 16 * P)
     m(p, 8, 8)
     k.check()
     assert lay(p) == [(0, 16), (16, 24)]
@@ -450,8 +446,7 @@ def test_mremap_guarded_unfaulted_anon(kp):
     m(p, 0, 8)
     m(p, 80, 8)
     p.madvise(BASE + 81 * P, P, uapi.MADV_GUARD_INSTALL)
-    p.mremap(BASE + 80 * P, 8 * P, 8 * P, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED,
-             BASE + 8 * P)
+    p.mremap(BASE + 80 * P, 8 * P, 8 * P, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED, BASE + 8 * P)
     k.check()
     if k.design in ("eager", "sticky"):
         assert lay(p) == [(0, 8), (8, 16)]
@@ -555,8 +550,10 @@ def test_mremap_move_merges_both_sides(kp):
     m(p, 0, 4)
     m(p, 8, 4)
     m(p, 30, 4)
-    assert p.mremap(BASE + 30 * P, 4 * P, 4 * P, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED,
-                    BASE + 4 * P) == BASE + 4 * P
+    assert (
+        p.mremap(BASE + 30 * P, 4 * P, 4 * P, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED, BASE + 4 * P)
+        == BASE + 4 * P
+    )
     k.check()
     assert lay(p) == [(0, 12)]
 

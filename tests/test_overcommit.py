@@ -64,9 +64,14 @@ def test_mode1_always_succeeds() -> None:
 
 
 def test_mode2_commit_limit_and_reserves() -> None:
-    cfg = OvercommitConfig(mode=2, ratio=50, totalram_pages=(1 * G) // PAGE,
-                           total_swap_pages=(256 << 20) // PAGE, admin_reserve_kbytes=8192,
-                           user_reserve_kbytes=131072)
+    cfg = OvercommitConfig(
+        mode=2,
+        ratio=50,
+        totalram_pages=(1 * G) // PAGE,
+        total_swap_pages=(256 << 20) // PAGE,
+        admin_reserve_kbytes=8192,
+        user_reserve_kbytes=131072,
+    )
     assert vm_commit_limit(cfg) == (512 << 20) // PAGE + (256 << 20) // PAGE
     k = kernel(cfg)
     assert k.meminfo()["CommitLimit"] == 768 << 10
@@ -128,8 +133,15 @@ def test_measured_charges_of_mmap_mprotect_mremap_and_shmem() -> None:
     step(lambda: p.munmap(A + 8 * G, G))
     step(lambda: p.mmap(A, 2 * G, RW, PRIV | uapi.MAP_FIXED))
     step(lambda: p.mremap(A, 2 * G, 3 * G, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED, A + 8 * G))
-    step(lambda: p.mremap(A + 8 * G, 3 * G, 3 * G, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED
-                          | uapi.MREMAP_DONTUNMAP, A + 16 * G))
+    step(
+        lambda: p.mremap(
+            A + 8 * G,
+            3 * G,
+            3 * G,
+            uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED | uapi.MREMAP_DONTUNMAP,
+            A + 16 * G,
+        )
+    )
     step(lambda: p.munmap(A, 32 * G))
     step(lambda: p.mmap(A, 2 * G, uapi.PROT_READ, PRIV | uapi.MAP_FIXED))
     step(lambda: p.mprotect(A, 2 * G, RW))

@@ -104,11 +104,11 @@ def run(world: World, op: tuple):
             addr = BASE + start * P
             off = start * P if aligned_off else 0
             if kind == "anon":
-                r = p.mmap(addr, n * P, prot, uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS
-                           | uapi.MAP_FIXED)
+                r = p.mmap(
+                    addr, n * P, prot, uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED
+                )
             elif kind == "shanon":
-                r = p.mmap(addr, n * P, prot, uapi.MAP_SHARED | uapi.MAP_ANONYMOUS
-                           | uapi.MAP_FIXED)
+                r = p.mmap(addr, n * P, prot, uapi.MAP_SHARED | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED)
             else:
                 fd = p.open(FILE, uapi.O_RDWR)
                 share = uapi.MAP_SHARED if kind == "file_shared" else uapi.MAP_PRIVATE
@@ -128,8 +128,13 @@ def run(world: World, op: tuple):
             if dst is None:
                 r = p.mremap(BASE + start * P, old_n * P, new_n * P, 0)
             else:
-                r = p.mremap(BASE + start * P, old_n * P, new_n * P,
-                             uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED, BASE + dst * P)
+                r = p.mremap(
+                    BASE + start * P,
+                    old_n * P,
+                    new_n * P,
+                    uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED,
+                    BASE + dst * P,
+                )
             return ("ok", r)
         if name == "madvise":
             start, n, adv = args
@@ -239,8 +244,14 @@ class OpsMachine(RuleBasedStateMachine):
     def nprocs(self) -> int:
         return len(self.worlds[0].procs)
 
-    @rule(pi=proc_i, start=page, n=length, kind=st.sampled_from(KINDS), prot=prot,
-          aligned=st.booleans())
+    @rule(
+        pi=proc_i,
+        start=page,
+        n=length,
+        kind=st.sampled_from(KINDS),
+        prot=prot,
+        aligned=st.booleans(),
+    )
     def mmap(self, pi, start, n, kind, prot, aligned):
         self.do(("mmap", pi, start, clip(start, n), kind, prot, aligned))
 
@@ -252,8 +263,7 @@ class OpsMachine(RuleBasedStateMachine):
     def mprotect(self, pi, start, n, prot):
         self.do(("mprotect", pi, start, clip(start, n), prot))
 
-    @rule(pi=proc_i, start=page, old_n=length, new_n=length,
-          dst=st.one_of(st.none(), page))
+    @rule(pi=proc_i, start=page, old_n=length, new_n=length, dst=st.one_of(st.none(), page))
     def mremap(self, pi, start, old_n, new_n, dst):
         old_n = clip(start, old_n)
         base = start if dst is None else dst
@@ -261,8 +271,9 @@ class OpsMachine(RuleBasedStateMachine):
         lo, hi = BASE + start * P, BASE + (start + old_n) * P
         for w in self.worlds:  # same outcome in every design: one VMA holds the range
             vs = [v for v in w.proc(pi).vmas() if v.start < hi and v.end > lo]
-            if len(self.worlds) > 1 and not (len(vs) == 1 and vs[0].start <= lo
-                                             and vs[0].end >= hi):
+            if len(self.worlds) > 1 and not (
+                len(vs) == 1 and vs[0].start <= lo and vs[0].end >= hi
+            ):
                 return
         self.do(("mremap", pi, start, old_n, new_n, dst))
 
@@ -279,8 +290,13 @@ class OpsMachine(RuleBasedStateMachine):
     def _vmas0(self, pi):
         return vmas_in_window(self.worlds[0].proc(pi))
 
-    @rule(pi=proc_i, gi=st.integers(0, 7), like_left=st.integers(0, 3),
-          kind=st.sampled_from(KINDS), prot=prot)
+    @rule(
+        pi=proc_i,
+        gi=st.integers(0, 7),
+        like_left=st.integers(0, 3),
+        kind=st.sampled_from(KINDS),
+        prot=prot,
+    )
     def fill_hole(self, pi, gi, like_left, kind, prot):
         """Map exactly a hole between two VMAs, usually like its left neighbour."""
         vs = self._vmas0(pi)
@@ -328,8 +344,10 @@ class OpsMachine(RuleBasedStateMachine):
             for w, exp in zip(self.worlds, expected, strict=True):
                 child = w.procs[-1]
                 got = guard_set(child)
-                require(got == exp,
-                        f"{w.k.design}: child guards {sorted(got)} != parent's {sorted(exp)}")
+                require(
+                    got == exp,
+                    f"{w.k.design}: child guards {sorted(got)} != parent's {sorted(exp)}",
+                )
                 for i in exp:  # and they fault
                     require(not try_read(child, BASE + i * P), f"child reads guard page {i}")
 
@@ -351,8 +369,11 @@ class OpsMachine(RuleBasedStateMachine):
                 require(v[0] == views[0][0], f"proc {i}: guard pages differ ({d})")
                 if v[1] != views[0][1]:
                     pg = next(j for j in range(W) if v[1][j] != views[0][1][j])
-                    require(False, f"proc {i}: mapping attributes of page {pg} differ: "
-                                   f"{self.designs[0]} {views[0][1][pg]}, {d} {v[1][pg]}")
+                    require(
+                        False,
+                        f"proc {i}: mapping attributes of page {pg} differ: "
+                        f"{self.designs[0]} {views[0][1][pg]}, {d} {v[1][pg]}",
+                    )
 
     def teardown(self):
         for w in self.worlds:
@@ -367,8 +388,7 @@ def machine(designs: tuple[str, ...], fork_property: bool, ignored=("gu",)):
     cls = type(
         "Ops_" + "_".join(designs).replace("-", "_") + ("_a" if fork_property else ""),
         (OpsMachine,),
-        {"designs": designs, "fork_property": fork_property,
-         "ignored_flags": frozenset(ignored)},
+        {"designs": designs, "fork_property": fork_property, "ignored_flags": frozenset(ignored)},
     )
     return cls
 
@@ -408,24 +428,66 @@ def _pick(rng, seq):
 
 
 WALK = [
-    (3, lambda m, r: m.mmap(pi=r.randrange(5), start=r.randrange(W), n=r.randint(1, 4),
-                            kind=_pick(r, KINDS), prot=_pick(r, (R, RW, RW, RW, NONE)),
-                            aligned=r.random() < 0.8)),
-    (3, lambda m, r: m.fill_hole(pi=r.randrange(5), gi=r.randrange(8), like_left=r.randrange(4),
-                                 kind=_pick(r, KINDS), prot=_pick(r, (R, RW, NONE)))),
+    (
+        3,
+        lambda m, r: m.mmap(
+            pi=r.randrange(5),
+            start=r.randrange(W),
+            n=r.randint(1, 4),
+            kind=_pick(r, KINDS),
+            prot=_pick(r, (R, RW, RW, RW, NONE)),
+            aligned=r.random() < 0.8,
+        ),
+    ),
+    (
+        3,
+        lambda m, r: m.fill_hole(
+            pi=r.randrange(5),
+            gi=r.randrange(8),
+            like_left=r.randrange(4),
+            kind=_pick(r, KINDS),
+            prot=_pick(r, (R, RW, NONE)),
+        ),
+    ),
     (3, lambda m, r: m.guard_in_vma(pi=r.randrange(5), vi=r.randrange(8), off=r.randrange(8))),
-    (3, lambda m, r: m.mprotect_vma(pi=r.randrange(5), vi=r.randrange(8),
-                                    prot=_pick(r, (R, RW, RW, NONE)), head=r.random() < 0.5)),
+    (
+        3,
+        lambda m, r: m.mprotect_vma(
+            pi=r.randrange(5),
+            vi=r.randrange(8),
+            prot=_pick(r, (R, RW, RW, NONE)),
+            head=r.random() < 0.5,
+        ),
+    ),
     (1, lambda m, r: m.munmap(pi=r.randrange(5), start=r.randrange(W), n=r.randint(1, 4))),
-    (1, lambda m, r: m.mprotect(pi=r.randrange(5), start=r.randrange(W), n=r.randint(1, 4),
-                                prot=_pick(r, (R, RW, NONE)))),
-    (1, lambda m, r: m.mremap(pi=r.randrange(5), start=r.randrange(W), old_n=r.randint(1, 4),
-                              new_n=r.randint(1, 4),
-                              dst=None if r.random() < 0.3 else r.randrange(W))),
-    (2, lambda m, r: m.madvise(pi=r.randrange(5), start=r.randrange(W), n=r.randint(1, 4),
-                               adv=_pick(r, ADVICE))),
-    (1, lambda m, r: m.mlock(pi=r.randrange(5), start=r.randrange(W), n=r.randint(1, 4),
-                             lock=r.random() < 0.5)),
+    (
+        1,
+        lambda m, r: m.mprotect(
+            pi=r.randrange(5), start=r.randrange(W), n=r.randint(1, 4), prot=_pick(r, (R, RW, NONE))
+        ),
+    ),
+    (
+        1,
+        lambda m, r: m.mremap(
+            pi=r.randrange(5),
+            start=r.randrange(W),
+            old_n=r.randint(1, 4),
+            new_n=r.randint(1, 4),
+            dst=None if r.random() < 0.3 else r.randrange(W),
+        ),
+    ),
+    (
+        2,
+        lambda m, r: m.madvise(
+            pi=r.randrange(5), start=r.randrange(W), n=r.randint(1, 4), adv=_pick(r, ADVICE)
+        ),
+    ),
+    (
+        1,
+        lambda m, r: m.mlock(
+            pi=r.randrange(5), start=r.randrange(W), n=r.randint(1, 4), lock=r.random() < 0.5
+        ),
+    ),
     (2, lambda m, r: m.read(pi=r.randrange(5), pg=r.randrange(W))),
     (2, lambda m, r: m.write(pi=r.randrange(5), pg=r.randrange(W), byte=r.randint(1, 255))),
     (2, lambda m, r: m.fork(pi=r.randrange(5)) if m.nprocs < MAX_PROCS else None),
@@ -435,8 +497,9 @@ WALK_OPS = [op for weight, op in WALK for _ in range(weight)]
 SEEDS = range(300)
 
 
-def random_walk(designs: tuple[str, ...], fork_property: bool, seeds=SEEDS, steps=25,
-                ignored=("gu",)):
+def random_walk(
+    designs: tuple[str, ...], fork_property: bool, seeds=SEEDS, steps=25, ignored=("gu",)
+):
     M = machine(designs, fork_property, ignored)
     for seed in seeds:
         rng = random.Random(seed)
@@ -453,8 +516,12 @@ def random_walk(designs: tuple[str, ...], fork_property: bool, seeds=SEEDS, step
 
 def _walk_params(bad: dict[str, str], exclude: tuple[str, ...] = ()):
     return [
-        pytest.param(d, marks=[pytest.mark.xfail(strict=True, raises=PropertyViolation,
-                                                 reason=bad[d])] if d in bad else [])
+        pytest.param(
+            d,
+            marks=[pytest.mark.xfail(strict=True, raises=PropertyViolation, reason=bad[d])]
+            if d in bad
+            else [],
+        )
         for d in vmalab.DESIGNS
         if d not in exclude
     ]
@@ -462,7 +529,7 @@ def _walk_params(bad: dict[str, str], exclude: tuple[str, ...] = ()):
 
 FORK_BAD = {
     "tagged": "FINDING F1 (docs/findings.md): a merge that absorbs a flag-only VMA drops "
-              "ANON_VMA_UNFAULTED, so fork loses its guards",
+    "ANON_VMA_UNFAULTED, so fork loses its guards",
     "lossy": "negative control: guards in VMAs without an anon_vma are lost at fork",
 }
 
@@ -475,7 +542,7 @@ def test_fork_property_random_walks(design):
 LOCKSTEP_BAD = {
     "tagged": "FINDINGS F1 and F2: tagged differs from the kernel (sticky) for the user",
     "tagged-fixed": "FINDING F2: no anon_vma at install, so mprotect read-only drops "
-                    "VM_ACCOUNT and merges differ from the kernel",
+    "VM_ACCOUNT and merges differ from the kernel",
     "lossy": "negative control (F1-like guard loss, F2)",
 }
 
@@ -488,7 +555,7 @@ def test_lockstep_random_walks_against_sticky(design):
 
 LOCKSTEP_BAD_BUT_AC = {
     "tagged": "FINDING F1: guards lost at fork after a merge (visible as a guard-page "
-              "difference in the child)",
+    "difference in the child)",
     "lossy": "negative control: guards lost at fork",
 }
 
@@ -610,8 +677,11 @@ def test_fork_keeps_guard_in_unfaulted_vma(design):
 
 
 F2_BAD = ("tagged", "tagged-fixed", "lossy")
-F2 = pytest.mark.xfail(strict=True, reason="FINDING F2: guarded never-written anonymous VMA "
-                       "has no anon_vma, so mprotect(PROT_READ) drops VM_ACCOUNT")
+F2 = pytest.mark.xfail(
+    strict=True,
+    reason="FINDING F2: guarded never-written anonymous VMA "
+    "has no anon_vma, so mprotect(PROT_READ) drops VM_ACCOUNT",
+)
 
 
 @pytest.mark.parametrize(

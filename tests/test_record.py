@@ -47,8 +47,12 @@ def _probe() -> str | None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
-        p = subprocess.run([*VMALAB, "record", "--quiet", "--no-faults", "-o", d + "/r", "--",
-                            "true"], capture_output=True, text=True, timeout=60)
+        p = subprocess.run(
+            [*VMALAB, "record", "--quiet", "--no-faults", "-o", d + "/r", "--", "true"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if p.returncode != 0:
             return "vmalab record cannot run here: " + (p.stderr.strip().splitlines() or ["?"])[-1]
     return None
@@ -58,12 +62,18 @@ _why = _probe()
 pytestmark = pytest.mark.skipif(_why is not None, reason=_why or "")
 
 
-def run_record(out: Path, *cmd: str, env: dict[str, str] | None = None,
-               extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def run_record(
+    out: Path, *cmd: str, env: dict[str, str] | None = None, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     e = dict(os.environ)
     e.update(env or {})
-    return subprocess.run([*VMALAB, "record", "--quiet", "-o", str(out), *extra, "--", *cmd],
-                          capture_output=True, text=True, env=e, timeout=120)
+    return subprocess.run(
+        [*VMALAB, "record", "--quiet", "-o", str(out), *extra, "--", *cmd],
+        capture_output=True,
+        text=True,
+        env=e,
+        timeout=120,
+    )
 
 
 def manifest(d: Path) -> dict[str, Any]:
@@ -87,10 +97,18 @@ def bins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed")
     d = tmp_path_factory.mktemp("bins")
-    for name in ("pthreads_spawn", "readmaps", "guard_loop", "tree", "thread_exec", "allcalls",
-                 "leader_exit"):
-        subprocess.run(["gcc", "-O1", "-pthread", "-o", str(d / name), str(PROGRAMS / f"{name}.c")],
-                       check=True)
+    for name in (
+        "pthreads_spawn",
+        "readmaps",
+        "guard_loop",
+        "tree",
+        "thread_exec",
+        "allcalls",
+        "leader_exit",
+    ):
+        subprocess.run(
+            ["gcc", "-O1", "-pthread", "-o", str(d / name), str(PROGRAMS / f"{name}.c")], check=True
+        )
     return d
 
 
@@ -110,9 +128,15 @@ def recs(bins: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tupl
     }.items():
         d = root / name
         # in parallel: most of a recording's time is perf starting and stopping
-        procs[name] = (d, subprocess.Popen([*VMALAB, "record", "--quiet", "-o", str(d), "--",
-                                            *cmd], stdout=subprocess.PIPE,
-                                           stderr=subprocess.PIPE, text=True))
+        procs[name] = (
+            d,
+            subprocess.Popen(
+                [*VMALAB, "record", "--quiet", "-o", str(d), "--", *cmd],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+        )
     out: dict[str, tuple[Path, Any]] = {}
     for name, (d, p) in procs.items():
         so, se = p.communicate(timeout=180)
@@ -218,7 +242,8 @@ def test_faults_of_a_thread_and_a_grandchild(recs: dict[str, tuple[Path, Any]]) 
 
 
 def test_fresh_mmap_write_fault_and_kernel_fault_inside_read(
-        recs: dict[str, tuple[Path, Any]]) -> None:
+    recs: dict[str, tuple[Path, Any]],
+) -> None:
     d, proc = recs["readmaps"]
     assert proc.returncode == 0, proc.stderr
     m = manifest(d)
@@ -232,8 +257,9 @@ def test_fresh_mmap_write_fault_and_kernel_fault_inside_read(
     assert user, "no user write fault on the fresh mmap"
     # the second read() of /proc/self/maps into the untouched mmap: a kernel write fault
     # between its <unfinished ...> and <... read resumed> halves
-    k = next(i for i, t in enumerate(text)
-             if f"address={hex(rets[1])}, access=write, mode=kernel" in t)
+    k = next(
+        i for i, t in enumerate(text) if f"address={hex(rets[1])}, access=write, mode=kernel" in t
+    )
     assert re.match(rf"{pid}\s+\S+ read\(\d+</proc/{pid}/maps>, <unfinished \.\.\.>$", text[k - 1])
     assert re.match(rf"{pid}\s+\S+ <\.\.\. read resumed>\"", text[k + 1]), text[k + 1]
     assert m["faults"]["kernel"] >= 1 and m["faults"]["user"] >= 1
@@ -279,8 +305,11 @@ def test_no_perf_fallback(bins: Path, tmp_path: Path) -> None:
 def test_sigint_leaves_a_valid_recording(tmp_path: Path) -> None:
     d = tmp_path / "r"
     prog = "import time\nfor _ in range(600): time.sleep(0.05)\n"
-    p = subprocess.Popen([*VMALAB, "record", "--quiet", "-o", str(d), "--", sys.executable,
-                          "-S", "-c", prog], stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [*VMALAB, "record", "--quiet", "-o", str(d), "--", sys.executable, "-S", "-c", prog],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not list((d / "snapshots").glob("*.exec.maps")):
         time.sleep(0.05)
@@ -306,17 +335,22 @@ def test_matches_real_strace(bins: Path, tmp_path: Path) -> None:
     env = {"VMALAB_RECORD_NO_PERF": "1"}
     assert run_record(d, prog, env=env).returncode == 0
     st = tmp_path / "s.strace"
-    subprocess.run(["strace", "-f", "--timestamps=unix,ns", "-X", "raw", "-y", "-o", str(st),
-                    prog], check=True, capture_output=True)
+    subprocess.run(
+        ["strace", "-f", "--timestamps=unix,ns", "-X", "raw", "-y", "-o", str(st), prog],
+        check=True,
+        capture_output=True,
+    )
     ours = _normalise((d / "trace.strace").read_text().splitlines(), strace=False)
     theirs = _normalise(st.read_text().splitlines(), strace=True)
     assert ours == theirs
 
 
-_KEEP = set("""mmap munmap mprotect pkey_mprotect pkey_alloc pkey_free mremap madvise brk mlock
+_KEEP = set(
+    """mmap munmap mprotect pkey_mprotect pkey_alloc pkey_free mremap madvise brk mlock
 mlock2 munlock mlockall munlockall shmget shmat shmdt mincore prctl open openat creat close
 close_range dup dup2 dup3 fcntl memfd_create ftruncate fallocate chdir fchdir unlink unlinkat
-rename renameat renameat2 clone clone3 fork vfork execve exit exit_group""".split())
+rename renameat renameat2 clone clone3 fork vfork execve exit exit_group""".split()
+)
 
 
 def _normalise(text: list[str], strace: bool) -> list[str]:
@@ -349,8 +383,9 @@ def _normalise(text: list[str], strace: bool) -> list[str]:
         body = re.sub(r"shm(get|at)\((.*?)\) = \d+", r"shm\1(\2) = ID", body)
         body = re.sub(r"= \d{3,}$", "= PID", body)
         body = re.sub(r"shmat\(\d+", "shmat(ID", body)
-        body = re.sub(r"</tmp/bash_jobs[^>]*>|</dev/pts/\d+>|<pipe:\[\d+\]>|<socket:\[\d+\]>",
-                      "<STDIO>", body)
+        body = re.sub(
+            r"</tmp/bash_jobs[^>]*>|</dev/pts/\d+>|<pipe:\[\d+\]>|<socket:\[\d+\]>", "<STDIO>", body
+        )
         body = re.sub(r"\s+= ", " = ", body)
         if pid not in out:
             order.append(pid)
@@ -381,8 +416,9 @@ def test_bad_input(tmp_path: Path) -> None:
     assert p.returncode == 2 and "already holds a recording" in p.stderr
     assert p.stderr.count("\n") == 1
     assert run_record(d, "true", env=env, extra=("--force",)).returncode == 0
-    p = subprocess.run([*VMALAB, "record", "-o", str(tmp_path / "c")], capture_output=True,
-                       text=True)
+    p = subprocess.run(
+        [*VMALAB, "record", "-o", str(tmp_path / "c")], capture_output=True, text=True
+    )
     assert p.returncode == 2
 
 
@@ -398,7 +434,7 @@ def test_unwritable_dir(tmp_path: Path) -> None:
 
 def test_quote_like_strace() -> None:
     assert quote(b"\x7fELF\x02\x01\x01\x00\x00") == '"\\177ELF\\2\\1\\1\\0\\0"'
-    assert quote(b"a\n\"b\\") == '"a\\n\\"b\\\\"'
+    assert quote(b'a\n"b\\') == '"a\\n\\"b\\\\"'
     assert quote(b"\x010") == '"\\0010"'
     assert quote(b"x" * 40) == '"' + "x" * 32 + '"...'
 
@@ -415,14 +451,17 @@ def test_perf_lines_and_merge_order() -> None:
         "  100  1.000000400: exceptions:page_fault_user: address=0x7f0000003000 ip=0x7f0000003000 "
         "error_code=0x14",
     ]
-    recs = [(1_000_000_200, 1, 100, "E", -1, "read\tread(3</proc/100/maps>, "),
-            (1_000_000_350, 1, 100, "X", -1, 'read\t"", 5)\x1f0')]
+    recs = [
+        (1_000_000_200, 1, 100, "E", -1, "read\tread(3</proc/100/maps>, "),
+        (1_000_000_350, 1, 100, "X", -1, 'read\t"", 5)\x1f0'),
+    ]
     lives = {100: [Incarnation(0, "fork")]}
     import io
 
     out = io.StringIO()
-    st = mg.merge(iter(recs), mg.perf_events(perf, stats), out, offset_ns=0, lives=lives,
-                  snapshots=[])
+    st = mg.merge(
+        iter(recs), mg.perf_events(perf, stats), out, offset_ns=0, lives=lives, snapshots=[]
+    )
     got = out.getvalue().splitlines()
     assert [g.split(None, 2)[2] for g in got] == [
         "--- PAGE_FAULT {address=0x7f0000001000, access=write, mode=user, ip=0x401000, "

@@ -47,8 +47,12 @@ def _compile(tmp: Path, src: Path) -> str:
 
 
 def _record(d: Path, *cmd: str) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([*VMALAB, "record", "--quiet", "-o", str(d), "--", *cmd],
-                       capture_output=True, text=True, timeout=240)
+    p = subprocess.run(
+        [*VMALAB, "record", "--quiet", "-o", str(d), "--", *cmd],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     return p
 
@@ -158,8 +162,7 @@ def test_selfmaps_program_reads_all_match(tmp_path: Path) -> None:
 
 
 def _read_snap(cid: int, mm: int) -> ReadSnapshot:
-    info = ReadInfo(cid, mm, 100, "/proc/100/maps", "maps", 10, 1, True, True, False, False,
-                    False)
+    info = ReadInfo(cid, mm, 100, "/proc/100/maps", "maps", 10, 1, True, True, False, False, False)
     return ReadSnapshot(100, "read", cid, "snapshots/100.1.read.maps", "", read=info)
 
 
@@ -181,19 +184,28 @@ def test_merge_decides_consistency_from_tags() -> None:
     recs = [
         # 0: thread 101's mmap is running while 100 opens and reads to EOF: not consistent
         rec(10, 101, "E", mm_e + "\tV1"),
-        rec(11, 100, "E", opn), rec(12, 100, "X", opx + "\tO1"),
-        rec(13, 100, "E", rd), rec(14, 100, "X", rdx + "\tL0"),
+        rec(11, 100, "E", opn),
+        rec(12, 100, "X", opx + "\tO1"),
+        rec(13, 100, "E", rd),
+        rec(14, 100, "X", rdx + "\tL0"),
         rec(15, 101, "X", mm_x + "\tV1"),
         # 1: opened after it: consistent, although mm 2 changed meanwhile
-        rec(20, 100, "E", opn), rec(21, 100, "X", opx + "\tO2"),
-        rec(22, 102, "E", mm_e + "\tV2"), rec(23, 102, "X", mm_x + "\tV2"),
-        rec(24, 100, "E", rd), rec(25, 100, "X", rdx + "\tL1"),
+        rec(20, 100, "E", opn),
+        rec(21, 100, "X", opx + "\tO2"),
+        rec(22, 102, "E", mm_e + "\tV2"),
+        rec(23, 102, "X", mm_x + "\tV2"),
+        rec(24, 100, "E", rd),
+        rec(25, 100, "X", rdx + "\tL1"),
         # 2: a change of mm 1 completing between the open and the EOF
-        rec(30, 100, "E", opn), rec(31, 100, "X", opx + "\tO3"),
-        rec(32, 101, "E", mm_e + "\tV1"), rec(33, 101, "X", mm_x + "\tV1"),
-        rec(34, 100, "E", rd), rec(35, 100, "X", rdx + "\tL2"),
+        rec(30, 100, "E", opn),
+        rec(31, 100, "X", opx + "\tO3"),
+        rec(32, 101, "E", mm_e + "\tV1"),
+        rec(33, 101, "X", mm_x + "\tV1"),
+        rec(34, 100, "E", rd),
+        rec(35, 100, "X", rdx + "\tL2"),
         # 3: process_madvise (any mm), ended by the reader's exit (an L record)
-        rec(40, 100, "E", opn), rec(41, 100, "X", opx + "\tO4"),
+        rec(40, 100, "E", opn),
+        rec(41, 100, "X", opx + "\tO4"),
         rec(42, 102, "E", "process_madvise\tprocess_madvise(3, [], 0, 0x8, 0\tV*"),
         rec(43, 102, "X", f"process_madvise\t){SEP}0\tV*"),
         rec(44, 100, "L", "3"),
@@ -209,8 +221,10 @@ def test_merge_decides_consistency_from_tags() -> None:
     assert [lines[g[0] - 1].split(None, 2)[2][:6] for g in got] == ["openat"] * 4
     assert [g[2] for g in got] == [False, True, False, False]
     assert rsnaps[0].read is not None and rsnaps[0].read.why == [
-        "task 101 was inside a call changing the address space"]
+        "task 101 was inside a call changing the address space"
+    ]
     assert rsnaps[2].read is not None and rsnaps[2].read.why[0].startswith(
-        "the address space changed at line ")
+        "the address space changed at line "
+    )
     assert got[1][1] == got[1][0] + 2  # open, mmap (one line), read
     assert got[3][1] == len(lines)

@@ -49,8 +49,12 @@ def _record(tmp: Path, *argv: str) -> tuple[Path, Path]:
     out.mkdir()
     rec = tmp / "rec"
     cmd = [str(out) if a == "OUT" else a for a in argv]
-    res = subprocess.run([sys.executable, "-m", "vmalab.cli", "record", "-o", str(rec), "--",
-                          *cmd], capture_output=True, text=True, timeout=240)
+    res = subprocess.run(
+        [sys.executable, "-m", "vmalab.cli", "record", "-o", str(rec), "--", *cmd],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     return rec, out
 
@@ -78,7 +82,7 @@ def _self_dumps(rec: Path, out: Path) -> dict[int, tuple[int, str, Path]]:
     want: dict[int, tuple[int, str, Path]] = {}
     for pid, lst in files.items():
         lst.sort()
-        mine = opens[pid][-len(lst):]  # a forked child's first dumps are its parent's
+        mine = opens[pid][-len(lst) :]  # a forked child's first dumps are its parent's
         assert len(mine) == len(lst), (pid, lst, mine)
         for (_n, kind, path), (oline, k2) in zip(lst, mine, strict=True):
             assert kind == k2

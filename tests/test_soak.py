@@ -33,8 +33,9 @@ def test_soak_short_every_design(design: str) -> None:
 
 
 def test_soak_cli() -> None:
-    r = CliRunner().invoke(main, ["soak", "--ops", "300", "--seed", "5", "--check-every",
-                                  "100", "--processes", "3"])
+    r = CliRunner().invoke(
+        main, ["soak", "--ops", "300", "--seed", "5", "--check-every", "100", "--processes", "3"]
+    )
     assert r.exit_code == 0, r.output
     assert "ops=300" in r.output and "violations=0" in r.output
 

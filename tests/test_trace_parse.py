@@ -32,19 +32,22 @@ def one(line: str) -> Syscall:
     return evs[0]
 
 
-@pytest.mark.parametrize("line,pid", [
-    ("4553  1795894645.079670 brk(NULL)       = 0x55844cbf4000", 4553),
-    ("4553 brk(NULL) = 0x55844cbf4000", 4553),
-    ("1795894645.079670 brk(NULL) = 0x55844cbf4000", None),
-    ("19:37:00.123456 brk(NULL) = 0x55844cbf4000", None),
-    ("19:37:00 brk(NULL) = 0x55844cbf4000", None),
-    ("[pid  4553] brk(NULL) = 0x55844cbf4000", 4553),
-    ("brk(NULL) = 0x55844cbf4000", None),
-    ("4553       0.000123 brk(NULL) = 0x55844cbf4000 <0.000012>", 4553),
-    ("4553  1795894645.079670 [00007f1234567890] brk(NULL) = 0x55844cbf4000", 4553),
-    ("4553  [ 12] brk(NULL) = 0x55844cbf4000", 4553),
-    ("[pid  4553] 19:37:00 [ 12] [00007f1234567890] brk(NULL) = 0x55844cbf4000", 4553),
-])
+@pytest.mark.parametrize(
+    "line,pid",
+    [
+        ("4553  1795894645.079670 brk(NULL)       = 0x55844cbf4000", 4553),
+        ("4553 brk(NULL) = 0x55844cbf4000", 4553),
+        ("1795894645.079670 brk(NULL) = 0x55844cbf4000", None),
+        ("19:37:00.123456 brk(NULL) = 0x55844cbf4000", None),
+        ("19:37:00 brk(NULL) = 0x55844cbf4000", None),
+        ("[pid  4553] brk(NULL) = 0x55844cbf4000", 4553),
+        ("brk(NULL) = 0x55844cbf4000", None),
+        ("4553       0.000123 brk(NULL) = 0x55844cbf4000 <0.000012>", 4553),
+        ("4553  1795894645.079670 [00007f1234567890] brk(NULL) = 0x55844cbf4000", 4553),
+        ("4553  [ 12] brk(NULL) = 0x55844cbf4000", 4553),
+        ("[pid  4553] 19:37:00 [ 12] [00007f1234567890] brk(NULL) = 0x55844cbf4000", 4553),
+    ],
+)
 def test_prefix_formats(line: str, pid: int | None) -> None:
     ev = one(line)
     assert ev.pid == pid and ev.name == "brk" and ev.args == ["NULL"]
@@ -53,12 +56,15 @@ def test_prefix_formats(line: str, pid: int | None) -> None:
 
 def test_mmap_raw_and_symbolic() -> None:
     raw = one("5 1.0 mmap(NULL, 8192, 0x3, 0x22, -1, 0) = 0x7fe98ab4b000")
-    sym = one("5 mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = "
-              "0x7fe98ab4b000")
+    sym = one(
+        "5 mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = "
+        "0x7fe98ab4b000"
+    )
     assert [to_int(a) for a in raw.args] == [to_int(a) for a in sym.args]
     assert to_int("MAP_PRIVATE|MAP_ANONYMOUS|MAP_STACK") == 0x20022
-    assert to_int("MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS|MAP_HUGETLB|21<<MAP_HUGE_SHIFT") \
-        == 0x2 | 0x10 | 0x20 | 0x40000 | (21 << 26)
+    assert to_int(
+        "MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS|MAP_HUGETLB|21<<MAP_HUGE_SHIFT"
+    ) == 0x2 | 0x10 | 0x20 | 0x40000 | (21 << 26)
 
 
 @pytest.mark.parametrize("text", ["0x66 /* MADV_??? */", "0x66", "102", "MADV_GUARD_INSTALL"])
@@ -68,8 +74,9 @@ def test_guard_advice_spellings(text: str) -> None:
 
 
 def test_failed_call() -> None:
-    ev = one('9 openat(AT_FDCWD, "/nope", O_RDONLY|O_CLOEXEC) = -1 ENOENT (No such file or '
-             'directory)')
+    ev = one(
+        '9 openat(AT_FDCWD, "/nope", O_RDONLY|O_CLOEXEC) = -1 ENOENT (No such file or directory)'
+    )
     assert ev.failed and ev.errno == "ENOENT"
     ev = one("9 mmap(NULL, 4096, 0x3, 0x22, -1, 0) = -1 (errno 12)")
     assert ev.errno == "E12"
@@ -106,40 +113,57 @@ def test_unfinished_resumed_joining() -> None:
         "11 1.1 brk(NULL) = 0x1000",
         "10 1.2 <... mmap resumed>) = 0x7f0000000000",
         "11 1.3 read(3</x>,  <unfinished ...>",
-        "11 1.4 <... read resumed>\"\", 16) = 0",
+        '11 1.4 <... read resumed>"", 16) = 0',
     ]
     evs = list(parse_lines(lines))
     assert [(e.name, e.lineno) for e in evs if isinstance(e, Syscall)] == [
-        ("brk", 2), ("mmap", 3), ("read", 5)]
+        ("brk", 2),
+        ("mmap", 3),
+        ("read", 5),
+    ]
     mm = evs[1]
     assert isinstance(mm, Syscall) and mm.start_lineno == 1 and len(mm.args) == 6
 
 
 def test_clone3_struct() -> None:
-    ev = one("5 clone3({flags=0x3d0f00, child_tid=0x7f, parent_tid=0x7f, exit_signal=0, "
-             "stack=0x7f39fe785000, stack_size=0x7fff80, tls=0x7f} => {parent_tid=[5872]}, 88)"
-             " = 5872")
+    ev = one(
+        "5 clone3({flags=0x3d0f00, child_tid=0x7f, parent_tid=0x7f, exit_signal=0, "
+        "stack=0x7f39fe785000, stack_size=0x7fff80, tls=0x7f} => {parent_tid=[5872]}, 88)"
+        " = 5872"
+    )
     assert to_int(struct_fields(ev.args[0])["flags"]) == 0x3D0F00
-    ev = one("5 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, "
-             "child_tidptr=0x7f) = 6")
+    ev = one(
+        "5 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, "
+        "child_tidptr=0x7f) = 6"
+    )
     assert ev.args[1].startswith("flags=")
 
 
 def test_stack_trace_lines_are_skipped() -> None:
-    evs = list(parse_lines(["5 brk(NULL) = 0x1000",
-                            " > /usr/lib/x86_64-linux-gnu/libc.so.6(brk+0xb) [0xf9a2b]",
-                            " > /usr/bin/python3(main+0x20) [0x1000]"]))
+    evs = list(
+        parse_lines(
+            [
+                "5 brk(NULL) = 0x1000",
+                " > /usr/lib/x86_64-linux-gnu/libc.so.6(brk+0xb) [0xf9a2b]",
+                " > /usr/bin/python3(main+0x20) [0x1000]",
+            ]
+        )
+    )
     assert len(evs) == 1
 
 
 def test_exit_and_signal_lines() -> None:
-    evs = list(parse_lines([
-        "5 exit_group(0)                   = ?",
-        "6 --- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_EXITED} ---",
-        "5 +++ exited with 0 +++",
-        "7 +++ killed by SIGSEGV (core dumped) +++",
-        "",
-    ]))
+    evs = list(
+        parse_lines(
+            [
+                "5 exit_group(0)                   = ?",
+                "6 --- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_EXITED} ---",
+                "5 +++ exited with 0 +++",
+                "7 +++ killed by SIGSEGV (core dumped) +++",
+                "",
+            ]
+        )
+    )
     assert isinstance(evs[0], Syscall) and evs[0].ret == "?"
     assert [type(e) for e in evs] == [Syscall, TaskExit, TaskExit]
 
@@ -149,20 +173,26 @@ def test_unfinished_exit_at_end_is_reported() -> None:
     assert len(evs) == 1 and isinstance(evs[0], Syscall) and evs[0].name == "exit_group"
 
 
-@pytest.mark.parametrize("bad", [
-    "5 mmap(NULL, 4096",
-    "garbage here",
-    "5 mmap(NULL, 4096) =",
-    '5 open("unterminated) = 3',
-    "5 +++ whatever",
-    "5 mmap(NULL, 4096) = banana",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "5 mmap(NULL, 4096",
+        "garbage here",
+        "5 mmap(NULL, 4096) =",
+        '5 open("unterminated) = 3',
+        "5 +++ whatever",
+        "5 mmap(NULL, 4096) = banana",
+    ],
+)
 def test_malformed_lines_name_their_number(bad: str) -> None:
     with pytest.raises(ValueError, match=r"line 2\b"):
         list(parse_lines(["5 brk(NULL) = 0x1000", bad]))
     skipped: list[int] = []
-    evs = list(parse_lines(["5 brk(NULL) = 0x1000", bad, "5 brk(NULL) = 0x2000"],
-                           lenient=True, skipped=skipped))
+    evs = list(
+        parse_lines(
+            ["5 brk(NULL) = 0x1000", bad, "5 brk(NULL) = 0x2000"], lenient=True, skipped=skipped
+        )
+    )
     assert skipped in ([2], [])
     assert sum(isinstance(e, Syscall) and e.name == "brk" for e in evs) == 2
 
@@ -187,10 +217,28 @@ def test_fixture_traces_parse_strictly() -> None:
         assert n > 100, f
 
 
-_alphabet = st.sampled_from(list("0123456789abcdefx(){}[]<>\"\\,|=?.:/ -+*_") + [
-    "mmap", "madvise", "<unfinished ...>", "<... mmap resumed>", "MAP_FIXED", "0x66",
-    "/* MADV_??? */", "+++ exited with 0 +++", "---", "NULL", "clone3", "{flags=", "E",
-    "ENOMEM", "99999999999999999999999999", "\t", "\n"])
+_alphabet = st.sampled_from(
+    list('0123456789abcdefx(){}[]<>"\\,|=?.:/ -+*_')
+    + [
+        "mmap",
+        "madvise",
+        "<unfinished ...>",
+        "<... mmap resumed>",
+        "MAP_FIXED",
+        "0x66",
+        "/* MADV_??? */",
+        "+++ exited with 0 +++",
+        "---",
+        "NULL",
+        "clone3",
+        "{flags=",
+        "E",
+        "ENOMEM",
+        "99999999999999999999999999",
+        "\t",
+        "\n",
+    ]
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -215,13 +263,19 @@ def test_fuzz_parser_never_crashes(lines: list[str]) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=200), st.integers(min_value=0, max_value=5))
 def test_fuzz_truncated_real_lines(garbage: str, cut: int) -> None:
-    real = ("4553  1795894645.080998 mmap(NULL, 1974096, 0x1, 0x802, "
-            "3</usr/lib/x86_64-linux-gnu/libc.so.6>, 0) = 0x7fe98a960000")
+    real = (
+        "4553  1795894645.080998 mmap(NULL, 1974096, 0x1, 0x802, "
+        "3</usr/lib/x86_64-linux-gnu/libc.so.6>, 0) = 0x7fe98a960000"
+    )
     lines = [real[: len(real) * cut // 5], garbage, real]
     skipped: list[int] = []
     evs = list(parse_lines(lines, lenient=True, skipped=skipped))
-    assert any(isinstance(e, Syscall) and e.lineno == 3 for e in evs) or 3 in skipped or \
-        "\n" in garbage or "\r" in garbage
+    assert (
+        any(isinstance(e, Syscall) and e.lineno == 3 for e in evs)
+        or 3 in skipped
+        or "\n" in garbage
+        or "\r" in garbage
+    )
 
 
 def test_lazy_arguments_agree_with_the_full_parse() -> None:

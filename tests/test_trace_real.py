@@ -41,8 +41,16 @@ def _cases() -> list[tuple[str, int, int | None, int, str | None, str]]:
                 continue
             e = tags.get("early")
             f = tags["final"]
-            out.append((case, pid, e["line"] if e else None, f["line"],
-                        e["file"] if e else None, f["file"]))  # type: ignore[misc]
+            out.append(
+                (
+                    case,
+                    pid,
+                    e["line"] if e else None,
+                    f["line"],
+                    e["file"] if e else None,
+                    f["file"],
+                )
+            )  # type: ignore[misc]
     return out
 
 
@@ -75,22 +83,27 @@ def _read(name: str) -> str:
 #   below ld.so) and the brk heap, matches.
 
 
-@pytest.mark.parametrize("case,pid,early,final,efile,ffile", CASES,
-                         ids=[f"{c[0]}-{c[1]}" for c in CASES])
+@pytest.mark.parametrize(
+    "case,pid,early,final,efile,ffile", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES]
+)
 @pytest.mark.parametrize("mode", ["dump", "execve"])
-def test_real_trace_matches_final_maps(case: str, pid: int, early: int | None, final: int,
-                                       efile: str | None, ffile: str, mode: str) -> None:
+def test_real_trace_matches_final_maps(
+    case: str, pid: int, early: int | None, final: int, efile: str | None, ffile: str, mode: str
+) -> None:
     trace = os.path.join(FIX, MANIFEST[case]["trace"])
     if mode == "dump":
         if early is None or efile is None:
             pytest.skip("no early dump for this process")
-        r = replay(trace, "sticky", stop_at_line=final, start=(pid, early, _read(efile)),
-                   host_files=True)
+        r = replay(
+            trace, "sticky", stop_at_line=final, start=(pid, early, _read(efile)), host_files=True
+        )
     else:
         for path, size in MANIFEST[case].get("binaries", {}).items():
             if not os.path.exists(path) or os.path.getsize(path) != size:
-                pytest.skip(f"{path} is not the binary the trace ran (execve rebuilds the "
-                            "layout from the ELF on this machine)")
+                pytest.skip(
+                    f"{path} is not the binary the trace ran (execve rebuilds the "
+                    "layout from the ELF on this machine)"
+                )
         r = replay(trace, "sticky", stop_at_line=final, host_files=True)
     r.kernel.check()
     missing, extra = diff(r.process(pid), _read(ffile))
@@ -118,8 +131,10 @@ def vmflag_diffs(proc: object, dump: str) -> list[str]:
     for v in real:
         have = model.get((v.start, v.end))
         if have is not None and have != v.vmflags:
-            out.append(f"{v.start:x} {v.path}: kernel-only {sorted(v.vmflags - have)}, "
-                       f"model-only {sorted(have - v.vmflags)}")
+            out.append(
+                f"{v.start:x} {v.path}: kernel-only {sorted(v.vmflags - have)}, "
+                f"model-only {sorted(have - v.vmflags)}"
+            )
     return out
 
 

@@ -36,7 +36,9 @@ def ranges(proc: object) -> list[tuple[int, int]]:
 
 
 def test_basic_calls(tmp_path: Path) -> None:
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         100 1.0 mmap(NULL, {16 * P}, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) \
             = {A:#x}
         100 1.1 mprotect({A:#x}, {P}, PROT_NONE) = 0
@@ -44,7 +46,8 @@ def test_basic_calls(tmp_path: Path) -> None:
         100 1.3 munmap({A + 15 * P:#x}, {P}) = 0
         100 1.4 mmap({A + 0x100000:#x}, {P}, 0x3, 0x100022, -1, 0) = {A + 0x100000:#x}
         100 1.5 mmap(NULL, {P}, 0x3, 0x22, -1, 0) = -1 ENOMEM (Cannot allocate memory)
-    """)
+    """,
+    )
     for design in vmalab.DESIGNS:
         r = replay(t, design)
         p = r.process(100)
@@ -55,17 +58,22 @@ def test_basic_calls(tmp_path: Path) -> None:
 
 
 def test_madvise_enomem_is_replayed(tmp_path: Path) -> None:
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         7 mmap({A:#x}, {4 * P}, 0x3, 0x32, -1, 0) = {A:#x}
         7 madvise({A:#x}, {8 * P}, 0x66) = -1 ENOMEM (Cannot allocate memory)
-    """)
+    """,
+    )
     r = replay(t)
     assert r.process(7).pagemap(A, 4)[3] & vmalab.uapi.PM_GUARD_REGION
     assert r.model_error_count == 0
 
 
 def test_unfinished_threads_and_fork(tmp_path: Path) -> None:
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         1 mmap(NULL, {4 * P}, 0x3, 0x22, -1, 0) = {A:#x}
         1 clone3({{flags=0x3d0f00, stack={A:#x}, stack_size=0x4000}} <unfinished ...>
         2 mmap(NULL, {P}, 0x3, 0x22, -1, 0 <unfinished ...>
@@ -78,7 +86,8 @@ def test_unfinished_threads_and_fork(tmp_path: Path) -> None:
         2 +++ exited with 0 +++
         3 exit_group(0) = ?
         3 +++ exited with 0 +++
-    """)
+    """,
+    )
     r = replay(t)
     assert r.process(1) is r.process(2)
     assert ranges(r.process(1)) == [(A, A + 4 * P), (A + 0x10000, A + 0x11000)]
@@ -88,14 +97,17 @@ def test_unfinished_threads_and_fork(tmp_path: Path) -> None:
 
 
 def test_vfork_child_runs_before_parent_returns(tmp_path: Path) -> None:
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         1 mmap(NULL, {P}, 0x3, 0x22, -1, 0) = {A:#x}
         1 vfork( <unfinished ...>
         2 munmap({A:#x}, {P}) = 0
         2 exit_group(127) = ?
         1 <... vfork resumed>) = 2
         2 +++ exited with 127 +++
-    """)
+    """,
+    )
     r = replay(t)
     assert ranges(r.process(1)) == []  # the vfork child shares the mm
     assert r.threads == 1 and r.forks == 0
@@ -104,18 +116,23 @@ def test_vfork_child_runs_before_parent_returns(tmp_path: Path) -> None:
 
 def test_brk_grows_and_shrinks(tmp_path: Path) -> None:
     b = 0x555555580000
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         5 brk(NULL) = {b:#x}
         5 brk({b + 0x21000:#x}) = {b + 0x21000:#x}
         5 brk({b + 0x42000:#x}) = {b + 0x42000:#x}
         5 brk({b + 0x10800:#x}) = {b + 0x10800:#x}
-    """)
+    """,
+    )
     r = replay(t)
     assert ranges(r.process(5)) == [(b, b + 0x11000)]
 
 
 def test_file_mappings_by_y_path_and_open_tracking(tmp_path: Path) -> None:
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         5 openat(AT_FDCWD, "/data/f.bin", O_RDONLY|O_CLOEXEC) = 3
         5 mmap(NULL, {8 * P}, PROT_READ, MAP_PRIVATE, 3, 0) = {A:#x}
         5 dup2(3, 7) = 7
@@ -125,37 +142,49 @@ def test_file_mappings_by_y_path_and_open_tracking(tmp_path: Path) -> None:
         5 mmap(NULL, {P}, 0x1, 0x2, 11, 0) = {A + 0x300000:#x}
         5 mmap(NULL, {P}, 0x3, 0x2, 12</dev/zero>, 0) = {A + 0x400000:#x}
         5 mmap(NULL, {P}, 0x3, 0x1, 13</dev/dri/card0>, 0) = {A + 0x500000:#x}
-    """)
+    """,
+    )
     r = replay(t)
     vs = r.process(5).vmas()
     assert [(v.start, v.path) for v in vs] == [
-        (A, "/data/f.bin"), (A + 0x100000, "/data/f.bin"), (A + 0x200000, "/usr/lib/x.so"),
-        (A + 0x400000, None)]
+        (A, "/data/f.bin"),
+        (A + 0x100000, "/data/f.bin"),
+        (A + 0x200000, "/usr/lib/x.so"),
+        (A + 0x400000, None),
+    ]
     assert vs[1].pgoff == 4
     assert r.unsupported == {"mmap(unknown fd)": 1, "mmap(device)": 1}
 
 
 def test_posix_shm_and_deleted_files_are_files(tmp_path: Path) -> None:
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         5 mmap(NULL, 32, 0x3, 0x1, 5</dev/shm/sem.x>(deleted), 0) = {A:#x}
         5 mmap(NULL, {P}, 0x1, 0x2, 6</tmp/gone.so (deleted)>, 0) = {A + 0x10000:#x}
-    """)
+    """,
+    )
     r = replay(t)
     # the kernel's d_path() text: an unlinked file keeps " (deleted)" in maps
     assert [v.path for v in r.process(5).vmas()] == [
-        "/dev/shm/sem.x (deleted)", "/tmp/gone.so (deleted)"]
+        "/dev/shm/sem.x (deleted)",
+        "/tmp/gone.so (deleted)",
+    ]
     assert r.unsupported == {}
 
 
 def test_memfd_and_mremap(tmp_path: Path) -> None:
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         5 memfd_create("pool", MFD_CLOEXEC) = 3
         5 ftruncate(3, {16 * P}) = 0
         5 mmap(NULL, {16 * P}, 0x3, 0x1, 3, 0) = {A:#x}
         5 mmap(NULL, {4 * P}, 0x3, 0x22, -1, 0) = {A + 0x100000:#x}
         5 mremap({A + 0x100000:#x}, {4 * P}, {8 * P}, MREMAP_MAYMOVE) = {A + 0x200000:#x}
         5 mremap({A + 0x200000:#x}, {8 * P}, {2 * P}, 0) = {A + 0x200000:#x}
-    """)
+    """,
+    )
     r = replay(t)
     vs = r.process(5).vmas()
     assert [(v.start, v.end) for v in vs] == [(A, A + 16 * P), (A + 0x200000, A + 0x202000)]
@@ -164,11 +193,14 @@ def test_memfd_and_mremap(tmp_path: Path) -> None:
 
 def test_execve_builds_an_elf_layout(tmp_path: Path) -> None:
     exe = os.path.realpath(sys.executable)
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         9 execve("{exe}", ["python3"], 0x7ffd /* 3 vars */) = 0
         9 brk(NULL) = 0x555555600000
         9 exit_group(0) = ?
-    """)
+    """,
+    )
     r = replay(t, stop_at_line=2, host_files=True)
     (lay,) = r.exec_layouts
     assert lay.method == "elf" and lay.path == exe
@@ -179,9 +211,12 @@ def test_execve_builds_an_elf_layout(tmp_path: Path) -> None:
 
 def test_execve_reads_no_host_file_unless_asked(tmp_path: Path) -> None:
     exe = os.path.realpath(sys.executable)
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         9 execve("{exe}", ["python3"], 0x7ffd /* 3 vars */) = 0
-    """)
+    """,
+    )
     r = replay(t)
     assert r.exec_layouts[0].method == "none" and r.process(9).vmas() == []
 
@@ -189,10 +224,13 @@ def test_execve_reads_no_host_file_unless_asked(tmp_path: Path) -> None:
 def test_execve_of_a_fifo_does_not_block(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         9 execve("{fifo}", ["x"], 0x7ffd /* 3 vars */) = 0
         9 mmap(NULL, 4096, 0x3, 0x22, -1, 0) = 0x7f0000000000
-    """)
+    """,
+    )
     r = replay(t, host_files=True)  # the FIFO is refused (not a regular file), not opened
     assert r.exec_layouts[0].method == "none" and len(r.process(9).vmas()) == 1
 
@@ -200,50 +238,68 @@ def test_execve_of_a_fifo_does_not_block(tmp_path: Path) -> None:
 def test_relative_execve_resolves_against_the_traced_cwd(tmp_path: Path) -> None:
     exe = os.path.realpath(sys.executable)
     d, name = os.path.split(exe)
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         9 execve("{name}", ["python3"], 0x7ffd /* 3 vars */) = 0
         9 openat(-100<{d}>, "x", 0) = -1 ENOENT (No such file or directory)
-    """)
+    """,
+    )
     r = replay(t, host_files=True)
     assert r.exec_layouts[0].path == exe and r.exec_layouts[0].method == "elf"
 
 
 def test_execve_of_missing_binary_is_empty(tmp_path: Path) -> None:
-    t = write(tmp_path, """
+    t = write(
+        tmp_path,
+        """
         9 mmap(NULL, 4096, 0x3, 0x22, -1, 0) = 0x7f0000000000
         9 execve("/no/such/binary", ["x"], 0x7ffd /* 3 vars */) = 0
-    """)
+    """,
+    )
     r = replay(t)
     assert r.exec_layouts[0].method == "none"
     assert r.process(9).vmas() == [] and r.exits == 1
 
 
 def test_stop_at_line_and_start_dump(tmp_path: Path) -> None:
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         5 mmap(NULL, {P}, 0x3, 0x22, -1, 0) = {A:#x}
         5 munmap({A:#x}, {P}) = 0
         5 mmap(NULL, {P}, 0x3, 0x22, -1, 0) = {A + 0x10000:#x}
         5 munmap({A + 0x4000:#x}, {P}) = 0
-    """)
+    """,
+    )
     assert ranges(replay(t, stop_at_line=1).process(5)) == [(A, A + P)]
-    dump = (f"{A:x}-{A + 8 * P:x} rw-p 00000000 00:00 0 \n"
-            f"{A + 8 * P:x}-{A + 9 * P:x} rw-p 00000000 00:00 0 \n"
-            f"{A + 0x20000:x}-{A + 0x22000:x} r--p 00001000 fe:00 12  /usr/lib/y.so\n"
-            f"ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0  [vsyscall]\n")
+    dump = (
+        f"{A:x}-{A + 8 * P:x} rw-p 00000000 00:00 0 \n"
+        f"{A + 8 * P:x}-{A + 9 * P:x} rw-p 00000000 00:00 0 \n"
+        f"{A + 0x20000:x}-{A + 0x22000:x} r--p 00001000 fe:00 12  /usr/lib/y.so\n"
+        f"ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0  [vsyscall]\n"
+    )
     r = replay(t, start=(5, 2, dump))
     assert r.start_method == "maps-dump"
-    assert ranges(r.process(5)) == [(A, A + 4 * P), (A + 5 * P, A + 8 * P),
-                                    (A + 8 * P, A + 9 * P), (A + 0x10000, A + 0x11000),
-                                    (A + 0x20000, A + 0x22000)]
+    assert ranges(r.process(5)) == [
+        (A, A + 4 * P),
+        (A + 5 * P, A + 8 * P),
+        (A + 8 * P, A + 9 * P),
+        (A + 0x10000, A + 0x11000),
+        (A + 0x20000, A + 0x22000),
+    ]
     r.kernel.check()
 
 
 def test_malformed_line_names_its_number(tmp_path: Path) -> None:
-    t = write(tmp_path, """
+    t = write(
+        tmp_path,
+        """
         5 mmap(NULL, 4096, 0x3, 0x22, -1, 0) = 0x7f0000000000
         5 mmap(NULL, 4096, PROT_BOGUS, 0x22, -1, 0) = 0x7f0000010000
         this is not strace
-    """)
+    """,
+    )
     with pytest.raises(ValueError, match="line 2"):
         replay(t)
     r = replay(t, lenient=True)
@@ -251,22 +307,28 @@ def test_malformed_line_names_its_number(tmp_path: Path) -> None:
 
 
 def test_unsupported_and_ignored_are_counted(tmp_path: Path) -> None:
-    t = write(tmp_path, """
+    t = write(
+        tmp_path,
+        """
         5 remap_file_pages(0x7f0000000000, 4096, 0, 1, 0) = 0
         5 shmat(3, NULL, 0) = 0x7f0000000000
         5 read(0, "", 10) = 0
         5 frobnicate(1, 2) = 0
-    """)
+    """,
+    )
     r = replay(t)
     assert r.unsupported == {"remap_file_pages": 1, "shmat": 1}
     assert r.ignored == {"read": 1, "frobnicate": 1}
 
 
 def test_model_rejection_is_recorded_not_fatal(tmp_path: Path) -> None:
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         5 mprotect({A:#x}, {P}, 0x1) = 0
         5 mmap(NULL, {P}, 0x3, 0x22, -1, 0) = {A:#x}
-    """)
+    """,
+    )
     r = replay(t)
     assert r.model_error_count == 1 and r.model_errors[0][2] == "ENOMEM"
     assert ranges(r.process(5)) == [(A, A + P)]
@@ -288,26 +350,29 @@ def test_guardify_rewrites_glibc_stack_guards(tmp_path: Path) -> None:
 
 
 _line = st.one_of(
-    st.sampled_from([
-        "5 mmap(NULL, 4096, 0x3, 0x22, -1, 0) = 0x7f0000000000",
-        "5 munmap(0x7f0000000000, 4096) = 0",
-        "5 madvise(0x7f0000000000, 4096, 0x66) = 0",
-        "5 mprotect(0x7f0000000000, 99999999999999999999999, 0) = 0",
-        "5 mmap(0xffffffffffffffffff, 4096, 0x3, 0x22, -1, 0) = 0xffffffffffffffffff",
-        "6 clone(child_stack=NULL, flags=SIGCHLD) = 7",
-        "7 exit_group(0) = ?",
-        "5 execve(\"/nonexistent\", [], 0x0) = 0",
-        "5 brk(NULL) = 0x555555555000",
-        "5 brk(0x555555600000) = 0x555555600000",
-        "5 frob(1) = 0",
-        "5 mremap(0x7f0000000000, 4096, 8192, 1) = 0x7f0000100000",
-    ]),
+    st.sampled_from(
+        [
+            "5 mmap(NULL, 4096, 0x3, 0x22, -1, 0) = 0x7f0000000000",
+            "5 munmap(0x7f0000000000, 4096) = 0",
+            "5 madvise(0x7f0000000000, 4096, 0x66) = 0",
+            "5 mprotect(0x7f0000000000, 99999999999999999999999, 0) = 0",
+            "5 mmap(0xffffffffffffffffff, 4096, 0x3, 0x22, -1, 0) = 0xffffffffffffffffff",
+            "6 clone(child_stack=NULL, flags=SIGCHLD) = 7",
+            "7 exit_group(0) = ?",
+            '5 execve("/nonexistent", [], 0x0) = 0',
+            "5 brk(NULL) = 0x555555555000",
+            "5 brk(0x555555600000) = 0x555555600000",
+            "5 frob(1) = 0",
+            "5 mremap(0x7f0000000000, 4096, 8192, 1) = 0x7f0000100000",
+        ]
+    ),
     st.text(max_size=40),
 )
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(_line, max_size=15))
 def test_fuzz_replay_never_crashes(tmp_path: Path, lines: list[str]) -> None:
     p = tmp_path / "fuzz.trace"
@@ -324,29 +389,35 @@ def test_fuzz_replay_never_crashes(tmp_path: Path, lines: list[str]) -> None:
 
 def test_start_from_smaps_applies_vmflags(tmp_path: Path) -> None:
     t = write(tmp_path, f"5 munmap({A + 0x100000:#x}, {P}) = 0")
-    smaps = "\n".join([
-        f"{A:x}-{A + 4 * P:x} rw-p 00000000 00:00 0 ",
-        "Size:                 16 kB",
-        "Anonymous:             8 kB",
-        "THPeligible:    0",
-        "VmFlags: rd wr mr mw me dc ac ",
-        f"{A + 4 * P:x}-{A + 8 * P:x} rw-p 00000000 00:00 0 ",
-        "Size:                 16 kB",
-        "Anonymous:             4 kB",
-        "VmFlags: rd wr mr mw me wf ac ",
-        f"{A + 8 * P:x}-{A + 9 * P:x} ---p 00000000 00:00 0 ",
-        "VmFlags: mr mw me ac ",
-        f"{A + 9 * P:x}-{A + 10 * P:x} ---p 00000000 00:00 0 ",
-        "VmFlags: mr mw me ac ",
-        f"{A + 0x100000:x}-{A + 0x101000:x} r--p 00000000 00:00 0 ",
-        "Anonymous:             0 kB",
-        "VmFlags: rd mr mw me lo ",
-        "",
-    ])
+    smaps = "\n".join(
+        [
+            f"{A:x}-{A + 4 * P:x} rw-p 00000000 00:00 0 ",
+            "Size:                 16 kB",
+            "Anonymous:             8 kB",
+            "THPeligible:    0",
+            "VmFlags: rd wr mr mw me dc ac ",
+            f"{A + 4 * P:x}-{A + 8 * P:x} rw-p 00000000 00:00 0 ",
+            "Size:                 16 kB",
+            "Anonymous:             4 kB",
+            "VmFlags: rd wr mr mw me wf ac ",
+            f"{A + 8 * P:x}-{A + 9 * P:x} ---p 00000000 00:00 0 ",
+            "VmFlags: mr mw me ac ",
+            f"{A + 9 * P:x}-{A + 10 * P:x} ---p 00000000 00:00 0 ",
+            "VmFlags: mr mw me ac ",
+            f"{A + 0x100000:x}-{A + 0x101000:x} r--p 00000000 00:00 0 ",
+            "Anonymous:             0 kB",
+            "VmFlags: rd mr mw me lo ",
+            "",
+        ]
+    )
     r = replay(t, start=(5, 0, smaps))
     vs = r.process(5).vmas()
     assert [(v.start, v.end) for v in vs] == [
-        (A, A + 4 * P), (A + 4 * P, A + 8 * P), (A + 8 * P, A + 9 * P), (A + 9 * P, A + 10 * P)]
+        (A, A + 4 * P),
+        (A + 4 * P, A + 8 * P),
+        (A + 8 * P, A + 9 * P),
+        (A + 9 * P, A + 10 * P),
+    ]
     assert "dc" in vs[0].flags and "wf" in vs[1].flags
     assert vs[0].anon_vma is not None and vs[1].anon_vma is not None
     r.kernel.check()
@@ -362,27 +433,33 @@ def test_bad_dump_is_a_located_error(tmp_path: Path) -> None:
 
 
 def test_relative_paths_follow_cwd_and_dirfd(tmp_path: Path) -> None:
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         5 chdir("/srv/db") = 0
         5 openat(AT_FDCWD, "t1.dat", O_RDONLY) = 3
         5 mmap(NULL, {P}, PROT_READ, MAP_PRIVATE, 3, 0) = {A:#x}
         5 openat(AT_FDCWD, "/etc", O_RDONLY|O_DIRECTORY) = 4
         5 openat(4, "../srv/x.dat", O_RDONLY) = 5
         5 mmap(NULL, {P}, PROT_READ, MAP_PRIVATE, 5, 0) = {A + 0x10000:#x}
-    """)
+    """,
+    )
     r = replay(t)
     assert [v.path for v in r.process(5).vmas()] == ["/srv/db/t1.dat", "/srv/x.dat"]
 
 
 def test_execve_from_a_thread_continues_under_the_leader_pid(tmp_path: Path) -> None:
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         10 mmap(NULL, {P}, 0x3, 0x22, -1, 0) = {A:#x}
         10 clone3({{flags=0x3d0f00}} => {{parent_tid=[11]}}, 88) = 11
         11 execve("/no/such/prog", ["x"], 0x7ffd /* 1 var */ <unfinished ...>
         10 +++ superseded by execve in pid 11 +++
         10 <... execve resumed>) = 0
         10 mmap(NULL, {P}, 0x3, 0x22, -1, 0) = {A + 0x10000:#x}
-    """)
+    """,
+    )
     r = replay(t)
     assert [(v.start, v.end) for v in r.process(10).vmas()] == [(A + 0x10000, A + 0x11000)]
     assert r.execs == 1 and len(r.kernel.processes) == 1
@@ -391,25 +468,31 @@ def test_execve_from_a_thread_continues_under_the_leader_pid(tmp_path: Path) -> 
 def test_mlockall_mseal_and_pkeys_replay(tmp_path: Path) -> None:
     """mlockall(MCL_FUTURE) locks later mappings, mseal shows "sl" and the trace's EPERM
     munmap is replayed as refused, munlockall unlocks; pkey_alloc gives the trace's key."""
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         5 mmap(NULL, {4 * P}, 0x3, 0x22, -1, 0) = {A:#x}
         5 mlockall(0x2) = 0
         5 mmap(NULL, {2 * P}, 0x3, 0x22, -1, 0) = {A + 0x10000:#x}
         5 mseal({A:#x}, {4 * P}, 0) = 0
         5 munmap({A:#x}, {P}) = -1 EPERM (Operation not permitted)
         5 prctl(0xf, "name") = 0
-    """)
+    """,
+    )
     r = replay(t, "sticky")
     flags = [v.flags for v in r.process(5).vmas()]
     assert "sl" in flags[0] and "lo" not in flags[0]
     assert "lo" in flags[1] and "sl" not in flags[1]
     assert r.model_error_count == 0 and r.unsupported == {}
-    t2 = write(tmp_path, f"""
+    t2 = write(
+        tmp_path,
+        f"""
         5 mmap(NULL, {2 * P}, 0x3, 0x22, -1, 0) = {A:#x}
         5 mlockall(0x2) = 0
         5 munlockall() = 0
         5 mmap(NULL, {2 * P}, 0x3, 0x22, -1, 0) = {A + 0x10000:#x}
-    """)
+    """,
+    )
     assert all("lo" not in v.flags for v in replay(t2, "sticky").process(5).vmas())
 
 
@@ -417,13 +500,21 @@ def test_a_budget_breach_stops_the_replay_with_exit_3(tmp_path: Path) -> None:
     """The budget is no model error: the replay stops, the CLI says so in one line."""
     import subprocess
 
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         5 mmap(NULL, {1 << 30}, 0x3, 0x22, -1, 0) = {A:#x}
         5 madvise({A:#x}, {1 << 30}, 0x17) = 0
-    """)
+    """,
+    )
     env = {**os.environ, "VMALAB_BUDGET": "pages=4096"}
-    res = subprocess.run([sys.executable, "-m", "vmalab.cli", "replay", str(t)],
-                         capture_output=True, text=True, env=env, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "vmalab.cli", "replay", str(t)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert res.returncode == 3, res.stderr
     assert res.stderr.startswith("vmalab: resource limit:") and res.stderr.count("\n") == 1
 
@@ -461,15 +552,20 @@ def test_budget_option(tmp_path: Path) -> None:
     """`vmalab --budget SPEC` bounds the model like $VMALAB_BUDGET; a bad spec is exit 2."""
     import subprocess
 
-    t = write(tmp_path, f"""
+    t = write(
+        tmp_path,
+        f"""
         5 mmap(NULL, {1 << 30}, 0x3, 0x22, -1, 0) = {A:#x}
         5 madvise({A:#x}, {1 << 30}, 0x17) = 0
-    """)
+    """,
+    )
     env = {k: v for k, v in os.environ.items() if k != "VMALAB_BUDGET"}
     cmd = [sys.executable, "-m", "vmalab.cli", "--budget"]
-    res = subprocess.run([*cmd, "pages=4096", "replay", str(t)], capture_output=True,
-                         text=True, env=env, timeout=120)
+    res = subprocess.run(
+        [*cmd, "pages=4096", "replay", str(t)], capture_output=True, text=True, env=env, timeout=120
+    )
     assert res.returncode == 3 and "resource limit" in res.stderr
-    res = subprocess.run([*cmd, "bogus=1", "replay", str(t)], capture_output=True, text=True,
-                         env=env, timeout=120)
+    res = subprocess.run(
+        [*cmd, "bogus=1", "replay", str(t)], capture_output=True, text=True, env=env, timeout=120
+    )
     assert res.returncode == 2 and res.stderr.startswith("vmalab: --budget:")

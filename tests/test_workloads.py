@@ -56,8 +56,11 @@ def test_old_glibc_stacks_cost_a_vma_each() -> None:
     out = {}
     for g in ("madvise", "mprotect"):
         k = vmalab.Kernel("sticky")
-        run_workload(k, "thread_stacks", {"threads": 8, "stack_kib": 64, "forks": 0,
-                                          "exit_every": 0, "guard": g})
+        run_workload(
+            k,
+            "thread_stacks",
+            {"threads": 8, "stack_kib": 64, "forks": 0, "exit_every": 0, "guard": g},
+        )
         out[g] = measure(k).vmas
     assert out["mprotect"] == 16
     assert out["madvise"] < 8
@@ -100,7 +103,9 @@ def test_guardify_on_old_glibc_stacks_matches_new_glibc() -> None:
 def test_workload_specs() -> None:
     assert parse_workload_spec("jit") == ("jit", {})
     assert parse_workload_spec("database:shared=false,tables=2") == (
-        "database", {"shared": False, "tables": 2})
+        "database",
+        {"shared": False, "tables": 2},
+    )
     assert parse_workload_spec("nope") is None
     with pytest.raises(ValueError, match="no parameter"):
         parse_workload_spec("jit:bogus=1")

@@ -75,8 +75,9 @@ class Budget:
     def __post_init__(self) -> None:
         for name in _FIELDS:
             v = getattr(self, name)
-            if v is not None and not (isinstance(v, int | float) and v >= 0 and v == v
-                                      and v != float("inf")):
+            if v is not None and not (
+                isinstance(v, int | float) and v >= 0 and v == v and v != float("inf")
+            ):
                 raise ValueError(f"Budget.{name} must be a finite number >= 0 or None")
         self.start()
 
@@ -97,8 +98,11 @@ class Budget:
             for item in spec.split(","):
                 key, eq, val = item.strip().partition("=")
                 if key not in _FIELDS or not eq:
-                    raise UserInputError(ENV, f"expected NAME=VALUE with NAME one of "
-                                         f"{', '.join(_FIELDS)}, got {item.strip()[:40]!r}")
+                    raise UserInputError(
+                        ENV,
+                        f"expected NAME=VALUE with NAME one of "
+                        f"{', '.join(_FIELDS)}, got {item.strip()[:40]!r}",
+                    )
                 if val.strip().lower() == "none":
                     kw[key] = None
                     continue
@@ -107,8 +111,9 @@ class Budget:
                 except ValueError:
                     num = float("nan")
                 if not (num >= 0 and num != float("inf")):
-                    raise UserInputError(ENV, f"{key}: expected a finite number >= 0 or "
-                                         f"none, got {val[:40]!r}")
+                    raise UserInputError(
+                        ENV, f"{key}: expected a finite number >= 0 or none, got {val[:40]!r}"
+                    )
                 kw[key] = num if key == "seconds" else int(num)
         kw.update(overrides)
         return cls(**kw)
@@ -121,8 +126,9 @@ class Budget:
         """Record a breach (the first one wins) and return the failure to raise."""
         if self.breach is None:
             shown = int(limit) if float(limit).is_integer() else limit
-            self.breach = ResourceLimitError(resource, limit, f"{what}: {resource} budget "
-                                             f"of {shown} exceeded")
+            self.breach = ResourceLimitError(
+                resource, limit, f"{what}: {resource} budget of {shown} exceeded"
+            )
         return LimitFailure(f"{resource} budget")
 
     def out_of_time(self) -> bool:

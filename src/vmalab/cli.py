@@ -79,12 +79,16 @@ Exit status: 0 success, 1 a divergence/difference/violation was found, 2 bad inp
 Docs: docs/index.md (docs/cli.md for the command line)."""
 
 
-@click.group("vmalab", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
-             epilog=_EPILOG)
+@click.group(
+    "vmalab", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_EPILOG
+)
 @click.version_option(package_name="vmalab")
-@click.option("--budget", metavar="NAME=N,...",
-              help="the model's resource budget, as $VMALAB_BUDGET (pages, stored_bytes, "
-                   "vmas, pgtables, seconds; 'none' or 'unlimited'); exit 3 on a breach")
+@click.option(
+    "--budget",
+    metavar="NAME=N,...",
+    help="the model's resource budget, as $VMALAB_BUDGET (pages, stored_bytes, "
+    "vmas, pgtables, seconds; 'none' or 'unlimited'); exit 3 on a breach",
+)
 def main(budget: str | None) -> None:
     """vmalab: an executable model of the Linux VMA layer and its guard-region designs."""
     if budget is not None:

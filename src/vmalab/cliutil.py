@@ -34,8 +34,9 @@ class Seconds(click.ParamType):
 
     name = "seconds"
 
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> float:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         """The value as a float, or a click usage error."""
         if isinstance(value, float | int) and not isinstance(value, bool):
             x = float(value)
@@ -45,8 +46,9 @@ class Seconds(click.ParamType):
             except ValueError:
                 self.fail(f"{value!r} is not a number of seconds", param, ctx)
         if not math.isfinite(x) or x <= 0 or x > MAX_TIMEOUT:
-            self.fail(f"{value!r} is not a finite number of seconds in (0, {MAX_TIMEOUT:g}]",
-                      param, ctx)
+            self.fail(
+                f"{value!r} is not a finite number of seconds in (0, {MAX_TIMEOUT:g}]", param, ctx
+            )
         return x
 
 
@@ -55,13 +57,17 @@ FORMATS = ("auto", "text", "rich", "json")
 
 def format_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--format auto|text|rich|json`` and its alias ``--json`` to a command."""
-    f = click.option("--json", "as_json", is_flag=True,
-                     help="Same as --format json.")(f)
-    f = click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto",
-                     show_default=True,
-                     help="text: plain columns without box characters (for mail and commit "
-                          "messages); rich: boxed tables; json: machine-readable; auto: rich "
-                          "on a terminal, text otherwise.")(f)
+    f = click.option("--json", "as_json", is_flag=True, help="Same as --format json.")(f)
+    f = click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="auto",
+        show_default=True,
+        help="text: plain columns without box characters (for mail and commit "
+        "messages); rich: boxed tables; json: machine-readable; auto: rich "
+        "on a terminal, text otherwise.",
+    )(f)
     return f
 
 
@@ -78,9 +84,12 @@ def resolve_format(fmt: str, as_json: bool) -> str:
 
 def quiet_option(f: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``-q/--quiet`` (no progress bar)."""
-    return click.option("-q", "--quiet", is_flag=True,
-                        help="No progress bar (there is none anyway when stderr is not a "
-                             "terminal).")(f)
+    return click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        help="No progress bar (there is none anyway when stderr is not a terminal).",
+    )(f)
 
 
 class _Bar:
@@ -97,8 +106,9 @@ class _Bar:
 
 
 @contextmanager
-def progress(description: str, total: int | None, *, quiet: bool = False,
-             unit: str = "") -> Iterator[_Bar]:
+def progress(
+    description: str, total: int | None, *, quiet: bool = False, unit: str = ""
+) -> Iterator[_Bar]:
     """A rich progress bar on stderr, off with ``quiet`` or when stderr is not a terminal."""
     if quiet or not sys.stderr.isatty() or os.environ.get("VMALAB_NO_PROGRESS"):
         yield _Bar(None, None)
@@ -140,8 +150,9 @@ def check_trace_file(path: str) -> None:
         st = os.stat(log)
     except OSError as e:
         if log != path:
-            raise UserInputError(path, "a directory without trace.strace (not a "
-                                 "recording)") from None
+            raise UserInputError(
+                path, "a directory without trace.strace (not a recording)"
+            ) from None
         raise UserInputError(path, f"cannot read trace: {e.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise UserInputError(log, "not a regular file")

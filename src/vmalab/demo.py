@@ -50,14 +50,16 @@ def run_demo(design: str) -> str:
     return "\n".join(lines)
 
 
-@click.command(help="""Print the maps of a small process after a few operations, under each
+@click.command(
+    help="""Print the maps of a small process after a few operations, under each
 design: guard pages in an anonymous region and a memfd, an mprotect split, then fork.
 
 \b
 Examples:
   vmalab demo
   vmalab demo --design sticky --design tagged""",
-               short_help="A small process's maps under each design.")
+    short_help="A small process's maps under each design.",
+)
 @click.option(
     "--design",
     "designs",

@@ -48,16 +48,24 @@ class Divergence:
         """One line for humans."""
         k = "" if self.known is None else f" [known: {self.known}]"
         op = f" ({self.op})" if self.op else ""
-        return (f"{self.where}{op}: {self.what} differs: kernel {_fmt(self.kernel)}, "
-                f"model {_fmt(self.model)}{k}")
+        return (
+            f"{self.where}{op}: {self.what} differs: kernel {_fmt(self.kernel)}, "
+            f"model {_fmt(self.model)}{k}"
+        )
 
     def signature(self) -> tuple[str, str]:
         """What shrinking must preserve: the kind of difference and the op kind."""
         return (self.what, self.op)
 
     def to_json(self) -> dict[str, Any]:
-        return {"where": self.where, "what": self.what, "op": self.op, "kernel": self.kernel,
-                "model": self.model, "known": self.known}
+        return {
+            "where": self.where,
+            "what": self.what,
+            "op": self.op,
+            "kernel": self.kernel,
+            "model": self.model,
+            "known": self.known,
+        }
 
 
 def _fmt(v: Any) -> str:
@@ -75,9 +83,14 @@ def _vmas_differ(k: list[Any], m: list[Any], ignore: frozenset[str]) -> bool:
     return norm(k) != norm(m)
 
 
-def compare(prog_ops: tuple[P.Op, ...], kernel: Observation, model: Observation,
-            where: str = "ops", *, ignore_flags: frozenset[str] = frozenset()
-            ) -> Divergence | None:
+def compare(
+    prog_ops: tuple[P.Op, ...],
+    kernel: Observation,
+    model: Observation,
+    where: str = "ops",
+    *,
+    ignore_flags: frozenset[str] = frozenset(),
+) -> Divergence | None:
     """The first difference between two observations of the same ops, or None.
     ``ignore_flags``: VmFlags mnemonics left out of the VMA comparison (e.g. ``gu`` to
     compare a design without VM_MAYBE_GUARD by behaviour only)."""
@@ -93,8 +106,11 @@ def compare(prog_ops: tuple[P.Op, ...], kernel: Observation, model: Observation,
         kv = {k: kr[k] for k in _RESULT_KEYS if k in kr}
         mv = {k: mr[k] for k in _RESULT_KEYS if k in mr}
         if kv != mv:
-            what = "errno" if "errno" in kv or "errno" in mv else (
-                "ret" if kv.get("ret") != mv.get("ret") else "result")
+            what = (
+                "errno"
+                if "errno" in kv or "errno" in mv
+                else ("ret" if kv.get("ret") != mv.get("ret") else "result")
+            )
             return Divergence(loc, what, kv, mv, o.op)
         ks, ms = kr.get("state"), mr.get("state")
         if ks is not None and ms is not None:
@@ -105,8 +121,13 @@ def compare(prog_ops: tuple[P.Op, ...], kernel: Observation, model: Observation,
         if isinstance(o, P.Fork):
             kc, mc = kr.get("child"), mr.get("child")
             if kc is not None and mc is not None:
-                d = compare(o.child, Observation.from_json(kc), Observation.from_json(mc),
-                            f"{loc}.child", ignore_flags=ignore_flags)
+                d = compare(
+                    o.child,
+                    Observation.from_json(kc),
+                    Observation.from_json(mc),
+                    f"{loc}.child",
+                    ignore_flags=ignore_flags,
+                )
                 if d is not None:
                     return d
     if kernel.error != model.error:
@@ -169,8 +190,11 @@ def _khugepaged_collapse(prog: Program, d: Divergence) -> bool:
 
 
 KNOWN: list[Known] = [
-    Known("khugepaged-collapse", "khugepaged collapsed a MADV_HUGEPAGE range in the "
-          "background, filling its holes", _khugepaged_collapse),
+    Known(
+        "khugepaged-collapse",
+        "khugepaged collapsed a MADV_HUGEPAGE range in the background, filling its holes",
+        _khugepaged_collapse,
+    ),
 ]
 """Documented divergences, each explained in docs/divergences.md. Fuzz ignores these and
 nothing else. (Fixed model bugs leave this list; their regression programs stay.)"""
@@ -203,9 +227,14 @@ class DiffResult:
     seconds: float
 
 
-def diff(prog: Program, design: str | None = None, *, timeout: float = 30.0,
-         ignore_flags: frozenset[str] = frozenset(),
-         model_timeout: float | None = None) -> DiffResult:
+def diff(
+    prog: Program,
+    design: str | None = None,
+    *,
+    timeout: float = 30.0,
+    ignore_flags: frozenset[str] = frozenset(),
+    model_timeout: float | None = None,
+) -> DiffResult:
     """Run ``prog`` on the kernel and on the model; report the first divergence.
 
     ``timeout`` bounds the live run (``LiveTimeout``), ``model_timeout`` (default: the
@@ -227,11 +256,29 @@ def diff(prog: Program, design: str | None = None, *, timeout: float = 30.0,
 # Random programs
 
 _ADVICE_WEIGHTS = [
-    ("guard_install", 12), ("guard_remove", 6), ("dontneed", 5), ("wipeonfork", 3),
-    ("keeponfork", 1), ("dontfork", 2), ("dofork", 1), ("populate_read", 2),
-    ("populate_write", 2), ("free", 3), ("remove", 1), ("dontdump", 1), ("normal", 1),
-    ("dodump", 1), ("cold", 1), ("pageout", 1), ("willneed", 1), ("hugepage", 1),
-    ("nohugepage", 1), ("random", 1), ("sequential", 1), ("mergeable", 1), ("unmergeable", 1),
+    ("guard_install", 12),
+    ("guard_remove", 6),
+    ("dontneed", 5),
+    ("wipeonfork", 3),
+    ("keeponfork", 1),
+    ("dontfork", 2),
+    ("dofork", 1),
+    ("populate_read", 2),
+    ("populate_write", 2),
+    ("free", 3),
+    ("remove", 1),
+    ("dontdump", 1),
+    ("normal", 1),
+    ("dodump", 1),
+    ("cold", 1),
+    ("pageout", 1),
+    ("willneed", 1),
+    ("hugepage", 1),
+    ("nohugepage", 1),
+    ("random", 1),
+    ("sequential", 1),
+    ("mergeable", 1),
+    ("unmergeable", 1),
 ]
 
 
@@ -265,12 +312,57 @@ class _Gen:
     def op(self, depth: int) -> dict[str, Any]:
         r = self.r
         kind = r.choices(
-            ["mmap", "munmap", "mprotect", "mremap", "madvise", "mlock", "munlock", "read",
-             "write", "fork", "ftruncate", "fallocate", "pwrite", "seal", "beside", "back",
-             "mseal", "mlockall", "munlockall", "memlock", "mincore", "mdwe", "pkey"],
-            [14, 4, 6, 6, 22, 1, 1, 6, 8, 5 if depth < 2 else 0, 1, 1, 1, 1,
-             4 if self.moves else 0, 4 if self.moves else 0, 2, 1, 1,
-             0.5 if depth == 0 else 0, 3, 0.5, 1])[0]
+            [
+                "mmap",
+                "munmap",
+                "mprotect",
+                "mremap",
+                "madvise",
+                "mlock",
+                "munlock",
+                "read",
+                "write",
+                "fork",
+                "ftruncate",
+                "fallocate",
+                "pwrite",
+                "seal",
+                "beside",
+                "back",
+                "mseal",
+                "mlockall",
+                "munlockall",
+                "memlock",
+                "mincore",
+                "mdwe",
+                "pkey",
+            ],
+            [
+                14,
+                4,
+                6,
+                6,
+                22,
+                1,
+                1,
+                6,
+                8,
+                5 if depth < 2 else 0,
+                1,
+                1,
+                1,
+                1,
+                4 if self.moves else 0,
+                4 if self.moves else 0,
+                2,
+                1,
+                1,
+                0.5 if depth == 0 else 0,
+                3,
+                0.5,
+                1,
+            ],
+        )[0]
         a, n = self.rng()
         if kind == "beside":
             return self.map_beside()
@@ -283,14 +375,24 @@ class _Gen:
             d: dict[str, Any] = {"op": "mmap", "addr": a, "len": n, "prot": self.prot()}
             t = r.random()
             if t < 0.7 or not self.files:
-                d["flags"] = (["private", "anonymous"] if t < 0.55 else
-                              ["droppable", "anonymous"] if t < 0.6 else ["shared", "anonymous"])
+                d["flags"] = (
+                    ["private", "anonymous"]
+                    if t < 0.55
+                    else ["droppable", "anonymous"]
+                    if t < 0.6
+                    else ["shared", "anonymous"]
+                )
             else:
                 d["flags"] = [r.choice(["shared", "private"])]
                 d["file"] = r.choice(self.files)
                 d["pgoff"] = r.randrange(0, 40)
-            for flag, p in (("populate", 0.08), ("fixed_noreplace", 0.04), ("noreserve", 0.04),
-                            ("locked", 0.02), ("growsdown", 0.02)):
+            for flag, p in (
+                ("populate", 0.08),
+                ("fixed_noreplace", 0.04),
+                ("noreserve", 0.04),
+                ("locked", 0.02),
+                ("growsdown", 0.02),
+            ):
                 if r.random() < p:
                     d["flags"].append(flag)
             return d
@@ -323,16 +425,22 @@ class _Gen:
             return {"op": "madvise", "addr": a, "len": n, "advice": adv}
         if kind == "mlock" and r.random() < 0.3:
             return {"op": "mlock", "addr": a, "len": n, "onfault": True}
-        if kind in ("mlockall", "memlock") and (self.memlock if kind == "mlockall"
-                                                  else self.lockall):
+        if kind in ("mlockall", "memlock") and (
+            self.memlock if kind == "mlockall" else self.lockall
+        ):
             # Never both in one program: under a small RLIMIT_MEMLOCK without the cap the
             # kernel compares the whole runner's total_vm / locked_vm (all of Python's
             # memory once mlockall locked it) with the limit, which the model cannot know.
             kind = "munlockall"
         if kind == "mlockall":
             self.lockall = True
-            opts = [["future"], ["future", "onfault"], ["current"], ["current", "onfault"],
-                    ["current", "future"]]
+            opts = [
+                ["future"],
+                ["future", "onfault"],
+                ["current"],
+                ["current", "onfault"],
+                ["current", "future"],
+            ]
             return {"op": "mlockall", "flags": r.choice(opts)}
         if kind == "munlockall":
             return {"op": "munlockall"}
@@ -340,17 +448,28 @@ class _Gen:
             self.memlock = True
             return {"op": "memlock", "pages": r.choice([0, 2, 4, 8, 16])}
         if kind == "mdwe":
-            return {"op": "mdwe", "flags": r.choice(
-                [["refuse_exec_gain"], ["refuse_exec_gain", "no_inherit"], [], ["no_inherit"]])}
+            return {
+                "op": "mdwe",
+                "flags": r.choice(
+                    [["refuse_exec_gain"], ["refuse_exec_gain", "no_inherit"], [], ["no_inherit"]]
+                ),
+            }
         if kind == "pkey":
             t = r.random()
             if t < 0.4:
-                return {"op": "pkey_alloc", "rights": r.choice(
-                    [[], ["disable_write"], ["disable_access"]])}
+                return {
+                    "op": "pkey_alloc",
+                    "rights": r.choice([[], ["disable_write"], ["disable_access"]]),
+                }
             if t < 0.6:
                 return {"op": "pkey_free", "key": r.randint(-1, 2)}
-            return {"op": "pkey_mprotect", "addr": a, "len": n, "prot": self.prot(),
-                    "key": r.choice([-1, -1, 0, 1])}
+            return {
+                "op": "pkey_mprotect",
+                "addr": a,
+                "len": n,
+                "prot": self.prot(),
+                "key": r.choice([-1, -1, 0, 1]),
+            }
         if kind == "mincore":
             return {"op": "mincore", "addr": a, "len": n}
         if kind == "mseal" and self.maps and r.random() < 0.6:
@@ -375,11 +494,21 @@ class _Gen:
         if kind == "fallocate":
             off = r.randrange(0, 48)
             mode = r.choice([["punch_hole", "keep_size"], [], ["keep_size"]])
-            return {"op": "fallocate", "file": f, "offset": off, "len": r.randint(1, 8),
-                    "mode": mode}
+            return {
+                "op": "fallocate",
+                "file": f,
+                "offset": off,
+                "len": r.randint(1, 8),
+                "mode": mode,
+            }
         off = r.randrange(0, 48)
-        return {"op": "pwrite", "file": f, "offset": off, "len": r.randint(1, 4),
-                "byte": r.randrange(1, 256)}
+        return {
+            "op": "pwrite",
+            "file": f,
+            "offset": off,
+            "len": r.randint(1, 4),
+            "byte": r.randrange(1, 256),
+        }
 
     def map_beside(self) -> dict[str, Any]:
         """mmap right before or right after the origin of an earlier move (usually left
@@ -404,8 +533,14 @@ class _Gen:
         r = self.r
         a, n, to = r.choice(self.moves)
         dest = a if r.random() < 0.7 else max(0, min(self.arena - n, a + r.choice([-n, n])))
-        d: dict[str, Any] = {"op": "mremap", "addr": to, "old_len": n, "new_len": n,
-                             "maymove": True, "to": dest}
+        d: dict[str, Any] = {
+            "op": "mremap",
+            "addr": to,
+            "old_len": n,
+            "new_len": n,
+            "maymove": True,
+            "to": dest,
+        }
         if r.random() < 0.35:
             d["dontunmap"] = True
         if r.random() < 0.5:
@@ -430,10 +565,22 @@ class _Gen:
         ops: list[dict[str, Any]] = [{"op": "mmap", "addr": a, "len": n}]
         if r.random() < 0.8:
             k = r.randint(1, n)
-            ops.append({"op": "write", "addr": a + r.randrange(n - k + 1), "len": k,
-                        "byte": r.randrange(1, 256)})
-        away: dict[str, Any] = {"op": "mremap", "addr": a, "old_len": n, "new_len": n,
-                                "maymove": True, "to": to}
+            ops.append(
+                {
+                    "op": "write",
+                    "addr": a + r.randrange(n - k + 1),
+                    "len": k,
+                    "byte": r.randrange(1, 256),
+                }
+            )
+        away: dict[str, Any] = {
+            "op": "mremap",
+            "addr": a,
+            "old_len": n,
+            "new_len": n,
+            "maymove": True,
+            "to": to,
+        }
         if r.random() < 0.3:
             away["dontunmap"] = True
         ops.append(away)
@@ -453,8 +600,14 @@ class _Gen:
         if away.get("dontunmap"):
             # the origin is still mapped (empty): the move back must go beside it
             ops.append({"op": "munmap", "addr": a, "len": n})
-        back: dict[str, Any] = {"op": "mremap", "addr": to, "old_len": n, "new_len": n,
-                                "maymove": True, "to": a}
+        back: dict[str, Any] = {
+            "op": "mremap",
+            "addr": to,
+            "old_len": n,
+            "new_len": n,
+            "maymove": True,
+            "to": a,
+        }
         if r.random() < 0.3:
             back["dontunmap"] = True
             if r.random() < 0.3:
@@ -471,8 +624,13 @@ class _Gen:
         n = r.choice([512, 512, 600]) if base == 0 else 512
         ops: list[dict[str, Any]] = [
             {"op": "mmap", "addr": base, "len": n},
-            {"op": "madvise", "addr": base, "len": n, "advice": r.choice(
-                ["hugepage", "hugepage", "hugepage", "nohugepage"])}]
+            {
+                "op": "madvise",
+                "addr": base,
+                "len": n,
+                "advice": r.choice(["hugepage", "hugepage", "hugepage", "nohugepage"]),
+            },
+        ]
         for _ in range(r.randint(1, 3)):
             page = base + r.randrange(n)
             ops.append({"op": r.choice(["read", "write"]), "addr": page, "len": 1})
@@ -493,8 +651,10 @@ class _Gen:
                 ops.append({"op": "pwrite", "file": 0, "offset": 0, "len": 16, "byte": 0x11})
         if self.r.random() < 0.2:
             self.files.append(1)
-            ops += [{"op": "open", "file": 1, "name": "f1", "flags": ["rdwr", "creat"]},
-                    {"op": "ftruncate", "file": 1, "pages": self.r.choice([8, 32, 64])}]
+            ops += [
+                {"op": "open", "file": 1, "name": "f1", "flags": ["rdwr", "creat"]},
+                {"op": "ftruncate", "file": 1, "pages": self.r.choice([8, 32, 64])},
+            ]
             if self.r.random() < 0.5:
                 self.files.append(2)
                 ops.append({"op": "open", "file": 2, "name": "f1", "flags": ["rdonly"]})
@@ -532,7 +692,7 @@ def _ddmin(items: list[Any], test: Callable[[list[Any]], bool], budget: list[int
     n = 2
     while len(items) >= 2 and budget[0] > 0:
         chunk = max(1, len(items) // n)
-        subsets = [items[i:i + chunk] for i in range(0, len(items), chunk)]
+        subsets = [items[i : i + chunk] for i in range(0, len(items), chunk)]
         reduced = False
         for i in range(len(subsets)):
             complement = [x for j, s in enumerate(subsets) if j != i for x in s]
@@ -560,28 +720,29 @@ def shrink(prog: Program, still_fails: Callable[[Program], bool], *, budget: int
         p = _reparse(ops, prog)
         return p is not None and still_fails(p)
 
-    def shrink_list(ops: list[dict[str, Any]],
-                    rebuild: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
-                    ) -> list[dict[str, Any]]:
+    def shrink_list(
+        ops: list[dict[str, Any]], rebuild: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
         ops = _ddmin(ops, lambda c: test(rebuild(c)), left)
         for i in range(len(ops)):
             o = ops[i]
             if o.get("op") != "fork" or not o.get("child") or left[0] <= 0:
                 continue
 
-            def rebuild_child(c: list[dict[str, Any]], i: int = i,
-                              ops: list[dict[str, Any]] = ops) -> list[dict[str, Any]]:
-                return rebuild(ops[:i] + [{"op": "fork", "child": c}] + ops[i + 1:])
+            def rebuild_child(
+                c: list[dict[str, Any]], i: int = i, ops: list[dict[str, Any]] = ops
+            ) -> list[dict[str, Any]]:
+                return rebuild(ops[:i] + [{"op": "fork", "child": c}] + ops[i + 1 :])
 
             left[0] -= 1
             body = [] if test(rebuild_child([])) else shrink_list(o["child"], rebuild_child)
-            ops = ops[:i] + [{"op": "fork", "child": body}] + ops[i + 1:]
+            ops = ops[:i] + [{"op": "fork", "child": body}] + ops[i + 1 :]
         # inline fork bodies whose fork does not matter
         i = 0
         while i < len(ops) and left[0] > 0:
             o = ops[i]
             if o.get("op") == "fork":
-                cand = ops[:i] + list(o.get("child", [])) + ops[i + 1:]
+                cand = ops[:i] + list(o.get("child", [])) + ops[i + 1 :]
                 left[0] -= 1
                 if test(rebuild(cand)):
                     ops = cand
@@ -632,10 +793,18 @@ def _next_regression_path(d: str) -> str:
     return os.path.join(d, f"{n:03d}.json")
 
 
-def fuzz(n: int, seed: int, *, regressions_dir: str | None = "tests/regressions",
-         design: str | None = None, shrink_budget: int = 120, max_saved: int = 20,
-         progress: Callable[[int], None] | None = None, timeout: float = 30.0,
-         ignore_flags: frozenset[str] = frozenset()) -> FuzzSummary:
+def fuzz(
+    n: int,
+    seed: int,
+    *,
+    regressions_dir: str | None = "tests/regressions",
+    design: str | None = None,
+    shrink_budget: int = 120,
+    max_saved: int = 20,
+    progress: Callable[[int], None] | None = None,
+    timeout: float = 30.0,
+    ignore_flags: frozenset[str] = frozenset(),
+) -> FuzzSummary:
     """Run ``n`` random programs (seeds ``seed``, ``seed+1``, ...) through ``diff``. Every
     undocumented divergence is shrunk and (up to ``max_saved``) written to
     ``regressions_dir``."""
@@ -669,8 +838,9 @@ def fuzz(n: int, seed: int, *, regressions_dir: str | None = "tests/regressions"
             else:
                 entry: dict[str, Any] = {"seed": seed + i, "divergence": d.describe()}
                 if regressions_dir is not None and len(s.saved) < max_saved:
-                    small, sd = _shrink_divergence(prog, d, design, shrink_budget, timeout,
-                                                   ignore_flags)
+                    small, sd = _shrink_divergence(
+                        prog, d, design, shrink_budget, timeout, ignore_flags
+                    )
                     text = json.dumps(small.to_json()["ops"])
                     if text not in seen:
                         seen.add(text)
@@ -685,9 +855,14 @@ def fuzz(n: int, seed: int, *, regressions_dir: str | None = "tests/regressions"
     return s
 
 
-def _shrink_divergence(prog: Program, d: Divergence, design: str, budget: int,
-                       timeout: float, ignore_flags: frozenset[str] = frozenset()
-                       ) -> tuple[Program, Divergence]:
+def _shrink_divergence(
+    prog: Program,
+    d: Divergence,
+    design: str,
+    budget: int,
+    timeout: float,
+    ignore_flags: frozenset[str] = frozenset(),
+) -> tuple[Program, Divergence]:
     sig = d.signature()
     last: list[Divergence] = [d]
 
@@ -696,8 +871,11 @@ def _shrink_divergence(prog: Program, d: Divergence, design: str, budget: int,
             r = diff(p, design, timeout=timeout, ignore_flags=ignore_flags)
         except Exception:
             return False
-        if r.divergence is not None and r.divergence.known is None \
-                and r.divergence.signature() == sig:
+        if (
+            r.divergence is not None
+            and r.divergence.known is None
+            and r.divergence.signature() == sig
+        ):
             last[0] = r.divergence
             return True
         return False
@@ -708,12 +886,17 @@ def _shrink_divergence(prog: Program, d: Divergence, design: str, budget: int,
     return small, last[0]
 
 
-def save_regression(prog: Program, d: Divergence, design: str, seed: int | None,
-                    directory: str) -> str:
+def save_regression(
+    prog: Program, d: Divergence, design: str, seed: int | None, directory: str
+) -> str:
     """Write ``prog`` with what diverged as ``directory/NNN.json``; return its path."""
     path = _next_regression_path(directory)
-    meta = {"design": design, "divergence": d.to_json(), "status": "open",
-            "found_by": f"fuzz seed {seed}" if seed is not None else "hand-written"}
+    meta = {
+        "design": design,
+        "divergence": d.to_json(),
+        "status": "open",
+        "found_by": f"fuzz seed {seed}" if seed is not None else "hand-written",
+    }
     p = Program(prog.ops, prog.arena_pages, prog.observe, prog.comment or d.describe(), meta)
     with open(path, "w") as f:
         f.write(p.dumps())
@@ -747,17 +930,35 @@ def slab_program(n: int, kind: str = "anon", *, write: bool = True) -> Program:
         {"op": "slab"},
         {"op": "repeat", "count": n, "stride": 3, "ops": [m]},
         {"op": "slab"},
-        {"op": "repeat", "count": n, "stride": 3,
-         "ops": [{"op": "madvise", "addr": 0, "len": 1, "advice": "guard_install"}]},
+        {
+            "op": "repeat",
+            "count": n,
+            "stride": 3,
+            "ops": [{"op": "madvise", "addr": 0, "len": 1, "advice": "guard_install"}],
+        },
         {"op": "slab"},
     ]
     if write:
-        ops += [{"op": "repeat", "count": n, "stride": 3,
-                 "ops": [{"op": "write", "addr": 1, "len": 1}]}, {"op": "slab"}]
+        ops += [
+            {
+                "op": "repeat",
+                "count": n,
+                "stride": 3,
+                "ops": [{"op": "write", "addr": 1, "len": 1}],
+            },
+            {"op": "slab"},
+        ]
     ops += [{"op": "fork", "child": [{"op": "slab"}, {"op": "exit"}]}, {"op": "slab"}]
-    return P.from_json({"format": P.FORMAT, "version": P.VERSION, "arena_pages": 3 * n,
-                        "observe": {"each": False, "probe": False, "contents": False},
-                        "ops": ops}, f"slab:{kind}")
+    return P.from_json(
+        {
+            "format": P.FORMAT,
+            "version": P.VERSION,
+            "arena_pages": 3 * n,
+            "observe": {"each": False, "probe": False, "contents": False},
+            "ops": ops,
+        },
+        f"slab:{kind}",
+    )
 
 
 def slab_deltas(obs: Observation, prog: Program) -> dict[str, dict[str, int]]:
@@ -791,8 +992,7 @@ class SlabComparison:
     kernel: dict[str, dict[str, int]]
     model: dict[str, dict[str, int]]
 
-    def mismatches(self, tolerance: dict[str, float] | None = None, floor: int = 40
-                   ) -> list[str]:
+    def mismatches(self, tolerance: dict[str, float] | None = None, floor: int = 40) -> list[str]:
         """Steps whose kernel and model deltas differ by more than the tolerance: a fraction
         of ``n`` per cache (default 1% for anon_vma and anon_vma_chain, 10% for
         vm_area_struct, whose per-CPU caching survives ``shrink``; live-kernel-facts 4.5),
@@ -812,17 +1012,27 @@ class SlabComparison:
     def table(self) -> str:
         """A Markdown table of both sets of deltas."""
         caches = ("anon_vma", "anon_vma_chain", "vm_area_struct")
-        lines = [f"| {self.kind}, N={self.n} | " + " | ".join(caches) + " |",
-                 "|---|" + "---|" * len(caches)]
+        lines = [
+            f"| {self.kind}, N={self.n} | " + " | ".join(caches) + " |",
+            "|---|" + "---|" * len(caches),
+        ]
         for step in self.kernel:
-            cells = [f"{self.kernel[step].get(c, 0):+d} / {self.model[step].get(c, 0):+d}"
-                     for c in caches]
+            cells = [
+                f"{self.kernel[step].get(c, 0):+d} / {self.model[step].get(c, 0):+d}"
+                for c in caches
+            ]
             lines.append(f"| {step} (kernel / model) | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
 
-def slab_compare(n: int = 2000, kind: str = "anon", design: str | None = None,
-                 *, trials: int = 3, timeout: float = 120.0) -> SlabComparison:
+def slab_compare(
+    n: int = 2000,
+    kind: str = "anon",
+    design: str | None = None,
+    *,
+    trials: int = 3,
+    timeout: float = 120.0,
+) -> SlabComparison:
     """Run ``slab_program(n, kind)`` on the model once and on the kernel ``trials`` times;
     the kernel figure of each step and cache is the median over the trials (other processes
     on the machine allocate from the same caches)."""
@@ -836,8 +1046,10 @@ def slab_compare(n: int = 2000, kind: str = "anon", design: str | None = None,
         if k.error:
             raise live.LiveError(k.error)
         runs.append(slab_deltas(k, prog))
-    kernel = {step: {c: sorted(r[step][c] for r in runs)[len(runs) // 2] for c in runs[0][step]}
-              for step in runs[0]}
+    kernel = {
+        step: {c: sorted(r[step][c] for r in runs)[len(runs) // 2] for c in runs[0][step]}
+        for step in runs[0]
+    }
     m = P.run_model(prog, design, check=False)
     if m.error:
         raise RuntimeError(f"model failed on the slab program: {m.error}")

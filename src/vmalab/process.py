@@ -69,6 +69,7 @@ class KernelView(Protocol):
     def _next_pid(self) -> int: ...
     def check(self) -> None: ...
 
+
 P = ParamSpec("P")
 R = TypeVar("R")
 U64 = (1 << 64) - 1
@@ -335,8 +336,9 @@ class Process:
         do_munlockall(self.mm)
 
     @_syscall
-    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0,
-              arg5: int | str | None = 0) -> int:
+    def prctl(
+        self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int | str | None = 0
+    ) -> int:
         """prctl(2): PR_SET_MDWE, PR_GET_MDWE and PR_SET_VMA (others: EINVAL).
 
         Models kernel/sys.c:prctl_set_mdwe / prctl_get_mdwe, and prctl_set_vma for
@@ -381,8 +383,9 @@ class Process:
     def pkey_mprotect(self, addr: int, length: int, prot: int, pkey: int) -> None:
         """pkey_mprotect(2). Models mm/mprotect.c:do_mprotect_pkey (key -1: mprotect)."""
         _check_int(addr, length, prot, pkey)
-        do_mprotect(self.mm, addr, length, prot,
-                    pkey_check=lambda: pkeys.check_mprotect_pkey(self, pkey))
+        do_mprotect(
+            self.mm, addr, length, prot, pkey_check=lambda: pkeys.check_mprotect_pkey(self, pkey)
+        )
 
     @_syscall
     def mincore(self, addr: int, length: int) -> bytes:

@@ -87,12 +87,18 @@ OPEN_FLAG_NAMES = {
 FALLOC_NAMES = {"keep_size": uapi.FALLOC_FL_KEEP_SIZE, "punch_hole": uapi.FALLOC_FL_PUNCH_HOLE}
 MFD_NAMES = {"allow_sealing": uapi.MFD_ALLOW_SEALING}
 PKEY_RIGHT_NAMES = {"disable_access": 1, "disable_write": 2}
-MDWE_NAMES = {"refuse_exec_gain": uapi.PR_MDWE_REFUSE_EXEC_GAIN,
-              "no_inherit": uapi.PR_MDWE_NO_INHERIT}
-MCL_NAMES = {"current": uapi.MCL_CURRENT, "future": uapi.MCL_FUTURE,
-             "onfault": uapi.MCL_ONFAULT}
-SEAL_NAMES = {"seal": uapi.F_SEAL_SEAL, "shrink": uapi.F_SEAL_SHRINK, "grow": uapi.F_SEAL_GROW,
-              "write": uapi.F_SEAL_WRITE, "future_write": uapi.F_SEAL_FUTURE_WRITE}
+MDWE_NAMES = {
+    "refuse_exec_gain": uapi.PR_MDWE_REFUSE_EXEC_GAIN,
+    "no_inherit": uapi.PR_MDWE_NO_INHERIT,
+}
+MCL_NAMES = {"current": uapi.MCL_CURRENT, "future": uapi.MCL_FUTURE, "onfault": uapi.MCL_ONFAULT}
+SEAL_NAMES = {
+    "seal": uapi.F_SEAL_SEAL,
+    "shrink": uapi.F_SEAL_SHRINK,
+    "grow": uapi.F_SEAL_GROW,
+    "write": uapi.F_SEAL_WRITE,
+    "future_write": uapi.F_SEAL_FUTURE_WRITE,
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -381,10 +387,35 @@ class Slab:
 
 
 Op = (
-    Mmap | Munmap | Mprotect | Mremap | Madvise | Mlock | Munlock | Mseal | Mlockall
-    | Munlockall | Memlock | Mdwe | Mincore | PkeyAlloc | PkeyFree | PkeyMprotect | Memfd
-    | Open | Close | Seal
-    | Ftruncate | Fallocate | Pwrite | Pread | Read | Write | Fork | Exit | Slab
+    Mmap
+    | Munmap
+    | Mprotect
+    | Mremap
+    | Madvise
+    | Mlock
+    | Munlock
+    | Mseal
+    | Mlockall
+    | Munlockall
+    | Memlock
+    | Mdwe
+    | Mincore
+    | PkeyAlloc
+    | PkeyFree
+    | PkeyMprotect
+    | Memfd
+    | Open
+    | Close
+    | Seal
+    | Ftruncate
+    | Fallocate
+    | Pwrite
+    | Pread
+    | Read
+    | Write
+    | Fork
+    | Exit
+    | Slab
 )
 
 
@@ -431,8 +462,9 @@ class Program:
         meta = d.pop("meta", None)
         head = json.dumps(d)[:-1]
         lines = [head + ', "ops": [']
-        lines += ["  " + json.dumps(o) + ("," if i < len(ops) - 1 else "")
-                  for i, o in enumerate(ops)]
+        lines += [
+            "  " + json.dumps(o) + ("," if i < len(ops) - 1 else "") for i, o in enumerate(ops)
+        ]
         tail = "]"
         if meta is not None:
             tail += ', "meta": ' + json.dumps(meta)
@@ -469,13 +501,35 @@ def op_to_json(o: Op) -> dict[str, Any]:
 # Parsing and validation
 
 _OPS: dict[str, type] = {
-    "mmap": Mmap, "munmap": Munmap, "mprotect": Mprotect, "mremap": Mremap,
-    "madvise": Madvise, "mlock": Mlock, "munlock": Munlock, "mseal": Mseal, "memfd": Memfd,
-    "mlockall": Mlockall, "munlockall": Munlockall, "memlock": Memlock, "mdwe": Mdwe,
-    "mincore": Mincore, "pkey_alloc": PkeyAlloc, "pkey_free": PkeyFree,
-    "pkey_mprotect": PkeyMprotect, "open": Open,
-    "close": Close, "seal": Seal, "ftruncate": Ftruncate, "fallocate": Fallocate, "pwrite": Pwrite,
-    "pread": Pread, "read": Read, "write": Write, "fork": Fork, "exit": Exit, "slab": Slab,
+    "mmap": Mmap,
+    "munmap": Munmap,
+    "mprotect": Mprotect,
+    "mremap": Mremap,
+    "madvise": Madvise,
+    "mlock": Mlock,
+    "munlock": Munlock,
+    "mseal": Mseal,
+    "memfd": Memfd,
+    "mlockall": Mlockall,
+    "munlockall": Munlockall,
+    "memlock": Memlock,
+    "mdwe": Mdwe,
+    "mincore": Mincore,
+    "pkey_alloc": PkeyAlloc,
+    "pkey_free": PkeyFree,
+    "pkey_mprotect": PkeyMprotect,
+    "open": Open,
+    "close": Close,
+    "seal": Seal,
+    "ftruncate": Ftruncate,
+    "fallocate": Fallocate,
+    "pwrite": Pwrite,
+    "pread": Pread,
+    "read": Read,
+    "write": Write,
+    "fork": Fork,
+    "exit": Exit,
+    "slab": Slab,
 }
 
 
@@ -492,8 +546,9 @@ class _Ctx:
         return UserInputError(f"{self.source}:{loc}" if loc else self.source, msg)
 
 
-def _int(ctx: _Ctx, d: dict[str, Any], key: str, loc: str, lo: int, hi: int,
-         default: int | None = None) -> int:
+def _int(
+    ctx: _Ctx, d: dict[str, Any], key: str, loc: str, lo: int, hi: int, default: int | None = None
+) -> int:
     if key not in d:
         if default is None:
             raise ctx.err(f"{loc}.{key}", "missing")
@@ -513,15 +568,22 @@ def _bool(ctx: _Ctx, d: dict[str, Any], key: str, loc: str, default: bool) -> bo
     return v
 
 
-def _names(ctx: _Ctx, d: dict[str, Any], key: str, loc: str, table: dict[str, int],
-           default: tuple[str, ...]) -> tuple[str, ...]:
+def _names(
+    ctx: _Ctx,
+    d: dict[str, Any],
+    key: str,
+    loc: str,
+    table: dict[str, int],
+    default: tuple[str, ...],
+) -> tuple[str, ...]:
     v = d.get(key, list(default))
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise ctx.err(f"{loc}.{key}", f"expected a list of names, got {_short(v)}")
     for i, x in enumerate(v):
         if x not in table:
-            raise ctx.err(f"{loc}.{key}[{i}]",
-                          f"unknown name {_short(x)} (one of {', '.join(sorted(table))})")
+            raise ctx.err(
+                f"{loc}.{key}[{i}]", f"unknown name {_short(x)} (one of {', '.join(sorted(table))})"
+            )
     if len(set(v)) != len(v):
         raise ctx.err(f"{loc}.{key}", "duplicate names")
     return tuple(v)
@@ -556,8 +618,9 @@ def _range(ctx: _Ctx, d: dict[str, Any], loc: str, lkey: str = "len") -> tuple[i
     a = _int(ctx, d, "addr", loc, 0, ctx.arena - 1)
     n = _int(ctx, d, lkey, loc, 0, ctx.arena)
     if a + n > ctx.arena:
-        raise ctx.err(f"{loc}.{lkey}",
-                      f"range [{a}, {a + n}) leaves the arena of {ctx.arena} pages")
+        raise ctx.err(
+            f"{loc}.{lkey}", f"range [{a}, {a + n}) leaves the arena of {ctx.arena} pages"
+        )
     return a, n
 
 
@@ -584,8 +647,9 @@ def _parse_op(ctx: _Ctx, d: Any, loc: str, files: set[int], depth: int) -> list[
         _allowed(ctx, d, loc, {"op", "count", "stride", "ops"})
         return _parse_repeat(ctx, d, loc, files, depth)
     if not isinstance(kind, str) or kind not in _OPS:
-        raise ctx.err(f"{loc}.op",
-                      f"unknown op {_short(kind)} (one of {', '.join(sorted(_OPS))}, repeat)")
+        raise ctx.err(
+            f"{loc}.op", f"unknown op {_short(kind)} (one of {', '.join(sorted(_OPS))}, repeat)"
+        )
     cls = _OPS[kind]
     _allowed(ctx, d, loc, {f.name for f in dataclasses.fields(cls)})
     ctx.budget -= 1
@@ -596,8 +660,9 @@ def _parse_op(ctx: _Ctx, d: Any, loc: str, files: set[int], depth: int) -> list[
         a, n = _range(ctx, d, loc)
         flags = _names(ctx, d, "flags", loc, MAP_FLAG_NAMES, ("private", "anonymous"))
         if sum(t in flags for t in ("shared", "private", "droppable")) != 1:
-            raise ctx.err(f"{loc}.flags",
-                          "exactly one of 'shared', 'private' and 'droppable' is required")
+            raise ctx.err(
+                f"{loc}.flags", "exactly one of 'shared', 'private' and 'droppable' is required"
+            )
         anon = "anonymous" in flags
         fslot: int | None = None
         if "file" in d and d["file"] is not None:
@@ -659,15 +724,20 @@ def _parse_op(ctx: _Ctx, d: Any, loc: str, files: set[int], depth: int) -> list[
         a, n = _range(ctx, d, loc)
         o = PkeyMprotect(a, n, _prot(ctx, d, loc, None), _int(ctx, d, "key", loc, -1, 16))
     elif kind == "memlock":
-        o = Memlock(_int(ctx, d, "pages", loc, 0, MAX_ARENA_PAGES),
-                    _bool(ctx, d, "cap_ipc_lock", loc, False))
+        o = Memlock(
+            _int(ctx, d, "pages", loc, 0, MAX_ARENA_PAGES),
+            _bool(ctx, d, "cap_ipc_lock", loc, False),
+        )
     elif kind == "seal":
         o = Seal(_slot(ctx, d, loc, files), _names(ctx, d, "seals", loc, SEAL_NAMES, ()))
     elif kind in ("memfd", "open"):
         s = _slot(ctx, d, loc, files, new=True)
         name = _str(ctx, d, "name", loc, "vmalab" if kind == "memfd" else None)
-        if not (1 <= len(name) <= 32) or not all(c.isascii() and (c.isalnum() or c in "._-")
-                                                  for c in name) or name in (".", ".."):
+        if (
+            not (1 <= len(name) <= 32)
+            or not all(c.isascii() and (c.isalnum() or c in "._-") for c in name)
+            or name in (".", "..")
+        ):
             raise ctx.err(f"{loc}.name", "expected 1-32 characters from [A-Za-z0-9._-]")
         if kind == "memfd":
             o = Memfd(s, name, _names(ctx, d, "flags", loc, MFD_NAMES, ()))
@@ -760,8 +830,9 @@ def from_json(data: Any, source: str = "program") -> Program:
     if not isinstance(data, dict):
         raise UserInputError(source, "a program is a JSON object")
     ctx = _Ctx(source, DEFAULT_ARENA_PAGES)
-    _allowed(ctx, data, "", {"format", "version", "arena_pages", "ops", "observe", "comment",
-                             "meta"})
+    _allowed(
+        ctx, data, "", {"format", "version", "arena_pages", "ops", "observe", "comment", "meta"}
+    )
     if data.get("format", FORMAT) != FORMAT:
         raise ctx.err("format", f"expected {FORMAT!r}")
     v = data.get("version")
@@ -772,9 +843,11 @@ def from_json(data: Any, source: str = "program") -> Program:
     if not isinstance(obs, dict):
         raise ctx.err("observe", "expected an object")
     _allowed(ctx, obs, "observe", {"each", "probe", "contents"})
-    observe = Observe(_bool(ctx, obs, "each", "observe", True),
-                      _bool(ctx, obs, "probe", "observe", True),
-                      _bool(ctx, obs, "contents", "observe", True))
+    observe = Observe(
+        _bool(ctx, obs, "each", "observe", True),
+        _bool(ctx, obs, "probe", "observe", True),
+        _bool(ctx, obs, "contents", "observe", True),
+    )
     comment = data.get("comment", "")
     if not isinstance(comment, str):
         raise ctx.err("comment", "expected a string")
@@ -853,13 +926,18 @@ class Observation:
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"results": self.results, "final": self.final, "slab": self.slab,
-                "error": self.error}
+        return {
+            "results": self.results,
+            "final": self.final,
+            "slab": self.slab,
+            "error": self.error,
+        }
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> Observation:
-        return Observation(list(d.get("results", [])), d.get("final"), list(d.get("slab", [])),
-                           d.get("error"))
+        return Observation(
+            list(d.get("results", [])), d.get("final"), list(d.get("slab", [])), d.get("error")
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -898,9 +976,11 @@ class Machine(Protocol):
     def load(self, addr: int) -> tuple[str, int]:
         """A one-byte user load: ("ok", byte) or ("SIGSEGV"/"SIGBUS", 0)."""
         ...
+
     def store(self, addr: int, byte: int) -> str:
         """A one-byte user store: "ok", "SIGSEGV" or "SIGBUS"."""
         ...
+
     def fork(self, run_child: Callable[[Machine], Observation]) -> Observation: ...
     def exit(self) -> None: ...
     def vmas(self, lo: int, hi: int) -> list[tuple[int, int, frozenset[str]]]: ...
@@ -972,8 +1052,9 @@ class _Runner:
                 raise  # vmalab's own budget, not a behaviour of either side
             except MemoryError:
                 # The host ran out, not the modelled kernel: never a divergence.
-                raise ResourceLimitError("memory", 0, f"host memory exhausted during "
-                                         f"{o.op} (MemoryError)") from None
+                raise ResourceLimitError(
+                    "memory", 0, f"host memory exhausted during {o.op} (MemoryError)"
+                ) from None
             except Exception as e:  # a model crash is itself a divergence
                 obs.error = f"{type(e).__name__}: {e}"
                 return obs
@@ -1041,7 +1122,7 @@ class _Runner:
             m.mprotect(self.a(o.addr), o.len * PAGE, _prot_bits(o.prot))
         elif isinstance(o, Mremap):
             self.check_range(o.addr, o.old_len)
-            fl = (uapi.MREMAP_MAYMOVE if o.maymove else 0)
+            fl = uapi.MREMAP_MAYMOVE if o.maymove else 0
             dest = 0
             if o.to is not None:
                 self.check_range(o.to, o.new_len)
@@ -1100,15 +1181,17 @@ class _Runner:
         elif isinstance(o, Ftruncate):
             m.ftruncate(self.fd(o.file), o.pages * PAGE)
         elif isinstance(o, Fallocate):
-            m.fallocate(self.fd(o.file), _bits(o.mode, FALLOC_NAMES), o.offset * PAGE,
-                        o.len * PAGE)
+            m.fallocate(self.fd(o.file), _bits(o.mode, FALLOC_NAMES), o.offset * PAGE, o.len * PAGE)
         elif isinstance(o, Pwrite):
-            return {"ret": m.pwrite(self.fd(o.file), bytes([o.byte]) * (o.len * PAGE),
-                                    o.offset * PAGE)}
+            return {
+                "ret": m.pwrite(self.fd(o.file), bytes([o.byte]) * (o.len * PAGE), o.offset * PAGE)
+            }
         elif isinstance(o, Pread):
             got = m.pread(self.fd(o.file), o.len * PAGE, o.offset * PAGE)
-            return {"ret": len(got),
-                    "data": "".join(f"{got[i]:02x}" for i in range(0, len(got), PAGE))}
+            return {
+                "ret": len(got),
+                "data": "".join(f"{got[i]:02x}" for i in range(0, len(got), PAGE)),
+            }
         elif isinstance(o, Read | Write):
             self.check_range(o.addr, o.len)
             data = []
@@ -1276,8 +1359,11 @@ class ModelMachine:
         self.p.exit()
 
     def vmas(self, lo: int, hi: int) -> list[tuple[int, int, frozenset[str]]]:
-        return [(v.start, v.end, frozenset(v.flags)) for v in self.p.vmas()
-                if v.end > lo and v.start < hi]
+        return [
+            (v.start, v.end, frozenset(v.flags))
+            for v in self.p.vmas()
+            if v.end > lo and v.start < hi
+        ]
 
     def pagemap(self, addr: int, npages: int) -> list[int]:
         return [int(x) for x in self.p.pagemap(addr, npages)]
@@ -1295,9 +1381,14 @@ DEFAULT_MODEL_SECONDS = 120.0
 """Wall-time budget of one ``run_model`` unless the caller gives one."""
 
 
-def run_model(prog: Program, design: str, *, check: bool | None = None,
-              timeout: float | None = DEFAULT_MODEL_SECONDS, budget: Any = None
-              ) -> Observation:
+def run_model(
+    prog: Program,
+    design: str,
+    *,
+    check: bool | None = None,
+    timeout: float | None = DEFAULT_MODEL_SECONDS,
+    budget: Any = None,
+) -> Observation:
     """Run ``prog`` on a fresh vmalab ``Kernel(design)``. ``check`` (default: programs of at
     most 1000 ops) runs ``Kernel.check()`` after every op; a failure ends the run with
     ``error`` set. ``budget`` (a ``vmalab.budget.Budget``; default: the default limits with

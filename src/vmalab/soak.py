@@ -79,8 +79,7 @@ class SoakResult:
 class _Soak:
     """The state of one soak run (kernel, live processes, per-process extra regions)."""
 
-    def __init__(self, kernel: Kernel, rng: random.Random, max_procs: int,
-                 res: SoakResult) -> None:
+    def __init__(self, kernel: Kernel, rng: random.Random, max_procs: int, res: SoakResult) -> None:
         from vmalab import uapi
 
         self.k = kernel
@@ -89,8 +88,12 @@ class _Soak:
         self.max_procs = max_procs
         self.res = res
         first = kernel.spawn()
-        first.mmap(ARENA_BASE, ARENA_PAGES * PAGE, uapi.PROT_READ | uapi.PROT_WRITE,
-                   uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED)
+        first.mmap(
+            ARENA_BASE,
+            ARENA_PAGES * PAGE,
+            uapi.PROT_READ | uapi.PROT_WRITE,
+            uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED,
+        )
         self.live: list[Process] = [first]
         self.extra: dict[int, list[tuple[int, int]]] = {}  # pid -> [(addr, len)] outside
         self.memfd: dict[int, int] = {}  # pid -> memfd number
@@ -201,12 +204,25 @@ class _Soak:
 
     def op_madvise(self, p: Process) -> str:
         u = self.u
-        adv = self.rng.choice([
-            u.MADV_GUARD_INSTALL, u.MADV_GUARD_INSTALL, u.MADV_GUARD_INSTALL,
-            u.MADV_GUARD_REMOVE, u.MADV_GUARD_REMOVE, u.MADV_DONTNEED, u.MADV_FREE,
-            u.MADV_COLD, u.MADV_PAGEOUT, u.MADV_POPULATE_READ, u.MADV_POPULATE_WRITE,
-            u.MADV_WIPEONFORK, u.MADV_KEEPONFORK, u.MADV_DONTFORK, u.MADV_DOFORK,
-        ])
+        adv = self.rng.choice(
+            [
+                u.MADV_GUARD_INSTALL,
+                u.MADV_GUARD_INSTALL,
+                u.MADV_GUARD_INSTALL,
+                u.MADV_GUARD_REMOVE,
+                u.MADV_GUARD_REMOVE,
+                u.MADV_DONTNEED,
+                u.MADV_FREE,
+                u.MADV_COLD,
+                u.MADV_PAGEOUT,
+                u.MADV_POPULATE_READ,
+                u.MADV_POPULATE_WRITE,
+                u.MADV_WIPEONFORK,
+                u.MADV_KEEPONFORK,
+                u.MADV_DONTFORK,
+                u.MADV_DOFORK,
+            ]
+        )
         a, ln = self._range(p)
         p.madvise(a, ln, adv)
         return f"madvise({adv})"
@@ -278,18 +294,31 @@ class _Soak:
         except ProcessLookupError:
             return "dead-call"
         self.res.violations.append(
-            Violation(self.step, "dead-call", f"pid {d.pid}: mmap after exit did not raise "
-                                              "ProcessLookupError"))
+            Violation(
+                self.step,
+                "dead-call",
+                f"pid {d.pid}: mmap after exit did not raise ProcessLookupError",
+            )
+        )
         return "dead-call"
 
     # ------------------------------------------------------------------ driving
 
     def table(self) -> list[tuple[float, Callable[[Process], str]]]:
         """(weight, op) pairs of the random mix."""
-        return [(16, self.op_mmap), (5, self.op_munmap), (14, self.op_mprotect),
-                (20, self.op_madvise), (5, self.op_mremap), (3, self.op_mlock),
-                (18, self.op_write), (8, self.op_read), (2.5, self.op_fork),
-                (2, self.op_exit), (0.5, self.op_dead)]
+        return [
+            (16, self.op_mmap),
+            (5, self.op_munmap),
+            (14, self.op_mprotect),
+            (20, self.op_madvise),
+            (5, self.op_mremap),
+            (3, self.op_mlock),
+            (18, self.op_write),
+            (8, self.op_read),
+            (2.5, self.op_fork),
+            (2, self.op_exit),
+            (0.5, self.op_dead),
+        ]
 
     def check(self, where: str) -> bool:
         """Run Kernel.check(); record a violation and return False if it fails."""
@@ -302,15 +331,22 @@ class _Soak:
             self.res.violations.append(Violation(self.step, f"check ({where})", str(e)))
             return False
         except Exception as e:  # noqa: BLE001 - a crash inside check() is a finding too
-            self.res.violations.append(Violation(
-                self.step, f"check ({where})", f"crashed: {type(e).__name__}: {e}"))
+            self.res.violations.append(
+                Violation(self.step, f"check ({where})", f"crashed: {type(e).__name__}: {e}")
+            )
             return False
         return True
 
 
-def run_soak(ops: int, seed: int = 1, check_every: int = 1000, processes: int = 8,
-             design: str = "tagged", *, progress: Callable[[int, SoakResult], None] | None = None
-             ) -> SoakResult:
+def run_soak(
+    ops: int,
+    seed: int = 1,
+    check_every: int = 1000,
+    processes: int = 8,
+    design: str = "tagged",
+    *,
+    progress: Callable[[int, SoakResult], None] | None = None,
+) -> SoakResult:
     """Run ``ops`` random operations; return counts, timing and violations.
 
     ``processes`` bounds the number of live processes; ``progress`` (if given) is called
@@ -361,28 +397,43 @@ def run_soak(ops: int, seed: int = 1, check_every: int = 1000, processes: int = 
         try:
             p.exit()
         except Exception as e:  # noqa: BLE001
-            res.violations.append(Violation(res.ops, "final exit",
-                                            f"pid {p.pid}: {type(e).__name__}: {e}"))
+            res.violations.append(
+                Violation(res.ops, "final exit", f"pid {p.pid}: {type(e).__name__}: {e}")
+            )
     s.live.clear()
     if ok:
         s.check("after all exits")
     res.slab_active_after_exit = {name: st.active for name, st in k.slab().items()}
     for name, active in res.slab_active_after_exit.items():
         if active:
-            res.violations.append(Violation(res.ops, "leak", f"slab {name}: {active} active "
-                                                             "objects after all processes exited"))
+            res.violations.append(
+                Violation(
+                    res.ops,
+                    "leak",
+                    f"slab {name}: {active} active objects after all processes exited",
+                )
+            )
     res.seconds = time.perf_counter() - t0
     return res
 
 
 def _summary(res: SoakResult) -> dict[str, Any]:
     """The result as plain data (for printing)."""
-    return {"ops": res.ops, "seconds": round(res.seconds, 3),
-            "ops_per_s": round(res.ops_per_s, 1), "checks": res.checks, "forks": res.forks,
-            "exits": res.exits, "max_live": res.max_live, "violations": len(res.violations)}
+    return {
+        "ops": res.ops,
+        "seconds": round(res.seconds, 3),
+        "ops_per_s": round(res.ops_per_s, 1),
+        "checks": res.checks,
+        "forks": res.forks,
+        "exits": res.exits,
+        "max_live": res.max_live,
+        "violations": len(res.violations),
+    }
 
 
-@click.command("soak", help="""Random operations over many processes, with Kernel.check()
+@click.command(
+    "soak",
+    help="""Random operations over many processes, with Kernel.check()
 every --check-every operations and a leak check after all processes exit.
 
 \b
@@ -392,29 +443,46 @@ Examples:
 
 \b
 Exit status: 0 no violation, 1 a violation was found, 2 bad input.""",
-               short_help="Long random runs with invariant and leak checks.")
-@click.option("--ops", "n_ops", type=click.IntRange(1, 10**9), default=100_000,
-              show_default=True, help="number of random operations (1..10^9)")
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=1, show_default=True,
-              help="random seed")
-@click.option("--check-every", type=click.IntRange(1, 10**9), default=1000, show_default=True,
-              help="run Kernel.check() every N operations (and at the end)")
-@click.option("--processes", type=click.IntRange(1, 1024), default=8, show_default=True,
-              help="maximum number of live processes (1..1024)")
+    short_help="Long random runs with invariant and leak checks.",
+)
+@click.option(
+    "--ops",
+    "n_ops",
+    type=click.IntRange(1, 10**9),
+    default=100_000,
+    show_default=True,
+    help="number of random operations (1..10^9)",
+)
+@click.option(
+    "--seed", type=click.IntRange(0, 2**63 - 1), default=1, show_default=True, help="random seed"
+)
+@click.option(
+    "--check-every",
+    type=click.IntRange(1, 10**9),
+    default=1000,
+    show_default=True,
+    help="run Kernel.check() every N operations (and at the end)",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 1024),
+    default=8,
+    show_default=True,
+    help="maximum number of live processes (1..1024)",
+)
 @click.option("--design", default="tagged", show_default=True, help="model design id")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def soak(n_ops: int, seed: int, check_every: int, processes: int, design: str,
-         quiet: bool) -> None:
+def soak(n_ops: int, seed: int, check_every: int, processes: int, design: str, quiet: bool) -> None:
     """Random operations over many processes with invariant checks and a leak check."""
     from vmalab import DESIGNS
     from vmalab.cliutil import progress as progress_bar
     from vmalab.errors import UserInputError
 
     if design not in DESIGNS:
-        raise UserInputError("--design", f"unknown design {design!r}; valid: "
-                             + ", ".join(DESIGNS))
+        raise UserInputError("--design", f"unknown design {design!r}; valid: " + ", ".join(DESIGNS))
 
     with progress_bar(f"soak ({design})", n_ops, quiet=quiet, unit="ops") as bar:
+
         def progress(step: int, so_far: SoakResult) -> None:
             bar.update(step)
 

@@ -118,8 +118,9 @@ def _src_path() -> str:
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def run_live_raw(prog: P.Program, *, timeout: float = 30.0,
-                 options: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_live_raw(
+    prog: P.Program, *, timeout: float = 30.0, options: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Run ``prog`` in a fresh child; return the child's raw JSON answer (observation fields
     plus ``rlimit_as`` and, with ``options={"sentinels": True}``, ``sentinels_intact``)."""
     opts = dict(options or {})
@@ -130,16 +131,20 @@ def run_live_raw(prog: P.Program, *, timeout: float = 30.0,
     sweep_stale_run_dirs()
     # SIGTERM would kill this process without unwinding; turn it into an exception while
     # the run folder exists (main thread only, and only over the default disposition).
-    catch = (threading.current_thread() is threading.main_thread()
-             and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+    catch = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    )
     if catch:
         signal.signal(signal.SIGTERM, _on_sigterm)
     terminated = False
     try:
         # The files of ``open`` ops live here; this process removes it even if the child
         # is killed.
-        tmpdir = tempfile.mkdtemp(prefix=f"vmalab-live-{os.getpid()}-",
-                                  dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        tmpdir = tempfile.mkdtemp(
+            prefix=f"vmalab-live-{os.getpid()}-",
+            dir="/dev/shm" if os.path.isdir("/dev/shm") else None,
+        )
         opts["tmpdir"] = tmpdir
         try:
             return _run_child(prog, opts, timeout)
@@ -159,9 +164,14 @@ def _run_child(prog: P.Program, opts: dict[str, Any], timeout: float) -> dict[st
     req = json.dumps({"program": prog.to_json(), "options": opts}).encode()
     env = dict(os.environ)
     env["PYTHONPATH"] = _src_path() + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen([sys.executable, "-c", _LAUNCH, _src_path()], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LAUNCH, _src_path()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env=env,
+    )
     try:
         out, err = proc.communicate(req, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -177,8 +187,10 @@ def _run_child(prog: P.Program, opts: dict[str, Any], timeout: float) -> dict[st
         pass
     if not out:
         lines = err.decode(errors="replace").strip().splitlines()
-        raise LiveError(f"live runner died (status {proc.returncode})"
-                        + (f": {_one_line(lines[-1])}" if lines else ""))
+        raise LiveError(
+            f"live runner died (status {proc.returncode})"
+            + (f": {_one_line(lines[-1])}" if lines else "")
+        )
     try:
         res: dict[str, Any] = json.loads(out)
     except (ValueError, RecursionError) as e:
@@ -187,8 +199,11 @@ def _run_child(prog: P.Program, opts: dict[str, Any], timeout: float) -> dict[st
         raise LiveError("live runner sent bad output: not an object")
     lim = res.get("limit")
     if isinstance(lim, dict):
-        raise LiveResourceLimit(str(lim.get("resource")), float(lim.get("limit") or 0),
-                                "live run: " + _one_line(str(res.get("error", ""))))
+        raise LiveResourceLimit(
+            str(lim.get("resource")),
+            float(lim.get("limit") or 0),
+            "live run: " + _one_line(str(res.get("error", ""))),
+        )
     return res
 
 
@@ -231,8 +246,14 @@ def _probe_guard() -> tuple[bool, str | None]:
     """Install a guard on a private anonymous page of this process; return (gu seen, error)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_int, ctypes.c_long]
+    libc.mmap.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     a = libc.mmap(None, 2 * P.PAGE, 3, 0x22, -1, 0)
@@ -271,6 +292,15 @@ def detect_design() -> str:
     return "sticky" if gu else "eager"
 
 
-__all__ = ["DEFAULT_FILE_BYTES", "DEFAULT_RSS_BYTES", "LiveError", "LiveResourceLimit",
-           "LiveTimeout", "detect_design", "live_support", "run_live", "run_live_raw",
-           "sweep_stale_run_dirs"]
+__all__ = [
+    "DEFAULT_FILE_BYTES",
+    "DEFAULT_RSS_BYTES",
+    "LiveError",
+    "LiveResourceLimit",
+    "LiveTimeout",
+    "detect_design",
+    "live_support",
+    "run_live",
+    "run_live_raw",
+    "sweep_stale_run_dirs",
+]

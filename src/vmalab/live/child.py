@@ -51,20 +51,41 @@ MAP_FAILED = (1 << 64) - 1
 SLAB_CACHES = ("anon_vma", "anon_vma_chain", "vm_area_struct")
 
 # probe(arg): arg = {u64 addr, u64 is_write, u64 byte, u64 out}; one byte load or store.
-_PROBE_CODE = bytes([
-    0x48, 0x8B, 0x37,        # mov rsi, [rdi]
-    0x48, 0x8B, 0x57, 0x08,  # mov rdx, [rdi+8]
-    0x48, 0x8B, 0x4F, 0x10,  # mov rcx, [rdi+16]
-    0x48, 0x85, 0xD2,        # test rdx, rdx
-    0x75, 0x0A,              # jnz store
-    0x0F, 0xB6, 0x06,        # movzx eax, byte [rsi]
-    0x48, 0x89, 0x47, 0x18,  # mov [rdi+24], rax
-    0x31, 0xC0,              # xor eax, eax
-    0xC3,                    # ret  (glibc's clone then calls SYS_exit)
-    0x88, 0x0E,              # store: mov [rsi], cl
-    0x31, 0xC0,              # xor eax, eax
-    0xC3,                    # ret
-])
+_PROBE_CODE = bytes(
+    [
+        0x48,
+        0x8B,
+        0x37,  # mov rsi, [rdi]
+        0x48,
+        0x8B,
+        0x57,
+        0x08,  # mov rdx, [rdi+8]
+        0x48,
+        0x8B,
+        0x4F,
+        0x10,  # mov rcx, [rdi+16]
+        0x48,
+        0x85,
+        0xD2,  # test rdx, rdx
+        0x75,
+        0x0A,  # jnz store
+        0x0F,
+        0xB6,
+        0x06,  # movzx eax, byte [rsi]
+        0x48,
+        0x89,
+        0x47,
+        0x18,  # mov [rdi+24], rax
+        0x31,
+        0xC0,  # xor eax, eax
+        0xC3,  # ret  (glibc's clone then calls SYS_exit)
+        0x88,
+        0x0E,  # store: mov [rsi], cl
+        0x31,
+        0xC0,  # xor eax, eax
+        0xC3,  # ret
+    ]
+)
 _STACK = 1 << 16
 
 
@@ -91,8 +112,14 @@ class _Libc:
         c.clone.argtypes = [vp, vp, i, vp]
         c.prctl.argtypes = [i, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
         c.syscall.restype = lg
-        c.syscall.argtypes = [lg, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                              ctypes.c_ulong, ctypes.c_ulong]
+        c.syscall.argtypes = [
+            lg,
+            ctypes.c_ulong,
+            ctypes.c_ulong,
+            ctypes.c_ulong,
+            ctypes.c_ulong,
+            ctypes.c_ulong,
+        ]
 
     @staticmethod
     def fail() -> OSError:
@@ -143,9 +170,12 @@ class _Budget:
             return
         total = self.words[0] + end - old
         if total > self.file_bytes:
-            raise ResourceLimitError("file_bytes", self.file_bytes,
-                                     f"{what} would grow the run's files to {total} bytes, "
-                                     f"past the file_bytes budget of {self.file_bytes}")
+            raise ResourceLimitError(
+                "file_bytes",
+                self.file_bytes,
+                f"{what} would grow the run's files to {total} bytes, "
+                f"past the file_bytes budget of {self.file_bytes}",
+            )
         self.words[0] = total
         self.hwm[key] = end
 
@@ -162,9 +192,12 @@ class _Budget:
         self.words[1 + self.depth] = resident
         total = sum(self.words[1 + i] for i in range(self.depth + 1))
         if total > self.rss_bytes:
-            raise ResourceLimitError("rss", self.rss_bytes,
-                                     f"resident memory of the live processes reached {total} "
-                                     f"bytes, past the rss budget of {self.rss_bytes}")
+            raise ResourceLimitError(
+                "rss",
+                self.rss_bytes,
+                f"resident memory of the live processes reached {total} "
+                f"bytes, past the rss budget of {self.rss_bytes}",
+            )
 
 
 def _plain_name(name: str) -> None:
@@ -354,8 +387,9 @@ class LiveMachine:
         self._inside(addr, 1)
         a = self.arg
         a[0], a[1], a[2], a[3] = addr, int(write), byte, 0
-        pid = self.lib.c.clone(self.code, self.stack_top, CLONE_VM | CLONE_VFORK | signal.SIGCHLD,
-                               ctypes.addressof(a))
+        pid = self.lib.c.clone(
+            self.code, self.stack_top, CLONE_VM | CLONE_VFORK | signal.SIGCHLD, ctypes.addressof(a)
+        )
         if pid < 0:
             raise self.lib.fail()
         _, st = os.waitpid(pid, 0)
@@ -392,7 +426,7 @@ class LiveMachine:
             try:
                 data = json.dumps(out).encode()
                 while data:
-                    data = data[os.write(w, data):]
+                    data = data[os.write(w, data) :]
             finally:
                 os._exit(code)
         os.close(w)
@@ -505,16 +539,17 @@ def main() -> None:
     out: dict[str, Any] = {}
     own_tmp = "tmpdir" not in opts
     tmpdir = opts.get("tmpdir") or tempfile.mkdtemp(
-        prefix=f"vmalab-live-{os.getpid()}-",
-        dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        prefix=f"vmalab-live-{os.getpid()}-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
+    )
     try:
         prog = P.from_json(req["program"], "program")
         size = prog.arena_pages * P.PAGE
         c = lib.c
         r = c.mmap(P.ARENA_BASE, size, 0, 0x22 | P.uapi.MAP_FIXED_NOREPLACE, -1, 0)
         if r != P.ARENA_BASE:
-            raise Refused(f"cannot reserve the arena at {P.ARENA_BASE:#x}: "
-                          f"{os.strerror(ctypes.get_errno())}")
+            raise Refused(
+                f"cannot reserve the arena at {P.ARENA_BASE:#x}: {os.strerror(ctypes.get_errno())}"
+            )
         c.munmap(P.ARENA_BASE, size)
         budget = _Budget(lib, opts.get("file_bytes"), opts.get("rss_bytes"))
         m = LiveMachine(prog.arena_pages, tmpdir, budget)
@@ -545,8 +580,9 @@ def main() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
         out["rlimit_fsize"] = fsize
         if opts.get("unchecked_ops"):  # test hook: ops that bypassed validation
-            prog = P.Program(tuple(_raw_op(d) for d in opts["unchecked_ops"]), prog.arena_pages,
-                             prog.observe)
+            prog = P.Program(
+                tuple(_raw_op(d) for d in opts["unchecked_ops"]), prog.arena_pages, prog.observe
+            )
         obs = P.execute(prog, m)
         out.update(obs.to_json())
         if sentinels:

@@ -37,6 +37,7 @@ class PageCacheHost(Protocol):
     ) -> None:
         """Zap every mapping of page-cache indices [first, last] of ``inode``."""
 
+
 MAX_LFS_FILESIZE = (1 << 63) - 1
 MEMFD_NAME_MAX = 249  # NAME_MAX - strlen("memfd:")
 

@@ -214,10 +214,17 @@ _FLAG_ADVICE = frozenset(
 )
 
 
-_DISCARD = frozenset({
-    uapi.MADV_FREE, uapi.MADV_DONTNEED, uapi.MADV_DONTNEED_LOCKED, uapi.MADV_REMOVE,
-    uapi.MADV_DONTFORK, uapi.MADV_WIPEONFORK, uapi.MADV_GUARD_INSTALL,
-})
+_DISCARD = frozenset(
+    {
+        uapi.MADV_FREE,
+        uapi.MADV_DONTNEED,
+        uapi.MADV_DONTNEED_LOCKED,
+        uapi.MADV_REMOVE,
+        uapi.MADV_DONTFORK,
+        uapi.MADV_WIPEONFORK,
+        uapi.MADV_GUARD_INSTALL,
+    }
+)
 
 
 def can_madvise_modify(vma: VmArea, behavior: int) -> bool:

@@ -256,11 +256,14 @@ def mmap_region(
     charged = 0
     nr_accounted = 0
     if accountable_mapping(file, vm_flags):
-        nr_accounted = sum(
-            min(v.vm_end, end) - max(v.vm_start, addr)
-            for v in mm.vmas_in(addr, end)
-            if v.vm_flags & VM_ACCOUNT
-        ) >> PAGE_SHIFT
+        nr_accounted = (
+            sum(
+                min(v.vm_end, end) - max(v.vm_start, addr)
+                for v in mm.vmas_in(addr, end)
+                if v.vm_flags & VM_ACCOUNT
+            )
+            >> PAGE_SHIFT
+        )
         charged = pglen - nr_accounted
         if charged:
             security_vm_enough_memory_mm(mm, charged)

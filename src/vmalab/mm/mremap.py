@@ -254,9 +254,7 @@ def mremap_to(
         new_addr = get_unmapped_area(mm, new_addr, new_len, pgoff, map_flags, vma.vm_file)
     if mm.map_count >= mm.ctx.max_map_count:
         raise kernel_error(errno.ENOMEM, "max_map_count")
-    return move_vma(
-        mm, vma, addr, old_len if old_len else new_len, new_len, new_addr, flags, delta
-    )
+    return move_vma(mm, vma, addr, old_len if old_len else new_len, new_len, new_addr, flags, delta)
 
 
 def do_mremap(

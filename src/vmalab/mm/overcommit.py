@@ -41,8 +41,16 @@ class OvercommitConfig:
     def __post_init__(self) -> None:
         if self.mode not in (OVERCOMMIT_GUESS, OVERCOMMIT_ALWAYS, OVERCOMMIT_NEVER):
             raise ValueError(f"overcommit mode must be 0, 1 or 2, not {self.mode!r}")
-        for name in ("ratio", "kbytes", "totalram_pages", "total_swap_pages", "hugetlb_pages",
-                     "admin_reserve_kbytes", "user_reserve_kbytes", "committed_base"):
+        for name in (
+            "ratio",
+            "kbytes",
+            "totalram_pages",
+            "total_swap_pages",
+            "hugetlb_pages",
+            "admin_reserve_kbytes",
+            "user_reserve_kbytes",
+            "committed_base",
+        ):
             v = getattr(self, name)
             if type(v) is not int or v < 0:
                 raise ValueError(f"{name} must be a non-negative int, not {v!r}")
@@ -69,10 +77,13 @@ class OvercommitConfig:
             kw["totalram_pages"] = vals["MemTotal"] >> (PAGE_SHIFT - 10)
         if "SwapTotal" in vals:
             kw["total_swap_pages"] = vals["SwapTotal"] >> (PAGE_SHIFT - 10)
-        for key, sysctl in (("mode", "overcommit_memory"), ("ratio", "overcommit_ratio"),
-                            ("kbytes", "overcommit_kbytes"),
-                            ("admin_reserve_kbytes", "admin_reserve_kbytes"),
-                            ("user_reserve_kbytes", "user_reserve_kbytes")):
+        for key, sysctl in (
+            ("mode", "overcommit_memory"),
+            ("ratio", "overcommit_ratio"),
+            ("kbytes", "overcommit_kbytes"),
+            ("admin_reserve_kbytes", "admin_reserve_kbytes"),
+            ("user_reserve_kbytes", "user_reserve_kbytes"),
+        ):
             try:
                 with open(os.path.join(proc, "sys", "vm", sysctl)) as f:
                     kw[key] = int(f.read().split()[0])

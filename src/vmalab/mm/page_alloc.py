@@ -38,8 +38,17 @@ class PhysMem:
     page.
     """
 
-    __slots__ = ("kind", "mapcount", "owner", "data", "free_pfns", "nr_anon", "nr_pagecache",
-                 "budget", "lazyfree")
+    __slots__ = (
+        "kind",
+        "mapcount",
+        "owner",
+        "data",
+        "free_pfns",
+        "nr_anon",
+        "nr_pagecache",
+        "budget",
+        "lazyfree",
+    )
 
     def __init__(self, budget: Budget | None = None) -> None:
         self.budget = budget
@@ -117,8 +126,11 @@ class PhysMem:
         Storing cannot fail half-way, so a breach is only recorded: the syscall finishes
         and its boundary raises it (the next allocation fails meanwhile)."""
         b = self.budget
-        if b is not None and b.stored_bytes is not None \
-                and (len(self.data) + 1) * PAGE_SIZE > b.stored_bytes:
+        if (
+            b is not None
+            and b.stored_bytes is not None
+            and (len(self.data) + 1) * PAGE_SIZE > b.stored_bytes
+        ):
             b.trip("stored_bytes", b.stored_bytes, "page contents")
 
     def zero_range(self, pfn: int, off: int, n: int) -> None:

@@ -43,6 +43,7 @@ class PkeyTask(Protocol):
     pkey_map: int
     pkey_exec_only: int
 
+
 PKEY_DISABLE_ACCESS = 0x1
 PKEY_DISABLE_WRITE = 0x2
 PKEY_ACCESS_MASK = PKEY_DISABLE_ACCESS | PKEY_DISABLE_WRITE

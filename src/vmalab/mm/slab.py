@@ -122,8 +122,12 @@ class Slabs:
         b = self.budget
         if b is not None:
             limit = b.vmas if st is self._vma else b.pgtables if st is self._pt else None
-            b.check_alloc("vmas" if st is self._vma else "pgtables" if st is self._pt
-                          else st.name, st.active, limit, st.name)
+            b.check_alloc(
+                "vmas" if st is self._vma else "pgtables" if st is self._pt else st.name,
+                st.active,
+                limit,
+                st.name,
+            )
         if self.fail is not None and self.fail.should_fail(st.name):
             raise AllocFailure(st.name)
         st.active += 1

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 PAGE_SHIFT = 12
 
+
 def vm_commit_limit(cfg: OvercommitConfig) -> int:
     """CommitLimit in pages. Models mm/util.c:vm_commit_limit."""
     if cfg.kbytes:
@@ -93,5 +94,7 @@ def security_vm_enough_memory_mm(mm: MmStruct, pages: int) -> None:
 def meminfo(k: MmContext) -> dict[str, int]:
     """The commit lines of /proc/meminfo, in kB: CommitLimit and Committed_AS."""
     cfg = k.overcommit
-    return {"CommitLimit": vm_commit_limit(cfg) << (PAGE_SHIFT - 10),
-            "Committed_AS": max(0, cfg.committed_base + k.vm_committed_as) << (PAGE_SHIFT - 10)}
+    return {
+        "CommitLimit": vm_commit_limit(cfg) << (PAGE_SHIFT - 10),
+        "Committed_AS": max(0, cfg.committed_base + k.vm_committed_as) << (PAGE_SHIFT - 10),
+    }

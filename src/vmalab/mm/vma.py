@@ -222,9 +222,7 @@ def is_mergeable_anon_vma(vmg: VmaMergeStruct, merge_next: bool) -> bool:
     tgt_anon = rmap.vma_anon_vma(tgt)
     src_anon = vmg.anon_vma
     if tgt_anon is None and src_anon is not None:
-        return not vma_had_uncowed_parents(src) and not vma_had_uncowed_parents(
-            vmg.copied_from
-        )
+        return not vma_had_uncowed_parents(src) and not vma_had_uncowed_parents(vmg.copied_from)
     if tgt_anon is not None and src_anon is None:
         return not vma_had_uncowed_parents(tgt)
     return src_anon is tgt_anon

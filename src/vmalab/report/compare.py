@@ -106,8 +106,12 @@ def source_kind(source: str) -> str:
         return "workload"
     if os.path.exists(source):
         return "trace"
-    raise UserInputError(source, "neither a built-in workload ("
-                         + ", ".join(sorted(WORKLOADS)) + ") nor a readable trace file")
+    raise UserInputError(
+        source,
+        "neither a built-in workload ("
+        + ", ".join(sorted(WORKLOADS))
+        + ") nor a readable trace file",
+    )
 
 
 ProgressHook = Callable[[int], None]
@@ -160,6 +164,7 @@ def run_one(spec: RunSpec, progress: ProgressHook | None = None) -> dict[str, An
             info["guardify"] = _gstats(k.stats)
         kernel = raw
     else:
+
         def obs(lineno: int, kk: Any) -> None:
             tl.tick(lineno, kk)
             if progress is not None:
@@ -171,10 +176,18 @@ def run_one(spec: RunSpec, progress: ProgressHook | None = None) -> dict[str, An
             last[:] = [(lineno, measure(kk))]
 
         try:
-            r = replay(spec.source, spec.design, stop_at_line=spec.stop_at_line,
-                       start=spec.start, lenient=spec.lenient, observer=obs, sample_every=1,
-                       guardify=spec.guardify, on_last_exit=before_last_exit,
-                       host_files=spec.host_files)
+            r = replay(
+                spec.source,
+                spec.design,
+                stop_at_line=spec.stop_at_line,
+                start=spec.start,
+                lenient=spec.lenient,
+                observer=obs,
+                sample_every=1,
+                guardify=spec.guardify,
+                on_last_exit=before_last_exit,
+                host_files=spec.host_files,
+            )
         except TraceSyntaxError as e:
             raise UserInputError(f"{spec.source}:{e.lineno}", e.reason) from None
         except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
@@ -185,8 +198,11 @@ def run_one(spec: RunSpec, progress: ProgressHook | None = None) -> dict[str, An
             info["guardify"] = _gstats(r.guardify)
             from vmalab.cliutil import trace_file
 
-            locate_rewrites(trace_file(spec.source), info["guardify"]["examples"],
-                            spec.start[1] if spec.start else 0)
+            locate_rewrites(
+                trace_file(spec.source),
+                info["guardify"]["examples"],
+                spec.start[1] if spec.start else 0,
+            )
         kernel = r.kernel
     m = measure(kernel)
     info["measured_at"] = "end"
@@ -199,17 +215,28 @@ def run_one(spec: RunSpec, progress: ProgressHook | None = None) -> dict[str, An
         m.guard_markers_lost = fresh.guard_markers_lost
         info["measured_at"] = f"before the last process exited (line {at})"
     m.peak_kernel_bytes = max([m.kernel_bytes] + [b for _, b in tl.points])
-    return {"source": spec.source, "kind": kind, "design": spec.design,
-            "guardify": spec.guardify, "metrics": m.to_dict(), "timeline": tl.points,
-            "series": tl.series(),
-            "info": info, "seconds": round(time.perf_counter() - t0, 4)}
+    return {
+        "source": spec.source,
+        "kind": kind,
+        "design": spec.design,
+        "guardify": spec.guardify,
+        "metrics": m.to_dict(),
+        "timeline": tl.points,
+        "series": tl.series(),
+        "info": info,
+        "seconds": round(time.perf_counter() - t0, 4),
+    }
 
 
 def _gstats(s: Any) -> dict[str, Any]:
     """The counters of a GuardifyStats."""
-    return {"mprotect_rewritten": s.mprotect_rewritten, "mmap_rewritten": s.mmap_rewritten,
-            "removed": s.removed, "left_alone": s.left_alone,
-            "examples": [list(e) for e in s.examples]}
+    return {
+        "mprotect_rewritten": s.mprotect_rewritten,
+        "mmap_rewritten": s.mmap_rewritten,
+        "removed": s.removed,
+        "left_alone": s.left_alone,
+        "examples": [list(e) for e in s.examples],
+    }
 
 
 def locate_rewrites(path: str, examples: list[list[Any]], after: int = 0) -> None:
@@ -218,7 +245,7 @@ def locate_rewrites(path: str, examples: list[list[Any]], after: int = 0) -> Non
     todo = [e for e in examples if e[0] is None and "(" in e[1] and "," in e[1]]
     if not todo:
         return
-    needles = {e[1][:e[1].index(",") + 1]: e for e in todo}
+    needles = {e[1][: e[1].index(",") + 1]: e for e in todo}
     if os.path.isdir(path):  # a recording: its trace.strace
         from vmalab.trace.recording import TRACE_NAME
 
@@ -241,12 +268,16 @@ def guardify_delta(plain: dict[str, Any], guarded: dict[str, Any]) -> dict[str, 
     extra objects (and bytes) the guard-install design costs.
     """
     a, b = plain["metrics"], guarded["metrics"]
-    out: dict[str, Any] = {"design": plain["design"],
-                           "vmas_saved": a["vmas"] - b["vmas"],
-                           "kernel_bytes_saved": a["kernel_bytes"] - b["kernel_bytes"]}
+    out: dict[str, Any] = {
+        "design": plain["design"],
+        "vmas_saved": a["vmas"] - b["vmas"],
+        "kernel_bytes_saved": a["kernel_bytes"] - b["kernel_bytes"],
+    }
     for c in ("anon_vma", "anon_vma_chain", "vm_area_struct", "pgtable"):
         out[f"{c}_added"] = b["objects"].get(c, 0) - a["objects"].get(c, 0)
         out[f"{c}_bytes_added"] = b["bytes"].get(c, 0) - a["bytes"].get(c, 0)
-    out["guards_rewritten"] = sum(guarded["info"].get("guardify", {}).get(x, 0)
-                                  for x in ("mprotect_rewritten", "mmap_rewritten"))
+    out["guards_rewritten"] = sum(
+        guarded["info"].get("guardify", {}).get(x, 0)
+        for x in ("mprotect_rewritten", "mmap_rewritten")
+    )
     return out

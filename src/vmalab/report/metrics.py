@@ -108,6 +108,8 @@ def measure(k: Any) -> Metrics:
                 retract += _retractable_fallback(design, v)
     m.retractable = retract
     if used_fallback:
-        m.notes.append("Process.khugepaged_retractable missing: retractability computed "
-                       "from VmaView (anon_vma, gu, ANON_VMA_UNFAULTED)")
+        m.notes.append(
+            "Process.khugepaged_retractable missing: retractability computed "
+            "from VmaView (anon_vma, gu, ANON_VMA_UNFAULTED)"
+        )
     return m

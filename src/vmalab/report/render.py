@@ -38,12 +38,16 @@ def _cells(r: dict[str, Any]) -> list[tuple[str, str]]:
     m = r["metrics"]
     out = [("procs", str(m["processes"])), ("VMAs", f"{m['vmas']:,}")]
     for c in CACHES:
-        out.append((f"{c} objs / KiB",
-                    f"{m['objects'].get(c, 0):,} / {_kib(m['bytes'].get(c, 0))}"))
-    out += [("kernel KiB", _kib(m["kernel_bytes"])), ("peak KiB", _kib(m["peak_kernel_bytes"])),
-            ("fork: VMAs PT copied", _na(m["fork_copy_vmas"])),
-            ("fork: guard markers lost", _na(m["guard_markers_lost"])),
-            ("THP retractable file VMAs", f"{_na(m['retractable'])}/{m['file_vmas']:,}")]
+        out.append(
+            (f"{c} objs / KiB", f"{m['objects'].get(c, 0):,} / {_kib(m['bytes'].get(c, 0))}")
+        )
+    out += [
+        ("kernel KiB", _kib(m["kernel_bytes"])),
+        ("peak KiB", _kib(m["peak_kernel_bytes"])),
+        ("fork: VMAs PT copied", _na(m["fork_copy_vmas"])),
+        ("fork: guard markers lost", _na(m["guard_markers_lost"])),
+        ("THP retractable file VMAs", f"{_na(m['retractable'])}/{m['file_vmas']:,}"),
+    ]
     return out
 
 
@@ -63,13 +67,17 @@ def compare_text_table(results: list[dict[str, Any]], title: str = "") -> Table:
     heads = ["design", "procs", "VMAs"]
     for c in CACHES:
         heads.append(f"{c}\nobjs / KiB")
-    heads += ["kernel\nKiB", "peak\nKiB", "fork: VMAs\nPT copied", "fork: guard\nmarkers lost",
-              "THP retract-\nable file VMAs"]
+    heads += [
+        "kernel\nKiB",
+        "peak\nKiB",
+        "fork: VMAs\nPT copied",
+        "fork: guard\nmarkers lost",
+        "THP retract-\nable file VMAs",
+    ]
     t = Table(heads, title=title, right=set(range(1, len(heads))))
     for r in results:
         cells = _cells(r)
-        t.add_row(r["design"] + (" +guardify" if r.get("guardify") else ""),
-                  *[c[1] for c in cells])
+        t.add_row(r["design"] + (" +guardify" if r.get("guardify") else ""), *[c[1] for c in cells])
     return t
 
 
@@ -90,17 +98,32 @@ def _signed_kib(b: int) -> str:
 
 def guardify_text_table(deltas: list[dict[str, Any]]) -> Table:
     """The guardify what-if per design, as changes with a sign (+ more, - fewer)."""
-    t = Table(["design", "guards\nrewritten", "VMAs\nchange", "anon_vma\nchange",
-               "AVC\nchange", "vm_area_struct\nKiB change", "anon_vma+AVC\nKiB change",
-               "kernel KiB\nchange"],
-              title="guardify: PROT_NONE guard pages -> MADV_GUARD_INSTALL "
-                    "(change = guardified minus as traced)", right=set(range(1, 8)))
+    t = Table(
+        [
+            "design",
+            "guards\nrewritten",
+            "VMAs\nchange",
+            "anon_vma\nchange",
+            "AVC\nchange",
+            "vm_area_struct\nKiB change",
+            "anon_vma+AVC\nKiB change",
+            "kernel KiB\nchange",
+        ],
+        title="guardify: PROT_NONE guard pages -> MADV_GUARD_INSTALL "
+        "(change = guardified minus as traced)",
+        right=set(range(1, 8)),
+    )
     for d in deltas:
-        t.add_row(d["design"], f"{d['guards_rewritten']:,}", _signed(-d["vmas_saved"]),
-                  _signed(d["anon_vma_added"]), _signed(d["anon_vma_chain_added"]),
-                  _signed_kib(d["vm_area_struct_bytes_added"]),
-                  _signed_kib(d["anon_vma_bytes_added"] + d["anon_vma_chain_bytes_added"]),
-                  _signed_kib(-d["kernel_bytes_saved"]))
+        t.add_row(
+            d["design"],
+            f"{d['guards_rewritten']:,}",
+            _signed(-d["vmas_saved"]),
+            _signed(d["anon_vma_added"]),
+            _signed(d["anon_vma_chain_added"]),
+            _signed_kib(d["vm_area_struct_bytes_added"]),
+            _signed_kib(d["anon_vma_bytes_added"] + d["anon_vma_chain_bytes_added"]),
+            _signed_kib(-d["kernel_bytes_saved"]),
+        )
     return t
 
 
@@ -116,11 +139,13 @@ def guardify_report(results: list[dict[str, Any]]) -> list[str]:
         if not r.get("guardify") or g is None:
             continue
         where = "line" if r["kind"] == "trace" else "step"
-        out = [f"guardify rewrote {g['mprotect_rewritten']:,} mprotect and "
-               f"{g['mmap_rewritten']:,} mmap PROT_NONE guards into MADV_GUARD_INSTALL; "
-               f"{g['removed']:,} rewritten guards were taken away again (MADV_GUARD_REMOVE); "
-               f"{g['left_alone']:,} PROT_NONE calls left alone (not an edge guard, or "
-               "larger than 16 pages)"]
+        out = [
+            f"guardify rewrote {g['mprotect_rewritten']:,} mprotect and "
+            f"{g['mmap_rewritten']:,} mmap PROT_NONE guards into MADV_GUARD_INSTALL; "
+            f"{g['removed']:,} rewritten guards were taken away again (MADV_GUARD_REMOVE); "
+            f"{g['left_alone']:,} PROT_NONE calls left alone (not an edge guard, or "
+            "larger than 16 pages)"
+        ]
         ex = g.get("examples") or []
         if ex:
             out.append(f"first rewrites ({r['design']}):")
@@ -149,8 +174,14 @@ def plot_timeline(results: list[dict[str, Any]], out: str, title: str = "") -> N
         ys = [p[1] / 1024 for p in pts]
         label = r["design"] + (" +guardify" if r.get("guardify") else "")
         # designs often coincide: distinct dashes and widths keep every line visible
-        ax.plot(xs, ys, label=label, drawstyle="steps-post", linestyle=styles[i % len(styles)],
-                linewidth=max(0.8, 2.6 - 0.4 * i))
+        ax.plot(
+            xs,
+            ys,
+            label=label,
+            drawstyle="steps-post",
+            linestyle=styles[i % len(styles)],
+            linewidth=max(0.8, 2.6 - 0.4 * i),
+        )
         if r["kind"] == "trace":
             xlabel = "trace line"
     ax.set_xlabel(xlabel)
@@ -163,9 +194,13 @@ def plot_timeline(results: list[dict[str, Any]], out: str, title: str = "") -> N
     plt.close(fig)
 
 
-PANELS = (("anon_vma", "anon_vma"), ("anon_vma_chain", "anon_vma_chain"),
-          ("vm_area_struct", "vm_area_struct"), ("pgtable", "page-table pages"),
-          ("guard_markers_lost", "guard markers lost at fork"))
+PANELS = (
+    ("anon_vma", "anon_vma"),
+    ("anon_vma_chain", "anon_vma_chain"),
+    ("vm_area_struct", "vm_area_struct"),
+    ("pgtable", "page-table pages"),
+    ("guard_markers_lost", "guard markers lost at fork"),
+)
 """The object kinds plotted, one panel each: (series key, panel title)."""
 
 
@@ -182,8 +217,9 @@ def _at(xs: list[int], ys: list[int], x: int) -> int:
     return ys[i] if i >= 0 else (ys[0] if ys else 0)
 
 
-def plot_deltas(results: list[dict[str, Any]], out: str, *, baseline: str | None = None,
-                title: str = "") -> str:
+def plot_deltas(
+    results: list[dict[str, Any]], out: str, *, baseline: str | None = None, title: str = ""
+) -> str:
     """Per-design differences from a baseline design, one panel per object kind.
 
     Each panel shows, along the run, every other design's count of one kind (anon_vma,
@@ -218,14 +254,21 @@ def plot_deltas(results: list[dict[str, Any]], out: str, *, baseline: str | None
 
     # lines that coincide in every panel hide each other: the legend says which they are
     def _sig(r: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple((k, tuple(r["series"]["x"]), tuple(y - _at(bx, base["series"][k], x)
-                                                         for x, y in zip(r["series"]["x"],
-                                                                         r["series"][k],
-                                                                         strict=True)))
-                     for k, _ in PANELS)
+        return tuple(
+            (
+                k,
+                tuple(r["series"]["x"]),
+                tuple(
+                    y - _at(bx, base["series"][k], x)
+                    for x, y in zip(r["series"]["x"], r["series"][k], strict=True)
+                ),
+            )
+            for k, _ in PANELS
+        )
 
-    zero = tuple((k, tuple(base["series"]["x"]), tuple(0 for _ in base["series"]["x"]))
-                 for k, _ in PANELS)
+    zero = tuple(
+        (k, tuple(base["series"]["x"]), tuple(0 for _ in base["series"]["x"])) for k, _ in PANELS
+    )
     first: dict[tuple[Any, ...], str] = {zero: base_id}
     same: dict[str, str] = {}
     for r in others:
@@ -243,26 +286,44 @@ def plot_deltas(results: list[dict[str, Any]], out: str, *, baseline: str | None
             xs, ys = r["series"]["x"], r["series"][key]
             d = [y - _at(bx, base["series"][key], x) for x, y in zip(xs, ys, strict=True)]
             any_diff = any_diff or any(d)
-            (h,) = ax.plot(xs, d, drawstyle="steps-post", color=colors[i % len(colors)],
-                           linestyle=styles[i % len(styles)], linewidth=max(1.0, 2.4 - 0.3 * i),
-                           label=_label(r), zorder=2 + i)
+            (h,) = ax.plot(
+                xs,
+                d,
+                drawstyle="steps-post",
+                color=colors[i % len(colors)],
+                linestyle=styles[i % len(styles)],
+                linewidth=max(1.0, 2.4 - 0.3 * i),
+                label=_label(r),
+                zorder=2 + i,
+            )
             handles.setdefault(_label(r), h)
         if not any_diff:
             ax.set_ylim(-1, 1)
-            ax.text(0.5, 0.62, f"every design = {base_id}", transform=ax.transAxes,
-                    ha="center", va="center", color="0.3", fontsize=10)
+            ax.text(
+                0.5,
+                0.62,
+                f"every design = {base_id}",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                color="0.3",
+                fontsize=10,
+            )
         ax.set_title(name, fontsize=11)
-        ax.set_ylabel(f"{'markers' if key == 'guard_markers_lost' else 'objects'} "
-                      f"- {base_id}")
+        ax.set_ylabel(f"{'markers' if key == 'guard_markers_lost' else 'objects'} - {base_id}")
         ax.grid(True, alpha=0.3)
         ax.ticklabel_format(axis="y", style="plain", useOffset=False)
     ax = flat[5]
     for i, r in enumerate([base] + others):
         pts = r["timeline"]
-        ax.plot([p[0] for p in pts], [p[1] / 1024 for p in pts], drawstyle="steps-post",
-                color="0.35" if r is base else colors[(i - 1) % len(colors)],
-                linestyle="-" if r is base else styles[(i - 1) % len(styles)],
-                linewidth=1.2 if r is base else max(1.0, 2.4 - 0.3 * (i - 1)))
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] / 1024 for p in pts],
+            drawstyle="steps-post",
+            color="0.35" if r is base else colors[(i - 1) % len(colors)],
+            linestyle="-" if r is base else styles[(i - 1) % len(styles)],
+            linewidth=1.2 if r is base else max(1.0, 2.4 - 0.3 * (i - 1)),
+        )
     ax.set_title("kernel memory, absolute", fontsize=11)
     ax.set_ylabel("KiB")
     ax.grid(True, alpha=0.3)
@@ -270,15 +331,22 @@ def plot_deltas(results: list[dict[str, Any]], out: str, *, baseline: str | None
         a.set_xlabel(xlabel)
     (bh,) = flat[0].plot([], [], color="0.35", linewidth=1.2)
     labels = [f"{base_id} (baseline, = 0)"] + [
-        f"{h} (= {same[h]})" if h in same else h for h in handles]
+        f"{h} (= {same[h]})" if h in same else h for h in handles
+    ]
     # as many legend columns as fit the figure's width (about 150 characters at 10 pt)
     import math
 
     widest = max(len(x) for x in labels) + 6
     ncol = max(1, min(len(labels), 150 // widest))
     rows = math.ceil(len(labels) / ncol)
-    fig.legend([bh] + list(handles.values()), labels, loc="lower center",
-               ncol=ncol, frameon=False, fontsize=10)
+    fig.legend(
+        [bh] + list(handles.values()),
+        labels,
+        loc="lower center",
+        ncol=ncol,
+        frameon=False,
+        fontsize=10,
+    )
     fig.suptitle(title or f"difference from {base_id} per object kind", fontsize=13)
     fig.tight_layout(rect=(0, 0.03 + 0.035 * rows, 1, 0.96))
     fig.savefig(out)

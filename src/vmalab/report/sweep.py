@@ -16,8 +16,9 @@ from vmalab.errors import UserInputError
 from vmalab.report.compare import RunSpec, run_one
 
 
-def specs_for(sources: Sequence[str], designs: Sequence[str], guardify: bool = False
-              ) -> list[RunSpec]:
+def specs_for(
+    sources: Sequence[str], designs: Sequence[str], guardify: bool = False
+) -> list[RunSpec]:
     """Every (source, design) pair as a RunSpec (sources outer, designs inner)."""
     return [RunSpec(s, d, guardify) for s in sources for d in designs]
 
@@ -41,9 +42,13 @@ def _check(r: dict[str, Any]) -> dict[str, Any]:
     return r
 
 
-def sweep(specs: Sequence[RunSpec], *, scheduler: str | Any | None = None,
-          workers: int | None = None, done: Callable[[int], None] | None = None
-          ) -> list[dict[str, Any]]:
+def sweep(
+    specs: Sequence[RunSpec],
+    *,
+    scheduler: str | Any | None = None,
+    workers: int | None = None,
+    done: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
     """Run every spec; return the results in spec order.
 
     ``scheduler``: None for local processes (``workers`` of them, default 2), an address

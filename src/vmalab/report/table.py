@@ -86,8 +86,13 @@ class Table:
         if self.title:
             import textwrap
 
-            out += textwrap.wrap(self.title, width=width, subsequent_indent="  ",
-                                 break_long_words=False, break_on_hyphens=False) or [""]
+            out += textwrap.wrap(
+                self.title,
+                width=width,
+                subsequent_indent="  ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            ) or [""]
         for bi, block in enumerate(self._blocks(width)):
             if bi or self.title:
                 out.append("")
@@ -103,8 +108,11 @@ class Table:
                 out.append("  ".join(cells).rstrip())
             out.append("  ".join("-" * ws[i] for i in block))
             for r in self.rows:
-                out.append("  ".join(r[i].rjust(ws[i]) if i in self.right else r[i].ljust(ws[i])
-                                     for i in block).rstrip())
+                out.append(
+                    "  ".join(
+                        r[i].rjust(ws[i]) if i in self.right else r[i].ljust(ws[i]) for i in block
+                    ).rstrip()
+                )
         return "\n".join(out) + "\n"
 
     def to_rich(self) -> Any:
@@ -113,22 +121,31 @@ class Table:
 
         t = RichTable(title=self.title or None)
         for i, h in enumerate(self.columns):
-            t.add_column(h, justify="right" if i in self.right else "left", overflow="fold",
-                         no_wrap=False, style="bold" if i == 0 else None)
+            t.add_column(
+                h,
+                justify="right" if i in self.right else "left",
+                overflow="fold",
+                no_wrap=False,
+                style="bold" if i == 0 else None,
+            )
         for r in self.rows:
             t.add_row(*r)
         return t
 
     def to_json(self) -> dict[str, Any]:
         """Headings and rows as plain data."""
-        return {"title": self.title, "columns": [_one_line(c) for c in self.columns],
-                "rows": self.rows}
+        return {
+            "title": self.title,
+            "columns": [_one_line(c) for c in self.columns],
+            "rows": self.rows,
+        }
 
 
 def transpose(t: Table, corner: str = "") -> Table:
     """The same table with rows and columns swapped (first column becomes the headings)."""
-    out = Table([corner] + [r[0] for r in t.rows], title=t.title,
-                right=set(range(1, len(t.rows) + 1)))
+    out = Table(
+        [corner] + [r[0] for r in t.rows], title=t.title, right=set(range(1, len(t.rows) + 1))
+    )
     for i in range(1, len(t.columns)):
         out.add_row(_one_line(t.columns[i]), *[r[i] for r in t.rows])
     return out
@@ -182,6 +199,13 @@ def wrap(text: str, width: int) -> str:
             out.append(ln)
             continue
         indent = " " * (len(ln) - len(ln.lstrip()) + 2)
-        out.append(textwrap.fill(ln, width=width, subsequent_indent=indent,
-                                 break_long_words=False, break_on_hyphens=False))
+        out.append(
+            textwrap.fill(
+                ln,
+                width=width,
+                subsequent_indent=indent,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+        )
     return "\n".join(out)

@@ -29,19 +29,65 @@ AT_FDCWD = -100
 
 # x86-64 syscall numbers of the decoded calls
 NR: dict[str, int] = {
-    "read": 0, "open": 2, "close": 3, "mmap": 9, "mprotect": 10, "munmap": 11, "brk": 12,
-    "pread64": 17, "readv": 19, "mremap": 25, "mincore": 27, "madvise": 28, "shmget": 29,
+    "read": 0,
+    "open": 2,
+    "close": 3,
+    "mmap": 9,
+    "mprotect": 10,
+    "munmap": 11,
+    "brk": 12,
+    "pread64": 17,
+    "readv": 19,
+    "mremap": 25,
+    "mincore": 27,
+    "madvise": 28,
+    "shmget": 29,
     "shmat": 30,
-    "dup": 32, "dup2": 33, "clone": 56, "fork": 57, "vfork": 58, "execve": 59, "exit": 60,
-    "shmdt": 67, "fcntl": 72, "ftruncate": 77, "chdir": 80, "fchdir": 81, "rename": 82,
-    "creat": 85, "unlink": 87, "mlock": 149, "munlock": 150, "mlockall": 151,
-    "munlockall": 152, "prctl": 157, "remap_file_pages": 216, "exit_group": 231,
-    "mbind": 237, "set_mempolicy": 238, "openat": 257, "unlinkat": 263, "renameat": 264,
-    "fallocate": 285, "dup3": 292, "renameat2": 316, "memfd_create": 319,
-    "execveat": 322, "userfaultfd": 323, "mlock2": 325, "pkey_mprotect": 329,
-    "pkey_alloc": 330, "pkey_free": 331, "clone3": 435, "close_range": 436,
-    "preadv": 295, "preadv2": 327,
-    "openat2": 437, "process_madvise": 440, "map_shadow_stack": 453, "mseal": 462,
+    "dup": 32,
+    "dup2": 33,
+    "clone": 56,
+    "fork": 57,
+    "vfork": 58,
+    "execve": 59,
+    "exit": 60,
+    "shmdt": 67,
+    "fcntl": 72,
+    "ftruncate": 77,
+    "chdir": 80,
+    "fchdir": 81,
+    "rename": 82,
+    "creat": 85,
+    "unlink": 87,
+    "mlock": 149,
+    "munlock": 150,
+    "mlockall": 151,
+    "munlockall": 152,
+    "prctl": 157,
+    "remap_file_pages": 216,
+    "exit_group": 231,
+    "mbind": 237,
+    "set_mempolicy": 238,
+    "openat": 257,
+    "unlinkat": 263,
+    "renameat": 264,
+    "fallocate": 285,
+    "dup3": 292,
+    "renameat2": 316,
+    "memfd_create": 319,
+    "execveat": 322,
+    "userfaultfd": 323,
+    "mlock2": 325,
+    "pkey_mprotect": 329,
+    "pkey_alloc": 330,
+    "pkey_free": 331,
+    "clone3": 435,
+    "close_range": 436,
+    "preadv": 295,
+    "preadv2": 327,
+    "openat2": 437,
+    "process_madvise": 440,
+    "map_shadow_stack": 453,
+    "mseal": 462,
 }
 NAMES = {v: k for k, v in NR.items()}
 # reads are printed only on /proc/PID/{maps,smaps,smaps_rollup,pagemap}
@@ -51,10 +97,33 @@ PREADS = frozenset({NR["pread64"], NR["preadv"], NR["preadv2"]})  # at an offset
 OPENS = frozenset({NR["open"], NR["openat"], NR["openat2"]})
 # the calls that change what /proc/PID/maps shows (of the caller's mm; execve: of the mm it
 # leaves); prctl only with PR_SET_VMA, brk not with 0 (see tracer.changes_mm)
-MM_CHANGERS = frozenset(NR[n] for n in (
-    "mmap", "munmap", "mprotect", "pkey_mprotect", "mremap", "madvise", "process_madvise",
-    "brk", "mlock", "mlock2", "munlock", "mlockall", "munlockall", "mseal", "shmat", "shmdt",
-    "execve", "execveat", "remap_file_pages", "map_shadow_stack", "mbind", "prctl"))
+MM_CHANGERS = frozenset(
+    NR[n]
+    for n in (
+        "mmap",
+        "munmap",
+        "mprotect",
+        "pkey_mprotect",
+        "mremap",
+        "madvise",
+        "process_madvise",
+        "brk",
+        "mlock",
+        "mlock2",
+        "munlock",
+        "mlockall",
+        "munlockall",
+        "mseal",
+        "shmat",
+        "shmdt",
+        "execve",
+        "execveat",
+        "remap_file_pages",
+        "map_shadow_stack",
+        "mbind",
+        "prctl",
+    )
+)
 EXITS = frozenset({NR["exit"], NR["exit_group"]})
 EXECS = frozenset({NR["execve"], NR["execveat"]})
 
@@ -111,8 +180,15 @@ def quote(data: bytes, limit: int | None = STRLEN, *, more: bool = False) -> str
     if cut:
         data = data[:limit]
     out = ['"']
-    esc = {0x22: '\\"', 0x5C: "\\\\", 0x0C: "\\f", 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t",
-           0x0B: "\\v"}
+    esc = {
+        0x22: '\\"',
+        0x5C: "\\\\",
+        0x0C: "\\f",
+        0x0A: "\\n",
+        0x0D: "\\r",
+        0x09: "\\t",
+        0x0B: "\\v",
+    }
     n = len(data)
     for i, c in enumerate(data):
         if c in esc:
@@ -134,8 +210,9 @@ def _path_escape(p: str) -> str:
     if all(0x20 <= ord(c) <= 0x7E and c not in "<>\\" for c in p):
         return p
     b = os.fsencode(p)
-    return "".join(chr(c) if 0x20 <= c <= 0x7E and chr(c) not in "<>\\"
-                   else f"\\x{c:02x}" for c in b)
+    return "".join(
+        chr(c) if 0x20 <= c <= 0x7E and chr(c) not in "<>\\" else f"\\x{c:02x}" for c in b
+    )
 
 
 def fd_path(tid: int, fd: int) -> str | None:
@@ -223,6 +300,7 @@ def _args(ctx: Ctx, *kinds: str) -> str:
 def _simple(kinds: str) -> Callable[[Ctx], str]:
     def enter(ctx: Ctx) -> str:
         return _args(ctx, *kinds)
+
     return enter
 
 
@@ -318,10 +396,20 @@ def _prctl_exit(ctx: Ctx, rval: int) -> str:
     return _ret(ctx, rval)
 
 
-_OFLAGS = [(0x400, "O_APPEND"), (0x800, "O_NONBLOCK"), (0x101000, "O_SYNC"), (0x1000, "O_DSYNC"),
-           (0x2000, "O_ASYNC"), (0x4000, "O_DIRECT"), (0x8000, "O_LARGEFILE"),
-           (0x10000, "O_DIRECTORY"), (0x20000, "O_NOFOLLOW"), (0x40000, "O_NOATIME"),
-           (0x80000, "O_CLOEXEC"), (0x200000, "O_PATH")]
+_OFLAGS = [
+    (0x400, "O_APPEND"),
+    (0x800, "O_NONBLOCK"),
+    (0x101000, "O_SYNC"),
+    (0x1000, "O_DSYNC"),
+    (0x2000, "O_ASYNC"),
+    (0x4000, "O_DIRECT"),
+    (0x8000, "O_LARGEFILE"),
+    (0x10000, "O_DIRECTORY"),
+    (0x20000, "O_NOFOLLOW"),
+    (0x40000, "O_NOATIME"),
+    (0x80000, "O_CLOEXEC"),
+    (0x200000, "O_PATH"),
+]
 
 
 def _getfl(v: int) -> str:
@@ -376,8 +464,10 @@ def _execve(ctx: Ctx) -> str:
 
 def _execveat(ctx: Ctx) -> str:
     a = ctx.args
-    return (f"{fd_arg(ctx.tid, a[0])}, {path_arg(ctx.tid, a[1])}, {_argv(ctx.tid, a[2])}, "
-            f"{_envc(ctx.tid, a[3])}, {hx(a[4])}")
+    return (
+        f"{fd_arg(ctx.tid, a[0])}, {path_arg(ctx.tid, a[1])}, {_argv(ctx.tid, a[2])}, "
+        f"{_envc(ctx.tid, a[3])}, {hx(a[4])}"
+    )
 
 
 def _clone_flags(f: int) -> str:
@@ -452,8 +542,10 @@ def _process_madvise(ctx: Ctx) -> str:
     a = ctx.args
     n = min(a[2], STRLEN)
     words = pt.read_words(ctx.tid, a[1], 2 * n)
-    vecs = [f"{{iov_base={ptr(words[2 * i])}, iov_len={words[2 * i + 1]}}}"
-            for i in range(len(words) // 2)]
+    vecs = [
+        f"{{iov_base={ptr(words[2 * i])}, iov_len={words[2 * i + 1]}}}"
+        for i in range(len(words) // 2)
+    ]
     if a[2] > STRLEN:
         vecs.append("...")
     iov = "[" + ", ".join(vecs) + "]" if words or a[2] == 0 else ptr(a[1])
@@ -511,8 +603,22 @@ def _read_exit(ctx: Ctx, rval: int) -> str:
 # results
 
 _HEXRET = frozenset({NR["mmap"], NR["mremap"], NR["brk"], NR["shmat"]})
-_FDRET = frozenset({NR[n] for n in ("open", "openat", "openat2", "creat", "dup", "dup2", "dup3",
-                                     "memfd_create", "userfaultfd")})
+_FDRET = frozenset(
+    {
+        NR[n]
+        for n in (
+            "open",
+            "openat",
+            "openat2",
+            "creat",
+            "dup",
+            "dup2",
+            "dup3",
+            "memfd_create",
+            "userfaultfd",
+        )
+    }
+)
 
 
 def _ret(ctx: Ctx, rval: int) -> str:
@@ -554,30 +660,79 @@ def _default_exit(ctx: Ctx, rval: int) -> str:
 
 
 ENTER: dict[int, Enter] = {
-    NR["mmap"]: _mmap, NR["mremap"]: _mremap, NR["open"]: _open, NR["openat"]: _openat,
-    NR["openat2"]: _openat2, NR["shmget"]: _shmget, NR["fcntl"]: _fcntl, NR["prctl"]: _prctl,
-    NR["execve"]: _execve, NR["execveat"]: _execveat, NR["clone"]: _clone,
-    NR["clone3"]: _clone3, NR["process_madvise"]: _process_madvise,
-    NR["read"]: _read, NR["pread64"]: _read, NR["readv"]: _read, NR["preadv"]: _read,
+    NR["mmap"]: _mmap,
+    NR["mremap"]: _mremap,
+    NR["open"]: _open,
+    NR["openat"]: _openat,
+    NR["openat2"]: _openat2,
+    NR["shmget"]: _shmget,
+    NR["fcntl"]: _fcntl,
+    NR["prctl"]: _prctl,
+    NR["execve"]: _execve,
+    NR["execveat"]: _execveat,
+    NR["clone"]: _clone,
+    NR["clone3"]: _clone3,
+    NR["process_madvise"]: _process_madvise,
+    NR["read"]: _read,
+    NR["pread64"]: _read,
+    NR["readv"]: _read,
+    NR["preadv"]: _read,
     NR["preadv2"]: _read,
 }
 for _name, _kinds in {
-    "munmap": "pu", "mprotect": "puh", "pkey_mprotect": "puhi", "pkey_alloc": "hh",
-    "pkey_free": "i", "madvise": "puh", "brk": "p", "mlock": "pu", "mlock2": "puh",
-    "munlock": "pu", "mlockall": "h", "munlockall": "", "mseal": "puh", "shmat": "ipu",
-    "shmdt": "p", "remap_file_pages": "puhuh", "map_shadow_stack": "puh", "userfaultfd": "h",
-    "mbind": "puupuh", "set_mempolicy": "ipu", "mincore": "pup", "creat": "so",
-    "close": "f", "close_range": "uuh", "dup": "f", "dup2": "fi", "dup3": "fih",
-    "memfd_create": "sh", "ftruncate": "fd", "fallocate": "fhdd", "chdir": "s",
-    "fchdir": "f", "unlink": "s", "unlinkat": "fsh", "rename": "ss", "renameat": "fsfs",
-    "renameat2": "fsfsh", "fork": "", "vfork": "", "exit": "i", "exit_group": "i",
+    "munmap": "pu",
+    "mprotect": "puh",
+    "pkey_mprotect": "puhi",
+    "pkey_alloc": "hh",
+    "pkey_free": "i",
+    "madvise": "puh",
+    "brk": "p",
+    "mlock": "pu",
+    "mlock2": "puh",
+    "munlock": "pu",
+    "mlockall": "h",
+    "munlockall": "",
+    "mseal": "puh",
+    "shmat": "ipu",
+    "shmdt": "p",
+    "remap_file_pages": "puhuh",
+    "map_shadow_stack": "puh",
+    "userfaultfd": "h",
+    "mbind": "puupuh",
+    "set_mempolicy": "ipu",
+    "mincore": "pup",
+    "creat": "so",
+    "close": "f",
+    "close_range": "uuh",
+    "dup": "f",
+    "dup2": "fi",
+    "dup3": "fih",
+    "memfd_create": "sh",
+    "ftruncate": "fd",
+    "fallocate": "fhdd",
+    "chdir": "s",
+    "fchdir": "f",
+    "unlink": "s",
+    "unlinkat": "fsh",
+    "rename": "ss",
+    "renameat": "fsfs",
+    "renameat2": "fsfsh",
+    "fork": "",
+    "vfork": "",
+    "exit": "i",
+    "exit_group": "i",
 }.items():
     ENTER[NR[_name]] = _simple(_kinds)
-EXIT: dict[int, Exit] = {NR["clone"]: _clone_exit, NR["clone3"]: _clone3_exit,
-                         NR["prctl"]: _prctl_exit,
-                         NR["read"]: _read_exit, NR["pread64"]: _read_exit,
-                         NR["readv"]: _readv_exit, NR["preadv"]: _readv_exit,
-                         NR["preadv2"]: _readv_exit}
+EXIT: dict[int, Exit] = {
+    NR["clone"]: _clone_exit,
+    NR["clone3"]: _clone3_exit,
+    NR["prctl"]: _prctl_exit,
+    NR["read"]: _read_exit,
+    NR["pread64"]: _read_exit,
+    NR["readv"]: _readv_exit,
+    NR["preadv"]: _readv_exit,
+    NR["preadv2"]: _readv_exit,
+}
 # the calls whose entry and exit perf also records (raw_syscalls, filtered on these ids)
 PERF_NRS = frozenset(ENTER) - READS
 _MAPS_SUFFIXES = ("/maps", "/smaps", "/smaps_rollup", "/pagemap")

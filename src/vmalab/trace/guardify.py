@@ -103,8 +103,12 @@ class GuardifyProcess:
         vma = self.raw.mm.vma_lookup(addr)
         if vma is None:
             return None
-        return _Span(vma.vm_start, vma.vm_end, vma.vm_flags & _PROT_BITS,
-                     vma.vm_file is None and not vma.vm_flags & VM_SHARED)
+        return _Span(
+            vma.vm_start,
+            vma.vm_end,
+            vma.vm_flags & _PROT_BITS,
+            vma.vm_file is None and not vma.vm_flags & VM_SHARED,
+        )
 
     @staticmethod
     def _prot(v: _Span) -> int:
@@ -116,13 +120,20 @@ class GuardifyProcess:
         ln = (length + PAGE - 1) & ~(PAGE - 1)
         if prot == uapi.PROT_NONE and 0 < ln <= self._max and addr % PAGE == 0:
             v = self._vma_at(addr)
-            if (v is not None and addr + ln <= v.end and self._prot(v) != uapi.PROT_NONE
-                    and (addr == v.start or addr + ln == v.end) and v.end - v.start > ln):
+            if (
+                v is not None
+                and addr + ln <= v.end
+                and self._prot(v) != uapi.PROT_NONE
+                and (addr == v.start or addr + ln == v.end)
+                and v.end - v.start > ln
+            ):
                 self.raw.madvise(addr, ln, uapi.MADV_GUARD_INSTALL)
                 self._guards.add((addr, ln))
                 self._stats.mprotect_rewritten += 1
-                self._stats.note(f"mprotect({addr:#x}, {length}, PROT_NONE) -> "
-                                 f"madvise({addr:#x}, {ln}, MADV_GUARD_INSTALL)")
+                self._stats.note(
+                    f"mprotect({addr:#x}, {length}, PROT_NONE) -> "
+                    f"madvise({addr:#x}, {ln}, MADV_GUARD_INSTALL)"
+                )
                 return
             self._stats.left_alone += 1
         elif prot != uapi.PROT_NONE and addr % PAGE == 0 and ln:
@@ -138,7 +149,8 @@ class GuardifyProcess:
                     self._stats.note(
                         f"mprotect({addr:#x}, {length}, {prot:#x}) in PROT_NONE "
                         f"{v.start:#x}-{v.end:#x} -> mprotect of the whole mapping + "
-                        f"madvise({g[0]:#x}, {g[1]}, MADV_GUARD_INSTALL)")
+                        f"madvise({g[0]:#x}, {g[1]}, MADV_GUARD_INSTALL)"
+                    )
                     return
         if prot != uapi.PROT_NONE and self._guards:
             hit = [g for g in self._guards if g[0] < addr + ln and addr < g[0] + g[1]]
@@ -148,22 +160,29 @@ class GuardifyProcess:
                 self._stats.removed += 1
         self.raw.mprotect(addr, length, prot)
 
-    def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1,
-             offset: int = 0) -> int:
+    def mmap(
+        self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0
+    ) -> int:
         """mmap, with a small PROT_NONE page next to an anonymous mapping made a guard."""
         ln = (length + PAGE - 1) & ~(PAGE - 1)
         anon_private = flags & uapi.MAP_ANONYMOUS and flags & uapi.MAP_TYPE == uapi.MAP_PRIVATE
-        if (prot == uapi.PROT_NONE and anon_private and 0 < ln <= self._max
-                and flags & (uapi.MAP_FIXED | uapi.MAP_FIXED_NOREPLACE)):
+        if (
+            prot == uapi.PROT_NONE
+            and anon_private
+            and 0 < ln <= self._max
+            and flags & (uapi.MAP_FIXED | uapi.MAP_FIXED_NOREPLACE)
+        ):
             for nb in (self._vma_at(addr - 1) if addr else None, self._vma_at(addr + ln)):
                 if nb is not None and nb.anon_private and self._prot(nb) != uapi.PROT_NONE:
                     r: int = self.raw.mmap(addr, length, self._prot(nb), flags, fd, offset)
                     self.raw.madvise(r, ln, uapi.MADV_GUARD_INSTALL)
                     self._guards.add((r, ln))
                     self._stats.mmap_rewritten += 1
-                    self._stats.note(f"mmap({addr:#x}, {length}, PROT_NONE) -> mmap with the "
-                                     f"neighbour's protection + madvise({r:#x}, {ln}, "
-                                     "MADV_GUARD_INSTALL)")
+                    self._stats.note(
+                        f"mmap({addr:#x}, {length}, PROT_NONE) -> mmap with the "
+                        f"neighbour's protection + madvise({r:#x}, {ln}, "
+                        "MADV_GUARD_INSTALL)"
+                    )
                     return r
             self._stats.left_alone += 1
         ret: int = self.raw.mmap(addr, length, prot, flags, fd, offset)

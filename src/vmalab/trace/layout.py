@@ -53,12 +53,21 @@ HOST_READ_CAP = 64 << 20
 # Special mappings by name, with the vm_flags Linux 6.18 x86-64 gives them
 # (arch/x86/entry/vdso/vma.c: vdso_mapping, vvar_mapping; measured in /proc/self/smaps).
 SPECIAL_FLAGS = {
-    "[vvar]": MNEMONIC_TO_FLAG["rd"] | MNEMONIC_TO_FLAG["mr"] | MNEMONIC_TO_FLAG["pf"]
-    | MNEMONIC_TO_FLAG["io"] | MNEMONIC_TO_FLAG["dd"],
-    "[vvar_vclock]": MNEMONIC_TO_FLAG["rd"] | MNEMONIC_TO_FLAG["mr"] | MNEMONIC_TO_FLAG["pf"]
-    | MNEMONIC_TO_FLAG["io"] | MNEMONIC_TO_FLAG["dd"],
-    "[vdso]": MNEMONIC_TO_FLAG["rd"] | MNEMONIC_TO_FLAG["ex"] | MNEMONIC_TO_FLAG["mr"]
-    | MNEMONIC_TO_FLAG["mw"] | MNEMONIC_TO_FLAG["me"],
+    "[vvar]": MNEMONIC_TO_FLAG["rd"]
+    | MNEMONIC_TO_FLAG["mr"]
+    | MNEMONIC_TO_FLAG["pf"]
+    | MNEMONIC_TO_FLAG["io"]
+    | MNEMONIC_TO_FLAG["dd"],
+    "[vvar_vclock]": MNEMONIC_TO_FLAG["rd"]
+    | MNEMONIC_TO_FLAG["mr"]
+    | MNEMONIC_TO_FLAG["pf"]
+    | MNEMONIC_TO_FLAG["io"]
+    | MNEMONIC_TO_FLAG["dd"],
+    "[vdso]": MNEMONIC_TO_FLAG["rd"]
+    | MNEMONIC_TO_FLAG["ex"]
+    | MNEMONIC_TO_FLAG["mr"]
+    | MNEMONIC_TO_FLAG["mw"]
+    | MNEMONIC_TO_FLAG["me"],
     "[uprobes]": MNEMONIC_TO_FLAG["ex"] | MNEMONIC_TO_FLAG["me"],
 }
 
@@ -148,10 +157,14 @@ def read_elf(path: str) -> ElfImage | None:
                 t = ph["p_type"]
                 if t == "PT_LOAD":
                     fl = ph["p_flags"]
-                    prot = ((uapi.PROT_READ if fl & 4 else 0) | (uapi.PROT_WRITE if fl & 2 else 0)
-                            | (uapi.PROT_EXEC if fl & 1 else 0))
-                    segs.append(Segment(ph["p_vaddr"], ph["p_memsz"], ph["p_filesz"],
-                                        ph["p_offset"], prot))
+                    prot = (
+                        (uapi.PROT_READ if fl & 4 else 0)
+                        | (uapi.PROT_WRITE if fl & 2 else 0)
+                        | (uapi.PROT_EXEC if fl & 1 else 0)
+                    )
+                    segs.append(
+                        Segment(ph["p_vaddr"], ph["p_memsz"], ph["p_filesz"], ph["p_offset"], prot)
+                    )
                 elif t == "PT_INTERP":
                     interp = ph.get_interp_name()  # type: ignore[attr-defined]
                 elif t == "PT_GNU_RELRO":
@@ -163,8 +176,15 @@ def read_elf(path: str) -> ElfImage | None:
                     exec_stack = bool(ph["p_flags"] & 1)
             if not segs:
                 return None
-            return ElfImage(path, elf["e_type"] == "ET_DYN", segs, interp, relro, exec_stack,
-                            os.fstat(f.fileno()).st_size)
+            return ElfImage(
+                path,
+                elf["e_type"] == "ET_DYN",
+                segs,
+                interp,
+                relro,
+                exec_stack,
+                os.fstat(f.fileno()).st_size,
+            )
     except (OSError, ELFError, ValueError, KeyError, AttributeError):
         return None
 
@@ -215,8 +235,10 @@ def _find_base(img: ElfImage, hints: ExecHints, taken: set[int]) -> int | None:
         base = addr - rstart
         if base < 0 or base % PAGE:
             continue
-        lo, hi = base + page_down(img.segments[0].vaddr), base + page_down(
-            img.segments[0].vaddr) + img.span
+        lo, hi = (
+            base + page_down(img.segments[0].vaddr),
+            base + page_down(img.segments[0].vaddr) + img.span,
+        )
         if any(a < hi and lo < b for a, b in hints.mapped):
             continue
         taken.add(i)
@@ -245,8 +267,9 @@ def resolve_exec_path(path: str, depth: int = 0) -> tuple[str, ElfImage | None, 
     return real, None, notes + [f"{path} is neither ELF nor a script"]
 
 
-def load_elf_binary(proc: Any, pid: int | None, lineno: int, path: str, hints: ExecHints,
-                    open_file: FileOpener) -> ExecLayout:
+def load_elf_binary(
+    proc: Any, pid: int | None, lineno: int, path: str, hints: ExecHints, open_file: FileOpener
+) -> ExecLayout:
     """Build the initial mappings of ``execve(path)``. Models fs/binfmt_elf.c:load_elf_binary.
 
     Order as in the kernel: setup_arg_pages() (the stack, written: argv/envp are copied),
@@ -293,8 +316,12 @@ def load_elf_binary(proc: Any, pid: int | None, lineno: int, path: str, hints: E
     # setup_arg_pages(): the stack
     stack_prot = uapi.PROT_READ | uapi.PROT_WRITE | (uapi.PROT_EXEC if img.exec_stack else 0)
     stack_lo = STACK_TOP - STACK_SIZE
-    proc.mmap(stack_lo, STACK_SIZE, stack_prot,
-              uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED | uapi.MAP_GROWSDOWN)
+    proc.mmap(
+        stack_lo,
+        STACK_SIZE,
+        stack_prot,
+        uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED | uapi.MAP_GROWSDOWN,
+    )
     proc.write(STACK_TOP - PAGE, b"\0" * 64)  # copy_strings(): argv and envp
     proc.set_start_stack(STACK_TOP - PAGE)  # create_elf_tables(): mm->start_stack
     _elf_load(proc, img, base, open_file)
@@ -313,8 +340,7 @@ def load_elf_binary(proc: Any, pid: int | None, lineno: int, path: str, hints: E
     return lay
 
 
-def map_special(proc: Any, addr: int, length: int, name: str, vm_flags: int | None = None
-                ) -> None:
+def map_special(proc: Any, addr: int, length: int, name: str, vm_flags: int | None = None) -> None:
     """A special mapping (vvar, vvar_vclock, vdso) with the kernel's flags for ``name``.
 
     Models arch/x86/entry/vdso/vma.c:map_vdso → _install_special_mapping; ``vm_flags``
@@ -340,8 +366,7 @@ def _elf_load(proc: Any, img: ElfImage, bias: int, open_file: FileOpener) -> Non
                 proc.write(file_end, b"\0" * (PAGE - file_end % PAGE))  # padzero()
             anon_lo = page_up(file_end) if s.filesz else start
             if page_up(mem_end) > anon_lo:
-                proc.mmap(anon_lo, page_up(mem_end) - anon_lo, s.prot,
-                          flags | uapi.MAP_ANONYMOUS)
+                proc.mmap(anon_lo, page_up(mem_end) - anon_lo, s.prot, flags | uapi.MAP_ANONYMOUS)
 
 
 # ------------------------------------------------------------------------ maps dumps
@@ -369,9 +394,11 @@ class DumpVma:
     @property
     def prot(self) -> int:
         """The PROT_* bits of the perms column."""
-        return ((uapi.PROT_READ if self.perms[0] == "r" else 0)
-                | (uapi.PROT_WRITE if self.perms[1] == "w" else 0)
-                | (uapi.PROT_EXEC if self.perms[2] == "x" else 0))
+        return (
+            (uapi.PROT_READ if self.perms[0] == "r" else 0)
+            | (uapi.PROT_WRITE if self.perms[1] == "w" else 0)
+            | (uapi.PROT_EXEC if self.perms[2] == "x" else 0)
+        )
 
     @property
     def shared(self) -> bool:
@@ -396,9 +423,16 @@ def parse_maps(text: str | Iterable[str], source: str = "dump") -> list[DumpVma]
         m = _MAPS_LINE.match(ln)
         if m:
             path = m.group("path").strip()
-            out.append(DumpVma(int(m.group("start"), 16), int(m.group("end"), 16),
-                               m.group("perms"), int(m.group("off"), 16), int(m.group("ino")),
-                               path))
+            out.append(
+                DumpVma(
+                    int(m.group("start"), 16),
+                    int(m.group("end"), 16),
+                    m.group("perms"),
+                    int(m.group("off"), 16),
+                    int(m.group("ino")),
+                    path,
+                )
+            )
             continue
         if _SMAPS_FIELD.match(ln) and out:
             key, _, val = ln.partition(":")
@@ -419,14 +453,20 @@ TASK_SIZE = 0x7FFFFFFFF000
 
 # VmFlags that an madvise() call reproduces
 _MADV_FLAGS = {
-    "dc": uapi.MADV_DONTFORK, "wf": uapi.MADV_WIPEONFORK, "hg": uapi.MADV_HUGEPAGE,
-    "nh": uapi.MADV_NOHUGEPAGE, "mg": uapi.MADV_MERGEABLE, "dd": uapi.MADV_DONTDUMP,
-    "sr": uapi.MADV_SEQUENTIAL, "rr": uapi.MADV_RANDOM,
+    "dc": uapi.MADV_DONTFORK,
+    "wf": uapi.MADV_WIPEONFORK,
+    "hg": uapi.MADV_HUGEPAGE,
+    "nh": uapi.MADV_NOHUGEPAGE,
+    "mg": uapi.MADV_MERGEABLE,
+    "dd": uapi.MADV_DONTDUMP,
+    "sr": uapi.MADV_SEQUENTIAL,
+    "rr": uapi.MADV_RANDOM,
 }
 
 
-def apply_maps_dump(proc: Any, vmas: list[DumpVma], open_file: FileOpener,
-                    touch: bool = True) -> list[str]:
+def apply_maps_dump(
+    proc: Any, vmas: list[DumpVma], open_file: FileOpener, touch: bool = True
+) -> list[str]:
     """Give ``proc`` exactly the VMAs of a dump; return notes on what could not be exact.
 
     Every VMA is mapped MAP_FIXED at its address: file VMAs from the model file of that path
@@ -476,8 +516,9 @@ def apply_maps_dump(proc: Any, vmas: list[DumpVma], open_file: FileOpener,
             map_prot |= uapi.PROT_WRITE
         must_split = prev is not None and prev.end == v.start and _would_merge(prev, v)
         if must_split and v.shared:
-            notes.append(f"{v.start:#x}: adjacent to a compatible shared VMA; the model "
-                         "merges them")
+            notes.append(
+                f"{v.start:#x}: adjacent to a compatible shared VMA; the model merges them"
+            )
             must_split = False
         target = v.start
         if must_split and prev is not None:
@@ -487,14 +528,20 @@ def apply_maps_dump(proc: Any, vmas: list[DumpVma], open_file: FileOpener,
             if not smaps or not prev.anonymous_kb:
                 _give_anon_vma(proc, prev)
                 if smaps:
-                    notes.append(f"{prev.start:#x}: written to keep it apart from "
-                                 f"{v.start:#x}; its VmFlags may gain ac")
+                    notes.append(
+                        f"{prev.start:#x}: written to keep it apart from "
+                        f"{v.start:#x}; its VmFlags may gain ac"
+                    )
             written = True
             map_prot |= uapi.PROT_WRITE
         if is_file:
-            fd = open_file(_dump_path(v.path), v.offset + length,
-                           uapi.O_RDWR if v.shared and ("w" in v.perms or "mw" in (
-                               v.vmflags or ())) else uapi.O_RDONLY)
+            fd = open_file(
+                _dump_path(v.path),
+                v.offset + length,
+                uapi.O_RDWR
+                if v.shared and ("w" in v.perms or "mw" in (v.vmflags or ()))
+                else uapi.O_RDONLY,
+            )
             proc.mmap(target, length, map_prot, flags, fd, v.offset)
         else:
             f = flags | uapi.MAP_ANONYMOUS
@@ -512,8 +559,7 @@ def apply_maps_dump(proc: Any, vmas: list[DumpVma], open_file: FileOpener,
         if map_prot != v.prot:
             proc.mprotect(target, length, v.prot)
         if target != v.start:
-            proc.mremap(target, length, length, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED,
-                        v.start)
+            proc.mremap(target, length, length, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED, v.start)
         if v.vmflags:
             for fl, adv in _MADV_FLAGS.items():
                 if fl in v.vmflags:
@@ -568,7 +614,8 @@ def _would_merge(a: DumpVma, b: DumpVma) -> bool:
 
 def _scratch(proc: Any, length: int) -> int:
     """A free range of ``length`` bytes with a free page on each side (nothing to merge with)."""
-    addr: int = proc.mmap(0, length + 2 * PAGE, uapi.PROT_NONE,
-                          uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS)
+    addr: int = proc.mmap(
+        0, length + 2 * PAGE, uapi.PROT_NONE, uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS
+    )
     proc.munmap(addr, length + 2 * PAGE)
     return addr + PAGE

@@ -79,8 +79,9 @@ class Difference:
         if self.kind == "extra":
             return f"{rng} only in the model: {self.model}"
         if self.kind == "vmflags":
-            return (f"{rng} VmFlags: only the model has {self.model}, only the real one has "
-                    f"{self.real}")
+            return (
+                f"{rng} VmFlags: only the model has {self.model}, only the real one has {self.real}"
+            )
         return f"{rng} {self.kind}: model {self.model}, real {self.real}"
 
 
@@ -99,8 +100,16 @@ def parse_entries(text: str, source: str = "maps") -> list[MapsEntry]:
             start, end = int(m.group("start"), 16), int(m.group("end"), 16)
             if end <= start:
                 raise UserInputError(f"{source}:{no}", "VMA end is not above its start")
-            out.append(MapsEntry(start, end, m.group("perms"), int(m.group("off"), 16),
-                                 m.group("name").strip(), line=no))
+            out.append(
+                MapsEntry(
+                    start,
+                    end,
+                    m.group("perms"),
+                    int(m.group("off"), 16),
+                    m.group("name").strip(),
+                    line=no,
+                )
+            )
             continue
         if _FIELD.match(ln) and out:
             key, _, val = ln.partition(":")
@@ -118,9 +127,15 @@ def _describe(e: MapsEntry) -> str:
     return f"{e.range} {e.perms} {e.offset:08x} {e.name or '(anonymous)'}"
 
 
-def diff_maps(model_text: str, real_text: str, *, ignore: Iterable[str] = ("[vsyscall]",),
-              ignore_flags: Iterable[str] = (), model_source: str = "model",
-              real_source: str = "real") -> list[Difference]:
+def diff_maps(
+    model_text: str,
+    real_text: str,
+    *,
+    ignore: Iterable[str] = ("[vsyscall]",),
+    ignore_flags: Iterable[str] = (),
+    model_source: str = "model",
+    real_source: str = "real",
+) -> list[Difference]:
     """Every difference between the model's maps text and a real maps/smaps dump.
 
     ``ignore``: VMA names left out on both sides. ``ignore_flags``: VmFlags mnemonics left
@@ -130,10 +145,14 @@ def diff_maps(model_text: str, real_text: str, *, ignore: Iterable[str] = ("[vsy
     """
     skip = set(ignore)
     drop = frozenset(ignore_flags)
-    model = sorted((e for e in parse_entries(model_text, model_source) if e.name not in skip),
-                   key=lambda e: e.start)
-    real = sorted((e for e in parse_entries(real_text, real_source) if e.name not in skip),
-                  key=lambda e: e.start)
+    model = sorted(
+        (e for e in parse_entries(model_text, model_source) if e.name not in skip),
+        key=lambda e: e.start,
+    )
+    real = sorted(
+        (e for e in parse_entries(real_text, real_source) if e.name not in skip),
+        key=lambda e: e.start,
+    )
     out: list[Difference] = []
     i = j = 0
     while i < len(model) or j < len(real):
@@ -165,20 +184,35 @@ def diff_maps(model_text: str, real_text: str, *, ignore: Iterable[str] = ("[vsy
                     j += 1
                 else:
                     break
-            out.append(Difference("range", min(a.start, b.start), hi,
-                                  " ".join(e.range for e in ma), " ".join(e.range for e in rb)))
+            out.append(
+                Difference(
+                    "range",
+                    min(a.start, b.start),
+                    hi,
+                    " ".join(e.range for e in ma),
+                    " ".join(e.range for e in rb),
+                )
+            )
             continue
-        for kind, x, y in (("perms", a.perms, b.perms),
-                           ("offset", f"{a.offset:08x}", f"{b.offset:08x}"),
-                           ("name", a.name or "(anonymous)", b.name or "(anonymous)")):
+        for kind, x, y in (
+            ("perms", a.perms, b.perms),
+            ("offset", f"{a.offset:08x}", f"{b.offset:08x}"),
+            ("name", a.name or "(anonymous)", b.name or "(anonymous)"),
+        ):
             if x != y:
                 out.append(Difference(kind, a.start, a.end, x, y))
         if a.vmflags is not None and b.vmflags is not None:
             fa, fb = a.vmflags - drop, b.vmflags - drop
             if fa != fb:
-                out.append(Difference("vmflags", a.start, a.end,
-                                      " ".join(sorted(fa - fb)) or "-",
-                                      " ".join(sorted(fb - fa)) or "-"))
+                out.append(
+                    Difference(
+                        "vmflags",
+                        a.start,
+                        a.end,
+                        " ".join(sorted(fa - fb)) or "-",
+                        " ".join(sorted(fb - fa)) or "-",
+                    )
+                )
         i += 1
         j += 1
     return out

@@ -92,8 +92,14 @@ def perf_events(lines: Iterable[str], stats: FaultStats) -> Iterator[Rec]:
             # the common case, without the regex: "TID SEC.NS: raw_syscalls:sys_exit: NR 9 = .."
             sec, _, frac = parts[1].rstrip(":").partition(".")
             stats.events += 1
-            yield (int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9]), 0, int(parts[0]),
-                   "PE" if parts[2] == "raw_syscalls:sys_enter:" else "PX", int(parts[4]), "")
+            yield (
+                int(sec) * 1_000_000_000 + int(frac.ljust(9, "0")[:9]),
+                0,
+                int(parts[0]),
+                "PE" if parts[2] == "raw_syscalls:sys_enter:" else "PX",
+                int(parts[4]),
+                "",
+            )
             continue
         m = _PERF.match(line)
         if m is None:
@@ -117,8 +123,10 @@ def perf_events(lines: Iterable[str], stats: FaultStats) -> Iterator[Rec]:
             continue
         code = int(err, 16)
         access = "exec" if code & 0x10 else "write" if code & 0x2 else "read"
-        text = (f"--- PAGE_FAULT {{address={addr}, access={access}, mode={mode}, ip={ip}, "
-                f"error_code={err}}} ---")
+        text = (
+            f"--- PAGE_FAULT {{address={addr}, access={access}, mode={mode}, ip={ip}, "
+            f"error_code={err}}} ---"
+        )
         yield ts, 0, int(tid), "F", -1, text
 
 
@@ -130,14 +138,15 @@ def perf_filter() -> str:
 def run_perf_script(perf: str, data: str) -> subprocess.Popen[str]:
     """Start ``perf script`` on ``data``; its stdout streams the samples in time order."""
     return subprocess.Popen(
-        [perf, "script", "-i", data, "--ns", "--show-lost-events",
-         "-F", "tid,time,event,trace"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1 << 16,
+        [perf, "script", "-i", data, "--ns", "--show-lost-events", "-F", "tid,time,event,trace"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        bufsize=1 << 16,
     )
 
 
-def _keep_fault(lives: dict[int, list[Incarnation]], tid: int, ts: int,
-                stats: FaultStats) -> bool:
+def _keep_fault(lives: dict[int, list[Incarnation]], tid: int, ts: int, stats: FaultStats) -> bool:
     """Whether a fault of ``tid`` at ``ts`` is printed (see docs/recording.md).
 
     Dropped: faults of tasks never traced, faults inside a successful execve (they hit the
@@ -266,8 +275,11 @@ class _Stamper:
             return
         t = ts
         px = self.last_px.pop(tid, None)
-        if (px is not None and px[1] == NR.get(payload.split("\t", 1)[0])
-                and px[0] >= self.entry_stamp.get(tid, 0)):
+        if (
+            px is not None
+            and px[1] == NR.get(payload.split("\t", 1)[0])
+            and px[0] >= self.entry_stamp.get(tid, 0)
+        ):
             t = min(px[0], ts)
             self.st.perf_stamped += 1
         else:
@@ -298,8 +310,9 @@ class _Stamper:
         yield from self.pop_ready(1 << 62)
 
 
-def ordered(tracer: Iterable[Rec], perf: Iterable[Rec], st: MergeStats,
-            window: int = WINDOW_NS) -> Iterator[Out]:
+def ordered(
+    tracer: Iterable[Rec], perf: Iterable[Rec], st: MergeStats, window: int = WINDOW_NS
+) -> Iterator[Out]:
     """The tracer's records (stamped with perf's syscall times) and perf's faults, in time order."""
     sp = _Stamper(st, window)
     for ts, _, tid, kind, k, payload in heapq.merge(tracer, perf):
@@ -379,9 +392,16 @@ def _split(payload: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2] if len(parts) > 2 else ""
 
 
-def merge(tracer: Iterable[Rec], perf: Iterable[Rec], out: IO[str], *, offset_ns: int,
-          lives: dict[int, list[Incarnation]], snapshots: list[Snapshot],
-          fstats: FaultStats | None = None) -> MergeStats:
+def merge(
+    tracer: Iterable[Rec],
+    perf: Iterable[Rec],
+    out: IO[str],
+    *,
+    offset_ns: int,
+    lives: dict[int, list[Incarnation]],
+    snapshots: list[Snapshot],
+    fstats: FaultStats | None = None,
+) -> MergeStats:
     """Write the merged, joined trace to ``out``; fill in each snapshot's line."""
     st = MergeStats()
     if fstats is not None:

@@ -100,8 +100,10 @@ _PREFIX = re.compile(
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RESUMED = re.compile(r"<\.\.\. (?P<name>[A-Za-z_][A-Za-z0-9_]*) resumed>\s?")
 _UNFINISHED = " <unfinished ...>"
-_EXIT = re.compile(r"\+\+\+ (?P<how>exited with -?\d+|killed by [A-Z0-9+]+.*?|"
-                   r"superseded by execve in pid \d+) \+\+\+\s*$")
+_EXIT = re.compile(
+    r"\+\+\+ (?P<how>exited with -?\d+|killed by [A-Z0-9+]+.*?|"
+    r"superseded by execve in pid \d+) \+\+\+\s*$"
+)
 _RET = re.compile(
     r"^\s*=\s*(?P<ret>-?(?:0x[0-9a-fA-F]+|\d+)|\?)"
     r"(?P<fdpath><.*>)?"
@@ -133,7 +135,7 @@ def split_args(text: str, lineno: int) -> tuple[list[str], str]:
     if close >= 0 and not _SPECIAL.search(text, 0, close):
         # fast path: plain numbers and flag names before the first ')'
         head = text[:close]
-        return ([a.strip() for a in head.split(",")] if head.strip() else []), text[close + 1:]
+        return ([a.strip() for a in head.split(",")] if head.strip() else []), text[close + 1 :]
     args: list[str] = []
     depth = 0
     i = 0
@@ -191,9 +193,7 @@ def split_args(text: str, lineno: int) -> tuple[list[str], str]:
     raise TraceSyntaxError(lineno, "missing ')' closing the argument list")
 
 
-def _complete(
-    lineno: int, start: int, pid: int | None, name: str, body: str
-) -> Syscall:
+def _complete(lineno: int, start: int, pid: int | None, name: str, body: str) -> Syscall:
     """Parse ``ARGS) = RET ...`` (the text after ``NAME(``) into a Syscall."""
     args, rest = split_args(body, lineno)
     if not rest.strip():
@@ -221,8 +221,9 @@ def _complete(
 _SIGNED_OK = frozenset({"lseek", "getpriority", "ptrace"})
 
 
-def parse_lines(lines: Iterable[str], *, lenient: bool = False,
-                skipped: list[int] | None = None) -> Iterator[Event]:
+def parse_lines(
+    lines: Iterable[str], *, lenient: bool = False, skipped: list[int] | None = None
+) -> Iterator[Event]:
     """Yield the completed calls and task exits of an strace log, in completion order.
 
     A malformed line raises :class:`TraceSyntaxError` (a ValueError naming the line); with
@@ -282,8 +283,14 @@ def _parse_one(
                 if err is not None and errno is None:
                     errno = "E" + re.sub(r"\D", "", err)
                 return Syscall(
-                    lineno, lineno, int(p0) if p0 is not None else None, lm.group(2), [],
-                    rm.group("ret"), errno, rm.group("rest").strip(),
+                    lineno,
+                    lineno,
+                    int(p0) if p0 is not None else None,
+                    lm.group(2),
+                    [],
+                    rm.group("ret"),
+                    errno,
+                    rm.group("rest").strip(),
                 )
     line = raw.rstrip("\r\n")
     if not line.strip() or line.startswith(" > "):
@@ -297,7 +304,7 @@ def _parse_one(
         raise TraceSyntaxError(lineno, "bad pid") from None
     if pid is not None and pid > 1 << 31:
         raise TraceSyntaxError(lineno, f"pid {pid} out of range")
-    body = line[m.end():]
+    body = line[m.end() :]
     if body.startswith("---"):
         if body.startswith("--- PAGE_FAULT"):
             fm2 = _FAULT.match(body)
@@ -327,7 +334,7 @@ def _parse_one(
     if rm:
         name = rm.group("name")
         st = pending.pop(pid, None)
-        rest = body[rm.end():]
+        rest = body[rm.end() :]
         if st is None or st[1] != name:
             return None  # orphan resumption (log starts mid-call, or -o truncated)
         start, _, head = st
@@ -337,10 +344,10 @@ def _parse_one(
             return None
         return _complete(lineno, start, pid, name, text)
     nm = _NAME.match(body)
-    if not nm or body[nm.end(): nm.end() + 1] != "(":
+    if not nm or body[nm.end() : nm.end() + 1] != "(":
         raise TraceSyntaxError(lineno, f"not a system call: {body[:60]!r}")
     name = nm.group(0)
-    rest = body[nm.end() + 1:]
+    rest = body[nm.end() + 1 :]
     if rest.endswith(_UNFINISHED) or rest.endswith(" <unfinished ...>)"):
         cut = rest.rfind(" <unfinished")
         pending[pid] = (lineno, name, rest[:cut])
@@ -353,33 +360,68 @@ def _parse_one(
 
 _MAP_HUGE_SHIFT = 26
 _CLONE = {
-    "CLONE_VM": 0x100, "CLONE_FS": 0x200, "CLONE_FILES": 0x400, "CLONE_SIGHAND": 0x800,
-    "CLONE_PIDFD": 0x1000, "CLONE_PTRACE": 0x2000, "CLONE_VFORK": 0x4000,
-    "CLONE_PARENT": 0x8000, "CLONE_THREAD": 0x10000, "CLONE_NEWNS": 0x20000,
-    "CLONE_SYSVSEM": 0x40000, "CLONE_SETTLS": 0x80000, "CLONE_PARENT_SETTID": 0x100000,
-    "CLONE_CHILD_CLEARTID": 0x200000, "CLONE_DETACHED": 0x400000, "CLONE_UNTRACED": 0x800000,
-    "CLONE_CHILD_SETTID": 0x1000000, "CLONE_NEWCGROUP": 0x2000000, "CLONE_NEWUTS": 0x4000000,
-    "CLONE_NEWIPC": 0x8000000, "CLONE_NEWUSER": 0x10000000, "CLONE_NEWPID": 0x20000000,
-    "CLONE_NEWNET": 0x40000000, "CLONE_IO": 0x80000000, "CLONE_CLEAR_SIGHAND": 0x100000000,
-    "CLONE_INTO_CGROUP": 0x200000000, "CLONE_NEWTIME": 0x80,
+    "CLONE_VM": 0x100,
+    "CLONE_FS": 0x200,
+    "CLONE_FILES": 0x400,
+    "CLONE_SIGHAND": 0x800,
+    "CLONE_PIDFD": 0x1000,
+    "CLONE_PTRACE": 0x2000,
+    "CLONE_VFORK": 0x4000,
+    "CLONE_PARENT": 0x8000,
+    "CLONE_THREAD": 0x10000,
+    "CLONE_NEWNS": 0x20000,
+    "CLONE_SYSVSEM": 0x40000,
+    "CLONE_SETTLS": 0x80000,
+    "CLONE_PARENT_SETTID": 0x100000,
+    "CLONE_CHILD_CLEARTID": 0x200000,
+    "CLONE_DETACHED": 0x400000,
+    "CLONE_UNTRACED": 0x800000,
+    "CLONE_CHILD_SETTID": 0x1000000,
+    "CLONE_NEWCGROUP": 0x2000000,
+    "CLONE_NEWUTS": 0x4000000,
+    "CLONE_NEWIPC": 0x8000000,
+    "CLONE_NEWUSER": 0x10000000,
+    "CLONE_NEWPID": 0x20000000,
+    "CLONE_NEWNET": 0x40000000,
+    "CLONE_IO": 0x80000000,
+    "CLONE_CLEAR_SIGHAND": 0x100000000,
+    "CLONE_INTO_CGROUP": 0x200000000,
+    "CLONE_NEWTIME": 0x80,
 }
 CLONE_VM = _CLONE["CLONE_VM"]
 CLONE_VFORK = _CLONE["CLONE_VFORK"]
 CLONE_THREAD = _CLONE["CLONE_THREAD"]
 CLONE_FILES = _CLONE["CLONE_FILES"]
 _SIGNALS = {
-    f"SIG{n}": i for i, n in enumerate(
+    f"SIG{n}": i
+    for i, n in enumerate(
         "HUP INT QUIT ILL TRAP ABRT BUS FPE KILL USR1 SEGV USR2 PIPE ALRM TERM STKFLT CHLD "
-        "CONT STOP TSTP TTIN TTOU URG XCPU XFSZ VTALRM PROF WINCH IO PWR SYS".split(), 1)
+        "CONT STOP TSTP TTIN TTOU URG XCPU XFSZ VTALRM PROF WINCH IO PWR SYS".split(),
+        1,
+    )
 }
 _EXTRA = {
-    "O_NOCTTY": 0o400, "O_NONBLOCK": 0o4000, "O_NDELAY": 0o4000, "O_DSYNC": 0o10000,
-    "O_ASYNC": 0o20000, "O_DIRECT": 0o40000, "O_LARGEFILE": 0o100000,
-    "O_DIRECTORY": 0o200000, "O_NOFOLLOW": 0o400000, "O_NOATIME": 0o1000000,
-    "O_PATH": 0o10000000, "O_SYNC": 0o4010000, "O_TMPFILE": 0o20200000,
-    "AT_FDCWD": -100, "MAP_FILE": 0, "MAP_HUGE_2MB": 21 << 26, "MAP_HUGE_1GB": 30 << 26,
-    "MAP_HUGE_SHIFT": _MAP_HUGE_SHIFT, "MLOCK_ONFAULT": 1,
-    "F_DUPFD": 0, "F_DUPFD_CLOEXEC": 1030,
+    "O_NOCTTY": 0o400,
+    "O_NONBLOCK": 0o4000,
+    "O_NDELAY": 0o4000,
+    "O_DSYNC": 0o10000,
+    "O_ASYNC": 0o20000,
+    "O_DIRECT": 0o40000,
+    "O_LARGEFILE": 0o100000,
+    "O_DIRECTORY": 0o200000,
+    "O_NOFOLLOW": 0o400000,
+    "O_NOATIME": 0o1000000,
+    "O_PATH": 0o10000000,
+    "O_SYNC": 0o4010000,
+    "O_TMPFILE": 0o20200000,
+    "AT_FDCWD": -100,
+    "MAP_FILE": 0,
+    "MAP_HUGE_2MB": 21 << 26,
+    "MAP_HUGE_1GB": 30 << 26,
+    "MAP_HUGE_SHIFT": _MAP_HUGE_SHIFT,
+    "MLOCK_ONFAULT": 1,
+    "F_DUPFD": 0,
+    "F_DUPFD_CLOEXEC": 1030,
 }
 
 
@@ -413,9 +455,9 @@ def strip_fdpath(text: str) -> tuple[str, str | None]:
     i = text.find("<")
     if i > 0 and text[:i].lstrip("-").isdigit():
         if text.endswith(">"):
-            return text[:i], unescape(text[i + 1: -1])
+            return text[:i], unescape(text[i + 1 : -1])
         if text.endswith(">(deleted)"):
-            return text[:i], unescape(text[i + 1: -len(">(deleted)")]) + " (deleted)"
+            return text[:i], unescape(text[i + 1 : -len(">(deleted)")]) + " (deleted)"
     return text, None
 
 

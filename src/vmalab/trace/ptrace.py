@@ -146,8 +146,15 @@ def read_mem(pid: int, addr: int, size: int) -> bytes:
     buf = ctypes.create_string_buffer(size)
     local = _IoVec(ctypes.addressof(buf), size)
     remote = _IoVec(addr, size)
-    n = _syscall(_NR_PROCESS_VM_READV, ctypes.c_long(pid), ctypes.byref(local), ctypes.c_ulong(1),
-                 ctypes.byref(remote), ctypes.c_ulong(1), ctypes.c_ulong(0))
+    n = _syscall(
+        _NR_PROCESS_VM_READV,
+        ctypes.c_long(pid),
+        ctypes.byref(local),
+        ctypes.c_ulong(1),
+        ctypes.byref(remote),
+        ctypes.c_ulong(1),
+        ctypes.c_ulong(0),
+    )
     if n < 0:
         return b""
     return buf.raw[:n]
@@ -181,8 +188,14 @@ def read_words(pid: int, addr: int, count: int) -> list[int]:
 def same_mm(pid1: int, pid2: int) -> bool | None:
     """kcmp(KCMP_VM): whether two tasks share one mm; None if kcmp is unavailable."""
     ctypes.set_errno(0)
-    rv = _syscall(ctypes.c_long(_NR_KCMP), ctypes.c_long(pid1), ctypes.c_long(pid2),
-                  ctypes.c_long(_KCMP_VM), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    rv = _syscall(
+        ctypes.c_long(_NR_KCMP),
+        ctypes.c_long(pid1),
+        ctypes.c_long(pid2),
+        ctypes.c_long(_KCMP_VM),
+        ctypes.c_ulong(0),
+        ctypes.c_ulong(0),
+    )
     if rv < 0:
         return None
     return rv == 0

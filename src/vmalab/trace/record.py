@@ -58,8 +58,10 @@ _WRAPPER = (
     " sys.stderr.write('vmalab record: cannot execute %s: %s\\n'%(sys.argv[4],e.strerror))\n"
     " os._exit(127)\n"
 )
-_NEEDS = ("root, or perf_event_paranoid <= -1, or CAP_PERFMON + CAP_SYS_PTRACE with read "
-          "access to tracefs (exceptions:page_fault_user/kernel)")
+_NEEDS = (
+    "root, or perf_event_paranoid <= -1, or CAP_PERFMON + CAP_SYS_PTRACE with read "
+    "access to tracefs (exceptions:page_fault_user/kernel)"
+)
 
 
 @dataclass
@@ -135,8 +137,12 @@ def perf_unavailable(opts: Options) -> str | None:
 
 def _perf_version() -> str | None:
     try:
-        return subprocess.run(["perf", "version"], capture_output=True, text=True,
-                              timeout=10).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["perf", "version"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -161,18 +167,48 @@ class Session:
         r1, w1 = os.pipe()
         r2, w2 = os.pipe()
         nrs = "" if os.environ.get(NO_SECCOMP_ENV) else ",".join(map(str, sorted(dc.ENTER)))
-        wrapper = [sys.executable, "-S", "-E", "-c", _WRAPPER, str(w1), str(r2), nrs, self.exe,
-                   *self.opts.command]
+        wrapper = [
+            sys.executable,
+            "-S",
+            "-E",
+            "-c",
+            _WRAPPER,
+            str(w1),
+            str(r2),
+            nrs,
+            self.exe,
+            *self.opts.command,
+        ]
         if use_perf:
             # -B -N: no build-id work at the end; --no-bpf-event: no side-band thread
             # (it holds perf's exit back by up to a second)
-            argv = ["perf", "record", "-q", "-B", "-N", "--no-bpf-event",
-                    "-o", os.path.join(self.raw, "perf.data"),
-                    "--clockid=CLOCK_MONOTONIC", "-m", self.opts.perf_mmap,
-                    "-e", "exceptions:page_fault_user", "-e", "exceptions:page_fault_kernel",
-                    "-e", "raw_syscalls:sys_enter", "--filter", mg.perf_filter(),
-                    "-e", "raw_syscalls:sys_exit", "--filter", mg.perf_filter(),
-                    "--", *wrapper]
+            argv = [
+                "perf",
+                "record",
+                "-q",
+                "-B",
+                "-N",
+                "--no-bpf-event",
+                "-o",
+                os.path.join(self.raw, "perf.data"),
+                "--clockid=CLOCK_MONOTONIC",
+                "-m",
+                self.opts.perf_mmap,
+                "-e",
+                "exceptions:page_fault_user",
+                "-e",
+                "exceptions:page_fault_kernel",
+                "-e",
+                "raw_syscalls:sys_enter",
+                "--filter",
+                mg.perf_filter(),
+                "-e",
+                "raw_syscalls:sys_exit",
+                "--filter",
+                mg.perf_filter(),
+                "--",
+                *wrapper,
+            ]
         else:
             argv = wrapper
         pid = os.fork()
@@ -229,9 +265,12 @@ class Session:
                     os.waitpid(pid, 0)
                 except ChildProcessError:
                     pass
-            raise UserInputError("ptrace", f"cannot trace the program: {e.strerror or e} "
-                                 "(needs ptrace of one's own children: Yama ptrace_scope <= 1, "
-                                 "or CAP_SYS_PTRACE)") from None
+            raise UserInputError(
+                "ptrace",
+                f"cannot trace the program: {e.strerror or e} "
+                "(needs ptrace of one's own children: Yama ptrace_scope <= 1, "
+                "or CAP_SYS_PTRACE)",
+            ) from None
         os.write(release, b"g")
         os.close(release)
 
@@ -267,8 +306,9 @@ class Session:
         old_alrm = signal.signal(signal.SIGALRM, self._on_alarm)
         try:
             with open(events_path, "w", buffering=1 << 20) as ev:
-                tracer = self.tracer = Tracer(ev, os.path.join(self.out, "snapshots"),
-                                              progress=self.opts.progress)
+                tracer = self.tracer = Tracer(
+                    ev, os.path.join(self.out, "snapshots"), progress=self.opts.progress
+                )
                 self.launch(tracer)
                 tracer.run()
             perf_status = self._wait_perf(tracer)
@@ -279,8 +319,13 @@ class Session:
             signal.signal(signal.SIGALRM, old_alrm)
         data = os.path.join(self.raw, "perf.data")
         root = tracer.root_status
-        same_death = (perf_status is not None and perf_status < 0 and root is not None
-                      and os.WIFSIGNALED(root) and -perf_status == os.WTERMSIG(root))
+        same_death = (
+            perf_status is not None
+            and perf_status < 0
+            and root is not None
+            and os.WIFSIGNALED(root)
+            and -perf_status == os.WTERMSIG(root)
+        )
         bad = perf_status is None or (perf_status < 0 and not same_death)
         if self.perf_pid is not None and (bad or not os.path.exists(data)):
             # perf record exits with its workload's status, and re-raises the signal that
@@ -323,54 +368,91 @@ class Session:
             proc = mg.run_perf_script("perf", os.path.join(self.raw, "perf.data"))
             assert proc.stdout is not None
             faults = mg.perf_events(proc.stdout, fstats)
-        with open(events_path) as ev, open(os.path.join(self.out, "trace.strace"), "w",
-                                           buffering=1 << 20) as out:
-            st = mg.merge(mg.tracer_records(ev), faults, out, offset_ns=offset,
-                          lives=tracer.lives, snapshots=tracer.snapshots, fstats=fstats)
+        with (
+            open(events_path) as ev,
+            open(os.path.join(self.out, "trace.strace"), "w", buffering=1 << 20) as out,
+        ):
+            st = mg.merge(
+                mg.tracer_records(ev),
+                faults,
+                out,
+                offset_ns=offset,
+                lives=tracer.lives,
+                snapshots=tracer.snapshots,
+                fstats=fstats,
+            )
         if proc is not None:
             proc.wait()
         if not os.environ.get("VMALAB_RECORD_KEEP_RAW"):
             os.unlink(events_path)
         return st
 
-    def _manifest(self, tracer: Tracer, st: mg.MergeStats, started: float, seconds: float,
-                  code: int) -> None:
+    def _manifest(
+        self, tracer: Tracer, st: mg.MergeStats, started: float, seconds: float, code: int
+    ) -> None:
         from importlib.metadata import version
 
         f = st.faults
         captured = self.why_not is None
         man: dict[str, Any] = {
-            "format": "vmalab-recording", "version": 1,
-            "command": list(self.opts.command), "executable": self.exe, "cwd": os.getcwd(),
+            "format": "vmalab-recording",
+            "version": 1,
+            "command": list(self.opts.command),
+            "executable": self.exe,
+            "cwd": os.getcwd(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            "seconds": round(seconds, 3), "exit_status": code,
+            "seconds": round(seconds, 3),
+            "exit_status": code,
             "interrupted": tracer.interrupted,
             "kernel": os.uname().release,
-            "tools": {"vmalab": version("vmalab"), "perf": _perf_version() if captured else None,
-                      "python": platform.python_version()},
-            "faults": {"captured": captured, "method": FAULT_METHOD if captured else None,
-                       "user": f.user, "kernel": f.kernel, "lost": f.lost,
-                       "why_not": self.why_not},
-            "counts": {"lines": st.lines, "syscalls": tracer.stats.syscalls,
-                       "faults": f.user + f.kernel, "processes": tracer.stats.processes,
-                       "threads": tracer.stats.threads, "execs": tracer.stats.execs},
+            "tools": {
+                "vmalab": version("vmalab"),
+                "perf": _perf_version() if captured else None,
+                "python": platform.python_version(),
+            },
+            "faults": {
+                "captured": captured,
+                "method": FAULT_METHOD if captured else None,
+                "user": f.user,
+                "kernel": f.kernel,
+                "lost": f.lost,
+                "why_not": self.why_not,
+            },
+            "counts": {
+                "lines": st.lines,
+                "syscalls": tracer.stats.syscalls,
+                "faults": f.user + f.kernel,
+                "processes": tracer.stats.processes,
+                "threads": tracer.stats.threads,
+                "execs": tracer.stats.execs,
+            },
             "snapshots": [
-                {"pid": s.pid, "kind": s.kind, "seq": s.seq, "line": s.line,
-                 "maps": s.maps, "smaps": s.smaps, **({"stat": s.stat} if s.stat else {})}
+                {
+                    "pid": s.pid,
+                    "kind": s.kind,
+                    "seq": s.seq,
+                    "line": s.line,
+                    "maps": s.maps,
+                    "smaps": s.smaps,
+                    **({"stat": s.stat} if s.stat else {}),
+                }
                 for s in tracer.snapshots
             ],
             "files": tracer.stats.files,
-            "recorder": {"stops": tracer.stats.stops, "perf_mmap": self.opts.perf_mmap,
-                     "traced_run_seconds": round(tracer.t_end - tracer.t_start, 3),
-                     "tracer_cpu_seconds": round(tracer.cpu, 3),
-                     "perf_events": f.events,
-                         "lost_records": f.lost_records,
-                         "faults_dropped_pre_exec": f.dropped_pre_exec,
-                         "faults_dropped_kernel_address": f.dropped_kernel_addr,
-                         "faults_dropped_untraced": f.dropped_untraced,
-                         "perf_stamped_calls": st.perf_stamped,
-                         "tracer_stamped_calls": st.tracer_stamped,
-                         "order_violations": st.order_violations},
+            "recorder": {
+                "stops": tracer.stats.stops,
+                "perf_mmap": self.opts.perf_mmap,
+                "traced_run_seconds": round(tracer.t_end - tracer.t_start, 3),
+                "tracer_cpu_seconds": round(tracer.cpu, 3),
+                "perf_events": f.events,
+                "lost_records": f.lost_records,
+                "faults_dropped_pre_exec": f.dropped_pre_exec,
+                "faults_dropped_kernel_address": f.dropped_kernel_addr,
+                "faults_dropped_untraced": f.dropped_untraced,
+                "perf_stamped_calls": st.perf_stamped,
+                "tracer_stamped_calls": st.tracer_stamped,
+                "order_violations": st.order_violations,
+            },
         }
         _read_entries(man, tracer)
         with open(os.path.join(self.out, "manifest.json"), "w") as fh:
@@ -383,20 +465,30 @@ class Session:
         us = tracer.cpu * 1e6 / s.stops if s.stops else 0.0
         f = st.faults
         if self.why_not is None:
-            fl = (f"perf: {f.events} events, {f.lost} lost; "
-                  f"{f.user + f.kernel} faults ({f.user} user, {f.kernel} kernel)")
+            fl = (
+                f"perf: {f.events} events, {f.lost} lost; "
+                f"{f.user + f.kernel} faults ({f.user} user, {f.kernel} kernel)"
+            )
         else:
             fl = "faults NOT recorded"
-        print(f"vmalab record: {wall:.2f} s wall ({loop:.2f} s traced run, {merge:.2f} s merge); "
-              f"{s.stops} stops, {us:.1f} µs tracer CPU/stop; {st.lines} lines, "
-              f"{s.syscalls} calls; {fl}; "
-              f"{len(tracer.snapshots)} snapshots → {self.out}", file=sys.stderr)
+        print(
+            f"vmalab record: {wall:.2f} s wall ({loop:.2f} s traced run, {merge:.2f} s merge); "
+            f"{s.stops} stops, {us:.1f} µs tracer CPU/stop; {st.lines} lines, "
+            f"{s.syscalls} calls; {fl}; "
+            f"{len(tracer.snapshots)} snapshots → {self.out}",
+            file=sys.stderr,
+        )
         if self.why_not is not None:
-            print(f"vmalab record: WARNING: page faults were not seen ({self.why_not}); "
-                  "this is a syscall-only recording", file=sys.stderr)
+            print(
+                f"vmalab record: WARNING: page faults were not seen ({self.why_not}); "
+                "this is a syscall-only recording",
+                file=sys.stderr,
+            )
         if f.lost:
-            print(f"vmalab record: WARNING: perf lost {f.lost} events; raise --perf-mmap",
-                  file=sys.stderr)
+            print(
+                f"vmalab record: WARNING: perf lost {f.lost} events; raise --perf-mmap",
+                file=sys.stderr,
+            )
 
 
 def _read_entries(man: dict[str, Any], tracer: Tracer) -> None:
@@ -418,9 +510,18 @@ def _read_entries(man: dict[str, Any], tracer: Tracer) -> None:
         e["last_line"] = r.last_line
         e[r.what] = s.maps if r.what == "maps" else s.smaps
         e["consistent"] = r.consistent
-        e.update({"why_not": "; ".join(r.why) or None, "reader": r.reader, "path": r.path,
-                  "bytes": r.nbytes, "reads": r.reads, "eof": r.eof, "complete": r.complete,
-                  "truncated": r.truncated})
+        e.update(
+            {
+                "why_not": "; ".join(r.why) or None,
+                "reader": r.reader,
+                "path": r.path,
+                "bytes": r.nbytes,
+                "reads": r.reads,
+                "eof": r.eof,
+                "complete": r.complete,
+                "truncated": r.truncated,
+            }
+        )
     man["counts"]["read_snapshots"] = reads
     man["counts"]["read_snapshots_consistent"] = consistent
 
@@ -452,6 +553,9 @@ def record(opts: Options) -> int:
     code = Session(opts, exe).run()
     wall = time.perf_counter() - t0
     if base is not None:
-        print(f"vmalab record: untraced {base:.3f} s, recorded {wall:.3f} s "
-              f"(×{wall / base if base > 0 else float('inf'):.1f})", file=sys.stderr)
+        print(
+            f"vmalab record: untraced {base:.3f} s, recorded {wall:.3f} s "
+            f"(×{wall / base if base > 0 else float('inf'):.1f})",
+            file=sys.stderr,
+        )
     return code

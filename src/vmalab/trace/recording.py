@@ -169,17 +169,26 @@ def open_recording(path: str) -> Recording:
         stat = s.get("stat") or {}
         if not isinstance(stat, dict):
             raise UserInputError(where, "stat is not an object")
-        snaps.append(Snapshot(
-            pid, kind, seq, line, _inside(root, s.get("maps"), where),
-            _inside(root, s.get("smaps"), where),
-            {k: v for k, v in stat.items() if isinstance(v, int) and not isinstance(v, bool)},
-            bool(s.get("consistent", True)),
-        ))
+        snaps.append(
+            Snapshot(
+                pid,
+                kind,
+                seq,
+                line,
+                _inside(root, s.get("maps"), where),
+                _inside(root, s.get("smaps"), where),
+                {k: v for k, v in stat.items() if isinstance(v, int) and not isinstance(v, bool)},
+                bool(s.get("consistent", True)),
+            )
+        )
     files_raw = man.get("files", {})
     if not isinstance(files_raw, dict):
         raise UserInputError(f"{mpath}: files", "not an object")
-    files = {str(k): v for k, v in files_raw.items()
-             if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63}
+    files = {
+        str(k): v
+        for k, v in files_raw.items()
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63
+    }
     return Recording(root, man, snaps, files)
 
 

@@ -83,28 +83,95 @@ AT_FDCWD = -100
 MAX_MODEL_ERRORS = 200
 """How many model rejections are kept in detail (all are counted)."""
 
-MEMORY_SYSCALLS = frozenset({
-    "mmap", "mmap2", "munmap", "mprotect", "pkey_mprotect", "mremap", "madvise",
-    "process_madvise", "brk", "mlock", "mlock2", "munlock", "mlockall", "munlockall",
-    "shmat", "shmdt", "remap_file_pages", "mseal", "map_shadow_stack", "userfaultfd",
-    "mbind", "migrate_pages", "move_pages", "process_mrelease", "io_uring_setup",
-})
+MEMORY_SYSCALLS = frozenset(
+    {
+        "mmap",
+        "mmap2",
+        "munmap",
+        "mprotect",
+        "pkey_mprotect",
+        "mremap",
+        "madvise",
+        "process_madvise",
+        "brk",
+        "mlock",
+        "mlock2",
+        "munlock",
+        "mlockall",
+        "munlockall",
+        "shmat",
+        "shmdt",
+        "remap_file_pages",
+        "mseal",
+        "map_shadow_stack",
+        "userfaultfd",
+        "mbind",
+        "migrate_pages",
+        "move_pages",
+        "process_mrelease",
+        "io_uring_setup",
+    }
+)
 """Memory-management calls; those the replay does not model are counted as unsupported."""
 
-FD_SYSCALLS = frozenset({
-    "open", "openat", "openat2", "creat", "close", "close_range", "dup", "dup2", "dup3",
-    "fcntl", "memfd_create", "ftruncate", "fallocate", "memfd_secret", "chdir", "fchdir",
-    "unlink", "unlinkat", "rename", "renameat", "renameat2",
-})
-TASK_SYSCALLS = frozenset({
-    "clone", "clone3", "fork", "vfork", "execve", "execveat", "exit", "exit_group",
-})
-MODELLED = (MEMORY_SYSCALLS - {"shmat", "shmdt",
-                               "remap_file_pages", "map_shadow_stack",
-                               "userfaultfd", "mbind", "migrate_pages", "move_pages",
-                               "process_mrelease", "io_uring_setup", "mmap2"}
-            ) | FD_SYSCALLS - {"memfd_secret"} | TASK_SYSCALLS | {"pkey_alloc", "pkey_free",
-                                                                   "prctl"}
+FD_SYSCALLS = frozenset(
+    {
+        "open",
+        "openat",
+        "openat2",
+        "creat",
+        "close",
+        "close_range",
+        "dup",
+        "dup2",
+        "dup3",
+        "fcntl",
+        "memfd_create",
+        "ftruncate",
+        "fallocate",
+        "memfd_secret",
+        "chdir",
+        "fchdir",
+        "unlink",
+        "unlinkat",
+        "rename",
+        "renameat",
+        "renameat2",
+    }
+)
+TASK_SYSCALLS = frozenset(
+    {
+        "clone",
+        "clone3",
+        "fork",
+        "vfork",
+        "execve",
+        "execveat",
+        "exit",
+        "exit_group",
+    }
+)
+MODELLED = (
+    (
+        MEMORY_SYSCALLS
+        - {
+            "shmat",
+            "shmdt",
+            "remap_file_pages",
+            "map_shadow_stack",
+            "userfaultfd",
+            "mbind",
+            "migrate_pages",
+            "move_pages",
+            "process_mrelease",
+            "io_uring_setup",
+            "mmap2",
+        }
+    )
+    | FD_SYSCALLS - {"memfd_secret"}
+    | TASK_SYSCALLS
+    | {"pkey_alloc", "pkey_free", "prctl"}
+)
 
 
 def _kernel_cls() -> Any:
@@ -209,8 +276,7 @@ class ReplayResult:
         try:
             return self._pids[pid]
         except KeyError:
-            raise KeyError(f"pid {pid} does not appear in the replayed part of the trace") \
-                from None
+            raise KeyError(f"pid {pid} does not appear in the replayed part of the trace") from None
 
     @property
     def pids(self) -> list[int | None]:
@@ -220,23 +286,47 @@ class ReplayResult:
     def summary(self) -> dict[str, Any]:
         """The counts as a JSON-ready dict."""
         return {
-            "path": self.path, "design": self.design, "lines": self.lines,
-            "syscalls": self.syscalls, "applied": self.applied,
-            "failed_skipped": self.failed_skipped, "malformed": self.malformed,
-            "forks": self.forks, "threads": self.threads, "execs": self.execs,
-            "exits": self.exits, "unsupported": dict(self.unsupported),
+            "path": self.path,
+            "design": self.design,
+            "lines": self.lines,
+            "syscalls": self.syscalls,
+            "applied": self.applied,
+            "failed_skipped": self.failed_skipped,
+            "malformed": self.malformed,
+            "forks": self.forks,
+            "threads": self.threads,
+            "execs": self.execs,
+            "exits": self.exits,
+            "unsupported": dict(self.unsupported),
             "model_error_count": self.model_error_count,
             "model_errors": [list(e) for e in self.model_errors[:20]],
             "start_method": self.start_method,
-            "faults": self.faults, "fault_signals": self.fault_signals,
+            "faults": self.faults,
+            "fault_signals": self.fault_signals,
             "undecided": list(self.undecided),
             "checkpoints": [
-                {"pid": c.pid, "kind": c.kind, "seq": c.seq, "line": c.line, "vmas": c.vmas,
-                 "matched": c.matched, "differences": c.differences[:10]}
-                for c in self.checkpoints],
+                {
+                    "pid": c.pid,
+                    "kind": c.kind,
+                    "seq": c.seq,
+                    "line": c.line,
+                    "vmas": c.vmas,
+                    "matched": c.matched,
+                    "differences": c.differences[:10],
+                }
+                for c in self.checkpoints
+            ],
             "exec_layouts": [
-                {"pid": x.pid, "line": x.lineno, "path": x.path, "method": x.method,
-                 "placed_by": x.placed_by, "notes": x.notes} for x in self.exec_layouts],
+                {
+                    "pid": x.pid,
+                    "line": x.lineno,
+                    "path": x.path,
+                    "method": x.method,
+                    "placed_by": x.placed_by,
+                    "notes": x.notes,
+                }
+                for x in self.exec_layouts
+            ],
             "seconds": round(self.seconds, 4),
         }
 
@@ -247,12 +337,22 @@ Observer = Callable[[int, Any], None]
 class Replayer:
     """The replay state machine; :func:`replay` drives it over a file."""
 
-    def __init__(self, path: str, design: str = "tagged", *, lenient: bool = False,
-                 observer: Observer | None = None, sample_every: int = 0,
-                 max_map_count: int = 1 << 20, guardify: bool = False,
-                 touch: bool = True, on_last_exit: Observer | None = None,
-                 recording: Recording | None = None, host_files: bool = False,
-                 verify: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        design: str = "tagged",
+        *,
+        lenient: bool = False,
+        observer: Observer | None = None,
+        sample_every: int = 0,
+        max_map_count: int = 1 << 20,
+        guardify: bool = False,
+        touch: bool = True,
+        on_last_exit: Observer | None = None,
+        recording: Recording | None = None,
+        host_files: bool = False,
+        verify: bool = False,
+    ) -> None:
         self.touch = touch
         self.assumed = 0  # private writable ranges whose first store the trace cannot show
         self.rec = recording
@@ -291,8 +391,12 @@ class Replayer:
     def _new_root(self, pid: int | None) -> Task:
         """A task with no known parent: a fresh, empty Process."""
         proc = self.k.spawn()
-        t = Task(pid if pid is not None else 0, pid if pid is not None else 0,
-                 Mm(proc, {pid if pid is not None else 0}), FdTable())
+        t = Task(
+            pid if pid is not None else 0,
+            pid if pid is not None else 0,
+            Mm(proc, {pid if pid is not None else 0}),
+            FdTable(),
+        )
         if self.rec is not None and isinstance(self.rec.manifest.get("cwd"), str):
             t.cwd = self.rec.manifest["cwd"]
         self.tasks[pid] = t
@@ -393,8 +497,12 @@ class Replayer:
 
     # ------------------------------------------------------------------ events
 
-    def feed(self, events: Iterable[Syscall | TaskExit | PageFault], stop_at_line: int | None,
-             skip_to: int = 0) -> None:
+    def feed(
+        self,
+        events: Iterable[Syscall | TaskExit | PageFault],
+        stop_at_line: int | None,
+        skip_to: int = 0,
+    ) -> None:
         """Apply events in order (those completing after ``stop_at_line`` are not)."""
         for ev in events:
             if stop_at_line is not None and ev.lineno > stop_at_line:
@@ -486,8 +594,11 @@ class Replayer:
                 en = _errno.errorcode.get(e.errno, str(e.errno))
             else:
                 en = f"{type(e).__name__}: {e}"
-            what = (f"{ev.name}({', '.join(ev.args)})" if isinstance(ev, Syscall)
-                    else f"PAGE_FAULT {ev.access} {ev.address:#x}")
+            what = (
+                f"{ev.name}({', '.join(ev.args)})"
+                if isinstance(ev, Syscall)
+                else f"PAGE_FAULT {ev.access} {ev.address:#x}"
+            )
             self.r.model_errors.append((ev.lineno, what, en))
 
     def _exit_task(self, pid: int | None) -> None:
@@ -533,8 +644,9 @@ class Replayer:
             proc.mmap(ret, length, prot, flags | uapi.MAP_ANONYMOUS, -1, 0)
             self._touch(t, ret, prot, flags, length)
             return
-        if not path.startswith("/") or (path.startswith(("/dev/", "/proc/", "/sys/"))
-                                        and not path.startswith("/dev/shm/")):
+        if not path.startswith("/") or (
+            path.startswith(("/dev/", "/proc/", "/sys/")) and not path.startswith("/dev/shm/")
+        ):
             self._unsup["mmap(device)"] += 1
             return
         # an fd whose mode the replay does not know (opened before a seed dump, or not
@@ -698,8 +810,11 @@ class Replayer:
         ret = ev.ret or ""
         fdtext, ypath = strip_fdpath(ret)
         fd = to_int(fdtext)
-        flags = to_int(ev.args[flags_arg]) if flags_arg is not None and len(
-            ev.args) > flags_arg else (uapi.O_WRONLY | uapi.O_CREAT | uapi.O_TRUNC)
+        flags = (
+            to_int(ev.args[flags_arg])
+            if flags_arg is not None and len(ev.args) > flags_arg
+            else (uapi.O_WRONLY | uapi.O_CREAT | uapi.O_TRUNC)
+        )
         path = ypath
         if path is None:
             try:
@@ -867,8 +982,12 @@ class Replayer:
     def _sys_dup3(self, t: Task, ev: Syscall) -> None:
         """dup3(old, new, flags) = new."""
         fl = to_int(ev.args[2]) if len(ev.args) > 2 else 0
-        self._dup(t, to_int(strip_fdpath(ev.args[0])[0]), to_int(strip_fdpath(ev.ret or "")[0]),
-                  bool(fl & uapi.O_CLOEXEC))
+        self._dup(
+            t,
+            to_int(strip_fdpath(ev.args[0])[0]),
+            to_int(strip_fdpath(ev.ret or "")[0]),
+            bool(fl & uapi.O_CLOEXEC),
+        )
 
     def _sys_fcntl(self, t: Task, ev: Syscall) -> None:
         """fcntl(fd, F_DUPFD or F_DUPFD_CLOEXEC, min) = new; other commands ignored."""
@@ -879,8 +998,12 @@ class Replayer:
         except ArgError:
             return
         if cmd in (0, 1030):
-            self._dup(t, to_int(strip_fdpath(ev.args[0])[0]),
-                      to_int(strip_fdpath(ev.ret or "")[0]), cmd == 1030)
+            self._dup(
+                t,
+                to_int(strip_fdpath(ev.args[0])[0]),
+                to_int(strip_fdpath(ev.ret or "")[0]),
+                cmd == 1030,
+            )
 
     def _file_of(self, t: Task, arg: str) -> str | None:
         """The path behind an fd argument."""
@@ -995,9 +1118,16 @@ class Replayer:
         elif self.host_files:
             lay = layout.load_elf_binary(proc, ev.pid, ev.lineno, path, hints, self._opener(t))
         else:
-            lay = layout.ExecLayout(ev.pid, ev.lineno, path, "none", notes=[
-                "no exec snapshot and host files not read (host_files=False): "
-                "empty address space"])
+            lay = layout.ExecLayout(
+                ev.pid,
+                ev.lineno,
+                path,
+                "none",
+                notes=[
+                    "no exec snapshot and host files not read (host_files=False): "
+                    "empty address space"
+                ],
+            )
         if hints.brk is not None and not t.mm.brk_known:
             proc.set_brk_base(hints.brk)
             t.mm.brk_known = True
@@ -1007,8 +1137,9 @@ class Replayer:
 
     _sys_execveat = _sys_execve
 
-    def _exec_from_snapshot(self, t: Task, ev: Syscall, path: str, snap: Snapshot
-                            ) -> layout.ExecLayout:
+    def _exec_from_snapshot(
+        self, t: Task, ev: Syscall, path: str, snap: Snapshot
+    ) -> layout.ExecLayout:
         """The new image exactly as the recording's exec snapshot shows it.
 
         binfmt_elf's layout (ASLR included) is in the snapshot; mm->start_stack and
@@ -1023,8 +1154,14 @@ class Replayer:
         if "start_brk" in snap.stat:
             proc.set_brk_base(snap.stat["start_brk"])
             t.mm.brk_known = True
-        return layout.ExecLayout(ev.pid, ev.lineno, path, "snapshot",
-                                 placed_by="the recording's exec snapshot", notes=notes)
+        return layout.ExecLayout(
+            ev.pid,
+            ev.lineno,
+            path,
+            "snapshot",
+            placed_by="the recording's exec snapshot",
+            notes=notes,
+        )
 
     def _check_snapshot(self, snap: Snapshot, proc: Any) -> None:
         """Compare the model process with a snapshot; keep the result in ``checkpoints``."""
@@ -1095,9 +1232,17 @@ def _same_file(a: str, b: str) -> bool:
 
 _EXECS = ("execve", "execveat")
 _PROC_EXE = re.compile(r"^/proc/(self|\d+)/exe$")
-_PARTIAL_ON_ENOMEM = frozenset({
-    "madvise", "process_madvise", "mprotect", "pkey_mprotect", "mlock", "mlock2", "munlock",
-})
+_PARTIAL_ON_ENOMEM = frozenset(
+    {
+        "madvise",
+        "process_madvise",
+        "mprotect",
+        "pkey_mprotect",
+        "mlock",
+        "mlock2",
+        "munlock",
+    }
+)
 """Calls that, failing with ENOMEM at a hole in their range, have already changed the VMAs
 before it (madvise_walk_vmas(), the VMA loop of do_mprotect_pkey(), apply_vma_lock_flags()):
 they are replayed, and the model is expected to fail the same way."""
@@ -1108,8 +1253,9 @@ LOOKAHEAD_CALLS = 20000
 """How many calls of the exec'ing pid :func:`prescan_exec` reads after an execve."""
 
 
-def prescan_exec(path: str, lineno: int, pid: int | None, offset: int | None = None
-                 ) -> layout.ExecHints:
+def prescan_exec(
+    path: str, lineno: int, pid: int | None, offset: int | None = None
+) -> layout.ExecHints:
     """Collect :class:`ExecHints` for the execve that completed at ``lineno``.
 
     Reads the log again after that line (from byte ``offset`` when known, else by skipping
@@ -1158,8 +1304,9 @@ NEED_ARGS = MODELLED | {"execve", "execveat", "clone", "clone3", "fork", "vfork"
 """Calls whose arguments the replay reads; the parser skips the others' arguments."""
 
 
-def _events(rp: Replayer, lines: Iterable[str], lenient: bool, skipped: list[int],
-            skip_to: int = 0) -> Iterator[Syscall | TaskExit | PageFault]:
+def _events(
+    rp: Replayer, lines: Iterable[str], lenient: bool, skipped: list[int], skip_to: int = 0
+) -> Iterator[Syscall | TaskExit | PageFault]:
     """parse_lines(), also reporting unfinished clone-family calls to the replayer."""
     from vmalab.trace import parse as P
 
@@ -1187,12 +1334,22 @@ def _events(rp: Replayer, lines: Iterable[str], lenient: bool, skipped: list[int
             yield Syscall(start, start, pid, name, [body.strip().rstrip(",")], "?", None)
 
 
-def replay(path: str, design: str | None = None, *, stop_at_line: int | None = None,
-           start: tuple[int, int, str] | None = None, lenient: bool = False,
-           observer: Observer | None = None, sample_every: int = 0,
-           max_map_count: int = 1 << 20, guardify: bool = False, touch: bool | None = None,
-           on_last_exit: Observer | None = None, host_files: bool = False,
-           verify: bool = False) -> ReplayResult:
+def replay(
+    path: str,
+    design: str | None = None,
+    *,
+    stop_at_line: int | None = None,
+    start: tuple[int, int, str] | None = None,
+    lenient: bool = False,
+    observer: Observer | None = None,
+    sample_every: int = 0,
+    max_map_count: int = 1 << 20,
+    guardify: bool = False,
+    touch: bool | None = None,
+    on_last_exit: Observer | None = None,
+    host_files: bool = False,
+    verify: bool = False,
+) -> ReplayResult:
     """Replay an strace log, or a recording of ``vmalab record``, into a fresh Kernel.
 
     ``path`` is an strace log, a recording directory or the ``trace.strace`` inside one. A
@@ -1224,10 +1381,20 @@ def replay(path: str, design: str | None = None, *, stop_at_line: int | None = N
         touch = rec is None or not rec.faults_captured
     if stop_at_line is not None and stop_at_line < 1:
         raise ValueError(f"stop_at_line must be at least 1, not {stop_at_line}")
-    rp = Replayer(trace, design, lenient=lenient, observer=observer, sample_every=sample_every,
-                  max_map_count=max_map_count, guardify=guardify, touch=touch,
-                  on_last_exit=on_last_exit, recording=rec, host_files=host_files,
-                  verify=verify)
+    rp = Replayer(
+        trace,
+        design,
+        lenient=lenient,
+        observer=observer,
+        sample_every=sample_every,
+        max_map_count=max_map_count,
+        guardify=guardify,
+        touch=touch,
+        on_last_exit=on_last_exit,
+        recording=rec,
+        host_files=host_files,
+        verify=verify,
+    )
     skip_to = 0
     if start is not None:
         spid, sline, dump = start
@@ -1254,8 +1421,10 @@ def replay(path: str, design: str | None = None, *, stop_at_line: int | None = N
     if rec is None or not rec.faults_captured:
         rp.r.undecided.append(
             f"{rp.assumed} private writable ranges with unseen faults; assumed "
-            + ("one store each (touch)" if touch else "no store (touch=False)"))
+            + ("one store each (touch)" if touch else "no store (touch=False)")
+        )
     elif rec.lost_events:
-        rp.r.undecided.append(f"the recording lost {rec.lost_events} perf events: "
-                              "some faults are missing")
+        rp.r.undecided.append(
+            f"the recording lost {rec.lost_events} perf events: some faults are missing"
+        )
     return rp.r

@@ -40,8 +40,16 @@ from typing import IO
 from vmalab.trace import decode as dc
 from vmalab.trace import ptrace as pt
 
-OPTIONS = (pt.O_TRACESYSGOOD | pt.O_TRACEEXEC | pt.O_TRACEEXIT | pt.O_TRACEFORK
-           | pt.O_TRACEVFORK | pt.O_TRACECLONE | pt.O_EXITKILL | pt.O_TRACESECCOMP)
+OPTIONS = (
+    pt.O_TRACESYSGOOD
+    | pt.O_TRACEEXEC
+    | pt.O_TRACEEXIT
+    | pt.O_TRACEFORK
+    | pt.O_TRACEVFORK
+    | pt.O_TRACECLONE
+    | pt.O_EXITKILL
+    | pt.O_TRACESECCOMP
+)
 _GROUP_STOP = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 _MONO = time.CLOCK_MONOTONIC
 _CLONES = frozenset(dc.NR[n] for n in ("clone", "clone3", "fork", "vfork"))
@@ -111,7 +119,7 @@ def read_stat(pid: int) -> dict[str, int]:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             text = f.read().decode("ascii", "replace")
-        rest = text[text.rindex(")") + 1:].split()
+        rest = text[text.rindex(")") + 1 :].split()
         return {k: int(rest[n - 3]) for k, n in _STAT_FIELDS.items()}
     except (OSError, ValueError, IndexError):
         return {}
@@ -195,8 +203,9 @@ class TraceStats:
 class Tracer:
     """Follow the seized ``root`` and its descendants; write event records to ``out``."""
 
-    def __init__(self, out: IO[str], snapdir: str, *, progress: bool = True,
-                 seccomp: bool = False) -> None:
+    def __init__(
+        self, out: IO[str], snapdir: str, *, progress: bool = True, seccomp: bool = False
+    ) -> None:
         self.out = out
         self.seccomp = seccomp
         self.snapdir = snapdir
@@ -300,9 +309,12 @@ class Tracer:
         if self._next_progress:
             s = self.stats
             secs = time.perf_counter() - self.t_start
-            print(f"vmalab record: {secs:.0f} s: {s.stops} stops, {s.syscalls} calls, "
-                  f"{len(self.tasks)} tasks live, {len(self.snapshots)} snapshots",
-                  file=sys.stderr, flush=True)
+            print(
+                f"vmalab record: {secs:.0f} s: {s.stops} stops, {s.syscalls} calls, "
+                f"{len(self.tasks)} tasks live, {len(self.snapshots)} snapshots",
+                file=sys.stderr,
+                flush=True,
+            )
         self._next_progress = ts + 1_000_000_000
 
     def _stopped(self, tid: int, status: int, ts: int) -> None:
@@ -353,8 +365,11 @@ class Tracer:
                 return
             if not task.visible and val not in dc.EXECS:
                 return
-            if (val in dc.READS and (task.tgid, dc.sint(args[0], 32)) not in self.captures
-                    and not dc.wanted_read(tid, args[0])):
+            if (
+                val in dc.READS
+                and (task.tgid, dc.sint(args[0], 32)) not in self.captures
+                and not dc.wanted_read(tid, args[0])
+            ):
                 return
             ctx = dc.Ctx(tid, val, args)
             task.entry_ts = ts
@@ -460,8 +475,9 @@ class Tracer:
         self._cids += 1
         cid = self._cids
         tmp = os.path.join(self.snapdir, f".capture.{cid}")
-        self.captures[(task.tgid, fd)] = Capture(cid, task.tgid, fd, who[0], who[1],
-                                                 m.group(3), path, tmp)
+        self.captures[(task.tgid, fd)] = Capture(
+            cid, task.tgid, fd, who[0], who[1], m.group(3), path, tmp
+        )
         task.tags.append(f"O{cid}")
 
     def _captured(self, cap: Capture, ctx: dc.Ctx, val: int) -> None:
@@ -489,15 +505,16 @@ class Tracer:
             cap.gaps = True
         if off + len(data) > CAPTURE_LIMIT:
             cap.truncated = True
-            data = data[:max(0, CAPTURE_LIMIT - off)]
+            data = data[: max(0, CAPTURE_LIMIT - off)]
         if not data:
             return
         if off > cap.size:
             cap.gaps = True
         try:
             if cap.fh < 0:
-                cap.fh = os.open(cap.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                                 0o644)
+                cap.fh = os.open(
+                    cap.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644
+                )
             os.pwrite(cap.fh, data, off)
         except OSError:
             cap.gaps = True
@@ -525,11 +542,30 @@ class Tracer:
             os.rename(cap.tmp, os.path.join(self.snapdir, os.path.basename(rel)))
         except OSError:
             return None
-        info = ReadInfo(cap.cid, cap.mm, cap.tgid, cap.path, cap.what, cap.size, cap.reads,
-                        eof, complete, cap.truncated, cap.gaps, cap.gone)
-        self.snapshots.append(ReadSnapshot(cap.target, "read", seq,
-                                           rel if cap.what == "maps" else "",
-                                           rel if cap.what == "smaps" else "", read=info))
+        info = ReadInfo(
+            cap.cid,
+            cap.mm,
+            cap.tgid,
+            cap.path,
+            cap.what,
+            cap.size,
+            cap.reads,
+            eof,
+            complete,
+            cap.truncated,
+            cap.gaps,
+            cap.gone,
+        )
+        self.snapshots.append(
+            ReadSnapshot(
+                cap.target,
+                "read",
+                seq,
+                rel if cap.what == "maps" else "",
+                rel if cap.what == "smaps" else "",
+                read=info,
+            )
+        )
         if eof:
             cap.size = cap.pos = cap.reads = 0
             cap.gaps = cap.truncated = False
@@ -550,7 +586,8 @@ class Tracer:
         if cap.what == "smaps" and not mine[:-1].rsplit(b"\n", 1)[-1].startswith(b"VmFlags:"):
             return False
         return _HEADER.findall(mine) == _HEADER.findall(fresh) and (
-            cap.what == "smaps" or mine == fresh)
+            cap.what == "smaps" or mine == fresh
+        )
 
     def _end_group_captures(self, pid: int, ts: int, tid: int, how: str) -> None:
         """Thread group ``pid`` exits or execs: end the captures it holds; those of
@@ -691,8 +728,11 @@ class Tracer:
         except OSError:
             code = 0
         killed = bool(code & 0x7F)
-        execing = any(t.ctx is not None and t.ctx.nr in dc.EXECS
-                      for t in (self.tasks.get(x) for x in live) if t is not None)
+        execing = any(
+            t.ctx is not None and t.ctx.nr in dc.EXECS
+            for t in (self.tasks.get(x) for x in live)
+            if t is not None
+        )
         # a task past its exit event no longer counts (a leader that called pthread_exit
         # stays a zombie, and in the group, until the last thread is gone)
         live.discard(tid)
@@ -736,8 +776,16 @@ class Tracer:
                 data = b""
             with open(os.path.join(self.snapdir, f"{base}.{what}"), "wb") as g:
                 g.write(data)
-        self.snapshots.append(Snapshot(pid, kind, seq, f"snapshots/{base}.maps",
-                                       f"snapshots/{base}.smaps", stat=read_stat(src)))
+        self.snapshots.append(
+            Snapshot(
+                pid,
+                kind,
+                seq,
+                f"snapshots/{base}.maps",
+                f"snapshots/{base}.smaps",
+                stat=read_stat(src),
+            )
+        )
         return len(self.snapshots) - 1
 
     def kill_all(self, sig: int) -> None:

@@ -13,8 +13,7 @@ from vmalab.trace.mapsdiff import diff_maps, parse_entries
 MAX_DIFFERENCES = 20
 
 
-def compare_maps(model: str, real: str, *, limit: int = MAX_DIFFERENCES
-                 ) -> tuple[list[str], int]:
+def compare_maps(model: str, real: str, *, limit: int = MAX_DIFFERENCES) -> tuple[list[str], int]:
     """The first differences of two maps/smaps texts as lines, and the real VMA count.
 
     An empty list means every compared field of every VMA is equal.

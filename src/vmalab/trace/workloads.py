@@ -59,9 +59,16 @@ def _guard(p: Any, addr: int, length: int, style: str) -> None:
         raise ValueError(f"guard style {style!r}: use madvise, mprotect or none")
 
 
-def thread_stacks(k: Any, threads: int = 32, stack_kib: int = 256, guard_kib: int = 4,
-                  guard: str = "madvise", touch_kib: int = 16, forks: int = 1,
-                  exit_every: int = 4) -> Iterator[str]:
+def thread_stacks(
+    k: Any,
+    threads: int = 32,
+    stack_kib: int = 256,
+    guard_kib: int = 4,
+    guard: str = "madvise",
+    touch_kib: int = 16,
+    forks: int = 1,
+    exit_every: int = 4,
+) -> Iterator[str]:
     """pthread stacks as glibc's allocate_stack() makes them.
 
     ``guard="madvise"`` (glibc >= 2.42): mmap(stack+guard, RW, MAP_STACK), then
@@ -96,8 +103,15 @@ def thread_stacks(k: Any, threads: int = 32, stack_kib: int = 256, guard_kib: in
             yield f"thread {i} exited"
 
 
-def prefork_server(k: Any, workers: int = 8, generations: int = 3, heap_mib: int = 8,
-                   buffers: int = 16, guard: str = "madvise", files: int = 4) -> Iterator[str]:
+def prefork_server(
+    k: Any,
+    workers: int = 8,
+    generations: int = 3,
+    heap_mib: int = 8,
+    buffers: int = 16,
+    guard: str = "madvise",
+    files: int = 4,
+) -> Iterator[str]:
     """A pre-forking server (Apache prefork, gunicorn): a master forks short-lived workers.
 
     The master maps a heap (written), ``files`` read-only file mappings (configuration,
@@ -137,8 +151,15 @@ def prefork_server(k: Any, workers: int = 8, generations: int = 3, heap_mib: int
         yield f"gen {gen} reaped"
 
 
-def allocator(k: Any, arenas: int = 16, arena_pages: int = 64, guard: str = "madvise",
-              file_backed_every: int = 2, frees: int = 4, forks: int = 1) -> Iterator[str]:
+def allocator(
+    k: Any,
+    arenas: int = 16,
+    arena_pages: int = 64,
+    guard: str = "madvise",
+    file_backed_every: int = 2,
+    frees: int = 4,
+    forks: int = 1,
+) -> Iterator[str]:
     """An allocator (jemalloc/PartitionAlloc style) with guard pages between arenas.
 
     Arenas are reserved as one region; every ``file_backed_every``-th arena is a MAP_SHARED
@@ -155,8 +176,14 @@ def allocator(k: Any, arenas: int = 16, arena_pages: int = 64, guard: str = "mad
     for i in range(arenas):
         a = base + i * arena_pages * PAGE
         if file_backed_every and i % file_backed_every == file_backed_every - 1:
-            p.mmap(a, arena_pages * PAGE, RW, uapi.MAP_SHARED | uapi.MAP_FIXED, fd,
-                   i * arena_pages * PAGE)
+            p.mmap(
+                a,
+                arena_pages * PAGE,
+                RW,
+                uapi.MAP_SHARED | uapi.MAP_FIXED,
+                fd,
+                i * arena_pages * PAGE,
+            )
         else:
             p.mmap(a, arena_pages * PAGE, RW, ANON | uapi.MAP_FIXED)
         if guard == "mprotect":
@@ -176,8 +203,14 @@ def allocator(k: Any, arenas: int = 16, arena_pages: int = 64, guard: str = "mad
         c.exit()
 
 
-def jit(k: Any, regions: int = 24, region_pages: int = 16, guard: str = "madvise",
-        flushes: int = 2, forks: int = 1) -> Iterator[str]:
+def jit(
+    k: Any,
+    regions: int = 24,
+    region_pages: int = 16,
+    guard: str = "madvise",
+    flushes: int = 2,
+    forks: int = 1,
+) -> Iterator[str]:
     """A JIT code cache (V8, HotSpot): code written RW, then flipped RX, guarded apart.
 
     Each region is mapped RW, written, mprotect()ed RX, and followed by a guard page.
@@ -198,7 +231,7 @@ def jit(k: Any, regions: int = 24, region_pages: int = 16, guard: str = "madvise
         live.append(alloc(i))
         yield f"region {i}"
     for f in range(flushes):
-        old, live = live[: len(live) // 2], live[len(live) // 2:]
+        old, live = live[: len(live) // 2], live[len(live) // 2 :]
         for a in old:
             p.munmap(a, (region_pages + 1) * PAGE)
         yield f"flush {f}"
@@ -211,8 +244,15 @@ def jit(k: Any, regions: int = 24, region_pages: int = 16, guard: str = "madvise
         c.exit()
 
 
-def database(k: Any, tables: int = 8, table_pages: int = 256, guard: str = "madvise",
-             shared: bool = True, checkpoints: int = 2, hot_pages: int = 8) -> Iterator[str]:
+def database(
+    k: Any,
+    tables: int = 8,
+    table_pages: int = 256,
+    guard: str = "madvise",
+    shared: bool = True,
+    checkpoints: int = 2,
+    hot_pages: int = 8,
+) -> Iterator[str]:
     """A database mapping its data files (LMDB, SQLite mmap mode) with guard regions.
 
     Each table is a file mapped whole (MAP_SHARED, or MAP_PRIVATE with ``shared=False``)
@@ -292,8 +332,9 @@ def parse_workload_spec(spec: str) -> tuple[str, dict[str, Any]] | None:
         key, eq, val = item.partition("=")
         key = key.strip()
         if not eq or key not in info.defaults:
-            raise ValueError(f"workload {name} has no parameter {key!r} "
-                             f"(parameters: {', '.join(info.defaults)})")
+            raise ValueError(
+                f"workload {name} has no parameter {key!r} (parameters: {', '.join(info.defaults)})"
+            )
         d = info.defaults[key]
         try:
             if isinstance(d, bool):
@@ -314,8 +355,10 @@ def parse_workload_spec(spec: str) -> tuple[str, dict[str, Any]] | None:
             raise ValueError(f"workload {name}: bad value {val!r} for {key}") from None
     pages = footprint(name, {**info.defaults, **params})
     if pages > MAX_FOOTPRINT:
-        raise ValueError(f"workload {name}: these parameters map about {pages:,} pages "
-                         f"(limit {MAX_FOOTPRINT:,}); make them smaller")
+        raise ValueError(
+            f"workload {name}: these parameters map about {pages:,} pages "
+            f"(limit {MAX_FOOTPRINT:,}); make them smaller"
+        )
     return name, params
 
 
@@ -327,6 +370,7 @@ def footprint(name: str, p: dict[str, Any]) -> int:
     """Pages a run of workload ``name`` with parameters ``p`` maps, counted once per
     fork, generation, flush or checkpoint that repeats them: a bound on its time and
     memory (the per-parameter limits alone allow 10,000 threads of 1 GiB stacks)."""
+
     def i(key: str) -> int:
         v = p.get(key, 0)
         return int(v) if isinstance(v, int) and not isinstance(v, bool) else 0
@@ -360,14 +404,30 @@ def param_limit(key: str) -> int:
 StepHook = Callable[[int, str, Any], None]
 
 _SIZES = frozenset(
-    {"threads", "stack_kib", "workers", "heap_mib", "arenas", "arena_pages", "regions",
-     "region_pages", "tables", "table_pages"}
+    {
+        "threads",
+        "stack_kib",
+        "workers",
+        "heap_mib",
+        "arenas",
+        "arena_pages",
+        "regions",
+        "region_pages",
+        "tables",
+        "table_pages",
+    }
 )
 """Parameters that size a mapping or count the things a workload is made of: at least 1."""
 
 
-def run_workload(k: Any, name: str, params: dict[str, Any] | None = None, *,
-                 on_step: StepHook | None = None, every: int = 1) -> int:
+def run_workload(
+    k: Any,
+    name: str,
+    params: dict[str, Any] | None = None,
+    *,
+    on_step: StepHook | None = None,
+    every: int = 1,
+) -> int:
     """Run workload ``name`` on kernel ``k``; return the number of steps.
 
     ``on_step(step, label, kernel)`` is the timeline hook, called after every ``every``-th
