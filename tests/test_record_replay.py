@@ -28,6 +28,26 @@ from vmalab.trace.verify import compare_maps
 
 FIX = Path(__file__).parent / "fixtures" / "selfmaps"
 _OPEN = re.compile(r'^(\d+)\s+\S+ openat\(-100<[^>]*>, "/proc/self/(maps|smaps)"')
+_OPEN_RESUMED = re.compile(r"^(\d+)\s+\S+ <\.\.\. openat resumed>")
+
+
+def _resumed_lines(rec: Path) -> dict[int, int]:
+    """Line of each ``<... openat resumed>`` → line of its ``<unfinished ...>`` half.
+
+    A threaded program's openat may be split across two lines; the replay reports the
+    joined call at the line where it completed.
+    """
+    pending: dict[int, int] = {}
+    out: dict[int, int] = {}
+    with open(rec / "trace.strace") as t:
+        for i, line in enumerate(t, 1):
+            m = _OPEN.match(line)
+            if m and line.rstrip().endswith("<unfinished ...>"):
+                pending[int(m.group(1))] = i
+            r = _OPEN_RESUMED.match(line)
+            if r and int(r.group(1)) in pending:
+                out[i] = pending.pop(int(r.group(1)))
+    return out
 
 
 def _can_record() -> str | None:
@@ -97,7 +117,10 @@ def _check_self_dumps(rec: Path, out: Path, every_read: bool = True) -> int:
     seen: dict[int, list[str]] = {}
     state: dict[str, object] = {}
 
+    joined = _resumed_lines(rec)
+
     def observe(lineno: int, _k: object) -> None:
+        lineno = joined.get(lineno, lineno)
         if lineno in want and lineno not in seen:
             pid, kind, path = want[lineno]
             proc = state["r"]._pids[pid]  # type: ignore[attr-defined]
@@ -123,7 +146,7 @@ def _check_self_dumps(rec: Path, out: Path, every_read: bool = True) -> int:
     assert not bad, bad
     # the recorder kept each of those reads too (a read snapshot), and verify compared the
     # consistent ones: all of them in a program that reads while nothing else runs
-    checked = {c.line for c in r.checkpoints if c.kind == "read"}
+    checked = {joined.get(c.line, c.line) for c in r.checkpoints if c.kind == "read"}
     assert checked <= set(want)
     if every_read:
         assert checked == set(want)
