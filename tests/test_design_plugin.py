@@ -11,7 +11,6 @@ import pytest
 
 from vmalab import Kernel, SegmentationFault, uapi
 from vmalab.designs import DESIGNS, Design, get_design
-from vmalab.mm import rmap
 from vmalab.mm.mm_types import VmArea
 
 P = 4096
@@ -33,13 +32,12 @@ class PerVmaSet(Design):
         self.installs += 1
         self.guarded.add(id(vma))
 
-    def split_anon_vma_word(self, new: VmArea, old: VmArea) -> None:
-        super().split_anon_vma_word(new, old)
+    def vma_dup(self, new: VmArea, old: VmArea) -> None:
         if id(old) in self.guarded:
             self.guarded.add(id(new))
 
     def vma_needs_copy(self, dst: VmArea, src: VmArea) -> bool:
-        return id(src) in self.guarded or rmap.vma_anon_vma(src) is not None
+        return id(src) in self.guarded or src.anon_vma is not None
 
 
 def test_plugin_design_runs_without_core_changes() -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from vmalab.budget import Budget
 from vmalab.designs import Design, get_design
 from vmalab.errors import InvariantError, kernel_error
-from vmalab.mm.filemap import FileSystem
+from vmalab.mm.filemap import FileSystem, Inode
 from vmalab.mm.flags import VM_ACCOUNT, VM_SHARED, VM_WIPEONFORK
 from vmalab.mm.khugepaged import host_thp_mode
 from vmalab.mm.memory import unmap_mapping_range
@@ -24,7 +24,6 @@ from vmalab.mm.mm_types import PAGE_SIZE, AnonVma, MmContext, MmStruct
 from vmalab.mm.page_alloc import KIND_ANON, KIND_FREE, KIND_PAGECACHE, PhysMem
 from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SHIFT, PTE_MARKER_GUARD_ENTRY
 from vmalab.mm.pkeys import host_has_ospke
-from vmalab.mm.rmap import vma_anon_vma, vma_anon_vma_flags
 from vmalab.mm.slab import AllocFailure, FailPolicy, Slabs, SlabStats
 from vmalab.mm.util import OvercommitConfig, host_overcommit, meminfo
 from vmalab.mm.vma import is_shared_maywrite
@@ -267,11 +266,10 @@ class Kernel:
                 if v.vm_flags & VM_WIPEONFORK:
                     if v.vm_file is not None:
                         raise InvariantError(f"{where}: VM_WIPEONFORK on a file VMA")
-                av = vma_anon_vma(v)
-                if vma_anon_vma_flags(v):
-                    # The RFC's word holds flags only while no real anon_vma exists.
-                    if av is not None:
-                        raise InvariantError(f"{where}: flag bits with a real anon_vma")
+                av = v.anon_vma
+                bad = self._design.check_vma(v)
+                if bad is not None:
+                    raise InvariantError(f"{where}: {bad}")
                 seen_avs = set()
                 for avc in v.anon_vma_chain:
                     if avc.vma is not v:
@@ -425,7 +423,7 @@ class Kernel:
                         f"{name}: {st.active} objects leaked after every process exited"
                     )
 
-    def _inodes(self) -> list:
+    def _inodes(self) -> list[Inode]:
         """Every inode still holding pages or mappings."""
         seen = {i.ino: i for i in self.fs.files.values()}
         for proc in self._procs.values():

@@ -25,7 +25,6 @@ from vmalab.mm.flags import (
 from vmalab.mm.mm_types import MmStruct, VmArea
 from vmalab.mm.page_alloc import KIND_ANON, KIND_PAGECACHE
 from vmalab.mm.pagetable import _PAGE_HUGE_ZERO, _PAGE_PRESENT, PTE_MARKER_GUARD_ENTRY
-from vmalab.mm.rmap import vma_anon_vma, vma_anon_vma_flags
 
 # Device numbers shown for tmpfs files and the internal shmem mount.
 TMPFS_DEV = (0x00, 0x1F)
@@ -220,8 +219,9 @@ def pagemap_entries(mm: MmStruct, addr: int, npages: int) -> list[int]:
 def vma_views(mm: MmStruct) -> list[VmaView]:
     """The structured VMA list of ``Process.vmas()``."""
     out = []
+    design = mm.ctx.design
     for v in mm.mm_mt.values():
-        av = vma_anon_vma(v)
+        av = v.anon_vma
         out.append(
             VmaView(
                 v.vm_start,
@@ -230,7 +230,7 @@ def vma_views(mm: MmStruct) -> list[VmaView]:
                 mnemonic_set(v.vm_flags),
                 vma_name(v),
                 av.id if av is not None else None,
-                vma_anon_vma_flags(v),
+                design.anon_vma_flags(v),
             )
         )
     return out

@@ -14,4 +14,3 @@ class Lossy(Design):
 
     name = "lossy"
     summary = "negative control: markers with neither anon_vma nor flag (fork loses them)"
-    preserves_guards_on_fork = False

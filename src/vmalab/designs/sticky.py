@@ -13,10 +13,17 @@ sticky" (designs.md 6).
 
 from __future__ import annotations
 
+from typing import Final
+
 from vmalab.designs.base import Design
-from vmalab.mm import rmap
-from vmalab.mm.flags import VM_COPY_ON_FORK, VM_MAYBE_GUARD, VM_STICKY, VM_UFFD_WP
+from vmalab.mm.flags import VM_MAYBE_GUARD, VM_MIXEDMAP, VM_PFNMAP, VM_SOFTDIRTY, VM_UFFD_WP
 from vmalab.mm.mm_types import VmArea
+
+# include/linux/mm.h (6.19, 6.18.y); mm/ takes these from the design (vm_sticky,
+# vm_ignore_merge), so a <= 6.18 design merges as those kernels do.
+VM_STICKY: Final = VM_SOFTDIRTY | VM_MAYBE_GUARD
+VM_IGNORE_MERGE: Final = VM_STICKY
+VM_COPY_ON_FORK: Final = VM_PFNMAP | VM_MIXEDMAP | VM_UFFD_WP | VM_MAYBE_GUARD
 
 
 class Sticky(Design):
@@ -25,7 +32,7 @@ class Sticky(Design):
     name = "sticky"
     summary = "Linux 6.19 / 6.18.y: sticky VM_MAYBE_GUARD, anon_vma only for anonymous VMAs"
     vm_sticky = VM_STICKY
-    vm_ignore_merge = VM_STICKY
+    vm_ignore_merge = VM_IGNORE_MERGE
 
     def guard_install_prepare(self, vma: VmArea) -> None:
         """Models mm/madvise.c:madvise_guard_install (49e14dabed7a).
@@ -39,12 +46,12 @@ class Sticky(Design):
 
     def vma_needs_copy(self, dst: VmArea, src: VmArea) -> bool:
         """Models mm/memory.c:vma_needs_copy after 35e247032606."""
-        return bool(dst.vm_flags & VM_COPY_ON_FORK) or rmap.vma_anon_vma(src) is not None
+        return bool(dst.vm_flags & VM_COPY_ON_FORK) or src.anon_vma is not None
 
     def file_vma_retractable(self, vma: VmArea) -> bool:
         """Models mm/khugepaged.c:file_backed_vma_is_retractable (49e14dabed7a)."""
         return (
-            rmap.vma_anon_vma(vma) is None
+            vma.anon_vma is None
             and not vma.vm_flags & VM_UFFD_WP
             and not vma.vm_flags & VM_MAYBE_GUARD
         )

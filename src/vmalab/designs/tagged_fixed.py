@@ -10,8 +10,12 @@ the RFC.
 
 from __future__ import annotations
 
-from vmalab.designs.tagged import Tagged
-from vmalab.mm import rmap
+from vmalab.designs.tagged import (
+    ANON_VMA_UNFAULTED,
+    Tagged,
+    vma_anon_vma_flags,
+    vma_set_anon_vma_unfaulted,
+)
 from vmalab.mm.mm_types import VmArea
 
 
@@ -21,7 +25,7 @@ class TaggedFixed(Tagged):
     name = "tagged-fixed"
     summary = "vmalab variant: the RFC, with ANON_VMA_UNFAULTED carried into merge survivors"
 
-    def merge_anon_vma_word(self, target: VmArea, src: VmArea) -> None:
+    def vma_merge(self, target: VmArea, src: VmArea) -> None:
         """Carry a flag-only word into the survivor (vma_set_anon_vma_unfaulted semantics)."""
-        if rmap.vma_anon_vma_flags(src) & rmap.ANON_VMA_UNFAULTED:
-            rmap.vma_set_anon_vma_unfaulted(target)
+        if vma_anon_vma_flags(src) & ANON_VMA_UNFAULTED:
+            vma_set_anon_vma_unfaulted(target)

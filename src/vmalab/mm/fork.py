@@ -19,8 +19,9 @@ def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> None:
     """Copy ``oldmm``'s VMAs and page tables into the empty ``mm``. Raises AllocFailure.
 
     Models mm/mmap.c:dup_mmap: VM_DONTCOPY VMAs are skipped; each other VMA is
-    vm_area_dup()ed (VM_MAYBE_GUARD, VM_WIPEONFORK inherited), gets its anon_vma word
-    from the design's fork hook and then anon_vma_fork() (none for VM_WIPEONFORK),
+    vm_area_dup()ed (VM_MAYBE_GUARD, VM_WIPEONFORK inherited), gets its design state
+    from the design's ``vma_fork_dup`` hook, then loses its anon_vma (VM_WIPEONFORK) or
+    goes through anon_vma_fork(),
     loses VM_LOCKED_MASK, is linked, and unless VM_WIPEONFORK has its page tables copied
     (a VM_ACCOUNT VMA is charged to the commit first: ENOMEM when refused)
     when the design's vma_needs_copy() says so. On failure the partial child is left
@@ -45,8 +46,10 @@ def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> None:
                 vm_unacct_memory(k, mpnt.pages())
             raise
         wipe = bool(mpnt.vm_flags & VM_WIPEONFORK)
-        design.fork_anon_vma_word(tmp, mpnt, wipe)
-        if not wipe:
+        design.vma_fork_dup(tmp, mpnt)
+        if wipe:
+            rmap.vma_clear_anon_vma(tmp)  # tmp->anon_vma = NULL
+        else:
             try:
                 rmap.anon_vma_fork(tmp, mpnt)
             except AllocFailure:

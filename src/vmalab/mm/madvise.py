@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 
 from vmalab import uapi
 from vmalab.errors import kernel_error
-from vmalab.mm import rmap
 from vmalab.mm.filemap import Inode
 from vmalab.mm.flags import (
     VM_DONTCOPY,
@@ -410,7 +409,7 @@ def madvise_collapse(vma: VmArea, start: int, end: int) -> None:
     ok = True
     pt = vma.vm_mm.pgtables
     for h in range(hstart, hend, PMD_SIZE):
-        if vma.is_anonymous() and rmap.vma_anon_vma(vma) is None:
+        if vma.is_anonymous() and vma.anon_vma is None:
             ok = False
             continue
         t = pt.table(h)

@@ -2,11 +2,11 @@
 the ``MmContext`` an mm runs in (design hooks, allocators, configuration, counters).
 
 Models include/linux/mm_types.h and include/linux/rmap.h. Only the fields the VMA layer
-uses are kept. The VMA's ``anon_vma`` field is stored as the RFC's word: a real anon_vma
-pointer (``_anon_vma``) plus flag bits (``_anon_vma_flags``, bit 0 is
-``ANON_VMA_UNFAULTED``). Nothing outside ``vmalab.mm.rmap``'s accessors reads the raw
-word; in every design but ``tagged`` the flag bits stay 0, so the word behaves exactly as
-a plain pointer does in mainline.
+uses are kept. ``vma.anon_vma`` is the mainline pointer (written only by
+``vmalab.mm.rmap``). What a design keeps per VMA (the RFC's flag bits beside that
+pointer, a guard count …) lives in ``vma.design_state``, a ``DesignState`` the active
+design owns: mm/ never reads it, and tells the design through ``DesignHooks`` when a VMA
+is duplicated, merged, freed or has its anon_vma written.
 """
 
 from __future__ import annotations
@@ -76,6 +76,17 @@ class AnonVmaChain:
         self.anon_vma = anon_vma
 
 
+class DesignState:
+    """Base of the per-VMA state a design keeps in ``VmArea.design_state``.
+
+    Not a kernel structure: each design that needs per-VMA state subclasses it (with
+    ``__slots__``) and owns every read and write of it, through its hooks for
+    vm_area_dup (split and fork), merge and vm_area_free. mm/ only carries the slot.
+    """
+
+    __slots__ = ()
+
+
 class VmArea:
     """``struct vm_area_struct``. Models include/linux/mm_types.h.
 
@@ -90,8 +101,8 @@ class VmArea:
         "vm_flags",
         "vm_file",
         "vm_mm",
-        "_anon_vma",
-        "_anon_vma_flags",
+        "anon_vma",
+        "design_state",
         "anon_vma_chain",
         "anon_name",
         "uffd_ctx",
@@ -117,8 +128,9 @@ class VmArea:
         self.vm_flags = flags
         self.vm_file = file
         self.vm_mm = mm
-        self._anon_vma: AnonVma | None = None
-        self._anon_vma_flags = 0
+        self.anon_vma: AnonVma | None = None
+        #: The active design's per-VMA state (``DesignState``), None until it sets one.
+        self.design_state: DesignState | None = None
         self.anon_vma_chain: list[AnonVmaChain] = []
         self.anon_name: str | None = None
         self.uffd_ctx: object | None = None
@@ -131,11 +143,6 @@ class VmArea:
         # vma_prev()/vma_next() are O(1) as on a maple-tree iterator.
         self.vm_prev: VmArea | None = None
         self.vm_next: VmArea | None = None
-
-    @property
-    def anon_vma(self) -> AnonVma | None:
-        """The real anon_vma, flag bits masked off (``vma_anon_vma()``)."""
-        return self._anon_vma
 
     def pages(self) -> int:
         """Models include/linux/mm.h:vma_pages."""
@@ -211,31 +218,39 @@ class MmStruct:
         ``_lists``) with C ``bisect``: the positional public API (``bisect_right`` +
         ``peekitem``) costs twice as much on this hot path (find_vma on every syscall).
         """
-        sl = self.mm_mt._list
+        mt = self.mm_mt
+        sl = mt._list
         maxes = sl._maxes
         if not maxes:
             return None
         pos = bisect_right(maxes, addr)
         lists = sl._lists
+        key: int
         if pos == len(maxes):
-            return self.mm_mt[lists[-1][-1]]
-        sub = lists[pos]
-        j = bisect_right(sub, addr)
-        if j:
-            return self.mm_mt[sub[j - 1]]
-        if pos:
-            return self.mm_mt[lists[pos - 1][-1]]
-        return None
+            key = lists[-1][-1]
+        else:
+            sub = lists[pos]
+            j = bisect_right(sub, addr)
+            if j:
+                key = sub[j - 1]
+            elif pos:
+                key = lists[pos - 1][-1]
+            else:
+                return None
+        v: VmArea = mt[key]
+        return v
 
     def first_vma(self) -> VmArea | None:
         """The lowest VMA."""
         sl = self.mm_mt._list
-        return self.mm_mt[sl._lists[0][0]] if sl._maxes else None
+        v: VmArea | None = self.mm_mt[sl._lists[0][0]] if sl._maxes else None
+        return v
 
     def last_vma(self) -> VmArea | None:
         """The highest VMA."""
         sl = self.mm_mt._list
-        return self.mm_mt[sl._maxes[-1]] if sl._maxes else None
+        v: VmArea | None = self.mm_mt[sl._maxes[-1]] if sl._maxes else None
+        return v
 
     def find_vma(self, addr: int) -> VmArea | None:
         """First VMA with ``vm_end > addr``. Models mm/mmap.c:find_vma."""
@@ -354,14 +369,24 @@ class DesignHooks(Protocol):
         """Whether fork copies ``src``'s page tables (mm/memory.c:vma_needs_copy)."""
         ...
 
-    def merge_anon_vma_word(self, target: VmArea, src: VmArea) -> None:
-        """A merge makes ``target`` cover (part of) ``src``."""
+    def anon_vma_changed(self, vma: VmArea) -> None:
+        """``vma->anon_vma`` was just written (a real anon_vma, or NULL)."""
 
-    def split_anon_vma_word(self, new: VmArea, old: VmArea) -> None:
-        """vm_area_dup() of a split copies the word."""
+    def vma_dup(self, new: VmArea, old: VmArea) -> None:
+        """``new`` is vm_area_dup(``old``) of a split (__split_vma) or a move (copy_vma)."""
 
-    def fork_anon_vma_word(self, child: VmArea, parent: VmArea, wipe: bool) -> None:
-        """The child's word before anon_vma_fork()."""
+    def vma_fork_dup(self, child: VmArea, parent: VmArea) -> None:
+        """``child`` is dup_mmap()'s vm_area_dup(``parent``), before anon_vma_fork()."""
+
+    def vma_merge(self, target: VmArea, src: VmArea) -> None:
+        """A merge makes ``target`` cover (part of) ``src``'s range and page tables."""
+
+    def vma_free(self, vma: VmArea) -> None:
+        """``vma`` is about to be freed (mm/vma_init.c:vm_area_free)."""
+
+    def anon_vma_flags(self, vma: VmArea) -> int:
+        """Flag bits the design keeps beside ``vma->anon_vma`` (``VmaView.anon_vma_flags``)."""
+        ...
 
     def file_vma_retractable(self, vma: VmArea) -> bool:
         """Whether retract_page_tables() may retract ``vma``'s PTE table."""

@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 from vmalab import uapi
 from vmalab.errors import kernel_error
-from vmalab.mm import rmap
 from vmalab.mm.flags import (
     VM_ACCESS_FLAGS,
     VM_ACCOUNT,
@@ -74,7 +73,7 @@ def mprotect_fixup(
             charged = nrpages
             security_vm_enough_memory_mm(mm, charged)
             newflags |= VM_ACCOUNT
-    elif oldflags & VM_ACCOUNT and vma.is_anonymous() and rmap.vma_anon_vma(vma) is None:
+    elif oldflags & VM_ACCOUNT and vma.is_anonymous() and vma.anon_vma is None:
         # "cannot reduce our commit if we make it unwritable again except in the
         # anonymous case where no anon_vma has yet been instantiated"
         newflags &= ~VM_ACCOUNT

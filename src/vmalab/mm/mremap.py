@@ -61,7 +61,7 @@ def copy_vma(vma: VmArea, addr: int, length: int, pgoff: int) -> VmArea:
     vm_area_dup + anon_vma_clone + vma_link.
     """
     mm = vma.vm_mm
-    if vma.is_anonymous() and rmap.vma_anon_vma(vma) is None:
+    if vma.is_anonymous() and vma.anon_vma is None:
         pgoff = addr >> PAGE_SHIFT
     prev = mm.find_vma_prev(addr)[1]
     nxt = mm.find_vma(addr)
@@ -75,12 +75,12 @@ def copy_vma(vma: VmArea, addr: int, length: int, pgoff: int) -> VmArea:
     new = vma_merge_new_range(vmg)
     if new is not None:
         # The moved range (and its page tables) now belongs to a neighbour.
-        mm.ctx.design.merge_anon_vma_word(new, vma)
+        mm.ctx.design.vma_merge(new, vma)
         return new
     if vmg.nomem:
         raise AllocFailure("anon_vma_chain")
     new = vm_area_dup(vma)
-    rmap.vma_dup_anon_vma(new, vma)
+    mm.ctx.design.vma_dup(new, vma)
     new.vm_start, new.vm_end, new.vm_pgoff = addr, addr + length, pgoff
     try:
         rmap.anon_vma_clone(new, vma)

@@ -1,84 +1,40 @@
-"""anon_vma and anon_vma_chain management, and the RFC's anon_vma-word accessors.
+"""anon_vma and anon_vma_chain management.
 
 Models mm/rmap.c (anon_vma_prepare, anon_vma_clone, anon_vma_fork, unlink_anon_vmas,
-put_anon_vma) and the accessors the RFC "mm: introduce anon_vma flags, reduce kernel
-allocs" adds to include/linux/mm_types.h and mm/vma.c. Every design uses these accessors;
-only the tagged design ever sets a flag bit.
+put_anon_vma) and mm/vma.c's anon_vma helpers (anon_vma_compatible,
+find_mergeable_anon_vma, dup_anon_vma). A write of ``vma->anon_vma`` on a live VMA goes
+through :func:`vma_set_anon_vma`, which tells the design; the RFC's flag bits and their
+accessors live in ``vmalab.designs.tagged``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
-from vmalab.mm.flags import VM_ACCESS_FLAGS, VM_IGNORE_MERGE
+from vmalab.mm.flags import VM_ACCESS_FLAGS
 from vmalab.mm.mm_types import AnonVma, AnonVmaChain, VmArea
 from vmalab.mm.slab import AllocFailure
 
 if TYPE_CHECKING:
     from vmalab.mm.mm_types import MmContext
 
-# include/linux/mm_types.h (RFC patch 1/2)
-ANON_VMA_UNFAULTED: Final = 1
-NUM_ANON_VMA_FLAGS: Final = 1
-ANON_VMA_FLAG_MASK: Final = (1 << NUM_ANON_VMA_FLAGS) - 1
-
-
-# --- the RFC's accessors ---------------------------------------------------------------
-
-
-def vma_anon_vma(vma: VmArea) -> AnonVma | None:
-    """The real anon_vma with flag bits masked off. Models the RFC's vma_anon_vma()."""
-    return vma._anon_vma
-
-
-def vma_anon_vma_flags(vma: VmArea) -> int:
-    """Only the flag bits of the word. Models the RFC's vma_anon_vma_flags()."""
-    return vma._anon_vma_flags
+# --- writing vma->anon_vma -----------------------------------------------------------
 
 
 def vma_set_anon_vma(vma: VmArea, anon_vma: AnonVma | None) -> None:
-    """Store a real pointer, clearing any flag. Models the RFC's vma_set_anon_vma()."""
-    vma._anon_vma = anon_vma
-    vma._anon_vma_flags = 0
+    """``vma->anon_vma = anon_vma``, then the design's ``anon_vma_changed`` hook.
+
+    Every write of the pointer on a live VMA goes through here (or
+    :func:`vma_clear_anon_vma`), so a design that keeps state beside the pointer (the
+    RFC's flag bits, which share its word) sees each one.
+    """
+    vma.anon_vma = anon_vma
+    vma.vm_mm.ctx.design.anon_vma_changed(vma)
 
 
 def vma_clear_anon_vma(vma: VmArea) -> None:
-    """Store 0: pointer and flags gone. Models the RFC's vma_clear_anon_vma()."""
-    vma._anon_vma = None
-    vma._anon_vma_flags = 0
-
-
-def vma_dup_anon_vma(dst: VmArea, src: VmArea) -> None:
-    """Copy the raw word, flags included. Models the RFC's vma_dup_anon_vma()."""
-    dst._anon_vma = src._anon_vma
-    dst._anon_vma_flags = src._anon_vma_flags
-
-
-def vma_maybe_has_pagetables(vma: VmArea) -> bool:
-    """Raw word non-zero: a real anon_vma or any flag.
-
-    Models the RFC's vma_maybe_has_pagetables() ("page tables may need propagating").
-    """
-    return vma._anon_vma is not None or vma._anon_vma_flags != 0
-
-
-def vma_set_anon_vma_unfaulted(vma: VmArea) -> None:
-    """Set ANON_VMA_UNFAULTED if there is no real anon_vma.
-
-    Models the RFC's mm/vma.c:vma_set_anon_vma_unfaulted() (through
-    vma_set_anon_vma_if_unset(), serialised by mm->page_table_lock in the kernel).
-    """
-    if vma._anon_vma is None:
-        vma._anon_vma_flags = ANON_VMA_UNFAULTED
-
-
-def vma_clear_anon_vma_unfaulted(vma: VmArea) -> None:
-    """Write 0 if there is still no real anon_vma.
-
-    Models the RFC's mm/vma.c:vma_clear_anon_vma_unfaulted().
-    """
-    if vma._anon_vma is None:
-        vma._anon_vma_flags = 0
+    """``vma->anon_vma = NULL``, then the design's ``anon_vma_changed`` hook."""
+    vma_set_anon_vma(vma, None)
 
 
 # --- allocation ---------------------------------------------------------------------
@@ -131,12 +87,16 @@ def anon_vma_chain_link(k: MmContext, vma: VmArea, anon_vma: AnonVma) -> None:
 
 
 def anon_vma_compatible(a: VmArea, b: VmArea) -> bool:
-    """Whether b's anon_vma could serve a. Models mm/vma.c:anon_vma_compatible (6.19)."""
+    """Whether b's anon_vma could serve a. Models mm/vma.c:anon_vma_compatible (6.19).
+
+    VM_IGNORE_MERGE is the design's (VM_STICKY from 6.19 and 6.18.y, VM_SOFTDIRTY before).
+    """
+    ignore = a.vm_mm.ctx.design.vm_ignore_merge
     return (
         a.vm_end == b.vm_start
         and a.vm_policy == b.vm_policy
         and a.vm_file is b.vm_file
-        and not ((a.vm_flags ^ b.vm_flags) & ~(VM_ACCESS_FLAGS | VM_IGNORE_MERGE))
+        and not ((a.vm_flags ^ b.vm_flags) & ~(VM_ACCESS_FLAGS | ignore))
         and b.vm_pgoff == a.vm_pgoff + ((b.vm_start - a.vm_start) >> 12)
     )
 
@@ -144,7 +104,7 @@ def anon_vma_compatible(a: VmArea, b: VmArea) -> bool:
 def reusable_anon_vma(old: VmArea, a: VmArea, b: VmArea) -> AnonVma | None:
     """Models mm/vma.c:reusable_anon_vma: old's anon_vma if compatible and not forked."""
     if anon_vma_compatible(a, b):
-        av = old._anon_vma
+        av = old.anon_vma
         if av is not None and len(old.anon_vma_chain) == 1:
             return av
     return None
@@ -171,10 +131,10 @@ def anon_vma_prepare(vma: VmArea) -> None:
     """Give ``vma`` a real anon_vma if it has none; raises AllocFailure (-ENOMEM).
 
     Models include/linux/rmap.h:anon_vma_prepare and mm/rmap.c:__anon_vma_prepare. The
-    fast path tests the masked pointer, so a tagged flag-only VMA takes the slow path and
-    vma_set_anon_vma() overwrites the flag (RFC patch 1/2).
+    slow path writes the pointer through vma_set_anon_vma(), which tells the design
+    (under the RFC that write replaces the flag bits sharing the word).
     """
-    if vma._anon_vma is not None:
+    if vma.anon_vma is not None:
         return
     k = vma.vm_mm.ctx
     slabs = k.slabs
@@ -211,33 +171,33 @@ def anon_vma_clone(dst: VmArea, src: VmArea) -> None:
             # Reuse an existing anon_vma if it has no VMA and only one child. The root is
             # never reused: it has a self-parent reference and at least one child.
             if (
-                dst._anon_vma is None
-                and src._anon_vma is not None
+                dst.anon_vma is None
+                and src.anon_vma is not None
                 and av.num_children < 2
                 and av.num_active_vmas == 0
             ):
-                dst._anon_vma = av
+                vma_set_anon_vma(dst, av)
     except AllocFailure:
         vma_clear_anon_vma(dst)
         unlink_anon_vmas(dst)
         raise
-    if dst._anon_vma is not None:
-        dst._anon_vma.num_active_vmas += 1
+    if dst.anon_vma is not None:
+        dst.anon_vma.num_active_vmas += 1
 
 
 def anon_vma_fork(vma: VmArea, pvma: VmArea) -> None:
     """Give a fork child's VMA its anon_vma chain; raises AllocFailure after cleanup.
 
     Models mm/rmap.c:anon_vma_fork. It returns early when the parent has no real
-    anon_vma, so under the RFC a child of a flag-only parent keeps the flag it inherited
-    through vm_area_dup() (designs.md 4.7).
+    anon_vma, so whatever design state the child inherited through the design's fork
+    hook stays (under the RFC, a flag-only parent's flag: designs.md 4.7).
     """
-    if pvma._anon_vma is None:
+    if pvma.anon_vma is None:
         return
     k = vma.vm_mm.ctx
     vma_clear_anon_vma(vma)  # drop the inherited anon_vma; reuse one or allocate
     anon_vma_clone(vma, pvma)
-    if vma._anon_vma is not None:
+    if vma.anon_vma is not None:
         return
     try:
         av = anon_vma_alloc(k)
@@ -252,7 +212,7 @@ def anon_vma_fork(vma: VmArea, pvma: VmArea) -> None:
         put_anon_vma(k, av)
         unlink_anon_vmas(vma)
         raise
-    parent = pvma._anon_vma
+    parent = pvma.anon_vma
     av.root = parent.root
     av.parent = parent
     av.root.refcount += 1  # get_anon_vma(root): the root is pinned while av lives
@@ -267,8 +227,9 @@ def unlink_anon_vmas(vma: VmArea) -> None:
     """Unlink every chain of ``vma`` and free anon_vmas whose tree empties.
 
     Models mm/rmap.c:unlink_anon_vmas (two passes; the chain list is newest first, so the
-    root is freed last). It clears the word only when a real anon_vma was set, so a
-    tagged flag-only value survives it (designs.md 4.6).
+    root is freed last). It clears the pointer only when a real anon_vma was set, so the
+    design hears nothing for a VMA without one (the RFC's flag-only word survives it,
+    designs.md 4.6).
     """
     k = vma.vm_mm.ctx
     slabs = k.slabs
@@ -281,8 +242,8 @@ def unlink_anon_vmas(vma: VmArea) -> None:
             empty.append(avc)
             continue
         slabs.free(slabs._avc)
-    if vma._anon_vma is not None:
-        vma._anon_vma.num_active_vmas -= 1
+    if vma.anon_vma is not None:
+        vma.anon_vma.num_active_vmas -= 1
         vma_clear_anon_vma(vma)
     vma.anon_vma_chain = []
     for avc in empty:
@@ -293,11 +254,11 @@ def unlink_anon_vmas(vma: VmArea) -> None:
 def dup_anon_vma(dst: VmArea, src: VmArea) -> bool:
     """On merge, let an unfaulted target adopt the source's anon_vma.
 
-    Models mm/vma.c:dup_anon_vma (RFC form: tests the masked pointers and copies the raw
-    word). Returns True if ``dst`` adopted it; raises AllocFailure after cleanup.
+    Models mm/vma.c:dup_anon_vma. Returns True if ``dst`` adopted it; raises
+    AllocFailure after cleanup (``dst`` has no anon_vma again).
     """
-    if src._anon_vma is not None and dst._anon_vma is None:
-        vma_dup_anon_vma(dst, src)
+    if src.anon_vma is not None and dst.anon_vma is None:
+        vma_set_anon_vma(dst, src.anon_vma)
         anon_vma_clone(dst, src)
         return True
     return False

@@ -6,7 +6,9 @@ can_vma_merge_{before,after,left,right}, vma_merge_existing_range, vma_merge_new
 vma_expand, commit_merge, __split_vma/split_vma, vma_modify/vma_modify_flags, and
 mm/vma_init.c (vm_area_alloc/vm_area_dup/vm_area_free). Sticky-flag masks come from
 the active design (``Design.vm_sticky``/``vm_ignore_merge``), so the eager and tagged
-designs merge as <= 6.18 kernels do.
+designs merge as <= 6.18 kernels do. The design hears of every VMA duplicated by a split
+(``vma_dup``), merged into another (``vma_merge``) and freed (``vma_free``), so it can
+keep its per-VMA ``design_state``.
 
 Not modelled: mempolicy and userfaultfd contexts are carried and compared but nothing
 sets them; uprobes, mmap_lock and the per-VMA lock.
@@ -19,7 +21,7 @@ import errno
 from vmalab.errors import kernel_error
 from vmalab.mm import rmap
 from vmalab.mm.flags import VM_MAYWRITE, VM_SHARED, VM_SPECIAL
-from vmalab.mm.mm_types import PAGE_SHIFT, MmStruct, VmArea
+from vmalab.mm.mm_types import PAGE_SHIFT, AnonVma, MmStruct, VmArea
 from vmalab.mm.slab import AllocFailure
 
 
@@ -55,7 +57,7 @@ class VmaMergeStruct:
         pgoff: int,
         vm_flags: int,
         file: object | None,
-        anon_vma: rmap.AnonVma | None = None,
+        anon_vma: AnonVma | None = None,
     ) -> None:
         self.mm = mm
         self.prev = prev
@@ -87,7 +89,7 @@ class VmaMergeStruct:
             middle.vm_pgoff + ((start - middle.vm_start) >> PAGE_SHIFT),
             middle.vm_flags,
             middle.vm_file,
-            rmap.vma_anon_vma(middle),
+            middle.anon_vma,
         )
         vmg.policy = middle.vm_policy
         vmg.uffd_ctx = middle.uffd_ctx
@@ -110,13 +112,15 @@ def vm_area_alloc(
 def vm_area_dup(vma: VmArea, mm: MmStruct | None = None) -> VmArea:
     """Copy a VMA: range, flags, pgoff, file, names; the chain starts empty.
 
-    Models mm/vma_init.c:vm_area_dup → vm_area_init_from. The anon_vma word is copied
-    by the caller through the design's split/fork hook (the kernel copies it raw).
+    Models mm/vma_init.c:vm_area_dup → vm_area_init_from, which copies the anon_vma
+    pointer too. The caller then calls the design's ``vma_dup`` (a split, a move) or
+    ``vma_fork_dup`` (fork) hook, which decides what ``design_state`` the copy gets.
     """
     m = mm or vma.vm_mm
     slabs = m.ctx.slabs
     slabs.alloc(slabs._vma)
     new = VmArea(m, vma.vm_start, vma.vm_end, vma.vm_pgoff, vma.vm_flags, vma.vm_file)
+    new.anon_vma = vma.anon_vma
     new.anon_name = vma.anon_name
     new.uffd_ctx = vma.uffd_ctx
     new.vm_policy = vma.vm_policy
@@ -126,8 +130,10 @@ def vm_area_dup(vma: VmArea, mm: MmStruct | None = None) -> VmArea:
 
 
 def vm_area_free(vma: VmArea) -> None:
-    """Models mm/vma_init.c:vm_area_free."""
-    slabs = vma.vm_mm.ctx.slabs
+    """Models mm/vma_init.c:vm_area_free, telling the design first (``vma_free``)."""
+    ctx = vma.vm_mm.ctx
+    ctx.design.vma_free(vma)
+    slabs = ctx.slabs
     slabs.free(slabs._vma)
 
 
@@ -206,7 +212,7 @@ def is_mergeable_vma(vmg: VmaMergeStruct, merge_next: bool) -> bool:
 
 def vma_had_uncowed_parents(vma: VmArea | None) -> bool:
     """Models mm/vma.c:vma_had_uncowed_parents: an anon_vma with a non-singular chain."""
-    return vma is not None and rmap.vma_anon_vma(vma) is not None and len(vma.anon_vma_chain) != 1
+    return vma is not None and vma.anon_vma is not None and len(vma.anon_vma_chain) != 1
 
 
 def is_mergeable_anon_vma(vmg: VmaMergeStruct, merge_next: bool) -> bool:
@@ -219,7 +225,7 @@ def is_mergeable_anon_vma(vmg: VmaMergeStruct, merge_next: bool) -> bool:
     tgt = vmg.next if merge_next else vmg.prev
     assert tgt is not None
     src = vmg.middle
-    tgt_anon = rmap.vma_anon_vma(tgt)
+    tgt_anon = tgt.anon_vma
     src_anon = vmg.anon_vma
     if tgt_anon is None and src_anon is not None:
         return not vma_had_uncowed_parents(src) and not vma_had_uncowed_parents(vmg.copied_from)
@@ -258,7 +264,7 @@ def can_vma_merge_left(vmg: VmaMergeStruct) -> bool:
 
 def are_anon_vmas_compatible(a: VmArea, b: VmArea) -> bool:
     """prev and next may both be merged only if their anon_vmas agree. Models mm/vma.c."""
-    x, y = rmap.vma_anon_vma(a), rmap.vma_anon_vma(b)
+    x, y = a.anon_vma, b.anon_vma
     return x is None or y is None or x is y
 
 
@@ -286,13 +292,13 @@ def can_merge_remove_vma(vma: VmArea) -> bool:
 
 def _remove_into(target: VmArea, removed: VmArea) -> None:
     """Retire a VMA absorbed by a merge, letting the design see it first."""
-    removed.vm_mm.ctx.design.merge_anon_vma_word(target, removed)
+    removed.vm_mm.ctx.design.vma_merge(target, removed)
     remove_vma_from_mm(removed)
 
 
 def _absorb_part(target: VmArea, src: VmArea) -> None:
     """``target`` grows over part of ``src``'s range (src shrinks): tell the design."""
-    src.vm_mm.ctx.design.merge_anon_vma_word(target, src)
+    src.vm_mm.ctx.design.vma_merge(target, src)
 
 
 def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmArea | None:
@@ -346,7 +352,7 @@ def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmArea | None:
         if merge_both:
             assert prev is not None and nxt is not None
             # prev extends over middle and next, both deleted.
-            rmap.dup_anon_vma(prev, nxt if rmap.vma_anon_vma(nxt) is not None else middle)
+            rmap.dup_anon_vma(prev, nxt if nxt.anon_vma is not None else middle)
             new_end = nxt.vm_end
             _remove_into(prev, middle)
             _remove_into(prev, nxt)
@@ -456,7 +462,7 @@ def __split_vma(vma: VmArea, addr: int, new_below: bool) -> VmArea:
     """
     mm = vma.vm_mm
     new = vm_area_dup(vma)
-    mm.ctx.design.split_anon_vma_word(new, vma)
+    mm.ctx.design.vma_dup(new, vma)
     if new_below:
         new.vm_end = addr
     else:

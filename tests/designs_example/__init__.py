@@ -1,0 +1,1 @@
+"""Designs that live only in the tests (each one file, nothing in vmalab/ changed)."""
