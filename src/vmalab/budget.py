@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from vmalab.errors import ResourceLimitError, UserInputError
+from vmalab.errors import InvariantError, ResourceLimitError, UserInputError
 from vmalab.mm.slab import AllocFailure
 
 DEFAULT_PAGES = 1 << 19
@@ -134,7 +134,8 @@ class Budget:
     def out_of_time(self) -> bool:
         """Whether the wall-time budget is spent (recording the breach)."""
         if self.deadline is not None and time.monotonic() > self.deadline:
-            assert self.seconds is not None
+            if self.seconds is None:
+                raise InvariantError("out_of_time: self.seconds is None")
             self.trip("seconds", self.seconds, "wall time")
             return True
         return False

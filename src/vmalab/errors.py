@@ -1,4 +1,27 @@
-"""Exceptions of vmalab's public surface."""
+"""Exceptions of vmalab's public surface: one family, one meaning each.
+
+=======================  ==========================================================
+exception                raised when
+=======================  ==========================================================
+``KernelError``          a modelled syscall fails: an ``OSError`` whose ``.errno`` is
+                         the Linux errno (``kernel_error()`` builds it; every syscall
+                         failure is one, so ``except OSError`` and ``e.errno`` work).
+                         ``ProcessLookupError`` (ESRCH) for a call on an exited process.
+``SegmentationFault``    a user access the kernel answers with SIGSEGV or SIGBUS.
+``InvariantError``       ``Kernel.check()`` found the model inconsistent (explicit
+                         raises, never ``assert``: it holds under ``python -O``).
+``UserInputError``       a bad file, program, trace line or command-line value;
+                         ``location`` names where (``FILE:LINE`` for a malformed
+                         file: it is the format error too). Exit status 2.
+``ResourceLimitError``   one of vmalab's own budgets (``vmalab.budget``) ran out;
+                         deliberately not an OSError. Exit status 3.
+=======================  ==========================================================
+
+Inside mm/, an allocation that fails (an injected failslab failure or a budget refusal)
+raises ``vmalab.mm.slab.AllocFailure``, which each path unwinds and the syscall boundary
+(``vmalab.process``) turns into ENOMEM or the pending ``ResourceLimitError``; a fault
+raises ``vmalab.mm.memory.FaultError`` until the access turns it into a signal.
+"""
 
 from __future__ import annotations
 
@@ -36,11 +59,15 @@ class UserInputError(Exception):
         super().__init__(f"{location}: {message}")
 
 
-def kernel_error(code: int, what: str = "") -> OSError:
-    """The OSError a failing syscall raises: ``.errno`` is the Linux errno, and the text
-    starts with its name (``ENOMEM: max_map_count``)."""
+class KernelError(OSError):
+    """A failing modelled syscall: ``.errno`` is the Linux errno (``kernel_error()``)."""
+
+
+def kernel_error(code: int, what: str = "") -> KernelError:
+    """The KernelError (an OSError) a failing syscall raises: ``.errno`` is the Linux
+    errno, and the text starts with its name (``ENOMEM: max_map_count``)."""
     name = errno.errorcode.get(code, str(code))
-    return OSError(code, f"{name}: {what}" if what else name)
+    return KernelError(code, f"{name}: {what}" if what else name)
 
 
 EXIT_RESOURCE_LIMIT = 3

@@ -15,7 +15,7 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Protocol
 
 from vmalab import uapi
-from vmalab.errors import kernel_error
+from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm.page_alloc import KIND_PAGECACHE
 
 if TYPE_CHECKING:
@@ -118,7 +118,8 @@ class Inode:
             pfn = self.pages.pop(index)
             self.not_uptodate.discard(index)
             self.clean.discard(index)
-            assert phys.mapcount[pfn] == 0, "page-cache page still mapped after unmap"
+            if phys.mapcount[pfn] != 0:
+                raise InvariantError("drop_pages: page-cache page still mapped after unmap")
             phys.free(pfn)
 
     def truncate(self, size: int) -> None:

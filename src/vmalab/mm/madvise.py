@@ -20,7 +20,7 @@ import errno
 from collections.abc import Callable, Sequence
 
 from vmalab import uapi
-from vmalab.errors import kernel_error
+from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm.filemap import Inode
 from vmalab.mm.flags import (
     VM_DONTCOPY,
@@ -357,7 +357,8 @@ def madvise_pageout(vma: VmArea, start: int, end: int) -> None:
             if phys.kind[pfn] == KIND_PAGECACHE and phys.mapcount[pfn] == 1:
                 phys.mapcount[pfn] = 0
                 t[j] = 0
-                assert vma.vm_file is not None
+                if vma.vm_file is None:
+                    raise InvariantError("madvise_pageout: vma.vm_file is None")
                 inode = vma.vm_file.inode
                 index = linear_page_index(vma, (i << 21) + (j << 12))
                 if index in inode.clean and pfn not in phys.data:

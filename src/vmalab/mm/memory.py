@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
-from vmalab.errors import SegmentationFault
+from vmalab.errors import InvariantError, SegmentationFault
 from vmalab.mm.flags import (
     VM_ACCOUNT,
     VM_DROPPABLE,
@@ -45,6 +45,7 @@ from vmalab.mm.pagetable import (
     PTE_MARKER_GUARD_ENTRY,
     mk_pte,
 )
+from vmalab.mm.slab import AllocFailure
 from vmalab.mm.util import security_vm_enough_memory_mm
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ def expand_downwards(vma: VmArea, address: int) -> None:
         raise FaultError("SIGSEGV", "overlaps previous VMA")
     try:
         vma.vm_mm.ctx.design.anon_vma_prepare(vma)
-    except Exception as e:
+    except AllocFailure as e:
         raise FaultError("OOM") from e
     if address < vma.vm_start:
         size = vma.vm_end - address
@@ -235,7 +236,8 @@ def _file_page(vma: VmArea, addr: int) -> int:
     Models mm/shmem.c:shmem_fault → shmem_get_folio_gfp (SGP_CACHE allocates a page for a
     hole; tmpfs semantics for every file).
     """
-    assert vma.vm_file is not None
+    if vma.vm_file is None:
+        raise InvariantError("_file_page: vma.vm_file is None")
     inode = vma.vm_file.inode
     index = linear_page_index(vma, addr)
     if index >= (inode.size + 4095) >> 12:
@@ -256,10 +258,11 @@ def _vmf_anon_prepare(vma: VmArea) -> AnonVma:
     """
     try:
         vma.vm_mm.ctx.design.anon_vma_prepare(vma)
-    except Exception as e:
+    except AllocFailure as e:
         raise FaultError("OOM") from e
     av = vma.anon_vma
-    assert av is not None
+    if av is None:
+        raise InvariantError("_vmf_anon_prepare: av is None")
     return av
 
 
@@ -321,7 +324,7 @@ def _do_huge_pmd_anonymous_page(vma: VmArea, addr: int, write: bool) -> None:
         # anon_vma (so fork copies the mapping).
         vma.vm_mm.ctx.design.anon_vma_prepare(vma)
         t = vma.vm_mm.pgtables.pte_alloc(addr)
-    except Exception as e:
+    except AllocFailure as e:
         raise FaultError("OOM") from e
     if not write:
         for j in range(512):
@@ -374,7 +377,7 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
         return
     try:
         t = mm.pgtables.pte_alloc(addr)
-    except Exception as e:
+    except AllocFailure as e:
         raise FaultError("OOM") from e
     j = (addr >> 12) & 511
     pte = t[j]
@@ -436,7 +439,8 @@ def _do_fault_around(vma: VmArea, addr: int, t: array[int]) -> None:
     pages already in the page cache; PTEs that are not none (markers included) are left
     alone.
     """
-    assert vma.vm_file is not None
+    if vma.vm_file is None:
+        raise InvariantError("_do_fault_around: vma.vm_file is None")
     inode = vma.vm_file.inode
     pte_off = (addr >> 12) & 511
     vma_off = (addr - vma.vm_start) >> 12

@@ -115,7 +115,7 @@ def do_mlock(mm: MmStruct, start: int, length: int, flags: int) -> None:
     # mlock_fixup() left alone (VM_DROPPABLE, VM_SPECIAL) is still faulted in.
     err = mm_populate(mm, start, length, ignore_errors=False)
     if err == -errno.EFAULT or err == -errno.ENOMEM:
-        raise OSError(
+        raise kernel_error(
             errno.ENOMEM if err == -errno.EFAULT else errno.EAGAIN, "mlock populate failed"
         )
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 
 from vmalab import uapi
-from vmalab.errors import kernel_error
+from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm import rmap
 from vmalab.mm.flags import (
     VM_ACCOUNT,
@@ -209,7 +209,8 @@ def remap_move(mm: MmStruct, addr: int, length: int, new_addr: int, flags: int) 
             raise kernel_error(errno.EPERM, "mseal()'d VMA")
         do_vmi_munmap(mm, dest, n)
         piece = mm.vma_lookup(start)
-        assert piece is not None
+        if piece is None:
+            raise InvariantError("remap_move: piece is None")
         _resize_is_valid(piece, start, n, n, flags)
         if mm.map_count >= mm.ctx.max_map_count:
             raise kernel_error(errno.ENOMEM, "max_map_count")

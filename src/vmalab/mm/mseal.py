@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 
-from vmalab.errors import kernel_error
+from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm.flags import VM_SEALED
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct, VmArea
 from vmalab.mm.vma import vma_modify_flags
@@ -55,7 +55,8 @@ def do_mseal(mm: MmStruct, start: int, len_in: int, flags: int) -> None:
     if range_contains_unmapped(mm, start, end):
         raise kernel_error(errno.ENOMEM, "range contains unmapped memory")
     vma = mm.vma_lookup(start)
-    assert vma is not None
+    if vma is None:
+        raise InvariantError("do_mseal: vma is None")
     prev = vma if start > vma.vm_start else mm.vma_prev(vma)
     cur = start
     while vma is not None and vma.vm_start < end:

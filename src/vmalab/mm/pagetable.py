@@ -20,6 +20,8 @@ from __future__ import annotations
 from array import array
 from typing import TYPE_CHECKING, Final
 
+from vmalab.mm.slab import AllocFailure
+
 if TYPE_CHECKING:
     from vmalab.mm.slab import Slabs
 
@@ -123,7 +125,7 @@ class PageTables:
             for _ in range(n):
                 slabs.alloc(slabs._pt)
                 done += 1
-        except Exception:
+        except AllocFailure:
             for _ in range(done):
                 slabs.free(slabs._pt)
             raise

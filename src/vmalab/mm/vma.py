@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import errno
 
-from vmalab.errors import kernel_error
+from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm import rmap
 from vmalab.mm.flags import VM_MAYWRITE, VM_SHARED, VM_SPECIAL
 from vmalab.mm.mm_types import PAGE_SHIFT, AnonVma, MmStruct, VmArea
@@ -199,7 +199,8 @@ def remove_vma_from_mm(vma: VmArea) -> None:
 def is_mergeable_vma(vmg: VmaMergeStruct, merge_next: bool) -> bool:
     """Models mm/vma.c:is_mergeable_vma (flags modulo VM_IGNORE_MERGE, file, uffd, name)."""
     tgt = vmg.next if merge_next else vmg.prev
-    assert tgt is not None
+    if tgt is None:
+        raise InvariantError("is_mergeable_vma: tgt is None")
     ignore = vmg.mm.ctx.design.vm_ignore_merge
     return (
         vmg.policy == tgt.vm_policy
@@ -223,7 +224,8 @@ def is_mergeable_anon_vma(vmg: VmaMergeStruct, merge_next: bool) -> bool:
     middle nor a fork child that mremap() is copying (``vmg.copied_from``).
     """
     tgt = vmg.next if merge_next else vmg.prev
-    assert tgt is not None
+    if tgt is None:
+        raise InvariantError("is_mergeable_anon_vma: tgt is None")
     src = vmg.middle
     tgt_anon = tgt.anon_vma
     src_anon = vmg.anon_vma
@@ -237,7 +239,8 @@ def is_mergeable_anon_vma(vmg: VmaMergeStruct, merge_next: bool) -> bool:
 def can_vma_merge_before(vmg: VmaMergeStruct) -> bool:
     """Merge with next: mergeable and pgoff-contiguous. Models mm/vma.c:can_vma_merge_before."""
     nxt = vmg.next
-    assert nxt is not None
+    if nxt is None:
+        raise InvariantError("can_vma_merge_before: nxt is None")
     pglen = (vmg.end - vmg.start) >> PAGE_SHIFT
     return (
         is_mergeable_vma(vmg, True)
@@ -249,7 +252,8 @@ def can_vma_merge_before(vmg: VmaMergeStruct) -> bool:
 def can_vma_merge_after(vmg: VmaMergeStruct) -> bool:
     """Merge with prev: mergeable and pgoff-contiguous. Models mm/vma.c:can_vma_merge_after."""
     prev = vmg.prev
-    assert prev is not None
+    if prev is None:
+        raise InvariantError("can_vma_merge_after: prev is None")
     return (
         is_mergeable_vma(vmg, False)
         and is_mergeable_anon_vma(vmg, False)
@@ -275,7 +279,8 @@ def can_vma_merge_right(vmg: VmaMergeStruct, can_merge_left: bool) -> bool:
         return False
     if not can_merge_left:
         return True
-    assert vmg.prev is not None
+    if vmg.prev is None:
+        raise InvariantError("can_vma_merge_right: vmg.prev is None")
     return are_anon_vmas_compatible(vmg.prev, nxt)
 
 
@@ -311,7 +316,8 @@ def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmArea | None:
     Returns the merged VMA, or None (``vmg.nomem`` set on allocation failure).
     """
     middle = vmg.middle
-    assert middle is not None
+    if middle is None:
+        raise InvariantError("vma_merge_existing_range: middle is None")
     mm = vmg.mm
     design = mm.ctx.design
     prev = vmg.prev
@@ -340,17 +346,20 @@ def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmArea | None:
         remove_next = merge_right = merge_both = False
 
     if merge_right:
-        assert nxt is not None
+        if nxt is None:
+            raise InvariantError("vma_merge_existing_range: nxt is None")
         target = nxt
         sticky |= nxt.vm_flags & design.vm_sticky
     if merge_left:
-        assert prev is not None
+        if prev is None:
+            raise InvariantError("vma_merge_existing_range: prev is None")
         target = prev
         sticky |= prev.vm_flags & design.vm_sticky
 
     try:
         if merge_both:
-            assert prev is not None and nxt is not None
+            if prev is None or nxt is None:
+                raise InvariantError("vma_merge_existing_range: prev or nxt is None")
             # prev extends over middle and next, both deleted.
             rmap.dup_anon_vma(prev, nxt if nxt.anon_vma is not None else middle)
             new_end = nxt.vm_end
@@ -358,7 +367,8 @@ def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmArea | None:
             _remove_into(prev, nxt)
             prev.vm_end = new_end
         elif merge_left:
-            assert prev is not None
+            if prev is None:
+                raise InvariantError("vma_merge_existing_range: prev is None")
             # prev extends; middle shrinks or is deleted.
             rmap.dup_anon_vma(prev, middle)
             if remove_middle:
@@ -369,7 +379,8 @@ def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmArea | None:
                 mm.vma_set_start(middle, end)
             prev.vm_end = end
         else:
-            assert nxt is not None
+            if nxt is None:
+                raise InvariantError("vma_merge_existing_range: nxt is None")
             # next extends backwards; middle shrinks or is deleted.
             rmap.dup_anon_vma(nxt, middle)
             pglen = (end - start) >> PAGE_SHIFT
@@ -397,20 +408,23 @@ def vma_expand(vmg: VmaMergeStruct) -> None:
     Raises AllocFailure (-ENOMEM) with nothing changed.
     """
     target = vmg.target
-    assert target is not None
+    if target is None:
+        raise InvariantError("vma_expand: target is None")
     mm = vmg.mm
     design = mm.ctx.design
     nxt = vmg.next
     sticky = (vmg.vm_flags | target.vm_flags) & design.vm_sticky
     remove_next = nxt is not None and target is not nxt and vmg.end == nxt.vm_end
     if remove_next:
-        assert nxt is not None
+        if nxt is None:
+            raise InvariantError("vma_expand: nxt is None")
         sticky |= nxt.vm_flags & design.vm_sticky
         rmap.dup_anon_vma(target, nxt)
     if vmg.copied_from is not None:
         rmap.dup_anon_vma(target, vmg.copied_from)
     if remove_next:
-        assert nxt is not None
+        if nxt is None:
+            raise InvariantError("vma_expand: nxt is None")
         _remove_into(target, nxt)
     target.vm_end = vmg.end
     target.vm_pgoff = vmg.pgoff
@@ -430,11 +444,13 @@ def vma_merge_new_range(vmg: VmaMergeStruct) -> VmArea | None:
     can_left = can_vma_merge_left(vmg)
     can_right = can_vma_merge_right(vmg, can_left)
     if can_right:
-        assert nxt is not None
+        if nxt is None:
+            raise InvariantError("vma_merge_new_range: nxt is None")
         vmg.end = nxt.vm_end
         vmg.target = nxt
     if can_left:
-        assert prev is not None
+        if prev is None:
+            raise InvariantError("vma_merge_new_range: prev is None")
         vmg.start = prev.vm_start
         vmg.target = prev
         vmg.pgoff = prev.vm_pgoff
@@ -505,7 +521,8 @@ def vma_modify(vmg: VmaMergeStruct) -> tuple[VmArea, bool]:
     Raises OSError(ENOMEM).
     """
     vma = vmg.middle
-    assert vma is not None
+    if vma is None:
+        raise InvariantError("vma_modify: vma is None")
     merged = vma_merge_existing_range(vmg)
     if merged is not None:
         return merged, True
