@@ -20,9 +20,9 @@ from vmalab.mm.filemap import FileSystem, Inode
 from vmalab.mm.flags import VM_ACCOUNT, VM_SHARED, VM_WIPEONFORK
 from vmalab.mm.khugepaged import host_thp_mode
 from vmalab.mm.memory import unmap_mapping_range
-from vmalab.mm.mm_types import PAGE_SIZE, AnonVma, MmContext, MmStruct
+from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, AnonVma, MmContext, MmStruct
 from vmalab.mm.page_alloc import KIND_ANON, KIND_FREE, KIND_PAGECACHE, PhysMem
-from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SHIFT, PTE_MARKER_GUARD_ENTRY
+from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SHIFT, PTE_MARKER_GUARD_ENTRY, pte_walk
 from vmalab.mm.pkeys import host_has_ospke
 from vmalab.mm.slab import AllocFailure, FailPolicy, Slabs, SlabStats
 from vmalab.mm.util import OvercommitConfig, host_overcommit, meminfo
@@ -191,20 +191,18 @@ class Kernel:
         for proc in self._procs.values():
             for v in proc.mm.mm_mt.values():
                 droppable = bool(v.vm_flags & VM_DROPPABLE)
-                for _i, t, s, e in proc.mm.pgtables.tables_in(v.vm_start, v.vm_end):
-                    for j in range(s, e):
-                        pte = t[j]
-                        if not pte & _PAGE_PRESENT:
-                            continue
-                        pfn = pte >> 12
-                        if (
-                            phys.kind[pfn] == KIND_ANON
-                            and phys.mapcount[pfn] == 1
-                            and (droppable or pfn in phys.lazyfree)
-                        ):
-                            phys.free(pfn)
-                            t[j] = 0
-                            freed += 1
+                for _i, t, j, pte in pte_walk(proc.mm.pgtables, v.vm_start, v.vm_end):
+                    if not pte & _PAGE_PRESENT:
+                        continue
+                    pfn = pte >> 12
+                    if (
+                        phys.kind[pfn] == KIND_ANON
+                        and phys.mapcount[pfn] == 1
+                        and (droppable or pfn in phys.lazyfree)
+                    ):
+                        phys.free(pfn)
+                        t[j] = 0
+                        freed += 1
         return freed
 
     def meminfo(self) -> dict[str, int]:
@@ -298,38 +296,31 @@ class Kernel:
                     if is_shared_maywrite(v.vm_flags):
                         writable_seen[inode.ino] += 1
                 # Page tables of this VMA.
-                for _i, t, s, e in mm.pgtables.tables_in(v.vm_start, v.vm_end):
-                    for j in range(s, e):
-                        pte = t[j]
-                        if not pte:
-                            continue
-                        if pte & _PAGE_PRESENT:
-                            pfn = pte >> 12
-                            k = phys.kind[pfn]
-                            if k == KIND_FREE:
-                                raise InvariantError(f"{where}: PTE maps a freed page {pfn}")
-                            if k == KIND_ANON:
-                                owner = phys.owner[pfn]
-                                if not any(a.id == owner for a in seen_avs):
-                                    raise InvariantError(
-                                        f"{where}: folio {pfn}'s anon_vma {owner} "
-                                        "is not on the VMA's chain"
-                                    )
-                            if k in (KIND_ANON, KIND_PAGECACHE):
-                                maps_of[pfn] += 1
-                        else:
-                            if pte != PTE_MARKER_GUARD_ENTRY:
-                                raise InvariantError(f"{where}: unknown PTE {pte:#x}")
+                for _i, _t, _j, pte in pte_walk(mm.pgtables, v.vm_start, v.vm_end):
+                    if pte & _PAGE_PRESENT:
+                        pfn = pte >> 12
+                        k = phys.kind[pfn]
+                        if k == KIND_FREE:
+                            raise InvariantError(f"{where}: PTE maps a freed page {pfn}")
+                        if k == KIND_ANON:
+                            owner = phys.owner[pfn]
+                            if not any(a.id == owner for a in seen_avs):
+                                raise InvariantError(
+                                    f"{where}: folio {pfn}'s anon_vma {owner} "
+                                    "is not on the VMA's chain"
+                                )
+                        if k in (KIND_ANON, KIND_PAGECACHE):
+                            maps_of[pfn] += 1
+                    else:
+                        if pte != PTE_MARKER_GUARD_ENTRY:
+                            raise InvariantError(f"{where}: unknown PTE {pte:#x}")
             n_vmas += len(vmas)
             # No PTE outside a VMA.
             spans = [(v.vm_start, v.vm_end) for v in vmas]
-            for i, t in mm.pgtables.pte.items():
-                base = i << PMD_SHIFT
-                for j in range(512):
-                    if t[j]:
-                        a = base + (j << 12)
-                        if not _covered(spans, a):
-                            raise InvariantError(f"pid {proc.pid}: PTE at {a:#x} outside every VMA")
+            for i, _t, j, _pte in pte_walk(mm.pgtables, 0, 1 << 64):
+                a = (i << PMD_SHIFT) + (j << PAGE_SHIFT)
+                if not _covered(spans, a):
+                    raise InvariantError(f"pid {proc.pid}: PTE at {a:#x} outside every VMA")
             n_tables += mm.pgtables.nr_tables()
         # Slab accounting.
         sl = self.slabs.caches

@@ -24,7 +24,7 @@ from vmalab.mm.flags import (
 )
 from vmalab.mm.mm_types import MmStruct, VmArea
 from vmalab.mm.page_alloc import KIND_ANON, KIND_PAGECACHE
-from vmalab.mm.pagetable import _PAGE_HUGE_ZERO, _PAGE_PRESENT, PTE_MARKER_GUARD_ENTRY
+from vmalab.mm.pagetable import _PAGE_HUGE_ZERO, _PAGE_PRESENT, PTE_MARKER_GUARD_ENTRY, pte_walk
 
 # Device numbers shown for tmpfs files and the internal shmem mount.
 TMPFS_DEV = (0x00, 0x1F)
@@ -107,25 +107,23 @@ def _rss(vma: VmArea) -> dict[str, int]:
     phys = vma.vm_mm.ctx.phys
     kind, mapcount, data = phys.kind, phys.mapcount, phys.data
     acc = dict(rss=0, pss=0.0, anon=0, sc=0, sd=0, pc=0, pd=0)
-    for _i, t, s, e in vma.vm_mm.pgtables.tables_in(vma.vm_start, vma.vm_end):
-        for j in range(s, e):
-            pte = t[j]
-            if not pte & _PAGE_PRESENT:
-                continue
-            pfn = pte >> 12
-            k = kind[pfn]
-            if k not in (KIND_ANON, KIND_PAGECACHE):
-                continue  # the zero page is not a normal page (vm_normal_page() is NULL)
-            acc["rss"] += 4
-            mc = max(mapcount[pfn], 1)
-            acc["pss"] += 4 / mc
-            dirty = k == KIND_ANON or pfn in data
-            if k == KIND_ANON:
-                acc["anon"] += 4
-            if mc > 1:
-                acc["sd" if dirty else "sc"] += 4
-            else:
-                acc["pd" if dirty else "pc"] += 4
+    for _i, _t, _j, pte in pte_walk(vma.vm_mm.pgtables, vma.vm_start, vma.vm_end):
+        if not pte & _PAGE_PRESENT:
+            continue
+        pfn = pte >> 12
+        k = kind[pfn]
+        if k not in (KIND_ANON, KIND_PAGECACHE):
+            continue  # the zero page is not a normal page (vm_normal_page() is NULL)
+        acc["rss"] += 4
+        mc = max(mapcount[pfn], 1)
+        acc["pss"] += 4 / mc
+        dirty = k == KIND_ANON or pfn in data
+        if k == KIND_ANON:
+            acc["anon"] += 4
+        if mc > 1:
+            acc["sd" if dirty else "sc"] += 4
+        else:
+            acc["pd" if dirty else "pc"] += 4
     return acc  # type: ignore[return-value]
 
 

@@ -52,7 +52,7 @@ from vmalab.mm.memory import (
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct, VmArea
 from vmalab.mm.mmap import page_align
 from vmalab.mm.page_alloc import KIND_ANON, KIND_PAGECACHE
-from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SIZE, PTE_MARKER_GUARD_ENTRY
+from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SIZE, PTE_MARKER_GUARD_ENTRY, pte_walk
 from vmalab.mm.slab import AllocFailure
 from vmalab.mm.vma import VmaMergeStruct, is_shared_maywrite, vma_modify, vma_modify_flags
 
@@ -144,10 +144,9 @@ def madvise_guard_remove(vma: VmArea, start: int, end: int) -> None:
     """
     if not is_valid_guard_vma(vma, True):
         raise kernel_error(errno.EINVAL, "guard remove on a VM_SPECIAL/VM_HUGETLB VMA")
-    for _i, t, s, e in vma.vm_mm.pgtables.tables_in(start, end):
-        for j in range(s, e):
-            if t[j] == PTE_MARKER_GUARD_ENTRY:
-                t[j] = 0
+    for _i, t, j, pte in pte_walk(vma.vm_mm.pgtables, start, end):
+        if pte == PTE_MARKER_GUARD_ENTRY:
+            t[j] = 0
     vma.vm_mm.ctx.design.guard_remove_done(vma, start, end)
 
 
@@ -317,14 +316,12 @@ def madvise_free(vma: VmArea, start: int, end: int) -> None:
     (MADV_POPULATE_WRITE) do not cancel the mark.
     """
     phys = vma.vm_mm.ctx.phys
-    for _i, t, s, e in vma.vm_mm.pgtables.tables_in(start, end):
-        for j in range(s, e):
-            pte = t[j]
-            if not pte & _PAGE_PRESENT:
-                continue
-            pfn = pte >> 12
-            if phys.kind[pfn] == KIND_ANON and phys.mapcount[pfn] == 1:
-                phys.lazyfree.add(pfn)
+    for _i, _t, _j, pte in pte_walk(vma.vm_mm.pgtables, start, end):
+        if not pte & _PAGE_PRESENT:
+            continue
+        pfn = pte >> 12
+        if phys.kind[pfn] == KIND_ANON and phys.mapcount[pfn] == 1:
+            phys.lazyfree.add(pfn)
 
 
 def madvise_pageout(vma: VmArea, start: int, end: int) -> None:
@@ -340,32 +337,30 @@ def madvise_pageout(vma: VmArea, start: int, end: int) -> None:
     """
     phys = vma.vm_mm.ctx.phys
     droppable = bool(vma.vm_flags & VM_DROPPABLE)
-    for i, t, s, e in vma.vm_mm.pgtables.tables_in(start, end):
-        for j in range(s, e):
-            pte = t[j]
-            if not pte & _PAGE_PRESENT:
-                continue
-            pfn = pte >> 12
-            lazy = pfn in phys.lazyfree
-            if (droppable or lazy) and phys.kind[pfn] == KIND_ANON and phys.mapcount[pfn] == 1:
-                # Droppable folios are not swap-backed, nor are clean MADV_FREE'd ones
-                # (shrink_folio_list discards a lazyfree folio whose PTE is clean): reclaim
-                # discards them, droppable ones dirty or not.
-                phys.free(pfn)
-                t[j] = 0
-                continue
-            if phys.kind[pfn] == KIND_PAGECACHE and phys.mapcount[pfn] == 1:
-                phys.mapcount[pfn] = 0
-                t[j] = 0
-                if vma.vm_file is None:
-                    raise InvariantError("madvise_pageout: vma.vm_file is None")
-                inode = vma.vm_file.inode
-                index = linear_page_index(vma, (i << 21) + (j << 12))
-                if index in inode.clean and pfn not in phys.data:
-                    # A clean folio (faulted into a hole, never written) needs no
-                    # writeout: __remove_mapping() drops it from the page cache. Dirty
-                    # ones stay, as shmem_writeout() fails without swap.
-                    inode.drop_pages(index, index)
+    for i, t, j, pte in pte_walk(vma.vm_mm.pgtables, start, end):
+        if not pte & _PAGE_PRESENT:
+            continue
+        pfn = pte >> 12
+        lazy = pfn in phys.lazyfree
+        if (droppable or lazy) and phys.kind[pfn] == KIND_ANON and phys.mapcount[pfn] == 1:
+            # Droppable folios are not swap-backed, nor are clean MADV_FREE'd ones
+            # (shrink_folio_list discards a lazyfree folio whose PTE is clean): reclaim
+            # discards them, droppable ones dirty or not.
+            phys.free(pfn)
+            t[j] = 0
+            continue
+        if phys.kind[pfn] == KIND_PAGECACHE and phys.mapcount[pfn] == 1:
+            phys.mapcount[pfn] = 0
+            t[j] = 0
+            if vma.vm_file is None:
+                raise InvariantError("madvise_pageout: vma.vm_file is None")
+            inode = vma.vm_file.inode
+            index = linear_page_index(vma, (i << 21) + (j << 12))
+            if index in inode.clean and pfn not in phys.data:
+                # A clean folio (faulted into a hole, never written) needs no
+                # writeout: __remove_mapping() drops it from the page cache. Dirty
+                # ones stay, as shmem_writeout() fails without swap.
+                inode.drop_pages(index, index)
 
 
 def madvise_populate(mm: MmStruct, start: int, end: int, write: bool) -> None:

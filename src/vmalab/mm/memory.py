@@ -43,7 +43,9 @@ from vmalab.mm.pagetable import (
     _PAGE_RW,
     PMD_SHIFT,
     PTE_MARKER_GUARD_ENTRY,
+    is_guard_pte,
     mk_pte,
+    pte_walk,
 )
 from vmalab.mm.slab import AllocFailure
 from vmalab.mm.util import security_vm_enough_memory_mm
@@ -98,38 +100,30 @@ def zap_page_range(
     phys = mm.ctx.phys
     kind = phys.kind
     mapcount = phys.mapcount
-    emptied: list[int] = []
-    for i, t, s, e in pt.tables_in(start, end):
-        any_left = False
-        for j in range(s, e):
-            pte = t[j]
-            if not pte:
-                continue
-            if pte & _PAGE_PRESENT:
-                pfn = pte >> 12
-                k = kind[pfn]
-                if k == KIND_ANON:
-                    if not even_cows:
-                        any_left = True
-                        continue
-                    mapcount[pfn] -= 1
-                    if mapcount[pfn] == 0:
-                        phys.free(pfn)
-                elif k == KIND_PAGECACHE:
-                    mapcount[pfn] -= 1
+    # Every table of the range is tried after the walk (try_reclaim_pte_table frees only
+    # an all-none table, so one that kept an entry stays).
+    tables = [i for i, _t, _s, _e in pt.tables_in(start, end)] if reclaim_pt else []
+    for _i, t, j, pte in pte_walk(pt, start, end):
+        if pte & _PAGE_PRESENT:
+            pfn = pte >> 12
+            k = kind[pfn]
+            if k == KIND_ANON:
+                if not even_cows:
+                    continue
+                mapcount[pfn] -= 1
+                if mapcount[pfn] == 0:
+                    phys.free(pfn)
+            elif k == KIND_PAGECACHE:
+                mapcount[pfn] -= 1
+            t[j] = 0
+        elif pte == PTE_MARKER_GUARD_ENTRY:
+            if drop_markers:
                 t[j] = 0
-            elif pte == PTE_MARKER_GUARD_ENTRY:
-                if drop_markers:
-                    t[j] = 0
-                    if guard_count is not None:
-                        guard_count[0] += 1
-                else:
-                    any_left = True
-            else:  # pragma: no cover - no other non-present entries are created
-                raise AssertionError(f"unknown pte {pte:#x}")
-        if reclaim_pt and not any_left:
-            emptied.append(i)
-    for i in emptied:
+                if guard_count is not None:
+                    guard_count[0] += 1
+        else:  # pragma: no cover - no other non-present entries are created
+            raise AssertionError(f"unknown pte {pte:#x}")
+    for i in tables:
         pt.try_reclaim_pte_table(i)
 
 
@@ -522,6 +516,10 @@ def copy_page_range(dst: VmArea, src: VmArea) -> int:
     (folio_try_dup_anon_rmap_pte); non-present PTEs go through copy_nonpresent_pte →
     copy_pte_marker, which always keeps PTE_MARKER_GUARD. Whether to call it at all is
     vma_needs_copy(), a design hook. Raises AllocFailure if a child table cannot be had.
+
+    The one PTE walk not written with ``pte_walk()``: it goes table by table, because
+    copy_pte_range() allocates the child's table for every source table in the range,
+    entries or none, before it reads an entry (the order matters when that fails).
     """
     spt = src.vm_mm.pgtables
     dpt = dst.vm_mm.pgtables
@@ -560,28 +558,18 @@ def move_page_tables(old: VmArea, old_addr: int, new: VmArea, new_addr: int, len
     spt = old.vm_mm.pgtables
     dpt = new.vm_mm.pgtables
     delta = new_addr - old_addr
-    for i, t, s, e in spt.tables_in(old_addr, old_addr + length):
-        base = i << PMD_SHIFT
-        for j in range(s, e):
-            pte = t[j]
-            if not pte:
-                continue
-            na = base + (j << 12) + delta
-            dt = dpt.pte_alloc(na)
-            dt[(na >> 12) & 511] = pte
-            t[j] = 0
+    for i, t, j, pte in pte_walk(spt, old_addr, old_addr + length):
+        na = (i << PMD_SHIFT) + (j << 12) + delta
+        dt = dpt.pte_alloc(na)
+        dt[(na >> 12) & 511] = pte
+        t[j] = 0
 
 
 def count_markers(vma: VmArea, start: int | None = None, end: int | None = None) -> int:
     """Guard markers in [start, end) of ``vma`` (the whole VMA by default)."""
     s = vma.vm_start if start is None else start
     e = vma.vm_end if end is None else end
-    n = 0
-    for _i, t, a, b in vma.vm_mm.pgtables.tables_in(s, e):
-        for j in range(a, b):
-            if t[j] == PTE_MARKER_GUARD_ENTRY:
-                n += 1
-    return n
+    return sum(1 for _i, _t, _j, pte in pte_walk(vma.vm_mm.pgtables, s, e) if is_guard_pte(pte))
 
 
 def has_populated_ptes(vma: VmArea, start: int, end: int) -> bool:
@@ -589,9 +577,6 @@ def has_populated_ptes(vma: VmArea, start: int, end: int) -> bool:
 
     Models the guard_install_{pud,pmd,pte}_entry() walk's "zap needed" answer.
     """
-    for _i, t, a, b in vma.vm_mm.pgtables.tables_in(start, end):
-        for j in range(a, b):
-            pte = t[j]
-            if pte and pte != PTE_MARKER_GUARD_ENTRY:
-                return True
-    return False
+    return any(
+        not is_guard_pte(pte) for _i, _t, _j, pte in pte_walk(vma.vm_mm.pgtables, start, end)
+    )

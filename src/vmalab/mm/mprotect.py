@@ -28,7 +28,7 @@ from vmalab.mm.flags import (
 from vmalab.mm.mincore import map_deny_write_exec
 from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, MmStruct, VmArea
 from vmalab.mm.mmap import mm_populate, page_align
-from vmalab.mm.pagetable import _PAGE_PRESENT, _PAGE_RW
+from vmalab.mm.pagetable import _PAGE_PRESENT, _PAGE_RW, pte_walk
 from vmalab.mm.util import security_vm_enough_memory_mm, vm_unacct_memory
 from vmalab.mm.vma import vma_modify_flags
 
@@ -42,11 +42,9 @@ def change_protection(vma: VmArea, start: int, end: int, newflags: int) -> None:
     """
     if newflags & VM_WRITE:
         return
-    for _i, t, s, e in vma.vm_mm.pgtables.tables_in(start, end):
-        for j in range(s, e):
-            pte = t[j]
-            if pte & _PAGE_PRESENT and pte & _PAGE_RW:
-                t[j] = pte & ~_PAGE_RW
+    for _i, t, j, pte in pte_walk(vma.vm_mm.pgtables, start, end):
+        if pte & _PAGE_PRESENT and pte & _PAGE_RW:
+            t[j] = pte & ~_PAGE_RW
 
 
 def mprotect_fixup(

@@ -18,6 +18,7 @@ PTE encoding (x86-64 style):
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
 from vmalab.mm.slab import AllocFailure
@@ -219,3 +220,20 @@ class PageTables:
         for i in list(self.pte):
             self._free_pte_table(i)
         self.slabs.free(self.slabs._pt)
+
+
+def pte_walk(pt: PageTables, start: int, end: int) -> Iterator[tuple[int, array[int], int, int]]:
+    """Every PTE of [start, end) that is not pte_none, in address order.
+
+    Yields ``(i, t, j, pte)``: the PMD index, the PTE table, the slot (the entry's
+    address is ``i << PMD_SHIFT | j << PAGE_SHIFT``) and the entry, which the caller may
+    overwrite through ``t[j]``. Models the pte level of mm/pagewalk.c:walk_page_range
+    (walk_pte_range with pte_none() entries skipped, as every caller in the model
+    skips them); tables are only read from, never allocated, and the set of tables is
+    taken before the first entry is yielded, so the caller may allocate tables.
+    """
+    for i, t, s, e in pt.tables_in(start, end):
+        for j in range(s, e):
+            pte = t[j]
+            if pte:
+                yield i, t, j, pte
