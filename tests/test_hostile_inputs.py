@@ -79,7 +79,7 @@ def test_huge_zero_page_and_guard_ranges_stop_at_the_pgtables_budget(advice: int
     p = k.spawn()
     a = p.mmap(0, HUGE, RW, ANON, -1, 0)
     _raises_limit(k, lambda: p.madvise(a, HUGE, advice), "pgtables")
-    assert k.slabs._pt.active <= 32
+    assert k.slab()["pgtable"].active <= 32
 
 
 def test_sparse_ranges_cost_nothing_and_trip_nothing() -> None:
@@ -136,7 +136,7 @@ def test_vma_budget_over_a_fork_tree() -> None:
             procs.append(procs[-1].fork())
 
     _raises_limit(k, tree, "vmas")
-    assert k.slabs._vma.active <= 64
+    assert k.slab()["vm_area_struct"].active <= 64
 
 
 def test_wall_time_budget() -> None:

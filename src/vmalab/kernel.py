@@ -153,9 +153,18 @@ class Kernel:
         """The live processes, oldest first."""
         return list(self._procs.values())
 
-    def _next_pid(self) -> int:
+    def alloc_pid(self) -> int:
+        """The next pid. Models kernel/pid.c:alloc_pid (sequential, never reused)."""
         self._pid_seq += 1
         return self._pid_seq
+
+    def attach_pid(self, proc: Process) -> None:
+        """Make ``proc`` a live task of this kernel. Models kernel/pid.c:attach_pid."""
+        self._procs[proc.pid] = proc
+
+    def detach_pid(self, pid: int) -> None:
+        """Forget the task ``pid`` at exit. Models kernel/pid.c:detach_pid."""
+        del self._procs[pid]
 
     def spawn(self) -> Process:
         """A new process with an empty address space (mm_alloc + pgd_alloc)."""

@@ -64,9 +64,9 @@ class KernelView(Protocol):
     def anon_vma_name(self) -> bool: ...
     @property
     def processes(self) -> list[Process]: ...
-    @property
-    def _procs(self) -> dict[int, Process]: ...
-    def _next_pid(self) -> int: ...
+    def alloc_pid(self) -> int: ...
+    def attach_pid(self, proc: Process) -> None: ...
+    def detach_pid(self, pid: int) -> None: ...
     def check(self) -> None: ...
 
 
@@ -159,14 +159,14 @@ class Process:
     def _new(cls, kernel: KernelView, mm: MmStruct | None = None) -> Process:
         self = object.__new__(cls)
         self.kernel = kernel
-        self.pid = kernel._next_pid()
+        self.pid = kernel.alloc_pid()
         slabs = kernel.slabs
         if mm is None:
-            slabs.alloc(slabs._mm)
+            slabs.alloc(slabs.mm_cachep)
             try:
                 mm = MmStruct(kernel.ctx, PageTables(slabs), self.pid)
             except AllocFailure:
-                slabs.free(slabs._mm)
+                slabs.free(slabs.mm_cachep)
                 raise
         self.mm = mm
         self.fds = {}
@@ -178,7 +178,7 @@ class Process:
         # init_new_context(): only with OSPKE is key 0 allocated and the exec-only key -1.
         self.pkey_map = 1 if kernel.pku else 0
         self.pkey_exec_only = -1 if kernel.pku else 0
-        kernel._procs[self.pid] = self
+        kernel.attach_pid(self)
         return self
 
     def __repr__(self) -> str:
@@ -580,11 +580,11 @@ class Process:
         """
         k = self.kernel
         slabs = k.slabs
-        slabs.alloc(slabs._mm)
+        slabs.alloc(slabs.mm_cachep)
         try:
             mm = MmStruct(k.ctx, PageTables(slabs), 0)
         except AllocFailure:
-            slabs.free(slabs._mm)
+            slabs.free(slabs.mm_cachep)
             raise
         mm.mmap_base = self.mm.mmap_base
         # dup_mm() copies the whole mm_struct: the brk and stack fields come along
@@ -593,7 +593,7 @@ class Process:
             dup_mmap(mm, self.mm)
         except AllocFailure:
             exit_mmap(mm)
-            slabs.free(slabs._mm)
+            slabs.free(slabs.mm_cachep)
             raise
         child = Process._new(k, mm)
         mm.owner_pid = child.pid
@@ -619,8 +619,8 @@ class Process:
         for f in self.fds.values():
             f.put()
         self.fds.clear()
-        k.slabs.free(k.slabs._mm)
-        del k._procs[self.pid]
+        k.slabs.free(k.slabs.mm_cachep)
+        k.detach_pid(self.pid)
         self._dead = True
 
     # --- introspection ---------------------------------------------------------------------

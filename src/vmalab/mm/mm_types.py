@@ -211,7 +211,7 @@ class MmStruct:
 
     # --- the maple tree's interface (vma_iter_*, find_vma, vma_lookup) -------------
 
-    def _floor(self, addr: int) -> VmArea | None:
+    def floor_vma(self, addr: int) -> VmArea | None:
         """The VMA with the greatest ``vm_start <= addr``.
 
         Reads SortedDict's sorted key list through its two-level layout (``_maxes`` and
@@ -254,19 +254,19 @@ class MmStruct:
 
     def find_vma(self, addr: int) -> VmArea | None:
         """First VMA with ``vm_end > addr``. Models mm/mmap.c:find_vma."""
-        v = self._floor(addr)
+        v = self.floor_vma(addr)
         if v is None:
             return self.first_vma()
         return v if v.vm_end > addr else v.vm_next
 
     def vma_lookup(self, addr: int) -> VmArea | None:
         """The VMA containing ``addr``. Models include/linux/mm.h:vma_lookup."""
-        v = self._floor(addr)
+        v = self.floor_vma(addr)
         return v if v is not None and v.vm_end > addr else None
 
     def find_vma_prev(self, addr: int) -> tuple[VmArea | None, VmArea | None]:
         """(find_vma(addr), the VMA before it). Models mm/mmap.c:find_vma_prev."""
-        v = self._floor(addr)
+        v = self.floor_vma(addr)
         if v is None:
             return self.first_vma(), None
         if v.vm_end > addr:
@@ -294,7 +294,7 @@ class MmStruct:
 
     def vma_store(self, vma: VmArea) -> None:
         """Insert ``vma`` into the index. Models vma_iter_store()/vma_iter_bulk_store()."""
-        prev = self._floor(vma.vm_start)
+        prev = self.floor_vma(vma.vm_start)
         nxt = prev.vm_next if prev is not None else self.first_vma()
         self.mm_mt[vma.vm_start] = vma
         vma.vm_prev = prev

@@ -143,7 +143,7 @@ def vm_unmapped_area_topdown(mm: MmStruct, length: int, low: int, high: int, ali
 
     Models mm/vma.c:unmapped_area_topdown.
     """
-    v = mm._floor(high - 1)  # the highest VMA starting below high
+    v = mm.floor_vma(high - 1)  # the highest VMA starting below high
     nxt = v.vm_next if v is not None else mm.first_vma()
     gap_end = high if nxt is None else min(high, vm_start_gap(nxt))
     while True:

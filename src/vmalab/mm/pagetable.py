@@ -90,7 +90,7 @@ class PageTables:
         self.pte: dict[int, array[int]] = {}
         self.pmd: dict[int, int] = {}
         self.pud: dict[int, int] = {}
-        slabs.alloc(slabs._pt)  # pgd_alloc()
+        slabs.alloc(slabs.pgtable_cachep)  # pgd_alloc()
 
     def nr_tables(self) -> int:
         """Page-table pages in use, the PGD included."""
@@ -124,11 +124,11 @@ class PageTables:
         done = 0
         try:
             for _ in range(n):
-                slabs.alloc(slabs._pt)
+                slabs.alloc(slabs.pgtable_cachep)
                 done += 1
         except AllocFailure:
             for _ in range(done):
-                slabs.free(slabs._pt)
+                slabs.free(slabs.pgtable_cachep)
             raise
         if need_pud:
             self.pud[pud_i] = 0
@@ -144,17 +144,17 @@ class PageTables:
         """Free the PTE table at PMD index ``i`` and any parent left empty."""
         slabs = self.slabs
         del self.pte[i]
-        slabs.free(slabs._pt)
+        slabs.free(slabs.pgtable_cachep)
         pmd_i = i >> (PUD_SHIFT - PMD_SHIFT)
         self.pmd[pmd_i] -= 1
         if self.pmd[pmd_i] == 0:
             del self.pmd[pmd_i]
-            slabs.free(slabs._pt)
+            slabs.free(slabs.pgtable_cachep)
             pud_i = pmd_i >> (PGDIR_SHIFT - PUD_SHIFT)
             self.pud[pud_i] -= 1
             if self.pud[pud_i] == 0:
                 del self.pud[pud_i]
-                slabs.free(slabs._pt)
+                slabs.free(slabs.pgtable_cachep)
 
     def tables_in(self, start: int, end: int) -> list[tuple[int, array[int], int, int]]:
         """Allocated PTE tables overlapping [start, end), in address order.
@@ -219,7 +219,7 @@ class PageTables:
         """Free every table and the PGD. Models the tail of exit_mmap (free_pgtables, pgd_free)."""
         for i in list(self.pte):
             self._free_pte_table(i)
-        self.slabs.free(self.slabs._pt)
+        self.slabs.free(self.slabs.pgtable_cachep)
 
 
 def pte_walk(pt: PageTables, start: int, end: int) -> Iterator[tuple[int, array[int], int, int]]:

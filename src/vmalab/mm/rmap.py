@@ -42,7 +42,7 @@ def vma_clear_anon_vma(vma: VmArea) -> None:
 
 def anon_vma_alloc(k: MmContext) -> AnonVma:
     """Allocate an anon_vma: refcount 1, parent = root = itself. Models mm/rmap.c:anon_vma_alloc."""
-    k.slabs.alloc(k.slabs._av)
+    k.slabs.alloc(k.slabs.anon_vma_cachep)
     k.anon_vma_seq += 1
     av = AnonVma(k.anon_vma_seq)
     k.anon_vmas[av.id] = av
@@ -52,7 +52,7 @@ def anon_vma_alloc(k: MmContext) -> AnonVma:
 def anon_vma_free(k: MmContext, av: AnonVma) -> None:
     """Models mm/rmap.c:anon_vma_free."""
     del k.anon_vmas[av.id]
-    k.slabs.free(k.slabs._av)
+    k.slabs.free(k.slabs.anon_vma_cachep)
 
 
 def put_anon_vma(k: MmContext, av: AnonVma) -> None:
@@ -77,7 +77,7 @@ def anon_vma_chain_link(k: MmContext, vma: VmArea, anon_vma: AnonVma) -> None:
     Models mm/rmap.c:anon_vma_chain_alloc + anon_vma_chain_link (``list_add()`` puts the
     new chain at the head of ``vma->anon_vma_chain``).
     """
-    k.slabs.alloc(k.slabs._avc)
+    k.slabs.alloc(k.slabs.anon_vma_chain_cachep)
     avc = AnonVmaChain(vma, anon_vma)
     vma.anon_vma_chain.insert(0, avc)
     anon_vma.avcs.add(avc)
@@ -138,14 +138,14 @@ def anon_vma_prepare(vma: VmArea) -> None:
         return
     k = vma.vm_mm.ctx
     slabs = k.slabs
-    slabs.alloc(slabs._avc)  # anon_vma_chain_alloc(GFP_KERNEL) comes first
+    slabs.alloc(slabs.anon_vma_chain_cachep)  # anon_vma_chain_alloc(GFP_KERNEL) comes first
     try:
         av = find_mergeable_anon_vma(vma)
         if av is None:
             av = anon_vma_alloc(k)
             av.num_children += 1  # self-parent link for new root
     except AllocFailure:
-        slabs.free(slabs._avc)
+        slabs.free(slabs.anon_vma_chain_cachep)
         raise
     vma_set_anon_vma(vma, av)
     avc = AnonVmaChain(vma, av)
@@ -206,7 +206,7 @@ def anon_vma_fork(vma: VmArea, pvma: VmArea) -> None:
         raise
     av.num_active_vmas += 1
     try:
-        k.slabs.alloc(k.slabs._avc)
+        k.slabs.alloc(k.slabs.anon_vma_chain_cachep)
     except AllocFailure:
         av.num_active_vmas -= 1
         put_anon_vma(k, av)
@@ -241,14 +241,14 @@ def unlink_anon_vmas(vma: VmArea) -> None:
             av.parent.num_children -= 1
             empty.append(avc)
             continue
-        slabs.free(slabs._avc)
+        slabs.free(slabs.anon_vma_chain_cachep)
     if vma.anon_vma is not None:
         vma.anon_vma.num_active_vmas -= 1
         vma_clear_anon_vma(vma)
     vma.anon_vma_chain = []
     for avc in empty:
         put_anon_vma(k, avc.anon_vma)
-        slabs.free(slabs._avc)
+        slabs.free(slabs.anon_vma_chain_cachep)
 
 
 def dup_anon_vma(dst: VmArea, src: VmArea) -> bool:

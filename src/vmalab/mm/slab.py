@@ -100,17 +100,28 @@ class FailPolicy:
 class Slabs:
     """All caches of one ``Kernel``."""
 
-    __slots__ = ("caches", "fail", "budget", "_vma", "_av", "_avc", "_mm", "_pt")
+    __slots__ = (
+        "caches",
+        "fail",
+        "budget",
+        "vm_area_cachep",
+        "anon_vma_cachep",
+        "anon_vma_chain_cachep",
+        "mm_cachep",
+        "pgtable_cachep",
+    )
 
     def __init__(self, fail: FailPolicy | None = None, budget: Budget | None = None) -> None:
         self.caches = {n: SlabStats(n, s) for n, s in SLAB_SIZES.items()}
         self.fail = fail
         self.budget = budget
-        self._vma = self.caches["vm_area_struct"]
-        self._av = self.caches["anon_vma"]
-        self._avc = self.caches["anon_vma_chain"]
-        self._mm = self.caches["mm_struct"]
-        self._pt = self.caches["pgtable"]
+        # The caches by their kernel variable (kernel/fork.c vm_area_cachep, mm/rmap.c
+        # anon_vma_cachep and anon_vma_chain_cachep, kernel/fork.c mm_cachep).
+        self.vm_area_cachep = self.caches["vm_area_struct"]
+        self.anon_vma_cachep = self.caches["anon_vma"]
+        self.anon_vma_chain_cachep = self.caches["anon_vma_chain"]
+        self.mm_cachep = self.caches["mm_struct"]
+        self.pgtable_cachep = self.caches["pgtable"]
 
     def alloc(self, st: SlabStats) -> None:
         """Account one allocation from cache ``st``; raises AllocFailure if injected.
@@ -121,13 +132,12 @@ class Slabs:
         """
         b = self.budget
         if b is not None:
-            limit = b.vmas if st is self._vma else b.pgtables if st is self._pt else None
-            b.check_alloc(
-                "vmas" if st is self._vma else "pgtables" if st is self._pt else st.name,
-                st.active,
-                limit,
-                st.name,
-            )
+            if st is self.vm_area_cachep:
+                b.check_alloc("vmas", st.active, b.vmas, st.name)
+            elif st is self.pgtable_cachep:
+                b.check_alloc("pgtables", st.active, b.pgtables, st.name)
+            else:
+                b.check_alloc(st.name, st.active, None, st.name)
         if self.fail is not None and self.fail.should_fail(st.name):
             raise AllocFailure(st.name)
         st.active += 1

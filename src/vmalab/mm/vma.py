@@ -105,7 +105,7 @@ def vm_area_alloc(
 ) -> VmArea:
     """Models mm/vma_init.c:vm_area_alloc (+ vma_set_range); raises AllocFailure."""
     slabs = mm.ctx.slabs
-    slabs.alloc(slabs._vma)
+    slabs.alloc(slabs.vm_area_cachep)
     return VmArea(mm, start, end, pgoff, flags, file)  # type: ignore[arg-type]
 
 
@@ -118,7 +118,7 @@ def vm_area_dup(vma: VmArea, mm: MmStruct | None = None) -> VmArea:
     """
     m = mm or vma.vm_mm
     slabs = m.ctx.slabs
-    slabs.alloc(slabs._vma)
+    slabs.alloc(slabs.vm_area_cachep)
     new = VmArea(m, vma.vm_start, vma.vm_end, vma.vm_pgoff, vma.vm_flags, vma.vm_file)
     new.anon_vma = vma.anon_vma
     new.anon_name = vma.anon_name
@@ -134,7 +134,7 @@ def vm_area_free(vma: VmArea) -> None:
     ctx = vma.vm_mm.ctx
     ctx.design.vma_free(vma)
     slabs = ctx.slabs
-    slabs.free(slabs._vma)
+    slabs.free(slabs.vm_area_cachep)
 
 
 def is_shared_maywrite(flags: int) -> bool:
