@@ -42,6 +42,7 @@ from vmalab.mm.pagetable import (
     _PAGE_PRESENT,
     _PAGE_RW,
     PMD_SHIFT,
+    PMD_SIZE,
     PTE_MARKER_GUARD_ENTRY,
     is_guard_pte,
     mk_pte,
@@ -275,7 +276,6 @@ def _map_new_anon(vma: VmArea, t: array[int], j: int, src_pfn: int | None) -> No
     t[j] = mk_pte(pfn, bool(vma.vm_flags & VM_WRITE))
 
 
-PMD_SIZE_BYTES = 1 << 21
 VM_SPECIAL_THP = VM_SPECIAL | VM_DROPPABLE
 
 
@@ -295,8 +295,8 @@ def thp_fault_ok(vma: VmArea, addr: int) -> bool:
         return False
     if f & VM_NOHUGEPAGE or (mode == "madvise" and not f & VM_HUGEPAGE):
         return False
-    haddr = addr & ~(PMD_SIZE_BYTES - 1)
-    if haddr < vma.vm_start or haddr + PMD_SIZE_BYTES > vma.vm_end:
+    haddr = addr & ~(PMD_SIZE - 1)
+    if haddr < vma.vm_start or haddr + PMD_SIZE > vma.vm_end:
         return False
     return vma.vm_mm.pgtables.table(addr) is None
 
@@ -333,10 +333,10 @@ def huge_zero_intact(vma: VmArea, addr: int, t: array[int]) -> bool:
     protection change, marker, move or VMA split makes the kernel split the PMD
     (__split_huge_zero_page_pmd), leaving 4K zero-page PTEs, which is what the other
     PTEs then stand for."""
-    haddr = addr & ~(PMD_SIZE_BYTES - 1)
+    haddr = addr & ~(PMD_SIZE - 1)
     return (
         vma.vm_start <= haddr
-        and haddr + PMD_SIZE_BYTES <= vma.vm_end
+        and haddr + PMD_SIZE <= vma.vm_end
         and all(x & _PAGE_HUGE_ZERO for x in t)
     )
 

@@ -20,6 +20,12 @@ from sortedcontainers import SortedDict
 
 from vmalab.mm.flags import VM_ACCESS_FLAGS, VM_READ, VM_SHARED, VM_WRITE
 
+# The page size is defined once, with the paging structures (vmalab.mm.pagetable, a
+# leaf); everything else imports it from here.
+from vmalab.mm.pagetable import PAGE_MASK as PAGE_MASK
+from vmalab.mm.pagetable import PAGE_SHIFT as PAGE_SHIFT
+from vmalab.mm.pagetable import PAGE_SIZE as PAGE_SIZE
+
 if TYPE_CHECKING:
     from vmalab.mm.filemap import File, FileSystem, Inode
     from vmalab.mm.overcommit import OvercommitConfig
@@ -27,9 +33,6 @@ if TYPE_CHECKING:
     from vmalab.mm.pagetable import PageTables
     from vmalab.mm.slab import Slabs
 
-PAGE_SHIFT = 12
-PAGE_SIZE = 1 << PAGE_SHIFT
-PAGE_MASK = ~(PAGE_SIZE - 1)
 # x86-64, 4-level paging: TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE.
 TASK_SIZE = (1 << 47) - PAGE_SIZE
 # sysctl vm.mmap_min_addr default (mm/Kconfig DEFAULT_MMAP_MIN_ADDR on x86).

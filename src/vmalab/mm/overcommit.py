@@ -1,7 +1,8 @@
 """The overcommit policy: the sysctls and memory sizes the commit charge reads.
 
 Configuration only (``vmalab.mm.util`` does the accounting, and re-exports these names);
-it imports nothing of the model, so that ``vmalab.mm.mm_types.MmContext`` can name it.
+it imports nothing of the model but the page size, so that
+``vmalab.mm.mm_types.MmContext`` can name it.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-PAGE_SHIFT = 12
+from vmalab.mm.pagetable import PAGE_SHIFT
 
 OVERCOMMIT_GUESS = 0
 OVERCOMMIT_ALWAYS = 1

@@ -16,10 +16,10 @@ from __future__ import annotations
 from array import array
 from typing import TYPE_CHECKING, Final
 
+from vmalab.mm.pagetable import PAGE_SIZE
+
 if TYPE_CHECKING:
     from vmalab.mm.slab import Budget
-
-PAGE_SIZE: Final = 4096
 
 KIND_FREE: Final = 0
 KIND_ANON: Final = 1

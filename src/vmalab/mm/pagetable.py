@@ -26,6 +26,11 @@ from vmalab.mm.slab import AllocFailure
 if TYPE_CHECKING:
     from vmalab.mm.slab import Slabs
 
+# arch/x86/include/asm/page_types.h: 4 KiB pages.
+PAGE_SHIFT: Final = 12
+PAGE_SIZE: Final = 1 << PAGE_SHIFT
+PAGE_MASK: Final = ~(PAGE_SIZE - 1)
+
 _PAGE_PRESENT: Final = 0x1
 _PAGE_RW: Final = 0x2
 # A software bit: this PTE stands for part of a PMD mapping of the huge zero page

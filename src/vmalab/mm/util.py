@@ -26,6 +26,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from vmalab.errors import kernel_error
+from vmalab.mm.mm_types import PAGE_SHIFT
 from vmalab.mm.overcommit import OVERCOMMIT_ALWAYS, OVERCOMMIT_GUESS
 from vmalab.mm.overcommit import OVERCOMMIT_NEVER as OVERCOMMIT_NEVER  # re-exported
 from vmalab.mm.overcommit import OvercommitConfig as OvercommitConfig  # re-exported
@@ -33,8 +34,6 @@ from vmalab.mm.overcommit import host_overcommit as host_overcommit  # re-export
 
 if TYPE_CHECKING:
     from vmalab.mm.mm_types import MmContext, MmStruct
-
-PAGE_SHIFT = 12
 
 
 def vm_commit_limit(cfg: OvercommitConfig) -> int:
