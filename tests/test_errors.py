@@ -49,3 +49,18 @@ def test_a_budget_breach_is_not_an_oserror() -> None:
 def test_user_input_error_names_its_location() -> None:
     e = UserInputError("prog.json:3", "bad op")
     assert str(e) == "prog.json:3: bad op" and e.location == "prog.json:3"
+
+
+@pytest.mark.parametrize("length", [-1, -4096, -8192])
+def test_mseal_negative_length_is_einval(length: int) -> None:
+    """len is an unsigned long: a negative one wraps and the range overflows (measured on
+    6.18: EINVAL for each of these, nothing sealed). The model sealed [addr - 8192, addr)
+    for -8192 and crashed on -4096 before madvise and mseal shared user_range_end()."""
+    k = Kernel("sticky")
+    p = k.spawn()
+    p.mmap(BASE, 8 * P, RW, ANON)
+    with pytest.raises(KernelError) as ei:
+        p.mseal(BASE + 4 * P, length)
+    assert ei.value.errno == errno.EINVAL
+    assert all("sl" not in v.flags for v in p.vmas())
+    k.check()

@@ -50,7 +50,7 @@ from vmalab.mm.memory import (
     zap_page_range,
 )
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct, VmArea
-from vmalab.mm.mmap import page_align
+from vmalab.mm.mmap import page_align, user_range_end
 from vmalab.mm.page_alloc import KIND_ANON, KIND_PAGECACHE
 from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SIZE, PTE_MARKER_GUARD_ENTRY, pte_walk
 from vmalab.mm.slab import AllocFailure
@@ -431,12 +431,7 @@ def do_madvise(mm: MmStruct, start: int, len_in: int, behavior: int) -> None:
         raise kernel_error(errno.EINVAL, "unaligned start")
     if len_in < 0:
         raise kernel_error(errno.EINVAL, "negative length")
-    length = page_align(len_in)
-    if len_in and not length:
-        raise kernel_error(errno.EINVAL, "length overflows")
-    end = start + length
-    if end >= 1 << 64:
-        raise kernel_error(errno.EINVAL, "range overflows")
+    end = user_range_end(start, len_in)
     if end == start:
         return
     if behavior in (uapi.MADV_POPULATE_READ, uapi.MADV_POPULATE_WRITE):

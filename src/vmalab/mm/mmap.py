@@ -93,6 +93,25 @@ def page_align(n: int) -> int:
     return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) & ((1 << 64) - 1)
 
 
+def user_range_end(start: int, len_in: int) -> int:
+    """The end of [start, start + PAGE_ALIGN(len_in)); EINVAL when it is not a range.
+
+    Models the checks that mm/madvise.c:do_madvise (madvise_validate_...) and
+    mm/mseal.c:do_mseal share: a page-aligned start, a length that PAGE_ALIGN() does not
+    wrap to 0, an end that does not overflow (``len_in`` is an unsigned long, so a
+    negative one wraps: measured, mseal(addr, -8192) is EINVAL on 6.18).
+    """
+    if start & (PAGE_SIZE - 1) or start < 0:
+        raise kernel_error(errno.EINVAL, "unaligned start")
+    length = page_align(len_in)
+    if len_in and not length:
+        raise kernel_error(errno.EINVAL, "length overflows")
+    end = start + length
+    if end >= 1 << 64:
+        raise kernel_error(errno.EINVAL, "range overflows")
+    return end
+
+
 def vm_start_gap(vma: VmArea) -> int:
     """Models include/linux/mm.h:vm_start_gap (stack_guard_gap below a growsdown VMA)."""
     start = vma.vm_start

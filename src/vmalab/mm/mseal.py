@@ -13,7 +13,8 @@ import errno
 
 from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm.flags import VM_SEALED
-from vmalab.mm.mm_types import PAGE_SIZE, MmStruct, VmArea
+from vmalab.mm.mm_types import MmStruct, VmArea
+from vmalab.mm.mmap import user_range_end
 from vmalab.mm.vma import vma_modify_flags
 
 
@@ -42,14 +43,7 @@ def do_mseal(mm: MmStruct, start: int, len_in: int, flags: int) -> None:
     """
     if flags:
         raise kernel_error(errno.EINVAL, "mseal flags must be 0")
-    if start & (PAGE_SIZE - 1) or start < 0:
-        raise kernel_error(errno.EINVAL, "unaligned start")
-    length = (len_in + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
-    if len_in and not length or length >= 1 << 64:
-        raise kernel_error(errno.EINVAL, "length overflows")
-    end = start + length
-    if end >= 1 << 64:
-        raise kernel_error(errno.EINVAL, "range overflows")
+    end = user_range_end(start, len_in)
     if end == start:
         return
     if range_contains_unmapped(mm, start, end):
