@@ -26,6 +26,8 @@ def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> None:
     (a VM_ACCOUNT VMA is charged to the commit first: ENOMEM when refused)
     when the design's vma_needs_copy() says so. On failure the partial child is left
     for the caller to tear down with exit_mmap(), as dup_mmap's error path does.
+
+    Long as mm/mmap.c:dup_mmap is (one loop, its error unwinding inline).
     """
     k = mm.ctx
     design = k.design

@@ -151,7 +151,10 @@ def madvise_guard_remove(vma: VmArea, start: int, end: int) -> None:
 
 
 def _new_flags(vma: VmArea, behavior: int) -> int:
-    """The flags a flag-changing advice asks for. Models mm/madvise.c:madvise_vma_behavior."""
+    """The flags a flag-changing advice asks for. Models mm/madvise.c:madvise_vma_behavior.
+
+    One case per advice, as the switch of mm/madvise.c:madvise_vma_behavior.
+    """
     f = vma.vm_flags
     if behavior == uapi.MADV_NORMAL:
         return f & ~(VM_RAND_READ | VM_SEQ_READ)
@@ -246,6 +249,8 @@ def _madvise_vma(
 
     Models mm/madvise.c:madvise_vma_behavior and its helpers (can_madvise_modify()
     first: EPERM for a discarding advice on a sealed VMA, see ``can_madvise_modify``).
+
+    One branch per advice, as mm/madvise.c:madvise_vma_behavior's switch.
     """
     b = behavior
     if not can_madvise_modify(vma, b):

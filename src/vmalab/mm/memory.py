@@ -95,6 +95,8 @@ def zap_page_range(
     ``even_cows=False`` keeps anonymous (CoW) pages, as unmap_mapping_range() does for
     hole punch; ``reclaim_pt`` frees PTE tables left empty (MADV_DONTNEED with
     CONFIG_PT_RECLAIM).
+
+    Long as mm/memory.c:zap_pte_range is (one case per PTE kind).
     """
     mm = vma.vm_mm
     pt = mm.pgtables
@@ -360,6 +362,9 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
     do_read_fault with do_fault_around, do_cow_fault, do_shared_fault, do_wp_page
     (reuse, wp_page_copy or wp_page_shared) and, for a PTE marker, handle_pte_marker
     (PTE_MARKER_GUARD → VM_FAULT_SIGSEGV).
+
+    Not yet split: the kernel's handlers (do_anonymous_page, do_fault, do_wp_page) are
+    folded in here, one branch each.
     """
     mm = vma.vm_mm
     k = mm.ctx

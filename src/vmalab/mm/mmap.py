@@ -409,6 +409,8 @@ def do_mmap(
     MAP_SHARED mapping of a file opened read-only, seals) and anonymous memory (pgoff
     addr >> PAGE_SHIFT for private, 0 for shared; MAP_DROPPABLE), and the populate
     decision of vm_mmap_pgoff.
+
+    Long as mm/mmap.c:do_mmap is (one check per flag, in its order).
     """
     if offset < 0 or offset & (PAGE_SIZE - 1):
         raise kernel_error(errno.EINVAL, "unaligned offset")
@@ -597,6 +599,8 @@ def sys_brk(mm: MmStruct, brk: int) -> int:
     then do_brk_flags() on the VMA before the old break (vma_prev_limit(start_brk)).
     RLIMIT_DATA is unlimited (the default), so check_data_rlimit() never refuses. Under
     mlockall(MCL_FUTURE) the new range is populated (mm_populate).
+
+    Long as SYSCALL_DEFINE1(brk) in mm/mmap.c is.
     """
     origbrk = mm.brk
     if brk < mm.start_brk:

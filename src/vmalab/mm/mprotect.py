@@ -101,6 +101,8 @@ def do_mprotect(
     a VMA may not get the access (VM_MAY* missing) or MDWE refuses it
     (map_deny_write_exec); it stops at the first hole with
     ENOMEM, leaving the VMAs before it changed.
+
+    Long as mm/mprotect.c:do_mprotect_pkey is.
     """
     if start & (PAGE_SIZE - 1) or start < 0:
         raise kernel_error(errno.EINVAL, "unaligned start")

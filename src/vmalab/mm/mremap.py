@@ -115,6 +115,8 @@ def move_vma(
     delta again: 6.18.44 leaks it (measured: ``mremap(A, 4G, 1G, MAYMOVE|FIXED, B)``
     leaves Committed_AS 3 GiB higher after the process exits); ``Kernel.commit_leaked``
     records it.
+
+    Not yet split: since 6.16 the kernel spreads this over vrm_* helpers.
     """
     k = mm.ctx
     if mm.map_count >= k.max_map_count - 3:
@@ -265,6 +267,9 @@ def do_mremap(
 
     Models mm/mremap.c:do_mremap → check_mremap_params, remap_is_valid/resize_is_valid,
     mremap_to, mremap_shrink, mremap_expand (vma_merge_extend) and move_vma.
+
+    Not yet split: since 6.16 the kernel spreads these checks over vrm_* helpers
+    (check_mremap_params, mremap_at, expand_vma …).
     """
     valid = uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED | uapi.MREMAP_DONTUNMAP
     if flags & ~valid:

@@ -314,6 +314,8 @@ def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmArea | None:
     VM_SPECIAL never merges; sticky bits of the proposed flags, prev (merging left) and
     next (merging right) are ORed into the target after commit_merge().
     Returns the merged VMA, or None (``vmg.nomem`` set on allocation failure).
+
+    Long as mm/vma.c:vma_merge_existing_range is.
     """
     middle = vmg.middle
     if middle is None:
