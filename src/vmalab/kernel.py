@@ -135,11 +135,6 @@ class Kernel:
         return self._design.name
 
     @property
-    def design_impl(self) -> Design:
-        """The design object whose hooks the core calls."""
-        return self._design
-
-    @property
     def fail(self) -> FailPolicy | None:
         """The failure-injection policy, if any (settable)."""
         return self.slabs.fail

@@ -50,7 +50,7 @@ from vmalab.mm.memory import (
     zap_page_range,
 )
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct, VmArea
-from vmalab.mm.mmap import page_align, user_range_end
+from vmalab.mm.mmap import user_range_end
 from vmalab.mm.page_alloc import KIND_ANON, KIND_PAGECACHE
 from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SIZE, PTE_MARKER_GUARD_ENTRY, pte_walk
 from vmalab.mm.slab import AllocFailure
@@ -501,12 +501,7 @@ def madvise_set_anon_name(mm: MmStruct, start: int, len_in: int, name: str | Non
         if any(not (" " <= c <= "~") or c in _ANON_NAME_BAD for c in name):
             raise kernel_error(errno.EINVAL, "name has an invalid character")
         name = name or None  # an empty name is no name
-    if start & (PAGE_SIZE - 1) or start < 0:
-        raise kernel_error(errno.EINVAL, "unaligned start")
-    length = page_align(len_in)
-    if len_in and not length:
-        raise kernel_error(errno.EINVAL, "length overflows")
-    end = start + length
+    end = user_range_end(start, len_in)
     if end == start:
         return
 
