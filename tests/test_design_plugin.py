@@ -1,8 +1,9 @@
 """A design that lives only in the tests: adding a design needs no change to the core.
 
-``Noisy`` is the eager design with a different anon_vma policy: it records every guard
-install so the test can see that the core called its hook, and it refuses to copy page
-tables at fork for VMAs it never guarded.
+``Guarded`` marks every VMA it installed guards in through ``vma.design_state`` (not a
+set keyed on ``id(vma)``, which a freed VMA's successor could reuse): it counts guard
+installs so the test can see that the core called its hook, follows splits, and copies
+page tables at fork only for VMAs it marked (or that have an anon_vma).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pytest
 
 from vmalab import Kernel, SegmentationFault, uapi
 from vmalab.designs import DESIGNS, Design, get_design
-from vmalab.mm.mm_types import VmArea
+from vmalab.mm.mm_types import DesignState, VmArea
 
 P = 4096
 BASE = 0x200000000
@@ -19,32 +20,40 @@ RW = uapi.PROT_READ | uapi.PROT_WRITE
 ANON = uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED
 
 
-class PerVmaSet(Design):
-    """Remembers guarded VMAs in a set kept by the design, not in the VMA."""
+class GuardedMark(DesignState):
+    """This VMA had guards installed."""
 
-    name = "test-per-vma-set"
+    __slots__ = ()
+
+
+class PerVmaMark(Design):
+    """Remembers guarded VMAs in their design_state."""
+
+    name = "test-per-vma-mark"
 
     def __init__(self) -> None:
-        self.guarded: set[int] = set()
         self.installs = 0
 
     def guard_install_done(self, vma: VmArea, nr_pages: int) -> None:
         self.installs += 1
-        self.guarded.add(id(vma))
+        vma.design_state = GuardedMark()
 
     def vma_dup(self, new: VmArea, old: VmArea) -> None:
-        if id(old) in self.guarded:
-            self.guarded.add(id(new))
+        if isinstance(old.design_state, GuardedMark):
+            new.design_state = GuardedMark()
+
+    def vma_free(self, vma: VmArea) -> None:
+        vma.design_state = None
 
     def vma_needs_copy(self, dst: VmArea, src: VmArea) -> bool:
-        return id(src) in self.guarded or src.anon_vma is not None
+        return isinstance(src.design_state, GuardedMark) or src.anon_vma is not None
 
 
 def test_plugin_design_runs_without_core_changes() -> None:
-    design = PerVmaSet()
+    design = PerVmaMark()
     assert design.name not in DESIGNS  # not registered: lives only here
     k = Kernel(design)
-    assert k.design == "test-per-vma-set"
+    assert k.design == "test-per-vma-mark"
     p = k.spawn()
     p.mmap(BASE, 8 * P, RW, ANON)
     p.madvise(BASE + 2 * P, P, uapi.MADV_GUARD_INSTALL)
