@@ -357,14 +357,10 @@ def _thp_into(vma: VmArea, t: array[int]) -> None:
 def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
     """Resolve a fault at ``addr`` in ``vma``; raises FaultError for a signal or OOM.
 
-    Models mm/memory.c:handle_mm_fault → handle_pte_fault and its handlers:
-    do_anonymous_page (a read maps the zero page and creates no anon_vma),
-    do_read_fault with do_fault_around, do_cow_fault, do_shared_fault, do_wp_page
-    (reuse, wp_page_copy or wp_page_shared) and, for a PTE marker, handle_pte_marker
-    (PTE_MARKER_GUARD → VM_FAULT_SIGSEGV).
-
-    Not yet split: the kernel's handlers (do_anonymous_page, do_fault, do_wp_page) are
-    folded in here, one branch each.
+    Models mm/memory.c:handle_mm_fault → __handle_mm_fault (the THP path) →
+    handle_pte_fault: a none PTE goes to do_anonymous_page or do_fault, a PTE marker to
+    handle_pte_marker (PTE_MARKER_GUARD → VM_FAULT_SIGSEGV), a write to a read-only
+    present PTE to do_wp_page.
     """
     mm = vma.vm_mm
     k = mm.ctx
@@ -380,49 +376,59 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
         raise FaultError("OOM") from e
     j = (addr >> 12) & 511
     pte = t[j]
-    phys = k.phys
     if pte == PTE_MARKER_GUARD_ENTRY:
         raise FaultError("SIGSEGV", "guard region")
-    shared = bool(vma.vm_flags & VM_SHARED)
     if not pte:
         if vma.vm_file is None:
-            # do_anonymous_page()
-            if not write:
-                t[j] = mk_pte(ZERO_PFN, False)
-                return
-            _map_new_anon(vma, t, j, None)
-            return
-        if write and not shared:
-            # do_cow_fault(): copy the page-cache page into a new anonymous folio.
-            src = _file_page(vma, addr)
-            _map_new_anon(vma, t, j, src)
-            return
-        if not write:
-            _do_fault_around(vma, addr, t)
-            if t[j]:
-                return
-        pfn = _file_page(vma, addr)
-        phys.mapcount[pfn] += 1
-        t[j] = mk_pte(pfn, shared and bool(vma.vm_flags & VM_WRITE))
+            _do_anonymous_page(vma, t, j, write)
+        else:
+            _do_fault(vma, addr, t, j, write)
         return
-    # Present PTE.
-    if not write or pte & _PAGE_RW:
-        return  # spurious (another fault already resolved it)
+    if write and not pte & _PAGE_RW:
+        _do_wp_page(vma, addr, t, j, pte)
+    # else spurious (another fault already resolved it)
+
+
+def _do_anonymous_page(vma: VmArea, t: array[int], j: int, write: bool) -> None:
+    """Models mm/memory.c:do_anonymous_page: a read maps the zero page (no anon_vma),
+    a write a new anonymous folio."""
+    if not write:
+        t[j] = mk_pte(ZERO_PFN, False)
+        return
+    _map_new_anon(vma, t, j, None)
+
+
+def _do_fault(vma: VmArea, addr: int, t: array[int], j: int, write: bool) -> None:
+    """Models mm/memory.c:do_fault: do_cow_fault for a private write (a copy of the
+    page-cache page), else do_read_fault (with do_fault_around) or do_shared_fault."""
+    shared = bool(vma.vm_flags & VM_SHARED)
+    if write and not shared:
+        src = _file_page(vma, addr)
+        _map_new_anon(vma, t, j, src)
+        return
+    if not write:
+        _do_fault_around(vma, addr, t)
+        if t[j]:
+            return
+    pfn = _file_page(vma, addr)
+    vma.vm_mm.ctx.phys.mapcount[pfn] += 1
+    t[j] = mk_pte(pfn, shared and bool(vma.vm_flags & VM_WRITE))
+
+
+def _do_wp_page(vma: VmArea, addr: int, t: array[int], j: int, pte: int) -> None:
+    """A write to a present read-only PTE. Models mm/memory.c:do_wp_page:
+    wp_page_shared (no write-notify on tmpfs), reuse of an exclusive anonymous folio
+    (wp_can_reuse_anon_folio), do_huge_zero_wp_pmd for a still-intact huge zero PMD,
+    else wp_page_copy (CoW from the zero page, a shared folio or a page-cache page)."""
+    phys = vma.vm_mm.ctx.phys
     pfn = pte >> 12
     kind = phys.kind[pfn]
-    if shared:
-        # wp_page_shared(): no write-notify on tmpfs, just make it writable.
-        t[j] = pte | _PAGE_RW
-        return
-    if kind == KIND_ANON and phys.mapcount[pfn] == 1:
-        # wp_can_reuse_anon_folio(): the folio is exclusive, reuse it.
+    if vma.vm_flags & VM_SHARED or (kind == KIND_ANON and phys.mapcount[pfn] == 1):
         t[j] = pte | _PAGE_RW
         return
     if pte & _PAGE_HUGE_ZERO and huge_zero_intact(vma, addr, t):
-        # do_huge_zero_wp_pmd(): the still-intact huge zero PMD becomes a THP.
         _thp_into(vma, t)
         return
-    # wp_page_copy(): CoW from the zero page, a shared anon folio or a page-cache page.
     _map_new_anon(vma, t, j, pfn)
     if kind != KIND_ZERO:
         phys.mapcount[pfn] -= 1
