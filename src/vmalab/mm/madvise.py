@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from vmalab import uapi
 from vmalab.errors import InvariantError, kernel_error
@@ -150,20 +151,29 @@ def madvise_guard_remove(vma: VmArea, start: int, end: int) -> None:
     vma.vm_mm.ctx.design.guard_remove_done(vma, start, end)
 
 
+# The advices that only clear and set vm_flags: (clear, set), as madvise_vma_behavior's
+# switch computes new_flags for them.
+_CLEAR_SET: Final[dict[int, tuple[int, int]]] = {
+    uapi.MADV_NORMAL: (VM_RAND_READ | VM_SEQ_READ, 0),
+    uapi.MADV_SEQUENTIAL: (VM_RAND_READ, VM_SEQ_READ),
+    uapi.MADV_RANDOM: (VM_SEQ_READ, VM_RAND_READ),
+    uapi.MADV_DONTFORK: (0, VM_DONTCOPY),
+    uapi.MADV_DONTDUMP: (0, VM_DONTDUMP),
+    uapi.MADV_HUGEPAGE: (VM_NOHUGEPAGE, VM_HUGEPAGE),
+    uapi.MADV_NOHUGEPAGE: (VM_HUGEPAGE, VM_NOHUGEPAGE),
+    uapi.MADV_UNMERGEABLE: (VM_MERGEABLE, 0),
+}
+
+
 def _new_flags(vma: VmArea, behavior: int) -> int:
     """The flags a flag-changing advice asks for. Models mm/madvise.c:madvise_vma_behavior.
 
-    One case per advice, as the switch of mm/madvise.c:madvise_vma_behavior.
+    The plain clear/set cases come from ``_CLEAR_SET``; the rest refuse some VMAs.
     """
     f = vma.vm_flags
-    if behavior == uapi.MADV_NORMAL:
-        return f & ~(VM_RAND_READ | VM_SEQ_READ)
-    if behavior == uapi.MADV_SEQUENTIAL:
-        return (f & ~VM_RAND_READ) | VM_SEQ_READ
-    if behavior == uapi.MADV_RANDOM:
-        return (f & ~VM_SEQ_READ) | VM_RAND_READ
-    if behavior == uapi.MADV_DONTFORK:
-        return f | VM_DONTCOPY
+    cs = _CLEAR_SET.get(behavior)
+    if cs is not None:
+        return (f & ~cs[0]) | cs[1]
     if behavior == uapi.MADV_DOFORK:
         if f & VM_IO:
             raise kernel_error(errno.EINVAL, "MADV_DOFORK on VM_IO")
@@ -176,24 +186,16 @@ def _new_flags(vma: VmArea, behavior: int) -> int:
         if f & VM_DROPPABLE:
             raise kernel_error(errno.EINVAL, "MADV_KEEPONFORK on a droppable VMA")
         return f & ~VM_WIPEONFORK
-    if behavior == uapi.MADV_DONTDUMP:
-        return f | VM_DONTDUMP
     if behavior == uapi.MADV_DODUMP:
         if f & (VM_SPECIAL | VM_DROPPABLE):  # droppable memory may never be dumped
             raise kernel_error(errno.EINVAL, "MADV_DODUMP on VM_SPECIAL")
         return f & ~VM_DONTDUMP
-    if behavior == uapi.MADV_HUGEPAGE:
-        return (f & ~VM_NOHUGEPAGE) | VM_HUGEPAGE
-    if behavior == uapi.MADV_NOHUGEPAGE:
-        return (f & ~VM_HUGEPAGE) | VM_NOHUGEPAGE
     if behavior == uapi.MADV_MERGEABLE:
         # ksm_madvise(): special, hugetlb and similar VMAs are silently left alone.
         if f & (VM_SPECIAL | VM_HUGETLB | VM_MERGEABLE | VM_DROPPABLE) or f & VM_SHARED:
             return f
         return f | VM_MERGEABLE
-    if behavior == uapi.MADV_UNMERGEABLE:
-        return f & ~VM_MERGEABLE
-    raise AssertionError(behavior)  # pragma: no cover
+    raise InvariantError(f"_new_flags: advice {behavior} changes no flag")
 
 
 _FLAG_ADVICE = frozenset(
