@@ -260,16 +260,12 @@ def mremap_to(
     return move_vma(mm, vma, addr, old_len if old_len else new_len, new_len, new_addr, flags, delta)
 
 
-def do_mremap(
-    mm: MmStruct, addr: int, old_len: int, new_len: int, flags: int, new_addr: int
-) -> int:
-    """The mremap syscall. Raises OSError.
+def _check_mremap_params(
+    addr: int, old_len: int, new_len: int, flags: int, new_addr: int
+) -> tuple[int, int]:
+    """The flag, alignment and range checks; returns the page-aligned (old_len, new_len).
 
-    Models mm/mremap.c:do_mremap → check_mremap_params, remap_is_valid/resize_is_valid,
-    mremap_to, mremap_shrink, mremap_expand (vma_merge_extend) and move_vma.
-
-    Not yet split: since 6.16 the kernel spreads these checks over vrm_* helpers
-    (check_mremap_params, mremap_at, expand_vma …).
+    Models mm/mremap.c:check_mremap_params (with vrm_overlaps()).
     """
     valid = uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED | uapi.MREMAP_DONTUNMAP
     if flags & ~valid:
@@ -286,53 +282,77 @@ def do_mremap(
         raise kernel_error(errno.EINVAL, "zero new length")
     if addr + old_len > U64 or addr + new_len > U64:
         raise kernel_error(errno.EINVAL, "range overflows")
-    implies_new_addr = flags & (uapi.MREMAP_FIXED | uapi.MREMAP_DONTUNMAP)
     if new_len > TASK_SIZE or new_addr > TASK_SIZE - new_len:
         raise kernel_error(errno.EINVAL, "new range beyond TASK_SIZE")
-    if implies_new_addr:
+    if flags & (uapi.MREMAP_FIXED | uapi.MREMAP_DONTUNMAP):
         if new_addr & (PAGE_SIZE - 1) or new_addr < 0:
             raise kernel_error(errno.EINVAL, "unaligned new address")
         # The ranges may not overlap (vrm_overlaps(), also for a DONTUNMAP hint).
         if addr + old_len > new_addr and new_addr + new_len > addr:
             raise kernel_error(errno.EINVAL, "overlapping ranges")
+    return old_len, new_len
+
+
+def _check_prep_vma(mm: MmStruct, addr: int, old_len: int, flags: int) -> VmArea:
+    """The VMA at ``addr``, if mremap() may touch it. Models mm/mremap.c:check_prep_vma
+    (EFAULT without a VMA, EPERM if sealed, EINVAL for old_len 0 unless shared+MAYMOVE)."""
     vma = mm.vma_lookup(addr)
     if vma is None:
         raise kernel_error(errno.EFAULT, "no VMA at old address")
     if vma.vm_flags & VM_SEALED:
-        raise kernel_error(errno.EPERM, "mseal()'d VMA")  # check_prep_vma()
+        raise kernel_error(errno.EPERM, "mseal()'d VMA")
     if not old_len:
         if not vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
             raise kernel_error(errno.EINVAL, "old_len 0 on a private mapping")
         if not flags & uapi.MREMAP_MAYMOVE:
             raise kernel_error(errno.EINVAL, "old_len 0 without MAYMOVE")
-    if implies_new_addr:
+    return vma
+
+
+def _expand_vma_in_place(mm: MmStruct, vma: VmArea, addr: int, old_len: int, delta: int) -> None:
+    """Grow ``vma`` by ``delta`` bytes at its end. Raises OSError.
+
+    Models mm/mremap.c:expand_vma_in_place → vma_merge_extend(): a new-range merge of
+    [vm_end, vm_end + delta) with the VMA itself as prev and the next VMA, the growth
+    charged first (vrm_calc_charge) and populated when VM_LOCKED.
+    """
+    charged = delta >> PAGE_SHIFT if vma.vm_flags & VM_ACCOUNT else 0
+    if charged:
+        security_vm_enough_memory_mm(mm, charged)
+    vmg = VmaMergeStruct.vma_state(vma, vma, vma.vm_end, vma.vm_end + delta)
+    vmg.middle = None
+    vmg.next = vma.vm_next
+    expanded = vma_merge_new_range(vmg)
+    if expanded is None:
+        vm_unacct_memory(mm.ctx, charged)
+        raise kernel_error(errno.ENOMEM, "vma_merge_extend failed")
+    if expanded.vm_flags & VM_LOCKED:
+        mm.locked_vm += delta >> PAGE_SHIFT
+        mm_populate(mm, addr + old_len, delta, ignore_errors=True)
+
+
+def do_mremap(
+    mm: MmStruct, addr: int, old_len: int, new_len: int, flags: int, new_addr: int
+) -> int:
+    """The mremap syscall. Raises OSError.
+
+    Models mm/mremap.c:do_mremap → check_mremap_params, check_prep_vma, then
+    mremap_to, mremap_shrink (no resize check: the tail is unmapped whatever it spans),
+    or resize_is_valid and expand_vma (in place, else move_vma).
+    """
+    old_len, new_len = _check_mremap_params(addr, old_len, new_len, flags, new_addr)
+    vma = _check_prep_vma(mm, addr, old_len, flags)
+    if flags & (uapi.MREMAP_FIXED | uapi.MREMAP_DONTUNMAP):
         return mremap_to(mm, addr, old_len, new_len, flags, new_addr)
     if new_len <= old_len:
-        # mremap_shrink() / no resize: only a VMA at old_addr is needed; the tail is
-        # unmapped whatever it spans (resize_is_valid() is not consulted).
         if old_len > new_len:
             do_vmi_munmap(mm, addr + new_len, old_len - new_len)
         return addr
     _resize_is_valid(vma, addr, old_len, new_len, flags)
     src_len = old_len if old_len else new_len
-
     delta = new_len - old_len
     if old_len == vma.vm_end - addr and vma_expandable(mm, vma, delta):
-        # mremap_expand() in place: vma_merge_extend(), a new-range merge of
-        # [vm_end, vm_end + delta) with the VMA itself as prev and the next VMA.
-        charged = delta >> PAGE_SHIFT if vma.vm_flags & VM_ACCOUNT else 0
-        if charged:
-            security_vm_enough_memory_mm(mm, charged)  # vrm_calc_charge()
-        vmg = VmaMergeStruct.vma_state(vma, vma, vma.vm_end, vma.vm_end + delta)
-        vmg.middle = None
-        vmg.next = vma.vm_next
-        expanded = vma_merge_new_range(vmg)
-        if expanded is None:
-            vm_unacct_memory(mm.ctx, charged)
-            raise kernel_error(errno.ENOMEM, "vma_merge_extend failed")
-        if expanded.vm_flags & VM_LOCKED:
-            mm.locked_vm += delta >> PAGE_SHIFT
-            mm_populate(mm, addr + old_len, delta, ignore_errors=True)
+        _expand_vma_in_place(mm, vma, addr, old_len, delta)
         return addr
     if not flags & uapi.MREMAP_MAYMOVE:
         raise kernel_error(errno.ENOMEM, "cannot grow in place")
