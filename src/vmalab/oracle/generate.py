@@ -8,6 +8,7 @@ from typing import Any
 
 from vmalab import program as P
 from vmalab.program import GenRule, Program
+from vmalab.program.ops.memory import move_op
 
 
 class Gen:
@@ -77,14 +78,7 @@ class Gen:
                     "byte": r.randrange(1, 256),
                 }
             )
-        away: dict[str, Any] = {
-            "op": "mremap",
-            "addr": a,
-            "old_len": n,
-            "new_len": n,
-            "maymove": True,
-            "to": to,
-        }
+        away = move_op(a, n, to)
         if r.random() < 0.3:
             away["dontunmap"] = True
         ops.append(away)
@@ -104,14 +98,7 @@ class Gen:
         if away.get("dontunmap"):
             # the origin is still mapped (empty): the move back must go beside it
             ops.append({"op": "munmap", "addr": a, "len": n})
-        back: dict[str, Any] = {
-            "op": "mremap",
-            "addr": to,
-            "old_len": n,
-            "new_len": n,
-            "maymove": True,
-            "to": a,
-        }
+        back = move_op(to, n, a)
         if r.random() < 0.3:
             back["dontunmap"] = True
             if r.random() < 0.3:

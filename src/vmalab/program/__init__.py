@@ -48,34 +48,17 @@ from vmalab.program.names import (
     prot_bits,
 )
 from vmalab.program.observe import Observation, Observe, State, page_char
-from vmalab.program.ops import (
-    Close,
+from vmalab.program.ops.files import Close, Fallocate, Ftruncate, Memfd, Open, Pread, Pwrite, Seal
+from vmalab.program.ops.lock import Memlock, Mlock, Mlockall, Munlock, Munlockall
+from vmalab.program.ops.memory import Madvise, Mincore, Mmap, Mprotect, Mremap, Mseal, Munmap
+from vmalab.program.ops.process import (
     Exit,
-    Fallocate,
     Fork,
-    Ftruncate,
-    Madvise,
     Mdwe,
-    Memfd,
-    Memlock,
-    Mincore,
-    Mlock,
-    Mlockall,
-    Mmap,
-    Mprotect,
-    Mremap,
-    Mseal,
-    Munlock,
-    Munlockall,
-    Munmap,
-    Open,
     PkeyAlloc,
     PkeyFree,
     PkeyMprotect,
-    Pread,
-    Pwrite,
     Read,
-    Seal,
     Slab,
     Write,
 )

@@ -22,10 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
+from vmalab.program.fields import Ctx, range_field
+
 if TYPE_CHECKING:
     import random
 
-    from vmalab.program.fields import Ctx
     from vmalab.program.observe import Observation
     from vmalab.program.run import Runner
 
@@ -108,6 +109,22 @@ class OpBase:
         object (None: ``{"ret": 0}``). Failures raise OSError with the errno."""
         raise NotImplementedError(type(self).__name__)
 
+
+@dataclass(frozen=True)
+class RangeOp(OpBase):
+    """Base of the ops whose only fields are an arena range ``addr``, ``len``."""
+
+    addr: int
+    len: int
+
+    @classmethod
+    def parse(
+        cls: type[_R], ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int
+    ) -> _R:
+        return cls(*range_field(ctx, d, loc))
+
+
+_R = TypeVar("_R", bound=RangeOp)
 
 OPS: dict[str, type[OpBase]] = {}
 """Every op class by its name in the format, in registration order."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vmalab.program.base import GenRule, GenState, OpBase, const, register
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, register
 from vmalab.program.fields import Ctx, bool_field, int_field, names_field, range_field
 from vmalab.program.names import MAX_ARENA_PAGES, MCL_NAMES, PAGE, bits
 
@@ -43,16 +43,10 @@ class Mlock(OpBase):
 
 @register
 @dataclass(frozen=True)
-class Munlock(OpBase):
+class Munlock(RangeOp):
     """``munlock(arena+addr, len)``."""
 
-    addr: int
-    len: int
     op: str = "munlock"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Munlock:
-        return cls(*range_field(ctx, d, loc))
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.check_range(self.addr, self.len)

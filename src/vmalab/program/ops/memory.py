@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vmalab import uapi
-from vmalab.program.base import GenRule, GenState, OpBase, const, register
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, register
 from vmalab.program.fields import (
     Ctx,
     bool_field,
@@ -130,16 +130,10 @@ class Mmap(OpBase):
 
 @register
 @dataclass(frozen=True)
-class Munmap(OpBase):
+class Munmap(RangeOp):
     """``munmap(arena+addr, len)``."""
 
-    addr: int
-    len: int
     op: str = "munmap"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Munmap:
-        return cls(*range_field(ctx, d, loc))
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.check_range(self.addr, self.len)
@@ -269,14 +263,7 @@ class Mremap(OpBase):
         r = g.r
         a, n, to = r.choice(g.moves)
         dest = a if r.random() < 0.7 else max(0, min(g.arena - n, a + r.choice([-n, n])))
-        d: dict[str, Any] = {
-            "op": "mremap",
-            "addr": to,
-            "old_len": n,
-            "new_len": n,
-            "maymove": True,
-            "to": dest,
-        }
+        d = move_op(to, n, dest)
         if r.random() < 0.35:
             d["dontunmap"] = True
         if r.random() < 0.5:
@@ -289,6 +276,11 @@ class Mremap(OpBase):
         # issue 14: move back beside unfaulted neighbours (the mremap merge class)
         GenRule("back", 15, lambda g, depth: 4 if g.moves else 0, generate_back),
     )
+
+
+def move_op(addr: int, n: int, to: int) -> dict[str, Any]:
+    """The op object of an ``n``-page MREMAP_MAYMOVE|MREMAP_FIXED move from ``addr`` to ``to``."""
+    return {"op": "mremap", "addr": addr, "old_len": n, "new_len": n, "maymove": True, "to": to}
 
 
 ADVICE_WEIGHTS = [
@@ -351,16 +343,10 @@ class Madvise(OpBase):
 
 @register
 @dataclass(frozen=True)
-class Mseal(OpBase):
+class Mseal(RangeOp):
     """``mseal(arena+addr, len, 0)`` (syscall 462)."""
 
-    addr: int
-    len: int
     op: str = "mseal"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Mseal:
-        return cls(*range_field(ctx, d, loc))
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.check_range(self.addr, self.len)
@@ -378,16 +364,10 @@ class Mseal(OpBase):
 
 @register
 @dataclass(frozen=True)
-class Mincore(OpBase):
+class Mincore(RangeOp):
     """``mincore(arena+addr, len)``; the result is one ``0``/``1`` per page."""
 
-    addr: int
-    len: int
     op: str = "mincore"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Mincore:
-        return cls(*range_field(ctx, d, loc))
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         r.check_range(self.addr, self.len)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vmalab.program.base import GenRule, GenState, OpBase, const, register
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, register
 from vmalab.program.fields import Ctx, int_field, names_field, prot_field, range_field
 from vmalab.program.names import MAX_DEPTH, MDWE_NAMES, PAGE, PKEY_RIGHT_NAMES, bits, prot_bits
 from vmalab.program.parse import parse_ops
@@ -36,16 +36,10 @@ def _access(r: Runner, addr: int, n: int, byte: int | None) -> dict[str, Any]:
 
 @register
 @dataclass(frozen=True)
-class Read(OpBase):
+class Read(RangeOp):
     """A user load of the first byte of each page in [addr, addr+len), stopping at a fault."""
 
-    addr: int
-    len: int
     op: str = "read"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Read:
-        return cls(*range_field(ctx, d, loc))
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         return _access(r, self.addr, self.len, None)
