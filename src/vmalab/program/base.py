@@ -74,6 +74,8 @@ class OpBase:
     terminal: ClassVar[bool] = False
     """Nothing may follow this op in its list (``exit``)."""
     gen_rules: ClassVar[tuple[GenRule, ...]] = ()
+    name_tables: ClassVar[dict[str, dict[str, int]]] = {}
+    """The fields whose values are names, with their name tables (documentation check)."""
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:

@@ -64,6 +64,7 @@ class Memfd(OpBase):
     name: str = "vmalab"
     flags: tuple[str, ...] = ()
     op: str = "memfd"
+    name_tables = {"flags": MFD_NAMES}
 
     @classmethod
     def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Memfd:
@@ -87,6 +88,7 @@ class Open(OpBase):
     name: str
     flags: tuple[str, ...] = ("rdwr", "creat")
     op: str = "open"
+    name_tables = {"flags": OPEN_FLAG_NAMES}
 
     @classmethod
     def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Open:
@@ -130,6 +132,7 @@ class Seal(OpBase):
     file: int
     seals: tuple[str, ...]
     op: str = "seal"
+    name_tables = {"seals": SEAL_NAMES}
 
     @classmethod
     def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Seal:
@@ -183,6 +186,7 @@ class Fallocate(OpBase):
     len: int
     mode: tuple[str, ...] = ()
     op: str = "fallocate"
+    name_tables = {"mode": FALLOC_NAMES}
 
     @classmethod
     def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Fallocate:

@@ -67,6 +67,7 @@ class Mlockall(OpBase):
 
     flags: tuple[str, ...] = ("current",)
     op: str = "mlockall"
+    name_tables = {"flags": MCL_NAMES}
 
     @classmethod
     def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Mlockall:

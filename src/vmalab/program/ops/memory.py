@@ -42,6 +42,7 @@ class Mmap(OpBase):
     file: int | None = None
     pgoff: int = 0
     op: str = "mmap"
+    name_tables = {"flags": MAP_FLAG_NAMES}
 
     @classmethod
     def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Mmap:
@@ -320,6 +321,7 @@ class Madvise(OpBase):
     len: int
     advice: str
     op: str = "madvise"
+    name_tables = {"advice": ADVICE_NAMES}
 
     @classmethod
     def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Madvise:

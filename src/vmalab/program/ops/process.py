@@ -156,6 +156,7 @@ class Mdwe(OpBase):
 
     flags: tuple[str, ...] = ("refuse_exec_gain",)
     op: str = "mdwe"
+    name_tables = {"flags": MDWE_NAMES}
 
     @classmethod
     def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Mdwe:
@@ -182,6 +183,7 @@ class PkeyAlloc(OpBase):
 
     rights: tuple[str, ...] = ()
     op: str = "pkey_alloc"
+    name_tables = {"rights": PKEY_RIGHT_NAMES}
 
     @classmethod
     def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> PkeyAlloc:
