@@ -137,7 +137,7 @@ class _Soak:
 
     def _prot(self) -> int:
         u = self.u
-        return self.rng.choice([u.PROT_READ | u.PROT_WRITE] * 3 + [u.PROT_READ, u.PROT_NONE])
+        return int(self.rng.choice([u.PROT_READ | u.PROT_WRITE] * 3 + [u.PROT_READ, u.PROT_NONE]))
 
     # ------------------------------------------------------------------ the ops
 
@@ -396,7 +396,7 @@ def run_soak(
     for p in list(s.live):
         try:
             p.exit()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - a model crash in exit is a violation too
             res.violations.append(
                 Violation(res.ops, "final exit", f"pid {p.pid}: {type(e).__name__}: {e}")
             )

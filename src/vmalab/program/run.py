@@ -132,10 +132,16 @@ class Runner:
         """Run ``ops`` in order; what happened, including a model failure as ``error``."""
         obs = Observation()
         for o in ops:
+            res: dict[str, Any] | None = None  # set once the op itself has run
             try:
-                res = self.step(o, obs)
-            except OSError as e:
-                res = {"errno": errno_mod.errorcode.get(e.errno or 0, str(e.errno))}
+                try:
+                    res = self.step(o, obs)
+                except OSError as e:
+                    res = {"errno": errno_mod.errorcode.get(e.errno or 0, str(e.errno))}
+                if o.terminal:
+                    obs.results.append(res)
+                    return obs
+                self.m.check()
             except Refused as e:
                 obs.error = f"refused: {e}"
                 return obs
@@ -146,19 +152,15 @@ class Runner:
                 raise ResourceLimitError(
                     "memory", 0, f"host memory exhausted during {o.op} (MemoryError)"
                 ) from None
-            except Exception as e:  # noqa: BLE001 - see _model_failure
-                obs.error = _model_failure(e)
-                return obs
-            if o.terminal:
-                obs.results.append(res)
-                return obs
-            try:
-                self.m.check()
-            except (ResourceLimitError, MemoryError):
-                raise
-            except Exception as e:  # noqa: BLE001 - see _model_failure
-                obs.error = f"after {o.op}: {_model_failure(e)}"
-                obs.results.append(res)
+            except Exception as e:  # noqa: BLE001 - the runner's one catch-all, see below
+                # Anything else is a model crash (from the op) or a failed Kernel.check()
+                # (from Machine.check, after the op): either is itself a divergence, which
+                # is reported as ``error`` rather than ending a fuzz run.
+                if res is None:
+                    obs.error = f"{type(e).__name__}: {e}"
+                else:
+                    obs.error = f"after {o.op}: {type(e).__name__}: {e}"
+                    obs.results.append(res)
                 return obs
             if self.prog.observe.each:
                 res["state"] = state_of(self.m, self.prog).to_json()
@@ -184,15 +186,6 @@ class Runner:
             if self.prog.observe.contents:
                 d["data"] = "".join(data)
         return d
-
-
-def _model_failure(e: Exception) -> str:
-    """The ``error`` text of an op (or of ``Machine.check()``) that raised something other
-    than OSError, Refused or a resource limit. On the model that is a model crash or a
-    failed ``Kernel.check()`` (InvariantError), and either is itself a divergence: so the
-    runner catches *every* other exception in exactly these two places and reports it,
-    rather than letting one bad program end a fuzz run."""
-    return f"{type(e).__name__}: {e}"
 
 
 def execute(prog: Program, m: Machine) -> Observation:
