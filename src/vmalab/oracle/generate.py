@@ -49,7 +49,11 @@ class Gen:
 
     def op(self, depth: int) -> dict[str, Any]:
         """One random op object at fork depth ``depth``."""
-        rule = self.r.choices(self.rules, [g.weight(self, depth) for g in self.rules])[0]
+        # Only the rules that may be drawn now (an exact random.Random never picks a zero
+        # weight, so leaving them out draws the same ops; other generators, such as
+        # hypothesis' randoms(), might).
+        weighted = [(g, w) for g in self.rules if (w := g.weight(self, depth)) > 0]
+        rule = self.r.choices([g for g, _ in weighted], [w for _, w in weighted])[0]
         a, n = self.rng()
         return rule.make(self, depth, a, n)
 
