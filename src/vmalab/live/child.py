@@ -52,40 +52,19 @@ MAP_FAILED = (1 << 64) - 1
 SLAB_CACHES = ("anon_vma", "anon_vma_chain", "vm_area_struct")
 
 # probe(arg): arg = {u64 addr, u64 is_write, u64 byte, u64 out}; one byte load or store.
-_PROBE_CODE = bytes(
-    [
-        0x48,
-        0x8B,
-        0x37,  # mov rsi, [rdi]
-        0x48,
-        0x8B,
-        0x57,
-        0x08,  # mov rdx, [rdi+8]
-        0x48,
-        0x8B,
-        0x4F,
-        0x10,  # mov rcx, [rdi+16]
-        0x48,
-        0x85,
-        0xD2,  # test rdx, rdx
-        0x75,
-        0x0A,  # jnz store
-        0x0F,
-        0xB6,
-        0x06,  # movzx eax, byte [rsi]
-        0x48,
-        0x89,
-        0x47,
-        0x18,  # mov [rdi+24], rax
-        0x31,
-        0xC0,  # xor eax, eax
-        0xC3,  # ret  (glibc's clone then calls SYS_exit)
-        0x88,
-        0x0E,  # store: mov [rsi], cl
-        0x31,
-        0xC0,  # xor eax, eax
-        0xC3,  # ret
-    ]
+_PROBE_CODE = bytes.fromhex(
+    "48 8b 37"  # mov rsi, [rdi]
+    " 48 8b 57 08"  # mov rdx, [rdi+8]
+    " 48 8b 4f 10"  # mov rcx, [rdi+16]
+    " 48 85 d2"  # test rdx, rdx
+    " 75 0a"  # jnz store
+    " 0f b6 06"  # movzx eax, byte [rsi]
+    " 48 89 47 18"  # mov [rdi+24], rax
+    " 31 c0"  # xor eax, eax
+    " c3"  # ret  (glibc's clone then calls SYS_exit)
+    " 88 0e"  # store: mov [rsi], cl
+    " 31 c0"  # xor eax, eax
+    " c3"  # ret
 )
 _STACK = 1 << 16
 
