@@ -6,7 +6,11 @@ random operation on a random live process: mmap (private or shared anonymous, me
 private or shared, fixed or at a kernel-chosen address, sometimes MAP_POPULATE), munmap,
 mprotect, mremap, madvise (guard install/remove, DONTNEED, FREE, COLD, PAGEOUT,
 POPULATE_READ/WRITE, WIPEONFORK/KEEPONFORK, DONTFORK/DOFORK), mlock/munlock, user reads and
-writes, fork and exit. The first process starts with its arena mapped read-write. Most
+writes, fork and exit; and one op in ten of the program format, drawn by the same generator
+as ``vmalab fuzz`` (``vmalab.oracle.generate.Gen``, built from the op classes' generator
+rules) and run by the program interpreter on that process, so that every op the format
+has (mseal, mlockall, pkeys, MDWE, mincore, every advice...) reaches the soak too. The
+first process starts with its arena mapped read-write. Most
 addresses fall inside that small per-process arena so that operations collide: splits,
 merges, holes and guard markers are frequent.
 
@@ -37,10 +41,16 @@ import click
 if TYPE_CHECKING:
     from vmalab import Kernel, Process
 
-PAGE = 4096
-#: Base and size (in pages) of the arena most operations target, in every process.
-ARENA_BASE = 0x10000000
+from vmalab import program as P
+
+PAGE = P.PAGE
+#: Base and size (in pages) of the arena most operations target, in every process: the
+#: program format's arena, where the generated program ops act too.
+ARENA_BASE = P.ARENA_BASE
 ARENA_PAGES = 256
+_GEN_DEPTH = 2
+"""The fork depth the generator is asked for: no fork op (the soak forks live processes
+itself) and no memlock (a top-level-only op)."""
 
 
 @dataclass
@@ -100,6 +110,12 @@ class _Soak:
         self.dead: Process | None = None
         self.vma_cache: dict[int, tuple[int, list[tuple[int, int]]]] = {}
         self.step = 0
+        from vmalab.oracle.generate import Gen
+        from vmalab.program.fields import Ctx
+
+        self.gen = Gen(rng, ARENA_PAGES)
+        self.prog = P.Program((), ARENA_PAGES, P.Observe(each=False, probe=False, contents=False))
+        self.ctx = Ctx("soak", ARENA_PAGES)
 
     # -------------------------------------------------------------- random values
 
@@ -137,7 +153,7 @@ class _Soak:
 
     def _prot(self) -> int:
         u = self.u
-        return self.rng.choice([u.PROT_READ | u.PROT_WRITE] * 3 + [u.PROT_READ, u.PROT_NONE])
+        return int(self.rng.choice([u.PROT_READ | u.PROT_WRITE] * 3 + [u.PROT_READ, u.PROT_NONE]))
 
     # ------------------------------------------------------------------ the ops
 
@@ -284,6 +300,21 @@ class _Soak:
         self.dead = p
         return "exit"
 
+    def op_program(self, p: Process) -> str:
+        """One op drawn by the shared program generator, run by the program interpreter
+        on ``p`` (its failures are OSError and signals like the soak's own ops)."""
+        from vmalab.program.parse import parse_op
+
+        g = self.gen
+        d = g.op(_GEN_DEPTH)
+        for seen in (g.maps, g.moves):  # what the generator remembers, bounded
+            if len(seen) > 256:
+                del seen[:128]
+        self.ctx.budget = P.MAX_OPS
+        (o,) = parse_op(self.ctx, d, "op", set(), _GEN_DEPTH)
+        P.Runner(self.prog, P.ModelMachine(self.k, p, check=False), {}).step(o, P.Observation())
+        return f"program:{o.op}"
+
     def op_dead(self, p: Process) -> str:
         """A call on an exited process must raise ProcessLookupError."""
         d = self.dead
@@ -318,6 +349,7 @@ class _Soak:
             (2.5, self.op_fork),
             (2, self.op_exit),
             (0.5, self.op_dead),
+            (10, self.op_program),
         ]
 
     def check(self, where: str) -> bool:
@@ -396,7 +428,7 @@ def run_soak(
     for p in list(s.live):
         try:
             p.exit()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - a model crash in exit is a violation too
             res.violations.append(
                 Violation(res.ops, "final exit", f"pid {p.pid}: {type(e).__name__}: {e}")
             )

@@ -32,6 +32,7 @@ import threading
 from typing import Any
 
 from vmalab import program as P
+from vmalab import uapi
 from vmalab.errors import ResourceLimitError
 
 
@@ -260,7 +261,7 @@ def _probe_guard() -> tuple[bool, str | None]:
     if a is None or a == (1 << 64) - 1:
         return False, "mmap failed"
     try:
-        if libc.madvise(a, P.PAGE, P.uapi.MADV_GUARD_INSTALL) != 0:
+        if libc.madvise(a, P.PAGE, uapi.MADV_GUARD_INSTALL) != 0:
             e = ctypes.get_errno()
             return False, f"no guard regions (MADV_GUARD_INSTALL: {os.strerror(e)})"
         # The new mapping may have merged with a neighbour: find the VMA containing it.

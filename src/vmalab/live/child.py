@@ -6,7 +6,7 @@ It reads ``{"program": ..., "options": ...}`` as JSON on stdin and writes one JS
 
 * every mapping is created with MAP_FIXED (or MAP_FIXED_NOREPLACE) inside an arena that was
   first reserved with MAP_FIXED_NOREPLACE, so it was free; every address range is checked
-  against the arena before the syscall (``_Runner.check_range`` and ``LiveMachine._inside``);
+  against the arena before the syscall (``Runner.check_range`` and ``LiveMachine._inside``);
 * user accesses are real one-byte loads and stores made by a ``clone(CLONE_VM|CLONE_VFORK)``
   child on this very mm, so a SIGSEGV or SIGBUS kills only that child;
 * ``PR_SET_PDEATHSIG(SIGKILL)``, ``alarm()``, ``RLIMIT_CORE=0``, ``RLIMIT_AS`` and
@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vmalab import program as P
+from vmalab import uapi
 from vmalab.errors import ResourceLimitError
 
 PR_SET_PDEATHSIG = 1
@@ -51,40 +52,19 @@ MAP_FAILED = (1 << 64) - 1
 SLAB_CACHES = ("anon_vma", "anon_vma_chain", "vm_area_struct")
 
 # probe(arg): arg = {u64 addr, u64 is_write, u64 byte, u64 out}; one byte load or store.
-_PROBE_CODE = bytes(
-    [
-        0x48,
-        0x8B,
-        0x37,  # mov rsi, [rdi]
-        0x48,
-        0x8B,
-        0x57,
-        0x08,  # mov rdx, [rdi+8]
-        0x48,
-        0x8B,
-        0x4F,
-        0x10,  # mov rcx, [rdi+16]
-        0x48,
-        0x85,
-        0xD2,  # test rdx, rdx
-        0x75,
-        0x0A,  # jnz store
-        0x0F,
-        0xB6,
-        0x06,  # movzx eax, byte [rsi]
-        0x48,
-        0x89,
-        0x47,
-        0x18,  # mov [rdi+24], rax
-        0x31,
-        0xC0,  # xor eax, eax
-        0xC3,  # ret  (glibc's clone then calls SYS_exit)
-        0x88,
-        0x0E,  # store: mov [rsi], cl
-        0x31,
-        0xC0,  # xor eax, eax
-        0xC3,  # ret
-    ]
+_PROBE_CODE = bytes.fromhex(
+    "48 8b 37"  # mov rsi, [rdi]
+    " 48 8b 57 08"  # mov rdx, [rdi+8]
+    " 48 8b 4f 10"  # mov rcx, [rdi+16]
+    " 48 85 d2"  # test rdx, rdx
+    " 75 0a"  # jnz store
+    " 0f b6 06"  # movzx eax, byte [rsi]
+    " 48 89 47 18"  # mov [rdi+24], rax
+    " 31 c0"  # xor eax, eax
+    " c3"  # ret  (glibc's clone then calls SYS_exit)
+    " 88 0e"  # store: mov [rsi], cl
+    " 31 c0"  # xor eax, eax
+    " c3"  # ret
 )
 _STACK = 1 << 16
 
@@ -127,7 +107,7 @@ class _Libc:
         return OSError(e, os.strerror(e))
 
 
-class Refused(P._Refused):
+class Refused(P.Refused):
     """An operation that would touch memory outside the arena (or a file outside the run
     folder); the interpreter reports it as ``refused: ...``, which ``run_live`` raises as
     a LiveError rather than comparing it."""
@@ -236,7 +216,7 @@ class LiveMachine:
 
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
         self._inside(addr, length)
-        if not flags & (P.uapi.MAP_FIXED | P.uapi.MAP_FIXED_NOREPLACE):
+        if not flags & (uapi.MAP_FIXED | uapi.MAP_FIXED_NOREPLACE):
             raise Refused("mmap without MAP_FIXED")
         r = self.lib.c.mmap(addr, length, prot, flags, fd, offset)
         if r is None or r == MAP_FAILED:
@@ -255,9 +235,9 @@ class LiveMachine:
 
     def mremap(self, addr: int, old: int, new: int, flags: int, new_addr: int) -> int:
         self._inside(addr, old)
-        if flags & P.uapi.MREMAP_FIXED:
+        if flags & uapi.MREMAP_FIXED:
             self._inside(new_addr, new)
-        elif flags & P.uapi.MREMAP_MAYMOVE:
+        elif flags & uapi.MREMAP_MAYMOVE:
             # Without MREMAP_FIXED the kernel chooses a free range (new_addr is at most a
             # hint), so nothing mapped can be replaced; it may lie outside the arena.
             self._inside(new_addr, new)
@@ -276,7 +256,7 @@ class LiveMachine:
     def mlock(self, addr: int, length: int, onfault: bool) -> None:
         self._inside(addr, length)
         if onfault:
-            r = self.lib.c.mlock2(addr, length, P.uapi.MLOCK_ONFAULT)
+            r = self.lib.c.mlock2(addr, length, uapi.MLOCK_ONFAULT)
         else:
             r = self.lib.c.mlock(addr, length)
         if r:
@@ -309,9 +289,9 @@ class LiveMachine:
 
     def mdwe(self, flags: int) -> int:
         c = self.lib.c
-        if c.prctl(P.uapi.PR_SET_MDWE, flags, 0, 0, 0):
+        if c.prctl(uapi.PR_SET_MDWE, flags, 0, 0, 0):
             raise self.lib.fail()
-        r = c.prctl(P.uapi.PR_GET_MDWE, 0, 0, 0, 0)
+        r = c.prctl(uapi.PR_GET_MDWE, 0, 0, 0, 0)
         if r < 0:
             raise self.lib.fail()
         return int(r)
@@ -370,7 +350,7 @@ class LiveMachine:
         os.ftruncate(fd, length)
 
     def fallocate(self, fd: int, mode: int, offset: int, length: int) -> None:
-        if not mode & P.uapi.FALLOC_FL_PUNCH_HOLE:
+        if not mode & uapi.FALLOC_FL_PUNCH_HOLE:
             self._charge(fd, offset + length, "fallocate")
         if self.lib.c.fallocate(fd, mode, offset, length):
             raise self.lib.fail()
@@ -421,7 +401,8 @@ class LiveMachine:
                 out = run_child(self).to_json()
             except ResourceLimitError as e:
                 out, code = {"error": str(e), "limit": _limit_json(e)}, 1
-            except BaseException as e:
+            except BaseException as e:  # noqa: BLE001 - the fork child must always _exit
+                # and report: anything escaping would run the parent's code in the child.
                 out, code = {"error": f"fork child: {type(e).__name__}: {e}"}, 1
             try:
                 data = json.dumps(out).encode()
@@ -545,7 +526,7 @@ def main() -> None:
         prog = P.from_json(req["program"], "program")
         size = prog.arena_pages * P.PAGE
         c = lib.c
-        r = c.mmap(P.ARENA_BASE, size, 0, 0x22 | P.uapi.MAP_FIXED_NOREPLACE, -1, 0)
+        r = c.mmap(P.ARENA_BASE, size, 0, 0x22 | uapi.MAP_FIXED_NOREPLACE, -1, 0)
         if r != P.ARENA_BASE:
             raise Refused(
                 f"cannot reserve the arena at {P.ARENA_BASE:#x}: {os.strerror(ctypes.get_errno())}"
@@ -556,7 +537,7 @@ def main() -> None:
         sentinels = []
         if opts.get("sentinels"):
             for a in (P.ARENA_BASE - 2 * P.PAGE, P.ARENA_BASE + size + P.PAGE):
-                got = c.mmap(a, P.PAGE, 3, 0x22 | P.uapi.MAP_FIXED_NOREPLACE, -1, 0)
+                got = c.mmap(a, P.PAGE, 3, 0x22 | uapi.MAP_FIXED_NOREPLACE, -1, 0)
                 if got != a:
                     raise Refused("cannot place sentinel pages")
                 ctypes.memset(a, 0xA5, P.PAGE)
@@ -596,7 +577,10 @@ def main() -> None:
     except ResourceLimitError as e:
         out["error"] = str(e)
         out["limit"] = _limit_json(e)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - the one catch-all of the live runner
+        # Whatever else goes wrong in here (a bad request, a ctypes surprise) must reach
+        # the parent as one JSON line, which run_live raises as a LiveError: never a
+        # traceback on stdout in place of the answer.
         out["error"] = f"live runner: {type(e).__name__}: {e}"
     finally:
         if own_tmp:
@@ -611,7 +595,7 @@ def _limit_json(e: ResourceLimitError) -> dict[str, Any]:
 
 def _raw_op(d: dict[str, Any]) -> P.Op:
     """Build an op without validation (test hook for the refusal checks)."""
-    cls = P._OPS[d["op"]]
+    cls = P.OPS[d["op"]]
     return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k != "op"})
 
 

@@ -1,0 +1,176 @@
+"""Random programs: ``Gen`` draws ops from the op classes' generator rules
+(``vmalab.program.base.GenRule``), plus multi-op scenarios; ``random_program(seed)``."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from vmalab import program as P
+from vmalab.program import GenRule, Program
+from vmalab.program.ops.memory import move_op
+
+
+class Gen:
+    """Random program builder (arena of 48 pages, memfd slot 0 of 64 pages).
+
+    One op is drawn from the table of every op class's ``gen_rules`` (sorted by their
+    ``pos``), with the weights those rules give for the current state and depth; then a
+    random arena range is drawn and handed to the rule. Implements
+    ``vmalab.program.base.GenState``."""
+
+    def __init__(self, rnd: random.Random, arena: int = 48) -> None:
+        self.r = rnd
+        self.arena = arena
+        self.files: list[int] = []
+        # mremap moves made so far, (origin, len, destination): later ops map beside the
+        # origin and move the range back, so that the moved VMA (whose pgoff is its
+        # origin's) meets a pgoff-contiguous neighbour, faulted or not (issue 14).
+        self.moves: list[tuple[int, int, int]] = []
+        self.maps: list[tuple[int, int]] = []  # ranges mmapped so far
+        self.memlock = False  # a memlock op dropped CAP_IPC_LOCK
+        self.lockall = False  # an mlockall op locked (part of) the runner itself
+        self.rules = rules()
+
+    def rng(self, maxlen: int = 12) -> tuple[int, int]:
+        """A random arena range; 40 % on a 4-page grid (more exact adjacency, merges and
+        splits)."""
+        if self.r.random() < 0.4:
+            a = 4 * self.r.randrange(self.arena // 4)
+            n = min(4 * self.r.randint(1, 3), self.arena - a)
+            return a, n
+        a = self.r.randrange(self.arena)
+        n = self.r.randint(1, min(maxlen, self.arena - a))
+        return a, n
+
+    def prot(self) -> str:
+        """A random ``prot`` (mostly read-write)."""
+        return self.r.choice(["rw", "rw", "rw", "r", "none", "rwx", "x"])
+
+    def op(self, depth: int) -> dict[str, Any]:
+        """One random op object at fork depth ``depth``."""
+        # Only the rules that may be drawn now (an exact random.Random never picks a zero
+        # weight, so leaving them out draws the same ops; other generators, such as
+        # hypothesis' randoms(), might).
+        weighted = [(g, w) for g in self.rules if (w := g.weight(self, depth)) > 0]
+        rule = self.r.choices([g for g, _ in weighted], [w for _, w in weighted])[0]
+        a, n = self.rng()
+        return rule.make(self, depth, a, n)
+
+    def move_scenario(self) -> list[dict[str, Any]]:
+        """A range moved away and back beside neighbours (the mremap merge class).
+
+        mmap F, fault part of it (or not), move it away (maybe MREMAP_DONTUNMAP), map
+        neighbours right before and/or after its origin (faulted or not, maybe forked
+        over), then move F back (maybe DONTUNMAP) to the origin: copy_vma() then merges a
+        VMA whose pgoff is the origin's with pgoff-contiguous neighbours.
+        """
+        r = self.r
+        n = r.randint(1, 6)
+        a = r.randrange(1, self.arena - n - 1)
+        to = r.randrange(self.arena - n + 1)
+        while a - n < to < a + n:
+            to = r.randrange(self.arena - n + 1)
+        ops: list[dict[str, Any]] = [{"op": "mmap", "addr": a, "len": n}]
+        if r.random() < 0.8:
+            k = r.randint(1, n)
+            ops.append(
+                {
+                    "op": "write",
+                    "addr": a + r.randrange(n - k + 1),
+                    "len": k,
+                    "byte": r.randrange(1, 256),
+                }
+            )
+        away = move_op(a, n, to)
+        if r.random() < 0.3:
+            away["dontunmap"] = True
+        ops.append(away)
+        sides = r.choice([("left",), ("right",), ("left", "right")])
+        for side in sides:
+            k = r.randint(1, min(4, a) if side == "left" else 4)
+            start = a - k if side == "left" else a + n
+            k = min(k, self.arena - start)
+            if k <= 0:
+                continue
+            if not away.get("dontunmap"):
+                ops.append({"op": "mmap", "addr": start, "len": k})
+            if r.random() < 0.3:
+                ops.append({"op": "write", "addr": start, "len": 1})
+        if r.random() < 0.3:
+            ops.append({"op": "fork", "child": [self.op(1) for _ in range(r.randint(0, 2))]})
+        if away.get("dontunmap"):
+            # the origin is still mapped (empty): the move back must go beside it
+            ops.append({"op": "munmap", "addr": a, "len": n})
+        back = move_op(to, n, a)
+        if r.random() < 0.3:
+            back["dontunmap"] = True
+            if r.random() < 0.3:
+                back["fixed"] = False
+        ops.append(back)
+        self.maps.append((a, n))
+        return ops
+
+    def thp_scenario(self) -> list[dict[str, Any]]:
+        """A 2 MiB-aligned MADV_HUGEPAGE region (arena of 1024 pages): THP and huge zero
+        page faults, then partial zaps, protection changes, markers and forks."""
+        r = self.r
+        base = r.choice([0, 512])
+        n = r.choice([512, 512, 600]) if base == 0 else 512
+        ops: list[dict[str, Any]] = [
+            {"op": "mmap", "addr": base, "len": n},
+            {
+                "op": "madvise",
+                "addr": base,
+                "len": n,
+                "advice": r.choice(["hugepage", "hugepage", "hugepage", "nohugepage"]),
+            },
+        ]
+        for _ in range(r.randint(1, 3)):
+            page = base + r.randrange(n)
+            ops.append({"op": r.choice(["read", "write"]), "addr": page, "len": 1})
+        self.maps.append((base, n))
+        return ops
+
+    def program(self) -> dict[str, Any]:
+        ops: list[dict[str, Any]] = []
+        if self.r.random() < 0.06:
+            self.arena = 1024
+        if self.r.random() < 0.4:
+            self.files.append(0)
+            mfd: dict[str, Any] = {"op": "memfd", "file": 0}
+            if self.r.random() < 0.5:
+                mfd["flags"] = ["allow_sealing"]
+            ops += [mfd, {"op": "ftruncate", "file": 0, "pages": 64}]
+            if self.r.random() < 0.5:
+                ops.append({"op": "pwrite", "file": 0, "offset": 0, "len": 16, "byte": 0x11})
+        if self.r.random() < 0.2:
+            self.files.append(1)
+            ops += [
+                {"op": "open", "file": 1, "name": "f1", "flags": ["rdwr", "creat"]},
+                {"op": "ftruncate", "file": 1, "pages": self.r.choice([8, 32, 64])},
+            ]
+            if self.r.random() < 0.5:
+                self.files.append(2)
+                ops.append({"op": "open", "file": 2, "name": "f1", "flags": ["rdonly"]})
+        body = [self.op(0) for _ in range(self.r.randint(3, 16))]
+        if self.r.random() < 0.25:
+            at = self.r.randint(0, len(body))
+            body[at:at] = self.move_scenario()
+        if self.arena == 1024:
+            body[0:0] = self.thp_scenario()
+        ops += body
+        return {"format": P.FORMAT, "version": P.VERSION, "arena_pages": self.arena, "ops": ops}
+
+
+_Gen = Gen  # the name before the oracle package
+
+
+def rules() -> list[GenRule]:
+    """Every op class's generator rules, in draw-table order."""
+    return sorted((g for cls in P.OPS.values() for g in cls.gen_rules), key=lambda g: g.pos)
+
+
+def random_program(seed: int) -> Program:
+    """A random valid program, determined by ``seed``."""
+    return P.from_json(_Gen(random.Random(seed)).program(), f"random:{seed}")

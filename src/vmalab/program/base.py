@@ -1,0 +1,153 @@
+"""The op base class and the op registry.
+
+Every operation of the program format is one frozen dataclass, subclass of ``OpBase``,
+registered with ``@register``. The class owns everything about its op:
+
+* its fields (the dataclass fields; ``op`` is the op's name in the JSON format);
+* ``parse``: validation of the decoded JSON object (errors located at the field);
+* ``to_json``: the on-disk form (defaults omitted);
+* ``run``: what the interpreter does, on any ``Machine`` (the model's ``ModelMachine`` or
+  the live runner's ``LiveMachine``, both of which implement the syscalls);
+* ``gen_rules``: how the random program generator (``vmalab.oracle.generate``) draws it.
+
+Adding an op is writing one such class in ``vmalab/program/ops/`` (plus, for a new
+syscall, the ``Machine`` method on both sides) and documenting it in docs/program-format.md
+(``tests/test_program_doc.py`` checks the documentation against the classes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+from vmalab.program.fields import Ctx, range_field
+
+if TYPE_CHECKING:
+    import random
+
+    from vmalab.program.observe import Observation
+    from vmalab.program.run import Runner
+
+
+class GenState(Protocol):
+    """What an op's generator may use: the random generator and what was built so far
+    (implemented by ``vmalab.oracle.generate.Gen``)."""
+
+    r: random.Random
+    arena: int
+    files: list[int]
+    moves: list[tuple[int, int, int]]
+    maps: list[tuple[int, int]]
+    memlock: bool
+    lockall: bool
+
+    def prot(self) -> str: ...
+    def op(self, depth: int) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class GenRule:
+    """One entry of the generator's draw table.
+
+    ``kind`` labels the entry (an op name, or a variant such as ``beside``), ``pos`` is its
+    place in the table (the table is sorted by it: the order, like the weights, decides
+    which program a seed draws, so entries keep the places they had before the op classes
+    and seeds keep drawing the same programs), ``weight(g, depth)`` its weight and
+    ``make(g, depth, addr, len)`` the op object; ``addr``/``len`` is a random arena range
+    drawn for every entry."""
+
+    kind: str
+    pos: float
+    weight: Callable[[GenState, int], float]
+    make: Callable[[GenState, int, int, int], dict[str, Any]]
+
+
+_T = TypeVar("_T", bound="OpBase")
+
+
+class OpBase:
+    """Base of every op class (see the module docstring)."""
+
+    op: str
+    terminal: ClassVar[bool] = False
+    """Nothing may follow this op in its list (``exit``)."""
+    gen_rules: ClassVar[tuple[GenRule, ...]] = ()
+    name_tables: ClassVar[dict[str, dict[str, int]]] = {}
+    """The fields whose values are names, with their name tables (documentation check)."""
+
+    @classmethod
+    def fields(cls) -> tuple[str, ...]:
+        """The JSON keys this op accepts besides ``op``."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "op")  # type: ignore[arg-type]
+
+    @classmethod
+    def parse(
+        cls: type[_T], ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int
+    ) -> _T:
+        """Validate the decoded object ``d`` (its keys are known fields) and build the op.
+        ``files`` is the set of open file slots (updated by ops that open or close one)."""
+        raise NotImplementedError(cls.__name__)
+
+    def children(self) -> tuple[OpBase, ...]:
+        """The ops nested in this one (a fork's child body); none by default."""
+        return ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The op in the on-disk format (defaults omitted)."""
+        d: dict[str, Any] = {"op": self.op}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if f.name == "op":
+                continue
+            v = getattr(self, f.name)
+            if f.default is not dataclasses.MISSING and v == f.default:
+                continue
+            d[f.name] = list(v) if isinstance(v, tuple) else v
+        return d
+
+    def run(self, r: Runner, obs: Observation) -> dict[str, Any] | None:
+        """Run the op through ``r`` (its machine, arena and file slots); return the result
+        object (None: ``{"ret": 0}``). Failures raise OSError with the errno."""
+        raise NotImplementedError(type(self).__name__)
+
+
+@dataclass(frozen=True)
+class RangeOp(OpBase):
+    """Base of the ops whose only fields are an arena range ``addr``, ``len``."""
+
+    addr: int
+    len: int
+
+    @classmethod
+    def parse(
+        cls: type[_R], ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int
+    ) -> _R:
+        return cls(*range_field(ctx, d, loc))
+
+
+_R = TypeVar("_R", bound=RangeOp)
+
+OPS: dict[str, type[OpBase]] = {}
+"""Every op class by its name in the format, in registration order."""
+
+_C = TypeVar("_C", bound=type[OpBase])
+
+
+def register(cls: _C) -> _C:
+    """Class decorator: add an op class to ``OPS`` under its ``op`` default."""
+    name = cls.__dataclass_fields__["op"].default  # type: ignore[attr-defined]
+    if not isinstance(name, str) or name in OPS:
+        raise ValueError(f"{cls.__name__}: op name {name!r} is missing or taken")
+    OPS[name] = cls
+    return cls
+
+
+def op_to_json(o: OpBase) -> dict[str, Any]:
+    """One operation in the on-disk format (defaults omitted)."""
+    return o.to_json()
+
+
+def const(w: float) -> Callable[[GenState, int], float]:
+    """A constant generator weight."""
+    return lambda g, depth: w

@@ -1,0 +1,70 @@
+"""What a run records: ``Observe`` (what to record), ``State`` and ``Observation``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmalab import uapi
+
+
+@dataclass(frozen=True)
+class Observe:
+    """What to record. ``each``: state (VMAs, pagemap) after every op; ``probe``: a real
+    load of every mapped arena page at the end; ``contents``: the byte each probe read."""
+
+    each: bool = True
+    probe: bool = True
+    contents: bool = True
+
+
+def page_char(entry: int) -> str:
+    """One pagemap entry as a letter: G guard, A anon (or zero page) present, F file/shmem
+    present, S swap, . nothing (live-kernel-facts legend)."""
+    if entry & uapi.PM_GUARD_REGION:
+        return "G"
+    if entry & uapi.PM_PRESENT:
+        return "F" if entry & uapi.PM_FILE else "A"
+    if entry & uapi.PM_SWAP:
+        return "S"
+    return "."
+
+
+@dataclass
+class State:
+    """Arena state: VMAs as [start, end, sorted VmFlags] in arena pages, and one pagemap
+    letter per arena page (blank where no VMA)."""
+
+    vmas: list[list[Any]]
+    pages: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"vmas": self.vmas, "pages": self.pages}
+
+
+@dataclass
+class Observation:
+    """What one process did. ``results[i]`` belongs to ``ops[i]``: ``{"ret": ...}`` or
+    ``{"errno": "ENOMEM"}`` (and ``"fault"``/``"data"`` for accesses, ``"child"`` for fork,
+    ``"state"`` with ``observe.each``). ``final``: the state at the end, with ``probe`` (o/S/B
+    per page) and ``data`` (two hex digits per page, ``--`` where not read); None after exit.
+    ``error``: a runner failure (model exception, refused op), which is a divergence."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, Any] | None = None
+    slab: list[dict[str, int]] = field(default_factory=list)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "results": self.results,
+            "final": self.final,
+            "slab": self.slab,
+            "error": self.error,
+        }
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> Observation:
+        return Observation(
+            list(d.get("results", [])), d.get("final"), list(d.get("slab", [])), d.get("error")
+        )

@@ -1,0 +1,147 @@
+"""Ops on memory locking: mlock, munlock, mlockall, munlockall, memlock (RLIMIT_MEMLOCK)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, register
+from vmalab.program.fields import Ctx, bool_field, int_field, names_field, range_field
+from vmalab.program.names import MAX_ARENA_PAGES, MCL_NAMES, PAGE, bits
+
+if TYPE_CHECKING:
+    from vmalab.program.observe import Observation
+    from vmalab.program.run import Runner
+
+
+@register
+@dataclass(frozen=True)
+class Mlock(OpBase):
+    """``mlock(arena+addr, len)``, or ``mlock2(..., MLOCK_ONFAULT)`` with ``onfault``."""
+
+    addr: int
+    len: int
+    onfault: bool = False
+    op: str = "mlock"
+
+    @classmethod
+    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Mlock:
+        return cls(*range_field(ctx, d, loc), bool_field(ctx, d, "onfault", loc, False))
+
+    def run(self, r: Runner, obs: Observation) -> None:
+        r.check_range(self.addr, self.len)
+        r.m.mlock(r.a(self.addr), self.len * PAGE, self.onfault)
+
+    @staticmethod
+    def generate(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+        if g.r.random() < 0.3:
+            return {"op": "mlock", "addr": a, "len": n, "onfault": True}
+        return {"op": "mlock", "addr": a, "len": n}
+
+    gen_rules = (GenRule("mlock", 5, const(1), generate),)
+
+
+@register
+@dataclass(frozen=True)
+class Munlock(RangeOp):
+    """``munlock(arena+addr, len)``."""
+
+    op: str = "munlock"
+
+    def run(self, r: Runner, obs: Observation) -> None:
+        r.check_range(self.addr, self.len)
+        r.m.munlock(r.a(self.addr), self.len * PAGE)
+
+    gen_rules = (
+        GenRule("munlock", 6, const(1), lambda g, d, a, n: {"op": "munlock", "addr": a, "len": n}),
+    )
+
+
+_MUNLOCKALL: dict[str, Any] = {"op": "munlockall"}
+
+
+@register
+@dataclass(frozen=True)
+class Mlockall(OpBase):
+    """``mlockall(flags)``; ``flags`` are names from ``MCL_NAMES``."""
+
+    flags: tuple[str, ...] = ("current",)
+    op: str = "mlockall"
+    name_tables = {"flags": MCL_NAMES}
+
+    @classmethod
+    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Mlockall:
+        return cls(names_field(ctx, d, "flags", loc, MCL_NAMES, ("current",)))
+
+    def run(self, r: Runner, obs: Observation) -> None:
+        r.m.mlockall(bits(self.flags, MCL_NAMES))
+
+    @staticmethod
+    def generate(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+        """Never after a ``memlock`` (see ``Memlock.generate``): then munlockall."""
+        if g.memlock:
+            return dict(_MUNLOCKALL)
+        g.lockall = True
+        opts = [
+            ["future"],
+            ["future", "onfault"],
+            ["current"],
+            ["current", "onfault"],
+            ["current", "future"],
+        ]
+        return {"op": "mlockall", "flags": g.r.choice(opts)}
+
+    gen_rules = (GenRule("mlockall", 17, const(1), generate),)
+
+
+@register
+@dataclass(frozen=True)
+class Munlockall(OpBase):
+    """``munlockall()``."""
+
+    op: str = "munlockall"
+
+    @classmethod
+    def parse(
+        cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int
+    ) -> Munlockall:
+        return cls()
+
+    def run(self, r: Runner, obs: Observation) -> None:
+        r.m.munlockall()
+
+    gen_rules = (GenRule("munlockall", 18, const(1), lambda g, d, a, n: dict(_MUNLOCKALL)),)
+
+
+@register
+@dataclass(frozen=True)
+class Memlock(OpBase):
+    """``setrlimit(RLIMIT_MEMLOCK, pages * PAGE)`` and, unless ``cap_ipc_lock``, drop
+    CAP_IPC_LOCK from the effective capabilities (the runner runs as root)."""
+
+    pages: int
+    cap_ipc_lock: bool = False
+    op: str = "memlock"
+
+    @classmethod
+    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Memlock:
+        return cls(
+            int_field(ctx, d, "pages", loc, 0, MAX_ARENA_PAGES),
+            bool_field(ctx, d, "cap_ipc_lock", loc, False),
+        )
+
+    def run(self, r: Runner, obs: Observation) -> None:
+        r.m.memlock(self.pages * PAGE, self.cap_ipc_lock)
+
+    @staticmethod
+    def generate(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+        """Never together with mlockall in one program: under a small RLIMIT_MEMLOCK
+        without the cap the kernel compares the whole runner's total_vm / locked_vm (all
+        of Python's memory once mlockall locked it) with the limit, which the model cannot
+        know. Only in the top process."""
+        if g.lockall:
+            return dict(_MUNLOCKALL)
+        g.memlock = True
+        return {"op": "memlock", "pages": g.r.choice([0, 2, 4, 8, 16])}
+
+    gen_rules = (GenRule("memlock", 19, lambda g, depth: 0.5 if depth == 0 else 0, generate),)

@@ -1,0 +1,255 @@
+"""Per-process ops: user accesses (read, write), fork, exit, slab counts, MDWE and pkeys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, register
+from vmalab.program.fields import Ctx, int_field, names_field, prot_field, range_field
+from vmalab.program.names import MAX_DEPTH, MDWE_NAMES, PAGE, PKEY_RIGHT_NAMES, bits, prot_bits
+from vmalab.program.parse import parse_ops
+
+if TYPE_CHECKING:
+    from vmalab.program.observe import Observation
+    from vmalab.program.run import Machine, Runner
+
+
+def _access(r: Runner, addr: int, n: int, byte: int | None) -> dict[str, Any]:
+    """Loads (``byte`` None) or stores of the first byte of each page, up to a fault."""
+    r.check_range(addr, n)
+    data = []
+    for i in range(addr, addr + n):
+        if byte is None:
+            sig, got = r.m.load(r.a(i))
+            if sig == "ok":
+                data.append(f"{got:02x}")
+        else:
+            sig = r.m.store(r.a(i), byte)
+        if sig != "ok":
+            res: dict[str, Any] = {"ret": sig, "fault": i}
+            if data:
+                res["data"] = "".join(data)
+            return res
+    return {"ret": "ok", "data": "".join(data)} if data else {"ret": "ok"}
+
+
+@register
+@dataclass(frozen=True)
+class Read(RangeOp):
+    """A user load of the first byte of each page in [addr, addr+len), stopping at a fault."""
+
+    op: str = "read"
+
+    def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
+        return _access(r, self.addr, self.len, None)
+
+    gen_rules = (
+        GenRule("read", 7, const(6), lambda g, d, a, n: {"op": "read", "addr": a, "len": n}),
+    )
+
+
+@register
+@dataclass(frozen=True)
+class Write(OpBase):
+    """A user store of ``byte`` to the first byte of each page, stopping at a fault."""
+
+    addr: int
+    len: int
+    byte: int = 0x5A
+    op: str = "write"
+
+    @classmethod
+    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Write:
+        a, n = range_field(ctx, d, loc)
+        return cls(a, n, int_field(ctx, d, "byte", loc, 0, 255, 0x5A))
+
+    def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
+        return _access(r, self.addr, self.len, self.byte)
+
+    @staticmethod
+    def generate(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+        """Half the time a range that was mapped: faults that succeed."""
+        if g.maps and g.r.random() < 0.5:
+            a, n = g.r.choice(g.maps)
+        return {"op": "write", "addr": a, "len": n, "byte": g.r.randrange(1, 256)}
+
+    gen_rules = (GenRule("write", 8, const(8), generate),)
+
+
+@register
+@dataclass(frozen=True)
+class Fork(OpBase):
+    """``fork()``: the child runs ``child`` to completion (then exits) before the parent goes on."""
+
+    child: tuple[OpBase, ...] = ()
+    op: str = "fork"
+
+    @classmethod
+    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Fork:
+        if depth >= MAX_DEPTH:
+            raise ctx.err(loc, f"fork nested deeper than {MAX_DEPTH}")
+        body = d.get("child", [])
+        return cls(parse_ops(ctx, body, f"{loc}.child", set(files), depth + 1))
+
+    def children(self) -> tuple[OpBase, ...]:
+        return self.child
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "fork", "child": [c.to_json() for c in self.child]}
+
+    def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
+        child_ops = self.child
+
+        def run_child(cm: Machine) -> Observation:
+            return r.child(cm).run(child_ops)
+
+        return {"ret": "child", "child": r.m.fork(run_child).to_json()}
+
+    @staticmethod
+    def generate(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+        """1-5 random ops (nested forks at most 2 deep), sometimes ending in exit."""
+        body = [g.op(depth + 1) for _ in range(g.r.randint(1, 5))]
+        if g.r.random() < 0.15:
+            body.append({"op": "exit"})
+        return {"op": "fork", "child": body}
+
+    gen_rules = (GenRule("fork", 9, lambda g, depth: 5 if depth < 2 else 0, generate),)
+
+
+@register
+@dataclass(frozen=True)
+class Exit(OpBase):
+    """``exit()``: must be the last operation of its program; no final state is recorded."""
+
+    op: str = "exit"
+    terminal = True
+
+    @classmethod
+    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Exit:
+        return cls()
+
+    def run(self, r: Runner, obs: Observation) -> None:
+        r.m.exit()
+
+
+@register
+@dataclass(frozen=True)
+class Slab(OpBase):
+    """Record slab counts (anon_vma, anon_vma_chain, vm_area_struct) at this point."""
+
+    op: str = "slab"
+
+    @classmethod
+    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Slab:
+        return cls()
+
+    def run(self, r: Runner, obs: Observation) -> None:
+        obs.slab.append(r.m.slab())
+
+
+@register
+@dataclass(frozen=True)
+class Mdwe(OpBase):
+    """``prctl(PR_SET_MDWE, flags)`` then ``prctl(PR_GET_MDWE)``, whose value is the
+    result; ``flags`` are names from ``MDWE_NAMES``."""
+
+    flags: tuple[str, ...] = ("refuse_exec_gain",)
+    op: str = "mdwe"
+    name_tables = {"flags": MDWE_NAMES}
+
+    @classmethod
+    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Mdwe:
+        return cls(names_field(ctx, d, "flags", loc, MDWE_NAMES, ("refuse_exec_gain",)))
+
+    def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
+        return {"ret": r.m.mdwe(bits(self.flags, MDWE_NAMES))}
+
+    @staticmethod
+    def generate(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+        flags = g.r.choice(
+            [["refuse_exec_gain"], ["refuse_exec_gain", "no_inherit"], [], ["no_inherit"]]
+        )
+        return {"op": "mdwe", "flags": flags}
+
+    gen_rules = (GenRule("mdwe", 21, const(0.5), generate),)
+
+
+@register
+@dataclass(frozen=True)
+class PkeyAlloc(OpBase):
+    """``pkey_alloc(0, rights)``; the result is the key. ``rights``: names from
+    ``PKEY_RIGHT_NAMES``."""
+
+    rights: tuple[str, ...] = ()
+    op: str = "pkey_alloc"
+    name_tables = {"rights": PKEY_RIGHT_NAMES}
+
+    @classmethod
+    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> PkeyAlloc:
+        return cls(names_field(ctx, d, "rights", loc, PKEY_RIGHT_NAMES, ()))
+
+    def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
+        return {"ret": r.m.pkey_alloc(bits(self.rights, PKEY_RIGHT_NAMES))}
+
+    @staticmethod
+    def generate(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+        """The pkey family: alloc 40 %, free 20 %, pkey_mprotect 40 %."""
+        r = g.r
+        t = r.random()
+        if t < 0.4:
+            return {
+                "op": "pkey_alloc",
+                "rights": r.choice([[], ["disable_write"], ["disable_access"]]),
+            }
+        if t < 0.6:
+            return {"op": "pkey_free", "key": r.randint(-1, 2)}
+        prot = g.prot()
+        return {
+            "op": "pkey_mprotect",
+            "addr": a,
+            "len": n,
+            "prot": prot,
+            "key": r.choice([-1, -1, 0, 1]),
+        }
+
+    gen_rules = (GenRule("pkey", 22, const(1), generate),)
+
+
+@register
+@dataclass(frozen=True)
+class PkeyFree(OpBase):
+    """``pkey_free(key)``."""
+
+    key: int
+    op: str = "pkey_free"
+
+    @classmethod
+    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> PkeyFree:
+        return cls(int_field(ctx, d, "key", loc, -1, 16))
+
+    def run(self, r: Runner, obs: Observation) -> None:
+        r.m.pkey_free(self.key)
+
+
+@register
+@dataclass(frozen=True)
+class PkeyMprotect(OpBase):
+    """``pkey_mprotect(arena+addr, len, prot, key)`` (key -1: plain mprotect)."""
+
+    addr: int
+    len: int
+    prot: str
+    key: int
+    op: str = "pkey_mprotect"
+
+    @classmethod
+    def parse(
+        cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int
+    ) -> PkeyMprotect:
+        a, n = range_field(ctx, d, loc)
+        return cls(a, n, prot_field(ctx, d, loc, None), int_field(ctx, d, "key", loc, -1, 16))
+
+    def run(self, r: Runner, obs: Observation) -> None:
+        r.check_range(self.addr, self.len)
+        r.m.pkey_mprotect(r.a(self.addr), self.len * PAGE, prot_bits(self.prot), self.key)
