@@ -19,6 +19,7 @@ from vmalab.mm import rmap
 from vmalab.mm.flags import (
     VM_ACCOUNT,
     VM_DONTEXPAND,
+    VM_HUGETLB,
     VM_LOCKED,
     VM_LOCKONFAULT,
     VM_MAYSHARE,
@@ -27,6 +28,7 @@ from vmalab.mm.flags import (
     VM_SEALED,
     VM_SHARED,
 )
+from vmalab.mm.hugetlb import check_mremap_hugetlb
 from vmalab.mm.memory import move_page_tables
 from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, MmStruct, VmArea
 from vmalab.mm.mmap import (
@@ -37,6 +39,7 @@ from vmalab.mm.mmap import (
     vm_start_gap,
 )
 from vmalab.mm.slab import AllocFailure
+from vmalab.mm.userfaultfd import mremap_userfaultfd_prep
 from vmalab.mm.util import security_vm_enough_memory_mm, vm_acct_memory, vm_unacct_memory
 from vmalab.mm.vma import (
     VmaMergeStruct,
@@ -148,6 +151,8 @@ def move_vma(
             k.vm_committed_as = before
         raise kernel_error(errno.ENOMEM, "move_page_tables failed") from None
     k.commit_leaked += charged - expected
+    if new.uffd_ctx is not None:
+        mremap_userfaultfd_prep(new)
     if flags & uapi.MREMAP_DONTUNMAP:
         # dontunmap_complete(): the source keeps its VMA without the lock flags;
         # VM_ACCOUNT is set on the new one too. If the whole source VMA was copied, its
@@ -294,6 +299,8 @@ def do_mremap(
         raise kernel_error(errno.EFAULT, "no VMA at old address")
     if vma.vm_flags & VM_SEALED:
         raise kernel_error(errno.EPERM, "mseal()'d VMA")  # check_prep_vma()
+    if vma.vm_flags & VM_HUGETLB:
+        check_mremap_hugetlb(vma, addr, old_len, new_len, flags)
     if not old_len:
         if not vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
             raise kernel_error(errno.EINVAL, "old_len 0 on a private mapping")

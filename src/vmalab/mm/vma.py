@@ -17,9 +17,9 @@ from __future__ import annotations
 import errno
 
 from vmalab.errors import kernel_error
-from vmalab.mm import rmap
-from vmalab.mm.flags import VM_MAYWRITE, VM_SHARED, VM_SPECIAL
-from vmalab.mm.mm_types import PAGE_SHIFT, MmStruct, VmArea
+from vmalab.mm import hugetlb, rmap
+from vmalab.mm.flags import VM_HUGETLB, VM_MAYWRITE, VM_SHARED, VM_SPECIAL
+from vmalab.mm.mm_types import PAGE_SHIFT, AnonVma, MmStruct, VmArea
 from vmalab.mm.slab import AllocFailure
 
 
@@ -55,7 +55,7 @@ class VmaMergeStruct:
         pgoff: int,
         vm_flags: int,
         file: object | None,
-        anon_vma: rmap.AnonVma | None = None,
+        anon_vma: AnonVma | None = None,
     ) -> None:
         self.mm = mm
         self.prev = prev
@@ -122,11 +122,20 @@ def vm_area_dup(vma: VmArea, mm: MmStruct | None = None) -> VmArea:
     new.vm_policy = vma.vm_policy
     new.vm_ops_close = vma.vm_ops_close
     new.special_name = vma.special_name
+    if vma.vm_private_data is not None:
+        new.vm_private_data = vma.vm_private_data
+        hugetlb.hugetlb_vm_op_open(new)  # vm_ops->open
     return new
 
 
 def vm_area_free(vma: VmArea) -> None:
-    """Models mm/vma_init.c:vm_area_free."""
+    """Models mm/vma_init.c:vm_area_free, after vm_ops->close (remove_vma): a private
+    hugetlb mapping's hugetlb_vm_op_close, SysV shm's shm_close."""
+    if vma.vm_private_data is not None:
+        hugetlb.hugetlb_vm_op_close(vma)
+    f = vma.vm_file
+    if f is not None and f.inode.on_close is not None:
+        f.inode.on_close(f.inode)
     slabs = vma.vm_mm.ctx.slabs
     slabs.free(slabs._vma)
 
@@ -455,6 +464,8 @@ def __split_vma(vma: VmArea, addr: int, new_below: bool) -> VmArea:
     keep every flag. Raises AllocFailure with nothing changed.
     """
     mm = vma.vm_mm
+    if vma.vm_flags & VM_HUGETLB:
+        hugetlb.hugetlb_vm_op_split(vma, addr)  # vm_ops->may_split
     new = vm_area_dup(vma)
     mm.ctx.design.split_anon_vma_word(new, vma)
     if new_below:
