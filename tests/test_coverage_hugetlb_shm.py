@@ -351,6 +351,18 @@ def test_shm_rmid_lifetime():
     k.check()
 
 
+def test_shm_rnd_below_shmlba_maps_at_zero_and_exec_rdonly():
+    k = kern()
+    p = k.spawn()
+    sid = p.shmget(0, 8192, shm.IPC_CREAT | 0o600)
+    a = p.shmat(sid, 0, shm.SHM_EXEC | shm.SHM_RDONLY)
+    assert maps_line(p, a).split()[1] == "r-xs"
+    assert p.shmat(sid, 100, shm.SHM_RND) == 0  # MAP_FIXED at 0: allowed to root
+    assert errno_of(p.shmat, sid, 4096, 0) == "EINVAL"  # overlaps the attach at 0
+    assert errno_of(p.shmat, sid, 100, shm.SHM_RND | shm.SHM_REMAP) == "EINVAL"
+    k.check()
+
+
 # --- /dev/zero ------------------------------------------------------------------------------
 
 

@@ -70,6 +70,8 @@ def test_api_and_register_errnos():
     assert errno_of(p.mmap, 0, P, RW, uapi.MAP_SHARED, fd, 0) == "EACCES"
     d = p.mmap(0, P, RW, uapi.MAP_DROPPABLE | uapi.MAP_ANONYMOUS)
     assert errno_of(p.uffdio_register, fd, d, P, MISSING) == "EINVAL"
+    p.install_special_mapping(0x7FFF00000000, 2 * P, 0x75, "[vdso]")
+    assert errno_of(p.uffdio_register, fd, 0x7FFF00000000, P, MISSING) == "EINVAL"
     ro = p.mmap(0, P, uapi.PROT_READ, PA)
     assert errno_of(p.uffdio_register, fd, ro, P, MISSING) == "ok"
     assert errno_of(p.uffdio_register, fd, ro, P, WP) == "ok"

@@ -312,7 +312,8 @@ class FileSystem:
         inode.name = new
 
     def memfd_create(self, name: str, flags: int) -> File:
-        """Models mm/memfd.c:memfd_create (without MFD_HUGETLB, which is not modelled)."""
+        """Models mm/memfd.c:memfd_create for shmem (MFD_HUGETLB memfds are made by
+        vmalab.mm.hugetlb.memfd_create_hugetlb; here it is EINVAL)."""
         valid = uapi.MFD_CLOEXEC | uapi.MFD_ALLOW_SEALING | uapi.MFD_NOEXEC_SEAL | uapi.MFD_EXEC
         if flags & ~valid or flags & uapi.MFD_HUGETLB:
             raise kernel_error(errno.EINVAL, "memfd_create flags")

@@ -8,8 +8,8 @@ mm/vma_init.c (vm_area_alloc/vm_area_dup/vm_area_free). Sticky-flag masks come f
 the active design (``Design.vm_sticky``/``vm_ignore_merge``), so the eager and tagged
 designs merge as <= 6.18 kernels do.
 
-Not modelled: mempolicy and userfaultfd contexts are carried and compared but nothing
-sets them; uprobes, mmap_lock and the per-VMA lock.
+Not modelled: mempolicy is carried and compared but nothing sets it (userfaultfd
+contexts are set by vmalab.mm.userfaultfd); uprobes, mmap_lock and the per-VMA lock.
 """
 
 from __future__ import annotations
