@@ -18,7 +18,7 @@ from vmalab.designs import Design, get_design
 from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm.filemap import FileSystem, Inode
 from vmalab.mm.flags import VM_ACCOUNT, VM_SHARED, VM_WIPEONFORK
-from vmalab.mm.hugetlb import HugetlbPool, pool_of
+from vmalab.mm.hugetlb import HugetlbPool, HugetlbPrivate, pool_of
 from vmalab.mm.khugepaged import host_thp_mode
 from vmalab.mm.memory import unmap_mapping_range
 from vmalab.mm.mm_types import PAGE_SIZE, AnonVma, MmContext, MmStruct
@@ -392,7 +392,16 @@ class Kernel:
                 raise InvariantError(f"anon_vma {av.id}: refcount {av.refcount} != {want}")
             if av.refcount <= 0:
                 raise InvariantError(f"anon_vma {av.id}: alive at refcount 0")
-        pool_of(self.ctx).check()
+        privates = {
+            id(v.vm_private_data): v.vm_private_data
+            for proc in self._procs.values()
+            for v in proc.mm.mm_mt.values()
+            if isinstance(v.vm_private_data, HugetlbPrivate)
+        }
+        try:
+            pool_of(self.ctx).check(list(privates.values()))
+        except AssertionError as e:
+            raise InvariantError(f"hugetlb pool: {e}") from None
         # Pages: mapcounts and leaks.
         inode_pages: set[int] = set()
         for inode in self._inodes():

@@ -142,10 +142,20 @@ class HugetlbPool:
             "Hugetlb": sum(s.nr_huge_pages * (s.size >> 10) for s in self.hstates.values()),
         }
 
-    def check(self) -> None:
-        """Pool invariants: 0 <= resv <= free <= nr for every hstate."""
+    def check(self, privates: list[HugetlbPrivate] | None = None) -> None:
+        """Pool invariants: 0 <= resv <= free <= nr for every hstate and, given every live
+        private resv_map, the pages in use and reserved are exactly what the hugetlbfs
+        inodes and the private maps hold."""
         for h in self.hstates.values():
             assert 0 <= h.resv_huge_pages <= h.free_huge_pages <= h.nr_huge_pages, h
+            if privates is None:
+                continue
+            used = sum(len(i.pages) for i in self.inodes.values() if i.hstate is h)
+            resv = sum(len(i.resv) for i in self.inodes.values() if i.hstate is h)
+            used += sum(len(p.pages) for p in privates if p.hstate is h)
+            resv += sum(len(p.resv) for p in privates if p.hstate is h)
+            assert used == h.nr_huge_pages - h.free_huge_pages, (h, used)
+            assert resv == h.resv_huge_pages, (h, resv)
 
 
 def is_file_hugepages(file: File | None) -> bool:
