@@ -245,6 +245,26 @@ def test_hugetlb_fork_and_exit_give_pages_back():
     k.check()
 
 
+def test_hugetlb_fork_child_writes_measured_sequence():
+    """Measured with a pool of 4: (Free, Rsvd) after each step."""
+    k = kern(4)
+    p = k.spawn()
+    a = p.mmap(0, 2 * M2, RW, PA | HT)
+    p.write(a, b"x")
+    assert _pool(k)[1:] == (3, 1)
+    c = p.fork()
+    c.write(a + M2, b"y")  # not faulted in the parent: an unreserved free page
+    assert _pool(k)[1:] == (2, 1)
+    c.write(a, b"z")  # CoW of the parent's page: another one
+    assert _pool(k)[1:] == (1, 1)
+    assert p.read(a, 1) == b"x"
+    p.munmap(a, 2 * M2)  # the parent's page and its unused reservation go back
+    assert _pool(k)[1:] == (2, 0)
+    c.exit()
+    assert _pool(k)[1:] == (4, 0)
+    k.check()
+
+
 # --- SysV shm -------------------------------------------------------------------------------
 
 
