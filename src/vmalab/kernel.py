@@ -18,12 +18,14 @@ from vmalab.designs import Design, get_design
 from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm.filemap import FileSystem, Inode
 from vmalab.mm.flags import VM_ACCOUNT, VM_SHARED, VM_WIPEONFORK
+from vmalab.mm.hugetlb import HugetlbPool, HugetlbPrivate, pool_of
 from vmalab.mm.khugepaged import host_thp_mode
 from vmalab.mm.memory import unmap_mapping_range
 from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, AnonVma, MmContext, MmStruct
 from vmalab.mm.page_alloc import KIND_ANON, KIND_FREE, KIND_PAGECACHE, PhysMem
 from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SHIFT, PTE_MARKER_GUARD_ENTRY, pte_walk
 from vmalab.mm.pkeys import host_has_ospke
+from vmalab.mm.shm import ShmNamespace, ns_of
 from vmalab.mm.slab import AllocFailure, FailPolicy, Slabs, SlabStats
 from vmalab.mm.util import OvercommitConfig, host_overcommit, meminfo
 from vmalab.mm.vma import is_shared_maywrite
@@ -73,6 +75,7 @@ class Kernel:
         budget: Budget | None = None,
         pku: bool | None = None,
         thp: str | None = None,
+        hugetlb_pages: dict[int, int] | None = None,
     ) -> None:
         self._design = get_design(design)
         #: The commit-charge policy (mm/util.c); default: the host's.
@@ -107,6 +110,12 @@ class Kernel:
             unmap_mapping_range=unmap_mapping_range,
         )
         self.ctx.fs = FileSystem(self.ctx)
+        self.ctx.shm_ns = ShmNamespace()
+        #: The hugetlb pool: ``hugetlb_pages`` maps log2(huge page size) (21, 30) to
+        #: nr_hugepages; default: this machine's (vmalab.mm.hugetlb).
+        self.ctx.hugetlb = (
+            HugetlbPool.from_host() if hugetlb_pages is None else HugetlbPool(hugetlb_pages)
+        )
 
     # The machine state lives in self.ctx (vmalab.mm.mm_types.MmContext); these read and
     # write it under the names the Kernel has always had.
@@ -210,8 +219,9 @@ class Kernel:
         return freed
 
     def meminfo(self) -> dict[str, int]:
-        """The commit lines of /proc/meminfo in kB: ``CommitLimit``, ``Committed_AS``."""
-        return meminfo(self.ctx)
+        """Lines of /proc/meminfo: ``CommitLimit``, ``Committed_AS`` (kB) and the hugetlb
+        pool's ``HugePages_*`` (pages), ``Hugepagesize`` and ``Hugetlb`` (kB)."""
+        return {**meminfo(self.ctx), **pool_of(self.ctx).meminfo()}
 
     # --- invariants --------------------------------------------------------------------
 
@@ -296,9 +306,9 @@ class Kernel:
                     inode = v.vm_file.inode
                     if v not in inode.i_mmap:
                         raise InvariantError(f"{where}: missing from its file's i_mmap")
-                    i_mmap_seen.setdefault(inode.ino, set()).add(id(v))
+                    i_mmap_seen.setdefault(id(inode), set()).add(id(v))
                     if is_shared_maywrite(v.vm_flags):
-                        writable_seen[inode.ino] += 1
+                        writable_seen[id(inode)] += 1
                 # Page tables of this VMA.
                 for _i, _t, _j, pte in pte_walk(mm.pgtables, v.vm_start, v.vm_end):
                     if pte & _PAGE_PRESENT:
@@ -375,16 +385,26 @@ class Kernel:
                 raise InvariantError(f"anon_vma {av.id}: refcount {av.refcount} != {want}")
             if av.refcount <= 0:
                 raise InvariantError(f"anon_vma {av.id}: alive at refcount 0")
+        privates = {
+            id(v.vm_private_data): v.vm_private_data
+            for proc in self._procs.values()
+            for v in proc.mm.mm_mt.values()
+            if isinstance(v.vm_private_data, HugetlbPrivate)
+        }
+        try:
+            pool_of(self.ctx).check(list(privates.values()))
+        except AssertionError as e:
+            raise InvariantError(f"hugetlb pool: {e}") from None
         # Pages: mapcounts and leaks.
         inode_pages: set[int] = set()
         for inode in self._inodes():
             inode_pages.update(inode.pages.values())
-            if len(i_mmap_seen.get(inode.ino, ())) != len(inode.i_mmap):
+            if len(i_mmap_seen.get(id(inode), ())) != len(inode.i_mmap):
                 raise InvariantError(f"inode {inode.ino}: i_mmap holds VMAs no process has")
-            if inode.i_mmap_writable != writable_seen[inode.ino]:
+            if inode.i_mmap_writable != writable_seen[id(inode)]:
                 raise InvariantError(
                     f"inode {inode.ino}: i_mmap_writable {inode.i_mmap_writable} "
-                    f"!= {writable_seen[inode.ino]}"
+                    f"!= {writable_seen[id(inode)]}"
                 )
         committed += sum(i.acct_pages for i in self._inodes())
         if self.vm_committed_as != committed + self.commit_leaked:
@@ -420,13 +440,15 @@ class Kernel:
 
     def _inodes(self) -> list[Inode]:
         """Every inode still holding pages or mappings."""
-        seen = {i.ino: i for i in self.fs.files.values()}
+        seen = {id(i): i for i in self.fs.files.values()}
+        for i in ns_of(self.ctx).inodes():
+            seen.setdefault(id(i), i)
         for proc in self._procs.values():
             for f in proc.fds.values():
-                seen.setdefault(f.inode.ino, f.inode)
+                seen.setdefault(id(f.inode), f.inode)
             for v in proc.mm.mm_mt.values():
                 if v.vm_file is not None:
-                    seen.setdefault(v.vm_file.inode.ino, v.vm_file.inode)
+                    seen.setdefault(id(v.vm_file.inode), v.vm_file.inode)
         return list(seen.values())
 
 

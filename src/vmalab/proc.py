@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vmalab import uapi
+from vmalab.mm import hugetlb
 from vmalab.mm.flags import (
     VM_EXEC,
     VM_GROWSDOWN,
     VM_HUGEPAGE,
+    VM_HUGETLB,
     VM_LOCKED,
     VM_MAYSHARE,
     VM_NOHUGEPAGE,
@@ -29,6 +31,8 @@ from vmalab.mm.pagetable import _PAGE_HUGE_ZERO, _PAGE_PRESENT, PTE_MARKER_GUARD
 # Device numbers shown for tmpfs files and the internal shmem mount.
 TMPFS_DEV = (0x00, 0x1F)
 SHMEM_DEV = (0x00, 0x01)
+DEVTMPFS_DEV = (0x00, 0x06)
+HUGETLBFS_DEV = (0x00, 0x11)  # the internal hugetlbfs mount (measured)
 # The swap "type" of a PTE marker as pagemap's frame field shows it is not modelled;
 # guard entries report frame 0.
 
@@ -87,6 +91,10 @@ def _header(vma: VmArea) -> str:
         inode = vma.vm_file.inode
         dev = TMPFS_DEV if inode.kind == "file" else SHMEM_DEV
         ino = inode.ino
+        if inode.kind == "devzero":
+            dev, ino = DEVTMPFS_DEV, 4  # /dev/zero on devtmpfs (measured)
+        elif inode.kind == "hugetlb":
+            dev = HUGETLBFS_DEV
         off = vma.vm_pgoff << 12
     else:
         dev, ino, off = (0, 0), 0, 0
@@ -141,10 +149,12 @@ def show_smaps(mm: MmStruct) -> str:
             and v.vm_file is None
             and not v.vm_flags & VM_GROWSDOWN
         )
+        # vma_kernel_pagesize()/vma_mmu_pagesize(): the huge page size for hugetlb
+        pgsz = hugetlb.vma_hpage_size(v) >> 10 if v.vm_flags & VM_HUGETLB else 4
         rows = [
             ("Size", size),
-            ("KernelPageSize", 4),
-            ("MMUPageSize", 4),
+            ("KernelPageSize", pgsz),
+            ("MMUPageSize", pgsz),
             ("Rss", a["rss"]),
             ("Pss", pss),
             ("Pss_Dirty", int(a["pss"]) if a["sd"] + a["pd"] else 0),

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
 
 from vmalab import uapi
 from vmalab.errors import kernel_error
-from vmalab.mm import filemap, khugepaged, pkeys
+from vmalab.mm import filemap, hugetlb, khugepaged, pkeys, shm, userfaultfd
+from vmalab.mm.filemap import devzero_mmap_file
 from vmalab.mm.flags import VM_LOCKED, VM_LOCKONFAULT
 from vmalab.mm.fork import dup_mmap, exit_mmap
 from vmalab.mm.madvise import do_madvise, do_process_madvise, madvise_set_anon_name
@@ -32,6 +33,7 @@ from vmalab.mm.mmap import (
 from vmalab.mm.mprotect import do_mprotect
 from vmalab.mm.mremap import do_mremap
 from vmalab.mm.mseal import do_mseal
+from vmalab.mm.msync import do_msync
 from vmalab.mm.pagetable import PageTables
 from vmalab.mm.slab import AllocFailure
 from vmalab.proc import VmaView, pagemap_entries, show_maps, show_smaps, vma_views
@@ -199,7 +201,25 @@ class Process:
             file = self.fds.get(fd)
             if file is None:
                 raise kernel_error(errno.EBADF, f"fd {fd}")
-        addr, populate = do_mmap(self.mm, addr, length, prot, flags, file, offset)
+        k = self.kernel
+        if file is not None and file.inode.kind == "uffd":
+            # measured EACCES (MAP_SHARED, PROT_READ|PROT_WRITE); the kernel would say
+            # ENODEV (no f_op->mmap) for the requests that pass do_mmap's mode checks
+            raise kernel_error(errno.EACCES, "userfaultfd cannot be mapped")
+        if file is not None and file.inode.kind == "devzero":
+            file = devzero_mmap_file(
+                k.fs, flags, file, page_align(length)
+            )  # drivers/char/mem.c:mmap_zero
+        length, file = hugetlb.ksys_mmap_pgoff_hugetlb(
+            k.fs, hugetlb.pool_of(k.ctx), length, flags, file
+        )
+        if file is not None:
+            file.get()  # ksys_mmap_pgoff holds the file across vm_mmap_pgoff
+        try:
+            addr, populate = do_mmap(self.mm, addr, length, prot, flags, file, offset)
+        finally:
+            if file is not None:
+                file.put()
         if populate:
             mm_populate(self.mm, addr, populate, ignore_errors=True)
         return addr
@@ -394,6 +414,66 @@ class Process:
         return do_mincore(self.mm, addr, length)
 
     @_syscall
+    def msync(self, addr: int, length: int, flags: int) -> None:
+        """msync(2). Models mm/msync.c:sys_msync (no VMA changes; errnos only)."""
+        _check_int(addr, length, flags)
+        do_msync(self.mm, addr, length, flags)
+
+    # --- SysV shared memory (ipc/shm.c; see vmalab.mm.shm) --------------------------------
+
+    @_syscall
+    def shmget(self, key: int, size: int, shmflg: int) -> int:
+        """shmget(2): the segment id. Models ipc/shm.c:ksys_shmget."""
+        _check_int(key, size, shmflg)
+        return shm.ksys_shmget(self.mm, shm.ns_of(self.kernel.ctx), key, size, shmflg)
+
+    @_syscall
+    def shmat(self, shmid: int, addr: int = 0, shmflg: int = 0) -> int:
+        """shmat(2): the attach address. Models ipc/shm.c:do_shmat."""
+        _check_int(shmid, addr, shmflg)
+        return shm.do_shmat(self.mm, shm.ns_of(self.kernel.ctx), shmid, addr, shmflg)
+
+    @_syscall
+    def shmdt(self, addr: int) -> None:
+        """shmdt(2). Models ipc/shm.c:ksys_shmdt."""
+        _check_int(addr)
+        shm.ksys_shmdt(self.mm, addr)
+
+    @_syscall
+    def shmctl(self, shmid: int, cmd: int) -> int:
+        """shmctl(2), IPC_RMID only. Models ipc/shm.c:ksys_shmctl."""
+        _check_int(shmid, cmd)
+        return shm.ksys_shmctl(shm.ns_of(self.kernel.ctx), shmid, cmd)
+
+    # --- userfaultfd registration (fs/userfaultfd.c; see vmalab.mm.userfaultfd) -------
+
+    @_syscall
+    def userfaultfd(self, flags: int = 0) -> int:
+        """userfaultfd(2) (syscall 323): a new descriptor. Models new_userfaultfd."""
+        _check_int(flags)
+        return self._alloc_fd(userfaultfd.new_userfaultfd(self.mm, flags))
+
+    @_syscall
+    def uffdio_api(self, fd: int, features: int = 0, api: int = 0xAA) -> tuple[int, int]:
+        """ioctl(UFFDIO_API): (features, ioctls). Models userfaultfd_api."""
+        _check_int(fd, features, api)
+        return userfaultfd.userfaultfd_api(userfaultfd.uffd_of(self._file(fd)), api, features)
+
+    @_syscall
+    def uffdio_register(self, fd: int, start: int, length: int, mode: int) -> int:
+        """ioctl(UFFDIO_REGISTER): the range's ioctls. Models userfaultfd_register."""
+        _check_int(fd, start, length, mode)
+        uffd = userfaultfd.uffd_of(self._file(fd))
+        return userfaultfd.userfaultfd_register(uffd, start, length, mode)
+
+    @_syscall
+    def uffdio_unregister(self, fd: int, start: int, length: int) -> None:
+        """ioctl(UFFDIO_UNREGISTER). Models userfaultfd_unregister."""
+        _check_int(fd, start, length)
+        uffd = userfaultfd.uffd_of(self._file(fd))
+        userfaultfd.userfaultfd_unregister(uffd, start, length)
+
+    @_syscall
     def munlock(self, addr: int, length: int) -> None:
         """munlock(2). Models mm/mlock.c:sys_munlock."""
         _check_int(addr, length)
@@ -434,7 +514,26 @@ class Process:
 
     @_syscall
     def memfd_create(self, name: str, flags: int = 0) -> int:
-        """memfd_create(2). Models mm/memfd.c."""
+        """memfd_create(2). Models mm/memfd.c (MFD_HUGETLB: vmalab.mm.hugetlb)."""
+        if type(flags) is int and flags & uapi.MFD_HUGETLB:
+            valid = (
+                uapi.MFD_CLOEXEC
+                | uapi.MFD_ALLOW_SEALING
+                | uapi.MFD_NOEXEC_SEAL
+                | uapi.MFD_EXEC
+                | uapi.MFD_HUGETLB
+                | hugetlb.MAP_HUGE_MASK << hugetlb.MAP_HUGE_SHIFT
+            )
+            if flags & ~valid or flags & uapi.MFD_EXEC and flags & uapi.MFD_NOEXEC_SEAL:
+                raise kernel_error(errno.EINVAL, "memfd_create flags")
+            if len(name.encode()) > filemap.MEMFD_NAME_MAX:
+                raise kernel_error(errno.EINVAL, "name too long")
+            k = self.kernel
+            return self._alloc_fd(
+                hugetlb.memfd_create_hugetlb(k.fs, hugetlb.pool_of(k.ctx), name, flags)
+            )
+        if type(flags) is int and flags & (hugetlb.MAP_HUGE_MASK << hugetlb.MAP_HUGE_SHIFT):
+            raise kernel_error(errno.EINVAL, "size bits without MFD_HUGETLB")
         return self._alloc_fd(self.kernel.fs.memfd_create(name, flags))
 
     @_syscall
@@ -449,6 +548,8 @@ class Process:
         if length > filemap.MAX_LFS_FILESIZE:
             raise kernel_error(errno.EFBIG)
         filemap.check_seals_shrink(f.inode, length)
+        if f.inode.kind == "hugetlb":
+            hugetlb.hugetlbfs_setattr_size(hugetlb.pool_of(self.kernel.ctx), f.inode, length)
         f.inode.truncate(length)
 
     @_syscall
@@ -503,6 +604,10 @@ class Process:
         if not f.writable:
             raise kernel_error(errno.EBADF, "not open for writing")
         inode = f.inode
+        if inode.kind in ("hugetlb", "devzero"):
+            if inode.kind == "devzero":
+                return len(data)  # write_zero(): the data goes nowhere
+            raise kernel_error(errno.EINVAL, "hugetlbfs has no write_iter")
         if not data:
             return 0
         if inode.seals & (uapi.F_SEAL_WRITE | uapi.F_SEAL_FUTURE_WRITE):

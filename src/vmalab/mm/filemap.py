@@ -11,7 +11,7 @@ contract says.
 from __future__ import annotations
 
 import errno
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Protocol
 
 from vmalab import uapi
@@ -60,6 +60,8 @@ class Inode:
         "not_uptodate",
         "clean",
         "acct_pages",
+        "on_evict",
+        "on_close",
     )
 
     def __init__(self, ctx: PageCacheHost, name: str, kind: str) -> None:
@@ -85,6 +87,10 @@ class Inode:
         # Pages charged to vm_committed_as by shmem_acct_size() (shared anonymous
         # memory without VM_NORESERVE), given back when the inode is evicted.
         self.acct_pages = 0
+        # Called once when the inode is evicted (hugetlbfs gives back its huge pages).
+        self.on_evict: Callable[[Inode], None] | None = None
+        # Called when a VMA of the inode is freed (SysV shm: shm_close).
+        self.on_close: Callable[[Inode], None] | None = None
 
     def page_cache_alloc(self, index: int) -> int:
         """Add a zeroed page at ``index``. Models mm/shmem.c:shmem_alloc_and_add_folio."""
@@ -212,6 +218,9 @@ class Inode:
                 # shmem_evict_inode → shmem_unacct_size
                 self.ctx.vm_committed_as -= self.acct_pages
                 self.acct_pages = 0
+            if self.on_evict is not None:
+                evict, self.on_evict = self.on_evict, None
+                evict(self)
 
 
 class File:
@@ -262,6 +271,8 @@ class FileSystem:
         acc = flags & uapi.O_ACCMODE
         if acc == 3:
             raise kernel_error(errno.EINVAL, "O_ACCMODE 3")
+        if path == "/dev/zero":
+            return File(self.devzero(), acc != uapi.O_WRONLY, acc != uapi.O_RDONLY, path)
         inode = self.files.get(path)
         if inode is None:
             if not flags & uapi.O_CREAT:
@@ -302,7 +313,8 @@ class FileSystem:
         inode.name = new
 
     def memfd_create(self, name: str, flags: int) -> File:
-        """Models mm/memfd.c:memfd_create (without MFD_HUGETLB, which is not modelled)."""
+        """Models mm/memfd.c:memfd_create for shmem (MFD_HUGETLB memfds are made by
+        vmalab.mm.hugetlb.memfd_create_hugetlb; here it is EINVAL)."""
         valid = uapi.MFD_CLOEXEC | uapi.MFD_ALLOW_SEALING | uapi.MFD_NOEXEC_SEAL | uapi.MFD_EXEC
         if flags & ~valid or flags & uapi.MFD_HUGETLB:
             raise kernel_error(errno.EINVAL, "memfd_create flags")
@@ -316,6 +328,15 @@ class FileSystem:
         if flags & uapi.MFD_NOEXEC_SEAL:
             inode.seals |= uapi.F_SEAL_EXEC
         return File(inode, True, True, inode.name)
+
+    def devzero(self) -> Inode:
+        """The character device inode of /dev/zero (devtmpfs, measured as 00:06 4)."""
+        inode = self.files.get("\0devzero")
+        if inode is None:
+            inode = self.files["\0devzero"] = Inode(self.ctx, "/dev/zero", "devzero")
+            inode.nlink = 1
+            inode.size = MAX_LFS_FILESIZE  # reads never reach an end
+        return inode
 
     def shmem_zero_setup(self) -> File:
         """The shmem object behind a MAP_SHARED|MAP_ANONYMOUS mapping.
@@ -358,3 +379,23 @@ def add_seals(f: File, seals: int) -> None:
         if inode.i_mmap_writable > 0:
             raise kernel_error(errno.EBUSY, "writable shared mapping exists")
     inode.seals |= seals
+
+
+def devzero_mmap_file(fs: FileSystem, flags: int, file: File, length: int) -> File:
+    """The file a mapping of /dev/zero gets. Models drivers/char/mem.c:mmap_zero: a
+    shared mapping is shmem (shmem_zero_setup: a new ``/dev/zero (deleted)`` object, the
+    open mode still checked against PROT_WRITE by do_mmap); a private one keeps the
+    /dev/zero file (maps shows ``/dev/zero``, it never merges with anonymous
+    neighbours: measured) but is anonymous memory (vma_set_anonymous).
+
+    Simplification: the private mapping's faults read zero pages of the /dev/zero
+    inode's page cache instead of taking the anonymous path (same data; smaps counts
+    them as file pages), and a shared mapping's shmem object is not charged to the
+    commit (the kernel's shmem_acct_size is).
+    """
+    if flags & uapi.MAP_TYPE in (uapi.MAP_SHARED, uapi.MAP_SHARED_VALIDATE):
+        f = fs.shmem_zero_setup()
+        f.inode.size = length
+        f.readable, f.writable = file.readable, file.writable
+        return f
+    return file

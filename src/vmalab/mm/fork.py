@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from vmalab.mm import rmap
 from vmalab.mm.flags import VM_ACCOUNT, VM_DONTCOPY, VM_LOCKED_MASK, VM_WIPEONFORK
+from vmalab.mm.hugetlb import hugetlb_dup_vma_private
 from vmalab.mm.memory import copy_page_range, count_markers, zap_page_range
 from vmalab.mm.mm_types import MmStruct, VmArea
 from vmalab.mm.slab import AllocFailure
+from vmalab.mm.userfaultfd import userfaultfd_reset_ctx
 from vmalab.mm.util import security_vm_enough_memory_mm, vm_unacct_memory
 from vmalab.mm.vma import vm_area_dup, vm_area_free, vma_link_file, vma_unlink_file
 
@@ -47,6 +49,10 @@ def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> None:
             if mpnt.vm_flags & VM_ACCOUNT:
                 vm_unacct_memory(k, mpnt.pages())
             raise
+        if tmp.uffd_ctx is not None:
+            userfaultfd_reset_ctx(tmp)  # dup_userfaultfd() without UFFD_FEATURE_EVENT_FORK
+        if tmp.vm_private_data is not None:
+            hugetlb_dup_vma_private(tmp, mpnt)  # the child owns no hugetlb reservation
         wipe = bool(mpnt.vm_flags & VM_WIPEONFORK)
         design.vma_fork_dup(tmp, mpnt)
         if wipe:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from vmalab.errors import InvariantError, SegmentationFault
+from vmalab.mm import hugetlb
 from vmalab.mm.flags import (
     VM_ACCOUNT,
     VM_DROPPABLE,
@@ -365,8 +366,12 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
     mm = vma.vm_mm
     k = mm.ctx
     k.vmstat["pgfault"] += 1
-    if vma.vm_flags & (VM_PFNMAP | VM_IO | VM_HUGETLB):
+    if vma.vm_flags & (VM_PFNMAP | VM_IO):
         raise FaultError("SIGBUS", "special mapping not modelled")
+    if vma.vm_flags & VM_HUGETLB and not hugetlb.hugetlb_fault(vma, addr):
+        # hugetlb_fault(): no reserved or free huge page → VM_FAULT_SIGBUS. Once the
+        # page is taken, the data takes the ordinary path (see vmalab.mm.hugetlb).
+        raise FaultError("SIGBUS", "no free huge page")
     if thp_fault_ok(vma, addr):
         _do_huge_pmd_anonymous_page(vma, addr, write)
         return

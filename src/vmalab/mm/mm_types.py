@@ -112,6 +112,7 @@ class VmArea:
         "vm_policy",
         "vm_ops_close",
         "special_name",
+        "vm_private_data",
         "vm_prev",
         "vm_next",
     )
@@ -142,6 +143,8 @@ class VmArea:
         self.vm_ops_close = False
         # arch_vma_name()/special_mapping name such as "[vdso]"; None for ordinary VMAs.
         self.special_name: str | None = None
+        # vm_private_data: a private hugetlb mapping's resv_map (vmalab.mm.hugetlb).
+        self.vm_private_data: object | None = None
         # Neighbours in the mm's index (maintained by MmStruct.vma_store/vma_erase), so that
         # vma_prev()/vma_next() are O(1) as on a maple-tree iterator.
         self.vm_prev: VmArea | None = None
@@ -437,6 +440,8 @@ class MmContext:
         "vmstat",
         "tasks",
         "unmap_mapping_range",
+        "hugetlb",
+        "shm_ns",
     )
 
     fs: FileSystem
@@ -475,3 +480,8 @@ class MmContext:
         #: mm/memory.c:unmap_mapping_range, for truncation and hole punching in the
         #: page cache (vmalab.mm.filemap sits below vmalab.mm.memory and is handed it).
         self.unmap_mapping_range = unmap_mapping_range
+        #: The hugetlb pool (a vmalab.mm.hugetlb.HugetlbPool) and the SysV shm
+        #: namespace (a vmalab.mm.shm.ShmNamespace), set by Kernel; typed ``object``
+        #: here because those modules sit above this one (hugetlb.pool_of, shm.ns_of).
+        self.hugetlb: object = None
+        self.shm_ns: object = None

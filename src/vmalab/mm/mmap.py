@@ -12,7 +12,7 @@ import errno
 
 from vmalab import uapi
 from vmalab.errors import kernel_error
-from vmalab.mm import rmap
+from vmalab.mm import hugetlb, rmap
 from vmalab.mm.filemap import File
 from vmalab.mm.flags import (
     VM_ACCOUNT,
@@ -154,6 +154,25 @@ def get_unmapped_area(
     # shmem_get_unmapped_area(), which aligns nothing with shmem_enabled=never.
     thp = not hint and file is None and not flags & uapi.MAP_SHARED and length % PMD_SIZE == 0
     align = PMD_SIZE if thp else PAGE_SIZE
+    return vm_unmapped_area_topdown(mm, length, MMAP_MIN_ADDR, mm.mmap_base, align)
+
+
+def _hugetlb_unmapped_area(mm: MmStruct, addr: int, length: int, align: int) -> int:
+    """Models fs/hugetlbfs/inode.c:hugetlb_get_unmapped_area → generic_hugetlb_get_unmapped_area
+    (a hint aligned up to the huge page size and used if free; else a top-down search
+    with the huge page alignment)."""
+    if length > TASK_SIZE:
+        raise kernel_error(errno.ENOMEM, "length > TASK_SIZE")
+    if addr:
+        addr = (addr + align - 1) & ~(align - 1)
+        vma, prev = mm.find_vma_prev(addr)
+        if (
+            TASK_SIZE - length >= addr
+            and addr >= MMAP_MIN_ADDR
+            and (vma is None or addr + length <= vm_start_gap(vma))
+            and (prev is None or addr >= prev.vm_end)
+        ):
+            return addr
     return vm_unmapped_area_topdown(mm, length, MMAP_MIN_ADDR, mm.mmap_base, align)
 
 
@@ -318,9 +337,15 @@ def _mmap_region_locked(
     """The part of __mmap_region after the charge: unmap, merge or allocate, complete."""
     end = addr + length
     do_vmi_munmap(mm, addr, length)
+    huge = hugetlb.is_file_hugepages(file)
+    if huge:
+        assert file is not None
+        # call_mmap() → hugetlbfs_file_mmap(): after the unmap, so a refused
+        # reservation leaves a hole where MAP_FIXED replaced something (measured)
+        vm_flags = hugetlb.hugetlbfs_file_mmap(vm_flags, file, length, pgoff, mm)
     prev, nxt = _neighbours(mm, addr, end)
     vma: VmArea | None = None
-    if prev is not None or nxt is not None:
+    if (prev is not None or nxt is not None) and not huge:
         vmg = VmaMergeStruct(mm, prev, None, addr, end, pgoff, vm_flags, file)
         vmg.next = nxt
         vma = vma_merge_new_range(vmg)
@@ -336,6 +361,8 @@ def _mmap_region_locked(
             vma.vm_file.inode.size = length
             vma.vm_file.inode.acct_pages = shmem_charge
         vma_link(mm, vma)
+        if huge:
+            hugetlb.hugetlb_vma_created(vma)
     # __mmap_complete()
     if vma.vm_flags & VM_LOCKED:
         # vma_supports_mlock(): not special, hugetlb or droppable memory (measured on
@@ -433,13 +460,25 @@ def do_mmap(
     if prot & ~(uapi.PROT_READ | uapi.PROT_WRITE | uapi.PROT_EXEC | uapi.PROT_SEM):
         # x86 arch_validate_prot is only consulted by mprotect; mmap ignores other bits
         prot &= 0xF
-    if flags & uapi.MAP_HUGETLB:
-        raise kernel_error(errno.EINVAL, "MAP_HUGETLB is not modelled (no hugetlb pool)")
     vm_flags = calc_vm_prot_bits(prot) | calc_vm_flag_bits(flags) | mm.def_flags
     vm_flags |= VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+    huge = hugetlb.is_file_hugepages(file)
+    if huge:
+        # (ksys_mmap_pgoff already rounded the length and made the anonymous file.)
+        # VM_HUGETLB is set by hugetlbfs_file_mmap(); set early so that
+        # accountable_mapping() sees it, as its is_file_hugepages() test does.
+        vm_flags |= VM_HUGETLB
     # __get_unmapped_area() and the MAP_FIXED_NOREPLACE overlap check come before the
     # per-type checks (so NOREPLACE over a mapping is EEXIST whatever else is wrong).
-    addr = get_unmapped_area(mm, addr, length, pgoff, flags, file)
+    if huge:
+        assert file is not None
+        align = hugetlb.hugetlb_get_unmapped_area_check(hugetlb.pool_of(mm.ctx), file, addr, flags)
+        if flags & uapi.MAP_FIXED:
+            addr = get_unmapped_area(mm, addr, length, pgoff, flags, file)
+        else:
+            addr = _hugetlb_unmapped_area(mm, addr, length, align)
+    else:
+        addr = get_unmapped_area(mm, addr, length, pgoff, flags, file)
     if flags & uapi.MAP_FIXED_NOREPLACE and mm.vmas_in(addr, addr + length):
         raise kernel_error(errno.EEXIST, "MAP_FIXED_NOREPLACE over a mapping")
     if flags & uapi.MAP_LOCKED and not can_do_mlock(mm):
@@ -492,6 +531,8 @@ def do_mmap(
         pgoff = addr >> PAGE_SHIFT  # "Set pgoff according to addr for anon_vma"
     if flags & uapi.MAP_NORESERVE and mm.ctx.overcommit.mode != OVERCOMMIT_NEVER:
         vm_flags |= VM_NORESERVE  # "We honor MAP_NORESERVE if allowed to overcommit"
+    if flags & uapi.MAP_NORESERVE and huge:
+        vm_flags |= VM_NORESERVE  # "hugetlb applies strict overcommit unless MAP_NORESERVE"
     mmap_region(mm, file, addr, length, vm_flags, pgoff)
     populate = 0
     # do_mmap() tests its own vm_flags, not the VMA's: a VM_LOCKED that

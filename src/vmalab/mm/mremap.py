@@ -19,6 +19,7 @@ from vmalab.mm import rmap
 from vmalab.mm.flags import (
     VM_ACCOUNT,
     VM_DONTEXPAND,
+    VM_HUGETLB,
     VM_LOCKED,
     VM_LOCKONFAULT,
     VM_MAYSHARE,
@@ -27,6 +28,7 @@ from vmalab.mm.flags import (
     VM_SEALED,
     VM_SHARED,
 )
+from vmalab.mm.hugetlb import check_mremap_hugetlb
 from vmalab.mm.memory import move_page_tables
 from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, MmStruct, VmArea
 from vmalab.mm.mmap import (
@@ -37,6 +39,7 @@ from vmalab.mm.mmap import (
     vm_start_gap,
 )
 from vmalab.mm.slab import AllocFailure
+from vmalab.mm.userfaultfd import mremap_userfaultfd_prep
 from vmalab.mm.util import security_vm_enough_memory_mm, vm_acct_memory, vm_unacct_memory
 from vmalab.mm.vma import (
     VmaMergeStruct,
@@ -150,6 +153,8 @@ def move_vma(
             k.vm_committed_as = before
         raise kernel_error(errno.ENOMEM, "move_page_tables failed") from None
     k.commit_leaked += charged - expected
+    if new.uffd_ctx is not None:
+        mremap_userfaultfd_prep(new)
     if flags & uapi.MREMAP_DONTUNMAP:
         # dontunmap_complete(): the source keeps its VMA without the lock flags;
         # VM_ACCOUNT is set on the new one too. If the whole source VMA was copied, its
@@ -293,14 +298,17 @@ def _check_mremap_params(
     return old_len, new_len
 
 
-def _check_prep_vma(mm: MmStruct, addr: int, old_len: int, flags: int) -> VmArea:
+def _check_prep_vma(mm: MmStruct, addr: int, old_len: int, new_len: int, flags: int) -> VmArea:
     """The VMA at ``addr``, if mremap() may touch it. Models mm/mremap.c:check_prep_vma
-    (EFAULT without a VMA, EPERM if sealed, EINVAL for old_len 0 unless shared+MAYMOVE)."""
+    (EFAULT without a VMA, EPERM if sealed, hugetlb's alignment rules, EINVAL for old_len
+    0 unless shared+MAYMOVE)."""
     vma = mm.vma_lookup(addr)
     if vma is None:
         raise kernel_error(errno.EFAULT, "no VMA at old address")
     if vma.vm_flags & VM_SEALED:
         raise kernel_error(errno.EPERM, "mseal()'d VMA")
+    if vma.vm_flags & VM_HUGETLB:
+        check_mremap_hugetlb(vma, addr, old_len, new_len, flags)
     if not old_len:
         if not vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
             raise kernel_error(errno.EINVAL, "old_len 0 on a private mapping")
@@ -341,7 +349,7 @@ def do_mremap(
     or resize_is_valid and expand_vma (in place, else move_vma).
     """
     old_len, new_len = _check_mremap_params(addr, old_len, new_len, flags, new_addr)
-    vma = _check_prep_vma(mm, addr, old_len, flags)
+    vma = _check_prep_vma(mm, addr, old_len, new_len, flags)
     if flags & (uapi.MREMAP_FIXED | uapi.MREMAP_DONTUNMAP):
         return mremap_to(mm, addr, old_len, new_len, flags, new_addr)
     if new_len <= old_len:

@@ -10,8 +10,8 @@ designs merge as <= 6.18 kernels do. The design hears of every VMA duplicated by
 (``vma_dup``), merged into another (``vma_merge``) and freed (``vma_free``), so it can
 keep its per-VMA ``design_state``.
 
-Not modelled: mempolicy and userfaultfd contexts are carried and compared but nothing
-sets them; uprobes, mmap_lock and the per-VMA lock.
+Not modelled: mempolicy is carried and compared but nothing sets it (userfaultfd
+contexts are set by vmalab.mm.userfaultfd); uprobes, mmap_lock and the per-VMA lock.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from __future__ import annotations
 import errno
 
 from vmalab.errors import InvariantError, kernel_error
-from vmalab.mm import rmap
-from vmalab.mm.flags import VM_MAYWRITE, VM_SHARED, VM_SPECIAL
+from vmalab.mm import hugetlb, rmap
+from vmalab.mm.flags import VM_HUGETLB, VM_MAYWRITE, VM_SHARED, VM_SPECIAL
 from vmalab.mm.mm_types import PAGE_SHIFT, AnonVma, MmStruct, VmArea
 from vmalab.mm.slab import AllocFailure
 
@@ -126,11 +126,21 @@ def vm_area_dup(vma: VmArea, mm: MmStruct | None = None) -> VmArea:
     new.vm_policy = vma.vm_policy
     new.vm_ops_close = vma.vm_ops_close
     new.special_name = vma.special_name
+    if vma.vm_private_data is not None:
+        new.vm_private_data = vma.vm_private_data
+        hugetlb.hugetlb_vm_op_open(new)  # vm_ops->open
     return new
 
 
 def vm_area_free(vma: VmArea) -> None:
-    """Models mm/vma_init.c:vm_area_free, telling the design first (``vma_free``)."""
+    """Models mm/vma_init.c:vm_area_free, after vm_ops->close (remove_vma): a private
+    hugetlb mapping's hugetlb_vm_op_close, SysV shm's shm_close; the design hears of it
+    first (``vma_free``)."""
+    if vma.vm_private_data is not None:
+        hugetlb.hugetlb_vm_op_close(vma)
+    f = vma.vm_file
+    if f is not None and f.inode.on_close is not None:
+        f.inode.on_close(f.inode)
     ctx = vma.vm_mm.ctx
     ctx.design.vma_free(vma)
     slabs = ctx.slabs
@@ -479,6 +489,8 @@ def __split_vma(vma: VmArea, addr: int, new_below: bool) -> VmArea:
     keep every flag. Raises AllocFailure with nothing changed.
     """
     mm = vma.vm_mm
+    if vma.vm_flags & VM_HUGETLB:
+        hugetlb.hugetlb_vm_op_split(vma, addr)  # vm_ops->may_split
     new = vm_area_dup(vma)
     mm.ctx.design.vma_dup(new, vma)
     if new_below:
