@@ -29,7 +29,7 @@ from vmalab.errors import UserInputError
 
 def _designs(spec: str) -> list[str]:
     """``all`` or a comma-separated list of design ids, checked against vmalab.DESIGNS."""
-    from vmalab import DESIGNS
+    from vmalab.designs import DESIGNS
 
     if spec == "all":
         return list(DESIGNS)
@@ -88,7 +88,7 @@ def _run_all(
 ) -> list[dict[str, Any]]:
     """run_one for every design, with a progress bar on stderr for long traces."""
     from vmalab.cliutil import progress
-    from vmalab.report.compare import RunSpec, run_one, source_kind
+    from vmalab.trace.run import RunSpec, run_one, source_kind
 
     kind = source_kind(source)
     if kind == "trace":
@@ -343,7 +343,7 @@ def compare(
     quiet: bool,
 ) -> None:
     """Compare the designs on a built-in WORKLOAD[:k=v,...] or an strace log TRACE."""
-    from vmalab.report.compare import guardify_delta, source_kind
+    from vmalab.report.compare import guardify_delta
     from vmalab.report.render import (
         compare_text_table,
         fit,
@@ -352,6 +352,7 @@ def compare(
         plot_deltas,
     )
     from vmalab.report.table import emit, term_width
+    from vmalab.trace.run import source_kind
 
     out_fmt = resolve_format(fmt, as_json)
     designs = _designs(design)
@@ -529,11 +530,11 @@ def replay_cmd(
 ) -> None:
     """Replay an strace log TRACE, or a recording DIR, into the model and summarise it."""
     from vmalab.cliutil import progress
-    from vmalab.report.compare import locate_rewrites
     from vmalab.report.table import Table, emit, term_width
     from vmalab.trace.parse import TraceSyntaxError
     from vmalab.trace.recording import is_recording
     from vmalab.trace.replay import replay
+    from vmalab.trace.run import locate_rewrites
 
     out_fmt = resolve_format(fmt, as_json)
     want = _designs(design)[0] if design is not None else None
@@ -594,10 +595,8 @@ def replay_cmd(
     s = r.summary()
     g = None
     if r.guardify is not None:
-        from vmalab.report.compare import _gstats
-
-        g = _gstats(r.guardify)
-        locate_rewrites(trace_file(trace), g["examples"], st[1] if st else 0)
+        g = r.guardify.to_dict()
+        locate_rewrites(trace, g["examples"], st[1] if st else 0)
     if out_fmt == "json":
         if maps_pid is not None:
             s["maps"] = maps_text
@@ -716,10 +715,10 @@ def sweep_cmd(
 ) -> None:
     """Run many WORKLOADs/TRACEs × designs, locally or on a Dask cluster."""
     from vmalab.cliutil import progress
-    from vmalab.report.compare import RunSpec, source_kind
     from vmalab.report.render import compare_text_table, fit
-    from vmalab.report.sweep import sweep
     from vmalab.report.table import emit, term_width
+    from vmalab.trace.run import RunSpec, source_kind
+    from vmalab.trace.sweep import sweep
     from vmalab.trace.workloads import parse_workload_spec
 
     out_fmt = resolve_format(fmt, as_json)

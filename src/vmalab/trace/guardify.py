@@ -68,6 +68,17 @@ class GuardifyStats:
                 break
             e[0] = line
 
+    def to_dict(self) -> dict[str, Any]:
+        """The counters and examples as a JSON-ready dict (what ``compare`` and ``replay``
+        print under ``guardify``)."""
+        return {
+            "mprotect_rewritten": self.mprotect_rewritten,
+            "mmap_rewritten": self.mmap_rewritten,
+            "removed": self.removed,
+            "left_alone": self.left_alone,
+            "examples": [list(e) for e in self.examples],
+        }
+
 
 _PROT_BITS = uapi.PROT_READ | uapi.PROT_WRITE | uapi.PROT_EXEC
 

@@ -58,6 +58,7 @@ from typing import Any
 
 from vmalab import uapi
 from vmalab.errors import ResourceLimitError, SegmentationFault
+from vmalab.kernel import Kernel
 from vmalab.trace import layout
 from vmalab.trace.parse import (
     CLONE_FILES,
@@ -172,13 +173,6 @@ MODELLED = (
     | TASK_SYSCALLS
     | {"pkey_alloc", "pkey_free", "prctl"}
 )
-
-
-def _kernel_cls() -> Any:
-    """The Kernel class (imported late: the trace package must not import the model)."""
-    from vmalab import Kernel
-
-    return Kernel
 
 
 @dataclass
@@ -363,7 +357,7 @@ class Replayer:
         self._read_snaps = recording.read_snapshots() if recording is not None else {}
         self.on_last_exit = on_last_exit
         self.offset = 0  # bytes of the log read so far (replay() keeps it)
-        kernel = _kernel_cls()(design, max_map_count=max_map_count)
+        kernel = Kernel(design, max_map_count=max_map_count)
         self.path = path
         self.k: Any = kernel
         self.guardify = None

@@ -1,6 +1,6 @@
 """Many sources × designs, on local processes or on a Dask cluster.
 
-:func:`sweep` maps :func:`vmalab.report.compare.run_one` over every (source, design)
+:func:`sweep` maps :func:`vmalab.trace.run.run_one` over every (source, design)
 pair. By default it uses a ``concurrent.futures.ProcessPoolExecutor``; with a scheduler
 address it submits the same function to a ``dask.distributed`` cluster. Results come back
 in the order of the pairs, so both executors give the same list (apart from ``seconds``).
@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vmalab.errors import UserInputError
-from vmalab.report.compare import RunSpec, run_one
+from vmalab.trace.run import RunSpec, run_one
 
 
 def specs_for(
