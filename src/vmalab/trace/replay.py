@@ -59,6 +59,7 @@ from typing import Any
 from vmalab import uapi
 from vmalab.errors import ResourceLimitError, SegmentationFault
 from vmalab.kernel import Kernel
+from vmalab.mm.mm_types import PAGE_SIZE
 from vmalab.trace import layout
 from vmalab.trace.parse import (
     CLONE_FILES,
@@ -79,7 +80,6 @@ from vmalab.trace.parse import (
 )
 from vmalab.trace.recording import Recording, Snapshot, is_recording, open_recording
 
-PAGE = 4096
 AT_FDCWD = -100
 MAX_MODEL_ERRORS = 200
 """How many model rejections are kept in detail (all are counted)."""
@@ -477,7 +477,7 @@ class Replayer:
                         size = max(size, os.fstat(hf.fileno()).st_size)
                 except OSError:
                     pass
-            size = (size + PAGE - 1) & ~(PAGE - 1)
+            size = (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
             fd = proc.open(path, uapi.O_RDWR | uapi.O_CREAT, 0o644)
             try:
                 proc.ftruncate(fd, size)
@@ -654,7 +654,7 @@ class Replayer:
             proc.close(mfd)
         self._touch(t, ret, prot, flags, length)
 
-    def _touch(self, t: Task, addr: int, prot: int, flags: int, length: int = PAGE) -> None:
+    def _touch(self, t: Task, addr: int, prot: int, flags: int, length: int = PAGE_SIZE) -> None:
         """Note the assumed first store to new private writable memory (see ``touch``).
 
         The store is made later, by :meth:`_flush_touches`, so that the setup calls that
@@ -666,17 +666,17 @@ class Replayer:
         self.assumed += 1
         if not self.touch:
             return
-        t.mm.touch.append((addr, max(length, PAGE)))
+        t.mm.touch.append((addr, max(length, PAGE_SIZE)))
 
     def _flush_touches(self, mm: Mm) -> None:
         """Make the noted stores: the first of the first 4 pages and the last page of each
         range that accepts one (a PROT_NONE guard page or an unmapped page does not)."""
         pending, mm.touch = mm.touch, []
         for addr, length in pending:
-            npages = length // PAGE
+            npages = length // PAGE_SIZE
             for i in [*range(min(4, npages)), npages - 1]:
                 try:
-                    mm.proc.write(addr + i * PAGE, b"\0")
+                    mm.proc.write(addr + i * PAGE_SIZE, b"\0")
                     break
                 except ResourceLimitError:
                     raise
@@ -792,8 +792,8 @@ class Replayer:
         if got != ret:
             raise OSError(_errno.ENOMEM, f"model brk gave {got:#x}, the trace {ret:#x}")
         if got > old:
-            lo = (old + PAGE - 1) & ~(PAGE - 1)
-            hi = (got + PAGE - 1) & ~(PAGE - 1)
+            lo = (old + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+            hi = (got + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
             if hi > lo:
                 self._touch(t, lo, uapi.PROT_WRITE, uapi.MAP_PRIVATE, hi - lo)
 
