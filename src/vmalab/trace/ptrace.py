@@ -200,4 +200,4 @@ def same_mm(pid1: int, pid2: int) -> bool | None:
     )
     if rv < 0:
         return None
-    return rv == 0
+    return bool(rv == 0)
