@@ -21,46 +21,19 @@ from collections.abc import Callable
 from typing import Any
 
 from vmalab.trace import ptrace as pt
-
-# the value printers, also under their old names here (tracer, merge and tests use dc.X)
 from vmalab.trace.strace_fmt import (
-    AT_FDCWD as AT_FDCWD,
-)
-from vmalab.trace.strace_fmt import (
-    STRLEN as STRLEN,
-)
-from vmalab.trace.strace_fmt import (
-    errtext as errtext,
-)
-from vmalab.trace.strace_fmt import (
-    fd_arg as fd_arg,
-)
-from vmalab.trace.strace_fmt import (
-    fd_path as fd_path,
-)
-from vmalab.trace.strace_fmt import (
-    fd_text as fd_text,
-)
-from vmalab.trace.strace_fmt import (
-    hx as hx,
-)
-from vmalab.trace.strace_fmt import (
-    octal as octal,
-)
-from vmalab.trace.strace_fmt import (
-    path_arg as path_arg,
-)
-from vmalab.trace.strace_fmt import (
-    ptr as ptr,
-)
-from vmalab.trace.strace_fmt import (
-    quote as quote,
-)
-from vmalab.trace.strace_fmt import (
-    sint as sint,
-)
-from vmalab.trace.strace_fmt import (
-    str_arg as str_arg,
+    STRLEN,
+    errtext,
+    fd_arg,
+    fd_path,
+    fd_text,
+    hx,
+    octal,
+    path_arg,
+    ptr,
+    quote,
+    sint,
+    str_arg,
 )
 
 SEP = "\x1f"  # where the writer puts strace's padding and "= "
