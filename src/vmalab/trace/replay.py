@@ -245,7 +245,7 @@ def _events(
     pending: dict[int | None, tuple[int, str, str]] = {}
     for lineno, raw in enumerate(lines, 1):
         try:
-            ev = P._parse_one(lineno, raw, pending, NEED_ARGS)
+            ev = P.parse_one(lineno, raw, pending, NEED_ARGS)
         except TraceSyntaxError:
             if not lenient:
                 raise
