@@ -376,7 +376,8 @@ def _normalise(text: list[str], strace: bool) -> list[str]:
                 continue
         elif strace and name not in _KEEP:
             continue
-        body = re.sub(r"0x7f[0-9a-f]+|0x5[56][0-9a-f]+", "ADDR", body)
+        # mmap_base is randomised down to 0x7e...: a mapping may land below 0x7f0000000000
+        body = re.sub(r"0x7f[0-9a-f]+|0x7[0-9a-e][0-9a-f]{10}\b|0x5[56][0-9a-f]+", "ADDR", body)
         body = re.sub(r"/\* \d+ vars \*/", "/* N vars */", body)
         body = re.sub(r"/proc/\d+/", "/proc/N/", body)
         # shm ids first: a large one would otherwise be masked as a pid on one side only
