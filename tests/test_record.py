@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from vmalab.trace import merge as mg
-from vmalab.trace.decode import quote
 from vmalab.trace.parse import Syscall, parse_lines
 from vmalab.trace.replay import replay
+from vmalab.trace.strace_fmt import quote
 from vmalab.trace.tracer import Incarnation
 
 PROGRAMS = Path(__file__).parent / "fixtures" / "programs"

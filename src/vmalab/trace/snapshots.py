@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from vmalab.trace import decode as dc
 from vmalab.trace import ptrace as pt
+from vmalab.trace.strace_fmt import fd_path, sint
 
 CAPTURE_LIMIT = 64 << 20  # bytes kept of one read capture; beyond, it is marked truncated
 _MAPS_PATH = re.compile(r"^/proc/(\d+)(?:/task/(\d+))?/(maps|smaps)$")
@@ -121,7 +122,7 @@ class ReadCaptures:
         captures: open, read, close them; ``tags`` are its exit record's tags."""
         nr, a = ctx.nr, ctx.args
         if nr in dc.READS:
-            cap = self.captures.get((tgid, dc.sint(a[0], 32)))
+            cap = self.captures.get((tgid, sint(a[0], 32)))
             if cap is None:
                 return
             if val > 0:
@@ -133,7 +134,7 @@ class ReadCaptures:
                 self._opened(tgid, tags, ctx.tid, val)
         elif nr == dc.NR["close"]:
             if val != -_EBADF:  # Linux releases the fd even when close fails otherwise
-                self._closed(tgid, tags, dc.sint(a[0], 32))
+                self._closed(tgid, tags, sint(a[0], 32))
         elif nr == dc.NR["close_range"]:
             if val == 0 and not a[2] & _CLOSE_RANGE_CLOEXEC:
                 for holder, fd in list(self.captures):
@@ -141,7 +142,7 @@ class ReadCaptures:
                         self._closed(tgid, tags, fd)
         elif nr in (dc.NR["dup2"], dc.NR["dup3"]):
             if val >= 0 and a[0] != a[1]:
-                self._closed(tgid, tags, dc.sint(a[1], 32))
+                self._closed(tgid, tags, sint(a[1], 32))
 
     @staticmethod
     def _end_tag(tags: list[str], idx: int | None) -> None:
@@ -156,7 +157,7 @@ class ReadCaptures:
     def _opened(self, tgid: int, tags: list[str], tid: int, fd: int) -> None:
         """An open returned ``fd``: start a capture if it is a traced process's maps/smaps."""
         self._closed(tgid, tags, fd)  # a capture whose close we did not see
-        path = dc.fd_path(tid, fd)
+        path = fd_path(tid, fd)
         m = _MAPS_PATH.match(path) if path is not None else None
         if m is None or path is None:
             return
@@ -184,7 +185,7 @@ class ReadCaptures:
         else:
             data = _read_all(tid, a[1], val)
         if ctx.nr in dc.PREADS:
-            off = dc.sint(a[3])
+            off = sint(a[3])
         else:
             pos = _fd_pos(tid, cap.fd)
             off = pos - val if pos is not None and pos >= val else cap.pos

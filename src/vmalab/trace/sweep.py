@@ -65,16 +65,19 @@ def sweep(
             )
     from dask.distributed import Client, as_completed
 
+    # dask.distributed ships no annotations for Client() and as_completed(): call them as
+    # what they are to this module, callables returning Any
+    make_client: Callable[..., Any] = Client
+    arrivals: Callable[..., Any] = as_completed
     own = not isinstance(scheduler, Client)
     try:
-        # dask.distributed's Client and as_completed carry no annotations (no-untyped-call)
-        client: Any = Client(scheduler, timeout=15) if own else scheduler  # type: ignore[no-untyped-call]
+        client: Any = make_client(scheduler, timeout=15) if own else scheduler
     except (OSError, ValueError) as e:  # unreachable scheduler, malformed address
         raise ConnectionError(f"cannot reach Dask scheduler {scheduler}: {e}") from None
     try:
         dfuts: list[Any] = client.map(_run, list(specs), pure=False)
         index = {f.key: i for i, f in enumerate(dfuts)}
-        arrived = as_completed(dfuts)  # type: ignore[no-untyped-call]
+        arrived = arrivals(dfuts)
         return _in_order(len(specs), ((index[df.key], df.result()) for df in arrived), done)
     finally:
         if own:

@@ -34,6 +34,7 @@ from typing import IO
 from vmalab.trace import decode as dc
 from vmalab.trace import ptrace as pt
 from vmalab.trace.snapshots import CAPTURE_LIMIT, ReadCaptures, ReadInfo, ReadSnapshot, Snapshot
+from vmalab.trace.strace_fmt import fd_path, sint
 
 __all__ = [
     "CAPTURE_LIMIT",
@@ -302,7 +303,7 @@ class Tracer:
                 return
             if (
                 val in dc.READS
-                and not self.reads.is_open(task.tgid, dc.sint(args[0], 32))
+                and not self.reads.is_open(task.tgid, sint(args[0], 32))
                 and not dc.wanted_read(tid, args[0])
             ):
                 return
@@ -373,8 +374,8 @@ class Tracer:
 
     def _file_size(self, tid: int, fd: int) -> None:
         """st_size of a file at its first mmap, for the manifest's "files"."""
-        fdn = dc.sint(fd, 32)
-        path = dc.fd_path(tid, fdn)
+        fdn = sint(fd, 32)
+        path = fd_path(tid, fdn)
         if path is None or path in self.stats.files:
             return
         try:
