@@ -14,8 +14,8 @@ if not hasattr(vmalab, "Kernel"):
     pytest.skip("model not available yet", allow_module_level=True)
 
 from vmalab.cli import main  # noqa: E402
-from vmalab.report.compare import RunSpec, run_one  # noqa: E402
-from vmalab.report.sweep import specs_for, sweep  # noqa: E402
+from vmalab.trace.run import RunSpec, run_one  # noqa: E402
+from vmalab.trace.sweep import specs_for, sweep  # noqa: E402
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "traces")
 SMALL = "thread_stacks:threads=4,stack_kib=32"

@@ -21,7 +21,8 @@ from vmalab.trace import merge as mg
 from vmalab.trace.decode import SEP
 from vmalab.trace.recording import open_recording
 from vmalab.trace.replay import replay
-from vmalab.trace.tracer import Incarnation, ReadInfo, ReadSnapshot, Snapshot
+from vmalab.trace.snapshots import ReadInfo, ReadSnapshot, Snapshot
+from vmalab.trace.tracer import Incarnation
 
 FIX = Path(__file__).parent / "fixtures"
 VMALAB = [sys.executable, "-m", "vmalab.cli"]

@@ -289,8 +289,8 @@ def test_lazy_arguments_agree_with_the_full_parse() -> None:
         '101 openat(AT_FDCWD, "/x", O_RDONLY) = 3</x>',
     ]
     for i, line in enumerate(lines, 1):
-        full = P._parse_one(i, line, {})
-        lazy = P._parse_one(i, line, {}, frozenset({"openat"}))
+        full = P.parse_one(i, line, {})
+        lazy = P.parse_one(i, line, {}, frozenset({"openat"}))
         assert isinstance(full, P.Syscall) and isinstance(lazy, P.Syscall)
         assert (lazy.pid, lazy.name, lazy.errno) == (full.pid, full.name, full.errno)
         if lazy.name == "openat":
@@ -298,4 +298,4 @@ def test_lazy_arguments_agree_with_the_full_parse() -> None:
         else:  # plain lines take the one-regex path and keep their arguments
             assert lazy.args in ([], full.args) and lazy.ret == full.ret.split("<")[0]
     with pytest.raises(P.TraceSyntaxError):
-        P._parse_one(1, '100 read(3, "abc", 4096', {}, frozenset())
+        P.parse_one(1, '100 read(3, "abc", 4096', {}, frozenset())

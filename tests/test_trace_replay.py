@@ -569,3 +569,41 @@ def test_budget_option(tmp_path: Path) -> None:
         [*cmd, "bogus=1", "replay", str(t)], capture_output=True, text=True, env=env, timeout=120
     )
     assert res.returncode == 2 and res.stderr.startswith("vmalab: --budget:")
+
+
+def test_one_dispatch_table_of_syscall_families() -> None:
+    """Every modelled call has one handler, in exactly one family module, found through the
+    one table ``HANDLERS``; what the replay does not model is counted, not dispatched."""
+    from vmalab.trace import handlers_fs, handlers_mm, handlers_task
+    from vmalab.trace import replay as R
+
+    families = [handlers_mm.HANDLERS, handlers_fs.HANDLERS, handlers_task.HANDLERS]
+    names = [n for fam in families for n in fam]
+    assert len(names) == len(set(names))
+    assert set(names) == set(R.HANDLERS) == R.MODELLED
+    assert {"mmap", "munmap", "mprotect", "mremap", "madvise", "brk", "mseal"} <= set(
+        handlers_mm.HANDLERS
+    )
+    assert {"openat", "close", "dup2", "fcntl", "memfd_create", "renameat2"} <= set(
+        handlers_fs.HANDLERS
+    )
+    assert {"clone3", "vfork", "execve", "exit_group"} <= set(handlers_task.HANDLERS)
+    assert not handlers_mm.UNMODELLED & R.MODELLED
+    assert all(h.__doc__ for h in R.HANDLERS.values())
+
+
+def test_unmodelled_memory_call_is_unsupported(tmp_path: Path) -> None:
+    """A memory call without a handler is counted in ``unsupported``, another in
+    ``ignored``; neither is applied."""
+    t = write(
+        tmp_path,
+        """
+        5 shmat(3, NULL, 0) = 0x7f0000000000
+        5 getpid() = 5
+        5 mmap(NULL, 8192, 0x3, 0x22, -1, 0) = 0x7f0000100000
+    """,
+    )
+    r = replay(t)
+    assert r.unsupported == {"shmat": 1}
+    assert r.ignored == {"getpid": 1}
+    assert r.applied == 1

@@ -7,8 +7,6 @@ designs (``DESIGNS``). See docs/api-contract.md for the public surface.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from vmalab import uapi
 from vmalab.budget import Budget
 from vmalab.designs import DESIGNS
@@ -18,9 +16,7 @@ from vmalab.mm.mm_types import PAGE_SIZE
 from vmalab.mm.slab import FailPolicy, SlabStats
 from vmalab.proc import VmaView
 from vmalab.process import Process
-
-if TYPE_CHECKING:
-    from vmalab.trace.replay import replay
+from vmalab.trace.replay import replay
 
 __all__ = [
     "DESIGNS",
@@ -37,12 +33,3 @@ __all__ = [
     "replay",
     "uapi",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # replay pulls in the strace parser; load it on first use.
-    if name == "replay":
-        from vmalab.trace.replay import replay
-
-        return replay
-    raise AttributeError(f"module 'vmalab' has no attribute {name!r}")

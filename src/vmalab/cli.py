@@ -117,10 +117,10 @@ _register("vmalab.soak:soak")
 _register("vmalab.oracle_cli:diff")
 _register("vmalab.oracle_cli:fuzz")
 _register("vmalab.trace.cli:compare")
-_register("vmalab.trace.cli:replay_cmd")
+_register("vmalab.trace.cli_replay:replay_cmd")
 _register("vmalab.trace.cli:sweep_cmd")
 _register("vmalab.trace.cli:workloads_cmd")
-_register("vmalab.trace.cli:record_cmd")
+_register("vmalab.trace.cli_replay:record_cmd")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,13 +22,22 @@ MAX_TIMEOUT = 86400.0
 """Largest ``--timeout`` accepted (one day)."""
 MAX_WORKERS = 256
 """Largest ``sweep --workers`` accepted."""
+
+if TYPE_CHECKING:
+    # the click this is checked with types ParamType by the value it converts to; the
+    # subscript is for the type checker only, so a click whose ParamType is not generic at
+    # run time (pyproject allows click>=8.1) still works
+    _ParamType = click.ParamType[float, Any]
+else:
+    _ParamType = click.ParamType
+
 PID_MAX = 1 << 22
 """Largest pid accepted (PID_MAX_LIMIT on 64-bit Linux)."""
 MAX_LINE = (1 << 63) - 1
 """Largest line number accepted."""
 
 
-class Seconds(click.ParamType):
+class Seconds(_ParamType):
     """A finite number of seconds in ``(0, MAX_TIMEOUT]``: nan, inf, 0 and negatives are
     refused."""
 

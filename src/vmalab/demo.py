@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vmalab import DESIGNS, Kernel, uapi
+from vmalab import DESIGNS, PAGE_SIZE, Kernel, uapi
 from vmalab.designs import get_design
 
 
@@ -19,19 +19,19 @@ def run_demo(design: str) -> str:
     k = Kernel(design)
     p = k.spawn()
     rw = uapi.PROT_READ | uapi.PROT_WRITE
-    a = p.mmap(0, 16 * 4096, rw, uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS)
+    a = p.mmap(0, 16 * PAGE_SIZE, rw, uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS)
     fd = p.memfd_create("demo")
-    p.ftruncate(fd, 16 * 4096)
-    f = p.mmap(0, 16 * 4096, rw, uapi.MAP_SHARED, fd, 0)
-    p.madvise(a, 4096, uapi.MADV_GUARD_INSTALL)
-    p.madvise(f + 8 * 4096, 4096, uapi.MADV_GUARD_INSTALL)
+    p.ftruncate(fd, 16 * PAGE_SIZE)
+    f = p.mmap(0, 16 * PAGE_SIZE, rw, uapi.MAP_SHARED, fd, 0)
+    p.madvise(a, PAGE_SIZE, uapi.MADV_GUARD_INSTALL)
+    p.madvise(f + 8 * PAGE_SIZE, PAGE_SIZE, uapi.MADV_GUARD_INSTALL)
     p.write(f, b"file data")
-    p.mprotect(a + 12 * 4096, 4 * 4096, uapi.PROT_READ)
+    p.mprotect(a + 12 * PAGE_SIZE, 4 * PAGE_SIZE, uapi.PROT_READ)
     child = p.fork()
     lines = [f"== design {design}: {get_design(design).summary}", "child /proc/PID/maps:"]
     lines += ["  " + ln for ln in child.maps().splitlines()]
     for v in child.vmas():
-        n = (v.end - v.start) // 4096
+        n = (v.end - v.start) // PAGE_SIZE
         pm = child.pagemap(v.start, n)
         guards = sum(1 for e in pm if e & uapi.PM_GUARD_REGION)
         lines.append(

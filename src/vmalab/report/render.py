@@ -206,7 +206,7 @@ PANELS = (
 
 def _label(r: dict[str, Any]) -> str:
     """A result's design, marked when guardified."""
-    return r["design"] + (" +guardify" if r.get("guardify") else "")
+    return str(r["design"]) + (" +guardify" if r.get("guardify") else "")
 
 
 def _at(xs: list[int], ys: list[int], x: int) -> int:

@@ -2,11 +2,12 @@
 
 Each decoded call is printed the way ``strace -f -X raw -y`` prints it (flags and prot as
 hex, fds with their ``-y`` path, strings quoted with strace's escapes and its 32-byte
-limit), so that the strace parser of :mod:`vmalab.trace.parse` reads the lines and anyone
-who reads strace can read them. A call is split in two texts: what strace prints at the
-syscall entry (``mmap(NULL, 8192, 0x3, 0x22, -1, 0``) and at its exit
-(``) = 0x7f...``); the writer joins them, or prints ``<unfinished ...>`` /
-``<... mmap resumed>`` halves when another event comes between.
+limit: the value printers of :mod:`vmalab.trace.strace_fmt`), so that the strace parser of
+:mod:`vmalab.trace.parse` reads the lines and anyone who reads strace can read them. A call
+is split in two texts: what strace prints at the syscall entry
+(``mmap(NULL, 8192, 0x3, 0x22, -1, 0``) and at its exit (``) = 0x7f...``); the writer joins
+them, or prints ``<unfinished ...>`` / ``<... mmap resumed>`` halves when another event
+comes between.
 
 Tracee memory (paths, argv, clone3's struct, the bytes a read() returned) is read with
 process_vm_readv while the tracee is stopped; fd paths come from /proc/TID/fd/N like
@@ -15,17 +16,27 @@ strace's -y.
 
 from __future__ import annotations
 
-import errno as _errno
-import os
 import struct
 from collections.abc import Callable
 from typing import Any
 
 from vmalab.trace import ptrace as pt
+from vmalab.trace.strace_fmt import (
+    STRLEN,
+    errtext,
+    fd_arg,
+    fd_path,
+    fd_text,
+    hx,
+    octal,
+    path_arg,
+    ptr,
+    quote,
+    sint,
+    str_arg,
+)
 
-STRLEN = 32  # strace's default -s
 SEP = "\x1f"  # where the writer puts strace's padding and "= "
-AT_FDCWD = -100
 
 # x86-64 syscall numbers of the decoded calls
 NR: dict[str, int] = {
@@ -127,13 +138,6 @@ MM_CHANGERS = frozenset(
 EXITS = frozenset({NR["exit"], NR["exit_group"]})
 EXECS = frozenset({NR["execve"], NR["execveat"]})
 
-_RESTART = {
-    512: ("ERESTARTSYS", "To be restarted if SA_RESTART is set"),
-    513: ("ERESTARTNOINTR", "To be restarted"),
-    514: ("ERESTARTNOHAND", "To be restarted if no handler"),
-    516: ("ERESTART_RESTARTBLOCK", "Interrupted by signal"),
-}
-
 
 class Ctx:
     """What the exit half of a call needs: the tracee, the raw args, the call's shape."""
@@ -147,123 +151,6 @@ class Ctx:
         self.name = NAMES[nr]
         self.data: Any = None
         self.k = -1
-
-
-# ---------------------------------------------------------------------------------------
-# value printers
-
-
-def sint(v: int, bits: int = 64) -> int:
-    """Reinterpret an unsigned register value as a signed ``bits``-bit integer."""
-    v &= (1 << bits) - 1
-    return v - (1 << bits) if v >> (bits - 1) else v
-
-
-def hx(v: int) -> str:
-    """Flags and prot the way -X raw prints them: ``0`` or ``0x22``."""
-    return "0" if v == 0 else hex(v)
-
-
-def ptr(v: int) -> str:
-    """A pointer: ``NULL`` or ``0x7f...``."""
-    return "NULL" if v == 0 else hex(v)
-
-
-def octal(v: int) -> str:
-    """A file mode the way strace prints it: ``0644``."""
-    return "0" + format(v, "o") if v else "000"
-
-
-def quote(data: bytes, limit: int | None = STRLEN, *, more: bool = False) -> str:
-    """strace's quoted string: C escapes, ``\\ooo`` octal for other bytes, ``...`` if cut."""
-    cut = limit is not None and len(data) > limit
-    if cut:
-        data = data[:limit]
-    out = ['"']
-    esc = {
-        0x22: '\\"',
-        0x5C: "\\\\",
-        0x0C: "\\f",
-        0x0A: "\\n",
-        0x0D: "\\r",
-        0x09: "\\t",
-        0x0B: "\\v",
-    }
-    n = len(data)
-    for i, c in enumerate(data):
-        if c in esc:
-            out.append(esc[c])
-        elif 0x20 <= c <= 0x7E:
-            out.append(chr(c))
-        elif i + 1 < n and 0x30 <= data[i + 1] <= 0x37:
-            out.append("\\" + format(c, "03o"))
-        else:
-            out.append("\\" + format(c, "o"))
-    out.append('"')
-    if cut or more:
-        out.append("...")
-    return "".join(out)
-
-
-def _path_escape(p: str) -> str:
-    """Escape a -y path like strace does (non-printables, and ``<>`` inside the brackets)."""
-    if all(0x20 <= ord(c) <= 0x7E and c not in "<>\\" for c in p):
-        return p
-    b = os.fsencode(p)
-    return "".join(
-        chr(c) if 0x20 <= c <= 0x7E and chr(c) not in "<>\\" else f"\\x{c:02x}" for c in b
-    )
-
-
-def fd_path(tid: int, fd: int) -> str | None:
-    """The -y path of ``fd`` in ``tid`` (readlink /proc/TID/fd/N, or its cwd for AT_FDCWD)."""
-    try:
-        if fd == AT_FDCWD:
-            return os.readlink(f"/proc/{tid}/cwd")
-        if fd < 0:
-            return None
-        return os.readlink(f"/proc/{tid}/fd/{fd}")
-    except OSError:
-        return None
-
-
-def fd_text(fd: int, path: str | None) -> str:
-    """``3</path>``, ``3</tmp/x>(deleted)`` (strace 6.1's form) or a bare ``3``."""
-    if path is None:
-        return str(fd)
-    if path.endswith(" (deleted)"):
-        return f"{fd}<{_path_escape(path[:-10])}>(deleted)"
-    return f"{fd}<{_path_escape(path)}>"
-
-
-def fd_arg(tid: int, v: int) -> str:
-    """An fd argument with its -y path."""
-    fd = sint(v, 32)
-    return fd_text(fd, fd_path(tid, fd))
-
-
-def path_arg(tid: int, addr: int) -> str:
-    """A pathname argument: the quoted string, in full (strace prints paths uncut)."""
-    s = pt.read_cstr(tid, addr)
-    return ptr(addr) if s is None else quote(s, None)
-
-
-def str_arg(tid: int, addr: int, limit: int = STRLEN) -> str:
-    """A NUL-terminated string argument cut at ``limit`` bytes (``"..."...``)."""
-    s = pt.read_cstr(tid, addr, limit + 1)
-    return ptr(addr) if s is None else quote(s, limit)
-
-
-def errtext(rval: int) -> str | None:
-    """``-1 ENOMEM (Cannot allocate memory)`` for a failed call; None for a success."""
-    if -4096 < rval < 0:
-        e = -rval
-        if e in _RESTART:
-            name, text = _RESTART[e]
-            return f"? {name} ({text})"
-        name = _errno.errorcode.get(e, f"E{e}")
-        return f"-1 {name} ({os.strerror(e)})"
-    return None
 
 
 # ---------------------------------------------------------------------------------------

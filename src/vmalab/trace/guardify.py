@@ -37,8 +37,8 @@ from typing import Any
 
 from vmalab import uapi
 from vmalab.mm.flags import VM_SHARED
+from vmalab.mm.mm_types import PAGE_SIZE
 
-PAGE = 4096
 MAX_EXAMPLES = 5
 """Rewrites remembered word for word (for the report of what was rewritten)."""
 
@@ -68,6 +68,17 @@ class GuardifyStats:
                 break
             e[0] = line
 
+    def to_dict(self) -> dict[str, Any]:
+        """The counters and examples as a JSON-ready dict (what ``compare`` and ``replay``
+        print under ``guardify``)."""
+        return {
+            "mprotect_rewritten": self.mprotect_rewritten,
+            "mmap_rewritten": self.mmap_rewritten,
+            "removed": self.removed,
+            "left_alone": self.left_alone,
+            "examples": [list(e) for e in self.examples],
+        }
+
 
 _PROT_BITS = uapi.PROT_READ | uapi.PROT_WRITE | uapi.PROT_EXEC
 
@@ -88,7 +99,7 @@ class GuardifyProcess:
     def __init__(self, raw: Any, stats: GuardifyStats, max_pages: int) -> None:
         self.raw = raw
         self._stats = stats
-        self._max = max_pages * PAGE
+        self._max = max_pages * PAGE_SIZE
         self._guards = stats.ranges.setdefault(id(raw), set())
 
     def __getattr__(self, name: str) -> Any:
@@ -117,8 +128,8 @@ class GuardifyProcess:
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         """mprotect, with PROT_NONE edge pages turned into guard installs."""
-        ln = (length + PAGE - 1) & ~(PAGE - 1)
-        if prot == uapi.PROT_NONE and 0 < ln <= self._max and addr % PAGE == 0:
+        ln = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        if prot == uapi.PROT_NONE and 0 < ln <= self._max and addr % PAGE_SIZE == 0:
             v = self._vma_at(addr)
             if (
                 v is not None
@@ -136,7 +147,7 @@ class GuardifyProcess:
                 )
                 return
             self._stats.left_alone += 1
-        elif prot != uapi.PROT_NONE and addr % PAGE == 0 and ln:
+        elif prot != uapi.PROT_NONE and addr % PAGE_SIZE == 0 and ln:
             v = self._vma_at(addr)
             if v is not None and self._prot(v) == uapi.PROT_NONE and addr + ln <= v.end:
                 lo, hi = addr - v.start, v.end - (addr + ln)
@@ -164,7 +175,7 @@ class GuardifyProcess:
         self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0
     ) -> int:
         """mmap, with a small PROT_NONE page next to an anonymous mapping made a guard."""
-        ln = (length + PAGE - 1) & ~(PAGE - 1)
+        ln = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
         anon_private = flags & uapi.MAP_ANONYMOUS and flags & uapi.MAP_TYPE == uapi.MAP_PRIVATE
         if (
             prot == uapi.PROT_NONE
@@ -198,7 +209,7 @@ class GuardifyProcess:
 
     def fork(self) -> GuardifyProcess:
         """fork; the child inherits the record of rewritten guards."""
-        child = GuardifyProcess(self.raw.fork(), self._stats, self._max // PAGE)
+        child = GuardifyProcess(self.raw.fork(), self._stats, self._max // PAGE_SIZE)
         child._guards.update(self._guards)
         return child
 

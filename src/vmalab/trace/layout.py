@@ -36,8 +36,8 @@ from typing import Any
 
 from vmalab import uapi
 from vmalab.mm.flags import MNEMONIC_TO_FLAG
+from vmalab.mm.mm_types import PAGE_SIZE
 
-PAGE = 4096
 STACK_TOP = 0x7FFFFFFFF000
 """Top of the replayed stack when the trace gives no hint (x86-64 TASK_SIZE, no ASLR)."""
 STACK_SIZE = 0x21000
@@ -97,12 +97,12 @@ def open_host_file(path: str) -> Any:
 
 def page_down(x: int) -> int:
     """Round down to a page boundary."""
-    return x & ~(PAGE - 1)
+    return x & ~(PAGE_SIZE - 1)
 
 
 def page_up(x: int) -> int:
     """Round up to a page boundary."""
-    return (x + PAGE - 1) & ~(PAGE - 1)
+    return (x + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
 
 
 @dataclass
@@ -233,7 +233,7 @@ def _find_base(img: ElfImage, hints: ExecHints, taken: set[int]) -> int | None:
         if i in taken or length != rlen:
             continue
         base = addr - rstart
-        if base < 0 or base % PAGE:
+        if base < 0 or base % PAGE_SIZE:
             continue
         lo, hi = (
             base + page_down(img.segments[0].vaddr),
@@ -322,8 +322,8 @@ def load_elf_binary(
         stack_prot,
         uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS | uapi.MAP_FIXED | uapi.MAP_GROWSDOWN,
     )
-    proc.write(STACK_TOP - PAGE, b"\0" * 64)  # copy_strings(): argv and envp
-    proc.set_start_stack(STACK_TOP - PAGE)  # create_elf_tables(): mm->start_stack
+    proc.write(STACK_TOP - PAGE_SIZE, b"\0" * 64)  # copy_strings(): argv and envp
+    proc.set_start_stack(STACK_TOP - PAGE_SIZE)  # create_elf_tables(): mm->start_stack
     _elf_load(proc, img, base, open_file)
     if interp_img is not None and ibase is not None:
         _elf_load(proc, interp_img, ibase, open_file)
@@ -331,12 +331,12 @@ def load_elf_binary(
     else:
         top = MMAP_BASE
     # arch_setup_additional_pages() -> map_vdso(): vvar, vvar_vclock, vdso (approximated)
-    vdso = top - VDSO_PAGES * PAGE
-    vclock = vdso - VCLOCK_PAGES * PAGE
-    vvar = vclock - VVAR_PAGES * PAGE
-    map_special(proc, vvar, VVAR_PAGES * PAGE, "[vvar]")
-    map_special(proc, vclock, VCLOCK_PAGES * PAGE, "[vvar_vclock]")
-    map_special(proc, vdso, VDSO_PAGES * PAGE, "[vdso]")
+    vdso = top - VDSO_PAGES * PAGE_SIZE
+    vclock = vdso - VCLOCK_PAGES * PAGE_SIZE
+    vvar = vclock - VVAR_PAGES * PAGE_SIZE
+    map_special(proc, vvar, VVAR_PAGES * PAGE_SIZE, "[vvar]")
+    map_special(proc, vclock, VCLOCK_PAGES * PAGE_SIZE, "[vvar_vclock]")
+    map_special(proc, vdso, VDSO_PAGES * PAGE_SIZE, "[vdso]")
     return lay
 
 
@@ -362,8 +362,8 @@ def _elf_load(proc: Any, img: ElfImage, bias: int, open_file: FileOpener) -> Non
             ln = page_up(file_end) - start
             proc.mmap(start, ln, s.prot, flags, fd, page_down(s.offset))
         if s.memsz > s.filesz:
-            if s.filesz and file_end % PAGE and s.prot & uapi.PROT_WRITE:
-                proc.write(file_end, b"\0" * (PAGE - file_end % PAGE))  # padzero()
+            if s.filesz and file_end % PAGE_SIZE and s.prot & uapi.PROT_WRITE:
+                proc.write(file_end, b"\0" * (PAGE_SIZE - file_end % PAGE_SIZE))  # padzero()
             anon_lo = page_up(file_end) if s.filesz else start
             if page_up(mem_end) > anon_lo:
                 proc.mmap(anon_lo, page_up(mem_end) - anon_lo, s.prot, flags | uapi.MAP_ANONYMOUS)
@@ -551,7 +551,7 @@ def apply_maps_dump(
                 f |= uapi.MAP_NORESERVE
             proc.mmap(target, length, map_prot, f)
             if v.path == "[stack]":
-                proc.set_start_stack(v.end - PAGE)  # somewhere in the VMA; see the caller
+                proc.set_start_stack(v.end - PAGE_SIZE)  # somewhere in the VMA; see the caller
             elif v.path == "[heap]":
                 proc.set_brk_base(v.start, v.end)
         if written:
@@ -615,7 +615,7 @@ def _would_merge(a: DumpVma, b: DumpVma) -> bool:
 def _scratch(proc: Any, length: int) -> int:
     """A free range of ``length`` bytes with a free page on each side (nothing to merge with)."""
     addr: int = proc.mmap(
-        0, length + 2 * PAGE, uapi.PROT_NONE, uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS
+        0, length + 2 * PAGE_SIZE, uapi.PROT_NONE, uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS
     )
-    proc.munmap(addr, length + 2 * PAGE)
-    return addr + PAGE
+    proc.munmap(addr, length + 2 * PAGE_SIZE)
+    return addr + PAGE_SIZE

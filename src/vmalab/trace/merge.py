@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from vmalab.trace.decode import NR, PERF_NRS, SEP
-from vmalab.trace.tracer import Incarnation, ReadSnapshot, Snapshot
+from vmalab.trace.snapshots import ReadSnapshot, Snapshot
+from vmalab.trace.tracer import Incarnation
 
 USER_LIMIT = 0x800000000000
 # "  1234 12345.123456789: exceptions:page_fault_user: address=0x.. ip=0x.. error_code=0x6"

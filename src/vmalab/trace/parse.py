@@ -119,7 +119,7 @@ _FAST = re.compile(
 
 
 _SPECIAL = re.compile(r'["/<(\[{]')
-# "PID [TIME] name(" for the argument-less fast path of _parse_one (need_args)
+# "PID [TIME] name(" for the argument-less fast path of parse_one (need_args)
 _LAZY = re.compile(
     r"(?:(\d+)\s+)?(?:\d+\.\d+\s+|\d\d:\d\d:\d\d(?:\.\d+)?\s+)?([A-Za-z_][A-Za-z0-9_]*)\("
 )
@@ -234,7 +234,7 @@ def parse_lines(
     pending: dict[int | None, tuple[int, str, str]] = {}
     for lineno, raw in enumerate(lines, 1):
         try:
-            ev = _parse_one(lineno, raw, pending)
+            ev = parse_one(lineno, raw, pending)
         except TraceSyntaxError:
             if not lenient:
                 raise
@@ -249,7 +249,7 @@ def parse_lines(
             yield Syscall(start, start, pid, name, [body.strip().rstrip(",")], "?", None)
 
 
-def _parse_one(
+def parse_one(
     lineno: int,
     raw: str,
     pending: dict[int | None, tuple[int, str, str]],

@@ -14,6 +14,8 @@ import ctypes
 import os
 import struct
 
+from vmalab.mm.mm_types import PAGE_SIZE
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _ptrace = _libc.ptrace
 _ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
@@ -166,7 +168,7 @@ def read_cstr(pid: int, addr: int, limit: int = 4096) -> bytes | None:
         return None
     out = b""
     while len(out) < limit:
-        chunk = min(4096 - (addr % 4096), limit - len(out))
+        chunk = min(PAGE_SIZE - (addr % PAGE_SIZE), limit - len(out))  # a page at a time
         data = read_mem(pid, addr, chunk)
         if not data:
             return out if out else None
@@ -198,4 +200,4 @@ def same_mm(pid1: int, pid2: int) -> bool | None:
     )
     if rv < 0:
         return None
-    return rv == 0
+    return bool(rv == 0)

@@ -32,7 +32,8 @@ from typing import Any
 from vmalab.errors import UserInputError
 from vmalab.trace import decode as dc
 from vmalab.trace import merge as mg
-from vmalab.trace.tracer import ReadSnapshot, Tracer
+from vmalab.trace.snapshots import ReadSnapshot
+from vmalab.trace.tracer import Tracer
 
 NO_PERF_ENV = "VMALAB_RECORD_NO_PERF"
 NO_SECCOMP_ENV = "VMALAB_RECORD_NO_SECCOMP"  # every syscall stops (slower; for comparison)

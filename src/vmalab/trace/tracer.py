@@ -18,19 +18,13 @@ the merge, which knows the final line numbers: ``V<mm>`` (this call may change t
 mm ``<mm>``, ``V*`` of any), ``O<cid>`` (this openat opened read capture ``<cid>``),
 ``L<index>`` (this read hit EOF, or this close ended, the read snapshot ``<index>``).
 
-**Read captures** (notes/recording-spec.md, Addendum 2): when the program opens a
-/proc/PID/maps or smaps file, the bytes every read()/pread64()/readv()/preadv() of that fd
-returns are copied from its buffer at the syscall's exit (process_vm_readv) into
-``DIR/snapshots/.capture.CID`` at their file offset, at most :data:`CAPTURE_LIMIT` bytes.
-When a read returns 0 (EOF), or the fd is closed, or the reader exits or execs, the
-capture becomes ``PID.N.read.maps`` (``.read.smaps``) and a ``read`` snapshot; the merge
-gives it its lines and decides ``consistent``.
+**Read captures** (what the program reads of a /proc/PID/maps or smaps file) are kept by
+:class:`vmalab.trace.snapshots.ReadCaptures`; see :mod:`vmalab.trace.snapshots`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 import time
@@ -39,6 +33,21 @@ from typing import IO
 
 from vmalab.trace import decode as dc
 from vmalab.trace import ptrace as pt
+from vmalab.trace.snapshots import CAPTURE_LIMIT, ReadCaptures, ReadInfo, ReadSnapshot, Snapshot
+from vmalab.trace.strace_fmt import fd_path, sint
+
+__all__ = [
+    "CAPTURE_LIMIT",
+    "OPTIONS",
+    "Incarnation",
+    "ReadInfo",
+    "ReadSnapshot",
+    "Snapshot",
+    "Task",
+    "TraceStats",
+    "Tracer",
+    "read_stat",
+]
 
 OPTIONS = (
     pt.O_TRACESYSGOOD
@@ -53,9 +62,6 @@ OPTIONS = (
 _GROUP_STOP = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 _MONO = time.CLOCK_MONOTONIC
 _CLONES = frozenset(dc.NR[n] for n in ("clone", "clone3", "fork", "vfork"))
-CAPTURE_LIMIT = 64 << 20  # bytes kept of one read capture; beyond, it is marked truncated
-_MAPS_PATH = re.compile(r"^/proc/(\d+)(?:/task/(\d+))?/(maps|smaps)$")
-_HEADER = re.compile(rb"^[0-9a-f]+-[0-9a-f]+ ", re.M)
 _CLOSE_RANGE_CLOEXEC = 4
 _EBADF = 9
 
@@ -126,69 +132,6 @@ def read_stat(pid: int) -> dict[str, int]:
 
 
 @dataclass
-class ReadInfo:
-    """What a ``read`` snapshot knows besides its file: the merge fills in the lines."""
-
-    cid: int
-    mm: int
-    reader: int
-    path: str
-    what: str  # maps | smaps
-    nbytes: int
-    reads: int
-    eof: bool  # a read returned 0
-    complete: bool  # eof, or at the close the text held every VMA of a fresh read
-    truncated: bool
-    gaps: bool  # bytes missing in the middle (an unreadable buffer, a pread past them)
-    gone: bool  # the target process died while the capture was open
-    last_line: int | None = None
-    consistent: bool = False
-    why: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Snapshot:
-    """One maps/smaps snapshot taken while the process was stopped."""
-
-    pid: int
-    kind: str
-    seq: int
-    maps: str
-    smaps: str
-    line: int | None = None
-    stat: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class ReadSnapshot(Snapshot):
-    """What the program itself read from a maps or smaps file (``maps`` or ``smaps`` is
-    its file, the other is empty)."""
-
-    read: ReadInfo | None = None
-
-
-@dataclass
-class Capture:
-    """An open /proc/PID/{maps,smaps} fd of a traced process and the bytes read from it."""
-
-    cid: int
-    tgid: int  # the reader's thread group (its fd table)
-    fd: int
-    target: int  # the thread group whose maps it reads
-    mm: int
-    what: str
-    path: str
-    tmp: str
-    fh: int = -1
-    size: int = 0  # bytes [0, size) written
-    pos: int = 0  # the file position after the last read()
-    gaps: bool = False
-    truncated: bool = False
-    reads: int = 0
-    gone: bool = False
-
-
-@dataclass
 class TraceStats:
     """Counts the tracer keeps (for the manifest and the overhead report)."""
 
@@ -216,9 +159,7 @@ class Tracer:
         self.exec_seq: dict[int, int] = {}
         self.exit_seq: dict[int, int] = {}
         self.exit_snapped: set[int] = set()
-        self.captures: dict[tuple[int, int], Capture] = {}
-        self.read_seq: dict[int, int] = {}
-        self._cids = 0
+        self.reads = ReadCaptures(snapdir, self.snapshots, self._group_mm)
         self._mms = 0
         self.stats = TraceStats()
         self.root: int | None = None
@@ -273,10 +214,8 @@ class Tracer:
         try:
             self._loop()
         finally:
-            for key in list(self.captures):  # none normally: the exits ended them
-                idx = self._finish(self.captures.pop(key), "exit")
-                if idx is not None:
-                    self._rec(self.last_ts, key[0], "L", str(idx))
+            for tgid, idx in self.reads.end_all():
+                self._rec(self.last_ts, tgid, "L", str(idx))
             self.t_end = time.perf_counter()
             self.cpu = time.process_time() - cpu
 
@@ -320,10 +259,7 @@ class Tracer:
     def _stopped(self, tid: int, status: int, ts: int) -> None:
         sig = os.WSTOPSIG(status)
         event = status >> 16
-        if sig == pt.SYSCALL_TRAP:
-            self._syscall_stop(tid, ts)
-            self._resume(tid)
-        elif event == pt.EVENT_SECCOMP:
+        if sig == pt.SYSCALL_TRAP or event == pt.EVENT_SECCOMP:
             self._syscall_stop(tid, ts)
             self._resume(tid)
         elif event:
@@ -367,7 +303,7 @@ class Tracer:
                 return
             if (
                 val in dc.READS
-                and (task.tgid, dc.sint(args[0], 32)) not in self.captures
+                and not self.reads.is_open(task.tgid, sint(args[0], 32))
                 and not dc.wanted_read(tid, args[0])
             ):
                 return
@@ -398,7 +334,7 @@ class Tracer:
             if ctx.nr == dc.NR["mmap"] and val >= 0 and not ctx.args[3] & 0x20:
                 self._file_size(tid, ctx.args[4])
             text = dc.exit_text(ctx, val)
-            self._fd_effects(task, ctx, val)
+            self.reads.fd_effects(task.tgid, task.tags, ctx, val)
             self._rec(ts, tid, "X", f"{ctx.name}\t{text}{self._take_tags(task)}", ctx.k)
             if task.snap_after_exit is not None:
                 self._rec(ts, tid, "M", str(task.snap_after_exit), -2)
@@ -415,43 +351,6 @@ class Tracer:
         task.tags = []
         return "\t" + ",".join(tags)
 
-    # -- read captures (Addendum 2) -------------------------------------------------------
-
-    def _fd_effects(self, task: Task, ctx: dc.Ctx, val: int) -> None:
-        """What a completed call does to the read captures: open, read, close them."""
-        nr, a = ctx.nr, ctx.args
-        if nr in dc.READS:
-            cap = self.captures.get((task.tgid, dc.sint(a[0], 32)))
-            if cap is None:
-                return
-            if val > 0:
-                self._captured(cap, ctx, val)
-            elif val == 0:
-                self._end_tag(task, self._finish(cap, "eof"))
-        elif nr in dc.OPENS:
-            if val >= 0:
-                self._opened(task, ctx.tid, val)
-        elif nr == dc.NR["close"]:
-            if val != -_EBADF:  # Linux releases the fd even when close fails otherwise
-                self._closed(task, dc.sint(a[0], 32))
-        elif nr == dc.NR["close_range"]:
-            if val == 0 and not a[2] & _CLOSE_RANGE_CLOEXEC:
-                for tgid, fd in list(self.captures):
-                    if tgid == task.tgid and a[0] <= fd <= a[1]:
-                        self._closed(task, fd)
-        elif nr in (dc.NR["dup2"], dc.NR["dup3"]):
-            if val >= 0 and a[0] != a[1]:
-                self._closed(task, dc.sint(a[1], 32))
-
-    def _end_tag(self, task: Task, idx: int | None) -> None:
-        if idx is not None:
-            task.tags.append(f"L{idx}")
-
-    def _closed(self, task: Task, fd: int) -> None:
-        cap = self.captures.pop((task.tgid, fd), None)
-        if cap is not None:
-            self._end_tag(task, self._finish(cap, "close"))
-
     def _group_mm(self, pid: int) -> tuple[int, int] | None:
         """(tgid, mm id) of the traced task or thread group ``pid``; None if not traced."""
         t = self.tasks.get(pid)
@@ -462,154 +361,21 @@ class Tracer:
                     break
         return None if t is None else (t.tgid, t.mm)
 
-    def _opened(self, task: Task, tid: int, fd: int) -> None:
-        """An open returned ``fd``: start a capture if it is a traced process's maps/smaps."""
-        self._closed(task, fd)  # a capture whose close we did not see
-        path = dc.fd_path(tid, fd)
-        m = _MAPS_PATH.match(path) if path is not None else None
-        if m is None or path is None:
-            return
-        who = self._group_mm(int(m.group(2) or m.group(1)))
-        if who is None:
-            return
-        self._cids += 1
-        cid = self._cids
-        tmp = os.path.join(self.snapdir, f".capture.{cid}")
-        self.captures[(task.tgid, fd)] = Capture(
-            cid, task.tgid, fd, who[0], who[1], m.group(3), path, tmp
-        )
-        task.tags.append(f"O{cid}")
-
-    def _captured(self, cap: Capture, ctx: dc.Ctx, val: int) -> None:
-        """A read of ``cap``'s fd returned ``val`` bytes: copy them from the tracee."""
-        tid, a = ctx.tid, ctx.args
-        if ctx.nr in dc.VREADS:
-            chunks, left = [], val
-            for base, ln in dc.iovecs(tid, a[1], a[2]):
-                if left <= 0:
-                    break
-                n = min(ln, left)
-                chunks.append(_read_all(tid, base, n))
-                left -= n
-            data = b"".join(chunks)
-        else:
-            data = _read_all(tid, a[1], val)
-        if ctx.nr in dc.PREADS:
-            off = dc.sint(a[3])
-        else:
-            pos = _fd_pos(tid, cap.fd)
-            off = pos - val if pos is not None and pos >= val else cap.pos
-            cap.pos = off + val
-        cap.reads += 1
-        if len(data) < val:
-            cap.gaps = True
-        if off + len(data) > CAPTURE_LIMIT:
-            cap.truncated = True
-            data = data[: max(0, CAPTURE_LIMIT - off)]
-        if not data:
-            return
-        if off > cap.size:
-            cap.gaps = True
-        try:
-            if cap.fh < 0:
-                cap.fh = os.open(
-                    cap.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644
-                )
-            os.pwrite(cap.fh, data, off)
-        except OSError:
-            cap.gaps = True
-            return
-        cap.size = max(cap.size, off + len(data))
-
-    def _finish(self, cap: Capture, how: str) -> int | None:
-        """End ``cap`` (``how``: eof, close, exec or exit) as a read snapshot; its index.
-
-        Nothing is written for a capture that got no bytes. After EOF the capture starts
-        afresh on the same fd (a program may seek back and read again).
-        """
-        if cap.fh >= 0:
-            os.close(cap.fh)
-            cap.fh = -1
-        if cap.size == 0:
-            _unlink(cap.tmp)
-            return None
-        eof = how == "eof"
-        complete = eof or (how != "exec" and self._complete(cap))
-        seq = self.read_seq.get(cap.target, 0) + 1
-        self.read_seq[cap.target] = seq
-        rel = f"snapshots/{cap.target}.{seq}.read.{cap.what}"
-        try:
-            os.rename(cap.tmp, os.path.join(self.snapdir, os.path.basename(rel)))
-        except OSError:
-            return None
-        info = ReadInfo(
-            cap.cid,
-            cap.mm,
-            cap.tgid,
-            cap.path,
-            cap.what,
-            cap.size,
-            cap.reads,
-            eof,
-            complete,
-            cap.truncated,
-            cap.gaps,
-            cap.gone,
-        )
-        self.snapshots.append(
-            ReadSnapshot(
-                cap.target,
-                "read",
-                seq,
-                rel if cap.what == "maps" else "",
-                rel if cap.what == "smaps" else "",
-                read=info,
-            )
-        )
-        if eof:
-            cap.size = cap.pos = cap.reads = 0
-            cap.gaps = cap.truncated = False
-        return len(self.snapshots) - 1
-
-    def _complete(self, cap: Capture) -> bool:
-        """Whether a capture closed before EOF holds the whole file anyway (one read of a
-        small maps): its VMA lines equal those of a fresh read of the same file."""
-        try:
-            with open(cap.tmp, "rb") as f:
-                mine = f.read(CAPTURE_LIMIT)
-            with open(cap.path, "rb") as f:
-                fresh = f.read(CAPTURE_LIMIT + 1)
-        except OSError:
-            return False
-        if not mine.endswith(b"\n") or len(fresh) > CAPTURE_LIMIT:
-            return False
-        if cap.what == "smaps" and not mine[:-1].rsplit(b"\n", 1)[-1].startswith(b"VmFlags:"):
-            return False
-        return _HEADER.findall(mine) == _HEADER.findall(fresh) and (
-            cap.what == "smaps" or mine == fresh
-        )
-
     def _end_group_captures(self, pid: int, ts: int, tid: int, how: str) -> None:
-        """Thread group ``pid`` exits or execs: end the captures it holds; those of
-        other readers on its maps lose their target."""
-        for key in [k for k in self.captures if k[0] == pid]:
-            idx = self._finish(self.captures.pop(key), how)
-            if idx is not None:
-                if how == "exit":
-                    self._rec(ts, tid, "L", str(idx))
-                else:
-                    task = self.tasks.get(tid)
-                    if task is not None:
-                        self._end_tag(task, idx)
-        if how == "exit":
-            for cap in self.captures.values():
-                if cap.target == pid:
-                    cap.gone = True
+        """Thread group ``pid`` exits or execs: end the read captures it holds (an ``L``
+        record at an exit, a tag of the exec's exit record at an exec)."""
+        for idx in self.reads.end_group(pid, how):
+            if how == "exit":
+                self._rec(ts, tid, "L", str(idx))
+            else:
+                task = self.tasks.get(tid)
+                if task is not None:
+                    task.tags.append(f"L{idx}")
 
     def _file_size(self, tid: int, fd: int) -> None:
         """st_size of a file at its first mmap, for the manifest's "files"."""
-        fdn = dc.sint(fd, 32)
-        path = dc.fd_path(tid, fdn)
+        fdn = sint(fd, 32)
+        path = fd_path(tid, fdn)
         if path is None or path in self.stats.files:
             return
         try:
@@ -796,37 +562,6 @@ class Tracer:
                     os.kill(tgid, sig)
                 except OSError:
                     pass
-
-
-def _read_all(tid: int, addr: int, size: int) -> bytes:
-    """``size`` bytes of tracee memory at ``addr``, in chunks (short if memory ends)."""
-    out = []
-    while size > 0:
-        n = min(size, 1 << 20)
-        got = pt.read_mem(tid, addr, n)
-        out.append(got)
-        if len(got) < n:
-            break
-        addr += n
-        size -= n
-    return b"".join(out)
-
-
-def _fd_pos(tid: int, fd: int) -> int | None:
-    """The file position of ``fd`` in ``tid`` (``pos:`` of /proc/TID/fdinfo/FD)."""
-    try:
-        with open(f"/proc/{tid}/fdinfo/{fd}", "rb") as f:
-            first = f.readline()
-        return int(first.split()[1]) if first.startswith(b"pos:") else None
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _status_ids(tid: int) -> tuple[int, int]:

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vmalab import uapi
+from vmalab.mm.mm_types import PAGE_SIZE
 
-PAGE = 4096
 RW = uapi.PROT_READ | uapi.PROT_WRITE
 RX = uapi.PROT_READ | uapi.PROT_EXEC
 ANON = uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS
@@ -46,7 +46,7 @@ WorkloadFn = Callable[..., Iterator[str]]
 def _touch(p: Any, addr: int, npages: int) -> None:
     """Write one byte to each of ``npages`` pages from ``addr`` (a user store per page)."""
     for i in range(npages):
-        p.write(addr + i * PAGE, b"\1")
+        p.write(addr + i * PAGE_SIZE, b"\1")
 
 
 def _guard(p: Any, addr: int, length: int, style: str) -> None:
@@ -121,21 +121,21 @@ def prefork_server(
     """
     m = k.spawn()
     heap = m.mmap(0, heap_mib << 20, RW, ANON)
-    _touch(m, heap, min(64, (heap_mib << 20) // PAGE))
+    _touch(m, heap, min(64, (heap_mib << 20) // PAGE_SIZE))
     yield "heap"
     for i in range(files):
         fd = m.open(f"/srv/static{i}.dat", uapi.O_RDWR | uapi.O_CREAT)
-        m.ftruncate(fd, 64 * PAGE)
-        a = m.mmap(0, 64 * PAGE, uapi.PROT_READ, uapi.MAP_PRIVATE, fd, 0)
+        m.ftruncate(fd, 64 * PAGE_SIZE)
+        a = m.mmap(0, 64 * PAGE_SIZE, uapi.PROT_READ, uapi.MAP_PRIVATE, fd, 0)
         m.close(fd)
         if guard == "madvise":  # a guard page at the end of the file mapping
-            _guard(m, a + 63 * PAGE, PAGE, guard)
+            _guard(m, a + 63 * PAGE_SIZE, PAGE_SIZE, guard)
         m.read(a, 1)
         yield f"file {i}"
     bufs = []
     for i in range(buffers):
-        b = m.mmap(0, 17 * PAGE, RW, ANON)
-        _guard(m, b + 16 * PAGE, PAGE, guard)
+        b = m.mmap(0, 17 * PAGE_SIZE, RW, ANON)
+        _guard(m, b + 16 * PAGE_SIZE, PAGE_SIZE, guard)
         bufs.append(b)
         yield f"buffer {i}"
     for gen in range(generations):
@@ -168,34 +168,34 @@ def allocator(
     ``frees`` arenas are released with MADV_DONTNEED (markers stay), and the process forks.
     """
     p = k.spawn()
-    span = arenas * arena_pages * PAGE
+    span = arenas * arena_pages * PAGE_SIZE
     base = p.mmap(0, span, uapi.PROT_NONE, ANON | uapi.MAP_NORESERVE)
     fd = p.memfd_create("arena", 0)
     p.ftruncate(fd, span)
     yield "reserve"
     for i in range(arenas):
-        a = base + i * arena_pages * PAGE
+        a = base + i * arena_pages * PAGE_SIZE
         if file_backed_every and i % file_backed_every == file_backed_every - 1:
             p.mmap(
                 a,
-                arena_pages * PAGE,
+                arena_pages * PAGE_SIZE,
                 RW,
                 uapi.MAP_SHARED | uapi.MAP_FIXED,
                 fd,
-                i * arena_pages * PAGE,
+                i * arena_pages * PAGE_SIZE,
             )
         else:
-            p.mmap(a, arena_pages * PAGE, RW, ANON | uapi.MAP_FIXED)
+            p.mmap(a, arena_pages * PAGE_SIZE, RW, ANON | uapi.MAP_FIXED)
         if guard == "mprotect":
-            p.mprotect(a, PAGE, uapi.PROT_NONE)
+            p.mprotect(a, PAGE_SIZE, uapi.PROT_NONE)
         else:
-            _guard(p, a, PAGE, guard)
-        _touch(p, a + PAGE, arena_pages // 2)
+            _guard(p, a, PAGE_SIZE, guard)
+        _touch(p, a + PAGE_SIZE, arena_pages // 2)
         yield f"arena {i}"
     p.close(fd)
     for i in range(min(frees, arenas)):
-        a = base + i * arena_pages * PAGE
-        p.madvise(a + PAGE, (arena_pages - 1) * PAGE, uapi.MADV_DONTNEED)
+        a = base + i * arena_pages * PAGE_SIZE
+        p.madvise(a + PAGE_SIZE, (arena_pages - 1) * PAGE_SIZE, uapi.MADV_DONTNEED)
         yield f"free {i}"
     for i in range(forks):
         c = p.fork()
@@ -221,10 +221,10 @@ def jit(
     live: list[int] = []
 
     def alloc(i: int) -> int:
-        a: int = p.mmap(0, (region_pages + 1) * PAGE, RW, ANON)
+        a: int = p.mmap(0, (region_pages + 1) * PAGE_SIZE, RW, ANON)
         _touch(p, a, region_pages)
-        p.mprotect(a, region_pages * PAGE, RX)
-        _guard(p, a + region_pages * PAGE, PAGE, guard)
+        p.mprotect(a, region_pages * PAGE_SIZE, RX)
+        _guard(p, a + region_pages * PAGE_SIZE, PAGE_SIZE, guard)
         return a
 
     for i in range(regions):
@@ -233,7 +233,7 @@ def jit(
     for f in range(flushes):
         old, live = live[: len(live) // 2], live[len(live) // 2 :]
         for a in old:
-            p.munmap(a, (region_pages + 1) * PAGE)
+            p.munmap(a, (region_pages + 1) * PAGE_SIZE)
         yield f"flush {f}"
         for i in range(len(old)):
             live.append(alloc(i))
@@ -265,24 +265,24 @@ def database(
     maps = []
     for i in range(tables):
         fd = p.open(f"/db/table{i}.dat", uapi.O_RDWR | uapi.O_CREAT)
-        p.ftruncate(fd, table_pages * PAGE)
+        p.ftruncate(fd, table_pages * PAGE_SIZE)
         fl = uapi.MAP_SHARED if shared else uapi.MAP_PRIVATE
-        a = p.mmap(0, table_pages * PAGE, RW, fl, fd, 0)
+        a = p.mmap(0, table_pages * PAGE_SIZE, RW, fl, fd, 0)
         p.close(fd)
         if guard == "mprotect":
-            p.mprotect(a, PAGE, uapi.PROT_NONE)
-            p.mprotect(a + (table_pages - 1) * PAGE, PAGE, uapi.PROT_NONE)
+            p.mprotect(a, PAGE_SIZE, uapi.PROT_NONE)
+            p.mprotect(a + (table_pages - 1) * PAGE_SIZE, PAGE_SIZE, uapi.PROT_NONE)
         elif guard == "madvise":
-            p.madvise(a, PAGE, GUARD_INSTALL)
-            p.madvise(a + (table_pages - 1) * PAGE, PAGE, GUARD_INSTALL)
+            p.madvise(a, PAGE_SIZE, GUARD_INSTALL)
+            p.madvise(a + (table_pages - 1) * PAGE_SIZE, PAGE_SIZE, GUARD_INSTALL)
         for j in range(hot_pages):
-            p.read(a + (1 + j) * PAGE, 1)
+            p.read(a + (1 + j) * PAGE_SIZE, 1)
         maps.append(a)
         yield f"table {i}"
     for c_i in range(checkpoints):
         c = p.fork()
         for a in maps:
-            c.read(a + PAGE, 1)
+            c.read(a + PAGE_SIZE, 1)
         yield f"checkpoint {c_i}"
         c.exit()
         yield f"checkpoint {c_i} done"

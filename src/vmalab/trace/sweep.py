@@ -1,6 +1,6 @@
 """Many sources × designs, on local processes or on a Dask cluster.
 
-:func:`sweep` maps :func:`vmalab.report.compare.run_one` over every (source, design)
+:func:`sweep` maps :func:`vmalab.trace.run.run_one` over every (source, design)
 pair. By default it uses a ``concurrent.futures.ProcessPoolExecutor``; with a scheduler
 address it submits the same function to a ``dask.distributed`` cluster. Results come back
 in the order of the pairs, so both executors give the same list (apart from ``seconds``).
@@ -9,11 +9,11 @@ in the order of the pairs, so both executors give the same list (apart from ``se
 from __future__ import annotations
 
 import concurrent.futures as cf
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from vmalab.errors import UserInputError
-from vmalab.report.compare import RunSpec, run_one
+from vmalab.trace.run import RunSpec, run_one
 
 
 def specs_for(
@@ -58,30 +58,42 @@ def sweep(
     ConnectionError.
     """
     if scheduler is None:
-        results: list[dict[str, Any] | None] = [None] * len(specs)
         with cf.ProcessPoolExecutor(max_workers=workers or 2) as ex:
             futs = {ex.submit(_run, s): i for i, s in enumerate(specs)}
-            for n, f in enumerate(cf.as_completed(futs), 1):
-                results[futs[f]] = _check(f.result())
-                if done is not None:
-                    done(n)
-        return [r for r in results if r is not None]
+            return _in_order(
+                len(specs), ((futs[f], f.result()) for f in cf.as_completed(futs)), done
+            )
     from dask.distributed import Client, as_completed
 
+    # dask.distributed ships no annotations for Client() and as_completed(): call them as
+    # what they are to this module, callables returning Any
+    make_client: Callable[..., Any] = Client
+    arrivals: Callable[..., Any] = as_completed
     own = not isinstance(scheduler, Client)
     try:
-        client: Any = Client(scheduler, timeout=15) if own else scheduler
+        client: Any = make_client(scheduler, timeout=15) if own else scheduler
     except (OSError, ValueError) as e:  # unreachable scheduler, malformed address
         raise ConnectionError(f"cannot reach Dask scheduler {scheduler}: {e}") from None
     try:
         dfuts: list[Any] = client.map(_run, list(specs), pure=False)
         index = {f.key: i for i, f in enumerate(dfuts)}
-        out: list[dict[str, Any] | None] = [None] * len(specs)
-        for n, df in enumerate(as_completed(dfuts), 1):
-            out[index[df.key]] = _check(df.result())
-            if done is not None:
-                done(n)
-        return [r for r in out if r is not None]
+        arrived = arrivals(dfuts)
+        return _in_order(len(specs), ((index[df.key], df.result()) for df in arrived), done)
     finally:
         if own:
             client.close()
+
+
+def _in_order(
+    n: int,
+    arrived: Iterable[tuple[int, dict[str, Any]]],
+    done: Callable[[int], None] | None,
+) -> list[dict[str, Any]]:
+    """The results of ``n`` runs, arriving as (index, result), put back in spec order;
+    ``done(count)`` after each arrival; a worker's UserInputError re-raised."""
+    out: list[dict[str, Any] | None] = [None] * n
+    for count, (i, r) in enumerate(arrived, 1):
+        out[i] = _check(r)
+        if done is not None:
+            done(count)
+    return [r for r in out if r is not None]
