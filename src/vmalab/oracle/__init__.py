@@ -13,8 +13,8 @@ Known divergences are listed in ``KNOWN`` and documented in ``docs/divergences.m
 behaviour the model deliberately does not have, and open model bugs that are tracked by a
 regression program. Fuzz counts those by id, and shrinks and saves everything else.
 
-The package: ``compare`` (``Divergence``, ``compare``, ``diff``), ``known`` (``KNOWN``,
-``classify``), ``generate`` (``Gen``, ``random_program``: built from the op classes'
+The package: ``divergence`` (``Divergence``), ``compare`` (``compare``, ``diff``),
+``known`` (``KNOWN``, ``classify``), ``generate`` (``Gen``, ``random_program``: built from the op classes'
 generator rules), ``shrink`` (``ddmin``, ``shrink``), ``fuzz`` (``fuzz``,
 ``save_regression``) and ``slab`` (``slab_program``, ``slab_deltas``, ``slab_compare``).
 Everything public is re-exported here.
@@ -22,7 +22,8 @@ Everything public is re-exported here.
 
 from __future__ import annotations
 
-from vmalab.oracle.compare import DiffResult, Divergence, _fmt, _vmas_differ, compare, diff
+from vmalab.oracle.compare import DiffResult, _vmas_differ, compare, diff
+from vmalab.oracle.divergence import Divergence, _fmt
 from vmalab.oracle.fuzz import (
     FuzzSummary,
     _next_regression_path,

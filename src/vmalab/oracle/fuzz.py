@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmalab.errors import ResourceLimitError
-from vmalab.oracle.compare import Divergence, diff
+from vmalab.oracle.compare import diff
+from vmalab.oracle.divergence import Divergence
 from vmalab.oracle.generate import random_program
 from vmalab.oracle.shrink import shrink
 from vmalab.program import Program

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from vmalab import program as P
+from vmalab.oracle.divergence import Divergence
 from vmalab.program import Program
-
-if TYPE_CHECKING:
-    from vmalab.oracle.compare import Divergence
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,34 @@ to run itself (``OpBase.run``). Nothing here touches the running kernel.
 from __future__ import annotations
 
 import errno as errno_mod
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from vmalab.errors import ResourceLimitError
 from vmalab.program.names import ARENA_BASE, PAGE
-from vmalab.program.observe import Observation, State, page_char
+from vmalab.program.observe import Observation, Observe, State, page_char
 
-if TYPE_CHECKING:
-    from vmalab.program.base import OpBase
-    from vmalab.program.core import Program
+
+class RunnableOp(Protocol):
+    """What the runner needs of an op (``OpBase`` is one): it sits below the op classes,
+    which name ``Runner`` in their ``run`` signatures."""
+
+    @property
+    def op(self) -> str: ...
+    @property
+    def terminal(self) -> bool: ...
+    def run(self, r: Runner, obs: Observation) -> dict[str, Any] | None: ...
+
+
+class ProgramView(Protocol):
+    """What the runner needs of a ``Program``: its arena size, observation switches and ops."""
+
+    @property
+    def arena_pages(self) -> int: ...
+    @property
+    def observe(self) -> Observe: ...
+    @property
+    def ops(self) -> Sequence[RunnableOp]: ...
 
 
 class Machine(Protocol):
@@ -68,7 +86,7 @@ class Machine(Protocol):
         ...
 
 
-def state_of(m: Machine, prog: Program) -> State:
+def state_of(m: Machine, prog: ProgramView) -> State:
     """The arena's VMAs and pagemap letters as seen by ``m``."""
     lo, hi = ARENA_BASE, ARENA_BASE + prog.arena_pages * PAGE
     vmas = m.vmas(lo, hi)
@@ -93,7 +111,7 @@ _Refused = Refused  # the name before the program package
 class Runner:
     """Runs one process's ops on a Machine. Holds the file-slot table (inherited on fork)."""
 
-    def __init__(self, prog: Program, m: Machine, files: dict[int, int]) -> None:
+    def __init__(self, prog: ProgramView, m: Machine, files: dict[int, int]) -> None:
         self.prog = prog
         self.m = m
         self.files = dict(files)
@@ -123,12 +141,12 @@ class Runner:
         """A runner for a fork child on ``m``: same program, a copy of the slot table."""
         return Runner(self.prog, m, self.files)
 
-    def step(self, o: OpBase, obs: Observation) -> dict[str, Any]:
+    def step(self, o: RunnableOp, obs: Observation) -> dict[str, Any]:
         """Run one op; its result object."""
         res = o.run(self, obs)
         return {"ret": 0} if res is None else res
 
-    def run(self, ops: tuple[OpBase, ...]) -> Observation:
+    def run(self, ops: Sequence[RunnableOp]) -> Observation:
         """Run ``ops`` in order; what happened, including a model failure as ``error``."""
         obs = Observation()
         for o in ops:
@@ -188,6 +206,6 @@ class Runner:
         return d
 
 
-def execute(prog: Program, m: Machine) -> Observation:
+def execute(prog: ProgramView, m: Machine) -> Observation:
     """Run ``prog`` on ``m`` and return what happened (never raises for model failures)."""
     return Runner(prog, m, {}).run(prog.ops)
