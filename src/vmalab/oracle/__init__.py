@@ -14,8 +14,8 @@ behaviour the model deliberately does not have, and open model bugs that are tra
 regression program. Fuzz counts those by id, and shrinks and saves everything else.
 
 The package: ``divergence`` (``Divergence``), ``compare`` (``compare``, ``diff``),
-``known`` (``KNOWN``, ``classify``), ``generate`` (``Gen``, ``random_program``: built from the op classes'
-generator rules), ``shrink`` (``ddmin``, ``shrink``), ``fuzz`` (``fuzz``,
+``known`` (``KNOWN``, ``classify``), ``generate`` (``Gen``, ``random_program``: built from
+the op classes' generator rules), ``shrink`` (``ddmin``, ``shrink``), ``fuzz`` (``fuzz``,
 ``save_regression``) and ``slab`` (``slab_program``, ``slab_deltas``, ``slab_compare``).
 Everything public is re-exported here.
 """
