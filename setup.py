@@ -37,6 +37,11 @@ MYPYC_EXCLUDE: dict[str, str] = {
 }
 
 
+#: setup.py commands that build extension modules (pip's metadata steps run egg_info and
+#: dist_info first: mypyc's minute of type checking and C generation is skipped there).
+BUILD_COMMANDS = {"bdist_wheel", "build", "build_ext", "install", "develop", "editable_wheel"}
+
+
 def _note(msg: str) -> None:
     print(f"vmalab setup.py: {msg}", file=sys.stderr)
 
@@ -53,11 +58,29 @@ def mypyc_modules() -> list[str]:
     return [m for m in mods if m not in MYPYC_EXCLUDE and not m.endswith("__init__.py")]
 
 
+def remove_stale_outputs() -> None:
+    """Delete compiled modules left in build/ by an earlier build.
+
+    pip builds in the source tree and setuptools reuses ``build/lib*``: without this a pure
+    build after a compiled one (or a build with another module list) would package the
+    old ``.so`` files, and a stale shared library next to a new one breaks imports
+    (``TypeError: vmalab.mm.slab.Slabs object expected; got vmalab.mm.slab.Slabs``).
+    """
+    for lib in glob.glob(os.path.join(HERE, "build", "lib*")):
+        stale = glob.glob(os.path.join(lib, "*__mypyc*"))
+        stale += glob.glob(os.path.join(lib, "vmalab", "**", "*.so"), recursive=True)
+        stale += glob.glob(os.path.join(lib, "vmalab", "**", "*.pyd"), recursive=True)
+        for path in stale:
+            os.remove(path)
+
+
 def ext_modules() -> list[Any]:
     """mypyc's extension modules, or [] for a pure-Python build (the reason is printed)."""
     if os.environ.get("VMALAB_PURE", "") not in ("", "0"):
         _note("VMALAB_PURE is set: pure-Python build")
         return []
+    if not BUILD_COMMANDS & set(sys.argv[1:]):
+        return []  # egg_info / dist_info (requirements, metadata): nothing to compile
     try:
         from mypyc.build import mypycify
     except ImportError:
@@ -109,4 +132,5 @@ class OptionalBuildExt(build_ext):  # type: ignore[misc]
         return [p for p in super().get_outputs() if os.path.exists(p)]
 
 
+remove_stale_outputs()
 setup(ext_modules=ext_modules(), cmdclass={"build_ext": OptionalBuildExt})

@@ -430,6 +430,11 @@ def table(rep: dict[str, Any]) -> str:
                 b["lines_per_s"] >= 3e5,
             )
             row("b", "replay / native", f"{b['ratio']:.1f}×", "≤ 2×", b["ratio"] <= 2)
+            row(
+                "b",
+                "calls the model rejected (of the log's syscalls)",
+                f"{b['model_errors']} of {b['syscalls']:,}",
+            )
     if "c" in r and "error" not in r["c"]:
         c = r["c"]
         row(
