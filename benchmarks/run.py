@@ -6,6 +6,9 @@ Usage (from the repository root)::
     python benchmarks/run.py [--quick] [--out benchmarks/results] [--cases a,b,c,d,e]
                              [--design tagged] [--seed 1] [--profile]
 
+``python benchmarks/run.py targets [--quick]`` runs the five targets of issue 13 instead
+(``benchmarks/targets.py``).
+
 Cases: (a) side by side with the real kernel, (b) scaling with live VMAs, (c) fork and
 exit, (d) strace replay throughput, (e) Python heap memory. See benchmarks/README.md.
 With ``--profile`` each model case runs a second time under cProfile and the top hot
@@ -248,7 +251,15 @@ def _git_commit() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line, run the chosen cases and write the reports."""
+    """Parse the command line, run the chosen cases and write the reports.
+
+    ``run.py targets ...`` runs the issue-13 targets instead (benchmarks/targets.py).
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["targets"]:
+        import targets
+
+        return targets.main(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes (minutes, not tens)")
     ap.add_argument("--out", default=str(HERE / "results"), help="output directory")

@@ -373,3 +373,55 @@ def model_pagemap(
         for i, ent in enumerate(proc.pagemap(base + s * PAGE, e - s)):  # type: ignore[attr-defined]
             out[s + i] = "G" if ent & pm_guard else "P" if ent & pm_present else "."
     return "".join(out)
+
+
+def generate_mixed(n_ops: int, seed: int, arena_pages: int = 2048) -> Program:
+    """The mixed sequence of issue 13: 1-page mmaps into a PROT_NONE reservation.
+
+    Op 0 reserves the whole arena ``PROT_NONE`` (``mmap(MAP_FIXED)``, like a
+    ``MAP_NORESERVE`` reservation). Then rounds of eleven ops on a random page pair
+    ``p, p+1`` of the reservation (``n_ops // 11`` rounds; a last partial round is cut):
+
+    1. mmap page p rw (MAP_FIXED: splits the reservation in three),
+    2. write page p (a first-touch fault: anon_vma and a page),
+    3. mmap page p+1 rw (merges with p's VMA),
+    4. write page p+1 (fault),
+    5. MADV_GUARD_INSTALL on p+1 (zaps the page, installs the marker),
+    6. mprotect p to r (split),
+    7. mprotect p back to rw (merge),
+    8. MADV_GUARD_REMOVE on p+1,
+    9. write page p+1 (fault again: the guard install zapped it),
+    10. munmap p and p+1,
+    11. mmap p and p+1 PROT_NONE (the reservation is whole again: a merge on both sides).
+
+    Each round leaves the arena as it found it except for the random pair, so the live
+    VMA count stays small (1-5) and each op's cost is the cost of the operation itself.
+    Every op is valid on the kernel and in the model (no error, no SIGSEGV).
+    """
+    rng = random.Random(seed)
+    rw = PROT_READ | PROT_WRITE
+    ops: list[tuple[int, int, int, int]] = [(OP_MMAP, 0, arena_pages, PROT_NONE)]
+    counts = dict.fromkeys(OP_NAMES, 0)
+    counts["mmap"] = 1
+    while len(ops) + 11 <= n_ops:
+        p = rng.randrange(1, arena_pages - 2)
+        b1, b2, b3 = rng.randrange(1, 256), rng.randrange(1, 256), rng.randrange(1, 256)
+        ops += [
+            (OP_MMAP, p, 1, rw),
+            (OP_WRITE, p, 1, b1),
+            (OP_MMAP, p + 1, 1, rw),
+            (OP_WRITE, p + 1, 1, b2),
+            (OP_GUARD_INSTALL, p + 1, 1, 0),
+            (OP_MPROTECT, p, 1, PROT_READ),
+            (OP_MPROTECT, p, 1, rw),
+            (OP_GUARD_REMOVE, p + 1, 1, 0),
+            (OP_WRITE, p + 1, 1, b3),
+            (OP_MUNMAP, p, 2, 0),
+            (OP_MMAP, p, 2, PROT_NONE),
+        ]
+        for name, k in (("mmap", 3), ("write", 3), ("guard_install", 1)):
+            counts[name] += k
+        counts["mprotect"] += 2
+        counts["guard_remove"] += 1
+        counts["munmap"] += 1
+    return Program(ops, arena_pages, seed, counts, 3 * (len(ops) - 1) // 11)
