@@ -20,7 +20,8 @@ import time
 from typing import Any
 
 from vmalab import DESIGNS
-from vmalab.report.compare import RunSpec, guardify_delta, run_one
+from vmalab.report.compare import guardify_delta
+from vmalab.trace.run import RunSpec, run_one
 from vmalab.trace.replay import replay
 
 
