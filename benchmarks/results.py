@@ -21,8 +21,8 @@ from typing import Any
 
 from vmalab import DESIGNS
 from vmalab.report.compare import guardify_delta
-from vmalab.trace.run import RunSpec, run_one
 from vmalab.trace.replay import replay
+from vmalab.trace.run import RunSpec, run_one
 
 
 def _row(r: dict[str, Any]) -> list[str]:
