@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     src = str(ROOT / "src")
     saved = list(sys.path)
-    import run  # for _git_commit and hot_spots (it puts src/ first on sys.path)
+    import profiling
 
     sys.path[:] = [x for x in saved if x != src]
     if not args.installed:
@@ -536,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": "quick" if args.quick else "full",
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": cases.machine(),
-        "model_commit": run._git_commit(),
+        "model_commit": profiling._git_commit(),
         "build": build_kind(),
         "sizes": sz.__dict__,
         "targets": {},
@@ -575,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
             prof = cProfile.Profile()
             with tempfile.TemporaryDirectory() as td:
                 one(name, Path(td), prof)
-            rep["profiles"][name] = run.hot_spots(prof, 20)
+            rep["profiles"][name] = profiling.hot_spots(prof, 20)
             (out / "profiles").mkdir(exist_ok=True)
             with open(out / "profiles" / f"target-{name}.txt", "w") as f:
                 pstats.Stats(prof, stream=f).sort_stats("cumulative").print_stats(50)

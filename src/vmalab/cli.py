@@ -11,7 +11,6 @@ does; ``-h`` and ``--help`` work on every command (docs/cli.md).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
@@ -103,24 +102,16 @@ def main(budget: str | None) -> None:
             raise UserInputError("--budget", e.message) from None
 
 
-def _register(import_path: str) -> None:
-    """Add the click command at ``module:attr`` to the group."""
-    mod_name, attr = import_path.split(":")
-    mod = __import__(mod_name, fromlist=[attr])
-    cmd: Callable[..., Any] = getattr(mod, attr)
-    main.add_command(cmd)  # type: ignore[arg-type]
+# Subcommands live next to the code they drive; the command line is the top floor of the
+# house, so it imports them plainly (docs/architecture.md) and adds each with one line.
+from vmalab.demo import demo  # noqa: E402
+from vmalab.oracle_cli import diff, fuzz  # noqa: E402
+from vmalab.soak import soak  # noqa: E402
+from vmalab.trace.cli import compare, sweep_cmd, workloads_cmd  # noqa: E402
+from vmalab.trace.cli_replay import record_cmd, replay_cmd  # noqa: E402
 
-
-# Subcommands live next to the code they drive; each registers here with one line.
-_register("vmalab.demo:demo")
-_register("vmalab.soak:soak")
-_register("vmalab.oracle_cli:diff")
-_register("vmalab.oracle_cli:fuzz")
-_register("vmalab.trace.cli:compare")
-_register("vmalab.trace.cli_replay:replay_cmd")
-_register("vmalab.trace.cli:sweep_cmd")
-_register("vmalab.trace.cli:workloads_cmd")
-_register("vmalab.trace.cli_replay:record_cmd")
+for _cmd in (demo, soak, diff, fuzz, compare, replay_cmd, sweep_cmd, workloads_cmd, record_cmd):
+    main.add_command(_cmd)
 
 
 if __name__ == "__main__":
