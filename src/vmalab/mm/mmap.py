@@ -142,19 +142,27 @@ def get_unmapped_area(
     hint = addr
     if addr:
         addr = page_align(addr)
-        vma, prev = mm.find_vma_prev(addr)
-        if (
-            TASK_SIZE - length >= addr
-            and addr >= MMAP_MIN_ADDR
-            and (vma is None or addr + length <= vm_start_gap(vma))
-            and (prev is None or addr >= prev.vm_end)
-        ):
+        if _hint_is_free(mm, addr, length):
             return addr
     # Only private anonymous mappings without a hint: MAP_SHARED anonymous memory takes
     # shmem_get_unmapped_area(), which aligns nothing with shmem_enabled=never.
     thp = not hint and file is None and not flags & uapi.MAP_SHARED and length % PMD_SIZE == 0
     align = PMD_SIZE if thp else PAGE_SIZE
     return vm_unmapped_area_topdown(mm, length, MMAP_MIN_ADDR, mm.mmap_base, align)
+
+
+def _hint_is_free(mm: MmStruct, addr: int, length: int) -> bool:
+    """Whether [addr, addr + length) can be used as given. Models the hint test shared by
+    mm/mmap.c:generic_get_unmapped_area_topdown and generic_hugetlb_get_unmapped_area:
+    below TASK_SIZE, above mmap_min_addr, clear of the next VMA's start gap and of the
+    previous VMA."""
+    vma, prev = mm.find_vma_prev(addr)
+    return (
+        TASK_SIZE - length >= addr
+        and addr >= MMAP_MIN_ADDR
+        and (vma is None or addr + length <= vm_start_gap(vma))
+        and (prev is None or addr >= prev.vm_end)
+    )
 
 
 def _hugetlb_unmapped_area(mm: MmStruct, addr: int, length: int, align: int) -> int:
@@ -165,13 +173,7 @@ def _hugetlb_unmapped_area(mm: MmStruct, addr: int, length: int, align: int) -> 
         raise kernel_error(errno.ENOMEM, "length > TASK_SIZE")
     if addr:
         addr = (addr + align - 1) & ~(align - 1)
-        vma, prev = mm.find_vma_prev(addr)
-        if (
-            TASK_SIZE - length >= addr
-            and addr >= MMAP_MIN_ADDR
-            and (vma is None or addr + length <= vm_start_gap(vma))
-            and (prev is None or addr >= prev.vm_end)
-        ):
+        if _hint_is_free(mm, addr, length):
             return addr
     return vm_unmapped_area_topdown(mm, length, MMAP_MIN_ADDR, mm.mmap_base, align)
 

@@ -43,6 +43,14 @@ GUARD_REMOVE = uapi.MADV_GUARD_REMOVE
 WorkloadFn = Callable[..., Iterator[str]]
 
 
+def _forks(p: Any, forks: int) -> Iterator[str]:
+    """``forks`` times: fork a child, then let it exit (each child lives one step)."""
+    for i in range(forks):
+        c = p.fork()
+        yield f"fork {i}"
+        c.exit()
+
+
 def _touch(p: Any, addr: int, npages: int) -> None:
     """Write one byte to each of ``npages`` pages from ``addr`` (a user store per page)."""
     for i in range(npages):
@@ -197,10 +205,7 @@ def allocator(
         a = base + i * arena_pages * PAGE_SIZE
         p.madvise(a + PAGE_SIZE, (arena_pages - 1) * PAGE_SIZE, uapi.MADV_DONTNEED)
         yield f"free {i}"
-    for i in range(forks):
-        c = p.fork()
-        yield f"fork {i}"
-        c.exit()
+    yield from _forks(p, forks)
 
 
 def jit(
@@ -238,10 +243,7 @@ def jit(
         for i in range(len(old)):
             live.append(alloc(i))
             yield f"flush {f} realloc {i}"
-    for i in range(forks):
-        c = p.fork()
-        yield f"fork {i}"
-        c.exit()
+    yield from _forks(p, forks)
 
 
 def database(
