@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 from vmalab import uapi
 from vmalab.mm.flags import MNEMONIC_TO_FLAG
 from vmalab.mm.mm_types import PAGE_SIZE
+from vmalab.trace.mapsdiff import MAPS_LINE, SMAPS_FIELD
 
 STACK_TOP = 0x7FFFFFFFF000
 """Top of the replayed stack when the trace gives no hint (x86-64 TASK_SIZE, no ASLR)."""
@@ -371,12 +371,6 @@ def _elf_load(proc: Any, img: ElfImage, bias: int, open_file: FileOpener) -> Non
 
 # ------------------------------------------------------------------------ maps dumps
 
-_MAPS_LINE = re.compile(
-    r"^(?P<start>[0-9a-fA-F]+)-(?P<end>[0-9a-fA-F]+)\s+(?P<perms>[-r][-w][-x][-sp])\s+"
-    r"(?P<off>[0-9a-fA-F]+)\s+(?P<dev>[0-9a-fA-F]+:[0-9a-fA-F]+)\s+(?P<ino>\d+)\s*(?P<path>.*)$"
-)
-_SMAPS_FIELD = re.compile(r"^[A-Z][A-Za-z_]*:\s")
-
 
 @dataclass
 class DumpVma:
@@ -420,9 +414,9 @@ def parse_maps(text: str | Iterable[str], source: str = "dump") -> list[DumpVma]
         ln = ln.rstrip("\n")
         if not ln.strip():
             continue
-        m = _MAPS_LINE.match(ln)
+        m = MAPS_LINE.match(ln)
         if m:
-            path = m.group("path").strip()
+            path = m.group("name").strip()
             out.append(
                 DumpVma(
                     int(m.group("start"), 16),
@@ -434,7 +428,7 @@ def parse_maps(text: str | Iterable[str], source: str = "dump") -> list[DumpVma]
                 )
             )
             continue
-        if _SMAPS_FIELD.match(ln) and out:
+        if SMAPS_FIELD.match(ln) and out:
             key, _, val = ln.partition(":")
             if key == "VmFlags":
                 out[-1].vmflags = frozenset(val.split())

@@ -28,11 +28,13 @@ from vmalab.errors import UserInputError
 
 __all__ = ["Difference", "MapsEntry", "diff_maps", "parse_entries"]
 
-_LINE = re.compile(
+#: One maps line (shared with trace/layout.py, which reads snapshots the same way).
+MAPS_LINE = re.compile(
     r"^(?P<start>[0-9a-fA-F]+)-(?P<end>[0-9a-fA-F]+)\s+(?P<perms>[-r][-w][-x][-sp])\s+"
     r"(?P<off>[0-9a-fA-F]+)\s+(?P<dev>[0-9a-fA-F]+:[0-9a-fA-F]+)\s+(?P<ino>\d+)\s*(?P<name>.*)$"
 )
-_FIELD = re.compile(r"^[A-Z][A-Za-z_]*:\s")
+#: An smaps field line (``Rss:   4 kB``) that follows a maps line.
+SMAPS_FIELD = re.compile(r"^[A-Z][A-Za-z_]*:\s")
 
 
 @dataclass
@@ -95,7 +97,7 @@ def parse_entries(text: str, source: str = "maps") -> list[MapsEntry]:
     for no, ln in enumerate(text.splitlines(), 1):
         if not ln.strip():
             continue
-        m = _LINE.match(ln)
+        m = MAPS_LINE.match(ln)
         if m:
             start, end = int(m.group("start"), 16), int(m.group("end"), 16)
             if end <= start:
@@ -111,7 +113,7 @@ def parse_entries(text: str, source: str = "maps") -> list[MapsEntry]:
                 )
             )
             continue
-        if _FIELD.match(ln) and out:
+        if SMAPS_FIELD.match(ln) and out:
             key, _, val = ln.partition(":")
             if key == "VmFlags":
                 out[-1].vmflags = frozenset(val.split())
