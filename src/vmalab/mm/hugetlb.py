@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vmalab import uapi
-from vmalab.errors import kernel_error
+from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm.flags import VM_DONTEXPAND, VM_HUGETLB, VM_MAYSHARE, VM_NORESERVE
 
 if TYPE_CHECKING:
@@ -147,15 +147,22 @@ class HugetlbPool:
         private resv_map, the pages in use and reserved are exactly what the hugetlbfs
         inodes and the private maps hold."""
         for h in self.hstates.values():
-            assert 0 <= h.resv_huge_pages <= h.free_huge_pages <= h.nr_huge_pages, h
+            if not (0 <= h.resv_huge_pages <= h.free_huge_pages <= h.nr_huge_pages):
+                raise InvariantError(
+                    f"hugetlb: pool counts out of order (0 <= resv <= free <= nr): {h!r}"
+                )
             if privates is None:
                 continue
             used = sum(len(i.pages) for i in self.inodes.values() if i.hstate is h)
             resv = sum(len(i.resv) for i in self.inodes.values() if i.hstate is h)
             used += sum(len(p.pages) for p in privates if p.hstate is h)
             resv += sum(len(p.resv) for p in privates if p.hstate is h)
-            assert used == h.nr_huge_pages - h.free_huge_pages, (h, used)
-            assert resv == h.resv_huge_pages, (h, resv)
+            if used != h.nr_huge_pages - h.free_huge_pages:
+                raise InvariantError(f"hugetlb: {used} pages in use, but the pool counts {h!r}")
+            if resv != h.resv_huge_pages:
+                raise InvariantError(
+                    f"hugetlb: {resv} reservations held, but the pool counts {h!r}"
+                )
 
 
 def is_file_hugepages(file: File | None) -> bool:
@@ -166,7 +173,8 @@ def is_file_hugepages(file: File | None) -> bool:
 def pool_of(ctx: object) -> HugetlbPool:
     """The HugetlbPool of an MmContext (``ctx.hugetlb``)."""
     pool = getattr(ctx, "hugetlb", None)
-    assert isinstance(pool, HugetlbPool)
+    if not isinstance(pool, HugetlbPool):
+        raise InvariantError("hugetlb: isinstance(pool, HugetlbPool)")
     return pool
 
 
@@ -181,7 +189,8 @@ def hstate_file(pool: HugetlbPool, file: File) -> HState:
 
 def vma_hpage_size(vma: VmArea) -> int:
     """Models huge_page_size(hstate_vma(vma))."""
-    assert vma.vm_file is not None
+    if vma.vm_file is None:
+        raise InvariantError("hugetlb: a hugetlb VMA without its file")
     return hstate_file(_pool(vma.vm_mm), vma.vm_file).size
 
 
@@ -301,7 +310,8 @@ def hugetlb_vma_created(vma: VmArea) -> None:
     holding the reservation hugetlbfs_file_mmap() made."""
     if vma.vm_flags & VM_MAYSHARE:
         return
-    assert vma.vm_file is not None
+    if vma.vm_file is None:
+        raise InvariantError("hugetlb: a hugetlb VMA without its file")
     hs = hstate_file(_pool(vma.vm_mm), vma.vm_file)
     p = HugetlbPrivate(hs, owner=True)
     if not vma.vm_flags & VM_NORESERVE:
@@ -375,33 +385,34 @@ def hugetlb_fault(vma: VmArea, addr: int) -> bool:
     reservation for this index is consumed (vma_needs_reservation), else an unreserved
     free page is taken, else the fault fails with VM_FAULT_SIGBUS.
     """
-    assert vma.vm_file is not None
+    if vma.vm_file is None:
+        raise InvariantError("hugetlb: a hugetlb VMA without its file")
     pool = _pool(vma.vm_mm)
     info = pool.inodes[vma.vm_file.inode]
     hs = info.hstate
     idx = (vma.vm_pgoff + ((addr - vma.vm_start) >> 12)) >> hs.order
     if vma.vm_flags & VM_MAYSHARE:
-        if idx in info.pages:
-            return True
-        if idx in info.resv:
-            info.resv.discard(idx)
-            hs.resv_huge_pages -= 1
-        elif hs.available() <= 0:
-            return False
-        hs.free_huge_pages -= 1
-        info.pages.add(idx)
-        return True
+        return _take_huge_page(hs, info.pages, info.resv, idx)
     p = vma.vm_private_data
-    assert isinstance(p, HugetlbPrivate)
-    if idx in p.pages:
+    if not isinstance(p, HugetlbPrivate):
+        raise InvariantError("hugetlb: a private hugetlb VMA without its reservation map")
+    return _take_huge_page(hs, p.pages, p.resv, idx)
+
+
+def _take_huge_page(hs: HState, pages: set[int], resv: set[int], idx: int) -> bool:
+    """Page ``idx`` of a file (shared) or of a private mapping's reservation map: present,
+    or taken from the pool, consuming its reservation if it had one, else a free page if
+    any is unreserved. Models alloc_hugetlb_folio's vma_needs_reservation /
+    dequeue_hugetlb_folio_vma / vma_commit_reservation accounting."""
+    if idx in pages:
         return True
-    if idx in p.resv:
-        p.resv.discard(idx)
+    if idx in resv:
+        resv.discard(idx)
         hs.resv_huge_pages -= 1
     elif hs.available() <= 0:
         return False
     hs.free_huge_pages -= 1
-    p.pages.add(idx)
+    pages.add(idx)
     return True
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 
 from vmalab import uapi
-from vmalab.errors import kernel_error
+from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm import hugetlb, rmap
 from vmalab.mm.filemap import File
 from vmalab.mm.flags import (
@@ -341,7 +341,8 @@ def _mmap_region_locked(
     do_vmi_munmap(mm, addr, length)
     huge = hugetlb.is_file_hugepages(file)
     if huge:
-        assert file is not None
+        if file is None:
+            raise InvariantError("mmap: a file mapping without its file")
         # call_mmap() → hugetlbfs_file_mmap(): after the unmap, so a refused
         # reservation leaves a hole where MAP_FIXED replaced something (measured)
         vm_flags = hugetlb.hugetlbfs_file_mmap(vm_flags, file, length, pgoff, mm)
@@ -473,7 +474,8 @@ def do_mmap(
     # __get_unmapped_area() and the MAP_FIXED_NOREPLACE overlap check come before the
     # per-type checks (so NOREPLACE over a mapping is EEXIST whatever else is wrong).
     if huge:
-        assert file is not None
+        if file is None:
+            raise InvariantError("mmap: a file mapping without its file")
         align = hugetlb.hugetlb_get_unmapped_area_check(hugetlb.pool_of(mm.ctx), file, addr, flags)
         if flags & uapi.MAP_FIXED:
             addr = get_unmapped_area(mm, addr, length, pgoff, flags, file)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vmalab import uapi
-from vmalab.errors import kernel_error
+from vmalab.errors import InvariantError, kernel_error
 
 if TYPE_CHECKING:
     from vmalab.mm.filemap import File, Inode
@@ -67,7 +67,8 @@ class ShmSegment:
 def ns_of(ctx: object) -> ShmNamespace:
     """The ShmNamespace of an MmContext (``ctx.shm_ns``)."""
     ns = getattr(ctx, "shm_ns", None)
-    assert isinstance(ns, ShmNamespace)
+    if not isinstance(ns, ShmNamespace):
+        raise InvariantError("shm: isinstance(ns, ShmNamespace)")
     return ns
 
 
@@ -219,7 +220,8 @@ def ksys_shmdt(mm: MmStruct, addr: int) -> None:
     def matches(v: object) -> bool:
         from vmalab.mm.mm_types import VmArea
 
-        assert isinstance(v, VmArea)
+        if not isinstance(v, VmArea):
+            raise InvariantError("shm: isinstance(v, VmArea)")
         return (
             v.vm_file is not None
             and v.vm_file.inode.kind == "sysv"
@@ -232,7 +234,8 @@ def ksys_shmdt(mm: MmStruct, addr: int) -> None:
     while vma is not None:
         nxt = vma.vm_next
         if matches(vma):
-            assert vma.vm_file is not None
+            if vma.vm_file is None:
+                raise InvariantError("shm: a SysV shm VMA without its file")
             file = vma.vm_file
             size = file.inode.size
             do_vmi_munmap(mm, vma.vm_start, vma.vm_end - vma.vm_start)

@@ -173,6 +173,19 @@ def _modify_uffd(
     return res
 
 
+def _range_vmas(uffd: UffdCtx, start: int, length: int) -> tuple[int, list[VmArea]]:
+    """The range's end and its VMAs, as userfaultfd_register and userfaultfd_unregister
+    both find them (validate_range, then EINVAL without a VMA, then the huge-page
+    alignment of the first VMA's start)."""
+    validate_range(start, length)
+    end = start + length
+    vmas = uffd.mm.vmas_in(start, end)
+    if not vmas:
+        raise kernel_error(errno.EINVAL, "no VMA in range")
+    _hpage_check(vmas[0], start)
+    return end, vmas
+
+
 def _hpage_check(vma: VmArea, addr: int) -> None:
     if vma.vm_flags & VM_HUGETLB:
         from vmalab.mm.hugetlb import vma_hpage_size
@@ -204,13 +217,7 @@ def userfaultfd_register(uffd: UffdCtx, start: int, length: int, mode: int) -> i
         vm_flags |= VM_UFFD_WP
     if mode & UFFDIO_REGISTER_MODE_MINOR:
         vm_flags |= VM_UFFD_MINOR
-    validate_range(start, length)
-    end = start + length
-    mm = uffd.mm
-    vmas = mm.vmas_in(start, end)
-    if not vmas:
-        raise kernel_error(errno.EINVAL, "no VMA in range")
-    _hpage_check(vmas[0], start)
+    end, vmas = _range_vmas(uffd, start, length)
     basic = False
     wp_async = bool(uffd.features & UFFD_FEATURE_WP_ASYNC)
     for cur in vmas:
@@ -251,13 +258,7 @@ def userfaultfd_unregister(uffd: UffdCtx, start: int, length: int) -> None:
     VMA registered with another context is EINVAL (measured on 6.18.44)."""
     if not uffd.api_done:
         raise kernel_error(errno.EINVAL, "UFFDIO_API first")
-    validate_range(start, length)
-    end = start + length
-    mm = uffd.mm
-    vmas = mm.vmas_in(start, end)
-    if not vmas:
-        raise kernel_error(errno.EINVAL, "no VMA in range")
-    _hpage_check(vmas[0], start)
+    end, vmas = _range_vmas(uffd, start, length)
     wp_async = bool(uffd.features & UFFD_FEATURE_WP_ASYNC)
     for cur in vmas:
         if not vma_can_userfault(cur, cur.vm_flags, wp_async):
