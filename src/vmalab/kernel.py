@@ -255,14 +255,14 @@ class Kernel:
                 raise InvariantError(f"pid {proc.pid}: live process with a dead mm")
             committed += sum(v.pages() for v in mm.mm_mt.values() if v.vm_flags & VM_ACCOUNT)
             prev_end = 0
-            keys = list(mm.mm_mt.keys())
+            bad_index = mm.check_index()
+            if bad_index is not None:
+                raise InvariantError(f"pid {proc.pid}: VMA index: {bad_index}")
             vmas = list(mm.mm_mt.values())
             if mm.map_count != len(vmas):
                 raise InvariantError(f"pid {proc.pid}: map_count {mm.map_count} != {len(vmas)}")
-            for key, v in zip(keys, vmas, strict=True):
+            for v in vmas:
                 where = f"pid {proc.pid} vma {v.vm_start:#x}-{v.vm_end:#x}"
-                if key != v.vm_start:
-                    raise InvariantError(f"{where}: indexed at {key:#x}")
                 if v.vm_mm is not mm:
                     raise InvariantError(f"{where}: vm_mm is another mm")
                 if not (v.vm_start % PAGE_SIZE == 0 and v.vm_end % PAGE_SIZE == 0):
