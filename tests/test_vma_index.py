@@ -98,3 +98,20 @@ def test_check_verifies_the_index_and_the_neighbour_links() -> None:
     lo.vm_start += 4096  # moved without telling the index
     with pytest.raises(InvariantError, match="indexed at"):
         k.check()
+
+
+def test_check_finds_a_pte_outside_every_vma() -> None:
+    from vmalab import InvariantError, Kernel
+    from vmalab.mm.pagetable import PTE_MARKER_GUARD_ENTRY
+
+    k = Kernel()
+    p = k.spawn()
+    a = p.mmap(0, 8192, 3, 0x22)
+    p.write(a, b"x")
+    p.munmap(a + 4096, 4096)
+    k.check()
+    t = p.mm.pgtables.table(a)
+    assert t is not None  # the table stays: it maps part of the first VMA
+    t[((a + 4096) >> 12) & 511] = PTE_MARKER_GUARD_ENTRY
+    with pytest.raises(InvariantError, match="outside every VMA"):
+        k.check()

@@ -278,13 +278,20 @@ class VmaTree:
             self._keys.append([key])
             self._vals.append([vma])
             return None, None
-        i = bisect_right(firsts, key) - 1
-        if i < 0:
-            i = 0
-            firsts[0] = key
-        keys = self._keys[i]
-        vals = self._vals[i]
-        j = bisect_right(keys, key)
+        last_keys = self._keys[-1]
+        if key > last_keys[-1]:  # an append (dup_mmap stores in address order)
+            i = len(firsts) - 1
+            keys = last_keys
+            vals = self._vals[i]
+            j = len(keys)
+        else:
+            i = bisect_right(firsts, key) - 1
+            if i < 0:
+                i = 0
+                firsts[0] = key
+            keys = self._keys[i]
+            vals = self._vals[i]
+            j = bisect_right(keys, key)
         if j and keys[j - 1] == key:
             self._len -= 1
             raise KeyError(f"vm_start {key:#x} already indexed")
