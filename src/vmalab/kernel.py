@@ -21,9 +21,15 @@ from vmalab.mm.flags import VM_ACCOUNT, VM_SHARED, VM_WIPEONFORK
 from vmalab.mm.hugetlb import HugetlbPool, HugetlbPrivate, pool_of
 from vmalab.mm.khugepaged import host_thp_mode
 from vmalab.mm.memory import unmap_mapping_range
-from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, AnonVma, MmContext, MmStruct
+from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, AnonVma, MmContext, MmStruct, VmArea
 from vmalab.mm.page_alloc import KIND_ANON, KIND_FREE, KIND_PAGECACHE, PhysMem
-from vmalab.mm.pagetable import _PAGE_PRESENT, PMD_SHIFT, PTE_MARKER_GUARD_ENTRY, pte_walk
+from vmalab.mm.pagetable import (
+    _PAGE_PRESENT,
+    PMD_SHIFT,
+    PTE_MARKER_GUARD_ENTRY,
+    PTRS_PER_PTE,
+    pte_walk,
+)
 from vmalab.mm.pkeys import host_has_ospke
 from vmalab.mm.shm import ShmNamespace, ns_of
 from vmalab.mm.slab import AllocFailure, FailPolicy, Slabs, SlabStats
@@ -249,92 +255,115 @@ class Kernel:
         i_mmap_seen: dict[int, set[int]] = {}
         writable_seen: Counter[int] = Counter()
         committed = 0
+        anon_vmas = self.anon_vmas
+        check_vma = self._design.check_vma
+        kind = phys.kind
+        owner_of = phys.owner
         for proc in self._procs.values():
             mm: MmStruct = proc.mm
             if mm.dead:
                 raise InvariantError(f"pid {proc.pid}: live process with a dead mm")
-            committed += sum(v.pages() for v in mm.mm_mt.values() if v.vm_flags & VM_ACCOUNT)
             prev_end = 0
-            keys = list(mm.mm_mt.keys())
-            vmas = list(mm.mm_mt.values())
-            if mm.map_count != len(vmas):
-                raise InvariantError(f"pid {proc.pid}: map_count {mm.map_count} != {len(vmas)}")
-            for key, v in zip(keys, vmas, strict=True):
-                where = f"pid {proc.pid} vma {v.vm_start:#x}-{v.vm_end:#x}"
-                if key != v.vm_start:
-                    raise InvariantError(f"{where}: indexed at {key:#x}")
+            bad_index = mm.check_index()
+            if bad_index is not None:
+                raise InvariantError(f"pid {proc.pid}: VMA index: {bad_index}")
+            if mm.map_count != len(mm.mm_mt):
+                raise InvariantError(f"pid {proc.pid}: map_count {mm.map_count} != {len(mm.mm_mt)}")
+            pt = mm.pgtables
+            n_ptes = 0  # entries that are not pte_none, inside VMAs
+            for v in mm.mm_mt.values():
+                vm_start, vm_end, vm_flags = v.vm_start, v.vm_end, v.vm_flags
+                if vm_flags & VM_ACCOUNT:
+                    committed += (vm_end - vm_start) >> PAGE_SHIFT
                 if v.vm_mm is not mm:
-                    raise InvariantError(f"{where}: vm_mm is another mm")
-                if not (v.vm_start % PAGE_SIZE == 0 and v.vm_end % PAGE_SIZE == 0):
-                    raise InvariantError(f"{where}: unaligned")
-                if v.vm_start >= v.vm_end:
-                    raise InvariantError(f"{where}: empty")
-                if v.vm_start < prev_end:
-                    raise InvariantError(f"{where}: overlaps the previous VMA")
-                prev_end = v.vm_end
-                if v.vm_flags & VM_SHARED:
+                    raise InvariantError(f"{_where(proc.pid, v)}: vm_mm is another mm")
+                if (vm_start | vm_end) & (PAGE_SIZE - 1):
+                    raise InvariantError(f"{_where(proc.pid, v)}: unaligned")
+                if vm_start >= vm_end:
+                    raise InvariantError(f"{_where(proc.pid, v)}: empty")
+                if vm_start < prev_end:
+                    raise InvariantError(f"{_where(proc.pid, v)}: overlaps the previous VMA")
+                prev_end = vm_end
+                if vm_flags & VM_SHARED:
                     if v.vm_file is None:
-                        raise InvariantError(f"{where}: VM_SHARED without a file")
-                if v.vm_flags & VM_WIPEONFORK:
+                        raise InvariantError(f"{_where(proc.pid, v)}: VM_SHARED without a file")
+                if vm_flags & VM_WIPEONFORK:
                     if v.vm_file is not None:
-                        raise InvariantError(f"{where}: VM_WIPEONFORK on a file VMA")
+                        raise InvariantError(f"{_where(proc.pid, v)}: VM_WIPEONFORK on a file VMA")
                 av = v.anon_vma
-                bad = self._design.check_vma(v)
+                bad = check_vma(v)
                 if bad is not None:
-                    raise InvariantError(f"{where}: {bad}")
+                    raise InvariantError(f"{_where(proc.pid, v)}: {bad}")
+                chain = v.anon_vma_chain
                 seen_avs = set()
-                for avc in v.anon_vma_chain:
+                for avc in chain:
+                    cav = avc.anon_vma
                     if avc.vma is not v:
-                        raise InvariantError(f"{where}: chain entry of another VMA")
-                    if avc not in avc.anon_vma.avcs:
-                        raise InvariantError(f"{where}: chain entry missing from its anon_vma tree")
-                    if avc.anon_vma.id not in self.anon_vmas:
-                        raise InvariantError(f"{where}: chain to a freed anon_vma")
-                    if avc.anon_vma in seen_avs:
-                        raise InvariantError(f"{where}: two chains to one anon_vma")
-                    seen_avs.add(avc.anon_vma)
+                        raise InvariantError(f"{_where(proc.pid, v)}: chain entry of another VMA")
+                    if avc not in cav.avcs:
+                        raise InvariantError(
+                            f"{_where(proc.pid, v)}: chain entry missing from its anon_vma tree"
+                        )
+                    if cav.id not in anon_vmas:
+                        raise InvariantError(f"{_where(proc.pid, v)}: chain to a freed anon_vma")
+                    if cav in seen_avs:
+                        raise InvariantError(f"{_where(proc.pid, v)}: two chains to one anon_vma")
+                    seen_avs.add(cav)
                     live_avcs.add(avc)
-                n_avcs += len(v.anon_vma_chain)
+                n_avcs += len(chain)
                 if av is not None:
                     if av not in seen_avs:
-                        raise InvariantError(f"{where}: anon_vma not on its own chain")
+                        raise InvariantError(
+                            f"{_where(proc.pid, v)}: anon_vma not on its own chain"
+                        )
                     active_vmas[av.id] += 1
                 else:
-                    if v.anon_vma_chain:
-                        raise InvariantError(f"{where}: chain without an anon_vma")
+                    if chain:
+                        raise InvariantError(f"{_where(proc.pid, v)}: chain without an anon_vma")
                 if v.vm_file is not None:
                     inode = v.vm_file.inode
                     if v not in inode.i_mmap:
-                        raise InvariantError(f"{where}: missing from its file's i_mmap")
+                        raise InvariantError(
+                            f"{_where(proc.pid, v)}: missing from its file's i_mmap"
+                        )
                     i_mmap_seen.setdefault(id(inode), set()).add(id(v))
-                    if is_shared_maywrite(v.vm_flags):
+                    if is_shared_maywrite(vm_flags):
                         writable_seen[id(inode)] += 1
                 # Page tables of this VMA.
-                for _i, _t, _j, pte in pte_walk(mm.pgtables, v.vm_start, v.vm_end):
-                    if pte & _PAGE_PRESENT:
-                        pfn = pte >> 12
-                        k = phys.kind[pfn]
-                        if k == KIND_FREE:
-                            raise InvariantError(f"{where}: PTE maps a freed page {pfn}")
-                        if k == KIND_ANON:
-                            owner = phys.owner[pfn]
-                            if not any(a.id == owner for a in seen_avs):
+                for _i, t, lo, hi in pt.tables_in(vm_start, vm_end):
+                    for j in range(lo, hi):
+                        pte = t[j]
+                        if not pte:
+                            continue
+                        n_ptes += 1
+                        if pte & _PAGE_PRESENT:
+                            pfn = pte >> 12
+                            k = kind[pfn]
+                            if k == KIND_FREE:
                                 raise InvariantError(
-                                    f"{where}: folio {pfn}'s anon_vma {owner} "
-                                    "is not on the VMA's chain"
+                                    f"{_where(proc.pid, v)}: PTE maps a freed page {pfn}"
                                 )
-                        if k in (KIND_ANON, KIND_PAGECACHE):
-                            maps_of[pfn] += 1
-                    else:
-                        if pte != PTE_MARKER_GUARD_ENTRY:
-                            raise InvariantError(f"{where}: unknown PTE {pte:#x}")
-            n_vmas += len(vmas)
-            # No PTE outside a VMA.
-            spans = [(v.vm_start, v.vm_end) for v in vmas]
-            for i, _t, j, _pte in pte_walk(mm.pgtables, 0, 1 << 64):
-                a = (i << PMD_SHIFT) + (j << PAGE_SHIFT)
-                if not _covered(spans, a):
-                    raise InvariantError(f"pid {proc.pid}: PTE at {a:#x} outside every VMA")
+                            if k == KIND_ANON:
+                                owner = owner_of[pfn]
+                                if not any(a.id == owner for a in seen_avs):
+                                    raise InvariantError(
+                                        f"{_where(proc.pid, v)}: folio {pfn}'s anon_vma {owner} "
+                                        "is not on the VMA's chain"
+                                    )
+                            if k == KIND_ANON or k == KIND_PAGECACHE:
+                                maps_of[pfn] += 1
+                        elif pte != PTE_MARKER_GUARD_ENTRY:
+                            raise InvariantError(f"{_where(proc.pid, v)}: unknown PTE {pte:#x}")
+            n_vmas += len(mm.mm_mt)
+            # No PTE outside a VMA: every entry that is not pte_none was counted above
+            # (the VMAs do not overlap); only when the totals differ is the stray found.
+            if n_ptes != sum(PTRS_PER_PTE - t.count(0) for t in pt.pte.values()):
+                spans = [(v.vm_start, v.vm_end) for v in mm.mm_mt.values()]
+                for i, _t, j, _pte in pte_walk(pt, 0, 1 << 64):
+                    a = (i << PMD_SHIFT) + (j << PAGE_SHIFT)
+                    if not _covered(spans, a):
+                        raise InvariantError(f"pid {proc.pid}: PTE at {a:#x} outside every VMA")
+                raise InvariantError(f"pid {proc.pid}: PTE count drifted")  # pragma: no cover
             n_tables += mm.pgtables.nr_tables()
         # Slab accounting.
         sl = self.slabs.caches
@@ -450,6 +479,11 @@ class Kernel:
                 if v.vm_file is not None:
                     seen.setdefault(id(v.vm_file.inode), v.vm_file.inode)
         return list(seen.values())
+
+
+def _where(pid: int, v: VmArea) -> str:
+    """A VMA named in a check() message (built only when one is raised)."""
+    return f"pid {pid} vma {v.vm_start:#x}-{v.vm_end:#x}"
 
 
 def _covered(spans: list[tuple[int, int]], a: int) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from vmalab.mm import rmap
 from vmalab.mm.flags import VM_ACCOUNT, VM_DONTCOPY, VM_LOCKED_MASK, VM_WIPEONFORK
 from vmalab.mm.hugetlb import hugetlb_dup_vma_private
-from vmalab.mm.memory import copy_page_range, count_markers, zap_page_range
+from vmalab.mm.memory import copy_page_range, count_markers, unmap_vmas_all
 from vmalab.mm.mm_types import MmStruct, VmArea
 from vmalab.mm.slab import AllocFailure
 from vmalab.mm.userfaultfd import userfaultfd_reset_ctx
@@ -86,8 +86,7 @@ def exit_mmap(mm: MmStruct) -> None:
     the PGD freed with the mm.
     """
     vmas: list[VmArea] = list(mm.mm_mt.values())
-    for v in vmas:
-        zap_page_range(v, v.vm_start, v.vm_end, drop_markers=True)
+    unmap_vmas_all(mm)  # unmap_vmas(), one walk of the tables (see there)
     # vm_unacct_memory(nr_accounted)
     vm_unacct_memory(mm.ctx, sum(v.pages() for v in vmas if v.vm_flags & VM_ACCOUNT))
     for v in vmas:
@@ -95,6 +94,9 @@ def exit_mmap(mm: MmStruct) -> None:
         vma_unlink_file(v)
     for v in vmas:
         vm_area_free(v)
+        # The index's links go with it (the maple tree is destroyed): the freed VMAs
+        # hold no references to each other and go by reference counting.
+        v.vm_prev = v.vm_next = None
     mm.mm_mt.clear()
     mm.map_count = 0
     mm.locked_vm = 0

@@ -45,6 +45,7 @@ from vmalab.mm.pagetable import (
     PMD_SHIFT,
     PMD_SIZE,
     PTE_MARKER_GUARD_ENTRY,
+    PTRS_PER_PTE,
     is_guard_pte,
     mk_pte,
     pte_walk,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from array import array
 
     from vmalab.mm.filemap import Inode
+    from vmalab.mm.page_alloc import PhysMem
 
 RLIMIT_STACK_DEFAULT = 8 << 20
 FAULT_AROUND_PAGES = 16  # fault_around_bytes = 64 KiB
@@ -101,13 +103,39 @@ def zap_page_range(
     """
     mm = vma.vm_mm
     pt = mm.pgtables
+    tables = pt.tables_in(start, end)
     phys = mm.ctx.phys
-    kind = phys.kind
-    mapcount = phys.mapcount
+    for _i, t, lo, hi in tables:
+        _zap_pte_range(phys, t, lo, hi, drop_markers, even_cows, guard_count)
     # Every table of the range is tried after the walk (try_reclaim_pte_table frees only
     # an all-none table, so one that kept an entry stays).
-    tables = [i for i, _t, _s, _e in pt.tables_in(start, end)] if reclaim_pt else []
-    for _i, t, j, pte in pte_walk(pt, start, end):
+    if reclaim_pt:
+        for i, _t, _s, _e in tables:
+            pt.try_reclaim_pte_table(i)
+
+
+def _zap_pte_range(
+    phys: PhysMem,
+    t: array[int],
+    lo: int,
+    hi: int,
+    drop_markers: bool,
+    even_cows: bool,
+    guard_count: list[int] | None,
+) -> None:
+    """Clear slots [lo, hi) of the PTE table ``t``. Models mm/memory.c:zap_pte_range.
+
+    pte_none entries are skipped; a long range of a table that holds none but pte_none
+    (``count(0)``, a C scan) is skipped whole.
+    """
+    if hi - lo > 32 and t.count(0) == PTRS_PER_PTE:
+        return
+    kind = phys.kind
+    mapcount = phys.mapcount
+    for j in range(lo, hi):
+        pte = t[j]
+        if not pte:
+            continue
         if pte & _PAGE_PRESENT:
             pfn = pte >> 12
             k = kind[pfn]
@@ -127,8 +155,22 @@ def zap_page_range(
                     guard_count[0] += 1
         else:  # pragma: no cover - no other non-present entries are created
             raise AssertionError(f"unknown pte {pte:#x}")
-    for i in tables:
-        pt.try_reclaim_pte_table(i)
+
+
+def unmap_vmas_all(mm: MmStruct) -> None:
+    """Zap every PTE of ``mm`` at exit. Models exit_mmap's mm/memory.c:unmap_vmas.
+
+    unmap_vmas() zaps the VMAs one by one in address order with the same details for
+    each (ZAP_FLAG_DROP_MARKER, CoW pages included). Every PTE lies in exactly one VMA
+    (``Kernel.check()``) and the zap of an entry reads nothing of its VMA, so the model
+    walks the mm's PTE tables once in address order instead: the same entries, cleared
+    in the same order, without a walk per VMA.
+    """
+    pt = mm.pgtables
+    phys = mm.ctx.phys
+    ptes = pt.pte
+    for i in sorted(ptes):
+        _zap_pte_range(phys, ptes[i], 0, PTRS_PER_PTE, True, True, None)
 
 
 def unmap_mapping_range(inode: Inode, first: int, last: int | None, even_cows: bool) -> None:

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from itertools import chain
 from typing import TYPE_CHECKING, Protocol
-
-from sortedcontainers import SortedDict
 
 from vmalab.mm.flags import VM_ACCESS_FLAGS, VM_READ, VM_SHARED, VM_WRITE
 
@@ -177,11 +176,220 @@ class VmArea:
         )
 
 
+class VmaTree:
+    """The VMA index of an mm: the maple tree's job (lib/maple_tree.c), as a two-level
+    B-tree of leaves.
+
+    Each leaf is a sorted list of ``vm_start`` keys with a parallel list of the VMAs
+    (like a maple leaf's pivots and slots, but up to ``leaf_max`` entries); ``_firsts``
+    holds each leaf's lowest key, so a lookup is two C bisections (O(log n)), an
+    insert or erase a bisection plus a move within one leaf, and a store that keeps
+    the key (``replace``) or the order (``rekey``) moves nothing. Leaves split in half past
+    ``leaf_max`` entries and go when empty. Iteration (``values()``, ``keys()``,
+    ``items()``) is in address order. Neighbours are not searched here: the VMAs carry
+    ``vm_prev``/``vm_next`` (MmStruct keeps them), as a maple-tree iterator reaches the
+    adjacent slot in O(1). Not modelled: the maple tree's node layout, gaps and RCU.
+    """
+
+    __slots__ = ("_firsts", "_keys", "_vals", "_len", "leaf_max")
+
+    def __init__(self, leaf_max: int = 512) -> None:
+        self.leaf_max = leaf_max
+        self._firsts: list[int] = []
+        self._keys: list[list[int]] = []
+        self._vals: list[list[VmArea]] = []
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __bool__(self) -> bool:
+        return self._len > 0
+
+    def __iter__(self) -> Iterator[int]:
+        return chain.from_iterable(self._keys)
+
+    def keys(self) -> Iterator[int]:
+        """Every ``vm_start``, ascending."""
+        return chain.from_iterable(self._keys)
+
+    def values(self) -> Iterator[VmArea]:
+        """Every VMA, in address order (for_each_vma)."""
+        return chain.from_iterable(self._vals)
+
+    def items(self) -> Iterator[tuple[int, VmArea]]:
+        """(vm_start, VMA) pairs in address order."""
+        return zip(chain.from_iterable(self._keys), chain.from_iterable(self._vals), strict=True)
+
+    def clear(self) -> None:
+        """Empty the index (__mt_destroy)."""
+        self._firsts = []
+        self._keys = []
+        self._vals = []
+        self._len = 0
+
+    def floor(self, addr: int) -> VmArea | None:
+        """The VMA with the greatest ``vm_start <= addr`` (None if none)."""
+        firsts = self._firsts
+        i = bisect_right(firsts, addr) - 1
+        if i < 0:
+            return None
+        return self._vals[i][bisect_right(self._keys[i], addr) - 1]
+
+    def first(self) -> VmArea | None:
+        """The lowest VMA."""
+        return self._vals[0][0] if self._vals else None
+
+    def last(self) -> VmArea | None:
+        """The highest VMA."""
+        return self._vals[-1][-1] if self._vals else None
+
+    def _locate(self, key: int) -> tuple[int, int]:
+        """(leaf, slot) of ``key``; KeyError if it is not indexed."""
+        i = bisect_right(self._firsts, key) - 1
+        if i >= 0:
+            keys = self._keys[i]
+            j = bisect_right(keys, key) - 1
+            if keys[j] == key:
+                return i, j
+        raise KeyError(key)
+
+    def __getitem__(self, key: int) -> VmArea:
+        i, j = self._locate(key)
+        return self._vals[i][j]
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, int):
+            return False
+        try:
+            self._locate(key)
+        except KeyError:
+            return False
+        return True
+
+    def insert(self, vma: VmArea) -> tuple[VmArea | None, VmArea | None]:
+        """Index ``vma`` at its ``vm_start`` (not yet indexed); returns its new
+        (previous, next) VMAs in the index."""
+        key = vma.vm_start
+        firsts = self._firsts
+        self._len += 1
+        if not firsts:
+            firsts.append(key)
+            self._keys.append([key])
+            self._vals.append([vma])
+            return None, None
+        last_keys = self._keys[-1]
+        if key > last_keys[-1]:  # an append (dup_mmap stores in address order)
+            i = len(firsts) - 1
+            keys = last_keys
+            vals = self._vals[i]
+            j = len(keys)
+        else:
+            i = bisect_right(firsts, key) - 1
+            if i < 0:
+                i = 0
+                firsts[0] = key
+            keys = self._keys[i]
+            vals = self._vals[i]
+            j = bisect_right(keys, key)
+        if j and keys[j - 1] == key:
+            self._len -= 1
+            raise KeyError(f"vm_start {key:#x} already indexed")
+        keys.insert(j, key)
+        vals.insert(j, vma)
+        n = len(keys)
+        if j:
+            prev: VmArea | None = vals[j - 1]
+        else:
+            prev = self._vals[i - 1][-1] if i else None
+        if j + 1 < n:
+            nxt: VmArea | None = vals[j + 1]
+        else:
+            nxt = self._vals[i + 1][0] if i + 1 < len(firsts) else None
+        if n > self.leaf_max:
+            half = n >> 1
+            self._keys.insert(i + 1, keys[half:])
+            self._vals.insert(i + 1, vals[half:])
+            firsts.insert(i + 1, keys[half])
+            del keys[half:]
+            del vals[half:]
+        return prev, nxt
+
+    def erase(self, key: int) -> None:
+        """Remove the entry at ``key`` (KeyError if none)."""
+        i, j = self._locate(key)
+        keys = self._keys[i]
+        del keys[j]
+        del self._vals[i][j]
+        self._len -= 1
+        if not keys:
+            del self._keys[i]
+            del self._vals[i]
+            del self._firsts[i]
+        elif j == 0:
+            self._firsts[i] = keys[0]
+
+    def replace(self, key: int, vma: VmArea) -> None:
+        """Point the entry at ``key`` at ``vma`` (a store over an unchanged range start)."""
+        i, j = self._locate(key)
+        self._vals[i][j] = vma
+
+    def rekey(self, old: int, new: int) -> None:
+        """Move the entry at ``old`` to ``new``; the caller keeps the order (no other key
+        lies between them)."""
+        i, j = self._locate(old)
+        self._keys[i][j] = new
+        if j == 0:
+            self._firsts[i] = new
+
+    def split_entry(self, key: int, below: VmArea, addr: int, above: VmArea) -> None:
+        """The entry at ``key`` becomes ``below`` and ``above`` is indexed at ``addr``
+        right after it (``key < addr`` < the next key): __split_vma's store of both
+        halves, with one insert."""
+        i, j = self._locate(key)
+        keys = self._keys[i]
+        vals = self._vals[i]
+        vals[j] = below
+        keys.insert(j + 1, addr)
+        vals.insert(j + 1, above)
+        self._len += 1
+        n = len(keys)
+        if n > self.leaf_max:
+            half = n >> 1
+            self._keys.insert(i + 1, keys[half:])
+            self._vals.insert(i + 1, vals[half:])
+            self._firsts.insert(i + 1, keys[half])
+            del keys[half:]
+            del vals[half:]
+
+    def check(self) -> str | None:
+        """The index's own shape: what is wrong with it, or None."""
+        if not (len(self._firsts) == len(self._keys) == len(self._vals)):
+            return "leaf lists of different lengths"
+        total = 0
+        prev_key = -1
+        for first, keys, vals in zip(self._firsts, self._keys, self._vals, strict=True):
+            if not keys:
+                return "empty leaf"
+            if len(keys) != len(vals):
+                return f"leaf at {first:#x}: {len(keys)} keys, {len(vals)} VMAs"
+            if keys[0] != first:
+                return f"leaf at {first:#x}: first key {keys[0]:#x}"
+            if keys[0] <= prev_key or any(a >= b for a, b in zip(keys, keys[1:], strict=False)):
+                return f"leaf at {first:#x}: keys out of order"
+            prev_key = keys[-1]
+            total += len(keys)
+        if total != self._len:
+            return f"{total} entries, length {self._len}"
+        return None
+
+
 class MmStruct:
     """``struct mm_struct``: the address space. Models include/linux/mm_types.h.
 
-    ``mm_mt`` is the VMA index, the maple tree's job: a SortedDict from ``vm_start`` to the
-    VMA, giving O(log n) lookup, insert, erase and ordered range iteration.
+    ``mm_mt`` is the VMA index, the maple tree's job: a ``VmaTree`` from ``vm_start`` to
+    the VMA, giving O(log n) lookup, insert, erase and ordered iteration; each VMA's
+    ``vm_prev``/``vm_next`` give its neighbours in O(1).
     """
 
     __slots__ = (
@@ -201,7 +409,7 @@ class MmStruct:
 
     def __init__(self, ctx: MmContext, pgtables: PageTables, owner_pid: int) -> None:
         self.ctx = ctx
-        self.mm_mt: SortedDict = SortedDict()
+        self.mm_mt = VmaTree()
         self.map_count = 0
         self.pgtables = pgtables
         self.mmap_base = DEFAULT_MMAP_BASE
@@ -218,63 +426,34 @@ class MmStruct:
     # --- the maple tree's interface (vma_iter_*, find_vma, vma_lookup) -------------
 
     def floor_vma(self, addr: int) -> VmArea | None:
-        """The VMA with the greatest ``vm_start <= addr``.
-
-        Reads SortedDict's sorted key list through its two-level layout (``_maxes`` and
-        ``_lists``) with C ``bisect``: the positional public API (``bisect_right`` +
-        ``peekitem``) costs twice as much on this hot path (find_vma on every syscall).
-        """
-        mt = self.mm_mt
-        sl = mt._list
-        maxes = sl._maxes
-        if not maxes:
-            return None
-        pos = bisect_right(maxes, addr)
-        lists = sl._lists
-        key: int
-        if pos == len(maxes):
-            key = lists[-1][-1]
-        else:
-            sub = lists[pos]
-            j = bisect_right(sub, addr)
-            if j:
-                key = sub[j - 1]
-            elif pos:
-                key = lists[pos - 1][-1]
-            else:
-                return None
-        v: VmArea = mt[key]
-        return v
+        """The VMA with the greatest ``vm_start <= addr``."""
+        return self.mm_mt.floor(addr)
 
     def first_vma(self) -> VmArea | None:
         """The lowest VMA."""
-        sl = self.mm_mt._list
-        v: VmArea | None = self.mm_mt[sl._lists[0][0]] if sl._maxes else None
-        return v
+        return self.mm_mt.first()
 
     def last_vma(self) -> VmArea | None:
         """The highest VMA."""
-        sl = self.mm_mt._list
-        v: VmArea | None = self.mm_mt[sl._maxes[-1]] if sl._maxes else None
-        return v
+        return self.mm_mt.last()
 
     def find_vma(self, addr: int) -> VmArea | None:
         """First VMA with ``vm_end > addr``. Models mm/mmap.c:find_vma."""
-        v = self.floor_vma(addr)
+        v = self.mm_mt.floor(addr)
         if v is None:
-            return self.first_vma()
+            return self.mm_mt.first()
         return v if v.vm_end > addr else v.vm_next
 
     def vma_lookup(self, addr: int) -> VmArea | None:
         """The VMA containing ``addr``. Models include/linux/mm.h:vma_lookup."""
-        v = self.floor_vma(addr)
+        v = self.mm_mt.floor(addr)
         return v if v is not None and v.vm_end > addr else None
 
     def find_vma_prev(self, addr: int) -> tuple[VmArea | None, VmArea | None]:
         """(find_vma(addr), the VMA before it). Models mm/mmap.c:find_vma_prev."""
-        v = self.floor_vma(addr)
+        v = self.mm_mt.floor(addr)
         if v is None:
-            return self.first_vma(), None
+            return self.mm_mt.first(), None
         if v.vm_end > addr:
             return v, v.vm_prev
         return v.vm_next, v
@@ -300,9 +479,7 @@ class MmStruct:
 
     def vma_store(self, vma: VmArea) -> None:
         """Insert ``vma`` into the index. Models vma_iter_store()/vma_iter_bulk_store()."""
-        prev = self.floor_vma(vma.vm_start)
-        nxt = prev.vm_next if prev is not None else self.first_vma()
-        self.mm_mt[vma.vm_start] = vma
+        prev, nxt = self.mm_mt.insert(vma)
         vma.vm_prev = prev
         vma.vm_next = nxt
         if prev is not None:
@@ -312,7 +489,7 @@ class MmStruct:
 
     def vma_erase(self, vma: VmArea) -> None:
         """Remove ``vma`` from the index. Models vma_iter_clear()."""
-        del self.mm_mt[vma.vm_start]
+        self.mm_mt.erase(vma.vm_start)
         prev, nxt = vma.vm_prev, vma.vm_next
         if prev is not None:
             prev.vm_next = nxt
@@ -323,12 +500,11 @@ class MmStruct:
     def vma_split_below(self, vma: VmArea, new: VmArea, addr: int) -> None:
         """``new`` takes [vma.vm_start, addr) and ``vma`` now starts at ``addr``.
 
-        One sorted insert instead of three: the old start key is re-pointed at ``new``.
+        One insert: the old start's entry is re-pointed at ``new``, ``vma`` goes right
+        after it.
         """
-        mt = self.mm_mt
-        mt[vma.vm_start] = new  # existing key: a plain dict update
+        self.mm_mt.split_entry(vma.vm_start, new, addr, vma)
         vma.vm_start = addr
-        mt[addr] = vma
         prev = vma.vm_prev
         new.vm_prev, new.vm_next = prev, vma
         vma.vm_prev = new
@@ -338,9 +514,26 @@ class MmStruct:
     def vma_set_start(self, vma: VmArea, start: int) -> None:
         """Move ``vma``'s start and keep the index keyed by it (order is unchanged)."""
         if start != vma.vm_start:
-            del self.mm_mt[vma.vm_start]
+            self.mm_mt.rekey(vma.vm_start, start)
             vma.vm_start = start
-            self.mm_mt[start] = vma
+
+    def check_index(self) -> str | None:
+        """What is wrong with the index and the VMAs' neighbour links, or None."""
+        bad = self.mm_mt.check()
+        if bad is not None:
+            return bad
+        prev: VmArea | None = None
+        for key, v in self.mm_mt.items():
+            if key != v.vm_start:
+                return f"vma {v.vm_start:#x}-{v.vm_end:#x}: indexed at {key:#x}"
+            if v.vm_prev is not prev:
+                return f"vma {v.vm_start:#x}-{v.vm_end:#x}: vm_prev is not the previous VMA"
+            if prev is not None and prev.vm_next is not v:
+                return f"vma {prev.vm_start:#x}-{prev.vm_end:#x}: vm_next is not the next VMA"
+            prev = v
+        if prev is not None and prev.vm_next is not None:
+            return f"vma {prev.vm_start:#x}-{prev.vm_end:#x}: last VMA has a vm_next"
+        return None
 
 
 # --- the context an mm runs in ------------------------------------------------------
