@@ -116,8 +116,8 @@ def test_stored_bytes_by_cow_copies() -> None:
     k = Kernel("tagged", budget=Budget(stored_bytes=8 * 4096))
     p = k.spawn()
     a = p.mmap(0, 64 * 4096, RW, ANON & ~uapi.MAP_NORESERVE, -1, 0)
-    for i in range(8):
-        p.write(a + i * 4096, b"y")
+    for i in range(8):  # whole pages: the budget counts the bytes stored (8 * 4096)
+        p.write(a + i * 4096, b"y" * 4096)
     c = p.fork()
     _raises_limit(k, lambda: [c.write(a + i * 4096, b"z") for i in range(8)], "stored_bytes")
     c.exit()

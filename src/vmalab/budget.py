@@ -7,8 +7,10 @@ runs vmalab. ``Budget`` bounds that. It is vmalab's own limit, not kernel behavi
 model allocates:
 
 * ``pages``: populated folios, anonymous and page cache (``PhysMem.alloc``);
-* ``stored_bytes``: page contents kept for written pages (4 KiB each, ``PhysMem.write`` /
-  ``PhysMem.copy``);
+* ``stored_bytes``: page contents kept for written pages, counted in the bytes stored
+  (``PhysMem.stored``: a compact page holds what was written up to its last written byte,
+  one written past 512 bytes a whole 4 KiB; contents shared by CoW count for each page
+  holding them), checked in ``PhysMem.write`` / ``PhysMem.copy``;
 * ``vmas``: VMAs over every process (the ``vm_area_struct`` slab);
 * ``pgtables``: page-table pages over every process (the ``pgtable`` pseudo-cache; a
   populated, zero-page or guard-marked range costs one per 2 MiB);

@@ -43,11 +43,19 @@ STACK_GUARD_GAP = 256 << PAGE_SHIFT
 DEFAULT_MMAP_BASE = 0x7FFFF7FFF000
 
 
+AVCS_LIST_MAX = 8
+"""``AnonVma.avcs`` is a list up to this many chains, a set past it."""
+
+
 class AnonVma:
     """``struct anon_vma``. Models include/linux/rmap.h.
 
-    ``avcs`` stands for the interval tree ``rb_root``: the set of chains linking VMAs to
-    this anon_vma.
+    ``avcs`` stands for the interval tree ``rb_root``: the chains linking VMAs to this
+    anon_vma, in a container sized to how many there are (a simplification of the
+    tree, whose order the model never uses): ``()`` while empty, a list of at most
+    ``AVCS_LIST_MAX`` chains, a set past that (a 1-element list is 64 B, a set 216 B).
+    ``vmalab.mm.rmap`` adds and removes them (``avcs_add``, ``avcs_remove``); others only
+    test membership, iterate and count.
     """
 
     __slots__ = ("id", "root", "parent", "refcount", "num_children", "num_active_vmas", "avcs")
@@ -59,7 +67,7 @@ class AnonVma:
         self.refcount = 1
         self.num_children = 0
         self.num_active_vmas = 0
-        self.avcs: set[AnonVmaChain] = set()
+        self.avcs: tuple[()] | list[AnonVmaChain] | set[AnonVmaChain] = ()
 
     def __repr__(self) -> str:
         return (
@@ -93,7 +101,9 @@ class VmArea:
     """``struct vm_area_struct``. Models include/linux/mm_types.h.
 
     ``anon_vma_chain`` is the VMA's ``same_vma`` list, newest first as
-    mm/rmap.c:anon_vma_chain_link() builds it with ``list_add()``.
+    mm/rmap.c:anon_vma_chain_link() builds it with ``list_add()``; ``()`` while empty
+    (shared, so that an unfaulted VMA carries no list), a list once ``vmalab.mm.rmap``
+    links a chain.
     """
 
     __slots__ = (
@@ -134,7 +144,7 @@ class VmArea:
         self.anon_vma: AnonVma | None = None
         #: The active design's per-VMA state (``DesignState``), None until it sets one.
         self.design_state: DesignState | None = None
-        self.anon_vma_chain: list[AnonVmaChain] = []
+        self.anon_vma_chain: tuple[()] | list[AnonVmaChain] = ()
         self.anon_name: str | None = None
         self.uffd_ctx: object | None = None
         self.vm_policy: object | None = None

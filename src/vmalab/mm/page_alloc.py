@@ -9,6 +9,25 @@ zeroes.
 Simplifications: one folio is one 4 KiB page (large folios and THP are not modelled);
 ``_refcount`` is not stored, because without pins it is derived (mapcount, plus one for
 a page-cache reference).
+
+Page contents (a deliberate simplification of the folio's data, which in the kernel is
+always a whole 4 KiB frame): ``data[pfn]`` exists for exactly the pages that were
+written (a store, pwrite, a CoW copy of a written page; ``pfn in data`` is what the model
+uses for "dirty"), and holds one of
+
+* ``bytes`` ``b`` of at most PAGE_SIZE bytes: the page is ``b`` followed by zeroes. It is
+  immutable, so a CoW copy (``copy``) shares it with its source instead of copying, as
+  the kernel shares the folio until wp_page_copy; a store builds a new ``bytes``. Stores
+  that end within ``PROMOTE`` bytes of the page start keep this form;
+* ``bytearray`` of PAGE_SIZE bytes: a private, mutable buffer, for a page written past
+  ``PROMOTE`` (a store into it costs nothing extra). ``copy`` from such a page first
+  freezes it into ``bytes`` (trailing zeroes dropped) that both pages then share; the
+  next store to either makes it private again.
+
+Every form reads back exactly the bytes written. ``stored`` is the sum of ``len()`` of
+the values (a run shared by CoW counts once per page that holds it: an upper bound on
+what is stored, never more than one page each); the ``stored_bytes`` budget
+(``vmalab.budget``) bounds it.
 """
 
 from __future__ import annotations
@@ -27,6 +46,10 @@ KIND_PAGECACHE: Final = 2
 KIND_ZERO: Final = 3
 
 ZERO_PFN: Final = 0
+
+#: A written page keeps the compact ``bytes`` form while its contents end within this many
+#: bytes of the page start; a store past it promotes the page to a private 4 KiB buffer.
+PROMOTE: Final = 512
 
 
 class PhysMem:
@@ -48,6 +71,7 @@ class PhysMem:
         "nr_pagecache",
         "budget",
         "lazyfree",
+        "stored",
     )
 
     def __init__(self, budget: Budget | None = None) -> None:
@@ -55,7 +79,9 @@ class PhysMem:
         self.kind = bytearray([KIND_ZERO])
         self.mapcount = array("i", [0])
         self.owner = array("I", [0])  # anon_vma ids and inode numbers fit 32 bits
-        self.data: dict[int, bytearray] = {}
+        self.data: dict[int, bytes | bytearray] = {}
+        #: Bytes held by ``data`` (the sum of the values' lengths).
+        self.stored = 0
         self.free_pfns = array("Q")
         self.nr_anon = 0
         self.nr_pagecache = 0
@@ -94,47 +120,98 @@ class PhysMem:
         else:
             self.nr_pagecache -= 1
         self.kind[pfn] = KIND_FREE
-        self.data.pop(pfn, None)
+        d = self.data.pop(pfn, None)
+        if d is not None:
+            self.stored -= len(d)
         self.lazyfree.discard(pfn)
         self.free_pfns.append(pfn)
 
     def read(self, pfn: int, off: int, n: int) -> bytes:
-        """``n`` bytes of page ``pfn`` from offset ``off``."""
-        d = self.data.get(pfn)
-        return bytes(d[off : off + n]) if d is not None else bytes(n)
-
-    def write(self, pfn: int, off: int, b: bytes | memoryview) -> None:
-        """Store bytes into page ``pfn`` at ``off``."""
+        """``n`` bytes of page ``pfn`` from offset ``off`` (at most to the page end)."""
         d = self.data.get(pfn)
         if d is None:
-            self._store_one()
-            d = self.data[pfn] = bytearray(PAGE_SIZE)
-        d[off : off + len(b)] = b
+            return bytes(n)
+        if isinstance(d, bytearray):
+            return bytes(d[off : off + n])
+        r = d[off : off + n]
+        want = min(off + n, PAGE_SIZE) - off
+        if len(r) < want:
+            r += bytes(want - len(r))
+        return r
+
+    def write(self, pfn: int, off: int, b: bytes | memoryview) -> None:
+        """Store bytes into page ``pfn`` at ``off`` (within the page)."""
+        n = len(b)
+        end = off + n
+        d = self.data.get(pfn)
+        if d is None:
+            if end <= PROMOTE:
+                v: bytes | bytearray = bytes(off) + b if off else bytes(b)
+            else:
+                v = bytearray(PAGE_SIZE)
+                v[off:end] = b
+            self._store(pfn, v, 0)
+        elif isinstance(d, bytearray):
+            d[off:end] = b
+        else:
+            m = len(d)
+            if max(m, end) <= PROMOTE:
+                if off >= m:
+                    v = d + bytes(off - m) + b if off > m else d + b
+                else:
+                    v = d[:off] + b + d[end:]
+            else:
+                v = bytearray(PAGE_SIZE)
+                v[:m] = d
+                v[off:end] = b
+            self._store(pfn, v, m)
 
     def copy(self, dst: int, src: int) -> None:
-        """Copy page contents. Models mm/memory.c:__wp_page_copy_user / copy_mc_user_highpage."""
-        d = self.data.get(src)
-        if d is not None:
-            if dst not in self.data:
-                self._store_one()
-            self.data[dst] = bytearray(d)
-        else:
-            self.data.pop(dst, None)
+        """Copy page contents. Models mm/memory.c:__wp_page_copy_user / copy_mc_user_highpage.
 
-    def _store_one(self) -> None:
-        """Account one more page of stored contents against the ``stored_bytes`` budget.
-        Storing cannot fail half-way, so a breach is only recorded: the syscall finishes
-        and its boundary raises it (the next allocation fails meanwhile)."""
-        b = self.budget
-        if (
-            b is not None
-            and b.stored_bytes is not None
-            and (len(self.data) + 1) * PAGE_SIZE > b.stored_bytes
-        ):
-            b.trip("stored_bytes", b.stored_bytes, "page contents")
+        The copy shares the source's immutable contents (a private buffer is frozen into
+        ``bytes`` first); see the module docstring."""
+        if dst == src:
+            return
+        data = self.data
+        d = data.get(src)
+        old = data.get(dst)
+        if d is None:
+            if old is not None:
+                del data[dst]
+                self.stored -= len(old)
+            return
+        if isinstance(d, bytearray):
+            f = bytes(d).rstrip(b"\0")
+            data[src] = f
+            self.stored += len(f) - PAGE_SIZE
+            d = f
+        self._store(dst, d, len(old) if old is not None else 0)
+
+    def _store(self, pfn: int, v: bytes | bytearray, old: int) -> None:
+        """Set ``data[pfn] = v`` in place of contents of ``old`` bytes, and account it
+        against the ``stored_bytes`` budget. Storing cannot fail half-way, so a breach is
+        only recorded: the syscall finishes and its boundary raises it (the next
+        allocation fails meanwhile)."""
+        self.data[pfn] = v
+        grow = len(v) - old
+        if grow > 0:
+            b = self.budget
+            if b is not None and b.stored_bytes is not None and self.stored + grow > b.stored_bytes:
+                b.trip("stored_bytes", b.stored_bytes, "page contents")
+        self.stored += grow
 
     def zero_range(self, pfn: int, off: int, n: int) -> None:
         """Zero part of a page (folio_zero_range)."""
         d = self.data.get(pfn)
-        if d is not None:
+        if d is None:
+            return
+        if isinstance(d, bytearray):
             d[off : off + n] = bytes(n)
+            return
+        m = len(d)
+        if off >= m:
+            return
+        end = off + n
+        v = d[:off] if end >= m else d[:off] + bytes(n) + d[end:]
+        self._store(pfn, v, m)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from vmalab.mm.flags import VM_ACCESS_FLAGS
-from vmalab.mm.mm_types import AnonVma, AnonVmaChain, VmArea
+from vmalab.mm.mm_types import AVCS_LIST_MAX, AnonVma, AnonVmaChain, VmArea
 from vmalab.mm.slab import AllocFailure
 
 if TYPE_CHECKING:
@@ -35,6 +35,46 @@ def vma_set_anon_vma(vma: VmArea, anon_vma: AnonVma | None) -> None:
 def vma_clear_anon_vma(vma: VmArea) -> None:
     """``vma->anon_vma = NULL``, then the design's ``anon_vma_changed`` hook."""
     vma_set_anon_vma(vma, None)
+
+
+# --- the two lists: anon_vma->rb_root and vma->anon_vma_chain ----------------------
+
+
+def avcs_add(av: AnonVma, avc: AnonVmaChain) -> None:
+    """Insert ``avc`` into ``av``'s tree. Models anon_vma_interval_tree_insert (the
+    container forms are ``AnonVma``'s)."""
+    avcs = av.avcs
+    if isinstance(avcs, list):
+        avcs.append(avc)
+        if len(avcs) > AVCS_LIST_MAX:
+            av.avcs = set(avcs)
+    elif isinstance(avcs, set):
+        avcs.add(avc)
+    else:
+        av.avcs = [avc]
+
+
+def avcs_remove(av: AnonVma, avc: AnonVmaChain) -> None:
+    """Remove ``avc`` from ``av``'s tree if there. Models anon_vma_interval_tree_remove."""
+    avcs = av.avcs
+    if isinstance(avcs, list):
+        try:
+            avcs.remove(avc)
+        except ValueError:
+            pass
+        if not avcs:
+            av.avcs = ()
+    elif isinstance(avcs, set):
+        avcs.discard(avc)
+
+
+def chain_add(vma: VmArea, avc: AnonVmaChain) -> None:
+    """``list_add(&avc->same_vma, &vma->anon_vma_chain)``: the new chain goes first."""
+    chain = vma.anon_vma_chain
+    if isinstance(chain, list):
+        chain.insert(0, avc)
+    else:
+        vma.anon_vma_chain = [avc]
 
 
 # --- allocation ---------------------------------------------------------------------
@@ -79,8 +119,8 @@ def anon_vma_chain_link(k: MmContext, vma: VmArea, anon_vma: AnonVma) -> None:
     """
     k.slabs.alloc(k.slabs.anon_vma_chain_cachep)
     avc = AnonVmaChain(vma, anon_vma)
-    vma.anon_vma_chain.insert(0, avc)
-    anon_vma.avcs.add(avc)
+    chain_add(vma, avc)
+    avcs_add(anon_vma, avc)
 
 
 # --- anon_vma_prepare ------------------------------------------------------------------
@@ -149,8 +189,8 @@ def anon_vma_prepare(vma: VmArea) -> None:
         raise
     vma_set_anon_vma(vma, av)
     avc = AnonVmaChain(vma, av)
-    vma.anon_vma_chain.insert(0, avc)
-    av.avcs.add(avc)
+    chain_add(vma, avc)
+    avcs_add(av, avc)
     av.num_active_vmas += 1
 
 
@@ -218,8 +258,8 @@ def anon_vma_fork(vma: VmArea, pvma: VmArea) -> None:
     av.root.refcount += 1  # get_anon_vma(root): the root is pinned while av lives
     vma_set_anon_vma(vma, av)
     avc = AnonVmaChain(vma, av)
-    vma.anon_vma_chain.insert(0, avc)
-    av.avcs.add(avc)
+    chain_add(vma, avc)
+    avcs_add(av, avc)
     parent.num_children += 1
 
 
@@ -236,7 +276,7 @@ def unlink_anon_vmas(vma: VmArea) -> None:
     empty: list[AnonVmaChain] = []
     for avc in vma.anon_vma_chain:
         av = avc.anon_vma
-        av.avcs.discard(avc)
+        avcs_remove(av, avc)
         if not av.avcs:
             av.parent.num_children -= 1
             empty.append(avc)
@@ -245,7 +285,7 @@ def unlink_anon_vmas(vma: VmArea) -> None:
     if vma.anon_vma is not None:
         vma.anon_vma.num_active_vmas -= 1
         vma_clear_anon_vma(vma)
-    vma.anon_vma_chain = []
+    vma.anon_vma_chain = ()
     for avc in empty:
         put_anon_vma(k, avc.anon_vma)
         slabs.free(slabs.anon_vma_chain_cachep)
