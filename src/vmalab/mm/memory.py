@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from vmalab.errors import InvariantError, SegmentationFault
-from vmalab.mm import hugetlb
+from vmalab.mm import hugetlb, userfaultfd
 from vmalab.mm.flags import (
     VM_ACCOUNT,
     VM_DROPPABLE,
@@ -368,6 +368,9 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
     k.vmstat["pgfault"] += 1
     if vma.vm_flags & (VM_PFNMAP | VM_IO):
         raise FaultError("SIGBUS", "special mapping not modelled")
+    if vma.uffd_ctx is not None and not mm.pgtables.get(addr):
+        if userfaultfd.handle_userfault_sigbus(vma, addr):
+            raise FaultError("SIGBUS", "userfaultfd (UFFD_FEATURE_SIGBUS)")
     if vma.vm_flags & VM_HUGETLB and not hugetlb.hugetlb_fault(vma, addr):
         # hugetlb_fault(): no reserved or free huge page → VM_FAULT_SIGBUS. Once the
         # page is taken, the data takes the ordinary path (see vmalab.mm.hugetlb).

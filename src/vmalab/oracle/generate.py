@@ -30,6 +30,11 @@ class Gen:
         self.maps: list[tuple[int, int]] = []  # ranges mmapped so far
         self.memlock = False  # a memlock op dropped CAP_IPC_LOCK
         self.lockall = False  # an mlockall op locked (part of) the runner itself
+        self.segs: list[tuple[int, int]] = []  # shm segments by slot: (key, pages)
+        self.attaches: list[int] = []  # shmat addresses
+        self.uffd = False  # the userfaultfd slot is open
+        self.uffd_api = False  # ... and UFFDIO_API was drawn
+        self.devzero = False  # the /dev/zero slot is open
         self.rules = rules()
 
     def rng(self, maxlen: int = 12) -> tuple[int, int]:
