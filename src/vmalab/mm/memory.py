@@ -27,6 +27,8 @@ from vmalab.mm.flags import (
     VM_PFNMAP,
     VM_SHARED,
     VM_SPECIAL,
+    VM_UFFD_MINOR,
+    VM_UFFD_WP,
     VM_WRITE,
 )
 from vmalab.mm.mm_types import (
@@ -414,7 +416,7 @@ def _do_fault(vma: VmArea, addr: int, t: array[int], j: int, write: bool) -> Non
         src = _file_page(vma, addr)
         _map_new_anon(vma, t, j, src)
         return
-    if not write:
+    if not write and _should_fault_around(vma):
         _do_fault_around(vma, addr, t)
         if t[j]:
             return
@@ -442,6 +444,17 @@ def _do_wp_page(vma: VmArea, addr: int, t: array[int], j: int, pte: int) -> None
         phys.mapcount[pfn] -= 1
         if kind == KIND_ANON and phys.mapcount[pfn] == 0:
             phys.free(pfn)
+
+
+def _should_fault_around(vma: VmArea) -> bool:
+    """Models mm/memory.c:should_fault_around: not without ``vm_ops->map_pages`` (SysV
+    shm's shm_vm_ops has none; measured on 6.18.44: a read of an attach maps only the
+    page read; a private /dev/zero mapping is anonymous in the kernel), nor when
+    uffd_disable_fault_around() (VM_UFFD_WP or VM_UFFD_MINOR)."""
+    f = vma.vm_file
+    if f is not None and f.inode.kind in ("sysv", "devzero"):
+        return False
+    return not vma.vm_flags & (VM_UFFD_WP | VM_UFFD_MINOR)
 
 
 def _do_fault_around(vma: VmArea, addr: int, t: array[int]) -> None:
