@@ -317,7 +317,7 @@ def test_unsupported_and_ignored_are_counted(tmp_path: Path) -> None:
     """,
     )
     r = replay(t)
-    assert r.unsupported == {"remap_file_pages": 1, "shmat": 1}
+    assert r.unsupported == {"remap_file_pages": 1, "shmat(unknown segment)": 1}
     assert r.ignored == {"read": 1, "frobnicate": 1}
 
 
@@ -574,10 +574,15 @@ def test_budget_option(tmp_path: Path) -> None:
 def test_one_dispatch_table_of_syscall_families() -> None:
     """Every modelled call has one handler, in exactly one family module, found through the
     one table ``HANDLERS``; what the replay does not model is counted, not dispatched."""
-    from vmalab.trace import handlers_fs, handlers_mm, handlers_task
+    from vmalab.trace import handlers_fs, handlers_ipc, handlers_mm, handlers_task
     from vmalab.trace import replay as R
 
-    families = [handlers_mm.HANDLERS, handlers_fs.HANDLERS, handlers_task.HANDLERS]
+    families = [
+        handlers_mm.HANDLERS,
+        handlers_fs.HANDLERS,
+        handlers_task.HANDLERS,
+        handlers_ipc.HANDLERS,
+    ]
     names = [n for fam in families for n in fam]
     assert len(names) == len(set(names))
     assert set(names) == set(R.HANDLERS) == R.MODELLED
@@ -588,6 +593,7 @@ def test_one_dispatch_table_of_syscall_families() -> None:
         handlers_fs.HANDLERS
     )
     assert {"clone3", "vfork", "execve", "exit_group"} <= set(handlers_task.HANDLERS)
+    assert {"shmat", "shmdt", "msync", "userfaultfd", "ioctl"} <= set(handlers_ipc.HANDLERS)
     assert not handlers_mm.UNMODELLED & R.MODELLED
     assert all(h.__doc__ for h in R.HANDLERS.values())
 
@@ -598,12 +604,12 @@ def test_unmodelled_memory_call_is_unsupported(tmp_path: Path) -> None:
     t = write(
         tmp_path,
         """
-        5 shmat(3, NULL, 0) = 0x7f0000000000
+        5 remap_file_pages(0x7f0000000000, 4096, 0, 1, 0) = 0
         5 getpid() = 5
         5 mmap(NULL, 8192, 0x3, 0x22, -1, 0) = 0x7f0000100000
     """,
     )
     r = replay(t)
-    assert r.unsupported == {"shmat": 1}
+    assert r.unsupported == {"remap_file_pages": 1}
     assert r.ignored == {"getpid": 1}
     assert r.applied == 1

@@ -46,6 +46,18 @@ SYS_MSEAL = 462
 SYS_PKEY_MPROTECT = 329
 SYS_PKEY_ALLOC = 330
 SYS_PKEY_FREE = 331
+SYS_SHMGET = 29
+SYS_SHMAT = 30
+SYS_SHMCTL = 31
+SYS_SHMDT = 67
+SYS_MSYNC = 26
+SYS_USERFAULTFD = 323
+UFFDIO_API = 0xC018AA3F
+UFFDIO_REGISTER = 0xC020AA00
+UFFDIO_UNREGISTER = 0x8010AA01
+UFFD_FEATURE_SIGBUS = 1 << 7
+CLONE_NEWIPC = 0x08000000
+IPC_RMID = 0
 CLONE_VM = 0x100
 CLONE_VFORK = 0x4000
 MAP_FAILED = (1 << 64) - 1
@@ -209,6 +221,8 @@ class LiveMachine:
         self.stack_top = stack + _STACK - 64
         self.arg = (ctypes.c_uint64 * 4)()
         self.pagemap_fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+        self.shm_sizes: dict[int, int] = {}
+        """Every segment this run created (id: size); removed at the end (``rmid_all``)."""
 
     def _inside(self, addr: int, length: int) -> None:
         if length < 0 or addr < self.lo or addr + length > self.hi:
@@ -216,6 +230,13 @@ class LiveMachine:
 
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
         self._inside(addr, length)
+        if flags & uapi.MAP_HUGETLB:
+            # the kernel rounds the length up to the huge page size (and MAP_FIXED unmaps
+            # all of it before a failed reservation): the whole rounded range must be ours
+            log = (flags >> 26) & 0x3F
+            if log in (0, 21, 30):
+                hsize = 1 << (log or 21)
+                self._inside(addr, -(-max(length, 1) // hsize) * hsize)
         if not flags & (uapi.MAP_FIXED | uapi.MAP_FIXED_NOREPLACE):
             raise Refused("mmap without MAP_FIXED")
         r = self.lib.c.mmap(addr, length, prot, flags, fd, offset)
@@ -328,6 +349,73 @@ class LiveMachine:
         self._inside(addr, length)
         if self.lib.c.munlock(addr, length):
             raise self.lib.fail()
+
+    def msync(self, addr: int, length: int, flags: int) -> None:
+        self._inside(addr - addr % P.PAGE, length + addr % P.PAGE)
+        self._sys(SYS_MSYNC, addr, length, flags)
+
+    def shmget(self, key: int, size: int, flags: int) -> int:
+        sid = self._sys(SYS_SHMGET, key, size, flags)
+        if sid not in self.shm_sizes:
+            self.shm_sizes[sid] = size
+        return sid
+
+    def shmat(self, shmid: int, addr: int, flags: int) -> int:
+        # Only segments of this run, attached inside the arena (SHM_RND rounds down to a
+        # page: SHMLBA is PAGE_SIZE on x86-64).
+        size = self.shm_sizes.get(shmid)
+        if size is None:
+            raise Refused(f"shmat of a segment ({shmid}) this run did not create")
+        base = addr - addr % P.PAGE
+        self._inside(base, -(-max(size, 1) // P.PAGE) * P.PAGE)
+        r = self.lib.c.syscall(SYS_SHMAT, shmid, addr, flags, 0, 0)
+        if r == -1:
+            raise self.lib.fail()
+        return int(r) & ((1 << 64) - 1)
+
+    def shmdt(self, addr: int) -> None:
+        # shmdt unmaps every VMA of the attach (from addr on): only attaches made here,
+        # which were inside the arena; it may follow a mremap of one, also in the arena.
+        self._inside(addr, 1)
+        self._sys(SYS_SHMDT, addr)
+
+    def shmctl(self, shmid: int, cmd: int) -> int:
+        if cmd != IPC_RMID or shmid not in self.shm_sizes:
+            raise Refused(f"shmctl {cmd} of a segment ({shmid}) this run did not create")
+        return self._sys(SYS_SHMCTL, shmid, cmd, 0)
+
+    def rmid_all(self) -> None:
+        """IPC_RMID of every segment this run created (errors ignored: already gone)."""
+        for sid in self.shm_sizes:
+            self.lib.c.syscall(SYS_SHMCTL, sid, IPC_RMID, 0, 0, 0)
+
+    def open_devzero(self, write: bool) -> int:
+        return os.open("/dev/zero", os.O_RDWR if write else os.O_RDONLY)
+
+    def userfaultfd(self) -> int:
+        return self._sys(SYS_USERFAULTFD, os.O_CLOEXEC | os.O_NONBLOCK)
+
+    def _ioctl(self, fd: int, req: int, buf: Any) -> None:
+        if self.lib.c.syscall(16, fd, req, ctypes.addressof(buf), 0, 0) == -1:
+            raise self.lib.fail()
+
+    def uffdio_api(self, fd: int, features: int) -> tuple[int, int]:
+        # UFFD_FEATURE_SIGBUS always: a fault in a registered range is then a SIGBUS,
+        # never a thread blocked for ever (the reply does not depend on it).
+        buf = (ctypes.c_uint64 * 3)(0xAA, features | UFFD_FEATURE_SIGBUS, 0)
+        self._ioctl(fd, UFFDIO_API, buf)
+        return int(buf[1]), int(buf[2])
+
+    def uffdio_register(self, fd: int, start: int, length: int, mode: int) -> int:
+        self._inside(start, length)
+        buf = (ctypes.c_uint64 * 4)(start, length, mode, 0)
+        self._ioctl(fd, UFFDIO_REGISTER, buf)
+        return int(buf[3])
+
+    def uffdio_unregister(self, fd: int, start: int, length: int) -> None:
+        self._inside(start, length)
+        buf = (ctypes.c_uint64 * 2)(start, length)
+        self._ioctl(fd, UFFDIO_UNREGISTER, buf)
 
     def memfd_create(self, name: str, flags: int) -> int:
         if "\0" in name:
@@ -532,6 +620,8 @@ def main() -> None:
                 f"cannot reserve the arena at {P.ARENA_BASE:#x}: {os.strerror(ctypes.get_errno())}"
             )
         c.munmap(P.ARENA_BASE, size)
+        # SysV shm: a new IPC namespace (as root), so that keys and ids are the run's own
+        c.unshare(CLONE_NEWIPC)
         budget = _Budget(lib, opts.get("file_bytes"), opts.get("rss_bytes"))
         m = LiveMachine(prog.arena_pages, tmpdir, budget)
         sentinels = []
@@ -564,7 +654,10 @@ def main() -> None:
             prog = P.Program(
                 tuple(_raw_op(d) for d in opts["unchecked_ops"]), prog.arena_pages, prog.observe
             )
-        obs = P.execute(prog, m)
+        try:
+            obs = P.execute(prog, m)
+        finally:
+            m.rmid_all()
         out.update(obs.to_json())
         if sentinels:
             ok = all(ctypes.string_at(a, P.PAGE) == b"\xa5" * P.PAGE for a in sentinels)

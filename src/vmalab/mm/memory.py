@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from vmalab.errors import InvariantError, SegmentationFault
-from vmalab.mm import hugetlb
+from vmalab.mm import hugetlb, userfaultfd
 from vmalab.mm.flags import (
     VM_ACCOUNT,
     VM_DROPPABLE,
@@ -27,6 +27,8 @@ from vmalab.mm.flags import (
     VM_PFNMAP,
     VM_SHARED,
     VM_SPECIAL,
+    VM_UFFD_MINOR,
+    VM_UFFD_WP,
     VM_WRITE,
 )
 from vmalab.mm.mm_types import (
@@ -410,6 +412,9 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
     k.vmstat["pgfault"] += 1
     if vma.vm_flags & (VM_PFNMAP | VM_IO):
         raise FaultError("SIGBUS", "special mapping not modelled")
+    if vma.uffd_ctx is not None and not mm.pgtables.get(addr):
+        if userfaultfd.handle_userfault_sigbus(vma, addr):
+            raise FaultError("SIGBUS", "userfaultfd (UFFD_FEATURE_SIGBUS)")
     if vma.vm_flags & VM_HUGETLB and not hugetlb.hugetlb_fault(vma, addr):
         # hugetlb_fault(): no reserved or free huge page → VM_FAULT_SIGBUS. Once the
         # page is taken, the data takes the ordinary path (see vmalab.mm.hugetlb).
@@ -453,7 +458,7 @@ def _do_fault(vma: VmArea, addr: int, t: array[int], j: int, write: bool) -> Non
         src = _file_page(vma, addr)
         _map_new_anon(vma, t, j, src)
         return
-    if not write:
+    if not write and _should_fault_around(vma):
         _do_fault_around(vma, addr, t)
         if t[j]:
             return
@@ -481,6 +486,17 @@ def _do_wp_page(vma: VmArea, addr: int, t: array[int], j: int, pte: int) -> None
         phys.mapcount[pfn] -= 1
         if kind == KIND_ANON and phys.mapcount[pfn] == 0:
             phys.free(pfn)
+
+
+def _should_fault_around(vma: VmArea) -> bool:
+    """Models mm/memory.c:should_fault_around: not without ``vm_ops->map_pages`` (SysV
+    shm's shm_vm_ops has none; measured on 6.18.44: a read of an attach maps only the
+    page read; a private /dev/zero mapping is anonymous in the kernel), nor when
+    uffd_disable_fault_around() (VM_UFFD_WP or VM_UFFD_MINOR)."""
+    f = vma.vm_file
+    if f is not None and f.inode.kind in ("sysv", "devzero"):
+        return False
+    return not vma.vm_flags & (VM_UFFD_WP | VM_UFFD_MINOR)
 
 
 def _do_fault_around(vma: VmArea, addr: int, t: array[int]) -> None:

@@ -27,6 +27,7 @@ from vmalab.mm.flags import (
     VM_PFNMAP,
     VM_SEALED,
     VM_SHARED,
+    VM_UFFD_FLAGS,
 )
 from vmalab.mm.hugetlb import check_mremap_hugetlb
 from vmalab.mm.memory import move_page_tables
@@ -202,13 +203,24 @@ def remap_move(mm: MmStruct, addr: int, length: int, new_addr: int, flags: int) 
     to the same offset at the destination, so only the destination of each part is
     unmapped and the gaps between source VMAs are kept. VMAs that may not move together
     (VM_DONTEXPAND/VM_PFNMAP) fail with EFAULT unless they are the only one.
+
+    A VMA registered with a userfaultfd (userfaultfd_armed: vma_multi_allowed() is
+    false) is EFAULT in a multi-VMA move, checked as each VMA comes (so VMAs before it
+    have moved already), where the move is multi-VMA as soon as the range goes past the
+    first VMA's end, a gap after it included (measured on 6.18.44: [A, A+4) over an
+    unregistered page and a registered VMA moves the first page, then EFAULT; a range over
+    one registered VMA and the gap after it is EFAULT with nothing moved; "mm/mremap:
+    catch invalid multi VMA moves earlier").
     """
     end = addr + length
     pieces = [(v, max(v.vm_start, addr), min(v.vm_end, end)) for v in mm.vmas_in(addr, end)]
     for i, (v, _a, _b) in enumerate(pieces):
         if v.vm_flags & (VM_DONTEXPAND | VM_PFNMAP) and (i or len(pieces) > 1):
             raise kernel_error(errno.EFAULT, "special mapping in a multi-VMA move")
-    for start, stop in [(a, b) for _v, a, b in pieces]:
+    armed = [bool(v.vm_flags & VM_UFFD_FLAGS) for v, _a, _b in pieces]
+    for i, (start, stop) in enumerate([(a, b) for _v, a, b in pieces]):
+        if armed[i] and (i > 0 or end > pieces[0][0].vm_end):
+            raise kernel_error(errno.EFAULT, "userfaultfd-armed VMA in a multi-VMA move")
         n = stop - start
         dest = new_addr + (start - addr)
         cur = mm.vma_lookup(start)

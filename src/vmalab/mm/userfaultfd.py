@@ -46,6 +46,7 @@ UFFD_API_FEATURES = 0x1FFFF
 UFFD_API_IOCTLS = 0x8000000000000003
 UFFD_FEATURE_EVENT_FORK = 1 << 1
 UFFD_FEATURE_EVENT_REMAP = 1 << 2
+UFFD_FEATURE_SIGBUS = 1 << 7
 UFFD_FEATURE_WP_ASYNC = 1 << 15
 UFFDIO_REGISTER_MODE_MISSING = 1
 UFFDIO_REGISTER_MODE_WP = 2
@@ -119,6 +120,34 @@ def userfaultfd_api(uffd: UffdCtx, api: int, features: int) -> tuple[int, int]:
     uffd.api_done = True
     uffd.features = features
     return UFFD_API_FEATURES, UFFD_API_IOCTLS
+
+
+def handle_userfault_sigbus(vma: VmArea, addr: int) -> bool:
+    """Whether a fault at ``addr`` (whose PTE the caller found none) would be handed to
+    the userfaultfd and, the context having UFFD_FEATURE_SIGBUS, fail with
+    VM_FAULT_SIGBUS instead of blocking.
+
+    Models the calls of fs/userfaultfd.c:handle_userfault for the faults the model has:
+    do_anonymous_page and do_huge_pmd_anonymous_page (an anonymous VMA with
+    VM_UFFD_MISSING, read or write), hugetlb_no_page (VM_UFFD_MISSING) and
+    shmem_get_folio_gfp (VM_UFFD_MISSING when the page cache has no folio at the index,
+    VM_UFFD_MINOR when it has one), then handle_userfault's ``UFFD_FEATURE_SIGBUS``
+    early return. Simplification: without the feature the kernel would block the
+    faulting thread until the fault is resolved; the model has no such thread and
+    resolves the fault as if no userfaultfd were registered."""
+    ctx = vma.uffd_ctx
+    if not isinstance(ctx, UffdCtx) or not ctx.features & UFFD_FEATURE_SIGBUS:
+        return False
+    f = vma.vm_flags
+    if not f & (VM_UFFD_MISSING | VM_UFFD_MINOR):
+        return False
+    if vma_is_anonymous(vma) or f & VM_HUGETLB:
+        return bool(f & VM_UFFD_MISSING)
+    if not vma_is_shmem(vma) or vma.vm_file is None:
+        return False
+    index = ((addr - vma.vm_start) >> 12) + vma.vm_pgoff
+    cached = index in vma.vm_file.inode.pages
+    return bool(f & VM_UFFD_MINOR) if cached else bool(f & VM_UFFD_MISSING)
 
 
 def validate_range(start: int, length: int) -> None:

@@ -30,6 +30,11 @@ class Gen:
         self.maps: list[tuple[int, int]] = []  # ranges mmapped so far
         self.memlock = False  # a memlock op dropped CAP_IPC_LOCK
         self.lockall = False  # an mlockall op locked (part of) the runner itself
+        self.segs: list[tuple[int, int]] = []  # shm segments by slot: (key, pages)
+        self.attaches: list[int] = []  # shmat addresses
+        self.uffd = False  # the userfaultfd slot is open
+        self.uffd_api = False  # ... and UFFDIO_API was drawn
+        self.devzero = False  # the /dev/zero slot is open
         self.rules = rules()
 
     def rng(self, maxlen: int = 12) -> tuple[int, int]:
@@ -98,7 +103,18 @@ class Gen:
             if r.random() < 0.3:
                 ops.append({"op": "write", "addr": start, "len": 1})
         if r.random() < 0.3:
+            # drawn after the whole body but inserted anywhere in it: none of the slots
+            # (segments, userfaultfd, /dev/zero) that the body may open later
+            saved = (self.segs, self.attaches, self.uffd, self.uffd_api, self.devzero)
+            self.segs, self.attaches, self.uffd, self.uffd_api, self.devzero = (
+                [],
+                [],
+                False,
+                False,
+                False,
+            )
             ops.append({"op": "fork", "child": [self.op(1) for _ in range(r.randint(0, 2))]})
+            self.segs, self.attaches, self.uffd, self.uffd_api, self.devzero = saved
         if away.get("dontunmap"):
             # the origin is still mapped (empty): the move back must go beside it
             ops.append({"op": "munmap", "addr": a, "len": n})
@@ -132,6 +148,55 @@ class Gen:
         self.maps.append((base, n))
         return ops
 
+    def ipc_scenario(self) -> list[dict[str, Any]]:
+        """SysV shm, userfaultfd or hugetlb early in a program, so that the ops drawn
+        after it (attaches, registrations, accesses, forks) meet it (issue 14)."""
+        r = self.r
+        t = r.random()
+        if t < 0.4:
+            s = len(self.segs)
+            pages = r.randint(1, 8)
+            self.segs.append((-1 - s, pages))
+            ops: list[dict[str, Any]] = [{"op": "shmget", "seg": s, "size": pages * P.PAGE}]
+            for _ in range(r.randint(1, 2)):
+                a = r.randrange(self.arena - pages)
+                ops.append({"op": "shmat", "seg": s, "addr": a})
+                self.maps.append((a, pages))
+                self.attaches.append(a)
+                if r.random() < 0.5:
+                    ops.append({"op": "write", "addr": a, "len": r.randint(1, pages)})
+            if r.random() < 0.3:
+                ops.append({"op": "shmctl", "seg": s})
+            return ops
+        if t < 0.8 or self.arena < 512:
+            self.uffd = self.uffd_api = True
+            a, n = self.rng()
+            ops = [
+                {"op": "mmap", "addr": a, "len": n},
+                {"op": "userfaultfd", "file": 8},
+                {"op": "uffdio_api", "file": 8},
+            ]
+            if r.random() < 0.5:
+                ops.append({"op": "write", "addr": a, "len": r.randint(1, n)})
+            k = r.randint(1, n)
+            b = a + r.randrange(n - k + 1)
+            mode = r.choice([["missing"], ["wp"], ["missing", "wp"]])
+            ops.append({"op": "uffdio_register", "file": 8, "addr": b, "len": k, "mode": mode})
+            self.maps.append((a, n))
+            return ops
+        base = 512 * r.randrange(self.arena // 512)
+        self.maps.append((base, 512))
+        return [
+            {
+                "op": "mmap",
+                "addr": base,
+                "len": 512,
+                "flags": ["private", "anonymous", "noreserve"],
+                "huge": 21,
+            },
+            {"op": "write", "addr": base + r.randrange(512), "len": 1},
+        ]
+
     def program(self) -> dict[str, Any]:
         ops: list[dict[str, Any]] = []
         if self.r.random() < 0.06:
@@ -153,7 +218,8 @@ class Gen:
             if self.r.random() < 0.5:
                 self.files.append(2)
                 ops.append({"op": "open", "file": 2, "name": "f1", "flags": ["rdonly"]})
-        body = [self.op(0) for _ in range(self.r.randint(3, 16))]
+        pre = self.ipc_scenario() if self.r.random() < 0.25 else []
+        body = pre + [self.op(0) for _ in range(self.r.randint(3, 16))]
         if self.r.random() < 0.25:
             at = self.r.randint(0, len(body))
             body[at:at] = self.move_scenario()

@@ -49,6 +49,18 @@ from vmalab.program.names import (
 )
 from vmalab.program.observe import Observation, Observe, State, page_char
 from vmalab.program.ops.files import Close, Fallocate, Ftruncate, Memfd, Open, Pread, Pwrite, Seal
+from vmalab.program.ops.ipc import (
+    Devzero,
+    Msync,
+    Shmat,
+    Shmctl,
+    Shmdt,
+    Shmget,
+    UffdioApi,
+    UffdioRegister,
+    UffdioUnregister,
+    Userfaultfd,
+)
 from vmalab.program.ops.lock import Memlock, Mlock, Mlockall, Munlock, Munlockall
 from vmalab.program.ops.memory import Madvise, Mincore, Mmap, Mprotect, Mremap, Mseal, Munmap
 from vmalab.program.ops.process import (
@@ -99,6 +111,16 @@ __all__ = [
     "bits",
     "prot_bits",
     "Close",
+    "Devzero",
+    "Msync",
+    "Shmat",
+    "Shmctl",
+    "Shmdt",
+    "Shmget",
+    "UffdioApi",
+    "UffdioRegister",
+    "UffdioUnregister",
+    "Userfaultfd",
     "Exit",
     "Fallocate",
     "Fork",

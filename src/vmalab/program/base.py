@@ -42,6 +42,12 @@ class GenState(Protocol):
     maps: list[tuple[int, int]]
     memlock: bool
     lockall: bool
+    segs: list[tuple[int, int]]
+    """shm segments made so far, by segment slot: (key, or -1 - slot if private; pages)."""
+    attaches: list[int]
+    uffd: bool
+    uffd_api: bool
+    devzero: bool
 
     def prot(self) -> str: ...
     def op(self, depth: int) -> dict[str, Any]: ...

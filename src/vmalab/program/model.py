@@ -49,6 +49,37 @@ class ModelMachine:
     def munlock(self, addr: int, length: int) -> None:
         self.p.munlock(addr, length)
 
+    def msync(self, addr: int, length: int, flags: int) -> None:
+        self.p.msync(addr, length, flags)
+
+    def shmget(self, key: int, size: int, flags: int) -> int:
+        return int(self.p.shmget(key, size, flags))
+
+    def shmat(self, shmid: int, addr: int, flags: int) -> int:
+        return int(self.p.shmat(shmid, addr, flags))
+
+    def shmdt(self, addr: int) -> None:
+        self.p.shmdt(addr)
+
+    def shmctl(self, shmid: int, cmd: int) -> int:
+        return int(self.p.shmctl(shmid, cmd))
+
+    def open_devzero(self, write: bool) -> int:
+        return int(self.p.open("/dev/zero", uapi.O_RDWR if write else uapi.O_RDONLY))
+
+    def userfaultfd(self) -> int:
+        return int(self.p.userfaultfd(uapi.O_CLOEXEC | uapi.O_NONBLOCK))
+
+    def uffdio_api(self, fd: int, features: int) -> tuple[int, int]:
+        feat, ioctls = self.p.uffdio_api(fd, features)
+        return int(feat), int(ioctls)
+
+    def uffdio_register(self, fd: int, start: int, length: int, mode: int) -> int:
+        return int(self.p.uffdio_register(fd, start, length, mode))
+
+    def uffdio_unregister(self, fd: int, start: int, length: int) -> None:
+        self.p.uffdio_unregister(fd, start, length)
+
     def mseal(self, addr: int, length: int) -> None:
         self.p.mseal(addr, length, 0)
 

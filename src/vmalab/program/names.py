@@ -96,3 +96,21 @@ def bits(names: tuple[str, ...], table: dict[str, int]) -> int:
     for n in names:
         v |= table[n]
     return v
+
+
+SHMGET_NAMES = {"creat": 0o1000, "excl": 0o2000, "noreserve": 0o10000}
+"""shmget flags (IPC_CREAT, IPC_EXCL, SHM_NORESERVE; vmalab.mm.shm)."""
+SHMAT_NAMES = {"rdonly": 0o10000, "rnd": 0o20000, "remap": 0o40000, "exec": 0o100000}
+"""shmat flags (SHM_RDONLY, SHM_RND, SHM_REMAP, SHM_EXEC)."""
+MS_NAMES = {"async": 1, "invalidate": 2, "sync": 4}
+"""msync flags (MS_ASYNC, MS_INVALIDATE, MS_SYNC)."""
+UFFD_FEATURE_NAMES = {
+    "event_remap": 1 << 2,
+    "event_remove": 1 << 3,
+    "event_unmap": 1 << 6,
+    "sigbus": 1 << 7,
+    "thread_id": 1 << 8,
+}
+"""UFFDIO_API features a program may ask for (EVENT_FORK is not modelled)."""
+UFFD_MODE_NAMES = {"missing": 1, "wp": 2, "minor": 4}
+"""UFFDIO_REGISTER modes."""

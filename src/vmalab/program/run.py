@@ -61,6 +61,19 @@ class Machine(Protocol):
     def pkey_free(self, key: int) -> None: ...
     def pkey_mprotect(self, addr: int, length: int, prot: int, key: int) -> None: ...
     def add_seals(self, fd: int, seals: int) -> None: ...
+    def msync(self, addr: int, length: int, flags: int) -> None: ...
+    def shmget(self, key: int, size: int, flags: int) -> int: ...
+    def shmat(self, shmid: int, addr: int, flags: int) -> int: ...
+    def shmdt(self, addr: int) -> None: ...
+    def shmctl(self, shmid: int, cmd: int) -> int: ...
+    def open_devzero(self, write: bool) -> int: ...
+    def userfaultfd(self) -> int:
+        """userfaultfd(O_CLOEXEC|O_NONBLOCK): a descriptor."""
+        ...
+
+    def uffdio_api(self, fd: int, features: int) -> tuple[int, int]: ...
+    def uffdio_register(self, fd: int, start: int, length: int, mode: int) -> int: ...
+    def uffdio_unregister(self, fd: int, start: int, length: int) -> None: ...
     def memfd_create(self, name: str, flags: int) -> int: ...
     def open(self, name: str, flags: int) -> int: ...
     def close(self, fd: int) -> None: ...
@@ -107,14 +120,36 @@ class Refused(Exception):
 
 _Refused = Refused  # the name before the program package
 
+SEG_BASE = 1000
+"""Segment slot ``s`` (``shmget``) is ``SEG_BASE + s`` in the slot table (file slots are
+below ``MAX_FILES``), so that fork children inherit segment slots with the file slots."""
+
 
 class Runner:
     """Runs one process's ops on a Machine. Holds the file-slot table (inherited on fork)."""
 
-    def __init__(self, prog: ProgramView, m: Machine, files: dict[int, int]) -> None:
+    def __init__(
+        self, prog: ProgramView, m: Machine, files: dict[int, int], uffd_used: bool = False
+    ) -> None:
         self.prog = prog
         self.m = m
         self.files = dict(files)
+        self.uffd_used = uffd_used
+        """A ``userfaultfd`` op ran (here or in an ancestor): accesses check
+        ``uffd_blocked`` first."""
+
+    def uffd_blocked(self, page: int) -> bool:
+        """Whether a user access to arena page ``page`` is not made because its VMA is
+        registered for missing or minor faults (``um``/``ui``): the kernel would hand the
+        fault to the userfaultfd (the live runner adds UFFD_FEATURE_SIGBUS, so it would
+        be a SIGBUS, never a hang), which the model does not model (vmalab.mm.userfaultfd).
+        Only once the program has used ``userfaultfd``."""
+        if not self.uffd_used:
+            return False
+        a = self.a(page)
+        return any(
+            s <= a < e and ("um" in fl or "ui" in fl) for s, e, fl in self.m.vmas(a, a + PAGE)
+        )
 
     def a(self, page: int) -> int:
         """The absolute address of arena page ``page``."""
@@ -139,7 +174,7 @@ class Runner:
 
     def child(self, m: Machine) -> Runner:
         """A runner for a fork child on ``m``: same program, a copy of the slot table."""
-        return Runner(self.prog, m, self.files)
+        return Runner(self.prog, m, self.files, self.uffd_used)
 
     def step(self, o: RunnableOp, obs: Observation) -> dict[str, Any]:
         """Run one op; its result object."""
@@ -196,6 +231,10 @@ class Runner:
                 if c == " ":
                     probe.append(" ")
                     data.append("  ")
+                    continue
+                if self.uffd_blocked(i):
+                    probe.append("u")
+                    data.append("--")
                     continue
                 sig, b = self.m.load(self.a(i))
                 probe.append("o" if sig == "ok" else sig[3])

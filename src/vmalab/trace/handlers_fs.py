@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from vmalab import uapi
+from vmalab.trace import handlers_ipc
 from vmalab.trace.parse import ArgError, Syscall, strip_fdpath, struct_fields, to_int, to_str
 from vmalab.trace.replay_state import Handler, ReplayState, Task
 
@@ -190,8 +191,10 @@ def sys_memfd_create(rp: ReplayState, t: Task, ev: Syscall) -> None:
 
 
 def sys_close(rp: ReplayState, t: Task, ev: Syscall) -> None:
-    """close(fd)."""
-    t.files.fds.pop(_fd_arg(ev.args[0]), None)
+    """close(fd) (of a userfaultfd: the model's too, see handlers_ipc)."""
+    fd = _fd_arg(ev.args[0])
+    t.files.fds.pop(fd, None)
+    handlers_ipc.uffd_closed(t, fd)
 
 
 def sys_close_range(rp: ReplayState, t: Task, ev: Syscall) -> None:

@@ -220,11 +220,8 @@ HANDLERS: dict[str, Handler] = {
 UNMODELLED = frozenset(
     {
         "mmap2",
-        "shmat",
-        "shmdt",
         "remap_file_pages",
         "map_shadow_stack",
-        "userfaultfd",
         "mbind",
         "migrate_pages",
         "move_pages",

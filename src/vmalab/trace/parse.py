@@ -157,6 +157,9 @@ def split_args(text: str, lineno: int) -> tuple[list[str], str]:
                 raise TraceSyntaxError(lineno, "unterminated comment")
             i = j + 2
             continue
+        if c == "<" and text.startswith("<<", i):
+            i += 2  # a shift (strace's ``1<<_UFFDIO_API``), not a -y path
+            continue
         if c == "<" and i > 0 and text[i - 1].isdigit():
             # -y path: 3</path> or 3<socket:[123]>; paths may contain '<' '>' escaped
             j = i + 1

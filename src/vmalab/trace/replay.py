@@ -59,7 +59,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 from vmalab.errors import ResourceLimitError, SegmentationFault
-from vmalab.trace import handlers_fs, handlers_mm, handlers_task, layout
+from vmalab.trace import handlers_fs, handlers_ipc, handlers_mm, handlers_task, layout
 from vmalab.trace import parse as P
 from vmalab.trace.handlers_fs import AT_FDCWD
 from vmalab.trace.handlers_task import LOOKAHEAD_CALLS, prescan_exec
@@ -102,6 +102,7 @@ HANDLERS: dict[str, Handler] = {
     **handlers_mm.HANDLERS,
     **handlers_fs.HANDLERS,
     **handlers_task.HANDLERS,
+    **handlers_ipc.HANDLERS,
 }
 """Every call the replay models, by syscall name: the one dispatch table of :class:`Replayer`."""
 

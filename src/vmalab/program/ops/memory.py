@@ -26,6 +26,15 @@ if TYPE_CHECKING:
     from vmalab.program.run import Runner
 
 
+HUGE_SHIFT = 26
+"""MAP_HUGE_SHIFT (and MFD_HUGE_SHIFT)."""
+
+
+def huge_pages(log: int) -> int:
+    """The 4 KiB pages in a huge page of size ``1 << log`` (0: the default, 2 MiB)."""
+    return 1 << ((log or 21) - 12) if log in (0, 21, 30) else 1
+
+
 def _range_op(g: GenState, depth: int, a: int, n: int, name: str) -> dict[str, Any]:
     return {"op": name, "addr": a, "len": n}
 
@@ -33,7 +42,10 @@ def _range_op(g: GenState, depth: int, a: int, n: int, name: str) -> dict[str, A
 @register
 @dataclass(frozen=True)
 class Mmap(OpBase):
-    """``mmap(arena+addr, len, prot, flags|MAP_FIXED, fd, pgoff)``; ``file`` is a file slot."""
+    """``mmap(arena+addr, len, prot, flags|MAP_FIXED, fd, pgoff)``; ``file`` is a file slot.
+    ``huge`` (0-63) adds ``MAP_HUGETLB | huge << MAP_HUGE_SHIFT`` (0: the default huge
+    page size); the range, rounded up to the huge page size (2 MiB unless ``huge`` is 30),
+    must lie in the arena, since the kernel maps (and, MAP_FIXED, unmaps) all of it."""
 
     addr: int
     len: int
@@ -41,6 +53,7 @@ class Mmap(OpBase):
     flags: tuple[str, ...] = ("private", "anonymous")
     file: int | None = None
     pgoff: int = 0
+    huge: int | None = None
     op: str = "mmap"
     name_tables = {"flags": MAP_FLAG_NAMES}
 
@@ -61,11 +74,19 @@ class Mmap(OpBase):
         elif not anon:
             raise ctx.err(f"{loc}.file", "a file mapping needs a file slot")
         pgoff = int_field(ctx, d, "pgoff", loc, 0, MAX_FILE_PAGES, 0)
-        return cls(a, n, prot_field(ctx, d, loc, "rw"), flags, fslot, pgoff)
+        huge: int | None = None
+        if d.get("huge") is not None:
+            huge = int_field(ctx, d, "huge", loc, 0, 63)
+        return cls(a, n, prot_field(ctx, d, loc, "rw"), flags, fslot, pgoff, huge)
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
-        r.check_range(self.addr, self.len)
         fl = bits(self.flags, MAP_FLAG_NAMES)
+        if self.huge is None:
+            r.check_range(self.addr, self.len)
+        else:
+            fl |= uapi.MAP_HUGETLB | self.huge << HUGE_SHIFT
+            hpages = huge_pages(self.huge)
+            r.check_range(self.addr, -(-max(self.len, 1) // hpages) * hpages)
         if not fl & uapi.MAP_FIXED_NOREPLACE:
             fl |= uapi.MAP_FIXED
         fd = -1 if self.file is None else r.fd(self.file)

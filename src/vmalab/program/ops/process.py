@@ -18,8 +18,14 @@ if TYPE_CHECKING:
 def _access(r: Runner, addr: int, n: int, byte: int | None) -> dict[str, Any]:
     """Loads (``byte`` None) or stores of the first byte of each page, up to a fault."""
     r.check_range(addr, n)
-    data = []
+    data: list[str] = []
+    res: dict[str, Any]
     for i in range(addr, addr + n):
+        if r.uffd_blocked(i):
+            res = {"ret": "uffd", "fault": i}
+            if data:
+                res["data"] = "".join(data)
+            return res
         if byte is None:
             sig, got = r.m.load(r.a(i))
             if sig == "ok":
@@ -27,7 +33,7 @@ def _access(r: Runner, addr: int, n: int, byte: int | None) -> dict[str, Any]:
         else:
             sig = r.m.store(r.a(i), byte)
         if sig != "ok":
-            res: dict[str, Any] = {"ret": sig, "fault": i}
+            res = {"ret": sig, "fault": i}
             if data:
                 res["data"] = "".join(data)
             return res

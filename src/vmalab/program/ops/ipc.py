@@ -1,0 +1,506 @@
+"""SysV shm, msync, /dev/zero and userfaultfd registration (issue 14; docs/coverage.md).
+
+* ``shmget``/``shmat``/``shmdt``/``shmctl``: segments live in **segment slots** 0-15 (the
+  ids differ between the model and the kernel, so programs never see them). A segment
+  slot is kept in the runner's slot table under ``SEG_BASE + slot`` (file slots are 0-15),
+  so that fork children inherit it like a file slot. The live runner runs every program in
+  a new IPC namespace and removes (IPC_RMID) every segment it created at the end.
+* ``msync``: errnos only (neither side has a backing store to write).
+* ``devzero``: ``open("/dev/zero")`` into a file slot; the ordinary ``mmap`` op maps it.
+* ``userfaultfd``, ``uffdio_api``, ``uffdio_register``, ``uffdio_unregister``: the
+  descriptor is a file slot (``close`` releases it). The live runner always opens it with
+  O_NONBLOCK and adds UFFD_FEATURE_SIGBUS to every UFFDIO_API, so that a fault in a
+  registered range can never block it; and once a program has used ``userfaultfd``,
+  neither side makes a user access to a page of a VMA registered for missing or minor
+  faults (``um``/``ui``): the access's result is ``"uffd"`` (``Runner.uffd_blocked``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vmalab.program.base import GenRule, GenState, OpBase, const, register
+from vmalab.program.fields import Ctx, int_field, names_field, range_field, short, slot_field
+from vmalab.program.names import (
+    MAX_FILES,
+    MS_NAMES,
+    PAGE,
+    SHMAT_NAMES,
+    SHMGET_NAMES,
+    UFFD_FEATURE_NAMES,
+    UFFD_MODE_NAMES,
+    bits,
+)
+from vmalab.program.run import SEG_BASE, Refused
+
+if TYPE_CHECKING:
+    from vmalab.program.observe import Observation
+    from vmalab.program.run import Runner
+
+MAX_SHM_BYTES = 1 << 24
+"""Largest ``size`` of a ``shmget`` (16 MiB); larger segments test nothing the model does
+differently, and the kernel's ENOMEM/EINVAL limits are measured in tests/."""
+
+
+def _seg_field(ctx: Ctx, d: dict[str, Any], loc: str, segs: set[int], *, new: bool) -> int:
+    """``seg``: a segment slot that holds a segment (or, with ``new``, any slot)."""
+    s = int_field(ctx, d, "seg", loc, 0, MAX_FILES - 1)
+    if not new and SEG_BASE + s not in segs:
+        raise ctx.err(f"{loc}.seg", f"segment slot {s} holds no segment")
+    return s
+
+
+def _seg(r: Runner, slot: int) -> int:
+    sid = r.files.get(SEG_BASE + slot)
+    if sid is None:
+        raise Refused(f"segment slot {slot} holds no segment")
+    return sid
+
+
+@register
+@dataclass(frozen=True)
+class Shmget(OpBase):
+    """``shmget(key, size, flags|0600)`` into segment slot ``seg``; key 0 is IPC_PRIVATE."""
+
+    seg: int
+    size: int
+    key: int = 0
+    flags: tuple[str, ...] = ("creat",)
+    op: str = "shmget"
+    name_tables = {"flags": SHMGET_NAMES}
+
+    @classmethod
+    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Shmget:
+        s = _seg_field(ctx, d, loc, files, new=True)
+        size = int_field(ctx, d, "size", loc, 0, MAX_SHM_BYTES)
+        key = int_field(ctx, d, "key", loc, 0, 0x7FFFFFFF, 0)
+        fl = names_field(ctx, d, "flags", loc, SHMGET_NAMES, ("creat",))
+        files.add(SEG_BASE + s)
+        return cls(s, size, key, fl)
+
+    def run(self, r: Runner, obs: Observation) -> None:
+        sid = r.m.shmget(self.key, self.size, bits(self.flags, SHMGET_NAMES) | 0o600)
+        r.files[SEG_BASE + self.seg] = sid
+
+    @staticmethod
+    def generate(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+        """A new segment of 1-8 pages (sometimes not a page multiple), private or by key
+        (a later shmget of the same key finds it)."""
+        r = g.r
+        s = len(g.segs)
+        if s >= MAX_FILES:
+            return {"op": "read", "addr": a, "len": n}
+        pages = r.randint(1, 8)
+        size = pages * PAGE - (r.randrange(1, PAGE) if r.random() < 0.2 else 0)
+        d: dict[str, Any] = {"op": "shmget", "seg": s, "size": size}
+        if r.random() < 0.4:
+            d["key"] = r.choice([0x1234, 0x5678])
+            old = [p for k, p in g.segs if k == d["key"]]
+            if old:
+                d["size"] = r.choice([0, size])
+                pages = old[0]
+                if d["size"] > pages * PAGE:
+                    d["size"] = pages * PAGE
+                if r.random() < 0.2:
+                    d["flags"] = ["creat", "excl"]
+        if r.random() < 0.1:
+            d["flags"] = ["creat", "noreserve"]
+        g.segs.append((d.get("key", 0) or -1 - s, pages))
+        return d
+
+    gen_rules = (GenRule("shmget", 31, lambda g, depth: 1.5 if depth == 0 else 0, generate),)
+
+
+@register
+@dataclass(frozen=True)
+class Shmat(OpBase):
+    """``shmat(id, arena+addr+offset, flags)``; ``offset`` (bytes, 0-4095) makes an
+    unaligned address (for SHM_RND). Returns the arena page."""
+
+    seg: int
+    addr: int
+    offset: int = 0
+    flags: tuple[str, ...] = ()
+    op: str = "shmat"
+    name_tables = {"flags": SHMAT_NAMES}
+
+    @classmethod
+    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Shmat:
+        s = _seg_field(ctx, d, loc, files, new=False)
+        a = int_field(ctx, d, "addr", loc, 0, ctx.arena - 1)
+        off = int_field(ctx, d, "offset", loc, 0, PAGE - 1, 0)
+        return cls(s, a, off, names_field(ctx, d, "flags", loc, SHMAT_NAMES, ()))
+
+    def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
+        r.check_range(self.addr, 1)
+        got = r.m.shmat(
+            _seg(r, self.seg), r.a(self.addr) + self.offset, bits(self.flags, SHMAT_NAMES)
+        )
+        return {"ret": r.rel(got)}
+
+    @staticmethod
+    def generate(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+        """Attach a segment where it fits in the arena; mostly over free space, sometimes
+        with SHM_REMAP over a mapping, SHM_RND with an unaligned address, read-only."""
+        r = g.r
+        if not g.segs:
+            return {"op": "read", "addr": a, "len": n}
+        s = r.randrange(len(g.segs))
+        pages = g.segs[s][1]
+        a = r.randrange(max(1, g.arena - pages))
+        d: dict[str, Any] = {"op": "shmat", "seg": s, "addr": a}
+        fl = []
+        t = r.random()
+        if t < 0.15:
+            fl.append("rdonly")
+        elif t < 0.25:
+            fl.append("exec")
+        if r.random() < 0.3:
+            fl.append("remap")
+        if r.random() < 0.1:
+            fl.append("rnd")
+            d["offset"] = r.randrange(1, PAGE)
+        if fl:
+            d["flags"] = fl
+        g.maps.append((a, pages))
+        g.attaches.append(a)
+        return d
+
+    gen_rules = (GenRule("shmat", 32, lambda g, depth: 3 if g.segs else 0, generate),)
+
+
+@register
+@dataclass(frozen=True)
+class Shmdt(OpBase):
+    """``shmdt(arena+addr+offset)``."""
+
+    addr: int
+    offset: int = 0
+    op: str = "shmdt"
+
+    @classmethod
+    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Shmdt:
+        a = int_field(ctx, d, "addr", loc, 0, ctx.arena - 1)
+        return cls(a, int_field(ctx, d, "offset", loc, 0, PAGE - 1, 0))
+
+    def run(self, r: Runner, obs: Observation) -> None:
+        r.check_range(self.addr, 1)
+        r.m.shmdt(r.a(self.addr) + self.offset)
+
+    @staticmethod
+    def generate(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+        """Usually an earlier attach address (or one page off it: EINVAL)."""
+        r = g.r
+        if g.attaches and r.random() < 0.8:
+            a = r.choice(g.attaches)
+            if r.random() < 0.15:
+                a = min(g.arena - 1, a + 1)
+        return {"op": "shmdt", "addr": a}
+
+    gen_rules = (GenRule("shmdt", 33, lambda g, depth: 1.5 if g.segs else 0, generate),)
+
+
+@register
+@dataclass(frozen=True)
+class Shmctl(OpBase):
+    """``shmctl(id, IPC_RMID, NULL)`` (``cmd`` is ``"rmid"``, the only command modelled)."""
+
+    seg: int
+    cmd: str = "rmid"
+    op: str = "shmctl"
+    name_tables = {"cmd": {"rmid": 0}}
+
+    @classmethod
+    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Shmctl:
+        s = _seg_field(ctx, d, loc, files, new=False)
+        cmd = d.get("cmd", "rmid")
+        if cmd != "rmid":
+            raise ctx.err(f"{loc}.cmd", f"unknown command {short(cmd)} (one of rmid)")
+        return cls(s, cmd)
+
+    def run(self, r: Runner, obs: Observation) -> None:
+        r.m.shmctl(_seg(r, self.seg), 0)
+
+    @staticmethod
+    def generate(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+        return {"op": "shmctl", "seg": g.r.randrange(len(g.segs))}
+
+    gen_rules = (GenRule("shmctl", 34, lambda g, depth: 0.7 if g.segs else 0, generate),)
+
+
+@register
+@dataclass(frozen=True)
+class Msync(OpBase):
+    """``msync(arena+addr, len*PAGE + extra, flags)``; ``extra`` (bytes, 0-4095) makes a
+    length that is not a page multiple."""
+
+    addr: int
+    len: int
+    flags: tuple[str, ...] = ("sync",)
+    extra: int = 0
+    op: str = "msync"
+    name_tables = {"flags": MS_NAMES}
+
+    @classmethod
+    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Msync:
+        a, n = range_field(ctx, d, loc)
+        fl = names_field(ctx, d, "flags", loc, MS_NAMES, ("sync",))
+        extra = int_field(ctx, d, "extra", loc, 0, PAGE - 1, 0)
+        if extra and a + n >= ctx.arena:
+            raise ctx.err(f"{loc}.extra", "the range leaves the arena")
+        return cls(a, n, fl, extra)
+
+    def run(self, r: Runner, obs: Observation) -> None:
+        r.check_range(self.addr, self.len + (1 if self.extra else 0))
+        r.m.msync(r.a(self.addr), self.len * PAGE + self.extra, bits(self.flags, MS_NAMES))
+
+    @staticmethod
+    def generate(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+        r = g.r
+        if g.maps and r.random() < 0.6:
+            a, n = r.choice(g.maps)
+            n = min(n, g.arena - a)
+        fl = r.choice([["sync"], ["async"], ["invalidate"], ["sync", "invalidate"], []])
+        d: dict[str, Any] = {"op": "msync", "addr": a, "len": n, "flags": fl}
+        if r.random() < 0.1:
+            d["flags"] = ["sync", "async"]
+        if r.random() < 0.1 and a + n < g.arena:
+            d["extra"] = r.randrange(1, PAGE)
+        return d
+
+    gen_rules = (GenRule("msync", 35, const(1.5), generate),)
+
+
+@register
+@dataclass(frozen=True)
+class Devzero(OpBase):
+    """``open("/dev/zero", rdwr or rdonly)`` into file slot ``file``."""
+
+    file: int
+    mode: str = "rw"
+    op: str = "devzero"
+    name_tables = {"mode": {"rw": 2, "r": 0}}
+
+    @classmethod
+    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Devzero:
+        s = slot_field(ctx, d, loc, files, new=True)
+        mode = d.get("mode", "rw")
+        if mode not in ("rw", "r"):
+            raise ctx.err(f"{loc}.mode", f"expected 'rw' or 'r', got {short(mode)}")
+        files.add(s)
+        return cls(s, mode)
+
+    def run(self, r: Runner, obs: Observation) -> None:
+        r.files[self.file] = r.m.open_devzero(self.mode == "rw")
+
+
+@register
+@dataclass(frozen=True)
+class Userfaultfd(OpBase):
+    """``userfaultfd(O_CLOEXEC|O_NONBLOCK)`` (syscall 323) into file slot ``file``."""
+
+    file: int
+    op: str = "userfaultfd"
+
+    @classmethod
+    def parse(
+        cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int
+    ) -> Userfaultfd:
+        s = slot_field(ctx, d, loc, files, new=True)
+        files.add(s)
+        return cls(s)
+
+    def run(self, r: Runner, obs: Observation) -> None:
+        r.uffd_used = True
+        r.files[self.file] = r.m.userfaultfd()
+
+
+@register
+@dataclass(frozen=True)
+class UffdioApi(OpBase):
+    """``ioctl(fd, UFFDIO_API, {api: 0xAA, features | UFFD_FEATURE_SIGBUS})`` (the runner
+    always adds SIGBUS: a fault in a registered range is a SIGBUS on both sides, never a
+    blocked runner); the result is the reply's ``features`` and ``ioctls`` as hex."""
+
+    file: int
+    features: tuple[str, ...] = ()
+    op: str = "uffdio_api"
+    name_tables = {"features": UFFD_FEATURE_NAMES}
+
+    @classmethod
+    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> UffdioApi:
+        s = slot_field(ctx, d, loc, files)
+        return cls(s, names_field(ctx, d, "features", loc, UFFD_FEATURE_NAMES, ()))
+
+    def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
+        fl = bits(self.features, UFFD_FEATURE_NAMES) | UFFD_FEATURE_NAMES["sigbus"]
+        feat, ioctls = r.m.uffdio_api(r.fd(self.file), fl)
+        return {"ret": f"{feat:#x} {ioctls:#x}"}
+
+
+@register
+@dataclass(frozen=True)
+class UffdioRegister(OpBase):
+    """``ioctl(fd, UFFDIO_REGISTER, {range, mode})``; the result is the range's ioctls."""
+
+    file: int
+    addr: int
+    len: int
+    mode: tuple[str, ...] = ("missing",)
+    op: str = "uffdio_register"
+    name_tables = {"mode": UFFD_MODE_NAMES}
+
+    @classmethod
+    def parse(
+        cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int
+    ) -> UffdioRegister:
+        s = slot_field(ctx, d, loc, files)
+        a, n = range_field(ctx, d, loc)
+        return cls(s, a, n, names_field(ctx, d, "mode", loc, UFFD_MODE_NAMES, ("missing",)))
+
+    def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
+        r.check_range(self.addr, self.len)
+        got = r.m.uffdio_register(
+            r.fd(self.file), r.a(self.addr), self.len * PAGE, bits(self.mode, UFFD_MODE_NAMES)
+        )
+        return {"ret": f"{got:#x}"}
+
+
+@register
+@dataclass(frozen=True)
+class UffdioUnregister(OpBase):
+    """``ioctl(fd, UFFDIO_UNREGISTER, {range})``."""
+
+    file: int
+    addr: int
+    len: int
+    op: str = "uffdio_unregister"
+
+    @classmethod
+    def parse(
+        cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int
+    ) -> UffdioUnregister:
+        s = slot_field(ctx, d, loc, files)
+        return cls(s, *range_field(ctx, d, loc))
+
+    def run(self, r: Runner, obs: Observation) -> None:
+        r.check_range(self.addr, self.len)
+        r.m.uffdio_unregister(r.fd(self.file), r.a(self.addr), self.len * PAGE)
+
+
+UFFD_SLOT = 8
+"""The file slot the generator opens its userfaultfd in (memfds and files use 0-2; the
+generator keeps this slot and ``DEVZERO_SLOT`` out of ``GenState.files``, which the file
+ops draw from)."""
+DEVZERO_SLOT = 9
+
+
+def _gen_uffd(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+    """Open the generator's userfaultfd (once, in the top process)."""
+    g.uffd = True
+    return {"op": "userfaultfd", "file": UFFD_SLOT}
+
+
+def _gen_api(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+    r = g.r
+    g.uffd_api = True
+    d: dict[str, Any] = {"op": "uffdio_api", "file": UFFD_SLOT}
+    if r.random() < 0.3:
+        d["features"] = r.choice([["sigbus"], ["event_remap"], ["event_unmap", "sigbus"]])
+    return d
+
+
+def _gen_register(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+    r = g.r
+    if g.maps and r.random() < 0.6:
+        a, n = r.choice(g.maps)
+        n = min(n, g.arena - a)
+    mode = r.choice([["missing"], ["missing"], ["wp"], ["missing", "wp"], ["minor"]])
+    return {"op": "uffdio_register", "file": UFFD_SLOT, "addr": a, "len": n, "mode": mode}
+
+
+def _gen_unregister(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+    if g.maps and g.r.random() < 0.3:
+        a, n = g.r.choice(g.maps)
+        n = min(n, g.arena - a)
+    return {"op": "uffdio_unregister", "file": UFFD_SLOT, "addr": a, "len": n}
+
+
+def _gen_close_uffd(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+    """Close the userfaultfd (userfaultfd_release: every registration goes)."""
+    g.uffd = False
+    g.uffd_api = False
+    return {"op": "close", "file": UFFD_SLOT}
+
+
+def _gen_devzero(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+    g.devzero = True
+    return {"op": "devzero", "file": DEVZERO_SLOT, "mode": g.r.choice(["rw", "rw", "r"])}
+
+
+def _gen_mmap_devzero(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+    g.maps.append((a, n))
+    return {
+        "op": "mmap",
+        "addr": a,
+        "len": n,
+        "prot": g.r.choice(["rw", "r"]),
+        "flags": [g.r.choice(["private", "private", "shared"])],
+        "file": DEVZERO_SLOT,
+        "pgoff": g.r.choice([0, 0, a]),
+    }
+
+
+def _gen_mmap_huge(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
+    """A MAP_HUGETLB mapping at a 2 MiB-aligned arena page (arenas of at least 512
+    pages): mostly NORESERVE (the project's pool is 0: without it, ENOMEM); sometimes a
+    length that is not a huge-page multiple (rounded up by the kernel) or the size bits
+    of 1 GiB (ENOMEM or, with NORESERVE, a mapping too large for the arena: not drawn)
+    or an invalid size (EINVAL)."""
+    r = g.r
+    base = 512 * r.randrange(g.arena // 512)
+    n = r.choice([512, 512, 100, 1])
+    d: dict[str, Any] = {"op": "mmap", "addr": base, "len": n, "prot": g.prot()}
+    fl = [r.choice(["private", "private", "shared"]), "anonymous"]
+    if r.random() < 0.75:
+        fl.append("noreserve")
+    d["flags"] = fl
+    d["huge"] = r.choice([0, 21, 21, 22] + ([30] if "noreserve" not in fl else []))
+    if r.random() < 0.1:
+        d["addr"] = base + r.randrange(1, 512)  # not 2 MiB aligned: EINVAL
+        d["len"] = 1
+    g.maps.append((d["addr"], d["len"]))
+    return d
+
+
+def _uffd_ready(g: GenState, depth: int) -> float:
+    return 1.0 if g.uffd else 0
+
+
+Userfaultfd.gen_rules = (
+    GenRule("userfaultfd", 36, lambda g, d: 1.0 if d == 0 and not g.uffd else 0, _gen_uffd),
+)
+UffdioApi.gen_rules = (
+    GenRule(
+        "uffdio_api",
+        37,
+        lambda g, d: (0.2 if g.uffd_api else 4.0) * _uffd_ready(g, d),
+        _gen_api,
+    ),
+)
+UffdioRegister.gen_rules = (
+    GenRule("uffdio_register", 38, lambda g, d: 4.0 * _uffd_ready(g, d), _gen_register),
+    GenRule(
+        "close_uffd",
+        39,
+        lambda g, d: 0.3 if g.uffd and d == 0 else 0,
+        _gen_close_uffd,
+    ),
+)
+UffdioUnregister.gen_rules = (GenRule("uffdio_unregister", 40, _uffd_ready, _gen_unregister),)
+Devzero.gen_rules = (
+    GenRule("devzero", 41, lambda g, d: 0.7 if d == 0 and not g.devzero else 0, _gen_devzero),
+    GenRule("mmap_devzero", 42, lambda g, d: 3.0 if g.devzero else 0, _gen_mmap_devzero),
+    GenRule("mmap_huge", 43, lambda g, d: 2.0 if g.arena >= 512 else 0, _gen_mmap_huge),
+)
