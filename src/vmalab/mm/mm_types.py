@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from mypy_extensions import mypyc_attr
 from sortedcontainers import SortedDict
 
 from vmalab.mm.flags import VM_ACCESS_FLAGS, VM_READ, VM_SHARED, VM_WRITE
@@ -79,6 +80,7 @@ class AnonVmaChain:
         self.anon_vma = anon_vma
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # designs (plugins too) subclass it
 class DesignState:
     """Base of the per-VMA state a design keeps in ``VmArea.design_state``.
 
