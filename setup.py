@@ -2,10 +2,11 @@
 
 The metadata is in ``pyproject.toml``; this file only adds the mypyc extension modules.
 
-* Compiled: every module of ``MYPYC_PACKAGES`` (``vmalab/mm``, ``vmalab/designs``) and the
-  files in ``MYPYC_EXTRA``, minus ``MYPYC_EXCLUDE`` (modules mypyc rejects or miscompiles:
-  see docs/performance.md). ``VMALAB_MYPYC_MODULES`` (comma-separated paths under
-  ``src/``) overrides the list.
+* Compiled: the modules of ``MYPYC_GROUPS`` (``vmalab/mm``, ``vmalab/designs``,
+  ``kernel.py``, ``process.py``, ``proc.py``, ``budget.py``, the replay in ``vmalab/trace``,
+  ``program/run.py``), one shared library per group, minus ``MYPYC_EXCLUDE`` (see
+  docs/performance.md). ``VMALAB_MYPYC_MODULES`` (comma-separated paths under ``src/``)
+  overrides the list (one group).
 * Pure Python when ``VMALAB_PURE=1``, when mypyc is not importable (no compiler: the build
   backend ``_build_backend/vmalab_build.py`` then does not install mypy), for an editable
   install, or when mypyc or the C compiler fails: the build says why on stderr and installs
@@ -26,15 +27,28 @@ from setuptools.command.build_ext import build_ext
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(HERE, "src")
 
-MYPYC_PACKAGES = ("vmalab/mm", "vmalab/designs")
-#: budget.py is compiled because its LimitFailure subclasses mm/slab.py's AllocFailure: an
-#: interpreted subclass of a compiled class fails compiled code's type checks (TypeError).
-MYPYC_EXTRA = ("vmalab/trace/parse.py", "vmalab/budget.py")
-#: Modules left interpreted, with the reason (docs/performance.md, "mypyc").
-MYPYC_EXCLUDE: dict[str, str] = {
-    "vmalab/designs/base.py": "Design is the plugin base class: interpreted classes cannot "
-    "inherit from a compiled one (tests/test_design_plugin.py)",
+#: The compiled modules (paths relative to src/; a directory means its every module but
+#: ``__init__.py``), in groups: each group is one shared library (mypyc's ``separate``),
+#: built in parallel and each much quicker to compile than one big C file; calls within a
+#: group are direct C calls, calls between groups go through an exported table. The hot
+#: path (mm/ and what calls it on every syscall) stays in two groups.
+MYPYC_GROUPS: dict[str, tuple[str, ...]] = {
+    #: budget.py is here because its LimitFailure subclasses mm/slab.py's AllocFailure: an
+    #: interpreted subclass of a compiled class fails compiled code's type checks.
+    "vmalab_mm": ("vmalab/mm", "vmalab/budget.py"),
+    "vmalab_core": ("vmalab/designs", "vmalab/kernel.py", "vmalab/process.py", "vmalab/proc.py"),
+    "vmalab_trace": (
+        "vmalab/trace/parse.py",
+        "vmalab/trace/replay.py",
+        "vmalab/trace/replay_state.py",
+        "vmalab/trace/handlers_mm.py",
+        "vmalab/trace/handlers_fs.py",
+        "vmalab/trace/handlers_task.py",
+    ),
+    "vmalab_program": ("vmalab/program/run.py",),
 }
+#: Modules left interpreted, with the reason (docs/performance.md, "mypyc").
+MYPYC_EXCLUDE: dict[str, str] = {}
 
 
 #: setup.py commands that build extension modules (pip's metadata steps run egg_info and
@@ -46,16 +60,22 @@ def _note(msg: str) -> None:
     print(f"vmalab setup.py: {msg}", file=sys.stderr)
 
 
-def mypyc_modules() -> list[str]:
-    """Source paths (relative to src/) to compile."""
+def _expand(path: str) -> list[str]:
+    if path.endswith(".py"):
+        return [path] if os.path.exists(os.path.join(SRC, path)) else []
+    found = glob.glob(os.path.join(SRC, path, "*.py"))
+    return sorted(os.path.relpath(p, SRC) for p in found if not p.endswith("__init__.py"))
+
+
+def mypyc_groups() -> dict[str, list[str]]:
+    """The groups of source paths (relative to src/) to compile."""
     env = os.environ.get("VMALAB_MYPYC_MODULES", "").strip()
     if env:
-        return [m.strip() for m in env.split(",") if m.strip()]
-    mods: list[str] = []
-    for pkg in MYPYC_PACKAGES:
-        mods += sorted(os.path.relpath(p, SRC) for p in glob.glob(os.path.join(SRC, pkg, "*.py")))
-    mods += [m for m in MYPYC_EXTRA if os.path.exists(os.path.join(SRC, m))]
-    return [m for m in mods if m not in MYPYC_EXCLUDE and not m.endswith("__init__.py")]
+        return {"vmalab_custom": [m.strip() for m in env.split(",") if m.strip()]}
+    return {
+        name: [m for p in paths for m in _expand(p) if m not in MYPYC_EXCLUDE]
+        for name, paths in MYPYC_GROUPS.items()
+    }
 
 
 def remove_stale_outputs() -> None:
@@ -86,14 +106,18 @@ def ext_modules() -> list[Any]:
     except ImportError:
         _note("mypyc is not importable (no C compiler, or mypy absent): pure-Python build")
         return []
-    mods = mypyc_modules()
+    groups = mypyc_groups()
+    mods = [m for g in groups.values() for m in g]
     cwd = os.getcwd()
     try:
         os.chdir(SRC)  # module names are derived from paths relative to src/
         exts = mypycify(
-            ["--ignore-missing-imports", *mods],
+            # the build environment lacks the runtime dependencies (pyelftools...): a
+            # "type: ignore" needed against their types is unused there
+            ["--ignore-missing-imports", "--no-warn-unused-ignores", *mods],
             opt_level=os.environ.get("VMALAB_MYPYC_OPT", "3"),
             target_dir=os.path.join(HERE, "build", "mypyc"),
+            separate=[(g, name) for name, g in groups.items()],
         )
     except BaseException as exc:  # mypy type errors raise SystemExit
         _note(f"mypyc failed ({type(exc).__name__}: {exc}): pure-Python build")
@@ -112,6 +136,11 @@ class OptionalBuildExt(build_ext):  # type: ignore[misc]
     mypyc's modules share one library: a partial build would leave shims that cannot
     import, so on any failure every extension output is removed and none is installed.
     """
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if not self.parallel:  # the groups compile in parallel (``build_ext -j``)
+            self.parallel = os.cpu_count() or 1
 
     def run(self) -> None:
         if getattr(self, "editable_mode", False):

@@ -13,6 +13,8 @@ import errno
 from collections import Counter
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from mypy_extensions import mypyc_attr
+
 from vmalab.budget import Budget
 from vmalab.designs import Design, get_design
 from vmalab.errors import InvariantError, kernel_error
@@ -44,6 +46,7 @@ DEFAULT_MAX_MAP_COUNT = 65530
 _T = TypeVar("_T")
 
 
+@mypyc_attr(native_class=False)  # a descriptor
 class _CtxAttr(Generic[_T]):
     """A Kernel attribute that lives in the Kernel's ``MmContext`` (read and written)."""
 
@@ -58,6 +61,18 @@ class _CtxAttr(Generic[_T]):
         setattr(obj.ctx, self.name, value)
 
 
+@mypyc_attr(native_class=False)  # a descriptor: mypyc has no property setters here
+class _FailAttr:
+    """``Kernel.fail``: the failure-injection policy, if any (settable; kept in Slabs)."""
+
+    def __get__(self, obj: Kernel, objtype: type | None = None) -> FailPolicy | None:
+        return obj.slabs.fail
+
+    def __set__(self, obj: Kernel, policy: FailPolicy | None) -> None:
+        obj.slabs.fail = policy
+
+
+@mypyc_attr(native_class=False)  # _CtxAttr descriptors; tests monkeypatch methods
 class Kernel:
     """A modelled Linux kernel running one design.
 
@@ -149,14 +164,7 @@ class Kernel:
         """The design id."""
         return self._design.name
 
-    @property
-    def fail(self) -> FailPolicy | None:
-        """The failure-injection policy, if any (settable)."""
-        return self.slabs.fail
-
-    @fail.setter
-    def fail(self, policy: FailPolicy | None) -> None:
-        self.slabs.fail = policy
+    fail = _FailAttr()
 
     @property
     def processes(self) -> list[Process]:

@@ -110,11 +110,11 @@ def show_maps(mm: MmStruct) -> str:
     return "".join(_header(v) + "\n" for v in mm.mm_mt.values())
 
 
-def _rss(vma: VmArea) -> dict[str, int]:
+def _rss(vma: VmArea) -> dict[str, int | float]:
     """Per-VMA page accounting. Models fs/proc/task_mmu.c:smaps_pte_entry/smaps_account."""
     phys = vma.vm_mm.ctx.phys
     kind, mapcount, data = phys.kind, phys.mapcount, phys.data
-    acc = dict(rss=0, pss=0.0, anon=0, sc=0, sd=0, pc=0, pd=0)
+    acc: dict[str, int | float] = dict(rss=0, pss=0.0, anon=0, sc=0, sd=0, pc=0, pd=0)
     for _i, _t, _j, pte in pte_walk(vma.vm_mm.pgtables, vma.vm_start, vma.vm_end):
         if not pte & _PAGE_PRESENT:
             continue
@@ -132,7 +132,7 @@ def _rss(vma: VmArea) -> dict[str, int]:
             acc["sd" if dirty else "sc"] += 4
         else:
             acc["pd" if dirty else "pc"] += 4
-    return acc  # type: ignore[return-value]
+    return acc
 
 
 def show_smaps(mm: MmStruct) -> str:

@@ -133,6 +133,9 @@ def _check_int(*vals: object) -> None:
             raise TypeError(f"expected an int, got {type(v).__name__}")
 
 
+_NEW_KEY = object()  # Process() is for Process._new only
+
+
 class Process:
     """A modelled process (task with its own mm). Create with ``Kernel.spawn()``."""
 
@@ -154,12 +157,10 @@ class Process:
     pkey_map: int
     pkey_exec_only: int
 
-    def __init__(self) -> None:  # pragma: no cover - use Kernel.spawn()
-        raise TypeError("use Kernel.spawn() or Process.fork()")
-
-    @classmethod
-    def _new(cls, kernel: KernelView, mm: MmStruct | None = None) -> Process:
-        self = object.__new__(cls)
+    def __init__(self, kernel: KernelView, mm: MmStruct | None = None, _key: object = None) -> None:
+        # constructed through __init__ (not object.__new__): mypyc's native classes need it
+        if _key is not _NEW_KEY:
+            raise TypeError("use Kernel.spawn() or Process.fork()")
         self.kernel = kernel
         self.pid = kernel.alloc_pid()
         slabs = kernel.slabs
@@ -181,7 +182,10 @@ class Process:
         self.pkey_map = 1 if kernel.pku else 0
         self.pkey_exec_only = -1 if kernel.pku else 0
         kernel.attach_pid(self)
-        return self
+
+    @classmethod
+    def _new(cls, kernel: KernelView, mm: MmStruct | None = None) -> Process:
+        return cls(kernel, mm, _NEW_KEY)
 
     def __repr__(self) -> str:
         return f"<Process {self.pid}{' (exited)' if self._dead else ''}>"

@@ -38,11 +38,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from vmalab.mm import rmap
 from vmalab.mm.flags import VM_MIXEDMAP, VM_PFNMAP, VM_SOFTDIRTY, VM_UFFD_WP
 from vmalab.mm.mm_types import VmArea
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # plugin designs subclass it
 class Design:
     """Base class of the designs; see the module docstring for the hook table."""
 

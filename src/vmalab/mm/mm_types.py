@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator, Mapping
 from itertools import chain
 from typing import TYPE_CHECKING, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from vmalab.mm.flags import VM_ACCESS_FLAGS, VM_READ, VM_SHARED, VM_WRITE
 
 # The page size is defined once, with the paging structures (vmalab.mm.pagetable, a
@@ -86,6 +88,7 @@ class AnonVmaChain:
         self.anon_vma = anon_vma
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # designs (plugins too) subclass it
 class DesignState:
     """Base of the per-VMA state a design keeps in ``VmArea.design_state``.
 

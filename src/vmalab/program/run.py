@@ -12,6 +12,8 @@ import errno as errno_mod
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from vmalab.errors import ResourceLimitError
 from vmalab.program.names import ARENA_BASE, PAGE
 from vmalab.program.observe import Observation, Observe, State, page_char
@@ -114,6 +116,7 @@ def state_of(m: Machine, prog: ProgramView) -> State:
     return State(out, "".join(chars))
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # live/child.py subclasses it
 class Refused(Exception):
     """An op the runner will not execute (outside the arena, unknown file slot)."""
 
