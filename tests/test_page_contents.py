@@ -1,8 +1,10 @@
-"""Page contents stored by what was written (``vmalab.mm.page_alloc.PhysMem.data``).
+"""Compact model state (issue 13, memory): page contents and anon_vma trees.
 
-The compact forms (an immutable ``bytes`` prefix shared by CoW copies, a private 4 KiB
+Page contents are stored by what was written (``vmalab.mm.page_alloc.PhysMem.data``):
+the compact forms (an immutable ``bytes`` prefix shared by CoW copies, a private 4 KiB
 ``bytearray`` past ``PROMOTE``) must read back exactly what a whole 4 KiB buffer per
 written page holds, keep ``pfn in data`` as the "written" mark, and account ``stored``.
+``AnonVma.avcs`` changes form with its size and stays what ``Kernel.check()`` expects.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 from vmalab import Kernel, uapi
 from vmalab.budget import Budget
 from vmalab.errors import ResourceLimitError
+from vmalab.mm.mm_types import AVCS_LIST_MAX
 from vmalab.mm.page_alloc import KIND_ANON, PROMOTE, PhysMem
 
 PAGE = 4096
@@ -146,4 +149,27 @@ def test_stored_bytes_counts_what_is_stored() -> None:
     assert k.phys.stored == 512
     with pytest.raises(ResourceLimitError):
         p.write(a, b"z" * PAGE)
+    k.check()
+
+
+def test_anon_vma_tree_forms() -> None:
+    """``AnonVma.avcs``: () while empty, a list up to AVCS_LIST_MAX chains, then a set."""
+    k = Kernel("tagged")
+    p = k.spawn()
+    n = 2 * AVCS_LIST_MAX
+    a = p.mmap(0, 2 * n * PAGE, RW, ANON, -1, 0)
+    p.write(a, b"x")
+    (av,) = k.anon_vmas.values()
+    assert isinstance(av.avcs, list) and len(av.avcs) == 1
+    for i in range(n):  # every other page read-only: 2n VMAs on one anon_vma
+        p.mprotect(a + (2 * i + 1) * PAGE, PAGE, uapi.PROT_READ)
+        assert isinstance(av.avcs, list if len(av.avcs) <= AVCS_LIST_MAX else set)
+        k.check()
+    assert len(av.avcs) == 2 * n
+    for i in range(2 * n - 1):
+        p.munmap(a + i * PAGE, PAGE)
+        k.check()
+    assert len(av.avcs) == 1
+    p.munmap(a, 2 * n * PAGE)
+    assert not k.anon_vmas
     k.check()
