@@ -115,3 +115,32 @@ def test_check_finds_a_pte_outside_every_vma() -> None:
     t[((a + 4096) >> 12) & 511] = PTE_MARKER_GUARD_ENTRY
     with pytest.raises(InvariantError, match="outside every VMA"):
         k.check()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_fork_leaves_the_cyclic_gc_as_it_found_it(enabled: bool) -> None:
+    import gc
+
+    from vmalab import Kernel
+    from vmalab.mm.slab import FailPolicy
+
+    was = gc.isenabled()
+    try:
+        if not enabled:
+            gc.disable()
+        k = Kernel()
+        p = k.spawn()
+        a = p.mmap(0, 4096, 3, 0x22)
+        p.write(a, b"x")
+        c = p.fork()
+        assert gc.isenabled() is enabled
+        c.exit()
+        k.slabs.fail = FailPolicy(nth=1, caches=frozenset({"vm_area_struct"}))
+        with pytest.raises(OSError):
+            p.fork()
+        assert gc.isenabled() is enabled
+        k.slabs.fail = None
+        k.check()
+    finally:
+        if was:
+            gc.enable()
