@@ -48,7 +48,10 @@ MYPYC_GROUPS: dict[str, tuple[str, ...]] = {
     "vmalab_program": ("vmalab/program/run.py",),
 }
 #: Modules left interpreted, with the reason (docs/performance.md, "mypyc").
-MYPYC_EXCLUDE: dict[str, str] = {}
+MYPYC_EXCLUDE: dict[str, str] = {
+    "vmalab/trace/replay.py": "tests/test_record_replay.py wraps Replayer.__init__: a "
+    "compiled class's constructor is not replaced (KeyError in the test)",
+}
 
 
 #: setup.py commands that build extension modules (pip's metadata steps run egg_info and

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from vmalab import uapi
 from vmalab.errors import SegmentationFault
 from vmalab.kernel import Kernel
@@ -197,6 +199,7 @@ class ReplayResult:
 Observer = Callable[[int, Any], None]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # Replayer (trace/replay.py) is interpreted
 class ReplayState:
     """The tasks, files and results of one replay; the handlers' common ground."""
 
