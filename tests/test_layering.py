@@ -57,25 +57,7 @@ def test_mm_imports_nothing_above_it() -> None:
 
 def test_core_has_no_import_circle() -> None:
     graph = {_module(f): _imports(f) - {_module(f)} for f in _core_files()}
-    state: dict[str, int] = {}  # 1 on the stack, 2 done
-    stack: list[str] = []
-
-    def visit(m: str) -> None:
-        state[m] = 1
-        stack.append(m)
-        for n in sorted(graph.get(m, ())):
-            if n not in graph:
-                continue
-            if state.get(n) == 1:
-                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(n) :] + [n]))
-            if n not in state:
-                visit(n)
-        stack.pop()
-        state[m] = 2
-
-    for m in sorted(graph):
-        if m not in state:
-            visit(m)
+    _assert_acyclic(graph)
 
 
 #: The floors above the core, lowest first: what each may import of vmalab besides itself.
