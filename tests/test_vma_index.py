@@ -6,11 +6,15 @@ import random
 
 import pytest
 
+from vmalab import Kernel
 from vmalab.mm.mm_types import VmArea, VmaTree
+
+# A real mm for the VMAs to point at: the compiled build checks vm_mm's type.
+_MM = Kernel().spawn().mm
 
 
 def _vma(start: int) -> VmArea:
-    return VmArea(None, start, start + 1, 0, 0)  # type: ignore[arg-type]
+    return VmArea(_MM, start, start + 1, 0, 0)
 
 
 def _floor(ref: dict[int, VmArea], addr: int) -> VmArea | None:

@@ -13,9 +13,6 @@ close_range is not followed (a later ioctl on it counts as ``unsupported``).
 
 from __future__ import annotations
 
-import weakref
-from typing import Any
-
 from vmalab.mm import shm
 from vmalab.trace.parse import ArgError, Syscall, strip_fdpath, struct_fields, to_int
 from vmalab.trace.replay_state import Handler, ReplayState, Task, ret_value
@@ -70,11 +67,6 @@ _UFFDIO = {
     "UFFDIO_UNREGISTER": UFFDIO_UNREGISTER,
 }
 
-_SEGS: weakref.WeakKeyDictionary[ReplayState, dict[int, int]] = weakref.WeakKeyDictionary()
-"""Per replay: traced segment id → model segment id."""
-_UFFDS: weakref.WeakKeyDictionary[Any, dict[int, int]] = weakref.WeakKeyDictionary()
-"""Per model Process: traced userfaultfd descriptor → model descriptor."""
-
 
 def num(text: str) -> int:
     """An argument that may use the names of ``SYMBOLS`` (``IPC_CREAT|0600``)."""
@@ -89,7 +81,7 @@ def num(text: str) -> int:
 def _model_seg(rp: ReplayState, name: str, traced: int) -> int | None:
     """The model id of a traced segment id; None (counted as ``NAME(unknown segment)``
     in ``unsupported``) for a segment made before the trace started."""
-    got = _SEGS.get(rp, {}).get(traced)
+    got = rp.shm_ids.get(traced)
     if got is None:
         rp.unsupported[f"{name}(unknown segment)"] += 1
     return got
@@ -99,7 +91,7 @@ def sys_shmget(rp: ReplayState, t: Task, ev: Syscall) -> None:
     """shmget(key, size, flags) = id; the model's id is remembered for the traced one."""
     a = ev.args
     sid = t.mm.proc.shmget(num(a[0]), num(a[1]), num(a[2]))
-    _SEGS.setdefault(rp, {})[ret_value(ev)] = sid
+    rp.shm_ids[ret_value(ev)] = sid
 
 
 def sys_shmat(rp: ReplayState, t: Task, ev: Syscall) -> None:
@@ -137,12 +129,12 @@ def sys_userfaultfd(rp: ReplayState, t: Task, ev: Syscall) -> None:
     fdtext, _ = strip_fdpath(ev.ret or "")
     proc = t.mm.proc
     mfd = proc.userfaultfd(num(ev.args[0]) if ev.args else 0)
-    _UFFDS.setdefault(proc, {})[to_int(fdtext)] = mfd
+    t.mm.uffds[to_int(fdtext)] = mfd
 
 
 def _uffd(t: Task, arg: str) -> int | None:
     fdtext, _ = strip_fdpath(arg)
-    return _UFFDS.get(t.mm.proc, {}).get(to_int(fdtext))
+    return t.mm.uffds.get(to_int(fdtext))
 
 
 def sys_ioctl(rp: ReplayState, t: Task, ev: Syscall) -> None:
@@ -178,8 +170,8 @@ def sys_ioctl(rp: ReplayState, t: Task, ev: Syscall) -> None:
 def uffd_closed(t: Task, fd: int) -> None:
     """close(fd) of a traced userfaultfd: close the model's (userfaultfd_release once
     it was the last reference)."""
-    table = _UFFDS.get(t.mm.proc)
-    if table is not None and fd in table:
+    table = t.mm.uffds
+    if fd in table:
         t.mm.proc.close(table.pop(fd))
 
 

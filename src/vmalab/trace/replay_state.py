@@ -65,6 +65,8 @@ class Mm:
     brk_known: bool = False
     exe: str | None = None
     touch: list[tuple[int, int]] = field(default_factory=list)
+    uffds: dict[int, int] = field(default_factory=dict)
+    """Traced userfaultfd descriptor → the model Process's descriptor."""
 
 
 @dataclass
@@ -250,6 +252,7 @@ class ReplayState:
         self.since_sample = 0  # calls applied since the observer last ran
         self.unsupported: Counter[str] = Counter()
         self.ignored: Counter[str] = Counter()
+        self.shm_ids: dict[int, int] = {}  # traced SysV segment id -> model segment id
 
     # ------------------------------------------------------------------ tasks
 
