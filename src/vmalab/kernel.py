@@ -8,9 +8,9 @@ sortedcontainers' ``_check()``.
 
 from __future__ import annotations
 
-import bisect
 import errno
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from mypy_extensions import mypyc_attr
@@ -19,24 +19,17 @@ from vmalab.budget import Budget
 from vmalab.designs import Design, get_design
 from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm.filemap import FileSystem, Inode
-from vmalab.mm.flags import VM_ACCOUNT, VM_SHARED, VM_WIPEONFORK
-from vmalab.mm.hugetlb import HugetlbPool, HugetlbPrivate, pool_of
+from vmalab.mm.hugetlb import HugetlbPool, pool_of
 from vmalab.mm.khugepaged import host_thp_mode
 from vmalab.mm.memory import unmap_mapping_range
-from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, AnonVma, MmContext, MmStruct, VmArea
-from vmalab.mm.page_alloc import KIND_ANON, KIND_FREE, KIND_PAGECACHE, PhysMem
-from vmalab.mm.pagetable import (
-    _PAGE_PRESENT,
-    PMD_SHIFT,
-    PTE_MARKER_GUARD_ENTRY,
-    PTRS_PER_PTE,
-    pte_walk,
-)
+from vmalab.mm.mm_types import AnonVma, MmContext, MmStruct, VmArea
+from vmalab.mm.page_alloc import KIND_ANON, KIND_PAGECACHE, PhysMem
+from vmalab.mm.pagetable import _PAGE_PRESENT, pte_walk
 from vmalab.mm.pkeys import host_has_ospke
 from vmalab.mm.shm import ShmNamespace, ns_of
 from vmalab.mm.slab import AllocFailure, FailPolicy, Slabs, SlabStats
 from vmalab.mm.util import OvercommitConfig, host_overcommit, meminfo
-from vmalab.mm.vma import is_shared_maywrite
+from vmalab.mm.vma import IdTally, MmCheck, validate_mm
 
 if TYPE_CHECKING:
     from vmalab.process import Process
@@ -253,126 +246,19 @@ class Kernel:
             raise InvariantError(str(e)) from None
 
     def _check(self) -> None:  # noqa: C901 - one flat list of invariants reads best
+        """The walk: each mm through mm/vma.py:validate_mm (its VMAs, chains and page
+        tables), then the machine-wide totals, the anon_vma trees and the pages."""
         phys = self.phys
-        n_vmas = 0
-        n_avcs = 0
-        n_tables = 0
-        active_vmas: Counter[int] = Counter()
-        maps_of: Counter[int] = Counter()
-        live_avcs = set()
-        i_mmap_seen: dict[int, set[int]] = {}
-        writable_seen: Counter[int] = Counter()
-        committed = 0
         anon_vmas = self.anon_vmas
-        check_vma = self._design.check_vma
-        kind = phys.kind
-        owner_of = phys.owner
+        acc = MmCheck(self.ctx, _design_check_vma(self._design))
         for proc in self._procs.values():
             mm: MmStruct = proc.mm
             if mm.dead:
                 raise InvariantError(f"pid {proc.pid}: live process with a dead mm")
-            prev_end = 0
-            bad_index = mm.check_index()
-            if bad_index is not None:
-                raise InvariantError(f"pid {proc.pid}: VMA index: {bad_index}")
-            if mm.map_count != len(mm.mm_mt):
-                raise InvariantError(f"pid {proc.pid}: map_count {mm.map_count} != {len(mm.mm_mt)}")
-            pt = mm.pgtables
-            n_ptes = 0  # entries that are not pte_none, inside VMAs
-            for v in mm.mm_mt.values():
-                vm_start, vm_end, vm_flags = v.vm_start, v.vm_end, v.vm_flags
-                if vm_flags & VM_ACCOUNT:
-                    committed += (vm_end - vm_start) >> PAGE_SHIFT
-                if v.vm_mm is not mm:
-                    raise InvariantError(f"{_where(proc.pid, v)}: vm_mm is another mm")
-                if (vm_start | vm_end) & (PAGE_SIZE - 1):
-                    raise InvariantError(f"{_where(proc.pid, v)}: unaligned")
-                if vm_start >= vm_end:
-                    raise InvariantError(f"{_where(proc.pid, v)}: empty")
-                if vm_start < prev_end:
-                    raise InvariantError(f"{_where(proc.pid, v)}: overlaps the previous VMA")
-                prev_end = vm_end
-                if vm_flags & VM_SHARED:
-                    if v.vm_file is None:
-                        raise InvariantError(f"{_where(proc.pid, v)}: VM_SHARED without a file")
-                if vm_flags & VM_WIPEONFORK:
-                    if v.vm_file is not None:
-                        raise InvariantError(f"{_where(proc.pid, v)}: VM_WIPEONFORK on a file VMA")
-                av = v.anon_vma
-                bad = check_vma(v)
-                if bad is not None:
-                    raise InvariantError(f"{_where(proc.pid, v)}: {bad}")
-                chain = v.anon_vma_chain
-                seen_avs = set()
-                for avc in chain:
-                    cav = avc.anon_vma
-                    if avc.vma is not v:
-                        raise InvariantError(f"{_where(proc.pid, v)}: chain entry of another VMA")
-                    if avc not in cav.avcs:
-                        raise InvariantError(
-                            f"{_where(proc.pid, v)}: chain entry missing from its anon_vma tree"
-                        )
-                    if cav.id not in anon_vmas:
-                        raise InvariantError(f"{_where(proc.pid, v)}: chain to a freed anon_vma")
-                    if cav in seen_avs:
-                        raise InvariantError(f"{_where(proc.pid, v)}: two chains to one anon_vma")
-                    seen_avs.add(cav)
-                    live_avcs.add(avc)
-                n_avcs += len(chain)
-                if av is not None:
-                    if av not in seen_avs:
-                        raise InvariantError(
-                            f"{_where(proc.pid, v)}: anon_vma not on its own chain"
-                        )
-                    active_vmas[av.id] += 1
-                else:
-                    if chain:
-                        raise InvariantError(f"{_where(proc.pid, v)}: chain without an anon_vma")
-                if v.vm_file is not None:
-                    inode = v.vm_file.inode
-                    if v not in inode.i_mmap:
-                        raise InvariantError(
-                            f"{_where(proc.pid, v)}: missing from its file's i_mmap"
-                        )
-                    i_mmap_seen.setdefault(id(inode), set()).add(id(v))
-                    if is_shared_maywrite(vm_flags):
-                        writable_seen[id(inode)] += 1
-                # Page tables of this VMA.
-                for _i, t, lo, hi in pt.tables_in(vm_start, vm_end):
-                    for j in range(lo, hi):
-                        pte = t[j]
-                        if not pte:
-                            continue
-                        n_ptes += 1
-                        if pte & _PAGE_PRESENT:
-                            pfn = pte >> 12
-                            k = kind[pfn]
-                            if k == KIND_FREE:
-                                raise InvariantError(
-                                    f"{_where(proc.pid, v)}: PTE maps a freed page {pfn}"
-                                )
-                            if k == KIND_ANON:
-                                owner = owner_of[pfn]
-                                if not any(a.id == owner for a in seen_avs):
-                                    raise InvariantError(
-                                        f"{_where(proc.pid, v)}: folio {pfn}'s anon_vma {owner} "
-                                        "is not on the VMA's chain"
-                                    )
-                            if k == KIND_ANON or k == KIND_PAGECACHE:
-                                maps_of[pfn] += 1
-                        elif pte != PTE_MARKER_GUARD_ENTRY:
-                            raise InvariantError(f"{_where(proc.pid, v)}: unknown PTE {pte:#x}")
-            n_vmas += len(mm.mm_mt)
-            # No PTE outside a VMA: every entry that is not pte_none was counted above
-            # (the VMAs do not overlap); only when the totals differ is the stray found.
-            if n_ptes != sum(PTRS_PER_PTE - t.count(0) for t in pt.pte.values()):
-                spans = [(v.vm_start, v.vm_end) for v in mm.mm_mt.values()]
-                for i, _t, j, _pte in pte_walk(pt, 0, 1 << 64):
-                    a = (i << PMD_SHIFT) + (j << PAGE_SHIFT)
-                    if not _covered(spans, a):
-                        raise InvariantError(f"pid {proc.pid}: PTE at {a:#x} outside every VMA")
-                raise InvariantError(f"pid {proc.pid}: PTE count drifted")  # pragma: no cover
-            n_tables += mm.pgtables.nr_tables()
+            bad = validate_mm(mm, acc, f"pid {proc.pid}")
+            if bad is not None:
+                raise InvariantError(bad)
+        n_vmas, n_avcs = acc.n_vmas, acc.n_avcs
         # Slab accounting.
         sl = self.slabs.caches
         if sl["vm_area_struct"].active != n_vmas:
@@ -381,91 +267,86 @@ class Kernel:
             )
         if sl["anon_vma_chain"].active != n_avcs:
             raise InvariantError(f"anon_vma_chain active {sl['anon_vma_chain'].active} != {n_avcs}")
-        if sl["anon_vma"].active != len(self.anon_vmas):
+        if sl["anon_vma"].active != len(anon_vmas):
             raise InvariantError(
-                f"anon_vma active {sl['anon_vma'].active} != {len(self.anon_vmas)} live"
+                f"anon_vma active {sl['anon_vma'].active} != {len(anon_vmas)} live"
             )
         if sl["mm_struct"].active != len(self._procs):
             raise InvariantError("mm_struct active != live processes")
-        if sl["pgtable"].active != n_tables:
-            raise InvariantError(f"pgtable active {sl['pgtable'].active} != {n_tables}")
-        # anon_vma trees, counters and refcounts.
-        children: Counter[int] = Counter()
-        pins: Counter[int] = Counter()
-        for av in self.anon_vmas.values():
-            for avc in av.avcs:
-                if avc not in live_avcs:
-                    raise InvariantError(f"anon_vma {av.id}: chain of a dead VMA")
-            if av.root.id not in self.anon_vmas:
+        if sl["pgtable"].active != acc.n_tables:
+            raise InvariantError(f"pgtable active {sl['pgtable'].active} != {acc.n_tables}")
+        # anon_vma trees, counters and refcounts. validate_mm found every chain of a live
+        # VMA in its own anon_vma's tree, each once; so the trees hold nothing else (no
+        # chain of a dead VMA, none twice) exactly when their sizes add up to the chains.
+        seq = self.anon_vma_seq
+        children = IdTally(seq, len(anon_vmas))
+        pins = IdTally(seq, len(anon_vmas))
+        in_trees = 0
+        for av in anon_vmas.values():
+            n = len(av.avcs)
+            in_trees += n
+            root, parent = av.root, av.parent
+            if anon_vmas.get(root.id) is not root:
                 raise InvariantError(f"anon_vma {av.id}: freed root")
-            if not (av.parent is av or av.parent.id in self.anon_vmas or not av.avcs):
+            if not (parent is av or anon_vmas.get(parent.id) is parent or not n):
                 raise InvariantError(f"anon_vma {av.id}: freed parent")
-            if av.avcs:
-                children[av.parent.id] += 1
-            if av.root is not av:
-                pins[av.root.id] += 1
-        for av in self.anon_vmas.values():
-            if av.num_active_vmas != active_vmas[av.id]:
+            if n:
+                children.add(parent.id)
+            if root is not av:
+                pins.add(root.id)
+        if in_trees != n_avcs:
+            raise InvariantError(self._dead_chain(in_trees, n_avcs))
+        active = acc.active
+        for av in anon_vmas.values():
+            ident = av.id
+            if av.num_active_vmas != active.get(ident):
                 raise InvariantError(
-                    f"anon_vma {av.id}: num_active_vmas {av.num_active_vmas} "
-                    f"!= {active_vmas[av.id]}"
+                    f"anon_vma {ident}: num_active_vmas {av.num_active_vmas} != {active.get(ident)}"
                 )
-            if av.num_children != children[av.id]:
+            if av.num_children != children.get(ident):
                 raise InvariantError(
-                    f"anon_vma {av.id}: num_children {av.num_children} != {children[av.id]}"
+                    f"anon_vma {ident}: num_children {av.num_children} != {children.get(ident)}"
                 )
             if av.root is av:
-                want = (1 if av.avcs else 0) + pins[av.id]
+                want = (1 if av.avcs else 0) + pins.get(ident)
             else:
                 want = 1 if av.avcs else 0
             if av.refcount != want:
-                raise InvariantError(f"anon_vma {av.id}: refcount {av.refcount} != {want}")
+                raise InvariantError(f"anon_vma {ident}: refcount {av.refcount} != {want}")
             if av.refcount <= 0:
-                raise InvariantError(f"anon_vma {av.id}: alive at refcount 0")
-        privates = {
-            id(v.vm_private_data): v.vm_private_data
-            for proc in self._procs.values()
-            for v in proc.mm.mm_mt.values()
-            if isinstance(v.vm_private_data, HugetlbPrivate)
-        }
+                raise InvariantError(f"anon_vma {ident}: alive at refcount 0")
         try:
-            pool_of(self.ctx).check(list(privates.values()))
+            pool_of(self.ctx).check(list(acc.privates.values()))
         except AssertionError as e:
             raise InvariantError(f"hugetlb pool: {e}") from None
         # Pages: mapcounts and leaks.
+        inodes = self._inodes(acc.inodes)
         inode_pages: set[int] = set()
-        for inode in self._inodes():
+        committed = acc.committed
+        for inode in inodes:
             inode_pages.update(inode.pages.values())
-            if len(i_mmap_seen.get(id(inode), ())) != len(inode.i_mmap):
+            key = id(inode)
+            if acc.file_vmas.get(key, 0) != len(inode.i_mmap):
                 raise InvariantError(f"inode {inode.ino}: i_mmap holds VMAs no process has")
-            if inode.i_mmap_writable != writable_seen[id(inode)]:
+            if inode.i_mmap_writable != acc.writable.get(key, 0):
                 raise InvariantError(
                     f"inode {inode.ino}: i_mmap_writable {inode.i_mmap_writable} "
-                    f"!= {writable_seen[id(inode)]}"
+                    f"!= {acc.writable.get(key, 0)}"
                 )
-        committed += sum(i.acct_pages for i in self._inodes())
+            committed += inode.acct_pages
         if self.vm_committed_as != committed + self.commit_leaked:
             raise InvariantError(
                 f"vm_committed_as {self.vm_committed_as} != {committed} accounted pages"
                 f" + {self.commit_leaked} leaked"
             )
-        n_anon = 0
-        for pfn in range(1, len(phys.kind)):
-            k = phys.kind[pfn]
-            if k == KIND_ANON:
-                n_anon += 1
-                if not (phys.mapcount[pfn] == maps_of[pfn] > 0):
-                    raise InvariantError(
-                        f"anon folio {pfn}: mapcount {phys.mapcount[pfn]}, "
-                        f"mapped {maps_of[pfn]} times"
-                    )
-            elif k == KIND_PAGECACHE:
-                if pfn not in inode_pages:
-                    raise InvariantError(f"page-cache page {pfn} belongs to no live inode")
-                if phys.mapcount[pfn] != maps_of[pfn]:
-                    raise InvariantError(
-                        f"page-cache page {pfn}: mapcount {phys.mapcount[pfn]} != {maps_of[pfn]}"
-                    )
+        kind = acc.kind
+        n_anon = kind.count(KIND_ANON, 1)
+        rem = acc.rem
+        if rem.count(0) != len(rem) or acc.anon_mapped != n_anon:
+            self._check_mapcounts(acc)  # raises: find the page
+        for pfn in _pfns_of_kind(kind, KIND_PAGECACHE):
+            if pfn not in inode_pages:
+                raise InvariantError(f"page-cache page {pfn} belongs to no live inode")
         if n_anon != phys.nr_anon:
             raise InvariantError("anonymous page count drifted")
         if not self._procs:
@@ -475,26 +356,67 @@ class Kernel:
                         f"{name}: {st.active} objects leaked after every process exited"
                     )
 
-    def _inodes(self) -> list[Inode]:
-        """Every inode still holding pages or mappings."""
+    def _check_mapcounts(self, acc: MmCheck) -> None:
+        """Raise for the page whose mapcount is not the PTEs mapping it (check()'s slow
+        path; a free page's stale mapcount is no error, so it may return)."""
+        kind, mapcount, rem = acc.kind, acc.mapcount, acc.rem
+        for pfn in range(1, len(kind)):
+            k = kind[pfn]
+            maps = mapcount[pfn] - rem[pfn]
+            if k == KIND_ANON:
+                if not (mapcount[pfn] == maps > 0):
+                    raise InvariantError(
+                        f"anon folio {pfn}: mapcount {mapcount[pfn]}, mapped {maps} times"
+                    )
+            elif k == KIND_PAGECACHE:
+                if mapcount[pfn] != maps:
+                    raise InvariantError(
+                        f"page-cache page {pfn}: mapcount {mapcount[pfn]} != {maps}"
+                    )
+
+    def _dead_chain(self, in_trees: int, n_avcs: int) -> str:
+        """Why the anon_vma trees hold ``in_trees`` chains and the VMAs ``n_avcs``."""
+        live = {
+            id(avc)
+            for proc in self._procs.values()
+            for v in proc.mm.mm_mt.values()
+            for avc in v.anon_vma_chain
+        }
+        for av in self.anon_vmas.values():
+            for avc in av.avcs:
+                if id(avc) not in live:
+                    return f"anon_vma {av.id}: chain of a dead VMA"
+                if avc.anon_vma is not av:
+                    return f"anon_vma {av.id}: holds a chain of anon_vma {avc.anon_vma.id}"
+        return f"anon_vma trees hold {in_trees} chains, the VMAs {n_avcs}"
+
+    def _inodes(self, mapped: dict[int, Inode]) -> list[Inode]:
+        """Every inode still holding pages or mappings; ``mapped``: those VMAs map."""
         seen = {id(i): i for i in self.fs.files.values()}
         for i in ns_of(self.ctx).inodes():
             seen.setdefault(id(i), i)
         for proc in self._procs.values():
             for f in proc.fds.values():
                 seen.setdefault(id(f.inode), f.inode)
-            for v in proc.mm.mm_mt.values():
-                if v.vm_file is not None:
-                    seen.setdefault(id(v.vm_file.inode), v.vm_file.inode)
+        for key, inode in mapped.items():
+            seen.setdefault(key, inode)
         return list(seen.values())
 
 
-def _where(pid: int, v: VmArea) -> str:
-    """A VMA named in a check() message (built only when one is raised)."""
-    return f"pid {pid} vma {v.vm_start:#x}-{v.vm_end:#x}"
+def _design_check_vma(design: Design) -> Callable[[VmArea], str | None] | None:
+    """The design's ``check_vma``, or None where it keeps Design's (which finds nothing)."""
+    # getattr: the methods as the types hold them (compiled code binds attribute access)
+    if getattr(type(design), "check_vma") is getattr(Design, "check_vma"):  # noqa: B009
+        return None
+    return design.check_vma
 
 
-def _covered(spans: list[tuple[int, int]], a: int) -> bool:
-    """Whether ``a`` lies in one of the sorted, disjoint ``spans``."""
-    i = bisect.bisect_right(spans, (a, 1 << 64)) - 1
-    return i >= 0 and spans[i][0] <= a < spans[i][1]
+def _pfns_of_kind(kind: bytes, k: int) -> list[int]:
+    """The pfns (from 1) whose ``kind`` is ``k``."""
+    out: list[int] = []
+    pat = bytes([k])
+    i = kind.find(pat, 1)
+    while i >= 0:
+        out.append(i)
+        i = kind.find(pat, i + 1)
+    return out

@@ -375,8 +375,15 @@ class VmaTree:
             del keys[half:]
             del vals[half:]
 
-    def check(self) -> str | None:
-        """The index's own shape: what is wrong with it, or None."""
+    def leaves(self) -> list[tuple[list[int], list[VmArea]]]:
+        """Every leaf as (keys, VMAs), in address order: the lists themselves, to be read
+        only (``Kernel.check()``'s walk, mm/vma.py:validate_mm)."""
+        return list(zip(self._keys, self._vals, strict=True))
+
+    def check_shape(self) -> str | None:
+        """The leaves' shape without the order of the keys inside a leaf: what is wrong
+        with it, or None. With every key equal to its VMA's ``vm_start`` and the VMAs
+        disjoint in iteration order (what validate_mm checks), the keys are ascending too."""
         if not (len(self._firsts) == len(self._keys) == len(self._vals)):
             return "leaf lists of different lengths"
         total = 0
@@ -388,12 +395,23 @@ class VmaTree:
                 return f"leaf at {first:#x}: {len(keys)} keys, {len(vals)} VMAs"
             if keys[0] != first:
                 return f"leaf at {first:#x}: first key {keys[0]:#x}"
-            if keys[0] <= prev_key or any(a >= b for a, b in zip(keys, keys[1:], strict=False)):
+            if keys[0] <= prev_key:
                 return f"leaf at {first:#x}: keys out of order"
             prev_key = keys[-1]
             total += len(keys)
         if total != self._len:
             return f"{total} entries, length {self._len}"
+        return None
+
+    def check(self) -> str | None:
+        """The index's own shape, the key order inside each leaf included: what is wrong
+        with it, or None."""
+        bad = self.check_shape()
+        if bad is not None:
+            return bad
+        for first, keys in zip(self._firsts, self._keys, strict=True):
+            if any(a >= b for a, b in zip(keys, keys[1:], strict=False)):
+                return f"leaf at {first:#x}: keys out of order"
         return None
 
 
