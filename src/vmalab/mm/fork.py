@@ -12,7 +12,7 @@ from vmalab.mm import rmap
 from vmalab.mm.flags import VM_ACCOUNT, VM_DONTCOPY, VM_LOCKED_MASK, VM_WIPEONFORK
 from vmalab.mm.hugetlb import hugetlb_dup_vma_private
 from vmalab.mm.memory import copy_page_range, count_markers, unmap_vmas_all
-from vmalab.mm.mm_types import MmStruct, VmArea
+from vmalab.mm.mm_types import DesignHooks, MmContext, MmStruct, VmArea
 from vmalab.mm.slab import AllocFailure
 from vmalab.mm.userfaultfd import userfaultfd_reset_ctx
 from vmalab.mm.util import security_vm_enough_memory_mm, vm_unacct_memory
@@ -50,49 +50,67 @@ def _dup_mmap_vmas(mm: MmStruct, oldmm: MmStruct) -> None:
     """The VMA loop of mm/mmap.c:dup_mmap (``for_each_vma(vmi, mpnt)``)."""
     k = mm.ctx
     design = k.design
-    vs = k.vmstat
-    for mpnt in oldmm.mm_mt.values():
-        if mpnt.vm_flags & VM_DONTCOPY:
-            continue
-        if mpnt.vm_flags & VM_ACCOUNT:
-            # security_vm_enough_memory_mm(oldmm, len): the child's copy is charged
-            try:
-                security_vm_enough_memory_mm(oldmm, mpnt.pages())
-            except OSError:
-                raise AllocFailure("vm_enough_memory") from None
+    # /proc/vmstat's fork counters, kept in locals and added once (whatever happens)
+    copied = markers_copied = markers_dropped = 0
+    try:
+        for mpnt in oldmm.mm_mt.values():
+            c, m, d = _dup_one(mm, mpnt, k, design)
+            copied += c
+            markers_copied += m
+            markers_dropped += d
+    finally:
+        vs = k.vmstat
+        vs["fork_copy_vmas"] += copied
+        vs["fork_guard_markers_copied"] += markers_copied
+        vs["fork_guard_markers_dropped"] += markers_dropped
+
+
+def _dup_one(mm: MmStruct, mpnt: VmArea, k: MmContext, design: DesignHooks) -> tuple[int, int, int]:
+    """One VMA of dup_mmap's loop; returns its (fork_copy_vmas, guard markers copied,
+    guard markers dropped) for /proc/vmstat."""
+    if mpnt.vm_flags & VM_DONTCOPY:
+        return 0, 0, 0
+    if mpnt.vm_flags & VM_ACCOUNT:
+        # security_vm_enough_memory_mm(oldmm, len): the child's copy is charged
         try:
-            tmp = vm_area_dup(mpnt, mm)
+            security_vm_enough_memory_mm(mpnt.vm_mm, mpnt.pages())
+        except OSError:
+            raise AllocFailure("vm_enough_memory") from None
+    try:
+        tmp = vm_area_dup(mpnt, mm)
+    except AllocFailure:
+        if mpnt.vm_flags & VM_ACCOUNT:
+            vm_unacct_memory(k, mpnt.pages())
+        raise
+    if tmp.uffd_ctx is not None:
+        userfaultfd_reset_ctx(tmp)  # dup_userfaultfd() without UFFD_FEATURE_EVENT_FORK
+    if tmp.vm_private_data is not None:
+        hugetlb_dup_vma_private(tmp, mpnt)  # the child owns no hugetlb reservation
+    wipe = bool(mpnt.vm_flags & VM_WIPEONFORK)
+    design.vma_fork_dup(tmp, mpnt)
+    if wipe:
+        rmap.vma_clear_anon_vma(tmp)  # tmp->anon_vma = NULL
+    else:
+        try:
+            rmap.anon_vma_fork(tmp, mpnt)
         except AllocFailure:
+            vm_area_free(tmp)
             if mpnt.vm_flags & VM_ACCOUNT:
                 vm_unacct_memory(k, mpnt.pages())
             raise
-        if tmp.uffd_ctx is not None:
-            userfaultfd_reset_ctx(tmp)  # dup_userfaultfd() without UFFD_FEATURE_EVENT_FORK
-        if tmp.vm_private_data is not None:
-            hugetlb_dup_vma_private(tmp, mpnt)  # the child owns no hugetlb reservation
-        wipe = bool(mpnt.vm_flags & VM_WIPEONFORK)
-        design.vma_fork_dup(tmp, mpnt)
-        if wipe:
-            rmap.vma_clear_anon_vma(tmp)  # tmp->anon_vma = NULL
-        else:
-            try:
-                rmap.anon_vma_fork(tmp, mpnt)
-            except AllocFailure:
-                vm_area_free(tmp)
-                if mpnt.vm_flags & VM_ACCOUNT:
-                    vm_unacct_memory(k, mpnt.pages())
-                raise
-        tmp.vm_flags &= ~VM_LOCKED_MASK
-        mm.vma_store(tmp)
-        mm.map_count += 1
-        vma_link_file(tmp)
-        if wipe:
-            continue
-        if design.vma_needs_copy(tmp, mpnt):
-            vs["fork_copy_vmas"] += 1
-            vs["fork_guard_markers_copied"] += copy_page_range(tmp, mpnt)
-        else:
-            vs["fork_guard_markers_dropped"] += count_markers(mpnt)
+    tmp.vm_flags &= ~VM_LOCKED_MASK
+    mm.vma_store(tmp)
+    mm.map_count += 1
+    vma_link_file(tmp)
+    if wipe:
+        return 0, 0, 0
+    if design.vma_needs_copy(tmp, mpnt):
+        try:
+            return 1, copy_page_range(tmp, mpnt), 0
+        except AllocFailure:
+            k.vmstat["fork_copy_vmas"] += 1  # counted before the copy began
+            raise
+    return 0, 0, count_markers(mpnt)
 
 
 def exit_mmap(mm: MmStruct) -> None:

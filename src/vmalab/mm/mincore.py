@@ -33,9 +33,9 @@ def mdwe_bits(mm: MmStruct) -> int:
 def map_deny_write_exec(mm: MmStruct, old: int, new: int) -> bool:
     """Models include/linux/mman.h:map_deny_write_exec: under MDWE a VMA may not become
     writable and executable, nor executable when it was not."""
-    if not mdwe_bits(mm) & uapi.PR_MDWE_REFUSE_EXEC_GAIN:
+    if not new & VM_EXEC:  # tested first: the cheaper of the two early answers
         return False
-    if not new & VM_EXEC:
+    if not mdwe_bits(mm) & uapi.PR_MDWE_REFUSE_EXEC_GAIN:
         return False
     if new & VM_WRITE:
         return True

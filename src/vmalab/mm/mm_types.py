@@ -11,7 +11,6 @@ is duplicated, merged, freed or has its anon_vma written.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from itertools import chain
@@ -187,6 +186,21 @@ class VmArea:
             f"<vma {self.vm_start:#x}-{self.vm_end:#x} "
             f"pgoff={self.vm_pgoff:#x} flags={self.vm_flags:#x}>"
         )
+
+
+def bisect_right(a: list[int], x: int) -> int:
+    """``bisect.bisect_right`` on a list of ints, written out: compiled, it compares
+    machine integers and boxes nothing (the C function is called through the generic
+    call path with ``x`` boxed)."""
+    lo = 0
+    hi = len(a)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if x < a[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 class VmaTree:

@@ -1,0 +1,99 @@
+"""parse._fast_fields (string methods) never answers differently from the _FAST regex."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vmalab.trace import parse
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _regex(raw: str) -> tuple[str | None, ...] | None:
+    m = parse._FAST.match(raw)
+    return None if m is None else m.groups()
+
+
+def _agrees(raw: str) -> None:
+    fast = parse._fast_fields(raw)
+    if fast is not None:
+        assert fast == _regex(raw), raw
+
+
+_PIECES = st.sampled_from(
+    [
+        "11377",
+        " ",
+        "  ",
+        "\t",
+        "1796410327.796388",
+        "12:00:01.5",
+        ".",
+        "mprotect",
+        "mmap",
+        "_x9",
+        "9x",
+        "(",
+        ")",
+        "0x7f9d37242000",
+        "4096",
+        ", ",
+        ",",
+        " = ",
+        "=",
+        "0x",
+        "0x3",
+        "0xg",
+        "-1",
+        "ENOMEM",
+        '"',
+        "<",
+        ">",
+        "/",
+        "{",
+        "[",
+        "\n",
+        "\r\n",
+        "\x0b",
+        "\x1c",
+        "\u00a0",
+        "\u0663",
+        "é",
+    ]
+)
+
+
+@given(st.lists(_PIECES, max_size=14).map("".join))
+def test_fast_fields_agree_with_the_regex(raw: str) -> None:
+    _agrees(raw)
+
+
+@given(
+    st.integers(0, 1 << 40),
+    st.sampled_from(["mmap", "mprotect", "madvise", "munmap", "brk"]),
+    st.lists(st.integers(0, 1 << 48).map(hex), max_size=6),
+    st.sampled_from(["0", "0x7f00", "12", "-1 ENOMEM (Cannot allocate memory)", "?"]),
+    st.sampled_from(["\n", "", "  \n", "\r\n"]),
+)
+def test_common_lines(pid: int, name: str, args: list[str], ret: str, end: str) -> None:
+    raw = f"{pid} 1796410327.{pid % 1000000:06d} {name}({', '.join(args)}) = {ret}{end}"
+    _agrees(raw)
+    if ret[0] != "-" and ret != "?":
+        assert parse._fast_fields(raw) is not None
+
+
+def test_every_fixture_line() -> None:
+    n = 0
+    for f in sorted(FIXTURES.rglob("*")):
+        if f.is_file() and f.suffix in ("", ".strace", ".trace", ".txt", ".log"):
+            try:
+                text = f.read_text()
+            except (UnicodeDecodeError, OSError):
+                continue
+            for raw in text.splitlines(keepends=True):
+                _agrees(raw)
+                n += 1
+    assert n > 0
