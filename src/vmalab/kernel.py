@@ -123,6 +123,11 @@ class Kernel:
             tasks=self._procs,
             unmap_mapping_range=unmap_mapping_range,
         )
+        ctx = self.ctx
+        ctx.hooked_anon_vma_changed = _overrides(self._design, "anon_vma_changed")
+        ctx.hooked_vma_dup = _overrides(self._design, "vma_dup")
+        ctx.hooked_vma_fork_dup = _overrides(self._design, "vma_fork_dup")
+        ctx.hooked_vma_free = _overrides(self._design, "vma_free")
         self.ctx.fs = FileSystem(self.ctx)
         self.ctx.shm_ns = ShmNamespace()
         #: The hugetlb pool: ``hugetlb_pages`` maps log2(huge page size) (21, 30) to
@@ -403,12 +408,15 @@ class Kernel:
         return list(seen.values())
 
 
+def _overrides(design: Design, hook: str) -> bool:
+    """Whether ``design``'s class has its own ``hook`` (not Design's default)."""
+    # getattr: the methods as the types hold them (compiled code binds attribute access)
+    return getattr(type(design), hook) is not getattr(Design, hook)
+
+
 def _design_check_vma(design: Design) -> Callable[[VmArea], str | None] | None:
     """The design's ``check_vma``, or None where it keeps Design's (which finds nothing)."""
-    # getattr: the methods as the types hold them (compiled code binds attribute access)
-    if getattr(type(design), "check_vma") is getattr(Design, "check_vma"):  # noqa: B009
-        return None
-    return design.check_vma
+    return design.check_vma if _overrides(design, "check_vma") else None
 
 
 def _pfns_of_kind(kind: bytes, k: int) -> list[int]:

@@ -87,7 +87,8 @@ def _dup_one(mm: MmStruct, mpnt: VmArea, k: MmContext, design: DesignHooks) -> t
     if tmp.vm_private_data is not None:
         hugetlb_dup_vma_private(tmp, mpnt)  # the child owns no hugetlb reservation
     wipe = bool(mpnt.vm_flags & VM_WIPEONFORK)
-    design.vma_fork_dup(tmp, mpnt)
+    if k.hooked_vma_fork_dup:
+        design.vma_fork_dup(tmp, mpnt)
     if wipe:
         rmap.vma_clear_anon_vma(tmp)  # tmp->anon_vma = NULL
     else:

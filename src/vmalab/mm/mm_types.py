@@ -680,6 +680,10 @@ class MmContext:
         "unmap_mapping_range",
         "hugetlb",
         "shm_ns",
+        "hooked_anon_vma_changed",
+        "hooked_vma_dup",
+        "hooked_vma_fork_dup",
+        "hooked_vma_free",
     )
 
     fs: FileSystem
@@ -723,3 +727,10 @@ class MmContext:
         #: here because those modules sit above this one (hugetlb.pool_of, shm.ns_of).
         self.hugetlb: object = None
         self.shm_ns: object = None
+        #: Whether the design has each of these hooks, whose default does nothing; the
+        #: core calls a hook only when it is set (all are, unless ``Kernel`` finds the
+        #: design keeps the default: ``Kernel`` sets them from the design's class).
+        self.hooked_anon_vma_changed = True
+        self.hooked_vma_dup = True
+        self.hooked_vma_fork_dup = True
+        self.hooked_vma_free = True

@@ -29,7 +29,9 @@ def vma_set_anon_vma(vma: VmArea, anon_vma: AnonVma | None) -> None:
     RFC's flag bits, which share its word) sees each one.
     """
     vma.anon_vma = anon_vma
-    vma.vm_mm.ctx.design.anon_vma_changed(vma)
+    ctx = vma.vm_mm.ctx
+    if ctx.hooked_anon_vma_changed:
+        ctx.design.anon_vma_changed(vma)
 
 
 def vma_clear_anon_vma(vma: VmArea) -> None:

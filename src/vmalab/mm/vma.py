@@ -156,7 +156,8 @@ def vm_area_free(vma: VmArea) -> None:
     if f is not None and f.inode.on_close is not None:
         f.inode.on_close(f.inode)
     ctx = vma.vm_mm.ctx
-    ctx.design.vma_free(vma)
+    if ctx.hooked_vma_free:
+        ctx.design.vma_free(vma)
     slabs = ctx.slabs
     slabs.free(slabs.vm_area_cachep)
 
@@ -506,7 +507,8 @@ def __split_vma(vma: VmArea, addr: int, new_below: bool) -> VmArea:
     if vma.vm_flags & VM_HUGETLB:
         hugetlb.hugetlb_vm_op_split(vma, addr)  # vm_ops->may_split
     new = vm_area_dup(vma)
-    mm.ctx.design.vma_dup(new, vma)
+    if mm.ctx.hooked_vma_dup:
+        mm.ctx.design.vma_dup(new, vma)
     if new_below:
         new.vm_end = addr
     else:
