@@ -122,11 +122,10 @@ _NOT_IN_FAST_ARGS = '"/<>(){}[]'
 _HEX = "0123456789abcdefABCDEF"
 
 
-def _fast_fields(raw: str) -> tuple[str | None, str, str, str] | None:
-    """``_FAST.match(raw).groups()`` for the one shape ``strace -f -ttt`` prints most,
-    ``PID SECS.USECS name(plain args) = number``, read with string methods; None where
-    the line is not exactly that shape (then the regex decides). Never a different
-    answer from the regex: tests/test_trace_parse_fast.py compares the two."""
+def _fast_split(raw: str) -> tuple[str, str, str, str] | None:
+    """(pid, name, argument text, what follows the ``)``, right-stripped) of a line of
+    the shape ``PID SECS.USECS name(plain args)...`` (ASCII, single spaces, no quote,
+    path, bracket or parenthesis in the arguments); None for any other line."""
     if not raw.isascii():
         return None
     i1 = raw.find(" ")
@@ -148,7 +147,18 @@ def _fast_fields(raw: str) -> tuple[str | None, str, str, str] | None:
     for c in _NOT_IN_FAST_ARGS:
         if c in argtext:
             return None
-    tail = raw[rp + 1 :].rstrip()
+    return pid, name, argtext, raw[rp + 1 :].rstrip()
+
+
+def _fast_fields(raw: str) -> tuple[str | None, str, str, str] | None:
+    """``_FAST.match(raw).groups()`` for the one shape ``strace -f -ttt`` prints most,
+    ``PID SECS.USECS name(plain args) = number``, read with string methods; None where
+    the line is not exactly that shape (then the regex decides). Never a different
+    answer from the regex: tests/test_trace_parse_fast.py compares the two."""
+    sp = _fast_split(raw)
+    if sp is None:
+        return None
+    pid, name, argtext, tail = sp
     if not tail.startswith(" = "):
         return None
     ret = tail[3:]
@@ -157,6 +167,22 @@ def _fast_fields(raw: str) -> tuple[str | None, str, str, str] | None:
     if len(ret) > 2 and ret.startswith("0x") and not ret[2:].strip(_HEX):
         return pid, name, argtext, ret
     return None
+
+
+def _fast_failed(raw: str) -> tuple[str, str, str, str, str] | None:
+    """(pid, name, argument text, errno, note) of a failed call of the same shape,
+    ``PID SECS.USECS name(plain args) = -1 ENAME (note)``; None for any other line (the
+    general reader then decides, and gives the same answer: tests compare them)."""
+    sp = _fast_split(raw)
+    if sp is None:
+        return None
+    pid, name, argtext, tail = sp
+    if not tail.startswith(" = -1 E") or "\n" in tail or "\r" in tail:
+        return None
+    err, _, note = tail[6:].partition(" ")
+    if len(err) < 2 or not err[1:].replace("_", "A").isalnum() or err.upper() != err:
+        return None
+    return pid, name, argtext, err, note.strip()
 
 
 _SPECIAL = re.compile(r'["/<(\[{]')
@@ -318,6 +344,24 @@ def parse_one(
         if fpid is None or fpid <= 1 << 31:
             args = [a.strip() for a in argtext.split(",")] if argtext.strip() else []
             return Syscall(lineno, lineno, fpid, name, args, ret, None)
+    else:
+        failed = _fast_failed(raw)
+        if failed is not None:
+            p1, name, argtext, err, note = failed
+            fpid = int(p1)
+            if fpid <= 1 << 31 and (need_args is None or name in need_args):
+                args = [a.strip() for a in argtext.split(",")] if argtext.strip() else []
+                return Syscall(lineno, lineno, fpid, name, args, "-1", err, note)
+    return _parse_general(lineno, raw, pending, need_args)
+
+
+def _parse_general(
+    lineno: int,
+    raw: str,
+    pending: dict[int | None, tuple[int, str, str]],
+    need_args: frozenset[str] | None,
+) -> Event | None:
+    """:func:`parse_one` for every line its fast paths leave (the regex readers)."""
     if need_args is not None:
         lm = _LAZY.match(raw)
         if lm is not None and lm.group(2) not in need_args:
