@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
 from vmalab import uapi
 from vmalab.errors import kernel_error
 from vmalab.mm import filemap, hugetlb, khugepaged, pkeys, shm, userfaultfd
+from vmalab.mm.brk import install_special_mapping, sys_brk
 from vmalab.mm.filemap import devzero_mmap_file
 from vmalab.mm.flags import VM_LOCKED, VM_LOCKONFAULT
 from vmalab.mm.fork import dup_mmap, exit_mmap
@@ -22,14 +23,7 @@ from vmalab.mm.memory import fault_in, find_fault_vma_for_access
 from vmalab.mm.mincore import do_mincore, mdwe_after_fork, prctl_set_mdwe
 from vmalab.mm.mlock import do_mlock, do_mlockall, do_munlock, do_munlockall
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct
-from vmalab.mm.mmap import (
-    do_mmap,
-    do_vmi_munmap,
-    install_special_mapping,
-    mm_populate,
-    page_align,
-    sys_brk,
-)
+from vmalab.mm.mmap import do_mmap, do_vmi_munmap, mm_populate, page_align
 from vmalab.mm.mprotect import do_mprotect
 from vmalab.mm.mremap import do_mremap
 from vmalab.mm.mseal import do_mseal
