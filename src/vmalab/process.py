@@ -54,7 +54,7 @@ class Process(Task):
             raise TypeError("use Kernel.spawn() or Process.fork()")
         self.kernel = kernel
         self.pid = kernel.alloc_pid()
-        slabs = kernel.slabs
+        slabs = kernel.ctx.slabs
         if mm is None:
             slabs.alloc(slabs.mm_cachep)
             try:
@@ -70,8 +70,8 @@ class Process(Task):
         self.rlimit_memlock = 8 << 20
         self.mdwe = 0
         # init_new_context(): only with OSPKE is key 0 allocated and the exec-only key -1.
-        self.pkey_map = 1 if kernel.pku else 0
-        self.pkey_exec_only = -1 if kernel.pku else 0
+        self.pkey_map = 1 if kernel.ctx.pku else 0
+        self.pkey_exec_only = -1 if kernel.ctx.pku else 0
         kernel.attach_pid(self)
 
     @classmethod
@@ -103,10 +103,10 @@ class Process(Task):
             raise kernel_error(errno.EACCES, "userfaultfd cannot be mapped")
         if file is not None and file.inode.kind == "devzero":
             file = devzero_mmap_file(
-                k.fs, flags, file, page_align(length)
+                k.ctx.fs, flags, file, page_align(length)
             )  # drivers/char/mem.c:mmap_zero
         length, file = hugetlb.ksys_mmap_pgoff_hugetlb(
-            k.fs, hugetlb.pool_of(k.ctx), length, flags, file
+            k.ctx.fs, hugetlb.pool_of(k.ctx), length, flags, file
         )
         if file is not None:
             file.get()  # ksys_mmap_pgoff holds the file across vm_mmap_pgoff
@@ -168,12 +168,12 @@ class Process(Task):
     @_syscall
     def unlink(self, path: str) -> None:
         """unlink(2) on the tmpfs. Models fs/namei.c:do_unlinkat."""
-        self.kernel.fs.unlink(path)
+        self.kernel.ctx.fs.unlink(path)
 
     @_syscall
     def rename(self, old: str, new: str) -> None:
         """rename(2) on the tmpfs. Models fs/namei.c:do_renameat2."""
-        self.kernel.fs.rename(old, new)
+        self.kernel.ctx.fs.rename(old, new)
 
     @_syscall
     def munmap(self, addr: int, length: int) -> None:
@@ -386,7 +386,7 @@ class Process(Task):
         if length < 0:
             raise ValueError("negative length")
         out = bytearray()
-        phys = self.kernel.phys
+        phys = self.kernel.ctx.phys
         mm = self.mm
         a = addr
         end = addr + length
@@ -405,7 +405,7 @@ class Process(Task):
         Models the user fault path, arch/x86/mm/fault.c:do_user_addr_fault.
         """
         _check_int(addr)
-        phys = self.kernel.phys
+        phys = self.kernel.ctx.phys
         mm = self.mm
         mv = memoryview(bytes(data))
         a = addr
@@ -430,7 +430,7 @@ class Process(Task):
         path does (exit_mmap of what was copied) and ENOMEM is raised.
         """
         k = self.kernel
-        slabs = k.slabs
+        slabs = k.ctx.slabs
         slabs.alloc(slabs.mm_cachep)
         try:
             mm = MmStruct(k.ctx, PageTables(slabs), 0)
@@ -470,7 +470,7 @@ class Process(Task):
         for f in self.fds.values():
             f.put()
         self.fds.clear()
-        k.slabs.free(k.slabs.mm_cachep)
+        k.ctx.slabs.free(k.ctx.slabs.mm_cachep)
         k.detach_pid(self.pid)
         self._dead = True
 

@@ -21,12 +21,9 @@ from vmalab.mm.slab import AllocFailure
 
 if TYPE_CHECKING:
     from vmalab.budget import Budget
-    from vmalab.mm.filemap import FileSystem
     from vmalab.mm.mm_types import MmContext
-    from vmalab.mm.page_alloc import PhysMem
-    from vmalab.mm.slab import Slabs
 
-ProcT = TypeVar("ProcT")
+ProcT = TypeVar("ProcT", contravariant=True)
 
 
 class KernelView(Protocol[ProcT]):
@@ -34,26 +31,15 @@ class KernelView(Protocol[ProcT]):
     stands above this module: only this protocol names it here). ``ProcT`` is the process
     class (``vmalab.process.Process``, which stands above this module too)."""
 
-    @property
-    def ctx(self) -> MmContext: ...
-    @property
-    def budget(self) -> Budget: ...
-    @property
-    def slabs(self) -> Slabs: ...
-    @property
-    def phys(self) -> PhysMem: ...
-    @property
-    def fs(self) -> FileSystem: ...
-    @property
-    def pku(self) -> bool: ...
-    @property
-    def anon_vma_name(self) -> bool: ...
-    @property
-    def processes(self) -> list[ProcT]: ...
+    #: The machine as mm/ sees it (slab caches, physical memory, tmpfs, configuration).
+    ctx: MmContext
+    budget: Budget
+    #: CONFIG_ANON_VMA_NAME (prctl(PR_SET_VMA_ANON_NAME) works only with it).
+    anon_vma_name: bool
+
     def alloc_pid(self) -> int: ...
     def attach_pid(self, proc: ProcT) -> None: ...
     def detach_pid(self, pid: int) -> None: ...
-    def check(self) -> None: ...
 
 
 P = ParamSpec("P")
@@ -157,7 +143,7 @@ class Task:
     @syscall
     def open(self, path: str, flags: int, mode: int = 0o600) -> int:
         """open(2) on the kernel's tmpfs."""
-        return self._alloc_fd(self.kernel.fs.open(path, flags))
+        return self._alloc_fd(self.kernel.ctx.fs.open(path, flags))
 
     @syscall
     def close(self, fd: int) -> None:
@@ -189,11 +175,11 @@ class Task:
                 raise kernel_error(errno.EINVAL, "name too long")
             k = self.kernel
             return self._alloc_fd(
-                hugetlb.memfd_create_hugetlb(k.fs, hugetlb.pool_of(k.ctx), name, flags)
+                hugetlb.memfd_create_hugetlb(k.ctx.fs, hugetlb.pool_of(k.ctx), name, flags)
             )
         if type(flags) is int and flags & (hugetlb.MAP_HUGE_MASK << hugetlb.MAP_HUGE_SHIFT):
             raise kernel_error(errno.EINVAL, "size bits without MFD_HUGETLB")
-        return self._alloc_fd(self.kernel.fs.memfd_create(name, flags))
+        return self._alloc_fd(self.kernel.ctx.fs.memfd_create(name, flags))
 
     @syscall
     def ftruncate(self, fd: int, length: int) -> None:
