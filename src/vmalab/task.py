@@ -140,6 +140,15 @@ class Task:
             raise kernel_error(errno.EBADF, f"fd {fd}")
         return f
 
+    def _file_open_for(self, fd: int, write: bool, err: int = errno.EBADF) -> filemap.File:
+        """The open file of ``fd`` (EBADF if none), which must be open for writing (or, with
+        ``write`` false, reading): ``err`` if not, EBADF as in fs/read_write.c:vfs_write,
+        vfs_read and fs/open.c:vfs_fallocate, EINVAL as in fs/open.c:do_sys_ftruncate."""
+        f = self._file(fd)
+        if not (f.writable if write else f.readable):
+            raise kernel_error(err, f"not open for {'writing' if write else 'reading'}")
+        return f
+
     @syscall
     def open(self, path: str, flags: int, mode: int = 0o600) -> int:
         """open(2) on the kernel's tmpfs."""
@@ -187,9 +196,7 @@ class Task:
         check_int(length)
         if length < 0:
             raise kernel_error(errno.EINVAL, "negative length")
-        f = self._file(fd)
-        if not f.writable:
-            raise kernel_error(errno.EINVAL, "not open for writing")
+        f = self._file_open_for(fd, write=True, err=errno.EINVAL)
         if length > filemap.MAX_LFS_FILESIZE:
             raise kernel_error(errno.EFBIG)
         filemap.check_seals_shrink(f.inode, length)
@@ -207,9 +214,7 @@ class Task:
             raise kernel_error(errno.EOPNOTSUPP, "fallocate mode")
         if mode & uapi.FALLOC_FL_PUNCH_HOLE and not mode & uapi.FALLOC_FL_KEEP_SIZE:
             raise kernel_error(errno.EOPNOTSUPP, "PUNCH_HOLE needs KEEP_SIZE")
-        f = self._file(fd)
-        if not f.writable:
-            raise kernel_error(errno.EBADF, "not open for writing")
+        f = self._file_open_for(fd, write=True)
         if offset + length > filemap.MAX_LFS_FILESIZE:
             raise kernel_error(errno.EFBIG)
         inode = f.inode
@@ -245,9 +250,7 @@ class Task:
         check_int(offset)
         if offset < 0:
             raise kernel_error(errno.EINVAL, "negative offset")
-        f = self._file(fd)
-        if not f.writable:
-            raise kernel_error(errno.EBADF, "not open for writing")
+        f = self._file_open_for(fd, write=True)
         inode = f.inode
         if inode.kind in ("hugetlb", "devzero"):
             if inode.kind == "devzero":
@@ -268,7 +271,5 @@ class Task:
         check_int(length, offset)
         if offset < 0 or length < 0:
             raise kernel_error(errno.EINVAL, "negative offset or length")
-        f = self._file(fd)
-        if not f.readable:
-            raise kernel_error(errno.EBADF, "not open for reading")
+        f = self._file_open_for(fd, write=False)
         return f.inode.read(length, offset)
