@@ -5,15 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vmalab.program.base import (
-    GenRule,
-    GenState,
-    OpBase,
-    RangeOp,
-    const,
-    range_rule,
-    register,
-)
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule, register
 from vmalab.program.fields import Ctx, bool_field, int_field, names_field, range_field
 from vmalab.program.names import MAX_ARENA_PAGES, MCL_NAMES, PAGE, bits
 

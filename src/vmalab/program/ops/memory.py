@@ -6,15 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vmalab import uapi
-from vmalab.program.base import (
-    GenRule,
-    GenState,
-    OpBase,
-    RangeOp,
-    const,
-    range_rule,
-    register,
-)
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule, register
 from vmalab.program.fields import (
     Ctx,
     bool_field,

@@ -5,15 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vmalab.program.base import (
-    GenRule,
-    GenState,
-    OpBase,
-    RangeOp,
-    const,
-    range_rule,
-    register,
-)
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule, register
 from vmalab.program.fields import Ctx, int_field, names_field, prot_field, range_field
 from vmalab.program.names import MAX_DEPTH, MDWE_NAMES, PKEY_RIGHT_NAMES, bits, prot_bits
 from vmalab.program.parse import parse_ops
