@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import datetime
 import gc
 import json
@@ -507,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="a,b,c,d,e")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--fork-vmas", type=int, default=None, help="target d at N VMAs")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument(
         "--profile", action="store_true", help="a second run of a, b, d, e under cProfile"
@@ -530,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.installed:
         sys.path.insert(0, src)
     sz = QUICK if args.quick else FULL
+    if args.fork_vmas is not None:
+        sz = dataclasses.replace(sz, fork_vmas=args.fork_vmas)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rep: dict[str, Any] = {
