@@ -54,16 +54,14 @@ tasks, fd tables, model files and the :class:`ReplayResult`.
 
 from __future__ import annotations
 
-import errno as _errno
 import time
 from collections.abc import Iterable, Iterator
 
-from vmalab.errors import ResourceLimitError, SegmentationFault
 from vmalab.trace import handlers_fs, handlers_ipc, handlers_mm, handlers_task, layout
 from vmalab.trace import parse as P
 from vmalab.trace.handlers_fs import AT_FDCWD
 from vmalab.trace.handlers_task import LOOKAHEAD_CALLS, prescan_exec
-from vmalab.trace.parse import ArgError, PageFault, Syscall, TaskExit, TraceSyntaxError
+from vmalab.trace.parse import PageFault, Syscall, TaskExit, TraceSyntaxError
 from vmalab.trace.recording import is_recording, open_recording
 from vmalab.trace.replay_state import (
     MAX_MODEL_ERRORS,
@@ -113,23 +111,6 @@ MEMORY_SYSCALLS = frozenset(handlers_mm.HANDLERS) | handlers_mm.UNMODELLED
 """Memory-management calls; those the replay does not model are counted as unsupported
 (the other calls it does not model are counted in ``ignored``)."""
 
-_PARTIAL_ON_ENOMEM = frozenset(
-    {
-        "madvise",
-        "process_madvise",
-        "mprotect",
-        "pkey_mprotect",
-        "mlock",
-        "mlock2",
-        "munlock",
-    }
-)
-"""Calls that, failing with ENOMEM at a hole in their range, have already changed the VMAs
-before it (madvise_walk_vmas(), the VMA loop of do_mprotect_pkey(), apply_vma_lock_flags()):
-they are replayed, and the model is expected to fail the same way."""
-_SETUP_CALLS = frozenset({"mprotect", "pkey_mprotect", "madvise"})
-"""Calls that do not make the stores noted by ``touch`` happen first."""
-
 
 class Replayer(ReplayState):
     """The replay state machine; :func:`replay` drives it over a file."""
@@ -140,91 +121,16 @@ class Replayer(ReplayState):
         stop_at_line: int | None,
         skip_to: int = 0,
     ) -> None:
-        """Apply events in order (those completing after ``stop_at_line`` are not)."""
-        for ev in events:
-            if stop_at_line is not None and ev.lineno > stop_at_line:
-                break
-            if ev.lineno <= skip_to:
-                continue
-            self.r.lines = ev.lineno
-            if isinstance(ev, TaskExit):
-                if not ev.how.startswith("superseded"):
-                    self.exit_task(ev.pid)
-                continue
-            if isinstance(ev, PageFault):
-                self._fault(ev)
-                continue
-            self.r.syscalls += 1
-            name = ev.name
-            handler = HANDLERS.get(name)
-            if handler is None:
-                if name in MEMORY_SYSCALLS:
-                    self.unsupported[name] += 1
-                else:
-                    self.ignored[name] += 1
-                continue
-            if ev.errno is not None and not (ev.errno == "ENOMEM" and name in _PARTIAL_ON_ENOMEM):
-                if name in handlers_task.CLONES:
-                    self.forget_clone(ev.pid)
-                self.r.failed_skipped += 1
-                continue
-            t = self.task_of(ev)
-            try:
-                if t.mm.touch and name not in _SETUP_CALLS:
-                    self.flush_stores(t.mm)
-                handler(self, t, ev)
-                if ev.errno is not None:  # the kernel failed it, the model did not
-                    self.model_error(ev, OSError(0, "succeeded where the kernel failed"))
-                else:
-                    self.r.applied += 1
-            except (ArgError, ValueError, IndexError, KeyError, OverflowError) as e:
-                if isinstance(e, TraceSyntaxError):
-                    raise
-                if not self.lenient:
-                    raise TraceSyntaxError(ev.lineno, f"{name}(): {e}") from None
-                self.r.malformed += 1
-            except OSError as e:
-                if ev.errno is not None and e.errno == _errno.ENOMEM:
-                    self.r.applied += 1  # the model failed the same way
-                else:
-                    self.model_error(ev, e)
-            except ResourceLimitError:
-                raise  # the budget protects the host: the replay stops, it is no model error
-            except Exception as e:  # noqa: BLE001
-                # The one place a replay catches everything: the model itself broke on a
-                # call the kernel accepted (a SIGSEGV in an exec layout's write, a model bug).
-                # It is recorded as a model error, and the replay goes on.
-                self.model_error(ev, e)
-            if self.verify and ev.lineno in self.read_snaps:
-                for snap in self.read_snaps.pop(ev.lineno):
-                    if snap.pid in self.r._pids:
-                        self.check_snapshot(snap, self.r._pids[snap.pid])
-            if self.observer is not None and self.sample_every:
-                self.since_sample += 1
-                if self.since_sample >= self.sample_every:
-                    self.since_sample = 0
-                    self.observer(ev.lineno, self.r.kernel)
-        for t in list(self.tasks.values()):
-            if t.mm.touch:
-                self.flush_stores(t.mm)
-        self.r.unsupported = dict(self.unsupported)
-        self.r.ignored = dict(self.ignored)
-
-    def _fault(self, ev: PageFault) -> None:
-        """A recorded page fault: the model takes the same fault (Process.fault()).
-
-        A fault that the model answers with a signal (a guard marker, PROT_NONE, a stack
-        that may not grow) is counted in ``fault_signals``: the program got the same
-        signal, or the model diverged.
-        """
-        self.r.faults += 1
-        t = self.task_of(ev)
-        try:
-            t.mm.proc.fault(ev.address, ev.access)
-        except SegmentationFault:
-            self.r.fault_signals += 1
-        except OSError as e:
-            self.model_error(ev, e)
+        """Apply events in order (those completing after ``stop_at_line`` are not):
+        :meth:`ReplayState.feed_events` with this module's dispatch table."""
+        self.feed_events(
+            events,
+            stop_at_line,
+            skip_to,
+            HANDLERS,
+            MEMORY_SYSCALLS,
+            frozenset(handlers_task.CLONES),
+        )
 
     def note_unfinished_clone(self, lineno: int, pid: int | None, name: str, head: str) -> None:
         """A clone started (``<unfinished ...>``): its child may show up before it returns."""

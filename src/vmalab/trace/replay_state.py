@@ -13,14 +13,14 @@ from __future__ import annotations
 import errno as _errno
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from mypy_extensions import mypyc_attr
 
 from vmalab import uapi
-from vmalab.errors import SegmentationFault
+from vmalab.errors import ResourceLimitError, SegmentationFault
 from vmalab.kernel import Kernel
 from vmalab.mm.mm_types import PAGE_SIZE
 from vmalab.trace import layout
@@ -32,6 +32,7 @@ from vmalab.trace.parse import (
     PageFault,
     Syscall,
     TaskExit,
+    TraceSyntaxError,
     to_int,
 )
 from vmalab.trace.recording import Recording, Snapshot
@@ -201,6 +202,24 @@ class ReplayResult:
 Observer = Callable[[int, Any], None]
 
 
+_PARTIAL_ON_ENOMEM = frozenset(
+    {
+        "madvise",
+        "process_madvise",
+        "mprotect",
+        "pkey_mprotect",
+        "mlock",
+        "mlock2",
+        "munlock",
+    }
+)
+"""Calls that, failing with ENOMEM at a hole in their range, have already changed the VMAs
+before it (madvise_walk_vmas(), the VMA loop of do_mprotect_pkey(), apply_vma_lock_flags()):
+they are replayed, and the model is expected to fail the same way."""
+_SETUP_CALLS = frozenset({"mprotect", "pkey_mprotect", "madvise"})
+"""Calls that do not make the stores noted by ``touch`` happen first."""
+
+
 @mypyc_attr(allow_interpreted_subclasses=True)  # Replayer (trace/replay.py) is interpreted
 class ReplayState:
     """The tasks, files and results of one replay; the handlers' common ground."""
@@ -253,6 +272,106 @@ class ReplayState:
         self.unsupported: Counter[str] = Counter()
         self.ignored: Counter[str] = Counter()
         self.shm_ids: dict[int, int] = {}  # traced SysV segment id -> model segment id
+
+    # ------------------------------------------------------------------ events
+
+    def feed_events(
+        self,
+        events: Iterable[Syscall | TaskExit | PageFault],
+        stop_at_line: int | None,
+        skip_to: int,
+        handlers: dict[str, Handler],
+        memory_syscalls: frozenset[str],
+        clones: frozenset[str],
+    ) -> None:
+        """Apply events in order (those completing after ``stop_at_line`` are not), each
+        call through ``handlers`` (syscall name to handler; a memory call without one is
+        counted in ``unsupported``, any other in ``ignored``). The dispatch loop of
+        ``trace/replay.py``'s Replayer, here so that it runs compiled."""
+        for ev in events:
+            if stop_at_line is not None and ev.lineno > stop_at_line:
+                break
+            if ev.lineno <= skip_to:
+                continue
+            self.r.lines = ev.lineno
+            if isinstance(ev, TaskExit):
+                if not ev.how.startswith("superseded"):
+                    self.exit_task(ev.pid)
+                continue
+            if isinstance(ev, PageFault):
+                self._fault(ev)
+                continue
+            self.r.syscalls += 1
+            name = ev.name
+            handler = handlers.get(name)
+            if handler is None:
+                if name in memory_syscalls:
+                    self.unsupported[name] += 1
+                else:
+                    self.ignored[name] += 1
+                continue
+            if ev.errno is not None and not (ev.errno == "ENOMEM" and name in _PARTIAL_ON_ENOMEM):
+                if name in clones:
+                    self.forget_clone(ev.pid)
+                self.r.failed_skipped += 1
+                continue
+            t = self.task_of(ev)
+            try:
+                if t.mm.touch and name not in _SETUP_CALLS:
+                    self.flush_stores(t.mm)
+                handler(self, t, ev)
+                if ev.errno is not None:  # the kernel failed it, the model did not
+                    self.model_error(ev, OSError(0, "succeeded where the kernel failed"))
+                else:
+                    self.r.applied += 1
+            except (ArgError, ValueError, IndexError, KeyError, OverflowError) as e:
+                if isinstance(e, TraceSyntaxError):
+                    raise
+                if not self.lenient:
+                    raise TraceSyntaxError(ev.lineno, f"{name}(): {e}") from None
+                self.r.malformed += 1
+            except OSError as e:
+                if ev.errno is not None and e.errno == _errno.ENOMEM:
+                    self.r.applied += 1  # the model failed the same way
+                else:
+                    self.model_error(ev, e)
+            except ResourceLimitError:
+                raise  # the budget protects the host: the replay stops, it is no model error
+            except Exception as e:  # noqa: BLE001
+                # The one place a replay catches everything: the model itself broke on a
+                # call the kernel accepted (a SIGSEGV in an exec layout's write, a model bug).
+                # It is recorded as a model error, and the replay goes on.
+                self.model_error(ev, e)
+            if self.verify and ev.lineno in self.read_snaps:
+                for snap in self.read_snaps.pop(ev.lineno):
+                    if snap.pid in self.r._pids:
+                        self.check_snapshot(snap, self.r._pids[snap.pid])
+            if self.observer is not None and self.sample_every:
+                self.since_sample += 1
+                if self.since_sample >= self.sample_every:
+                    self.since_sample = 0
+                    self.observer(ev.lineno, self.r.kernel)
+        for t in list(self.tasks.values()):
+            if t.mm.touch:
+                self.flush_stores(t.mm)
+        self.r.unsupported = dict(self.unsupported)
+        self.r.ignored = dict(self.ignored)
+
+    def _fault(self, ev: PageFault) -> None:
+        """A recorded page fault: the model takes the same fault (Process.fault()).
+
+        A fault that the model answers with a signal (a guard marker, PROT_NONE, a stack
+        that may not grow) is counted in ``fault_signals``: the program got the same
+        signal, or the model diverged.
+        """
+        self.r.faults += 1
+        t = self.task_of(ev)
+        try:
+            t.mm.proc.fault(ev.address, ev.access)
+        except SegmentationFault:
+            self.r.fault_signals += 1
+        except OSError as e:
+            self.model_error(ev, e)
 
     # ------------------------------------------------------------------ tasks
 
