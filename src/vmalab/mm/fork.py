@@ -42,8 +42,26 @@ def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> None:
     try:
         _dup_mmap_vmas(mm, oldmm)
     finally:
+        _promote_young_objects()
         if enabled:
             gc.enable()
+
+
+def _promote_young_objects() -> None:
+    """Move every GC-tracked object to the oldest generation, without a pass over them.
+
+    Host-side, not the kernel's. The objects the VMA loop made (about six per VMA) are
+    all reachable from the new mm; left in the youngest generation, the first
+    collection after the GC is back on walks all of them (one pass over 6x10^6 objects
+    after a fork of 10^6 VMAs, about a tenth of the fork) only to promote them.
+    ``gc.freeze()`` + ``gc.unfreeze()`` puts them in the oldest generation directly
+    (two list splices); whatever is garbage among them goes at the next full
+    collection. Skipped when the program froze objects itself (``unfreeze()`` would
+    release those too).
+    """
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
 
 
 def _dup_mmap_vmas(mm: MmStruct, oldmm: MmStruct) -> None:

@@ -47,9 +47,13 @@ def avcs_add(av: AnonVma, avc: AnonVmaChain) -> None:
     container forms are ``AnonVma``'s)."""
     avcs = av.avcs
     if isinstance(avcs, list):
-        avcs.append(avc)
-        if len(avcs) > AVCS_LIST_MAX:
-            av.avcs = set(avcs)
+        # A new list of exactly the new length (at most AVCS_LIST_MAX + 1 copies), not
+        # append()'s over-allocated one: after a fork every parent anon_vma has a list
+        # of two, which append() would give room for eight (host memory, not the kernel's).
+        if len(avcs) < AVCS_LIST_MAX:
+            av.avcs = [*avcs, avc]
+        else:
+            av.avcs = {*avcs, avc}
     elif isinstance(avcs, set):
         avcs.add(avc)
     else:
@@ -71,10 +75,14 @@ def avcs_remove(av: AnonVma, avc: AnonVmaChain) -> None:
 
 
 def chain_add(vma: VmArea, avc: AnonVmaChain) -> None:
-    """``list_add(&avc->same_vma, &vma->anon_vma_chain)``: the new chain goes first."""
+    """``list_add(&avc->same_vma, &vma->anon_vma_chain)``: the new chain goes first.
+
+    The list is rebuilt at its exact length rather than grown by ``insert(0, ...)``,
+    which would leave room for eight (a forked VMA's chain of two: 72 B, not 120 B;
+    both move every element)."""
     chain = vma.anon_vma_chain
     if isinstance(chain, list):
-        chain.insert(0, avc)
+        vma.anon_vma_chain = [avc, *chain]
     else:
         vma.anon_vma_chain = [avc]
 

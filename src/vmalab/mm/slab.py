@@ -36,6 +36,14 @@ class Budget(Protocol):
     vmas: int | None
     pgtables: int | None
 
+    @property
+    def breach(self) -> object:
+        """The pending breach (None when there is none)."""
+
+    @property
+    def deadline(self) -> float | None:
+        """When the wall-time budget runs out (None: no time limit)."""
+
     def check_alloc(self, resource: str, used: int, limit: int | None, what: str) -> None:
         """Refuse (raise an AllocFailure) an allocation past ``limit``."""
 
@@ -136,7 +144,8 @@ class Slabs:
                 b.check_alloc("vmas", st.active, b.vmas, st.name)
             elif st is self.pgtable_cachep:
                 b.check_alloc("pgtables", st.active, b.pgtables, st.name)
-            else:
+            elif b.breach is not None or b.deadline is not None:
+                # a cache without a limit: check_alloc() would check only these two
                 b.check_alloc(st.name, st.active, None, st.name)
         if self.fail is not None and self.fail.should_fail(st.name):
             raise AllocFailure(st.name)
