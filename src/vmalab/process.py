@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Sequence
+from typing import Final
 
 from vmalab import uapi
 from vmalab.errors import kernel_error
@@ -37,7 +38,7 @@ from vmalab.task import Task
 from vmalab.task import check_int as _check_int
 from vmalab.task import syscall as _syscall
 
-U64 = (1 << 64) - 1
+U64: Final = (1 << 64) - 1
 
 
 _NEW_KEY = object()  # Process() is for Process._new only

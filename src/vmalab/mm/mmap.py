@@ -11,6 +11,7 @@ special mappings are in :mod:`vmalab.mm.brk`.
 from __future__ import annotations
 
 import errno
+from typing import Final
 
 from vmalab import uapi
 from vmalab.errors import InvariantError, kernel_error
@@ -73,7 +74,7 @@ from vmalab.mm.vma import (
     vma_merge_new_range,
 )
 
-LEGACY_MAP_MASK = (
+LEGACY_MAP_MASK: Final = (
     uapi.MAP_SHARED
     | uapi.MAP_PRIVATE
     | uapi.MAP_FIXED

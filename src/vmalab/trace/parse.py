@@ -18,6 +18,7 @@ import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Final
 
 from vmalab import uapi
 
@@ -87,39 +88,39 @@ class PageFault:
 
 Event = Syscall | TaskExit | PageFault
 
-_FAULT = re.compile(
+_FAULT: Final = re.compile(
     r"--- PAGE_FAULT \{address=(?P<addr>0x[0-9a-fA-F]+), access=(?P<access>read|write|exec), "
     r"mode=(?P<mode>user|kernel)(?:, [a-z_]+=[^,}]*)*\} ---\s*$"
 )
 
-_PREFIX = re.compile(
+_PREFIX: Final = re.compile(
     r"^\s*(?:\[pid\s+(?P<bpid>\d+)\]\s*|(?P<pid>\d+)\s+)?"
     r"(?:(?P<ts>\d+\.\d+|\d\d:\d\d:\d\d(?:\.\d+)?)\s+)?"
     r"(?:\[\s*\d+\]\s+|\[[0-9a-f?]{8,16}\]\s+){0,2}"  # -n syscall number, -i pointer
 )
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_RESUMED = re.compile(r"<\.\.\. (?P<name>[A-Za-z_][A-Za-z0-9_]*) resumed>\s?")
-_UNFINISHED = " <unfinished ...>"
-_EXIT = re.compile(
+_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_RESUMED: Final = re.compile(r"<\.\.\. (?P<name>[A-Za-z_][A-Za-z0-9_]*) resumed>\s?")
+_UNFINISHED: Final = " <unfinished ...>"
+_EXIT: Final = re.compile(
     r"\+\+\+ (?P<how>exited with -?\d+|killed by [A-Z0-9+]+.*?|"
     r"superseded by execve in pid \d+) \+\+\+\s*$"
 )
-_RET = re.compile(
+_RET: Final = re.compile(
     r"^\s*=\s*(?P<ret>-?(?:0x[0-9a-fA-F]+|\d+)|\?)"
     r"(?P<fdpath><.*>)?"
     r"(?:\s+(?P<err>E[A-Z0-9_]+|\(errno \d+\)|\([A-Z_]+ \d+\)))?"
     r"(?P<rest>.*)$"
 )
-_MAX_LINE = 1 << 20
+_MAX_LINE: Final = 1 << 20
 # the common case in one match: "PID [TIME] name(plain args) = number"
-_FAST = re.compile(
+_FAST: Final = re.compile(
     r"^(?:(\d+)\s+)?(?:\d+\.\d+\s+|\d\d:\d\d:\d\d(?:\.\d+)?\s+)?([A-Za-z_][A-Za-z0-9_]*)"
     r"\(([^\"/<>(){}\[\]]*)\)\s*=\s*(0x[0-9a-fA-F]+|\d+)\s*$"
 )
 
 
-_NOT_IN_FAST_ARGS = '"/<>(){}[]'
-_HEX = "0123456789abcdefABCDEF"
+_NOT_IN_FAST_ARGS: Final = '"/<>(){}[]'
+_HEX: Final = "0123456789abcdefABCDEF"
 
 
 def _fast_split(raw: str) -> tuple[str, str, str, str] | None:
@@ -185,9 +186,9 @@ def _fast_failed(raw: str) -> tuple[str, str, str, str, str] | None:
     return pid, name, argtext, err, note.strip()
 
 
-_SPECIAL = re.compile(r'["/<(\[{]')
+_SPECIAL: Final = re.compile(r'["/<(\[{]')
 # "PID [TIME] name(" for the argument-less fast path of parse_one (need_args)
-_LAZY = re.compile(
+_LAZY: Final = re.compile(
     r"(?:(\d+)\s+)?(?:\d+\.\d+\s+|\d\d:\d\d:\d\d(?:\.\d+)?\s+)?([A-Za-z_][A-Za-z0-9_]*)\("
 )
 
@@ -288,7 +289,7 @@ def _complete(lineno: int, start: int, pid: int | None, name: str, body: str) ->
 
 
 # calls whose -1 may be a legitimate value (none of the modelled ones)
-_SIGNED_OK = frozenset({"lseek", "getpriority", "ptrace"})
+_SIGNED_OK: Final = frozenset({"lseek", "getpriority", "ptrace"})
 
 
 def parse_lines(
@@ -450,7 +451,7 @@ def _parse_general(
 # ---------------------------------------------------------------------------------------
 # argument values
 
-_MAP_HUGE_SHIFT = 26
+_MAP_HUGE_SHIFT: Final = 26
 _CLONE = {
     "CLONE_VM": 0x100,
     "CLONE_FS": 0x200,
@@ -530,7 +531,7 @@ def _symbols() -> dict[str, int]:
 
 
 SYMBOLS = _symbols()
-_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+_COMMENT: Final = re.compile(r"/\*.*?\*/", re.S)
 _INTLIT = re.compile(r"^[-+]?(?:0x[0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$")
 
 
