@@ -597,27 +597,47 @@ def copy_page_range(dst: VmArea, src: VmArea) -> int:
     """
     spt = src.vm_mm.pgtables
     dpt = dst.vm_mm.pgtables
-    mapcount = src.vm_mm.ctx.phys.mapcount
-    kind = src.vm_mm.ctx.phys.kind
+    phys = src.vm_mm.ctx.phys
     cow = src.is_cow_mapping()
+    start, end = src.vm_start, src.vm_end
+    lo = start >> PMD_SHIFT
+    if lo == (end - 1) >> PMD_SHIFT:  # inside one table: tables_in() without its list
+        t = spt.pte.get(lo)
+        if t is None:
+            return 0
+        base = lo << PMD_SHIFT
+        dt = dpt.pte_alloc(base)
+        return _copy_pte_range(t, dt, (start - base) >> 12, (end - base) >> 12, phys, cow)
     markers = 0
-    for i, t, s, e in spt.tables_in(src.vm_start, src.vm_end):
+    for i, t, s, e in spt.tables_in(start, end):
         # copy_pte_range() allocates the child's table before looking at the entries.
         dt = dpt.pte_alloc(i << PMD_SHIFT)
-        for j in range(s, e):
-            pte = t[j]
-            if not pte:
-                continue
-            if pte & _PAGE_PRESENT:
-                pfn = pte >> 12
-                if kind[pfn] != KIND_ZERO:
-                    mapcount[pfn] += 1
-                if cow and pte & _PAGE_RW:
-                    pte &= ~_PAGE_RW
-                    t[j] = pte
-            else:
-                markers += 1
-            dt[j] = pte
+        markers += _copy_pte_range(t, dt, s, e, phys, cow)
+    return markers
+
+
+def _copy_pte_range(t: array[int], dt: array[int], s: int, e: int, phys: PhysMem, cow: bool) -> int:
+    """Slots [s, e) of table ``t`` into the child's ``dt``; returns the markers copied.
+
+    Models mm/memory.c:copy_pte_range's loop (copy_present_ptes, copy_nonpresent_pte).
+    """
+    mapcount = phys.mapcount
+    kind = phys.kind
+    markers = 0
+    for j in range(s, e):
+        pte = t[j]
+        if not pte:
+            continue
+        if pte & _PAGE_PRESENT:
+            pfn = pte >> 12
+            if kind[pfn] != KIND_ZERO:
+                mapcount[pfn] += 1
+            if cow and pte & _PAGE_RW:
+                pte &= ~_PAGE_RW
+                t[j] = pte
+        else:
+            markers += 1
+        dt[j] = pte
     return markers
 
 

@@ -139,18 +139,26 @@ class Slabs:
         page-table page past its limit with LimitFailure, an AllocFailure.
         """
         b = self.budget
-        if b is not None:
-            if st is self.vm_area_cachep:
-                b.check_alloc("vmas", st.active, b.vmas, st.name)
-            elif st is self.pgtable_cachep:
-                b.check_alloc("pgtables", st.active, b.pgtables, st.name)
-            elif b.breach is not None or b.deadline is not None:
-                # a cache without a limit: check_alloc() would check only these two
-                b.check_alloc(st.name, st.active, None, st.name)
+        # check_alloc() refuses only with a breach pending, a deadline set (and passed)
+        # or the cache's limit reached: it is called only when one of these may hold.
+        if b is not None and (b.breach is not None or b.deadline is not None):
+            b.check_alloc(*self._budgeted(b, st))
+        elif b is not None:
+            resource, used, limit, what = self._budgeted(b, st)
+            if limit is not None and used >= limit:
+                b.check_alloc(resource, used, limit, what)
         if self.fail is not None and self.fail.should_fail(st.name):
             raise AllocFailure(st.name)
         st.active += 1
         st.allocs += 1
+
+    def _budgeted(self, b: Budget, st: SlabStats) -> tuple[str, int, int | None, str]:
+        """The (resource, used, limit, what) of an allocation from ``st`` under ``b``."""
+        if st is self.vm_area_cachep:
+            return "vmas", st.active, b.vmas, st.name
+        if st is self.pgtable_cachep:
+            return "pgtables", st.active, b.pgtables, st.name
+        return st.name, st.active, None, st.name
 
     @staticmethod
     def free(st: SlabStats) -> None:
