@@ -18,6 +18,7 @@ from mypy_extensions import mypyc_attr
 from vmalab.budget import Budget
 from vmalab.designs import Design, get_design
 from vmalab.errors import InvariantError, kernel_error
+from vmalab.mm import huge_memory, khugepaged
 from vmalab.mm.filemap import FileSystem, Inode
 from vmalab.mm.flags import VM_ACCOUNT, VM_SHARED, VM_WIPEONFORK
 from vmalab.mm.hugetlb import HugetlbPool, HugetlbPrivate, pool_of
@@ -218,6 +219,7 @@ class Kernel:
         for proc in self._procs.values():
             for v in proc.mm.mm_mt.values():
                 droppable = bool(v.vm_flags & VM_DROPPABLE)
+                huge_memory.reclaim_split(proc.mm, v.vm_start, v.vm_end)
                 for _i, t, j, pte in pte_walk(proc.mm.pgtables, v.vm_start, v.vm_end):
                     if not pte & _PAGE_PRESENT:
                         continue
@@ -231,6 +233,29 @@ class Kernel:
                         t[j] = 0
                         freed += 1
         return freed
+
+    def khugepaged(
+        self, *, max_ptes_none: int = 511, max_ptes_swap: int = 64, max_ptes_shared: int = 256
+    ) -> int:
+        """Run one full khugepaged scan over every process; returns the THPs collapsed.
+
+        Models mm/khugepaged.c:khugepaged_do_scan → khugepaged_scan_mm_slot →
+        hpage_collapse_scan_pmd → collapse_huge_page, with the sysfs knobs of
+        /sys/kernel/mm/transparent_hugepage/khugepaged (defaults: khugepaged_init()'s,
+        this machine's). The kernel scans 4096 pages every 10 s in the background; here
+        one call is one whole pass (vmalab.mm.khugepaged).
+        """
+        cc = khugepaged.CollapseControl(
+            is_khugepaged=True,
+            max_ptes_none=max_ptes_none,
+            max_ptes_swap=max_ptes_swap,
+            max_ptes_shared=max_ptes_shared,
+        )
+        n = 0
+        for proc in list(self._procs.values()):
+            n += khugepaged.khugepaged_scan_mm_slot(proc.mm, cc)
+        self.vmstat["thp_collapse_alloc"] += n
+        return n
 
     def meminfo(self) -> dict[str, int]:
         """Lines of /proc/meminfo: ``CommitLimit``, ``Committed_AS`` (kB) and the hugetlb
@@ -362,6 +387,9 @@ class Kernel:
                                 maps_of[pfn] += 1
                         elif pte != PTE_MARKER_GUARD_ENTRY:
                             raise InvariantError(f"{_where(proc.pid, v)}: unknown PTE {pte:#x}")
+            bad_huge = huge_memory.check_huge_pmds(mm)
+            if bad_huge is not None:
+                raise InvariantError(f"pid {proc.pid}: {bad_huge}")
             n_vmas += len(mm.mm_mt)
             # No PTE outside a VMA: every entry that is not pte_none was counted above
             # (the VMAs do not overlap); only when the totals differ is the stray found.
