@@ -62,6 +62,7 @@ class Inode:
         "acct_pages",
         "on_evict",
         "on_close",
+        "huge_folios",
     )
 
     def __init__(self, ctx: PageCacheHost, name: str, kind: str) -> None:
@@ -91,6 +92,9 @@ class Inode:
         self.on_evict: Callable[[Inode], None] | None = None
         # Called when a VMA of the inode is freed (SysV shm: shm_close).
         self.on_close: Callable[[Inode], None] | None = None
+        # First indices of PMD-order folios (MADV_COLLAPSE's collapse_file): a fault of
+        # an aligned VMA with no PTE table maps such a folio by a huge PMD (do_set_pmd).
+        self.huge_folios: set[int] = set()
 
     def page_cache_alloc(self, index: int) -> int:
         """Add a zeroed page at ``index``. Models mm/shmem.c:shmem_alloc_and_add_folio."""
@@ -120,6 +124,13 @@ class Inode:
         Models mm/truncate.c:truncate_inode_pages_range after unmap_mapping_range().
         """
         phys = self.ctx.phys
+        # A huge folio losing a page is split (truncate_inode_partial_folio).
+        # Simplification: into order-0 folios; 6.18 splits it non-uniformly
+        # (try_folio_split) into large folios of orders 8, 7, ... around the hole, which
+        # later faults map whole (docs/divergences.md, shmem-thp-split).
+        self.huge_folios = {
+            h for h in self.huge_folios if h + 511 < first or (last is not None and h > last)
+        }
         for index in [i for i in self.pages if i >= first and (last is None or i <= last)]:
             pfn = self.pages.pop(index)
             self.not_uptodate.discard(index)

@@ -132,6 +132,73 @@ def set_huge_pmd(pt: PageTables, addr: int) -> None:
     pt.huge.add(pmd_index(addr))
 
 
+def file_pmd_fault_ok(vma: VmArea, addr: int, write: bool) -> bool:
+    """Whether a fault at ``addr`` of a file VMA maps a huge page-cache folio by a PMD.
+
+    Models mm/memory.c:finish_fault and mm/filemap.c:filemap_map_pmd (fault-around) →
+    do_set_pmd: the PMD has no PTE table (pmd_none), the folio at the aligned index is
+    of PMD order (``Inode.huge_folios``, made by MADV_COLLAPSE) and fully cached, the
+    VMA covers the aligned range at a PMD-aligned file offset and THP is not disabled
+    in it (vma_thp_disabled); a private write takes do_cow_fault (a 4 KiB copy) instead.
+    """
+    f = vma.vm_file
+    if f is None or (write and not vma.vm_flags & VM_SHARED):
+        return False
+    inode = f.inode
+    if not inode.huge_folios or vma.vm_flags & (VM_NOHUGEPAGE | VM_NO_THP):
+        return False
+    if not thp_vma_suitable_order(vma, addr) or vma.vm_mm.pgtables.table(addr) is not None:
+        return False
+    if ((addr - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff >= (inode.size + 4095) >> 12:
+        return False  # shmem_fault() past EOF: SIGBUS, whatever is cached
+    start = (((addr & HPAGE_PMD_MASK) - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff
+    pages = inode.pages
+    return start in inode.huge_folios and all(start + k in pages for k in range(HPAGE_PMD_NR))
+
+
+def huge_folio_at(vma: VmArea, addr: int) -> bool:
+    """Whether the page cache behind ``addr`` of a file VMA holds a PMD-order folio
+    there (``Inode.huge_folios``: MADV_COLLAPSE made it, nothing split it since) that
+    the VMA maps whole (measured on 6.18.44: fault-around maps such a folio whole, past
+    EOF too, only while one VMA covers all of it and the fault is inside EOF; after a
+    VMA split it maps to EOF, a first fault past EOF is SIGBUS)."""
+    f = vma.vm_file
+    if f is None or not thp_vma_suitable_order(vma, addr):
+        return False
+    index = ((addr - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff
+    if index >= (f.inode.size + 4095) >> 12:
+        return False  # the fault-around window starts past EOF: nothing is mapped
+    start = index & ~(HPAGE_PMD_NR - 1)
+    pages = f.inode.pages
+    return start in f.inode.huge_folios and all(start + k in pages for k in range(HPAGE_PMD_NR))
+
+
+def do_set_pmd(vma: VmArea, addr: int) -> None:
+    """Map the huge page-cache folio behind the PMD range at ``addr`` by a huge PMD,
+    writable in a shared writable VMA (vm_page_prot). Models mm/memory.c:do_set_pmd
+    (also set_huge_pmd() of collapse_pte_mapped_thp). Raises AllocFailure.
+
+    Simplification: the kernel deposits no table under a file huge PMD; the model keeps
+    one for the 512 shadow PTEs (one page-table page more than the kernel counts).
+    """
+    if vma.vm_file is None:  # pragma: no cover - callers pass file VMAs
+        return
+    haddr = addr & HPAGE_PMD_MASK
+    inode = vma.vm_file.inode
+    start = ((haddr - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff
+    pt = vma.vm_mm.pgtables
+    t = pt.pte_alloc(haddr)
+    mapcount = vma.vm_mm.ctx.phys.mapcount
+    rw = _PAGE_RW if vma.vm_flags & VM_SHARED and vma.vm_flags & VM_WRITE else 0
+    for j in range(HPAGE_PMD_NR):
+        if t[j]:
+            mapcount[t[j] >> PAGE_SHIFT] -= 1
+        pfn = inode.pages[start + j]
+        mapcount[pfn] += 1
+        t[j] = pfn << PAGE_SHIFT | _PAGE_PRESENT | rw
+    pt.huge.add(pmd_index(haddr))
+
+
 # --- splitting ---------------------------------------------------------------------------
 
 
@@ -192,6 +259,12 @@ def split_huge_pmds_partial(mm: MmStruct, start: int, end: int) -> list[int]:
 
 
 # --- fork, CoW, mremap ---------------------------------------------------------------------
+
+
+def is_file_huge_pmd(mm: MmStruct, i: int) -> bool:
+    """Whether PMD index ``i`` of ``mm`` is a huge PMD mapping a shmem THP."""
+    t = mm.pgtables.pte.get(i)
+    return i in mm.pgtables.huge and t is not None and _is_file_pmd(mm, t)
 
 
 def copy_huge_pmd(dst: VmArea, src: VmArea, i: int) -> None:

@@ -49,12 +49,19 @@ from vmalab.mm.memory import (
     has_populated_ptes,
     linear_page_index,
     populate_range,
+    unmap_mapping_range,
     zap_page_range,
 )
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct, VmArea
 from vmalab.mm.mmap import user_range_end
 from vmalab.mm.page_alloc import KIND_ANON, KIND_PAGECACHE
-from vmalab.mm.pagetable import _PAGE_PRESENT, PTE_MARKER_GUARD_ENTRY, pte_walk
+from vmalab.mm.pagetable import (
+    _PAGE_PRESENT,
+    PMD_SHIFT,
+    PMD_SIZE,
+    PTE_MARKER_GUARD_ENTRY,
+    pte_walk,
+)
 from vmalab.mm.slab import AllocFailure
 from vmalab.mm.vma import VmaMergeStruct, is_shared_maywrite, vma_modify, vma_modify_flags
 
@@ -316,6 +323,7 @@ def _madvise_vma(
     elif b in (uapi.MADV_COLD, uapi.MADV_PAGEOUT):
         if vma.vm_flags & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB):
             raise kernel_error(errno.EINVAL, "COLD/PAGEOUT on a locked or special VMA")
+        cold_pageout_split_thps(vma, start, end)
         if b == uapi.MADV_PAGEOUT:
             madvise_pageout(vma, start, end)
     elif b == uapi.MADV_COLLAPSE:
@@ -345,6 +353,37 @@ def madvise_free(vma: VmArea, start: int, end: int) -> None:
         pfn = pte >> 12
         if phys.kind[pfn] == KIND_ANON and phys.mapcount[pfn] == 1:
             phys.lazyfree.add(pfn)
+
+
+def cold_pageout_split_thps(vma: VmArea, start: int, end: int) -> None:
+    """Split the THPs that [start, end) covers only in part.
+
+    Models the huge-PMD case of mm/madvise.c:madvise_cold_or_pageout_pte_range: a
+    PMD-mapped folio not covered whole is split (split_folio). An anonymous one becomes
+    4 KiB PTEs (measured on 6.18.44: AnonHugePages 0 after MADV_COLD or PAGEOUT of part);
+    a shmem one loses its mapping everywhere (file folios refault) and, as
+    __split_unmapped_folio() does for shmem, its pages past EOF leave the page cache
+    (measured: they load SIGBUS afterwards).
+    """
+    mm = vma.vm_mm
+    pt = mm.pgtables
+    if not pt.huge:
+        return
+    lo, hi = start >> PMD_SHIFT, (end - 1) >> PMD_SHIFT
+    for i in sorted(i for i in pt.huge if lo <= i <= hi):
+        base = i << PMD_SHIFT
+        if start <= base and base + PMD_SIZE <= end:
+            continue
+        file = huge_memory.is_file_huge_pmd(mm, i)
+        huge_memory.split_huge_pmd(mm, i)
+        if file and vma.vm_file is not None:
+            inode = vma.vm_file.inode
+            first = linear_page_index(vma, base)
+            inode.huge_folios.discard(first)
+            eof = max(first, (inode.size + 4095) >> 12)
+            if eof < first + 512:
+                unmap_mapping_range(inode, eof, first + 511, False)
+                inode.drop_pages(eof, first + 511)
 
 
 def madvise_pageout(vma: VmArea, start: int, end: int) -> None:

@@ -408,6 +408,12 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
     if thp_fault_ok(vma, addr):
         _do_huge_pmd_anonymous_page(vma, addr, write)
         return
+    if vma.vm_file is not None and huge_memory.file_pmd_fault_ok(vma, addr, write):
+        try:
+            huge_memory.do_set_pmd(vma, addr)
+        except AllocFailure as e:
+            raise FaultError("OOM") from e
+        return
     try:
         t = mm.pgtables.pte_alloc(addr)
     except AllocFailure as e:
@@ -512,6 +518,13 @@ def _do_fault_around(vma: VmArea, addr: int, t: array[int]) -> None:
     to_pte = min(from_pte + FAULT_AROUND_PAGES, 512, pte_off + vma.pages() - vma_off)
     base = addr - (pte_off << 12)
     npages = (inode.size + 4095) >> 12
+    if inode.huge_folios and huge_memory.huge_folio_at(vma, addr):
+        # filemap_map_pages() maps a large shmem folio whole (can_map_large: shmem is
+        # mapped across i_size; measured on 6.18.44, every page of a collapsed folio
+        # past EOF loads), within the PTE table and the VMA
+        from_pte = pte_off - min(pte_off, vma_off)
+        to_pte = min(512, pte_off + vma.pages() - vma_off)
+        npages = 1 << 62
     mapcount = vma.vm_mm.ctx.phys.mapcount
     writable = bool(vma.vm_flags & VM_SHARED and vma.vm_flags & VM_WRITE)
     pages = inode.pages
@@ -598,6 +611,8 @@ def copy_page_range(dst: VmArea, src: VmArea) -> int:
     cow = src.is_cow_mapping()
     markers = 0
     for i, t, s, e in spt.tables_in(src.vm_start, src.vm_end):
+        if spt.huge and huge_memory.is_file_huge_pmd(src.vm_mm, i):
+            continue  # copy_huge_pmd(): a file PMD is not copied, the child refaults
         # copy_pte_range() allocates the child's table before looking at the entries.
         dt = dpt.pte_alloc(i << PMD_SHIFT)
         if spt.huge:

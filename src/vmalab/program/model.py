@@ -4,6 +4,7 @@ live runner work without it."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -166,6 +167,36 @@ class ModelMachine:
     def pagemap(self, addr: int, npages: int) -> list[int]:
         return [int(x) for x in self.p.pagemap(addr, npages)]
 
+    def pmd_mapped(self, lo: int, hi: int) -> list[tuple[int, int, int, int]]:
+        if hi - lo < 512 * PAGE:  # no PMD-aligned 2 MiB range fits in the arena
+            return []
+        out = []
+        cur: list[int] | None = None
+        for line in str(self.p.smaps()).splitlines():
+            m = _SMAPS_HDR.match(line)
+            if m:
+                s, e = int(m.group(1), 16), int(m.group(2), 16)
+                cur = [s, e, 0, 0] if e > lo and s < hi else None
+            elif cur is None:
+                continue
+            elif line.startswith("AnonHugePages:"):
+                cur[2] = int(line.split()[1])
+            elif line.startswith("ShmemPmdMapped:"):
+                cur[3] = int(line.split()[1])
+                if cur[2] or cur[3]:
+                    out.append((cur[0], cur[1], cur[2], cur[3]))
+                cur = None
+        return out
+
+    def khugepaged(self, max_ptes_none: int, max_ptes_swap: int, max_ptes_shared: int) -> int:
+        return int(
+            self.k.khugepaged(
+                max_ptes_none=max_ptes_none,
+                max_ptes_swap=max_ptes_swap,
+                max_ptes_shared=max_ptes_shared,
+            )
+        )
+
     def slab(self) -> dict[str, int]:
         s = self.k.slab()
         return {k: int(s[k].active) for k in ("anon_vma", "anon_vma_chain", "vm_area_struct")}
@@ -174,6 +205,9 @@ class ModelMachine:
         if self.do_check:
             self.k.check()
 
+
+_SMAPS_HDR = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ")
+PAGE = 4096
 
 DEFAULT_MODEL_SECONDS = 120.0
 """Wall-time budget of one ``run_model`` unless the caller gives one."""
@@ -197,7 +231,8 @@ def run_model(
 
     if budget is None:
         budget = Budget.from_env(seconds=timeout)
-    k = Kernel(design, budget=budget)
+    pool = getattr(prog, "hugetlb_pool", None)
+    k = Kernel(design, budget=budget, hugetlb_pages=None if pool is None else {21: pool, 30: 0})
     if check is None:
         check = prog.count_ops() <= 1000
     return execute(prog, ModelMachine(k, k.spawn(), check=check))

@@ -33,13 +33,19 @@ def page_char(entry: int) -> str:
 @dataclass
 class State:
     """Arena state: VMAs as [start, end, sorted VmFlags] in arena pages, and one pagemap
-    letter per arena page (blank where no VMA)."""
+    letter per arena page (blank where no VMA); ``thp``: for the arena VMAs with
+    PMD-mapped THPs, [start, end, AnonHugePages, ShmemPmdMapped] (smaps, in pages),
+    left out of the JSON when there are none."""
 
     vmas: list[list[Any]]
     pages: str
+    thp: list[list[int]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"vmas": self.vmas, "pages": self.pages}
+        d: dict[str, Any] = {"vmas": self.vmas, "pages": self.pages}
+        if self.thp:
+            d["thp"] = self.thp
+        return d
 
 
 @dataclass
