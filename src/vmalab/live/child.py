@@ -26,7 +26,6 @@ import faulthandler
 import fcntl
 import json
 import os
-import re
 import resource
 import shutil
 import signal
@@ -40,6 +39,7 @@ from typing import Any
 from vmalab import program as P
 from vmalab import uapi
 from vmalab.errors import ResourceLimitError
+from vmalab.program.observe import parse_smaps
 
 PR_SET_PDEATHSIG = 1
 SYS_MSEAL = 462
@@ -521,26 +521,8 @@ class LiveMachine:
         self.exited = True
 
     def vmas(self, lo: int, hi: int) -> list[tuple[int, int, frozenset[str]]]:
-        out: list[tuple[int, int, frozenset[str]]] = []
-        pmd: list[tuple[int, int, int, int]] = []
-        cur: list[int] | None = None
         with open("/proc/self/smaps") as f:
-            for line in f:
-                m = _HDR.match(line)
-                if m:
-                    s, e = int(m.group(1), 16), int(m.group(2), 16)
-                    cur = [s, e, 0, 0] if e > lo and s < hi else None
-                elif cur is None:
-                    continue
-                elif line.startswith("AnonHugePages:"):
-                    cur[2] = int(line.split()[1])
-                elif line.startswith("ShmemPmdMapped:"):
-                    cur[3] = int(line.split()[1])
-                elif line.startswith("VmFlags:"):
-                    out.append((cur[0], cur[1], frozenset(line.split()[1:])))
-                    if cur[2] or cur[3]:
-                        pmd.append((cur[0], cur[1], cur[2], cur[3]))
-                    cur = None
+            out, pmd = parse_smaps(f, lo, hi)
         self._pmd = (lo, hi, pmd)
         return out
 
@@ -573,7 +555,6 @@ class LiveMachine:
             self.budget.check_rss()
 
 
-_HDR = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ")
 CAP_IPC_LOCK = 14
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 

@@ -156,31 +156,18 @@ class Gen:
         k = r.choice([1, 1, 2, 16])
         a = base + r.randrange(n - k + 1)
         t = r.random()
+
+        def over(op: dict[str, Any], p_whole: float) -> dict[str, Any]:
+            whole = r.random() < p_whole
+            return {**op, "addr": base if whole else a, "len": 512 if whole else k}
+
         if t < 0.2:
-            whole = r.random() < 0.7
-            return {
-                "op": "madvise",
-                "addr": base if whole else a,
-                "len": 512 if whole else k,
-                "advice": "collapse",
-            }
+            return over({"op": "madvise", "advice": "collapse"}, 0.7)
         if t < 0.45:
-            adv = r.choice(["dontneed", "free", "pageout", "guard_install", "nohugepage"])
-            whole = r.random() < 0.25
-            return {
-                "op": "madvise",
-                "addr": base if whole else a,
-                "len": 512 if whole else k,
-                "advice": adv,
-            }
+            adv = r.choice(["dontneed", "free", "pageout", "cold", "guard_install", "nohugepage"])
+            return over({"op": "madvise", "advice": adv}, 0.25)
         if t < 0.55:
-            whole = r.random() < 0.5
-            return {
-                "op": "mprotect",
-                "addr": base if whole else a,
-                "len": 512 if whole else k,
-                "prot": r.choice(["r", "rw"]),
-            }
+            return over({"op": "mprotect", "prot": r.choice(["r", "rw"])}, 0.5)
         if t < 0.62:
             return {"op": "munmap", "addr": a, "len": k}
         if t < 0.75:

@@ -4,14 +4,13 @@ live runner work without it."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
 from vmalab import uapi
 from vmalab.errors import SegmentationFault
 from vmalab.program.core import Program
-from vmalab.program.observe import Observation
+from vmalab.program.observe import Observation, parse_smaps
 from vmalab.program.run import Machine, execute
 
 
@@ -170,23 +169,7 @@ class ModelMachine:
     def pmd_mapped(self, lo: int, hi: int) -> list[tuple[int, int, int, int]]:
         if hi - lo < 512 * PAGE:  # no PMD-aligned 2 MiB range fits in the arena
             return []
-        out = []
-        cur: list[int] | None = None
-        for line in str(self.p.smaps()).splitlines():
-            m = _SMAPS_HDR.match(line)
-            if m:
-                s, e = int(m.group(1), 16), int(m.group(2), 16)
-                cur = [s, e, 0, 0] if e > lo and s < hi else None
-            elif cur is None:
-                continue
-            elif line.startswith("AnonHugePages:"):
-                cur[2] = int(line.split()[1])
-            elif line.startswith("ShmemPmdMapped:"):
-                cur[3] = int(line.split()[1])
-                if cur[2] or cur[3]:
-                    out.append((cur[0], cur[1], cur[2], cur[3]))
-                cur = None
-        return out
+        return parse_smaps(str(self.p.smaps()).splitlines(), lo, hi)[1]
 
     def khugepaged(self, max_ptes_none: int, max_ptes_swap: int, max_ptes_shared: int) -> int:
         return int(
@@ -206,7 +189,6 @@ class ModelMachine:
             self.k.check()
 
 
-_SMAPS_HDR = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ")
 PAGE = 4096
 
 DEFAULT_MODEL_SECONDS = 120.0
