@@ -173,6 +173,31 @@ def huge_folio_at(vma: VmArea, addr: int) -> bool:
     return start in f.inode.huge_folios and all(start + k in pages for k in range(HPAGE_PMD_NR))
 
 
+def finish_fault_whole_folio(vma: VmArea, addr: int, t: array[int]) -> bool:
+    """Map every page of the huge shmem folio behind ``addr`` by PTEs; False if the
+    fault maps one page as usual.
+
+    Models the large-folio branch of mm/memory.c:finish_fault (6.18): in a shmem VMA
+    not armed by userfaultfd, a folio that fits in the VMA and the PTE table is mapped
+    whole when its PTEs are all none (measured on 6.18.44: a write fault in a mapping
+    that retract_page_tables() skipped maps all 512 pages of the collapsed folio; found
+    by the THP fuzz, seed 7186).
+    """
+    if vma.uffd_ctx is not None or not huge_folio_at(vma, addr) or any(t):
+        return False
+    if vma.vm_file is None:  # pragma: no cover - huge_folio_at() checked it
+        return False
+    inode = vma.vm_file.inode
+    start = (((addr & HPAGE_PMD_MASK) - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff
+    mapcount = vma.vm_mm.ctx.phys.mapcount
+    rw = _PAGE_RW if vma.vm_flags & VM_SHARED and vma.vm_flags & VM_WRITE else 0
+    for j in range(HPAGE_PMD_NR):
+        pfn = inode.pages[start + j]
+        mapcount[pfn] += 1
+        t[j] = pfn << PAGE_SHIFT | _PAGE_PRESENT | rw
+    return True
+
+
 def do_set_pmd(vma: VmArea, addr: int) -> None:
     """Map the huge page-cache folio behind the PMD range at ``addr`` by a huge PMD,
     writable in a shared writable VMA (vm_page_prot). Models mm/memory.c:do_set_pmd

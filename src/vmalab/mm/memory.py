@@ -465,6 +465,9 @@ def _do_fault(vma: VmArea, addr: int, t: array[int], j: int, write: bool) -> Non
         if t[j]:
             return
     pfn = _file_page(vma, addr)
+    if vma.vm_file is not None and vma.vm_file.inode.huge_folios:
+        if huge_memory.finish_fault_whole_folio(vma, addr, t):
+            return
     vma.vm_mm.ctx.phys.mapcount[pfn] += 1
     t[j] = mk_pte(pfn, shared and bool(vma.vm_flags & VM_WRITE))
 
