@@ -433,7 +433,8 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
     if pte == PTE_MARKER_GUARD_ENTRY:
         raise FaultError("SIGSEGV", "guard region")
     if not pte:
-        if vma.vm_file is None:
+        # a private /dev/zero mapping is anonymous memory (mmap_zero: vma_set_anonymous)
+        if vma.vm_file is None or vma.vm_file.inode.kind == "devzero":
             _do_anonymous_page(vma, t, j, write)
         else:
             _do_fault(vma, addr, t, j, write)
