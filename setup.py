@@ -3,8 +3,8 @@
 The metadata is in ``pyproject.toml``; this file only adds the mypyc extension modules.
 
 * Compiled: the modules of ``MYPYC_GROUPS`` (``vmalab/mm``, ``vmalab/designs``,
-  ``kernel.py``, ``process.py``, ``proc.py``, ``budget.py``, the replay in ``vmalab/trace``,
-  ``program/run.py``), one shared library per group, minus ``MYPYC_EXCLUDE`` (see
+  ``kernel.py``, ``process.py``, ``task.py``, ``proc.py``, ``budget.py``, the replay in
+  ``vmalab/trace``, ``program/run.py``), one shared library per group, minus ``MYPYC_EXCLUDE`` (see
   docs/performance.md). ``VMALAB_MYPYC_MODULES`` (comma-separated paths under ``src/``)
   overrides the list (one group).
 * Pure Python when ``VMALAB_PURE=1``, when mypyc is not importable (no compiler: the build
@@ -36,7 +36,13 @@ MYPYC_GROUPS: dict[str, tuple[str, ...]] = {
     #: budget.py is here because its LimitFailure subclasses mm/slab.py's AllocFailure: an
     #: interpreted subclass of a compiled class fails compiled code's type checks.
     "vmalab_mm": ("vmalab/mm", "vmalab/budget.py"),
-    "vmalab_core": ("vmalab/designs", "vmalab/kernel.py", "vmalab/process.py", "vmalab/proc.py"),
+    "vmalab_core": (
+        "vmalab/designs",
+        "vmalab/kernel.py",
+        "vmalab/process.py",
+        "vmalab/task.py",
+        "vmalab/proc.py",
+    ),
     "vmalab_trace": (
         "vmalab/trace/parse.py",
         "vmalab/trace/replay.py",

@@ -19,7 +19,7 @@ model allocates:
 
 A breach unwinds inside the model exactly as an allocation failure does (``LimitFailure``
 is an ``AllocFailure``, so every ENOMEM unwind path of the model runs and ``Kernel.check()``
-passes afterwards); the syscall boundary (``vmalab.process._syscall``) then raises the
+passes afterwards); the syscall boundary (``vmalab.task.syscall``) then raises the
 ``ResourceLimitError`` instead of the ENOMEM, so a program never sees an errno the kernel
 would not have given. A breach recorded where nothing can fail (storing the bytes of a
 page, copying a page for CoW) lets the current syscall finish and is raised at its end;

@@ -61,6 +61,20 @@ class Seconds(_ParamType):
         return x
 
 
+def int_option(
+    *decls: str, lo: int, hi: int, default: int | None, help: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """An integer option checked by ``click.IntRange(lo, hi)``; its default, if it has
+    one, is shown in ``--help``."""
+    return click.option(
+        *decls,
+        type=click.IntRange(lo, hi),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
+
+
 FORMATS = ("auto", "text", "rich", "json")
 
 

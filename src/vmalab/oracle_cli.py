@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from vmalab.cliutil import Seconds, format_options, quiet_option, resolve_format
+from vmalab.cliutil import Seconds, format_options, int_option, quiet_option, resolve_format
 from vmalab.errors import UserInputError
 
 DEFAULT_OUT = "vmalab-regressions"
@@ -152,19 +152,12 @@ Examples:
 Exit status: 0 no undocumented divergence, 1 some were found, 2 bad input.""",
     short_help="Random programs on the model and the kernel; save divergences.",
 )
-@click.option(
-    "--programs",
-    "n",
-    default=200,
-    show_default=True,
-    type=click.IntRange(1, 10**6),
-    help="Number of random programs.",
-)
-@click.option(
+@int_option("--programs", "n", lo=1, hi=10**6, default=200, help="Number of random programs.")
+@int_option(
     "--seed",
+    lo=0,
+    hi=2**63 - 1,
     default=0,
-    show_default=True,
-    type=click.IntRange(0, 2**63 - 1),
     help="Seed of the first program (program i uses seed+i).",
 )
 @click.option(

@@ -8,12 +8,12 @@ models the kernel function.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
+from collections.abc import Sequence
 
 from vmalab import uapi
 from vmalab.errors import kernel_error
-from vmalab.mm import filemap, hugetlb, khugepaged, pkeys, shm, userfaultfd
+from vmalab.mm import hugetlb, khugepaged, pkeys, shm, userfaultfd
+from vmalab.mm.brk import install_special_mapping, sys_brk
 from vmalab.mm.filemap import devzero_mmap_file
 from vmalab.mm.flags import VM_LOCKED, VM_LOCKONFAULT
 from vmalab.mm.fork import dup_mmap, exit_mmap
@@ -22,14 +22,7 @@ from vmalab.mm.memory import fault_in, find_fault_vma_for_access
 from vmalab.mm.mincore import do_mincore, mdwe_after_fork, prctl_set_mdwe
 from vmalab.mm.mlock import do_mlock, do_mlockall, do_munlock, do_munlockall
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct
-from vmalab.mm.mmap import (
-    do_mmap,
-    do_vmi_munmap,
-    install_special_mapping,
-    mm_populate,
-    page_align,
-    sys_brk,
-)
+from vmalab.mm.mmap import do_mmap, do_vmi_munmap, mm_populate, page_align
 from vmalab.mm.mprotect import do_mprotect
 from vmalab.mm.mremap import do_mremap
 from vmalab.mm.mseal import do_mseal
@@ -38,132 +31,30 @@ from vmalab.mm.pagetable import PageTables
 from vmalab.mm.slab import AllocFailure
 from vmalab.proc import VmaView, pagemap_entries, show_maps, show_smaps, vma_views
 
-if TYPE_CHECKING:
-    from vmalab.budget import Budget
-    from vmalab.mm.filemap import FileSystem
-    from vmalab.mm.mm_types import MmContext
-    from vmalab.mm.page_alloc import PhysMem
-    from vmalab.mm.slab import Slabs
+# The syscall boundary and the file syscalls live in vmalab/task.py; these names stay here.
+from vmalab.task import KernelView as KernelView
+from vmalab.task import Task
+from vmalab.task import check_int as _check_int
+from vmalab.task import syscall as _syscall
 
-
-class KernelView(Protocol):
-    """What a Process uses of its ``vmalab.kernel.Kernel`` (which creates it, and so
-    stands above this module: only this protocol names it here)."""
-
-    @property
-    def ctx(self) -> MmContext: ...
-    @property
-    def budget(self) -> Budget: ...
-    @property
-    def slabs(self) -> Slabs: ...
-    @property
-    def phys(self) -> PhysMem: ...
-    @property
-    def fs(self) -> FileSystem: ...
-    @property
-    def pku(self) -> bool: ...
-    @property
-    def anon_vma_name(self) -> bool: ...
-    @property
-    def processes(self) -> list[Process]: ...
-    def alloc_pid(self) -> int: ...
-    def attach_pid(self, proc: Process) -> None: ...
-    def detach_pid(self, pid: int) -> None: ...
-    def check(self) -> None: ...
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
 U64 = (1 << 64) - 1
-
-
-def _syscall(fn: Callable[P, R]) -> Callable[P, R]:
-    """Wrap a syscall: a dead process raises ProcessLookupError; AllocFailure is ENOMEM.
-
-    A breach of the kernel's ``Budget`` (vmalab's host-safety limits) raises
-    ``ResourceLimitError`` instead, however the syscall ended (an ENOMEM, a swallowed
-    MAP_POPULATE failure, an OOM SIGKILL): the op has unwound as for an allocation
-    failure, so the state is consistent. An exhausted wall-time budget stops a syscall
-    before it starts, except exit(), which only frees.
-    """
-    exempt = fn.__name__ == "exit"
-
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        self = args[0]
-        if self._dead:  # type: ignore[attr-defined]
-            raise ProcessLookupError(errno.ESRCH, f"process {self.pid} has exited")  # type: ignore[attr-defined]
-        budget = self.kernel.budget  # type: ignore[attr-defined]
-        if budget.deadline is not None and not exempt and budget.out_of_time():
-            _raise_breach(budget)
-        try:
-            r = fn(*args, **kwargs)
-        except AllocFailure as e:
-            breach = budget.take()
-            if breach is not None:
-                raise breach from None
-            raise kernel_error(errno.ENOMEM, f"allocation from {e} failed") from None
-        except BaseException:
-            breach = budget.take()
-            if breach is not None:
-                raise breach from None
-            raise
-        if budget.breach is not None:
-            _raise_breach(budget)
-        return r
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__qualname__ = fn.__qualname__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
-
-
-def _raise_breach(budget: Budget) -> None:
-    """Raise the budget's pending ResourceLimitError, if any."""
-    breach = budget.take()
-    if breach is not None:
-        raise breach
-
-
-def _check_int(*vals: object) -> None:
-    """Reject non-int syscall arguments (as ctypes would refuse them) with TypeError."""
-    for v in vals:
-        if type(v) is not int:
-            if isinstance(v, int) and not isinstance(v, bool):
-                continue  # int subclasses such as IntEnum members
-            raise TypeError(f"expected an int, got {type(v).__name__}")
 
 
 _NEW_KEY = object()  # Process() is for Process._new only
 
 
-class Process:
+class Process(Task):
     """A modelled process (task with its own mm). Create with ``Kernel.spawn()``."""
 
-    kernel: KernelView
-    pid: int
-    mm: MmStruct
-    fds: dict[int, filemap.File]
-    _dead: bool
-    #: Whether the task has CAP_SYS_ADMIN (no admin reserve in overcommit mode 2).
-    #: Default True: the live runner runs as root. Inherited by fork children.
-    cap_sys_admin: bool
-    #: CAP_IPC_LOCK (no RLIMIT_MEMLOCK checks) and RLIMIT_MEMLOCK in bytes (default
-    #: 8 MiB, the kernel's MLOCK_LIMIT and this machine's `ulimit -l`). Inherited on fork.
-    cap_ipc_lock: bool
-    rlimit_memlock: int
-    #: PR_MDWE_* bits (the kernel keeps them in mm->flags; see vmalab.mm.mincore).
-    mdwe: int
-    #: mm->context.pkey_allocation_map and execute_only_pkey (see vmalab.mm.pkeys).
-    pkey_map: int
-    pkey_exec_only: int
-
-    def __init__(self, kernel: KernelView, mm: MmStruct | None = None, _key: object = None) -> None:
+    def __init__(
+        self, kernel: KernelView[Process], mm: MmStruct | None = None, _key: object = None
+    ) -> None:
         # constructed through __init__ (not object.__new__): mypyc's native classes need it
         if _key is not _NEW_KEY:
             raise TypeError("use Kernel.spawn() or Process.fork()")
         self.kernel = kernel
         self.pid = kernel.alloc_pid()
-        slabs = kernel.slabs
+        slabs = kernel.ctx.slabs
         if mm is None:
             slabs.alloc(slabs.mm_cachep)
             try:
@@ -179,12 +70,12 @@ class Process:
         self.rlimit_memlock = 8 << 20
         self.mdwe = 0
         # init_new_context(): only with OSPKE is key 0 allocated and the exec-only key -1.
-        self.pkey_map = 1 if kernel.pku else 0
-        self.pkey_exec_only = -1 if kernel.pku else 0
+        self.pkey_map = 1 if kernel.ctx.pku else 0
+        self.pkey_exec_only = -1 if kernel.ctx.pku else 0
         kernel.attach_pid(self)
 
     @classmethod
-    def _new(cls, kernel: KernelView, mm: MmStruct | None = None) -> Process:
+    def _new(cls, kernel: KernelView[Process], mm: MmStruct | None = None) -> Process:
         return cls(kernel, mm, _NEW_KEY)
 
     def __repr__(self) -> str:
@@ -212,10 +103,10 @@ class Process:
             raise kernel_error(errno.EACCES, "userfaultfd cannot be mapped")
         if file is not None and file.inode.kind == "devzero":
             file = devzero_mmap_file(
-                k.fs, flags, file, page_align(length)
+                k.ctx.fs, flags, file, page_align(length)
             )  # drivers/char/mem.c:mmap_zero
         length, file = hugetlb.ksys_mmap_pgoff_hugetlb(
-            k.fs, hugetlb.pool_of(k.ctx), length, flags, file
+            k.ctx.fs, hugetlb.pool_of(k.ctx), length, flags, file
         )
         if file is not None:
             file.get()  # ksys_mmap_pgoff holds the file across vm_mmap_pgoff
@@ -277,12 +168,12 @@ class Process:
     @_syscall
     def unlink(self, path: str) -> None:
         """unlink(2) on the tmpfs. Models fs/namei.c:do_unlinkat."""
-        self.kernel.fs.unlink(path)
+        self.kernel.ctx.fs.unlink(path)
 
     @_syscall
     def rename(self, old: str, new: str) -> None:
         """rename(2) on the tmpfs. Models fs/namei.c:do_renameat2."""
-        self.kernel.fs.rename(old, new)
+        self.kernel.ctx.fs.rename(old, new)
 
     @_syscall
     def munmap(self, addr: int, length: int) -> None:
@@ -483,158 +374,6 @@ class Process:
         _check_int(addr, length)
         do_munlock(self.mm, addr, length)
 
-    # --- files --------------------------------------------------------------------------
-
-    def _alloc_fd(self, f: filemap.File) -> int:
-        fd = 3
-        while fd in self.fds:
-            fd += 1
-        f.get()
-        self.fds[fd] = f
-        return fd
-
-    def _file(self, fd: int) -> filemap.File:
-        f = self.fds.get(fd)
-        if f is None:
-            raise kernel_error(errno.EBADF, f"fd {fd}")
-        return f
-
-    @_syscall
-    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
-        """open(2) on the kernel's tmpfs."""
-        return self._alloc_fd(self.kernel.fs.open(path, flags))
-
-    @_syscall
-    def close(self, fd: int) -> None:
-        """close(2)."""
-        f = self._file(fd)
-        del self.fds[fd]
-        f.put()
-
-    @_syscall
-    def dup(self, fd: int) -> int:
-        """dup(2): a second descriptor for the same open file."""
-        return self._alloc_fd(self._file(fd))
-
-    @_syscall
-    def memfd_create(self, name: str, flags: int = 0) -> int:
-        """memfd_create(2). Models mm/memfd.c (MFD_HUGETLB: vmalab.mm.hugetlb)."""
-        if type(flags) is int and flags & uapi.MFD_HUGETLB:
-            valid = (
-                uapi.MFD_CLOEXEC
-                | uapi.MFD_ALLOW_SEALING
-                | uapi.MFD_NOEXEC_SEAL
-                | uapi.MFD_EXEC
-                | uapi.MFD_HUGETLB
-                | hugetlb.MAP_HUGE_MASK << hugetlb.MAP_HUGE_SHIFT
-            )
-            if flags & ~valid or flags & uapi.MFD_EXEC and flags & uapi.MFD_NOEXEC_SEAL:
-                raise kernel_error(errno.EINVAL, "memfd_create flags")
-            if len(name.encode()) > filemap.MEMFD_NAME_MAX:
-                raise kernel_error(errno.EINVAL, "name too long")
-            k = self.kernel
-            return self._alloc_fd(
-                hugetlb.memfd_create_hugetlb(k.fs, hugetlb.pool_of(k.ctx), name, flags)
-            )
-        if type(flags) is int and flags & (hugetlb.MAP_HUGE_MASK << hugetlb.MAP_HUGE_SHIFT):
-            raise kernel_error(errno.EINVAL, "size bits without MFD_HUGETLB")
-        return self._alloc_fd(self.kernel.fs.memfd_create(name, flags))
-
-    @_syscall
-    def ftruncate(self, fd: int, length: int) -> None:
-        """ftruncate(2). Models fs/open.c:do_sys_ftruncate → shmem_setattr."""
-        _check_int(length)
-        if length < 0:
-            raise kernel_error(errno.EINVAL, "negative length")
-        f = self._file(fd)
-        if not f.writable:
-            raise kernel_error(errno.EINVAL, "not open for writing")
-        if length > filemap.MAX_LFS_FILESIZE:
-            raise kernel_error(errno.EFBIG)
-        filemap.check_seals_shrink(f.inode, length)
-        if f.inode.kind == "hugetlb":
-            hugetlb.hugetlbfs_setattr_size(hugetlb.pool_of(self.kernel.ctx), f.inode, length)
-        f.inode.truncate(length)
-
-    @_syscall
-    def fallocate(self, fd: int, mode: int, offset: int, length: int) -> None:
-        """fallocate(2). Models fs/open.c:vfs_fallocate → mm/shmem.c:shmem_fallocate."""
-        _check_int(mode, offset, length)
-        if offset < 0 or length <= 0:
-            raise kernel_error(errno.EINVAL, "bad offset or length")
-        if mode & ~(uapi.FALLOC_FL_KEEP_SIZE | uapi.FALLOC_FL_PUNCH_HOLE):
-            raise kernel_error(errno.EOPNOTSUPP, "fallocate mode")
-        if mode & uapi.FALLOC_FL_PUNCH_HOLE and not mode & uapi.FALLOC_FL_KEEP_SIZE:
-            raise kernel_error(errno.EOPNOTSUPP, "PUNCH_HOLE needs KEEP_SIZE")
-        f = self._file(fd)
-        if not f.writable:
-            raise kernel_error(errno.EBADF, "not open for writing")
-        if offset + length > filemap.MAX_LFS_FILESIZE:
-            raise kernel_error(errno.EFBIG)
-        inode = f.inode
-        if inode.kind == "hugetlb":
-            pool = hugetlb.pool_of(self.kernel.ctx)
-            return hugetlb.hugetlbfs_fallocate(pool, inode, mode, offset, length)
-        if mode & uapi.FALLOC_FL_PUNCH_HOLE:
-            if inode.seals & (uapi.F_SEAL_WRITE | uapi.F_SEAL_FUTURE_WRITE):
-                raise kernel_error(errno.EPERM, "sealed")
-            inode.punch_hole(offset, length)
-            return
-        end = offset + length
-        # shmem_fallocate() refuses growth past i_size under F_SEAL_GROW in every mode
-        if end > inode.size and inode.seals & uapi.F_SEAL_GROW:
-            raise kernel_error(errno.EPERM, "F_SEAL_GROW")
-        inode.fallocate_pages(offset >> 12, (end + 4095) >> 12)
-        if not mode & uapi.FALLOC_FL_KEEP_SIZE and end > inode.size:
-            inode.size = end
-
-    @_syscall
-    def add_seals(self, fd: int, seals: int) -> None:
-        """fcntl(F_ADD_SEALS). Models mm/memfd.c:memfd_add_seals."""
-        filemap.add_seals(self._file(fd), seals)
-
-    @_syscall
-    def get_seals(self, fd: int) -> int:
-        """fcntl(F_GET_SEALS)."""
-        return self._file(fd).inode.seals
-
-    @_syscall
-    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
-        """pwrite(2) into the page cache (shared with every mapping of the file).
-
-        Models mm/shmem.c:shmem_file_write_iter (seal checks of shmem_write_begin).
-        """
-        _check_int(offset)
-        if offset < 0:
-            raise kernel_error(errno.EINVAL, "negative offset")
-        f = self._file(fd)
-        if not f.writable:
-            raise kernel_error(errno.EBADF, "not open for writing")
-        inode = f.inode
-        if inode.kind in ("hugetlb", "devzero"):
-            if inode.kind == "devzero":
-                return len(data)  # write_zero(): the data goes nowhere
-            raise kernel_error(errno.EINVAL, "hugetlbfs has no write_iter")
-        if not data:
-            return 0
-        if inode.seals & (uapi.F_SEAL_WRITE | uapi.F_SEAL_FUTURE_WRITE):
-            raise kernel_error(errno.EPERM, "F_SEAL_WRITE")
-        if offset + len(data) > inode.size and inode.seals & uapi.F_SEAL_GROW:
-            raise kernel_error(errno.EPERM, "F_SEAL_GROW")
-        inode.write(bytes(data), offset)
-        return len(data)
-
-    @_syscall
-    def pread(self, fd: int, length: int, offset: int) -> bytes:
-        """pread(2) from the page cache. Models mm/shmem.c:shmem_file_read_iter."""
-        _check_int(length, offset)
-        if offset < 0 or length < 0:
-            raise kernel_error(errno.EINVAL, "negative offset or length")
-        f = self._file(fd)
-        if not f.readable:
-            raise kernel_error(errno.EBADF, "not open for reading")
-        return f.inode.read(length, offset)
-
     # --- memory access -------------------------------------------------------------------
 
     @_syscall
@@ -647,7 +386,7 @@ class Process:
         if length < 0:
             raise ValueError("negative length")
         out = bytearray()
-        phys = self.kernel.phys
+        phys = self.kernel.ctx.phys
         mm = self.mm
         a = addr
         end = addr + length
@@ -666,7 +405,7 @@ class Process:
         Models the user fault path, arch/x86/mm/fault.c:do_user_addr_fault.
         """
         _check_int(addr)
-        phys = self.kernel.phys
+        phys = self.kernel.ctx.phys
         mm = self.mm
         mv = memoryview(bytes(data))
         a = addr
@@ -691,7 +430,7 @@ class Process:
         path does (exit_mmap of what was copied) and ENOMEM is raised.
         """
         k = self.kernel
-        slabs = k.slabs
+        slabs = k.ctx.slabs
         slabs.alloc(slabs.mm_cachep)
         try:
             mm = MmStruct(k.ctx, PageTables(slabs), 0)
@@ -731,7 +470,7 @@ class Process:
         for f in self.fds.values():
             f.put()
         self.fds.clear()
-        k.slabs.free(k.slabs.mm_cachep)
+        k.ctx.slabs.free(k.ctx.slabs.mm_cachep)
         k.detach_pid(self.pid)
         self._dead = True
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from vmalab import Kernel, Process
 
 from vmalab import program as P
+from vmalab.cliutil import int_option
 
 PAGE = P.PAGE
 #: Base and size (in pages) of the arena most operations target, in every process: the
@@ -477,30 +478,19 @@ Examples:
 Exit status: 0 no violation, 1 a violation was found, 2 bad input.""",
     short_help="Long random runs with invariant and leak checks.",
 )
-@click.option(
-    "--ops",
-    "n_ops",
-    type=click.IntRange(1, 10**9),
-    default=100_000,
-    show_default=True,
-    help="number of random operations (1..10^9)",
+@int_option(
+    "--ops", "n_ops", lo=1, hi=10**9, default=100_000, help="number of random operations (1..10^9)"
 )
-@click.option(
-    "--seed", type=click.IntRange(0, 2**63 - 1), default=1, show_default=True, help="random seed"
-)
-@click.option(
+@int_option("--seed", lo=0, hi=2**63 - 1, default=1, help="random seed")
+@int_option(
     "--check-every",
-    type=click.IntRange(1, 10**9),
+    lo=1,
+    hi=10**9,
     default=1000,
-    show_default=True,
     help="run Kernel.check() every N operations (and at the end)",
 )
-@click.option(
-    "--processes",
-    type=click.IntRange(1, 1024),
-    default=8,
-    show_default=True,
-    help="maximum number of live processes (1..1024)",
+@int_option(
+    "--processes", lo=1, hi=1024, default=8, help="maximum number of live processes (1..1024)"
 )
 @click.option("--design", default="tagged", show_default=True, help="model design id")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")

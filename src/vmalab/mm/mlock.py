@@ -47,7 +47,10 @@ def mlock_fixup(
 def apply_vma_lock_flags(mm: MmStruct, start: int, length: int, flags: int) -> None:
     """Set or clear the lock flags on [start, start+length).
 
-    Models mm/mlock.c:apply_vma_lock_flags.
+    Models mm/mlock.c:apply_vma_lock_flags. Its VMA loop is the same as the one of
+    mm/mprotect.c:do_mprotect_pkey (``vmalab.mm.mprotect``): the kernel writes the walk
+    (fixup, then continue from vma_iter_end() because a merge may have grown the VMA) in
+    both functions, with different checks around it, and so does this model.
     """
     end = start + length
     if end > (1 << 64) - 1:  # unsigned wrap-around: end < start

@@ -2,8 +2,10 @@
 
 Models mm/mmap.c:do_mmap and the x86-64 entry (arch/x86/kernel/sys_x86_64.c:sys_mmap →
 mm/util.c:vm_mmap_pgoff), mm/vma.c:__mmap_region, do_vmi_align_munmap
-(vms_gather_munmap_vmas + vms_complete_munmap_vmas), unmap_region/free_pgtables, and
-the top-down search of mm/mmap.c:generic_get_unmapped_area_topdown → vm_unmapped_area.
+(vms_gather_munmap_vmas + vms_complete_munmap_vmas), unmap_region/free_pgtables and
+mm/gup.c:__mm_populate. The top-down search of mm/mmap.c:generic_get_unmapped_area_topdown
+→ vm_unmapped_area is in :mod:`vmalab.mm.unmapped_area` (re-exported here); brk and the
+special mappings are in :mod:`vmalab.mm.brk`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from vmalab.mm.filemap import File
 from vmalab.mm.flags import (
     VM_ACCOUNT,
     VM_DONTDUMP,
-    VM_DONTEXPAND,
     VM_DROPPABLE,
     VM_GROWSDOWN,
     VM_HUGETLB,
@@ -34,7 +35,6 @@ from vmalab.mm.flags import (
     VM_PFNMAP,
     VM_SEALED,
     VM_SHARED,
-    VM_SOFTDIRTY,
     VM_SPECIAL,
     VM_SYNC,
     VM_WIPEONFORK,
@@ -46,13 +46,18 @@ from vmalab.mm.mm_types import (
     MMAP_MIN_ADDR,
     PAGE_SHIFT,
     PAGE_SIZE,
-    STACK_GUARD_GAP,
-    TASK_SIZE,
     MmStruct,
     VmArea,
 )
-from vmalab.mm.pagetable import PMD_SIZE
 from vmalab.mm.slab import AllocFailure
+
+# get_unmapped_area and its helpers live in mm/unmapped_area.py; importable from here too.
+from vmalab.mm.unmapped_area import get_unmapped_area as get_unmapped_area
+from vmalab.mm.unmapped_area import hugetlb_get_unmapped_area
+from vmalab.mm.unmapped_area import page_align as page_align
+from vmalab.mm.unmapped_area import user_range_end as user_range_end
+from vmalab.mm.unmapped_area import vm_start_gap as vm_start_gap
+from vmalab.mm.unmapped_area import vm_unmapped_area_topdown as vm_unmapped_area_topdown
 from vmalab.mm.util import (
     OVERCOMMIT_NEVER,
     security_vm_enough_memory_mm,
@@ -86,120 +91,6 @@ LEGACY_MAP_MASK = (
     | uapi.MAP_32BIT
     | 0x3F << 26  # MAP_HUGE_MASK << MAP_HUGE_SHIFT
 )
-
-
-def page_align(n: int) -> int:
-    """Models include/linux/mm.h:PAGE_ALIGN (wrapping at 2**64 like unsigned long)."""
-    return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1) & ((1 << 64) - 1)
-
-
-def user_range_end(start: int, len_in: int) -> int:
-    """The end of [start, start + PAGE_ALIGN(len_in)); EINVAL when it is not a range.
-
-    Models the checks that mm/madvise.c:do_madvise (madvise_validate_...) and
-    mm/mseal.c:do_mseal share: a page-aligned start, a length that PAGE_ALIGN() does not
-    wrap to 0, an end that does not overflow (``len_in`` is an unsigned long, so a
-    negative one wraps: measured, mseal(addr, -8192) is EINVAL on 6.18).
-    """
-    if start & (PAGE_SIZE - 1) or start < 0:
-        raise kernel_error(errno.EINVAL, "unaligned start")
-    length = page_align(len_in)
-    if len_in and not length:
-        raise kernel_error(errno.EINVAL, "length overflows")
-    end = start + length
-    if end >= 1 << 64:
-        raise kernel_error(errno.EINVAL, "range overflows")
-    return end
-
-
-def vm_start_gap(vma: VmArea) -> int:
-    """Models include/linux/mm.h:vm_start_gap (stack_guard_gap below a growsdown VMA)."""
-    start = vma.vm_start
-    if vma.vm_flags & VM_GROWSDOWN:
-        start = max(start - STACK_GUARD_GAP, 0) if start > STACK_GUARD_GAP else 0
-    return start
-
-
-def get_unmapped_area(
-    mm: MmStruct, addr: int, length: int, pgoff: int, flags: int, file: File | None
-) -> int:
-    """Choose an address for a mapping. Raises OSError.
-
-    Models mm/mmap.c:__get_unmapped_area → generic_get_unmapped_area_topdown: MAP_FIXED
-    addresses are checked only for range and alignment; a hint is used if the gap fits;
-    otherwise the highest gap below mmap_base wins. Private anonymous mappings without a
-    hint whose length is a multiple of PMD_SIZE are PMD-aligned
-    (thp_get_unmapped_area_vmflags, 6.7+).
-    """
-    if length > TASK_SIZE:
-        raise kernel_error(errno.ENOMEM, "length > TASK_SIZE")
-    if flags & uapi.MAP_FIXED:
-        if addr > TASK_SIZE - length:
-            raise kernel_error(errno.ENOMEM, "MAP_FIXED beyond TASK_SIZE")
-        if addr & (PAGE_SIZE - 1):
-            raise kernel_error(errno.EINVAL, "unaligned MAP_FIXED address")
-        return addr
-    hint = addr
-    if addr:
-        addr = page_align(addr)
-        if _hint_is_free(mm, addr, length):
-            return addr
-    # Only private anonymous mappings without a hint: MAP_SHARED anonymous memory takes
-    # shmem_get_unmapped_area(), which aligns nothing with shmem_enabled=never.
-    thp = not hint and file is None and not flags & uapi.MAP_SHARED and length % PMD_SIZE == 0
-    align = PMD_SIZE if thp else PAGE_SIZE
-    return vm_unmapped_area_topdown(mm, length, MMAP_MIN_ADDR, mm.mmap_base, align)
-
-
-def _hint_is_free(mm: MmStruct, addr: int, length: int) -> bool:
-    """Whether [addr, addr + length) can be used as given. Models the hint test shared by
-    mm/mmap.c:generic_get_unmapped_area_topdown and generic_hugetlb_get_unmapped_area:
-    below TASK_SIZE, above mmap_min_addr, clear of the next VMA's start gap and of the
-    previous VMA."""
-    vma, prev = mm.find_vma_prev(addr)
-    return (
-        TASK_SIZE - length >= addr
-        and addr >= MMAP_MIN_ADDR
-        and (vma is None or addr + length <= vm_start_gap(vma))
-        and (prev is None or addr >= prev.vm_end)
-    )
-
-
-def _hugetlb_unmapped_area(mm: MmStruct, addr: int, length: int, align: int) -> int:
-    """Models fs/hugetlbfs/inode.c:hugetlb_get_unmapped_area → generic_hugetlb_get_unmapped_area
-    (a hint aligned up to the huge page size and used if free; else a top-down search
-    with the huge page alignment)."""
-    if length > TASK_SIZE:
-        raise kernel_error(errno.ENOMEM, "length > TASK_SIZE")
-    if addr:
-        addr = (addr + align - 1) & ~(align - 1)
-        if _hint_is_free(mm, addr, length):
-            return addr
-    return vm_unmapped_area_topdown(mm, length, MMAP_MIN_ADDR, mm.mmap_base, align)
-
-
-def vm_unmapped_area_topdown(mm: MmStruct, length: int, low: int, high: int, align: int) -> int:
-    """The highest ``align``-aligned gap of ``length`` in [low, high).
-
-    Models mm/vma.c:unmapped_area_topdown.
-    """
-    v = mm.floor_vma(high - 1)  # the highest VMA starting below high
-    nxt = v.vm_next if v is not None else mm.first_vma()
-    gap_end = high if nxt is None else min(high, vm_start_gap(nxt))
-    while True:
-        if v is not None and v.vm_end > gap_end:
-            gap_end = min(gap_end, vm_start_gap(v))
-            v = v.vm_prev
-            continue
-        gap_start = max(v.vm_end if v is not None else 0, low)
-        if gap_end >= gap_start + length:
-            cand = (gap_end - length) & ~(align - 1)
-            if cand >= gap_start:
-                return cand
-        if v is None:
-            raise kernel_error(errno.ENOMEM, "no gap")
-        gap_end = vm_start_gap(v)
-        v = v.vm_prev
 
 
 def unmap_vmas_and_free(mm: MmStruct, vmas: list[VmArea], start: int, end: int) -> int:
@@ -480,7 +371,7 @@ def do_mmap(
         if flags & uapi.MAP_FIXED:
             addr = get_unmapped_area(mm, addr, length, pgoff, flags, file)
         else:
-            addr = _hugetlb_unmapped_area(mm, addr, length, align)
+            addr = hugetlb_get_unmapped_area(mm, addr, length, align)
     else:
         addr = get_unmapped_area(mm, addr, length, pgoff, flags, file)
     if flags & uapi.MAP_FIXED_NOREPLACE and mm.vmas_in(addr, addr + length):
@@ -594,123 +485,3 @@ __all__ = [
     "unmap_vmas_and_free",
     "rmap",
 ]
-
-
-# VM_DATA_DEFAULT_FLAGS on x86-64 without READ_IMPLIES_EXEC (arch/x86/include/asm/page_types.h:
-# VM_DATA_FLAGS_TSK_EXEC resolves to VM_DATA_FLAGS_NON_EXEC).
-VM_DATA_DEFAULT_FLAGS = 0x1 | 0x2 | 0x10 | 0x20 | 0x40  # rd wr mr mw me
-
-
-def do_brk_flags(mm: MmStruct, prev: VmArea | None, addr: int, length: int) -> None:
-    """Map [addr, addr+length) as heap, extending ``prev`` when it ends at ``addr``.
-
-    Models mm/vma.c:do_brk_flags: VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | mm->def_flags, the
-    map_count limit, the commit charge (security_vm_enough_memory_mm), then
-    vma_merge_new_range() with ``just_expand`` (only the previous
-    VMA is a merge candidate), else a new anonymous VMA with pgoff = addr >> PAGE_SHIFT.
-    """
-    vm_flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | mm.def_flags
-    if mm.map_count > mm.ctx.max_map_count:
-        raise kernel_error(errno.ENOMEM, "map_count")
-    pages = length >> PAGE_SHIFT
-    security_vm_enough_memory_mm(mm, pages)  # raises ENOMEM with nothing charged
-    end = addr + length
-    if prev is not None and prev.vm_end == addr:
-        vmg = VmaMergeStruct(mm, prev, None, addr, end, addr >> PAGE_SHIFT, vm_flags, None)
-        vmg.next = None  # just_expand: the iterator sits at prev; next is not considered
-        if vma_merge_new_range(vmg) is not None:
-            if vm_flags & VM_LOCKED:
-                mm.locked_vm += pages
-            return
-        if vmg.nomem:
-            vm_unacct_memory(mm.ctx, pages)
-            raise kernel_error(errno.ENOMEM, "merge allocation failed")
-    try:
-        vma = vm_area_alloc(mm, addr, end, addr >> PAGE_SHIFT, vm_flags, None)
-    except AllocFailure:
-        vm_unacct_memory(mm.ctx, pages)  # unacct_fail
-        raise kernel_error(errno.ENOMEM, "vm_area_alloc failed") from None
-    vma_link(mm, vma)
-    if vm_flags & VM_LOCKED:
-        mm.locked_vm += length >> PAGE_SHIFT
-
-
-def sys_brk(mm: MmStruct, brk: int) -> int:
-    """brk(2): move the program break; returns the new break, or the old one on refusal.
-
-    Models mm/mmap.c:SYSCALL_DEFINE1(brk) (min_brk = mm->start_brk, as with a randomized
-    brk): shrinking unmaps [PAGE_ALIGN(brk), PAGE_ALIGN(mm->brk)) if a brk VMA is there;
-    growing checks the range (check_brk_limits) and the stack_guard_gap of the next VMA,
-    then do_brk_flags() on the VMA before the old break (vma_prev_limit(start_brk)).
-    RLIMIT_DATA is unlimited (the default), so check_data_rlimit() never refuses. Under
-    mlockall(MCL_FUTURE) the new range is populated (mm_populate).
-
-    Long as SYSCALL_DEFINE1(brk) in mm/mmap.c is.
-    """
-    origbrk = mm.brk
-    if brk < mm.start_brk:
-        return origbrk
-    newbrk = page_align(brk)
-    oldbrk = page_align(mm.brk)
-    if oldbrk == newbrk:
-        mm.brk = brk
-        return brk
-    if brk <= mm.brk:
-        brkvma = mm.find_vma(newbrk)
-        if brkvma is None or brkvma.vm_start >= oldbrk:
-            return origbrk  # the range intersects a non-brk mapping
-        mm.brk = brk
-        try:
-            do_vmi_munmap(mm, newbrk, oldbrk - newbrk)
-        except OSError:
-            mm.brk = origbrk
-            return origbrk
-        return brk
-    # check_brk_limits() → get_unmapped_area(MAP_FIXED): within TASK_SIZE
-    if newbrk > TASK_SIZE or oldbrk < MMAP_MIN_ADDR:
-        return origbrk
-    nxt = mm.find_vma(oldbrk)
-    if (
-        nxt is not None
-        and nxt.vm_start < newbrk + PAGE_SIZE + STACK_GUARD_GAP
-        and newbrk + PAGE_SIZE > vm_start_gap(nxt)
-    ):
-        return origbrk
-    prev = mm.find_vma_prev(oldbrk)[1]
-    if prev is not None and prev.vm_end <= mm.start_brk:
-        prev = None  # vma_prev_limit(): nothing below start_brk
-    try:
-        do_brk_flags(mm, prev, oldbrk, newbrk - oldbrk)
-    except OSError:
-        mm.brk = origbrk
-        return origbrk
-    mm.brk = brk
-    if mm.def_flags & VM_LOCKED:  # mlockall(MCL_FUTURE): "populate = true"
-        mm_populate(mm, oldbrk, newbrk - oldbrk, ignore_errors=True)
-    return brk
-
-
-def install_special_mapping(
-    mm: MmStruct, addr: int, length: int, vm_flags: int, name: str
-) -> VmArea:
-    """Insert a special mapping such as ``[vdso]`` or ``[vvar]``.
-
-    Models mm/vma.c:_install_special_mapping → __install_special_mapping:
-    ``(vm_flags | mm->def_flags | VM_DONTEXPAND | VM_SOFTDIRTY) & ~VM_LOCKED_MASK``, the
-    special_mapping_vmops (a name and a close hook, so it never merges: VM_DONTEXPAND is
-    in VM_SPECIAL), then insert_vm_struct(). The pages behind it (the vDSO image, the vvar
-    pfns) are not modelled: a fault there maps anonymous memory.
-    """
-    vm_flags = (vm_flags | mm.def_flags | VM_DONTEXPAND | VM_SOFTDIRTY) & ~VM_LOCKED_MASK
-    if mm.map_count >= mm.ctx.max_map_count:
-        raise kernel_error(errno.ENOMEM, "map_count")
-    if mm.vmas_in(addr, addr + length):
-        raise kernel_error(errno.ENOMEM, "range in use")  # insert_vm_struct's overlap check
-    try:
-        vma = vm_area_alloc(mm, addr, addr + length, 0, vm_flags, None)
-    except AllocFailure:
-        raise kernel_error(errno.ENOMEM, "vm_area_alloc failed") from None
-    vma.special_name = name
-    vma.vm_ops_close = True
-    vma_link(mm, vma)
-    return vma

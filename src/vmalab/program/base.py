@@ -157,3 +157,11 @@ def op_to_json(o: OpBase) -> dict[str, Any]:
 def const(w: float) -> Callable[[GenState, int], float]:
     """A constant generator weight."""
     return lambda g, depth: w
+
+
+def range_rule(kind: str, pos: float, weight: float) -> GenRule:
+    """A generator entry that draws the op ``kind`` on the random arena range alone
+    (``{"op": kind, "addr": a, "len": n}``), at a constant weight."""
+    return GenRule(
+        kind, pos, const(weight), lambda g, depth, a, n: {"op": kind, "addr": a, "len": n}
+    )

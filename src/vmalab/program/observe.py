@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from vmalab import uapi
@@ -94,12 +94,8 @@ class Observation:
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "results": self.results,
-            "final": self.final,
-            "slab": self.slab,
-            "error": self.error,
-        }
+        """Every field, by name (the lists and dicts are not copied)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> Observation:

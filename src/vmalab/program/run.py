@@ -182,6 +182,12 @@ class Runner:
         if page < 0 or n < 0 or page + n > self.prog.arena_pages:
             raise Refused(f"[{page}, {page + n}) is outside the arena")
 
+    def span(self, page: int, n: int) -> tuple[int, int]:
+        """A page range of the arena, checked (``check_range``), as the absolute address
+        and length in bytes that the syscalls take."""
+        self.check_range(page, n)
+        return self.a(page), n * PAGE
+
     def fd(self, slot: int) -> int:
         """The descriptor of an open file slot."""
         if slot not in self.files:

@@ -19,6 +19,7 @@ from vmalab.cliutil import (
     MAX_WORKERS,
     check_trace_file,
     format_options,
+    int_option,
     quiet_option,
     resolve_format,
 )
@@ -277,12 +278,8 @@ Examples:
     metavar="ADDRESS",
     help="dask.distributed scheduler address (default: local processes)",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(1, MAX_WORKERS),
-    default=2,
-    show_default=True,
-    help=f"local worker processes (1..{MAX_WORKERS})",
+@int_option(
+    "--workers", lo=1, hi=MAX_WORKERS, default=2, help=f"local worker processes (1..{MAX_WORKERS})"
 )
 @click.option("--guardify", is_flag=True, help="also run each pair guardified")
 @format_options

@@ -17,6 +17,7 @@ from vmalab.cliutil import (
     PID_MAX,
     check_trace_file,
     format_options,
+    int_option,
     quiet_option,
     resolve_format,
 )
@@ -68,10 +69,11 @@ Exit status: 0; 1 when --compare-maps or --verify finds a difference;
     is_flag=True,
     help="rewrite PROT_NONE guard pages to MADV_GUARD_INSTALL and report it",
 )
-@click.option(
+@int_option(
     "--maps",
     "maps_pid",
-    type=click.IntRange(1, PID_MAX),
+    lo=1,
+    hi=PID_MAX,
     default=None,
     help="print /proc/PID/maps of this traced pid at the stopping point",
 )

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from vmalab.cliutil import MAX_LINE, PID_MAX, read_text_file, trace_file
+from vmalab.cliutil import MAX_LINE, PID_MAX, int_option, read_text_file, trace_file
 from vmalab.errors import UserInputError
 from vmalab.trace.mapsdiff import diff_maps
 from vmalab.trace.parse import TraceSyntaxError
@@ -76,9 +76,10 @@ def replay_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--start``, ``--stop-at-line`` and ``--lenient``: where a replay begins and ends,
     and whether it skips malformed lines (``compare`` and ``replay``)."""
     f = click.option("--lenient", is_flag=True, help="skip and count malformed trace lines")(f)
-    f = click.option(
+    f = int_option(
         "--stop-at-line",
-        type=click.IntRange(1, MAX_LINE),
+        lo=1,
+        hi=MAX_LINE,
         default=None,
         help="stop the replay after this line (1-based)",
     )(f)
@@ -93,9 +94,10 @@ def replay_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def compare_maps_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--compare-maps FILE`` and its ``--pid`` (``compare`` and ``replay``)."""
-    f = click.option(
+    f = int_option(
         "--pid",
-        type=click.IntRange(1, PID_MAX),
+        lo=1,
+        hi=PID_MAX,
         default=None,
         help="traced pid for --compare-maps (default: the traced root process)",
     )(f)

@@ -126,6 +126,17 @@ class GuardifyProcess:
         """PROT_* bits of a VMA (VM_READ/WRITE/EXEC share their bit positions)."""
         return v.prot
 
+    def _install_guard(self, start: int, length: int, note: str, by_mmap: bool = False) -> None:
+        """Install the guard region that stands for a PROT_NONE range; count the rewrite
+        (of an mmap or an mprotect) and note it."""
+        self.raw.madvise(start, length, uapi.MADV_GUARD_INSTALL)
+        self._guards.add((start, length))
+        if by_mmap:
+            self._stats.mmap_rewritten += 1
+        else:
+            self._stats.mprotect_rewritten += 1
+        self._stats.note(note)
+
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         """mprotect, with PROT_NONE edge pages turned into guard installs."""
         ln = (length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
@@ -138,12 +149,11 @@ class GuardifyProcess:
                 and (addr == v.start or addr + ln == v.end)
                 and v.end - v.start > ln
             ):
-                self.raw.madvise(addr, ln, uapi.MADV_GUARD_INSTALL)
-                self._guards.add((addr, ln))
-                self._stats.mprotect_rewritten += 1
-                self._stats.note(
+                self._install_guard(
+                    addr,
+                    ln,
                     f"mprotect({addr:#x}, {length}, PROT_NONE) -> "
-                    f"madvise({addr:#x}, {ln}, MADV_GUARD_INSTALL)"
+                    f"madvise({addr:#x}, {ln}, MADV_GUARD_INSTALL)",
                 )
                 return
             self._stats.left_alone += 1
@@ -154,13 +164,12 @@ class GuardifyProcess:
                 if (lo == 0) != (hi == 0) and max(lo, hi) <= self._max:
                     g = (v.start, lo) if lo else (addr + ln, hi)
                     self.raw.mprotect(v.start, v.end - v.start, prot)
-                    self.raw.madvise(g[0], g[1], uapi.MADV_GUARD_INSTALL)
-                    self._guards.add(g)
-                    self._stats.mprotect_rewritten += 1
-                    self._stats.note(
+                    self._install_guard(
+                        g[0],
+                        g[1],
                         f"mprotect({addr:#x}, {length}, {prot:#x}) in PROT_NONE "
                         f"{v.start:#x}-{v.end:#x} -> mprotect of the whole mapping + "
-                        f"madvise({g[0]:#x}, {g[1]}, MADV_GUARD_INSTALL)"
+                        f"madvise({g[0]:#x}, {g[1]}, MADV_GUARD_INSTALL)",
                     )
                     return
         if prot != uapi.PROT_NONE and self._guards:
@@ -186,13 +195,13 @@ class GuardifyProcess:
             for nb in (self._vma_at(addr - 1) if addr else None, self._vma_at(addr + ln)):
                 if nb is not None and nb.anon_private and self._prot(nb) != uapi.PROT_NONE:
                     r: int = self.raw.mmap(addr, length, self._prot(nb), flags, fd, offset)
-                    self.raw.madvise(r, ln, uapi.MADV_GUARD_INSTALL)
-                    self._guards.add((r, ln))
-                    self._stats.mmap_rewritten += 1
-                    self._stats.note(
+                    self._install_guard(
+                        r,
+                        ln,
                         f"mmap({addr:#x}, {length}, PROT_NONE) -> mmap with the "
                         f"neighbour's protection + madvise({r:#x}, {ln}, "
-                        "MADV_GUARD_INSTALL)"
+                        "MADV_GUARD_INSTALL)",
+                        by_mmap=True,
                     )
                     return r
             self._stats.left_alone += 1

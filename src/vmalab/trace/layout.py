@@ -9,7 +9,7 @@ Two ways to give a replayed process the mappings it had before the traced syscal
   so the load addresses come from hints found in the trace (see
   :class:`ExecHints`), or from fixed no-ASLR-like defaults.
 * :func:`apply_maps_dump` recreates exactly the VMAs of a ``/proc/PID/maps`` or
-  ``/proc/PID/smaps`` text.
+  ``/proc/PID/smaps`` text (it lives in :mod:`vmalab.trace.maps_dump`, re-exported here).
 
 Approximations, written down where they are made:
 
@@ -29,14 +29,20 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from vmalab import uapi
-from vmalab.mm.flags import MNEMONIC_TO_FLAG
 from vmalab.mm.mm_types import PAGE_SIZE
-from vmalab.trace.mapsdiff import MAPS_LINE, SMAPS_FIELD
+
+# The maps-dump side lives in trace/maps_dump.py; its names stay importable from here.
+from vmalab.trace.maps_dump import SPECIAL_FLAGS as SPECIAL_FLAGS
+from vmalab.trace.maps_dump import TASK_SIZE as TASK_SIZE
+from vmalab.trace.maps_dump import DumpVma as DumpVma
+from vmalab.trace.maps_dump import FileOpener as FileOpener
+from vmalab.trace.maps_dump import apply_maps_dump as apply_maps_dump
+from vmalab.trace.maps_dump import map_special as map_special
+from vmalab.trace.maps_dump import parse_maps as parse_maps
 
 STACK_TOP = 0x7FFFFFFFF000
 """Top of the replayed stack when the trace gives no hint (x86-64 TASK_SIZE, no ASLR)."""
@@ -49,27 +55,6 @@ ELF_ET_DYN_BASE = 0x555555554000
 VVAR_PAGES, VCLOCK_PAGES, VDSO_PAGES = 4, 2, 2
 HOST_READ_CAP = 64 << 20
 """At most this many bytes of a host file are read (ELF program headers, script lines)."""
-
-# Special mappings by name, with the vm_flags Linux 6.18 x86-64 gives them
-# (arch/x86/entry/vdso/vma.c: vdso_mapping, vvar_mapping; measured in /proc/self/smaps).
-SPECIAL_FLAGS = {
-    "[vvar]": MNEMONIC_TO_FLAG["rd"]
-    | MNEMONIC_TO_FLAG["mr"]
-    | MNEMONIC_TO_FLAG["pf"]
-    | MNEMONIC_TO_FLAG["io"]
-    | MNEMONIC_TO_FLAG["dd"],
-    "[vvar_vclock]": MNEMONIC_TO_FLAG["rd"]
-    | MNEMONIC_TO_FLAG["mr"]
-    | MNEMONIC_TO_FLAG["pf"]
-    | MNEMONIC_TO_FLAG["io"]
-    | MNEMONIC_TO_FLAG["dd"],
-    "[vdso]": MNEMONIC_TO_FLAG["rd"]
-    | MNEMONIC_TO_FLAG["ex"]
-    | MNEMONIC_TO_FLAG["mr"]
-    | MNEMONIC_TO_FLAG["mw"]
-    | MNEMONIC_TO_FLAG["me"],
-    "[uprobes]": MNEMONIC_TO_FLAG["ex"] | MNEMONIC_TO_FLAG["me"],
-}
 
 
 def open_host_file(path: str) -> Any:
@@ -220,10 +205,6 @@ class ExecLayout:
     notes: list[str] = field(default_factory=list)
 
 
-FileOpener = Callable[[str, int, int], int]
-"""``(path, size_needed, access_mode) -> model fd`` (the replay's model file cache)."""
-
-
 def _find_base(img: ElfImage, hints: ExecHints, taken: set[int]) -> int | None:
     """Infer a load bias from an early relro mprotect whose length matches ``img``."""
     if img.relro is None:
@@ -340,16 +321,6 @@ def load_elf_binary(
     return lay
 
 
-def map_special(proc: Any, addr: int, length: int, name: str, vm_flags: int | None = None) -> None:
-    """A special mapping (vvar, vvar_vclock, vdso) with the kernel's flags for ``name``.
-
-    Models arch/x86/entry/vdso/vma.c:map_vdso → _install_special_mapping; ``vm_flags``
-    (from a snapshot's VmFlags) overrides the 6.18 defaults of :data:`SPECIAL_FLAGS`.
-    """
-    flags = SPECIAL_FLAGS.get(name, MNEMONIC_TO_FLAG["rd"]) if vm_flags is None else vm_flags
-    proc.install_special_mapping(addr, length, flags, name)
-
-
 def _elf_load(proc: Any, img: ElfImage, bias: int, open_file: FileOpener) -> None:
     """Map the PT_LOAD segments of ``img`` at ``bias``. Models binfmt_elf.c:elf_load()."""
     fd = open_file(img.path, img.size, uapi.O_RDONLY)
@@ -367,249 +338,3 @@ def _elf_load(proc: Any, img: ElfImage, bias: int, open_file: FileOpener) -> Non
             anon_lo = page_up(file_end) if s.filesz else start
             if page_up(mem_end) > anon_lo:
                 proc.mmap(anon_lo, page_up(mem_end) - anon_lo, s.prot, flags | uapi.MAP_ANONYMOUS)
-
-
-# ------------------------------------------------------------------------ maps dumps
-
-
-@dataclass
-class DumpVma:
-    """One VMA of a maps/smaps dump."""
-
-    start: int
-    end: int
-    perms: str
-    offset: int
-    inode: int
-    path: str
-    vmflags: frozenset[str] | None = None
-    anonymous_kb: int | None = None
-
-    @property
-    def prot(self) -> int:
-        """The PROT_* bits of the perms column."""
-        return (
-            (uapi.PROT_READ if self.perms[0] == "r" else 0)
-            | (uapi.PROT_WRITE if self.perms[1] == "w" else 0)
-            | (uapi.PROT_EXEC if self.perms[2] == "x" else 0)
-        )
-
-    @property
-    def shared(self) -> bool:
-        """Whether the mapping is MAP_SHARED (``s`` in the perms column)."""
-        return self.perms[3] == "s"
-
-
-def parse_maps(text: str | Iterable[str], source: str = "dump") -> list[DumpVma]:
-    """Read a ``/proc/PID/maps`` or ``/proc/PID/smaps`` text.
-
-    Raises :class:`vmalab.errors.UserInputError` at ``SOURCE:LINE`` for a line that is
-    neither a VMA header nor an smaps field.
-    """
-    from vmalab.errors import UserInputError
-
-    lines = text.splitlines() if isinstance(text, str) else text
-    out: list[DumpVma] = []
-    for no, ln in enumerate(lines, 1):
-        ln = ln.rstrip("\n")
-        if not ln.strip():
-            continue
-        m = MAPS_LINE.match(ln)
-        if m:
-            path = m.group("name").strip()
-            out.append(
-                DumpVma(
-                    int(m.group("start"), 16),
-                    int(m.group("end"), 16),
-                    m.group("perms"),
-                    int(m.group("off"), 16),
-                    int(m.group("ino")),
-                    path,
-                )
-            )
-            continue
-        if SMAPS_FIELD.match(ln) and out:
-            key, _, val = ln.partition(":")
-            if key == "VmFlags":
-                out[-1].vmflags = frozenset(val.split())
-            elif key == "Anonymous":
-                try:
-                    out[-1].anonymous_kb = int(val.split()[0])
-                except (ValueError, IndexError):
-                    raise UserInputError(f"{source}:{no}", "bad Anonymous field") from None
-            continue
-        raise UserInputError(f"{source}:{no}", f"not a maps or smaps line: {ln[:60]!r}")
-    return out
-
-
-_SPECIAL_NAMES = ("[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]", "[uprobes]")
-TASK_SIZE = 0x7FFFFFFFF000
-
-# VmFlags that an madvise() call reproduces
-_MADV_FLAGS = {
-    "dc": uapi.MADV_DONTFORK,
-    "wf": uapi.MADV_WIPEONFORK,
-    "hg": uapi.MADV_HUGEPAGE,
-    "nh": uapi.MADV_NOHUGEPAGE,
-    "mg": uapi.MADV_MERGEABLE,
-    "dd": uapi.MADV_DONTDUMP,
-    "sr": uapi.MADV_SEQUENTIAL,
-    "rr": uapi.MADV_RANDOM,
-}
-
-
-def apply_maps_dump(
-    proc: Any, vmas: list[DumpVma], open_file: FileOpener, touch: bool = True
-) -> list[str]:
-    """Give ``proc`` exactly the VMAs of a dump; return notes on what could not be exact.
-
-    Every VMA is mapped MAP_FIXED at its address: file VMAs from the model file of that path
-    at their offset, ``[heap]`` and nameless ones anonymous, ``[stack]`` MAP_GROWSDOWN,
-    ``[vvar]``/``[vdso]`` as read-only anonymous stand-ins. Two adjacent private VMAs that
-    the model would merge were separate in the kernel, most likely because both had been
-    written (different anon_vmas): both get written (a read-only or PROT_NONE one is made
-    writable for the store and protected again) and the second is moved into place with
-    mremap, which keeps them apart. Shared pairs cannot be kept apart this way.
-    With smaps the dump says more and is followed instead: a VMA whose ``Anonymous`` is
-    non-zero is written once (and only those), one whose VmFlags have ``ac`` but that is not
-    writable is mapped writable and then mprotect()ed (VM_ACCOUNT comes from a writable
-    private mmap and survives the mprotect), and the VmFlags dc, wf, hg, nh, mg, dd, sr, rr
-    and lo are reproduced with madvise or mlock; ``gu`` cannot be (markers are not in the
-    dump). With ``touch`` (the replay's default, see :mod:`vmalab.trace.replay`) every
-    private writable VMA of a plain maps dump is written once, as the program most likely
-    had.
-    """
-    notes: list[str] = []
-    prev: DumpVma | None = None
-    for v in vmas:
-        if v.start >= TASK_SIZE:
-            notes.append(f"{v.path or hex(v.start)} above TASK_SIZE not modelled")
-            continue
-        length = v.end - v.start
-        flags = uapi.MAP_FIXED | (uapi.MAP_SHARED if v.shared else uapi.MAP_PRIVATE)
-        is_file = bool(v.path) and not v.path.startswith("[") and v.inode != 0
-        if v.path in _SPECIAL_NAMES:
-            vmf = None
-            if v.vmflags is not None:  # install adds de (and sd) itself
-                vmf = 0
-                for m in v.vmflags - {"de", "sd"}:
-                    vmf |= MNEMONIC_TO_FLAG.get(m, 0)
-            map_special(proc, v.start, length, v.path, vmf)
-            prev = v
-            continue
-        smaps = v.vmflags is not None
-        # was the VMA written (it has an anon_vma)?
-        if smaps:
-            written = bool(v.anonymous_kb) and not v.shared
-        else:
-            written = touch and not v.shared and bool(v.prot & uapi.PROT_WRITE)
-        map_prot = v.prot
-        if smaps and "ac" in (v.vmflags or ()) and not v.shared:
-            map_prot |= uapi.PROT_WRITE  # VM_ACCOUNT comes from a writable private mmap
-        if written:
-            map_prot |= uapi.PROT_WRITE
-        must_split = prev is not None and prev.end == v.start and _would_merge(prev, v)
-        if must_split and v.shared:
-            notes.append(
-                f"{v.start:#x}: adjacent to a compatible shared VMA; the model merges them"
-            )
-            must_split = False
-        target = v.start
-        if must_split and prev is not None:
-            # both need an anon_vma of their own; this one is written away from its
-            # neighbours, given its protection and moved into place (no merge)
-            target = _scratch(proc, length)
-            if not smaps or not prev.anonymous_kb:
-                _give_anon_vma(proc, prev)
-                if smaps:
-                    notes.append(
-                        f"{prev.start:#x}: written to keep it apart from "
-                        f"{v.start:#x}; its VmFlags may gain ac"
-                    )
-            written = True
-            map_prot |= uapi.PROT_WRITE
-        if is_file:
-            fd = open_file(
-                _dump_path(v.path),
-                v.offset + length,
-                uapi.O_RDWR
-                if v.shared and ("w" in v.perms or "mw" in (v.vmflags or ()))
-                else uapi.O_RDONLY,
-            )
-            proc.mmap(target, length, map_prot, flags, fd, v.offset)
-        else:
-            f = flags | uapi.MAP_ANONYMOUS
-            if v.path == "[stack]" or "gd" in (v.vmflags or ()):
-                f |= uapi.MAP_GROWSDOWN
-            if "nr" in (v.vmflags or ()):
-                f |= uapi.MAP_NORESERVE
-            proc.mmap(target, length, map_prot, f)
-            if v.path == "[stack]":
-                proc.set_start_stack(v.end - PAGE_SIZE)  # somewhere in the VMA; see the caller
-            elif v.path == "[heap]":
-                proc.set_brk_base(v.start, v.end)
-        if written:
-            proc.write(target, b"\0")
-        if map_prot != v.prot:
-            proc.mprotect(target, length, v.prot)
-        if target != v.start:
-            proc.mremap(target, length, length, uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED, v.start)
-        if v.vmflags:
-            for fl, adv in _MADV_FLAGS.items():
-                if fl in v.vmflags:
-                    try:
-                        proc.madvise(v.start, length, adv)
-                    except OSError as e:
-                        notes.append(f"{v.start:#x}: VmFlags {fl}: {e}")
-            if "lo" in v.vmflags:
-                proc.mlock(v.start, length)
-            if "gu" in v.vmflags:
-                notes.append(f"{v.start:#x}: VmFlags gu (guard markers) not reproducible")
-        prev = v
-    return notes
-
-
-def _give_anon_vma(proc: Any, v: DumpVma) -> None:
-    """Write one byte of the (private) VMA ``v``, making it writable for that if needed."""
-    if v.prot & uapi.PROT_WRITE:
-        proc.write(v.start, b"\0")
-        return
-    length = v.end - v.start
-    proc.mprotect(v.start, length, v.prot | uapi.PROT_WRITE)
-    proc.write(v.start, b"\0")
-    proc.mprotect(v.start, length, v.prot)
-
-
-def _dump_path(path: str) -> str:
-    """The model file for a dump path (``/memfd:x (deleted)`` and such keep their name)."""
-    return path
-
-
-def _would_merge(a: DumpVma, b: DumpVma) -> bool:
-    """Whether the model would merge ``b`` into the adjacent ``a`` if both were mapped.
-
-    With smaps, VMAs whose VmFlags differ (other than the merge-ignored ``gu`` and ``sd``)
-    stay apart by themselves once their flags are reproduced.
-    """
-    if a.perms != b.perms:
-        return False
-    if a.vmflags is not None and b.vmflags is not None:
-        ignore = {"gu", "sd"}
-        if a.vmflags - ignore != b.vmflags - ignore:
-            return False
-    a_anon = not a.path or a.inode == 0
-    b_anon = not b.path or b.inode == 0
-    if a_anon and b_anon:
-        return a.path in ("", "[heap]") and b.path in ("", "[heap]")
-    if a_anon != b_anon or a.path != b.path:
-        return False
-    return a.offset + (a.end - a.start) == b.offset
-
-
-def _scratch(proc: Any, length: int) -> int:
-    """A free range of ``length`` bytes with a free page on each side (nothing to merge with)."""
-    addr: int = proc.mmap(
-        0, length + 2 * PAGE_SIZE, uapi.PROT_NONE, uapi.MAP_PRIVATE | uapi.MAP_ANONYMOUS
-    )
-    proc.munmap(addr, length + 2 * PAGE_SIZE)
-    return addr + PAGE_SIZE

@@ -360,10 +360,8 @@ class UffdioRegister(OpBase):
         return cls(s, a, n, names_field(ctx, d, "mode", loc, UFFD_MODE_NAMES, ("missing",)))
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
-        r.check_range(self.addr, self.len)
-        got = r.m.uffdio_register(
-            r.fd(self.file), r.a(self.addr), self.len * PAGE, bits(self.mode, UFFD_MODE_NAMES)
-        )
+        a, n = r.span(self.addr, self.len)
+        got = r.m.uffdio_register(r.fd(self.file), a, n, bits(self.mode, UFFD_MODE_NAMES))
         return {"ret": f"{got:#x}"}
 
 
@@ -385,8 +383,8 @@ class UffdioUnregister(OpBase):
         return cls(s, *range_field(ctx, d, loc))
 
     def run(self, r: Runner, obs: Observation) -> None:
-        r.check_range(self.addr, self.len)
-        r.m.uffdio_unregister(r.fd(self.file), r.a(self.addr), self.len * PAGE)
+        a, n = r.span(self.addr, self.len)
+        r.m.uffdio_unregister(r.fd(self.file), a, n)
 
 
 UFFD_SLOT = 8

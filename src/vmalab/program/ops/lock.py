@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, register
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule, register
 from vmalab.program.fields import Ctx, bool_field, int_field, names_field, range_field
 from vmalab.program.names import MAX_ARENA_PAGES, MCL_NAMES, PAGE, bits
 
@@ -29,8 +29,7 @@ class Mlock(OpBase):
         return cls(*range_field(ctx, d, loc), bool_field(ctx, d, "onfault", loc, False))
 
     def run(self, r: Runner, obs: Observation) -> None:
-        r.check_range(self.addr, self.len)
-        r.m.mlock(r.a(self.addr), self.len * PAGE, self.onfault)
+        r.m.mlock(*r.span(self.addr, self.len), self.onfault)
 
     @staticmethod
     def generate(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
@@ -49,12 +48,9 @@ class Munlock(RangeOp):
     op: str = "munlock"
 
     def run(self, r: Runner, obs: Observation) -> None:
-        r.check_range(self.addr, self.len)
-        r.m.munlock(r.a(self.addr), self.len * PAGE)
+        r.m.munlock(*r.span(self.addr, self.len))
 
-    gen_rules = (
-        GenRule("munlock", 6, const(1), lambda g, d, a, n: {"op": "munlock", "addr": a, "len": n}),
-    )
+    gen_rules = (range_rule("munlock", 6, 1),)
 
 
 _MUNLOCKALL: dict[str, Any] = {"op": "munlockall"}

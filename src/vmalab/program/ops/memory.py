@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vmalab import uapi
-from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, register
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule, register
 from vmalab.program.fields import (
     Ctx,
     bool_field,
@@ -33,10 +33,6 @@ HUGE_SHIFT = 26
 def huge_pages(log: int) -> int:
     """The 4 KiB pages in a huge page of size ``1 << log`` (0: the default, 2 MiB)."""
     return 1 << ((log or 21) - 12) if log in (0, 21, 30) else 1
-
-
-def _range_op(g: GenState, depth: int, a: int, n: int, name: str) -> dict[str, Any]:
-    return {"op": name, "addr": a, "len": n}
 
 
 @register
@@ -158,12 +154,9 @@ class Munmap(RangeOp):
     op: str = "munmap"
 
     def run(self, r: Runner, obs: Observation) -> None:
-        r.check_range(self.addr, self.len)
-        r.m.munmap(r.a(self.addr), self.len * PAGE)
+        r.m.munmap(*r.span(self.addr, self.len))
 
-    gen_rules = (
-        GenRule("munmap", 1, const(4), lambda g, d, a, n: _range_op(g, d, a, n, "munmap")),
-    )
+    gen_rules = (range_rule("munmap", 1, 4),)
 
 
 @register
@@ -182,8 +175,7 @@ class Mprotect(OpBase):
         return cls(a, n, prot_field(ctx, d, loc, None))
 
     def run(self, r: Runner, obs: Observation) -> None:
-        r.check_range(self.addr, self.len)
-        r.m.mprotect(r.a(self.addr), self.len * PAGE, prot_bits(self.prot))
+        r.m.mprotect(*r.span(self.addr, self.len), prot_bits(self.prot))
 
     @staticmethod
     def generate(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
@@ -353,8 +345,7 @@ class Madvise(OpBase):
         return cls(a, n, adv)
 
     def run(self, r: Runner, obs: Observation) -> None:
-        r.check_range(self.addr, self.len)
-        r.m.madvise(r.a(self.addr), self.len * PAGE, ADVICE_NAMES[self.advice])
+        r.m.madvise(*r.span(self.addr, self.len), ADVICE_NAMES[self.advice])
 
     @staticmethod
     def generate(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
@@ -372,8 +363,7 @@ class Mseal(RangeOp):
     op: str = "mseal"
 
     def run(self, r: Runner, obs: Observation) -> None:
-        r.check_range(self.addr, self.len)
-        r.m.mseal(r.a(self.addr), self.len * PAGE)
+        r.m.mseal(*r.span(self.addr, self.len))
 
     @staticmethod
     def generate(g: GenState, depth: int, a: int, n: int) -> dict[str, Any]:
@@ -393,10 +383,7 @@ class Mincore(RangeOp):
     op: str = "mincore"
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
-        r.check_range(self.addr, self.len)
-        vec = r.m.mincore(r.a(self.addr), self.len * PAGE)
+        vec = r.m.mincore(*r.span(self.addr, self.len))
         return {"ret": "".join(str(b & 1) for b in vec)}
 
-    gen_rules = (
-        GenRule("mincore", 20, const(3), lambda g, d, a, n: _range_op(g, d, a, n, "mincore")),
-    )
+    gen_rules = (range_rule("mincore", 20, 3),)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, register
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule, register
 from vmalab.program.fields import Ctx, int_field, names_field, prot_field, range_field
-from vmalab.program.names import MAX_DEPTH, MDWE_NAMES, PAGE, PKEY_RIGHT_NAMES, bits, prot_bits
+from vmalab.program.names import MAX_DEPTH, MDWE_NAMES, PKEY_RIGHT_NAMES, bits, prot_bits
 from vmalab.program.parse import parse_ops
 
 if TYPE_CHECKING:
@@ -50,9 +50,7 @@ class Read(RangeOp):
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         return _access(r, self.addr, self.len, None)
 
-    gen_rules = (
-        GenRule("read", 7, const(6), lambda g, d, a, n: {"op": "read", "addr": a, "len": n}),
-    )
+    gen_rules = (range_rule("read", 7, 6),)
 
 
 @register
@@ -257,5 +255,4 @@ class PkeyMprotect(OpBase):
         return cls(a, n, prot_field(ctx, d, loc, None), int_field(ctx, d, "key", loc, -1, 16))
 
     def run(self, r: Runner, obs: Observation) -> None:
-        r.check_range(self.addr, self.len)
-        r.m.pkey_mprotect(r.a(self.addr), self.len * PAGE, prot_bits(self.prot), self.key)
+        r.m.pkey_mprotect(*r.span(self.addr, self.len), prot_bits(self.prot), self.key)
