@@ -19,9 +19,11 @@ class Gen:
     random arena range is drawn and handed to the rule. Implements
     ``vmalab.program.base.GenState``."""
 
-    def __init__(self, rnd: random.Random, arena: int = 48) -> None:
+    def __init__(self, rnd: random.Random, arena: int = 48, *, thp: bool = False) -> None:
         self.r = rnd
         self.arena = arena
+        #: every program takes the 1024-page arena and the THP scenario (``fuzz --thp``)
+        self.thp = thp
         self.files: list[int] = []
         # mremap moves made so far, (origin, len, destination): later ops map beside the
         # origin and move the range back, so that the moved VMA (whose pgoff is its
@@ -284,7 +286,7 @@ class Gen:
 
     def program(self) -> dict[str, Any]:
         ops: list[dict[str, Any]] = []
-        if self.r.random() < 0.06:
+        if self.thp or self.r.random() < 0.06:
             self.arena = 1024
         if self.r.random() < 0.4:
             self.files.append(0)
@@ -322,6 +324,8 @@ def rules() -> list[GenRule]:
     return sorted((g for cls in P.OPS.values() for g in cls.gen_rules), key=lambda g: g.pos)
 
 
-def random_program(seed: int) -> Program:
-    """A random valid program, determined by ``seed``."""
-    return P.from_json(_Gen(random.Random(seed)).program(), f"random:{seed}")
+def random_program(seed: int, *, thp: bool = False) -> Program:
+    """A random valid program, determined by ``seed`` (and ``thp``: every program with
+    the 1024-page arena and the THP scenario)."""
+    src = f"random-thp:{seed}" if thp else f"random:{seed}"
+    return P.from_json(_Gen(random.Random(seed), thp=thp).program(), src)
