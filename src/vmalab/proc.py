@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vmalab import uapi
-from vmalab.mm import hugetlb
+from vmalab.mm import huge_memory, hugetlb
 from vmalab.mm.flags import (
     VM_EXEC,
     VM_GROWSDOWN,
@@ -151,6 +151,7 @@ def show_smaps(mm: MmStruct) -> str:
         )
         # vma_kernel_pagesize()/vma_mmu_pagesize(): the huge page size for hugetlb
         pgsz = hugetlb.vma_hpage_size(v) >> 10 if v.vm_flags & VM_HUGETLB else 4
+        anon_huge, shmem_pmd = huge_memory.pmd_mapped_kb(v)
         rows = [
             ("Size", size),
             ("KernelPageSize", pgsz),
@@ -166,8 +167,8 @@ def show_smaps(mm: MmStruct) -> str:
             ("Anonymous", a["anon"]),
             ("KSM", 0),
             ("LazyFree", 0),
-            ("AnonHugePages", 0),
-            ("ShmemPmdMapped", 0),
+            ("AnonHugePages", anon_huge),
+            ("ShmemPmdMapped", shmem_pmd),
             ("FilePmdMapped", 0),
             ("Shared_Hugetlb", 0),
             ("Private_Hugetlb", 0),

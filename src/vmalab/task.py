@@ -218,6 +218,9 @@ class Task:
         if offset + length > filemap.MAX_LFS_FILESIZE:
             raise kernel_error(errno.EFBIG)
         inode = f.inode
+        if inode.kind == "hugetlb":
+            pool = hugetlb.pool_of(self.kernel.ctx)
+            return hugetlb.hugetlbfs_fallocate(pool, inode, mode, offset, length)
         if mode & uapi.FALLOC_FL_PUNCH_HOLE:
             if inode.seals & (uapi.F_SEAL_WRITE | uapi.F_SEAL_FUTURE_WRITE):
                 raise kernel_error(errno.EPERM, "sealed")

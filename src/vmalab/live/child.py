@@ -26,7 +26,6 @@ import faulthandler
 import fcntl
 import json
 import os
-import re
 import resource
 import shutil
 import signal
@@ -40,6 +39,7 @@ from typing import Any
 from vmalab import program as P
 from vmalab import uapi
 from vmalab.errors import ResourceLimitError
+from vmalab.program.observe import parse_smaps
 
 PR_SET_PDEATHSIG = 1
 SYS_MSEAL = 462
@@ -205,6 +205,7 @@ class LiveMachine:
         self.budget = budget
         self.lo = P.ARENA_BASE
         self.hi = P.ARENA_BASE + arena_pages * P.PAGE
+        self._pmd: tuple[int, int, list[tuple[int, int, int, int]]] | None = None
         self.tmpdir = tmpdir
         self.exited = False
         c = self.lib.c
@@ -520,18 +521,20 @@ class LiveMachine:
         self.exited = True
 
     def vmas(self, lo: int, hi: int) -> list[tuple[int, int, frozenset[str]]]:
-        out: list[tuple[int, int, frozenset[str]]] = []
-        cur: list[int] | None = None
         with open("/proc/self/smaps") as f:
-            for line in f:
-                m = _HDR.match(line)
-                if m:
-                    s, e = int(m.group(1), 16), int(m.group(2), 16)
-                    cur = [s, e] if e > lo and s < hi else None
-                elif cur is not None and line.startswith("VmFlags:"):
-                    out.append((cur[0], cur[1], frozenset(line.split()[1:])))
-                    cur = None
+            out, pmd = parse_smaps(f, lo, hi)
+        self._pmd = (lo, hi, pmd)
         return out
+
+    def pmd_mapped(self, lo: int, hi: int) -> list[tuple[int, int, int, int]]:
+        """From the smaps read of the last ``vmas()`` call over the same range (the
+        state is always read as vmas, pagemap, pmd_mapped), else a new read."""
+        last = self._pmd
+        if last is None or last[:2] != (lo, hi):
+            self.vmas(lo, hi)
+            last = self._pmd
+        self._pmd = None
+        return last[2] if last is not None else []
 
     def pagemap(self, addr: int, npages: int) -> list[int]:
         data = os.pread(self.pagemap_fd, 8 * npages, (addr // P.PAGE) * 8)
@@ -540,13 +543,18 @@ class LiveMachine:
     def slab(self) -> dict[str, int]:
         return read_slab()
 
+    def khugepaged(self, max_ptes_none: int, max_ptes_swap: int, max_ptes_shared: int) -> int:
+        raise Refused(
+            "khugepaged cannot be run on demand (it scans in the background every 10 s; "
+            "waking it needs the host's sysfs knobs)"
+        )
+
     def check(self) -> None:
         """After every op: the resident-memory budget of the live fork tree."""
         if self.budget is not None:
             self.budget.check_rss()
 
 
-_HDR = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ")
 CAP_IPC_LOCK = 14
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -612,6 +620,11 @@ def main() -> None:
     )
     try:
         prog = P.from_json(req["program"], "program")
+        if prog.hugetlb_pool is not None and prog.hugetlb_pool != _host_hugetlb_pool():
+            raise Refused(
+                f"hugetlb_pool {prog.hugetlb_pool} is not this machine's "
+                f"({_host_hugetlb_pool()} pages; the runner does not change the host's pool)"
+            )
         size = prog.arena_pages * P.PAGE
         c = lib.c
         r = c.mmap(P.ARENA_BASE, size, 0, 0x22 | uapi.MAP_FIXED_NOREPLACE, -1, 0)
@@ -680,6 +693,15 @@ def main() -> None:
             shutil.rmtree(tmpdir, ignore_errors=True)
     sys.stdout.write(json.dumps(out))
     sys.stdout.flush()
+
+
+def _host_hugetlb_pool() -> int:
+    """/proc/sys/vm/nr_hugepages (the default 2 MiB pool; 0 if unreadable)."""
+    try:
+        with open("/proc/sys/vm/nr_hugepages") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
 
 
 def _limit_json(e: ResourceLimitError) -> dict[str, Any]:

@@ -312,15 +312,13 @@ def _check_mremap_params(
 
 def _check_prep_vma(mm: MmStruct, addr: int, old_len: int, new_len: int, flags: int) -> VmArea:
     """The VMA at ``addr``, if mremap() may touch it. Models mm/mremap.c:check_prep_vma
-    (EFAULT without a VMA, EPERM if sealed, hugetlb's alignment rules, EINVAL for old_len
-    0 unless shared+MAYMOVE)."""
+    (EFAULT without a VMA, EPERM if sealed, EINVAL for old_len 0 unless shared+MAYMOVE;
+    hugetlb's rules follow in do_mremap: check_mremap_hugetlb)."""
     vma = mm.vma_lookup(addr)
     if vma is None:
         raise kernel_error(errno.EFAULT, "no VMA at old address")
     if vma.vm_flags & VM_SEALED:
         raise kernel_error(errno.EPERM, "mseal()'d VMA")
-    if vma.vm_flags & VM_HUGETLB:
-        check_mremap_hugetlb(vma, addr, old_len, new_len, flags)
     if not old_len:
         if not vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
             raise kernel_error(errno.EINVAL, "old_len 0 on a private mapping")
@@ -362,6 +360,11 @@ def do_mremap(
     """
     old_len, new_len = _check_mremap_params(addr, old_len, new_len, flags, new_addr)
     vma = _check_prep_vma(mm, addr, old_len, new_len, flags)
+    if vma.vm_flags & VM_HUGETLB:
+        fixed = flags & (uapi.MREMAP_FIXED | uapi.MREMAP_DONTUNMAP)
+        old_len, new_len = check_mremap_hugetlb(
+            vma, addr, old_len, new_len, flags, new_addr if fixed else 0
+        )
     if flags & (uapi.MREMAP_FIXED | uapi.MREMAP_DONTUNMAP):
         return mremap_to(mm, addr, old_len, new_len, flags, new_addr)
     if new_len <= old_len:
