@@ -638,26 +638,6 @@ def copy_page_range(dst: VmArea, src: VmArea) -> int:
     return markers
 
 
-def move_page_tables(old: VmArea, old_addr: int, new: VmArea, new_addr: int, length: int) -> None:
-    """Move the PTEs of [old_addr, old_addr+length) to new_addr, markers included.
-
-    Models mm/mremap.c:move_page_tables at PTE granularity (move_ptes). The source tables
-    are left for free_pgtables() at unmap, as in the kernel when PMDs cannot be moved
-    whole. Raises AllocFailure if a destination table cannot be had (nothing moved from
-    the failing table on).
-    """
-    spt = old.vm_mm.pgtables
-    dpt = new.vm_mm.pgtables
-    delta = new_addr - old_addr
-    huge = huge_memory.move_huge_pmds(old, old_addr, new, new_addr, length)
-    for i, t, j, pte in pte_walk(spt, old_addr, old_addr + length):
-        na = (i << PMD_SHIFT) + (j << 12) + delta
-        dt = dpt.pte_alloc(na)
-        dt[(na >> 12) & 511] = pte
-        t[j] = 0
-    dpt.huge.update(huge)
-
-
 def count_markers(vma: VmArea, start: int | None = None, end: int | None = None) -> int:
     """Guard markers in [start, end) of ``vma`` (the whole VMA by default)."""
     s = vma.vm_start if start is None else start
