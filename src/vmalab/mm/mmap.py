@@ -14,7 +14,7 @@ import errno
 
 from vmalab import uapi
 from vmalab.errors import InvariantError, kernel_error
-from vmalab.mm import hugetlb, rmap
+from vmalab.mm import hugetlb, pkeys, rmap
 from vmalab.mm.filemap import File
 from vmalab.mm.flags import (
     VM_ACCOUNT,
@@ -355,6 +355,8 @@ def do_mmap(
         # x86 arch_validate_prot is only consulted by mprotect; mmap ignores other bits
         prot &= 0xF
     vm_flags = calc_vm_prot_bits(prot) | calc_vm_flag_bits(flags) | mm.def_flags
+    if prot == uapi.PROT_EXEC and mm.ctx.pku:  # the pkey half of calc_vm_prot_bits()
+        vm_flags |= pkeys.pkey_vm_flags(max(pkeys.execute_only_pkey(mm), 0))
     vm_flags |= VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
     huge = hugetlb.is_file_hugepages(file)
     if huge:
