@@ -62,10 +62,24 @@ def test_alloc_all_keys_then_enospc() -> None:
     k.check()
 
 
+def test_freed_key_0_becomes_the_execute_only_key() -> None:
+    """Model-only (kernel quirk, from the code). After pkey_free(0), the first PROT_EXEC
+    mprotect's __execute_only_pkey() allocates key 0 (ffz) and access-disables it;
+    __arch_override_mprotect_pkey() only takes a key > 0, so the VMA keeps key 0 and
+    every key-0 load now faults SEGV_PKUERR."""
+    k, p = proc()
+    a = p.mmap(0, 2 * PAGE, RW, ANON)
+    p.pkey_free(0)
+    p.mprotect(a, PAGE, uapi.PROT_EXEC)
+    assert p.pkey_exec_only == 0 and p.pkey_get(0) == AD
+    assert pkuerr(p.read, a + PAGE, 1).code == "SEGV_PKUERR"
+    k.check()
+
+
 def test_alloc_sets_init_rights_in_pkru() -> None:
-    """Model-only. New processes start at init_pkru_value (arch/x86/mm/pkeys.c: every key
-    but 0 access-disabled); sys_pkey_alloc() → arch_set_user_pkey_access() replaces the
-    key's two PKRU bits with ``init_val``."""
+    """Model-only (no selftest of its own). New processes start at init_pkru_value
+    (arch/x86/mm/pkeys.c: every key but 0 access-disabled); sys_pkey_alloc() →
+    arch_set_user_pkey_access() replaces the key's two PKRU bits with ``init_val``."""
     _k, p = proc()
     assert p.pkru == 0x55555554
     assert [p.pkey_get(i) for i in (0, 1, 15)] == [0, AD, AD]
@@ -92,7 +106,8 @@ def test_free_unallocated_and_mprotect_with_unallocated_key() -> None:
 
 
 def test_access_disable_load_faults_pkuerr() -> None:
-    """Model-only. protection_keys.c:test_read_of_access_disabled_region: a load from a VMA
+    """Model-only. protection_keys.c:test_read_of_access_disabled_region(_with_page_already_mapped)
+    and test_write_of_access_disabled_region: a load from a VMA
     whose key PKRU access-disables is SIGSEGV/SEGV_PKUERR (arch/x86/mm/fault.c:
     access_error → bad_area_access_error), present page or not; pkey_set(0) allows it."""
     k, p = proc()
@@ -109,7 +124,8 @@ def test_access_disable_load_faults_pkuerr() -> None:
 
 
 def test_write_disable_store_faults_load_works() -> None:
-    """Model-only. protection_keys.c:test_write_of_write_disabled_region: PKEY_DISABLE_WRITE
+    """Model-only. protection_keys.c:test_read_of_write_disabled_region and
+    test_write_of_write_disabled_region: PKEY_DISABLE_WRITE
     lets loads through and makes stores SEGV_PKUERR (__pkru_allows_write)."""
     _k, p = proc()
     a = p.mmap(0, PAGE, RW, ANON)
@@ -134,7 +150,7 @@ def test_pkey_fault_comes_before_the_vma_check() -> None:
 
 
 def test_execute_only_memory() -> None:
-    """Model-only. protection_keys.c:test_execute_only_pkey and
+    """Model-only. protection_keys.c:test_executing_on_unreadable_memory and
     test_implicit_mprotect_exec_only_memory: mmap/mprotect(PROT_EXEC) gets the
     execute-only key (__execute_only_pkey: allocated once, PKRU access-disabled), a load
     is SEGV_PKUERR, an instruction fetch is allowed; the key is not the user's
@@ -163,11 +179,20 @@ def test_execute_only_memory() -> None:
 
 
 def test_explicit_key_wins_and_plain_mprotect_keeps_it() -> None:
-    """Model-only. __arch_override_mprotect_pkey: pkey_mprotect's key is never
-    overridden; plain mprotect() keeps the VMA's key (vma_pkey); a VMA may keep a key
-    after pkey_free() (sys_pkey_free: "We could provide warnings…")."""
+    """Model-only. protection_keys.c:test_pkey_alloc_free_attach_pkey0 and
+    test_mprotect_with_pkey_0; __arch_override_mprotect_pkey: pkey_mprotect's key is
+    never overridden (key 0 with PROT_EXEC stays 0); plain mprotect() keeps the VMA's
+    key (vma_pkey); a VMA may keep a key after pkey_free() (sys_pkey_free: "We could
+    provide warnings…")."""
     k, p = proc()
     a = p.mmap(0, PAGE, RW, ANON)
+    keys = [p.pkey_alloc() for _ in range(15)]
+    for key in keys:
+        p.pkey_free(key)
+    for prot in (uapi.PROT_READ, uapi.PROT_WRITE, uapi.PROT_EXEC, RW, RW | uapi.PROT_EXEC):
+        p.pkey_mprotect(a, PAGE, prot, 0)
+        assert "ProtectionKey:         0\n" in p.smaps()
+    assert p.pkey_exec_only == -1
     key = p.pkey_alloc()
     p.pkey_mprotect(a, PAGE, uapi.PROT_EXEC, key)
     assert p.pkey_exec_only == -1
@@ -179,9 +204,9 @@ def test_explicit_key_wins_and_plain_mprotect_keeps_it() -> None:
 
 
 def test_fork_keeps_keys_and_pkru() -> None:
-    """Model-only. arch_dup_pkeys() copies the allocation map and execute-only key,
-    fpu_clone() the PKRU: the child sees the parent's rights and keys, and its own
-    changes stay its own (the model's PKRU is per process)."""
+    """Model-only (no selftest of its own). arch_dup_pkeys() copies the allocation map
+    and execute-only key, fpu_clone() the PKRU: the child sees the parent's rights and
+    keys, and its own changes stay its own (the model's PKRU is per process)."""
     k, p = proc()
     a = p.mmap(0, PAGE, RW, ANON)
     key = p.pkey_alloc(0, AD)

@@ -304,7 +304,8 @@ def _check_pkru_insn(p: PkeyTask, pkey: int) -> None:
 def check_task(p: PkeyTask) -> str | None:
     """Kernel.check()'s pkey invariants for one task, or a description of the first
     violation: with OSPKE the map has 16 keys, the execute-only key is -1 or an
-    allocated key 1..15 and PKRU fits 32 bits; without OSPKE nothing but the measured
+    allocated key (0 too: after pkey_free(0), __execute_only_pkey() gets key 0) and
+    PKRU fits 32 bits; without OSPKE nothing but the measured
     key-0 leak exists and no VMA carries a key. Not invariants: key 0 being allocated
     (mm_pkey_free() frees it like any other: it passes mm_pkey_is_allocated()) and a
     VMA's key being allocated (sys_pkey_free() does not look at VMAs)."""
@@ -312,7 +313,7 @@ def check_task(p: PkeyTask) -> str | None:
         if p.pkey_map >> 16:
             return f"pkey map {p.pkey_map:#x} beyond 16 keys"
         x = p.pkey_exec_only
-        if x != -1 and not (1 <= x < 16 and p.pkey_map >> x & 1):
+        if x != -1 and not (0 <= x < 16 and p.pkey_map >> x & 1):
             return f"execute-only pkey {x} is not an allocated key"
         if not 0 <= p.pkru < 1 << 32:
             return f"PKRU {p.pkru:#x} is not a 32-bit value"
