@@ -166,6 +166,8 @@ def test_execute_only_memory() -> None:
     p.fault(a, "exec")
     assert errno_of(p.pkey_free, x) == errno.EINVAL
     assert errno_of(p.pkey_mprotect, a, PAGE, uapi.PROT_EXEC, x) == errno.EINVAL
+    c = p.mmap(0, PAGE, uapi.PROT_EXEC | 0x10, ANON)  # not exactly PROT_EXEC: key 0
+    assert p.read(c, 1) == b"\0"
     b = p.mmap(0, PAGE, RW, ANON)
     p.mprotect(b, PAGE, uapi.PROT_EXEC)
     assert p.pkey_exec_only == x and p.pkey_alloc() == 2  # one key for all of them
