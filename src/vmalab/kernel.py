@@ -26,6 +26,7 @@ from vmalab.mm.memory import unmap_mapping_range
 from vmalab.mm.mm_types import AnonVma, MmContext, MmStruct, VmArea
 from vmalab.mm.page_alloc import KIND_ANON, KIND_PAGECACHE, PhysMem
 from vmalab.mm.pagetable import _PAGE_PRESENT, pte_walk
+from vmalab.mm.pkeys import check_task as check_pkeys
 from vmalab.mm.pkeys import host_has_ospke
 from vmalab.mm.shm import ShmNamespace, ns_of
 from vmalab.mm.slab import AllocFailure, FailPolicy, Slabs, SlabStats
@@ -95,8 +96,8 @@ class Kernel:
         self._design = get_design(design)
         #: The commit-charge policy (mm/util.c); default: the host's.
         overcommit = overcommit if overcommit is not None else host_overcommit()
-        #: Whether the CPU has OSPKE (protection keys). Default: the host's; the model
-        #: only implements the no-OSPKE behaviour (vmalab.mm.pkeys).
+        #: Whether the CPU has OSPKE (protection keys, vmalab.mm.pkeys). Default: the
+        #: host's (no OSPKE on the project's machine); True is model-only.
         pku = host_has_ospke() if pku is None else pku
         #: /sys/kernel/mm/transparent_hugepage/enabled: "always", "madvise" or "never"
         #: (default: the host's, "madvise" on the project's machine).
@@ -289,6 +290,9 @@ class Kernel:
             if bad is not None:
                 raise InvariantError(bad)
             bad = huge_memory.check_huge_pmds(mm)
+            if bad is not None:
+                raise InvariantError(f"pid {proc.pid}: {bad}")
+            bad = check_pkeys(proc)
             if bad is not None:
                 raise InvariantError(f"pid {proc.pid}: {bad}")
         n_vmas, n_avcs = acc.n_vmas, acc.n_avcs

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vmalab import uapi
-from vmalab.mm import huge_memory, hugetlb
+from vmalab.mm import huge_memory, hugetlb, pkeys
 from vmalab.mm.flags import (
     VM_EXEC,
     VM_GROWSDOWN,
@@ -179,6 +179,8 @@ def show_smaps(mm: MmStruct) -> str:
         out.append(_header(v) + "\n")
         out.extend(f"{k + ':':<16}{val:>8} kB\n" for k, val in rows)
         out.append(f"THPeligible:    {thp:>8}\n")
+        if mm.ctx.pku:  # arch_pkeys_enabled()
+            out.append(f"ProtectionKey:  {pkeys.vma_pkey(v):>8}\n")
         out.append("VmFlags: " + "".join(m + " " for m in mnemonics(v.vm_flags)) + "\n")
     return "".join(out)
 

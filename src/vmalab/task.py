@@ -123,6 +123,9 @@ class Task:
     #: mm->context.pkey_allocation_map and execute_only_pkey (see vmalab.mm.pkeys).
     pkey_map: int
     pkey_exec_only: int
+    #: PKRU (two bits per key: access-disable, write-disable); 0 without OSPKE. The
+    #: kernel has one per thread; the model's tasks are single-threaded processes.
+    pkru: int
 
     # --- files --------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from vmalab.errors import InvariantError, SegmentationFault
-from vmalab.mm import huge_memory, hugetlb, userfaultfd
+from vmalab.mm import huge_memory, hugetlb, pkeys, userfaultfd
 from vmalab.mm.flags import (
     VM_ACCOUNT,
     VM_EXEC,
@@ -546,15 +546,24 @@ def _do_fault_around(vma: VmArea, addr: int, t: array[int]) -> None:
         t[p] = mk_pte(pfn, writable)
 
 
-def fault_in(mm: MmStruct, addr: int, write: bool) -> tuple[VmArea, int]:
+def fault_in(mm: MmStruct, addr: int, write: bool, instr: bool = False) -> tuple[VmArea, int]:
     """Make ``addr`` accessible for a user load/store and return (vma, pfn).
 
     Models the user-fault path: do_user_addr_fault's access_error() (no VMA, PROT_NONE,
-    or a write to a non-writable VMA → SIGSEGV), then handle_mm_fault until the PTE
-    allows the access. Raises SegmentationFault.
+    or a write to a non-writable VMA → SIGSEGV; with OSPKE, first, a data access (not
+    ``instr``, an instruction fetch) that PKRU forbids for the VMA's key → SIGSEGV with
+    SEGV_PKUERR, whether or not the PTE is present, as X86_PF_PK or
+    arch_vma_access_permitted() would say), then handle_mm_fault until the PTE allows
+    the access. Raises SegmentationFault.
     """
     try:
         vma = find_fault_vma(mm, addr)
+        if mm.ctx.pku and not instr and not pkeys.access_permitted(vma, write):
+            # access_error() asks the key first; bad_area_access_error() then sees
+            # bad_area_access_from_pkeys() and sends SEGV_PKUERR.
+            raise SegmentationFault(
+                addr, "SIGSEGV", f"pkey {pkeys.vma_pkey(vma)} denied by PKRU", "SEGV_PKUERR"
+            )
         if write:
             if not vma.vm_flags & VM_WRITE:
                 raise FaultError("SIGSEGV", "write to non-writable VMA")
