@@ -79,3 +79,28 @@ def test_memory_fork_scaling_and_table(tmp_path: Path) -> None:
     }
     text = targets.table(rep)
     assert "B per VMA pair after fork" in text and "fork() s" in text
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_kernel_scaling_runs_the_groups_without_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    """kernel_scaling.py: every call of the op groups succeeds on the kernel (it exits
+    on a failed call) and each size gets a row with every op kind."""
+    import json
+
+    import kernel_scaling
+
+    assert (
+        kernel_scaling.main(["--sizes", "20,50", "--groups", "30", "--repeats", "1", "--json"]) == 0
+    )
+    res = json.loads(capsys.readouterr().out)
+    assert [r["vmas"] for r in res["rows"]] == [20, 50]
+    for r in res["rows"]:
+        assert set(r["us_per_kind"]) == {"split", "merge", "guard_install", "fault"}
+        assert r["us_per_op"] > 0
+
+
+def test_kernel_scaling_rejects_a_bad_size_list(capsys: pytest.CaptureFixture[str]) -> None:
+    import kernel_scaling
+
+    assert kernel_scaling.main(["--sizes", "10,x"]) == 2
+    assert "--sizes" in capsys.readouterr().err

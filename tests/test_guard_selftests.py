@@ -737,6 +737,14 @@ def test_collapse(gr):
     for i in range(0, size // P, 2):
         assert not try_read(p, ptr + i * P), i
     madv(gr, ptr, size, uapi.MADV_HUGEPAGE)
+    if gr.design == "lossy" and gr.variant != ANON:
+        # lossy keeps no per-VMA record, so retract_page_tables() frees the marker
+        # tables of a file VMA and the collapse succeeds: the guards are lost
+        # (vmalab.mm.khugepaged.collapse_file; the kernel's VMAs keep an anon_vma).
+        p.madvise(ptr, size, uapi.MADV_COLLAPSE)
+        assert guard_pages(p, ptr, size // P) == []
+        gr.k.check()
+        return
     expect_errno(errno.EINVAL, p.madvise, ptr, size, uapi.MADV_COLLAPSE)
     gr.k.check()
     for i in range(0, size // P, 2):

@@ -1,4 +1,4 @@
-"""The VMA index (``vmalab.mm.mm_types.VmaTree``) against a plain sorted reference."""
+"""The VMA index (``vmalab.mm.maple_tree.VmaTree``) against a plain sorted reference."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import random
 import pytest
 
 from vmalab import Kernel
-from vmalab.mm.mm_types import VmArea, VmaTree
+from vmalab.mm.maple_tree import VmaTree
+from vmalab.mm.mm_types import VmArea
 
 # A real mm for the VMAs to point at: the compiled build checks vm_mm's type.
 _MM = Kernel().spawn().mm
@@ -25,7 +26,7 @@ def _floor(ref: dict[int, VmArea], addr: int) -> VmArea | None:
 @pytest.mark.parametrize("seed", range(6))
 def test_random_operations_match_a_sorted_reference(seed: int) -> None:
     rng = random.Random(seed)
-    t = VmaTree(leaf_max=4)  # tiny leaves: every path splits and empties leaves
+    t: VmaTree[VmArea] = VmaTree(leaf_max=4)  # tiny leaves: every path splits and empties leaves
     ref: dict[int, VmArea] = {}
     for _ in range(600):
         op = rng.random()
@@ -33,10 +34,10 @@ def test_random_operations_match_a_sorted_reference(seed: int) -> None:
             k = rng.randrange(0, 400) * 4
             if k in ref:
                 with pytest.raises(KeyError):
-                    t.insert(_vma(k))
+                    t.insert(k, _vma(k))
                 continue
             v = _vma(k)
-            prev, nxt = t.insert(v)
+            prev, nxt = t.insert(v.vm_start, v)
             ref[k] = v
             ks = sorted(ref)
             i = ks.index(k)

@@ -32,13 +32,17 @@ class SegmentationFault(Exception):
     """A user access that the kernel answers with a signal (SIGSEGV or SIGBUS).
 
     ``addr`` is the first faulting byte and ``signal`` is ``"SIGSEGV"`` or ``"SIGBUS"``,
-    as force_sig_fault() would report them in si_addr and si_signo.
+    as force_sig_fault() would report them in si_addr and si_signo. ``code`` is the
+    si_code where the model knows it ("SEGV_PKUERR" for a protection-key fault), else "".
     """
 
-    def __init__(self, addr: int, signal: str = "SIGSEGV", reason: str = "") -> None:
+    def __init__(
+        self, addr: int, signal: str = "SIGSEGV", reason: str = "", code: str = ""
+    ) -> None:
         self.addr = addr
         self.signal = signal
         self.reason = reason
+        self.code = code
         super().__init__(f"{signal} at {addr:#x}" + (f" ({reason})" if reason else ""))
 
 

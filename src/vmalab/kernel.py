@@ -18,6 +18,7 @@ from mypy_extensions import mypyc_attr
 from vmalab.budget import Budget
 from vmalab.designs import Design, get_design
 from vmalab.errors import InvariantError, kernel_error
+from vmalab.mm import huge_memory, khugepaged
 from vmalab.mm.filemap import FileSystem, Inode
 from vmalab.mm.hugetlb import HugetlbPool, pool_of
 from vmalab.mm.khugepaged import host_thp_mode
@@ -25,6 +26,7 @@ from vmalab.mm.memory import unmap_mapping_range
 from vmalab.mm.mm_types import AnonVma, MmContext, MmStruct, VmArea
 from vmalab.mm.page_alloc import KIND_ANON, KIND_PAGECACHE, PhysMem
 from vmalab.mm.pagetable import _PAGE_PRESENT, pte_walk
+from vmalab.mm.pkeys import check_task as check_pkeys
 from vmalab.mm.pkeys import host_has_ospke
 from vmalab.mm.shm import ShmNamespace, ns_of
 from vmalab.mm.slab import AllocFailure, FailPolicy, Slabs, SlabStats
@@ -94,8 +96,8 @@ class Kernel:
         self._design = get_design(design)
         #: The commit-charge policy (mm/util.c); default: the host's.
         overcommit = overcommit if overcommit is not None else host_overcommit()
-        #: Whether the CPU has OSPKE (protection keys). Default: the host's; the model
-        #: only implements the no-OSPKE behaviour (vmalab.mm.pkeys).
+        #: Whether the CPU has OSPKE (protection keys, vmalab.mm.pkeys). Default: the
+        #: host's (no OSPKE on the project's machine); True is model-only.
         pku = host_has_ospke() if pku is None else pku
         #: /sys/kernel/mm/transparent_hugepage/enabled: "always", "madvise" or "never"
         #: (default: the host's, "madvise" on the project's machine).
@@ -216,6 +218,7 @@ class Kernel:
         for proc in self._procs.values():
             for v in proc.mm.mm_mt.values():
                 droppable = bool(v.vm_flags & VM_DROPPABLE)
+                huge_memory.reclaim_split(proc.mm, v.vm_start, v.vm_end)
                 for _i, t, j, pte in pte_walk(proc.mm.pgtables, v.vm_start, v.vm_end):
                     if not pte & _PAGE_PRESENT:
                         continue
@@ -229,6 +232,29 @@ class Kernel:
                         t[j] = 0
                         freed += 1
         return freed
+
+    def khugepaged(
+        self, *, max_ptes_none: int = 511, max_ptes_swap: int = 64, max_ptes_shared: int = 256
+    ) -> int:
+        """Run one full khugepaged scan over every process; returns the THPs collapsed.
+
+        Models mm/khugepaged.c:khugepaged_do_scan → khugepaged_scan_mm_slot →
+        hpage_collapse_scan_pmd → collapse_huge_page, with the sysfs knobs of
+        /sys/kernel/mm/transparent_hugepage/khugepaged (defaults: khugepaged_init()'s,
+        this machine's). The kernel scans 4096 pages every 10 s in the background; here
+        one call is one whole pass (vmalab.mm.khugepaged).
+        """
+        cc = khugepaged.CollapseControl(
+            is_khugepaged=True,
+            max_ptes_none=max_ptes_none,
+            max_ptes_swap=max_ptes_swap,
+            max_ptes_shared=max_ptes_shared,
+        )
+        n = 0
+        for proc in list(self._procs.values()):
+            n += khugepaged.khugepaged_scan_mm_slot(proc.mm, cc)
+        self.vmstat["thp_collapse_alloc"] += n
+        return n
 
     def meminfo(self) -> dict[str, int]:
         """Lines of /proc/meminfo: ``CommitLimit``, ``Committed_AS`` (kB) and the hugetlb
@@ -263,6 +289,12 @@ class Kernel:
             bad = validate_mm(mm, acc, f"pid {proc.pid}")
             if bad is not None:
                 raise InvariantError(bad)
+            bad = huge_memory.check_huge_pmds(mm)
+            if bad is not None:
+                raise InvariantError(f"pid {proc.pid}: {bad}")
+            bad = check_pkeys(proc)
+            if bad is not None:
+                raise InvariantError(f"pid {proc.pid}: {bad}")
         n_vmas, n_avcs = acc.n_vmas, acc.n_avcs
         # Slab accounting.
         sl = self.slabs.caches

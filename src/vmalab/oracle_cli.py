@@ -181,6 +181,12 @@ Exit status: 0 no undocumented divergence, 1 some were found, 2 bad input.""",
     metavar="MNEMONIC",
     help="Leave this VmFlags mnemonic out of the comparison (repeatable).",
 )
+@click.option(
+    "--thp",
+    is_flag=True,
+    help="Every program with the 1024-page arena and the THP scenario (huge PMDs, "
+    "MADV_COLLAPSE, shmem retraction); otherwise 6 % of them.",
+)
 @quiet_option
 def fuzz(
     n: int,
@@ -192,6 +198,7 @@ def fuzz(
     fmt: str,
     as_json: bool,
     ignore: tuple[str, ...],
+    thp: bool,
     quiet: bool,
 ) -> None:
     """Run random programs on the model and the kernel; save undocumented divergences."""
@@ -224,6 +231,7 @@ def fuzz(
             max_saved=max_saved,
             progress=bar.update,
             ignore_flags=flags,
+            thp=thp,
         )
     if out_fmt == "json":
         d = s.to_json()

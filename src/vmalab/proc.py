@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vmalab import uapi
-from vmalab.mm import hugetlb
+from vmalab.mm import huge_memory, hugetlb, pkeys
 from vmalab.mm.flags import (
     VM_EXEC,
     VM_GROWSDOWN,
@@ -151,6 +151,7 @@ def show_smaps(mm: MmStruct) -> str:
         )
         # vma_kernel_pagesize()/vma_mmu_pagesize(): the huge page size for hugetlb
         pgsz = hugetlb.vma_hpage_size(v) >> 10 if v.vm_flags & VM_HUGETLB else 4
+        anon_huge, shmem_pmd = huge_memory.pmd_mapped_kb(v)
         rows = [
             ("Size", size),
             ("KernelPageSize", pgsz),
@@ -166,8 +167,8 @@ def show_smaps(mm: MmStruct) -> str:
             ("Anonymous", a["anon"]),
             ("KSM", 0),
             ("LazyFree", 0),
-            ("AnonHugePages", 0),
-            ("ShmemPmdMapped", 0),
+            ("AnonHugePages", anon_huge),
+            ("ShmemPmdMapped", shmem_pmd),
             ("FilePmdMapped", 0),
             ("Shared_Hugetlb", 0),
             ("Private_Hugetlb", 0),
@@ -178,6 +179,8 @@ def show_smaps(mm: MmStruct) -> str:
         out.append(_header(v) + "\n")
         out.extend(f"{k + ':':<16}{val:>8} kB\n" for k, val in rows)
         out.append(f"THPeligible:    {thp:>8}\n")
+        if mm.ctx.pku:  # arch_pkeys_enabled()
+            out.append(f"ProtectionKey:  {pkeys.vma_pkey(v):>8}\n")
         out.append("VmFlags: " + "".join(m + " " for m in mnemonics(v.vm_flags)) + "\n")
     return "".join(out)
 

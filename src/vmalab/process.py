@@ -70,9 +70,10 @@ class Process(Task):
         self.cap_ipc_lock = True
         self.rlimit_memlock = 8 << 20
         self.mdwe = 0
-        # init_new_context(): only with OSPKE is key 0 allocated and the exec-only key -1.
-        self.pkey_map = 1 if kernel.ctx.pku else 0
-        self.pkey_exec_only = -1 if kernel.ctx.pku else 0
+        # init_new_context(): only with OSPKE is key 0 allocated and the exec-only key -1;
+        # PKRU starts at init_pkru_value (vmalab.mm.pkeys; one PKRU per process).
+        self.pkey_map, self.pkey_exec_only = pkeys.new_context(kernel.ctx.pku)
+        self.pkru = pkeys.init_pkru(kernel.ctx.pku)
         kernel.attach_pid(self)
 
     @classmethod
@@ -164,7 +165,7 @@ class Process(Task):
             # special_mapping_fault()/vvar_fault() insert the vDSO page or the vvar pfn;
             # those pages are not modelled, and no VMA state changes
             return
-        fault_in(self.mm, addr, access == "write")
+        fault_in(self.mm, addr, access == "write", access == "exec")
 
     @_syscall
     def unlink(self, path: str) -> None:
@@ -285,7 +286,8 @@ class Process(Task):
 
     @_syscall
     def pkey_alloc(self, flags: int = 0, init_rights: int = 0) -> int:
-        """pkey_alloc(2). Models mm/mprotect.c (see vmalab.mm.pkeys: no OSPKE here)."""
+        """pkey_alloc(2). Models mm/mprotect.c:sys_pkey_alloc (vmalab.mm.pkeys: without
+        OSPKE, this machine's CPU, it never succeeds)."""
         _check_int(flags, init_rights)
         return pkeys.pkey_alloc(self, flags, init_rights)
 
@@ -300,8 +302,28 @@ class Process(Task):
         """pkey_mprotect(2). Models mm/mprotect.c:do_mprotect_pkey (key -1: mprotect)."""
         _check_int(addr, length, prot, pkey)
         do_mprotect(
-            self.mm, addr, length, prot, pkey_check=lambda: pkeys.check_mprotect_pkey(self, pkey)
+            self.mm,
+            addr,
+            length,
+            prot,
+            pkey_check=lambda: pkeys.check_mprotect_pkey(self, pkey),
+            pkey=pkey,
         )
+
+    @_syscall
+    def pkey_get(self, pkey: int) -> int:
+        """glibc pkey_get(3): ``pkey``'s PKEY_DISABLE_* rights in this process's PKRU
+        (RDPKRU; the model has one PKRU per process). Models the instruction, see
+        vmalab.mm.pkeys.pkey_get; OSError(ENOSYS) without OSPKE."""
+        _check_int(pkey)
+        return pkeys.pkey_get(self, pkey)
+
+    @_syscall
+    def pkey_set(self, pkey: int, rights: int) -> None:
+        """glibc pkey_set(3): set ``pkey``'s PKEY_DISABLE_* rights in this process's PKRU
+        (WRPKRU). See vmalab.mm.pkeys.pkey_set; OSError(ENOSYS) without OSPKE."""
+        _check_int(pkey, rights)
+        pkeys.pkey_set(self, pkey, rights)
 
     @_syscall
     def mincore(self, addr: int, length: int) -> bytes:
@@ -454,6 +476,7 @@ class Process(Task):
         child.rlimit_memlock = self.rlimit_memlock
         child.mdwe = mdwe_after_fork(self.mdwe)
         child.pkey_map, child.pkey_exec_only = self.pkey_map, self.pkey_exec_only  # arch_dup_pkeys
+        child.pkru = self.pkru  # fpu_clone(): the child inherits the parent's PKRU
         for fd, f in self.fds.items():
             f.get()
             child.fds[fd] = f

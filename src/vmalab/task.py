@@ -123,6 +123,9 @@ class Task:
     #: mm->context.pkey_allocation_map and execute_only_pkey (see vmalab.mm.pkeys).
     pkey_map: int
     pkey_exec_only: int
+    #: PKRU (two bits per key: access-disable, write-disable); 0 without OSPKE. The
+    #: kernel has one per thread; the model's tasks are single-threaded processes.
+    pkru: int
 
     # --- files --------------------------------------------------------------------------
 
@@ -218,6 +221,9 @@ class Task:
         if offset + length > filemap.MAX_LFS_FILESIZE:
             raise kernel_error(errno.EFBIG)
         inode = f.inode
+        if inode.kind == "hugetlb":
+            pool = hugetlb.pool_of(self.kernel.ctx)
+            return hugetlb.hugetlbfs_fallocate(pool, inode, mode, offset, length)
         if mode & uapi.FALLOC_FL_PUNCH_HOLE:
             if inode.seals & (uapi.F_SEAL_WRITE | uapi.F_SEAL_FUTURE_WRITE):
                 raise kernel_error(errno.EPERM, "sealed")

@@ -15,7 +15,7 @@ It reads ``{"program": ..., "options": ...}`` as JSON on stdin and writes one JS
 * host memory: file growth (ftruncate, fallocate, pwrite) is charged against the
   ``file_bytes`` budget before the syscall, and the resident memory of the processes alive
   at once against ``rss_bytes`` after every op, both through one shared page so that fork
-  children count too (``_Budget``); a breach ends the run with ``"limit"`` in the answer;
+  children count too (``HostBudget``); a breach ends the run with ``"limit"`` in the answer;
 * file names are refused unless they are plain names (no '/', NUL, '.' or '..').
 """
 
@@ -26,7 +26,6 @@ import faulthandler
 import fcntl
 import json
 import os
-import re
 import resource
 import shutil
 import signal
@@ -40,185 +39,60 @@ from typing import Any
 from vmalab import program as P
 from vmalab import uapi
 from vmalab.errors import ResourceLimitError
-
-PR_SET_PDEATHSIG = 1
-SYS_MSEAL = 462
-SYS_PKEY_MPROTECT = 329
-SYS_PKEY_ALLOC = 330
-SYS_PKEY_FREE = 331
-SYS_SHMGET = 29
-SYS_SHMAT = 30
-SYS_SHMCTL = 31
-SYS_SHMDT = 67
-SYS_MSYNC = 26
-SYS_USERFAULTFD = 323
-UFFDIO_API = 0xC018AA3F
-UFFDIO_REGISTER = 0xC020AA00
-UFFDIO_UNREGISTER = 0x8010AA01
-UFFD_FEATURE_SIGBUS = 1 << 7
-CLONE_NEWIPC = 0x08000000
-IPC_RMID = 0
-CLONE_VM = 0x100
-CLONE_VFORK = 0x4000
-MAP_FAILED = (1 << 64) - 1
-SLAB_CACHES = ("anon_vma", "anon_vma_chain", "vm_area_struct")
-
-# probe(arg): arg = {u64 addr, u64 is_write, u64 byte, u64 out}; one byte load or store.
-_PROBE_CODE = bytes.fromhex(
-    "48 8b 37"  # mov rsi, [rdi]
-    " 48 8b 57 08"  # mov rdx, [rdi+8]
-    " 48 8b 4f 10"  # mov rcx, [rdi+16]
-    " 48 85 d2"  # test rdx, rdx
-    " 75 0a"  # jnz store
-    " 0f b6 06"  # movzx eax, byte [rsi]
-    " 48 89 47 18"  # mov [rdi+24], rax
-    " 31 c0"  # xor eax, eax
-    " c3"  # ret  (glibc's clone then calls SYS_exit)
-    " 88 0e"  # store: mov [rsi], cl
-    " 31 c0"  # xor eax, eax
-    " c3"  # ret
+from vmalab.live.libc import (
+    CLONE_NEWIPC,
+    CLONE_VFORK,
+    CLONE_VM,
+    IPC_RMID,
+    MAP_FAILED,
+    PR_SET_PDEATHSIG,
+    PROBE_CODE,
+    STACK,
+    SYS_MSEAL,
+    SYS_MSYNC,
+    SYS_PKEY_ALLOC,
+    SYS_PKEY_FREE,
+    SYS_PKEY_MPROTECT,
+    SYS_SHMAT,
+    SYS_SHMCTL,
+    SYS_SHMDT,
+    SYS_SHMGET,
+    SYS_USERFAULTFD,
+    UFFD_FEATURE_SIGBUS,
+    UFFDIO_API,
+    UFFDIO_REGISTER,
+    UFFDIO_UNREGISTER,
+    Libc,
 )
-_STACK = 1 << 16
+from vmalab.live.safety import HostBudget, Refused, plain_name
+from vmalab.program.observe import parse_smaps
 
-
-class _Libc:
-    """ctypes bindings of the libc calls the runner needs (errno preserved)."""
-
-    def __init__(self) -> None:
-        c = ctypes.CDLL(None, use_errno=True)
-        vp, sz, i, lg = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_long
-        self.c = c
-        c.mmap.restype = vp
-        c.mmap.argtypes = [vp, sz, i, i, i, lg]
-        c.munmap.argtypes = [vp, sz]
-        c.mprotect.argtypes = [vp, sz, i]
-        c.mremap.restype = vp
-        c.mremap.argtypes = [vp, sz, sz, i, vp]
-        c.madvise.argtypes = [vp, sz, i]
-        c.mlock.argtypes = [vp, sz]
-        c.mlock2.argtypes = [vp, sz, i]
-        c.munlock.argtypes = [vp, sz]
-        c.mlockall.argtypes = [i]
-        c.mincore.argtypes = [vp, sz, ctypes.c_void_p]
-        c.fallocate.argtypes = [i, i, lg, lg]
-        c.clone.argtypes = [vp, vp, i, vp]
-        c.prctl.argtypes = [i, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-        c.syscall.restype = lg
-        c.syscall.argtypes = [
-            lg,
-            ctypes.c_ulong,
-            ctypes.c_ulong,
-            ctypes.c_ulong,
-            ctypes.c_ulong,
-            ctypes.c_ulong,
-        ]
-
-    @staticmethod
-    def fail() -> OSError:
-        e = ctypes.get_errno()
-        return OSError(e, os.strerror(e))
-
-
-class Refused(P.Refused):
-    """An operation that would touch memory outside the arena (or a file outside the run
-    folder); the interpreter reports it as ``refused: ...``, which ``run_live`` raises as
-    a LiveError rather than comparing it."""
-
-
-_MAX_DEPTH = 16
-
-
-class _Budget:
-    """The host budgets of one live run, shared by its fork children through one
-    MAP_SHARED page: word 0 is the file bytes charged so far, words 1.. the resident
-    bytes of the process at each fork depth (forks run one at a time, so the processes
-    alive at once are one chain and their sum is the tree's footprint).
-
-    File growth is charged conservatively: the high-water size each ftruncate, fallocate
-    and pwrite asks for, per inode and never credited back."""
-
-    def __init__(self, lib: _Libc, file_bytes: int | None, rss_bytes: int | None) -> None:
-        self.file_bytes = file_bytes
-        self.rss_bytes = rss_bytes
-        page = lib.c.mmap(None, P.PAGE, 3, 0x21, -1, 0)  # MAP_SHARED|MAP_ANONYMOUS
-        if page in (None, MAP_FAILED):
-            raise lib.fail()
-        if page + P.PAGE > P.ARENA_BASE and page < P.ARENA_BASE + (P.MAX_ARENA_PAGES << 12):
-            raise Refused("budget page landed in the arena")
-        self.words = (ctypes.c_uint64 * (1 + _MAX_DEPTH)).from_address(page)
-        self.hwm: dict[tuple[int, int], int] = {}
-        self.depth = 0
-        self.statm = os.open("/proc/self/statm", os.O_RDONLY)
-
-    def charge(self, fd: int, end: int, what: str) -> None:
-        """Charge file ``fd`` growing to ``end`` bytes; raise ResourceLimitError past the
-        budget (nothing is done then)."""
-        if self.file_bytes is None:
-            return
-        st = os.fstat(fd)
-        key = (st.st_dev, st.st_ino)
-        old = max(self.hwm.get(key, 0), st.st_size)
-        if end <= old:
-            return
-        total = self.words[0] + end - old
-        if total > self.file_bytes:
-            raise ResourceLimitError(
-                "file_bytes",
-                self.file_bytes,
-                f"{what} would grow the run's files to {total} bytes, "
-                f"past the file_bytes budget of {self.file_bytes}",
-            )
-        self.words[0] = total
-        self.hwm[key] = end
-
-    def forked(self) -> None:
-        """In a fork child: a fresh statm fd and the next depth slot."""
-        os.close(self.statm)
-        self.statm = os.open("/proc/self/statm", os.O_RDONLY)
-        self.depth = min(self.depth + 1, _MAX_DEPTH - 1)
-
-    def check_rss(self) -> None:
-        if self.rss_bytes is None:
-            return
-        resident = int(os.pread(self.statm, 128, 0).split()[1]) * P.PAGE
-        self.words[1 + self.depth] = resident
-        total = sum(self.words[1 + i] for i in range(self.depth + 1))
-        if total > self.rss_bytes:
-            raise ResourceLimitError(
-                "rss",
-                self.rss_bytes,
-                f"resident memory of the live processes reached {total} "
-                f"bytes, past the rss budget of {self.rss_bytes}",
-            )
-
-
-def _plain_name(name: str) -> None:
-    if not name or "/" in name or "\0" in name or name in (".", ".."):
-        raise Refused(f"file name {name[:40]!r} is not a plain name")
+SLAB_CACHES = ("anon_vma", "anon_vma_chain", "vm_area_struct")
 
 
 class LiveMachine:
     """A ``vmalab.program.Machine`` over the calling process and the real kernel."""
 
-    def __init__(self, arena_pages: int, tmpdir: str, budget: _Budget | None = None) -> None:
-        self.lib = _Libc()
+    def __init__(self, arena_pages: int, tmpdir: str, budget: HostBudget | None = None) -> None:
+        self.lib = Libc()
         self.budget = budget
         self.lo = P.ARENA_BASE
         self.hi = P.ARENA_BASE + arena_pages * P.PAGE
+        self._pmd: tuple[int, int, list[tuple[int, int, int, int]]] | None = None
         self.tmpdir = tmpdir
         self.exited = False
         c = self.lib.c
         code = c.mmap(None, P.PAGE, 7, 0x22, -1, 0)
-        stack = c.mmap(None, _STACK, 3, 0x22 | 0x20000, -1, 0)
+        stack = c.mmap(None, STACK, 3, 0x22 | 0x20000, -1, 0)
         if code in (None, MAP_FAILED) or stack in (None, MAP_FAILED):
             raise self.lib.fail()
         for a in (code, stack):
-            if a + _STACK > self.lo and a < self.hi:
+            if a + STACK > self.lo and a < self.hi:
                 raise Refused("helper mapping landed in the arena")
-        ctypes.memmove(code, _PROBE_CODE, len(_PROBE_CODE))
+        ctypes.memmove(code, PROBE_CODE, len(PROBE_CODE))
         c.mprotect(code, P.PAGE, 5)
         self.code = code
-        self.stack_top = stack + _STACK - 64
+        self.stack_top = stack + STACK - 64
         self.arg = (ctypes.c_uint64 * 4)()
         self.pagemap_fd = os.open("/proc/self/pagemap", os.O_RDONLY)
         self.shm_sizes: dict[int, int] = {}
@@ -423,7 +297,7 @@ class LiveMachine:
         return os.memfd_create(name, flags)
 
     def open(self, name: str, flags: int) -> int:
-        _plain_name(name)
+        plain_name(name)
         return os.open(os.path.join(self.tmpdir, name), flags | os.O_NOFOLLOW, 0o600)
 
     def close(self, fd: int) -> None:
@@ -520,18 +394,20 @@ class LiveMachine:
         self.exited = True
 
     def vmas(self, lo: int, hi: int) -> list[tuple[int, int, frozenset[str]]]:
-        out: list[tuple[int, int, frozenset[str]]] = []
-        cur: list[int] | None = None
         with open("/proc/self/smaps") as f:
-            for line in f:
-                m = _HDR.match(line)
-                if m:
-                    s, e = int(m.group(1), 16), int(m.group(2), 16)
-                    cur = [s, e] if e > lo and s < hi else None
-                elif cur is not None and line.startswith("VmFlags:"):
-                    out.append((cur[0], cur[1], frozenset(line.split()[1:])))
-                    cur = None
+            out, pmd = parse_smaps(f, lo, hi)
+        self._pmd = (lo, hi, pmd)
         return out
+
+    def pmd_mapped(self, lo: int, hi: int) -> list[tuple[int, int, int, int]]:
+        """From the smaps read of the last ``vmas()`` call over the same range (the
+        state is always read as vmas, pagemap, pmd_mapped), else a new read."""
+        last = self._pmd
+        if last is None or last[:2] != (lo, hi):
+            self.vmas(lo, hi)
+            last = self._pmd
+        self._pmd = None
+        return last[2] if last is not None else []
 
     def pagemap(self, addr: int, npages: int) -> list[int]:
         data = os.pread(self.pagemap_fd, 8 * npages, (addr // P.PAGE) * 8)
@@ -540,13 +416,18 @@ class LiveMachine:
     def slab(self) -> dict[str, int]:
         return read_slab()
 
+    def khugepaged(self, max_ptes_none: int, max_ptes_swap: int, max_ptes_shared: int) -> int:
+        raise Refused(
+            "khugepaged cannot be run on demand (it scans in the background every 10 s; "
+            "waking it needs the host's sysfs knobs)"
+        )
+
     def check(self) -> None:
         """After every op: the resident-memory budget of the live fork tree."""
         if self.budget is not None:
             self.budget.check_rss()
 
 
-_HDR = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ")
 CAP_IPC_LOCK = 14
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -597,7 +478,7 @@ def main() -> None:
         signal.signal(s, signal.SIG_DFL)
     req = json.loads(sys.stdin.buffer.read())
     opts: dict[str, Any] = req.get("options", {})
-    lib = _Libc()
+    lib = Libc()
     lib.c.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     signal.alarm(int(opts.get("alarm", 60)))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -612,6 +493,11 @@ def main() -> None:
     )
     try:
         prog = P.from_json(req["program"], "program")
+        if prog.hugetlb_pool is not None and prog.hugetlb_pool != _host_hugetlb_pool():
+            raise Refused(
+                f"hugetlb_pool {prog.hugetlb_pool} is not this machine's "
+                f"({_host_hugetlb_pool()} pages; the runner does not change the host's pool)"
+            )
         size = prog.arena_pages * P.PAGE
         c = lib.c
         r = c.mmap(P.ARENA_BASE, size, 0, 0x22 | uapi.MAP_FIXED_NOREPLACE, -1, 0)
@@ -622,7 +508,7 @@ def main() -> None:
         c.munmap(P.ARENA_BASE, size)
         # SysV shm: a new IPC namespace (as root), so that keys and ids are the run's own
         c.unshare(CLONE_NEWIPC)
-        budget = _Budget(lib, opts.get("file_bytes"), opts.get("rss_bytes"))
+        budget = HostBudget(lib, opts.get("file_bytes"), opts.get("rss_bytes"))
         m = LiveMachine(prog.arena_pages, tmpdir, budget)
         sentinels = []
         if opts.get("sentinels"):
@@ -680,6 +566,15 @@ def main() -> None:
             shutil.rmtree(tmpdir, ignore_errors=True)
     sys.stdout.write(json.dumps(out))
     sys.stdout.flush()
+
+
+def _host_hugetlb_pool() -> int:
+    """/proc/sys/vm/nr_hugepages (the default 2 MiB pool; 0 if unreadable)."""
+    try:
+        with open("/proc/sys/vm/nr_hugepages") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
 
 
 def _limit_json(e: ResourceLimitError) -> dict[str, Any]:

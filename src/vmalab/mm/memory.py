@@ -4,8 +4,9 @@ Models mm/memory.c (handle_mm_fault and its do_* handlers, zap_pte_range,
 copy_page_range, do_fault_around), mm/gup.c (populate), mm/mremap.c:move_page_tables
 and mm/mmap.c:expand_downwards, on the compact page tables of ``vmalab.mm.pagetable``.
 
-Simplifications, each visible nowhere in the VMA layer: one page per folio (no THP or
-large folios); no swap (the project's machines run without it, so reclaim cannot move an
+Simplifications, each visible nowhere in the VMA layer: one page per folio (a PMD-mapped
+THP is 512 of them under one huge PMD, ``vmalab.mm.huge_memory``; no mTHP); no swap
+(the project's machines run without it, so reclaim cannot move an
 anonymous page out); no per-VMA lock or fault retries.
 """
 
@@ -14,19 +15,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from vmalab.errors import InvariantError, SegmentationFault
-from vmalab.mm import hugetlb, userfaultfd
+from vmalab.mm import huge_memory, hugetlb, pkeys, userfaultfd
 from vmalab.mm.flags import (
     VM_ACCOUNT,
-    VM_DROPPABLE,
     VM_EXEC,
     VM_GROWSDOWN,
-    VM_HUGEPAGE,
     VM_HUGETLB,
     VM_IO,
-    VM_NOHUGEPAGE,
     VM_PFNMAP,
     VM_SHARED,
-    VM_SPECIAL,
     VM_UFFD_MINOR,
     VM_UFFD_WP,
     VM_WRITE,
@@ -105,15 +102,23 @@ def zap_page_range(
     """
     mm = vma.vm_mm
     pt = mm.pgtables
+    # zap_pmd_range(): a huge PMD the range covers whole goes with its deposited table
+    # (zap_huge_pmd), one it covers in part is split first.
+    whole_huge = huge_memory.split_huge_pmds_partial(mm, start, end)
     tables = pt.tables_in(start, end)
     phys = mm.ctx.phys
     for _i, t, lo, hi in tables:
         _zap_pte_range(phys, t, lo, hi, drop_markers, even_cows, guard_count)
-    # Every table of the range is tried after the walk (try_reclaim_pte_table frees only
-    # an all-none table, so one that kept an entry stays).
+    for i in whole_huge:
+        pt.zap_deposited_table(i)
+    # Every table the range covers whole is tried after the walk (try_reclaim_pte_table
+    # frees only an all-none table, so one that kept an entry stays);
+    # reclaim_pt_is_enabled() asks for ``end - start >= PMD_SIZE`` within the table
+    # (measured on 6.18.44: MADV_DONTNEED of a table's only page leaves VmPTE as it was).
     if reclaim_pt:
-        for i, _t, _s, _e in tables:
-            pt.try_reclaim_pte_table(i)
+        for i, _t, s, e in tables:
+            if s == 0 and e == PTRS_PER_PTE:
+                pt.try_reclaim_pte_table(i)
 
 
 def _zap_pte_range(
@@ -173,6 +178,7 @@ def unmap_vmas_all(mm: MmStruct) -> None:
     ptes = pt.pte
     for i in sorted(ptes):
         _zap_pte_range(phys, ptes[i], 0, PTRS_PER_PTE, True, True, None)
+    pt.huge.clear()  # zap_huge_pmd(); free_pgtables() frees the deposited tables
 
 
 def unmap_mapping_range(inode: Inode, first: int, last: int | None, even_cows: bool) -> None:
@@ -323,29 +329,7 @@ def _map_new_anon(vma: VmArea, t: array[int], j: int, src_pfn: int | None) -> No
     t[j] = mk_pte(pfn, bool(vma.vm_flags & VM_WRITE))
 
 
-VM_SPECIAL_THP = VM_SPECIAL | VM_DROPPABLE
-
-
-def thp_fault_ok(vma: VmArea, addr: int) -> bool:
-    """Whether a fault at ``addr`` takes the PMD-sized anonymous path.
-
-    Models mm/memory.c:__handle_mm_fault → create_huge_pmd → do_huge_pmd_anonymous_page
-    for the conditions the model has: a private anonymous VMA (not special, not
-    droppable) allowed THP by the policy (``Kernel.thp``: "always", or "madvise" with
-    VM_HUGEPAGE; never with VM_NOHUGEPAGE; thp_vma_allowable_order), covering the whole
-    aligned 2 MiB range (transhuge_vma_suitable), whose PMD has no PTE table yet
-    (pmd_none).
-    """
-    mode = vma.vm_mm.ctx.thp
-    f = vma.vm_flags
-    if mode == "never" or vma.vm_file is not None or f & (VM_SHARED | VM_SPECIAL_THP):
-        return False
-    if f & VM_NOHUGEPAGE or (mode == "madvise" and not f & VM_HUGEPAGE):
-        return False
-    haddr = addr & ~(PMD_SIZE - 1)
-    if haddr < vma.vm_start or haddr + PMD_SIZE > vma.vm_end:
-        return False
-    return vma.vm_mm.pgtables.table(addr) is None
+thp_fault_ok = huge_memory.thp_fault_ok
 
 
 def _do_huge_pmd_anonymous_page(vma: VmArea, addr: int, write: bool) -> None:
@@ -358,7 +342,7 @@ def _do_huge_pmd_anonymous_page(vma: VmArea, addr: int, write: bool) -> None:
     by one PTE table, and the huge zero page 512 read-only PTEs of the zero page with
     the software bit _PAGE_HUGE_ZERO, which pagemap, loads, stores, fork, CoW, zap and
     split-on-partial operations cannot tell from a PMD mapping (the kernel splits the
-    PMD first). No AnonHugePages in smaps, no khugepaged collapse.
+    PMD first). A written THP is PMD-mapped (``vmalab.mm.huge_memory``).
     """
     try:
         # vmf_anon_prepare() comes first: even the huge zero page gives the VMA an
@@ -371,7 +355,7 @@ def _do_huge_pmd_anonymous_page(vma: VmArea, addr: int, write: bool) -> None:
         for j in range(512):
             t[j] = mk_pte(ZERO_PFN, False) | _PAGE_HUGE_ZERO
         return
-    _thp_into(vma, t)
+    _thp_into(vma, t, addr)
 
 
 def huge_zero_intact(vma: VmArea, addr: int, t: array[int]) -> bool:
@@ -388,8 +372,9 @@ def huge_zero_intact(vma: VmArea, addr: int, t: array[int]) -> bool:
     )
 
 
-def _thp_into(vma: VmArea, t: array[int]) -> None:
-    """Fill a PTE table with a fresh zeroed THP (512 writable anonymous pages)."""
+def _thp_into(vma: VmArea, t: array[int], addr: int) -> None:
+    """Map a fresh zeroed THP by a huge PMD (512 writable anonymous pages in its
+    deposited table). Models __do_huge_pmd_anonymous_page's map_anon_folio_pmd."""
     av = _vmf_anon_prepare(vma)
     phys = vma.vm_mm.ctx.phys
     writable = bool(vma.vm_flags & VM_WRITE)
@@ -397,6 +382,7 @@ def _thp_into(vma: VmArea, t: array[int]) -> None:
         pfn = phys.alloc(KIND_ANON, av.id)
         phys.mapcount[pfn] = 1
         t[j] = mk_pte(pfn, writable)
+    huge_memory.set_huge_pmd(vma.vm_mm.pgtables, addr)
 
 
 def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
@@ -422,16 +408,33 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
     if thp_fault_ok(vma, addr):
         _do_huge_pmd_anonymous_page(vma, addr, write)
         return
+    if vma.vm_file is not None and huge_memory.file_pmd_fault_ok(vma, addr, write):
+        try:
+            huge_memory.do_set_pmd(vma, addr)
+        except AllocFailure as e:
+            raise FaultError("OOM") from e
+        return
     try:
         t = mm.pgtables.pte_alloc(addr)
     except AllocFailure as e:
         raise FaultError("OOM") from e
     j = (addr >> 12) & 511
     pte = t[j]
+    if write and pte & _PAGE_PRESENT and not pte & _PAGE_RW and mm.pgtables.huge:
+        # pmd_trans_huge(): wp_huge_pmd → do_huge_pmd_wp_page (reuse, or split and
+        # fall back to the PTE level below)
+        if huge_memory.do_huge_pmd_wp_page(vma, addr):
+            return
+        try:
+            t = mm.pgtables.pte_alloc(addr)  # a file PMD's split zapped its table
+        except AllocFailure as e:
+            raise FaultError("OOM") from e
+        pte = t[j]
     if pte == PTE_MARKER_GUARD_ENTRY:
         raise FaultError("SIGSEGV", "guard region")
     if not pte:
-        if vma.vm_file is None:
+        # a private /dev/zero mapping is anonymous memory (mmap_zero: vma_set_anonymous)
+        if vma.vm_file is None or vma.vm_file.inode.kind == "devzero":
             _do_anonymous_page(vma, t, j, write)
         else:
             _do_fault(vma, addr, t, j, write)
@@ -463,6 +466,9 @@ def _do_fault(vma: VmArea, addr: int, t: array[int], j: int, write: bool) -> Non
         if t[j]:
             return
     pfn = _file_page(vma, addr)
+    if vma.vm_file is not None and vma.vm_file.inode.huge_folios:
+        if huge_memory.finish_fault_whole_folio(vma, addr, t):
+            return
     vma.vm_mm.ctx.phys.mapcount[pfn] += 1
     t[j] = mk_pte(pfn, shared and bool(vma.vm_flags & VM_WRITE))
 
@@ -479,7 +485,7 @@ def _do_wp_page(vma: VmArea, addr: int, t: array[int], j: int, pte: int) -> None
         t[j] = pte | _PAGE_RW
         return
     if pte & _PAGE_HUGE_ZERO and huge_zero_intact(vma, addr, t):
-        _thp_into(vma, t)
+        _thp_into(vma, t, addr)
         return
     _map_new_anon(vma, t, j, pfn)
     if kind != KIND_ZERO:
@@ -516,6 +522,13 @@ def _do_fault_around(vma: VmArea, addr: int, t: array[int]) -> None:
     to_pte = min(from_pte + FAULT_AROUND_PAGES, 512, pte_off + vma.pages() - vma_off)
     base = addr - (pte_off << 12)
     npages = (inode.size + 4095) >> 12
+    if inode.huge_folios and huge_memory.huge_folio_at(vma, addr):
+        # filemap_map_pages() maps a large shmem folio whole (can_map_large: shmem is
+        # mapped across i_size; measured on 6.18.44, every page of a collapsed folio
+        # past EOF loads), within the PTE table and the VMA
+        from_pte = pte_off - min(pte_off, vma_off)
+        to_pte = min(512, pte_off + vma.pages() - vma_off)
+        npages = 1 << 62
     mapcount = vma.vm_mm.ctx.phys.mapcount
     writable = bool(vma.vm_flags & VM_SHARED and vma.vm_flags & VM_WRITE)
     pages = inode.pages
@@ -533,15 +546,24 @@ def _do_fault_around(vma: VmArea, addr: int, t: array[int]) -> None:
         t[p] = mk_pte(pfn, writable)
 
 
-def fault_in(mm: MmStruct, addr: int, write: bool) -> tuple[VmArea, int]:
+def fault_in(mm: MmStruct, addr: int, write: bool, instr: bool = False) -> tuple[VmArea, int]:
     """Make ``addr`` accessible for a user load/store and return (vma, pfn).
 
     Models the user-fault path: do_user_addr_fault's access_error() (no VMA, PROT_NONE,
-    or a write to a non-writable VMA → SIGSEGV), then handle_mm_fault until the PTE
-    allows the access. Raises SegmentationFault.
+    or a write to a non-writable VMA → SIGSEGV; with OSPKE, first, a data access (not
+    ``instr``, an instruction fetch) that PKRU forbids for the VMA's key → SIGSEGV with
+    SEGV_PKUERR, whether or not the PTE is present, as X86_PF_PK or
+    arch_vma_access_permitted() would say), then handle_mm_fault until the PTE allows
+    the access. Raises SegmentationFault.
     """
     try:
         vma = find_fault_vma(mm, addr)
+        if mm.ctx.pku and not instr and not pkeys.access_permitted(vma, write):
+            # access_error() asks the key first; bad_area_access_error() then sees
+            # bad_area_access_from_pkeys() and sends SEGV_PKUERR.
+            raise SegmentationFault(
+                addr, "SIGSEGV", f"pkey {pkeys.vma_pkey(vma)} denied by PKRU", "SEGV_PKUERR"
+            )
         if write:
             if not vma.vm_flags & VM_WRITE:
                 raise FaultError("SIGSEGV", "write to non-writable VMA")
@@ -601,7 +623,8 @@ def copy_page_range(dst: VmArea, src: VmArea) -> int:
     cow = src.is_cow_mapping()
     start, end = src.vm_start, src.vm_end
     lo = start >> PMD_SHIFT
-    if lo == (end - 1) >> PMD_SHIFT:  # inside one table: tables_in() without its list
+    if not spt.huge and lo == (end - 1) >> PMD_SHIFT:
+        # inside one table without huge PMDs: tables_in() without its list
         t = spt.pte.get(lo)
         if t is None:
             return 0
@@ -610,8 +633,12 @@ def copy_page_range(dst: VmArea, src: VmArea) -> int:
         return _copy_pte_range(t, dt, (start - base) >> 12, (end - base) >> 12, phys, cow)
     markers = 0
     for i, t, s, e in spt.tables_in(start, end):
+        if spt.huge and huge_memory.is_file_huge_pmd(src.vm_mm, i):
+            continue  # copy_huge_pmd(): a file PMD is not copied, the child refaults
         # copy_pte_range() allocates the child's table before looking at the entries.
         dt = dpt.pte_alloc(i << PMD_SHIFT)
+        if spt.huge:
+            huge_memory.copy_huge_pmd(dst, src, i)
         markers += _copy_pte_range(t, dt, s, e, phys, cow)
     return markers
 
@@ -639,24 +666,6 @@ def _copy_pte_range(t: array[int], dt: array[int], s: int, e: int, phys: PhysMem
             markers += 1
         dt[j] = pte
     return markers
-
-
-def move_page_tables(old: VmArea, old_addr: int, new: VmArea, new_addr: int, length: int) -> None:
-    """Move the PTEs of [old_addr, old_addr+length) to new_addr, markers included.
-
-    Models mm/mremap.c:move_page_tables at PTE granularity (move_ptes). The source tables
-    are left for free_pgtables() at unmap, as in the kernel when PMDs cannot be moved
-    whole. Raises AllocFailure if a destination table cannot be had (nothing moved from
-    the failing table on).
-    """
-    spt = old.vm_mm.pgtables
-    dpt = new.vm_mm.pgtables
-    delta = new_addr - old_addr
-    for i, t, j, pte in pte_walk(spt, old_addr, old_addr + length):
-        na = (i << PMD_SHIFT) + (j << 12) + delta
-        dt = dpt.pte_alloc(na)
-        dt[(na >> 12) & 511] = pte
-        t[j] = 0
 
 
 def count_markers(vma: VmArea, start: int | None = None, end: int | None = None) -> int:

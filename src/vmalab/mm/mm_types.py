@@ -12,13 +12,13 @@ is duplicated, merged, freed or has its anon_vma written.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from itertools import chain
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from mypy_extensions import mypyc_attr
 
 from vmalab.mm.flags import VM_ACCESS_FLAGS, VM_READ, VM_SHARED, VM_WRITE
+from vmalab.mm.maple_tree import VmaTree as VmaTree
 
 # The page size is defined once, with the paging structures (vmalab.mm.pagetable, a
 # leaf); everything else imports it from here.
@@ -188,247 +188,6 @@ class VmArea:
         )
 
 
-def bisect_right(a: list[int], x: int) -> int:
-    """``bisect.bisect_right`` on a list of ints, written out: compiled, it compares
-    machine integers and boxes nothing (the C function is called through the generic
-    call path with ``x`` boxed)."""
-    lo = 0
-    hi = len(a)
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if x < a[mid]:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
-class VmaTree:
-    """The VMA index of an mm: the maple tree's job (lib/maple_tree.c), as a two-level
-    B-tree of leaves.
-
-    Each leaf is a sorted list of ``vm_start`` keys with a parallel list of the VMAs
-    (like a maple leaf's pivots and slots, but up to ``leaf_max`` entries); ``_firsts``
-    holds each leaf's lowest key, so a lookup is two C bisections (O(log n)), an
-    insert or erase a bisection plus a move within one leaf, and a store that keeps
-    the key (``replace``) or the order (``rekey``) moves nothing. Leaves split in half past
-    ``leaf_max`` entries and go when empty. Iteration (``values()``, ``keys()``,
-    ``items()``) is in address order. Neighbours are not searched here: the VMAs carry
-    ``vm_prev``/``vm_next`` (MmStruct keeps them), as a maple-tree iterator reaches the
-    adjacent slot in O(1). Not modelled: the maple tree's node layout, gaps and RCU.
-    """
-
-    __slots__ = ("_firsts", "_keys", "_vals", "_len", "leaf_max")
-
-    def __init__(self, leaf_max: int = 512) -> None:
-        self.leaf_max = leaf_max
-        self._firsts: list[int] = []
-        self._keys: list[list[int]] = []
-        self._vals: list[list[VmArea]] = []
-        self._len = 0
-
-    def __len__(self) -> int:
-        return self._len
-
-    def __bool__(self) -> bool:
-        return self._len > 0
-
-    def __iter__(self) -> Iterator[int]:
-        return chain.from_iterable(self._keys)
-
-    def keys(self) -> Iterator[int]:
-        """Every ``vm_start``, ascending."""
-        return chain.from_iterable(self._keys)
-
-    def values(self) -> Iterator[VmArea]:
-        """Every VMA, in address order (for_each_vma)."""
-        return chain.from_iterable(self._vals)
-
-    def items(self) -> Iterator[tuple[int, VmArea]]:
-        """(vm_start, VMA) pairs in address order."""
-        return zip(chain.from_iterable(self._keys), chain.from_iterable(self._vals), strict=True)
-
-    def clear(self) -> None:
-        """Empty the index (__mt_destroy)."""
-        self._firsts = []
-        self._keys = []
-        self._vals = []
-        self._len = 0
-
-    def floor(self, addr: int) -> VmArea | None:
-        """The VMA with the greatest ``vm_start <= addr`` (None if none)."""
-        firsts = self._firsts
-        i = bisect_right(firsts, addr) - 1
-        if i < 0:
-            return None
-        return self._vals[i][bisect_right(self._keys[i], addr) - 1]
-
-    def first(self) -> VmArea | None:
-        """The lowest VMA."""
-        return self._vals[0][0] if self._vals else None
-
-    def last(self) -> VmArea | None:
-        """The highest VMA."""
-        return self._vals[-1][-1] if self._vals else None
-
-    def _locate(self, key: int) -> tuple[int, int]:
-        """(leaf, slot) of ``key``; KeyError if it is not indexed."""
-        i = bisect_right(self._firsts, key) - 1
-        if i >= 0:
-            keys = self._keys[i]
-            j = bisect_right(keys, key) - 1
-            if keys[j] == key:
-                return i, j
-        raise KeyError(key)
-
-    def __getitem__(self, key: int) -> VmArea:
-        i, j = self._locate(key)
-        return self._vals[i][j]
-
-    def __contains__(self, key: object) -> bool:
-        if not isinstance(key, int):
-            return False
-        try:
-            self._locate(key)
-        except KeyError:
-            return False
-        return True
-
-    def insert(self, vma: VmArea) -> tuple[VmArea | None, VmArea | None]:
-        """Index ``vma`` at its ``vm_start`` (not yet indexed); returns its new
-        (previous, next) VMAs in the index."""
-        key = vma.vm_start
-        firsts = self._firsts
-        self._len += 1
-        if not firsts:
-            firsts.append(key)
-            self._keys.append([key])
-            self._vals.append([vma])
-            return None, None
-        last_keys = self._keys[-1]
-        if key > last_keys[-1]:  # an append (dup_mmap stores in address order)
-            i = len(firsts) - 1
-            keys = last_keys
-            vals = self._vals[i]
-            j = len(keys)
-        else:
-            i = bisect_right(firsts, key) - 1
-            if i < 0:
-                i = 0
-                firsts[0] = key
-            keys = self._keys[i]
-            vals = self._vals[i]
-            j = bisect_right(keys, key)
-        if j and keys[j - 1] == key:
-            self._len -= 1
-            raise KeyError(f"vm_start {key:#x} already indexed")
-        keys.insert(j, key)
-        vals.insert(j, vma)
-        n = len(keys)
-        if j:
-            prev: VmArea | None = vals[j - 1]
-        else:
-            prev = self._vals[i - 1][-1] if i else None
-        if j + 1 < n:
-            nxt: VmArea | None = vals[j + 1]
-        else:
-            nxt = self._vals[i + 1][0] if i + 1 < len(firsts) else None
-        if n > self.leaf_max:
-            half = n >> 1
-            self._keys.insert(i + 1, keys[half:])
-            self._vals.insert(i + 1, vals[half:])
-            firsts.insert(i + 1, keys[half])
-            del keys[half:]
-            del vals[half:]
-        return prev, nxt
-
-    def erase(self, key: int) -> None:
-        """Remove the entry at ``key`` (KeyError if none)."""
-        i, j = self._locate(key)
-        keys = self._keys[i]
-        del keys[j]
-        del self._vals[i][j]
-        self._len -= 1
-        if not keys:
-            del self._keys[i]
-            del self._vals[i]
-            del self._firsts[i]
-        elif j == 0:
-            self._firsts[i] = keys[0]
-
-    def replace(self, key: int, vma: VmArea) -> None:
-        """Point the entry at ``key`` at ``vma`` (a store over an unchanged range start)."""
-        i, j = self._locate(key)
-        self._vals[i][j] = vma
-
-    def rekey(self, old: int, new: int) -> None:
-        """Move the entry at ``old`` to ``new``; the caller keeps the order (no other key
-        lies between them)."""
-        i, j = self._locate(old)
-        self._keys[i][j] = new
-        if j == 0:
-            self._firsts[i] = new
-
-    def split_entry(self, key: int, below: VmArea, addr: int, above: VmArea) -> None:
-        """The entry at ``key`` becomes ``below`` and ``above`` is indexed at ``addr``
-        right after it (``key < addr`` < the next key): __split_vma's store of both
-        halves, with one insert."""
-        i, j = self._locate(key)
-        keys = self._keys[i]
-        vals = self._vals[i]
-        vals[j] = below
-        keys.insert(j + 1, addr)
-        vals.insert(j + 1, above)
-        self._len += 1
-        n = len(keys)
-        if n > self.leaf_max:
-            half = n >> 1
-            self._keys.insert(i + 1, keys[half:])
-            self._vals.insert(i + 1, vals[half:])
-            self._firsts.insert(i + 1, keys[half])
-            del keys[half:]
-            del vals[half:]
-
-    def leaves(self) -> list[tuple[list[int], list[VmArea]]]:
-        """Every leaf as (keys, VMAs), in address order: the lists themselves, to be read
-        only (``Kernel.check()``'s walk, mm/vma.py:validate_mm)."""
-        return list(zip(self._keys, self._vals, strict=True))
-
-    def check_shape(self) -> str | None:
-        """The leaves' shape without the order of the keys inside a leaf: what is wrong
-        with it, or None. With every key equal to its VMA's ``vm_start`` and the VMAs
-        disjoint in iteration order (what validate_mm checks), the keys are ascending too."""
-        if not (len(self._firsts) == len(self._keys) == len(self._vals)):
-            return "leaf lists of different lengths"
-        total = 0
-        prev_key = -1
-        for first, keys, vals in zip(self._firsts, self._keys, self._vals, strict=True):
-            if not keys:
-                return "empty leaf"
-            if len(keys) != len(vals):
-                return f"leaf at {first:#x}: {len(keys)} keys, {len(vals)} VMAs"
-            if keys[0] != first:
-                return f"leaf at {first:#x}: first key {keys[0]:#x}"
-            if keys[0] <= prev_key:
-                return f"leaf at {first:#x}: keys out of order"
-            prev_key = keys[-1]
-            total += len(keys)
-        if total != self._len:
-            return f"{total} entries, length {self._len}"
-        return None
-
-    def check(self) -> str | None:
-        """The index's own shape, the key order inside each leaf included: what is wrong
-        with it, or None."""
-        bad = self.check_shape()
-        if bad is not None:
-            return bad
-        for first, keys in zip(self._firsts, self._keys, strict=True):
-            if any(a >= b for a, b in zip(keys, keys[1:], strict=False)):
-                return f"leaf at {first:#x}: keys out of order"
-        return None
-
-
 class MmStruct:
     """``struct mm_struct``: the address space. Models include/linux/mm_types.h.
 
@@ -454,7 +213,7 @@ class MmStruct:
 
     def __init__(self, ctx: MmContext, pgtables: PageTables, owner_pid: int) -> None:
         self.ctx = ctx
-        self.mm_mt = VmaTree()
+        self.mm_mt: VmaTree[VmArea] = VmaTree()
         self.map_count = 0
         self.pgtables = pgtables
         self.mmap_base = DEFAULT_MMAP_BASE
@@ -524,7 +283,7 @@ class MmStruct:
 
     def vma_store(self, vma: VmArea) -> None:
         """Insert ``vma`` into the index. Models vma_iter_store()/vma_iter_bulk_store()."""
-        prev, nxt = self.mm_mt.insert(vma)
+        prev, nxt = self.mm_mt.insert(vma.vm_start, vma)
         vma.vm_prev = prev
         vma.vm_next = nxt
         if prev is not None:

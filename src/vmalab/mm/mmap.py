@@ -15,7 +15,7 @@ from typing import Final
 
 from vmalab import uapi
 from vmalab.errors import InvariantError, kernel_error
-from vmalab.mm import hugetlb, rmap
+from vmalab.mm import hugetlb, pkeys, rmap
 from vmalab.mm.filemap import File
 from vmalab.mm.flags import (
     VM_ACCOUNT,
@@ -352,10 +352,13 @@ def do_mmap(
         raise kernel_error(errno.ENOMEM, "max_map_count")
     if flags & uapi.MAP_FIXED_NOREPLACE:
         flags |= uapi.MAP_FIXED
+    exec_only = prot == uapi.PROT_EXEC  # do_mmap compares the prot it was given
     if prot & ~(uapi.PROT_READ | uapi.PROT_WRITE | uapi.PROT_EXEC | uapi.PROT_SEM):
         # x86 arch_validate_prot is only consulted by mprotect; mmap ignores other bits
         prot &= 0xF
     vm_flags = calc_vm_prot_bits(prot) | calc_vm_flag_bits(flags) | mm.def_flags
+    if exec_only and mm.ctx.pku:  # the pkey half of calc_vm_prot_bits()
+        vm_flags |= pkeys.pkey_vm_flags(max(pkeys.execute_only_pkey(mm), 0))
     vm_flags |= VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
     huge = hugetlb.is_file_hugepages(file)
     if huge:

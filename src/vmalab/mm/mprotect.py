@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from vmalab import uapi
 from vmalab.errors import kernel_error
+from vmalab.mm import pkeys
 from vmalab.mm.flags import (
     VM_ACCESS_FLAGS,
     VM_ACCOUNT,
@@ -91,10 +92,16 @@ def mprotect_fixup(
 
 
 def do_mprotect(
-    mm: MmStruct, start: int, length: int, prot: int, pkey_check: Callable[[], None] | None = None
+    mm: MmStruct,
+    start: int,
+    length: int,
+    prot: int,
+    pkey_check: Callable[[], None] | None = None,
+    pkey: int = -1,
 ) -> None:
     """The mprotect syscall (and pkey_mprotect: ``pkey_check`` raises for a key the
-    process did not allocate, after the argument checks). Raises OSError.
+    process did not allocate, after the argument checks; ``pkey`` is the key, -1 for
+    mprotect, which arch_override_mprotect_pkey() turns into each VMA's). Raises OSError.
 
     Models mm/mprotect.c:do_mprotect_pkey: EINVAL for an unaligned start or unknown prot
     bits (arch_validate_prot), ENOMEM for an overflowing or unmapped range, EACCES when
@@ -143,6 +150,9 @@ def do_mprotect(
         if vma.vm_start != tmp:
             raise kernel_error(errno.ENOMEM, "hole in range")
         newflags = newprot | (vma.vm_flags & ~(VM_READ | VM_WRITE | VM_EXEC))
+        if mm.ctx.pku:  # mask_off_old_flags has ARCH_VM_PKEY_FLAGS (all 0 without OSPKE)
+            new_vma_pkey = pkeys.arch_override_mprotect_pkey(vma, prot, pkey)
+            newflags = newflags & ~pkeys.ARCH_VM_PKEY_FLAGS | pkeys.pkey_vm_flags(new_vma_pkey)
         # newflags >> 4 shifts VM_MAY* into the VM_* position
         if (newflags & ~(newflags >> 4)) & VM_ACCESS_FLAGS:
             raise kernel_error(errno.EACCES, "VM_MAY* forbids this protection")

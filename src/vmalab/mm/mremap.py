@@ -15,7 +15,7 @@ import errno
 
 from vmalab import uapi
 from vmalab.errors import InvariantError, kernel_error
-from vmalab.mm import rmap
+from vmalab.mm import huge_memory, rmap
 from vmalab.mm.flags import (
     VM_ACCOUNT,
     VM_DONTEXPAND,
@@ -30,7 +30,6 @@ from vmalab.mm.flags import (
     VM_UFFD_FLAGS,
 )
 from vmalab.mm.hugetlb import check_mremap_hugetlb
-from vmalab.mm.memory import move_page_tables
 from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, MmStruct, VmArea
 from vmalab.mm.mmap import (
     do_vmi_munmap,
@@ -39,6 +38,7 @@ from vmalab.mm.mmap import (
     page_align,
     vm_start_gap,
 )
+from vmalab.mm.pagetable import PMD_SHIFT, pte_walk
 from vmalab.mm.slab import AllocFailure
 from vmalab.mm.userfaultfd import mremap_userfaultfd_prep
 from vmalab.mm.util import security_vm_enough_memory_mm, vm_acct_memory, vm_unacct_memory
@@ -52,6 +52,26 @@ from vmalab.mm.vma import (
 )
 
 U64 = (1 << 64) - 1
+
+
+def move_page_tables(old: VmArea, old_addr: int, new: VmArea, new_addr: int, length: int) -> None:
+    """Move the PTEs of [old_addr, old_addr+length) to new_addr, markers included.
+
+    Models mm/mremap.c:move_page_tables at PTE granularity (move_ptes). The source tables
+    are left for free_pgtables() at unmap, as in the kernel when PMDs cannot be moved
+    whole. Raises AllocFailure if a destination table cannot be had (nothing moved from
+    the failing table on).
+    """
+    spt = old.vm_mm.pgtables
+    dpt = new.vm_mm.pgtables
+    delta = new_addr - old_addr
+    huge = huge_memory.move_huge_pmds(old, old_addr, new, new_addr, length)
+    for i, t, j, pte in pte_walk(spt, old_addr, old_addr + length):
+        na = (i << PMD_SHIFT) + (j << 12) + delta
+        dt = dpt.pte_alloc(na)
+        dt[(na >> 12) & 511] = pte
+        t[j] = 0
+    dpt.huge.update(huge)
 
 
 def copy_vma(vma: VmArea, addr: int, length: int, pgoff: int) -> VmArea:
@@ -312,15 +332,13 @@ def _check_mremap_params(
 
 def _check_prep_vma(mm: MmStruct, addr: int, old_len: int, new_len: int, flags: int) -> VmArea:
     """The VMA at ``addr``, if mremap() may touch it. Models mm/mremap.c:check_prep_vma
-    (EFAULT without a VMA, EPERM if sealed, hugetlb's alignment rules, EINVAL for old_len
-    0 unless shared+MAYMOVE)."""
+    (EFAULT without a VMA, EPERM if sealed, EINVAL for old_len 0 unless shared+MAYMOVE;
+    hugetlb's rules follow in do_mremap: check_mremap_hugetlb)."""
     vma = mm.vma_lookup(addr)
     if vma is None:
         raise kernel_error(errno.EFAULT, "no VMA at old address")
     if vma.vm_flags & VM_SEALED:
         raise kernel_error(errno.EPERM, "mseal()'d VMA")
-    if vma.vm_flags & VM_HUGETLB:
-        check_mremap_hugetlb(vma, addr, old_len, new_len, flags)
     if not old_len:
         if not vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
             raise kernel_error(errno.EINVAL, "old_len 0 on a private mapping")
@@ -362,6 +380,11 @@ def do_mremap(
     """
     old_len, new_len = _check_mremap_params(addr, old_len, new_len, flags, new_addr)
     vma = _check_prep_vma(mm, addr, old_len, new_len, flags)
+    if vma.vm_flags & VM_HUGETLB:
+        fixed = flags & (uapi.MREMAP_FIXED | uapi.MREMAP_DONTUNMAP)
+        old_len, new_len = check_mremap_hugetlb(
+            vma, addr, old_len, new_len, flags, new_addr if fixed else 0
+        )
     if flags & (uapi.MREMAP_FIXED | uapi.MREMAP_DONTUNMAP):
         return mremap_to(mm, addr, old_len, new_len, flags, new_addr)
     if new_len <= old_len:

@@ -86,15 +86,21 @@ class PageTables:
     (``addr >> 30``) to the number of PTE tables under that PMD table; ``pud`` maps a PGD
     index (``addr >> 39``) to the number of PMD tables under that PUD table. The PGD page
     itself is allocated with the mm (``pgd_alloc()``).
+
+    ``huge`` holds the PMD indices mapped by a PMD-mapped anonymous THP
+    (``pmd_trans_huge()``); their PTE table is the table the kernel deposits with the
+    huge PMD (pgtable_trans_huge_deposit, counted in nr_ptes), and its 512 entries are
+    what __split_huge_pmd() would write into it (see ``vmalab.mm.huge_memory``).
     """
 
-    __slots__ = ("pte", "pmd", "pud", "slabs")
+    __slots__ = ("pte", "pmd", "pud", "slabs", "huge")
 
     def __init__(self, slabs: Slabs) -> None:
         self.slabs = slabs
         self.pte: dict[int, array[int]] = {}
         self.pmd: dict[int, int] = {}
         self.pud: dict[int, int] = {}
+        self.huge: set[int] = set()
         slabs.alloc(slabs.pgtable_cachep)  # pgd_alloc()
 
     def nr_tables(self) -> int:
@@ -149,6 +155,7 @@ class PageTables:
         """Free the PTE table at PMD index ``i`` and any parent left empty."""
         slabs = self.slabs
         del self.pte[i]
+        self.huge.discard(i)  # zap_deposited_table() goes with the huge PMD
         slabs.free(slabs.pgtable_cachep)
         pmd_i = i >> (PUD_SHIFT - PMD_SHIFT)
         self.pmd[pmd_i] -= 1
@@ -160,6 +167,15 @@ class PageTables:
             if self.pud[pud_i] == 0:
                 del self.pud[pud_i]
                 slabs.free(slabs.pgtable_cachep)
+
+    def zap_deposited_table(self, i: int) -> None:
+        """Free the PTE table deposited under the huge PMD at PMD index ``i``.
+
+        Models mm/huge_memory.c:zap_deposited_table (pgtable_trans_huge_withdraw +
+        pte_free + mm_dec_nr_ptes), as zap_huge_pmd() and a file PMD's split do it.
+        """
+        if i in self.pte:
+            self._free_pte_table(i)
 
     def tables_in(self, start: int, end: int) -> list[tuple[int, array[int], int, int]]:
         """Allocated PTE tables overlapping [start, end), in address order.

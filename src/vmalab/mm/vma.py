@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vmalab.errors import InvariantError, kernel_error
-from vmalab.mm import hugetlb, rmap
+from vmalab.mm import huge_memory, hugetlb, rmap
 from vmalab.mm.flags import (
     VM_ACCOUNT,
     VM_HUGETLB,
@@ -402,6 +402,7 @@ def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmArea | None:
                 _remove_into(prev, middle)
             else:
                 _absorb_part(prev, middle)
+                huge_memory.split_huge_pmd_address(mm, end)  # commit_merge()
                 middle.vm_pgoff += (end - middle.vm_start) >> PAGE_SHIFT
                 mm.vma_set_start(middle, end)
             prev.vm_end = end
@@ -415,6 +416,7 @@ def vma_merge_existing_range(vmg: VmaMergeStruct) -> VmArea | None:
                 _remove_into(nxt, middle)
             else:
                 _absorb_part(nxt, middle)
+                huge_memory.split_huge_pmd_address(mm, start)  # commit_merge()
                 middle.vm_end = start
             nxt.vm_pgoff -= pglen
             mm.vma_set_start(nxt, start)
@@ -519,6 +521,7 @@ def __split_vma(vma: VmArea, addr: int, new_below: bool) -> VmArea:
     except AllocFailure:
         vm_area_free(new)
         raise
+    huge_memory.split_huge_pmd_address(mm, addr)  # vma_adjust_trans_huge()
     if new_below:
         vma.vm_pgoff += (addr - new.vm_start) >> PAGE_SHIFT
         mm.vma_split_below(vma, new, addr)

@@ -57,6 +57,8 @@ def compare(
                 return Divergence(loc, "vmas", ks["vmas"], ms["vmas"], o.op)
             if ks["pages"] != ms["pages"]:
                 return Divergence(loc, "pages", ks["pages"], ms["pages"], o.op)
+            if ks.get("thp", []) != ms.get("thp", []):
+                return Divergence(loc, "thp", ks.get("thp", []), ms.get("thp", []), o.op)
         if isinstance(o, P.Fork):
             kc, mc = kr.get("child"), mr.get("child")
             if kc is not None and mc is not None:
@@ -80,6 +82,8 @@ def compare(
         for key in ("pages", "probe", "data"):
             if kf.get(key) != mf.get(key):
                 return Divergence(f"{where}/final", key, kf.get(key), mf.get(key))
+        if kf.get("thp", []) != mf.get("thp", []):
+            return Divergence(f"{where}/final", "thp", kf.get("thp", []), mf.get("thp", []))
     return None
 
 

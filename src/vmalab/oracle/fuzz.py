@@ -58,8 +58,10 @@ def fuzz(
     progress: Callable[[int], None] | None = None,
     timeout: float = 30.0,
     ignore_flags: frozenset[str] = frozenset(),
+    thp: bool = False,
 ) -> FuzzSummary:
-    """Run ``n`` random programs (seeds ``seed``, ``seed+1``, ...) through ``diff``. Every
+    """Run ``n`` random programs (seeds ``seed``, ``seed+1``, ...; with ``thp`` all of
+    them THP programs) through ``diff``. Every
     undocumented divergence is shrunk and (up to ``max_saved``) written to
     ``regressions_dir``."""
     from vmalab import live
@@ -69,7 +71,7 @@ def fuzz(
     s = FuzzSummary(design=design)
     seen: set[str] = set()
     for i in range(n):
-        prog = random_program(seed + i)
+        prog = random_program(seed + i, thp=thp)
         s.programs += 1
         s.ops += prog.count_ops()
         try:

@@ -19,9 +19,11 @@ class Gen:
     random arena range is drawn and handed to the rule. Implements
     ``vmalab.program.base.GenState``."""
 
-    def __init__(self, rnd: random.Random, arena: int = 48) -> None:
+    def __init__(self, rnd: random.Random, arena: int = 48, *, thp: bool = False) -> None:
         self.r = rnd
         self.arena = arena
+        #: every program takes the 1024-page arena and the THP scenario (``fuzz --thp``)
+        self.thp = thp
         self.files: list[int] = []
         # mremap moves made so far, (origin, len, destination): later ops map beside the
         # origin and move the range back, so that the moved VMA (whose pgoff is its
@@ -128,24 +130,94 @@ class Gen:
         return ops
 
     def thp_scenario(self) -> list[dict[str, Any]]:
-        """A 2 MiB-aligned MADV_HUGEPAGE region (arena of 1024 pages): THP and huge zero
-        page faults, then partial zaps, protection changes, markers and forks."""
+        """A 2 MiB-aligned region (arena of 1024 pages), mostly MADV_HUGEPAGE: THP and huge
+        zero page faults, then ops aimed at the huge PMD (issue 14): MADV_COLLAPSE, partial
+        and whole zaps, frees, protection changes, guard markers, munmap of part, fork
+        with CoW, mremap to an aligned or unaligned address. A tenth are shmem collapses
+        (``shmem_collapse_scenario``)."""
         r = self.r
+        if r.random() < 0.1:
+            return self.shmem_collapse_scenario()
         base = r.choice([0, 512])
         n = r.choice([512, 512, 600]) if base == 0 else 512
-        ops: list[dict[str, Any]] = [
-            {"op": "mmap", "addr": base, "len": n},
-            {
-                "op": "madvise",
-                "addr": base,
-                "len": n,
-                "advice": r.choice(["hugepage", "hugepage", "hugepage", "nohugepage"]),
-            },
-        ]
+        ops: list[dict[str, Any]] = [{"op": "mmap", "addr": base, "len": n}]
+        advice = r.choice(["hugepage", "hugepage", "hugepage", "nohugepage", None])
+        if advice is not None:
+            ops.append({"op": "madvise", "addr": base, "len": n, "advice": advice})
         for _ in range(r.randint(1, 3)):
             page = base + r.randrange(n)
             ops.append({"op": r.choice(["read", "write"]), "addr": page, "len": 1})
+        for _ in range(r.randint(0, 4)):
+            ops.append(self._thp_op(base, n))
         self.maps.append((base, n))
+        return ops
+
+    def _thp_op(self, base: int, n: int) -> dict[str, Any]:
+        """One op aimed at the THP region [base, base+n)."""
+        r = self.r
+        k = r.choice([1, 1, 2, 16])
+        a = base + r.randrange(n - k + 1)
+        t = r.random()
+
+        def over(op: dict[str, Any], p_whole: float) -> dict[str, Any]:
+            whole = r.random() < p_whole
+            return {**op, "addr": base if whole else a, "len": 512 if whole else k}
+
+        if t < 0.2:
+            return over({"op": "madvise", "advice": "collapse"}, 0.7)
+        if t < 0.45:
+            adv = r.choice(["dontneed", "free", "pageout", "cold", "guard_install", "nohugepage"])
+            return over({"op": "madvise", "advice": adv}, 0.25)
+        if t < 0.55:
+            return over({"op": "mprotect", "prot": r.choice(["r", "rw"])}, 0.5)
+        if t < 0.62:
+            return {"op": "munmap", "addr": a, "len": k}
+        if t < 0.75:
+            child = [{"op": r.choice(["write", "read"]), "addr": a, "len": 1}]
+            if r.random() < 0.5:
+                child.append({"op": "madvise", "addr": base, "len": 512, "advice": "collapse"})
+            return {"op": "fork", "child": child}
+        if t < 0.82 and n == 512:
+            to = (512 - base) + r.choice([0, 0, 1])
+            return {
+                "op": "mremap",
+                "addr": base,
+                "old_len": 512,
+                "new_len": 512,
+                "maymove": True,
+                "to": min(to, 512),
+            }
+        return {"op": r.choice(["write", "read"]), "addr": a, "len": k}
+
+    def shmem_collapse_scenario(self) -> list[dict[str, Any]]:
+        """Two 2 MiB-aligned mappings of one 512-page memfd (slot 3), touched, maybe one
+        guarded or private and written, then MADV_COLLAPSE of one: collapse_file() and
+        retract_page_tables() (the RFC's THP claim)."""
+        r = self.r
+        self.files.append(3)
+        ops: list[dict[str, Any]] = [
+            {"op": "memfd", "file": 3},
+            {"op": "ftruncate", "file": 3, "pages": 512},
+        ]
+        if r.random() < 0.7:
+            ops.append({"op": "pwrite", "file": 3, "offset": r.randrange(512), "len": 1})
+        second = r.choice(["shared", "shared", "private"])
+        ops += [
+            {"op": "mmap", "addr": 0, "len": 512, "flags": ["shared"], "file": 3},
+            {"op": "mmap", "addr": 512, "len": 512, "flags": [second], "file": 3},
+        ]
+        for _ in range(r.randint(0, 3)):
+            ops.append({"op": r.choice(["read", "write"]), "addr": r.randrange(1024), "len": 1})
+        if r.random() < 0.4:
+            g = 512 + r.randrange(512)
+            ops.append({"op": "madvise", "addr": g, "len": 1, "advice": "guard_install"})
+            if r.random() < 0.4:
+                ops.append({"op": "madvise", "addr": 512, "len": 512, "advice": "guard_remove"})
+        target = r.choice([0, 0, 512])
+        ops.append({"op": "madvise", "addr": target, "len": 512, "advice": "collapse"})
+        for _ in range(r.randint(0, 2)):
+            ops.append(self._thp_op(target, 512))
+        self.maps += [(0, 512), (512, 512)]
         return ops
 
     def ipc_scenario(self) -> list[dict[str, Any]]:
@@ -186,6 +258,21 @@ class Gen:
             return ops
         base = 512 * r.randrange(self.arena // 512)
         self.maps.append((base, 512))
+        if r.random() < 0.5:
+            # memfd_create(MFD_HUGETLB) against the host's pool (empty here: ENOMEM)
+            self.files.append(4)
+            return [
+                {"op": "memfd", "file": 4, "flags": ["hugetlb"]},
+                {"op": "ftruncate", "file": 4, "pages": 512},
+                {
+                    "op": "mmap",
+                    "addr": base,
+                    "len": 512,
+                    "flags": [r.choice(["shared", "private"])],
+                    "file": 4,
+                },
+                {"op": "write", "addr": base + r.randrange(512), "len": 1},
+            ]
         return [
             {
                 "op": "mmap",
@@ -199,7 +286,7 @@ class Gen:
 
     def program(self) -> dict[str, Any]:
         ops: list[dict[str, Any]] = []
-        if self.r.random() < 0.06:
+        if self.thp or self.r.random() < 0.06:
             self.arena = 1024
         if self.r.random() < 0.4:
             self.files.append(0)
@@ -237,6 +324,8 @@ def rules() -> list[GenRule]:
     return sorted((g for cls in P.OPS.values() for g in cls.gen_rules), key=lambda g: g.pos)
 
 
-def random_program(seed: int) -> Program:
-    """A random valid program, determined by ``seed``."""
-    return P.from_json(_Gen(random.Random(seed)).program(), f"random:{seed}")
+def random_program(seed: int, *, thp: bool = False) -> Program:
+    """A random valid program, determined by ``seed`` (and ``thp``: every program with
+    the 1024-page arena and the THP scenario)."""
+    src = f"random-thp:{seed}" if thp else f"random:{seed}"
+    return P.from_json(_Gen(random.Random(seed), thp=thp).program(), src)

@@ -42,8 +42,14 @@ def _op_at(prog: Program, where: str) -> P.Op | None:
 def _khugepaged_collapse(prog: Program, d: Divergence) -> bool:
     """khugepaged (every 10 s, in the background) collapsed a PTE-mapped range of a
     MADV_HUGEPAGE VMA, filling its holes: pages the model has empty (`.`) are present
-    (`A`) on the kernel, and nothing else differs. Only THP-sized programs."""
-    if prog.arena_pages < 512 or d.what != "pages":
+    (`A`) on the kernel, and nothing else differs; or the kernel shows more PMD-mapped
+    anonymous THPs (``thp``) than the model and nothing else differs. Only THP-sized
+    programs."""
+    if prog.arena_pages < 512:
+        return False
+    if d.what == "thp":
+        return _more_anon_thps(d.kernel, d.model)
+    if d.what != "pages":
         return False
     k, m = d.kernel, d.model
     if not isinstance(k, str) or not isinstance(m, str) or len(k) != len(m):
@@ -52,11 +58,49 @@ def _khugepaged_collapse(prog: Program, d: Divergence) -> bool:
     return bool(diff) and all(a == "A" and b == "." for a, b in diff)
 
 
+def _more_anon_thps(k: list[list[int]], m: list[list[int]]) -> bool:
+    """The kernel's per-VMA PMD-mapped THPs (the observation's ``thp``) are the model's
+    plus anonymous ones khugepaged made: no VMA has fewer, shmem ones are equal."""
+    kd = {(e[0], e[1]): (e[2], e[3]) for e in k}
+    md = {(e[0], e[1]): (e[2], e[3]) for e in m}
+    if kd == md:
+        return False
+    for key, (anon, shmem) in md.items():
+        ka, ks = kd.get(key, (0, 0))
+        if ka < anon or ks != shmem:
+            return False
+    return all(key in md or v[1] == 0 for key, v in kd.items())
+
+
+_SHRINKS_CACHE = {("madvise", "remove"), ("fallocate", None), ("ftruncate", None)}
+
+
+def _shmem_thp_split(prog: Program, d: Divergence) -> bool:
+    """A shmem folio MADV_COLLAPSE made was cut by a later hole punch or truncation
+    (MADV_REMOVE, fallocate, ftruncate): 6.18 splits it non-uniformly into large folios
+    that faults map whole, the model into 4 KiB pages. Any divergence after that."""
+    collapsed = files = False
+    for o in P.iter_ops(prog.ops):
+        adv = getattr(o, "advice", None)
+        if o.op in ("memfd", "open"):
+            files = True
+        elif o.op == "madvise" and adv == "collapse" and files:
+            collapsed = True
+        elif collapsed and ((o.op, adv) in _SHRINKS_CACHE or (o.op, None) in _SHRINKS_CACHE):
+            return True
+    return False
+
+
 KNOWN: list[Known] = [
     Known(
         "khugepaged-collapse",
         "khugepaged collapsed a MADV_HUGEPAGE range in the background, filling its holes",
         _khugepaged_collapse,
+    ),
+    Known(
+        "shmem-thp-split",
+        "a shmem THP cut by a hole punch or truncation splits into large folios (model: 4K)",
+        _shmem_thp_split,
     ),
 ]
 """Documented divergences, each explained in docs/divergences.md. Fuzz ignores these and

@@ -22,6 +22,9 @@ class Program:
     observe: Observe = field(default_factory=Observe)
     comment: str = ""
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    #: The default-size (2 MiB) hugetlb pool the model runs with (nr_hugepages); None:
+    #: the host's. The live runner refuses a program whose pool is not the host's.
+    hugetlb_pool: int | None = None
 
     def count_ops(self) -> int:
         """Number of operations including those of fork bodies."""
@@ -32,6 +35,8 @@ class Program:
         d: dict[str, Any] = {"format": FORMAT, "version": VERSION, "arena_pages": self.arena_pages}
         if self.comment:
             d["comment"] = self.comment
+        if self.hugetlb_pool is not None:
+            d["hugetlb_pool"] = self.hugetlb_pool
         if self.observe != Observe():
             d["observe"] = dataclasses.asdict(self.observe)
         d["ops"] = [o.to_json() for o in self.ops]

@@ -10,7 +10,7 @@ from typing import Any
 from vmalab import uapi
 from vmalab.errors import SegmentationFault
 from vmalab.program.core import Program
-from vmalab.program.observe import Observation
+from vmalab.program.observe import Observation, parse_smaps
 from vmalab.program.run import Machine, execute
 
 
@@ -166,6 +166,20 @@ class ModelMachine:
     def pagemap(self, addr: int, npages: int) -> list[int]:
         return [int(x) for x in self.p.pagemap(addr, npages)]
 
+    def pmd_mapped(self, lo: int, hi: int) -> list[tuple[int, int, int, int]]:
+        if hi - lo < 512 * PAGE:  # no PMD-aligned 2 MiB range fits in the arena
+            return []
+        return parse_smaps(str(self.p.smaps()).splitlines(), lo, hi)[1]
+
+    def khugepaged(self, max_ptes_none: int, max_ptes_swap: int, max_ptes_shared: int) -> int:
+        return int(
+            self.k.khugepaged(
+                max_ptes_none=max_ptes_none,
+                max_ptes_swap=max_ptes_swap,
+                max_ptes_shared=max_ptes_shared,
+            )
+        )
+
     def slab(self) -> dict[str, int]:
         s = self.k.slab()
         return {k: int(s[k].active) for k in ("anon_vma", "anon_vma_chain", "vm_area_struct")}
@@ -174,6 +188,8 @@ class ModelMachine:
         if self.do_check:
             self.k.check()
 
+
+PAGE = 4096
 
 DEFAULT_MODEL_SECONDS = 120.0
 """Wall-time budget of one ``run_model`` unless the caller gives one."""
@@ -197,7 +213,8 @@ def run_model(
 
     if budget is None:
         budget = Budget.from_env(seconds=timeout)
-    k = Kernel(design, budget=budget)
+    pool = getattr(prog, "hugetlb_pool", None)
+    k = Kernel(design, budget=budget, hugetlb_pages=None if pool is None else {21: pool, 30: 0})
     if check is None:
         check = prog.count_ops() <= 1000
     return execute(prog, ModelMachine(k, k.spawn(), check=check))

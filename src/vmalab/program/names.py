@@ -66,7 +66,7 @@ OPEN_FLAG_NAMES = {
     "excl": uapi.O_EXCL,
 }
 FALLOC_NAMES = {"keep_size": uapi.FALLOC_FL_KEEP_SIZE, "punch_hole": uapi.FALLOC_FL_PUNCH_HOLE}
-MFD_NAMES = {"allow_sealing": uapi.MFD_ALLOW_SEALING}
+MFD_NAMES = {"allow_sealing": uapi.MFD_ALLOW_SEALING, "hugetlb": uapi.MFD_HUGETLB}
 PKEY_RIGHT_NAMES = {"disable_access": 1, "disable_write": 2}
 MDWE_NAMES = {
     "refuse_exec_gain": uapi.PR_MDWE_REFUSE_EXEC_GAIN,

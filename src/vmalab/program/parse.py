@@ -23,7 +23,17 @@ from vmalab.program.names import (
 )
 from vmalab.program.observe import Observe
 
-PROGRAM_KEYS = ("format", "version", "arena_pages", "ops", "observe", "comment", "meta")
+PROGRAM_KEYS = (
+    "format",
+    "version",
+    "arena_pages",
+    "hugetlb_pool",
+    "ops",
+    "observe",
+    "comment",
+    "meta",
+)
+MAX_HUGETLB_POOL = 1 << 16
 """The keys of a program object."""
 OBSERVE_KEYS = ("each", "probe", "contents")
 """The keys of ``observe``."""
@@ -113,6 +123,11 @@ def from_json(data: Any, source: str = "program") -> Program:
     if v != VERSION or isinstance(v, bool):
         raise ctx.err("version", f"unsupported version {short(v)} (this is version {VERSION})")
     ctx.arena = int_field(ctx, data, "arena_pages", "", 1, MAX_ARENA_PAGES, DEFAULT_ARENA_PAGES)
+    pool = (
+        int_field(ctx, data, "hugetlb_pool", "", 0, MAX_HUGETLB_POOL, 0)
+        if "hugetlb_pool" in data
+        else None
+    )
     obs = data.get("observe", {})
     if not isinstance(obs, dict):
         raise ctx.err("observe", "expected an object")
@@ -127,7 +142,7 @@ def from_json(data: Any, source: str = "program") -> Program:
     if "ops" not in data:
         raise ctx.err("ops", "missing")
     ops = parse_ops(ctx, data["ops"], "ops", set(), 0)
-    return Program(ops, ctx.arena, observe, comment, meta)
+    return Program(ops, ctx.arena, observe, comment, meta, pool)
 
 
 def loads(text: str | bytes, source: str = "program") -> Program:

@@ -95,7 +95,16 @@ class Machine(Protocol):
     def exit(self) -> None: ...
     def vmas(self, lo: int, hi: int) -> list[tuple[int, int, frozenset[str]]]: ...
     def pagemap(self, addr: int, npages: int) -> list[int]: ...
+    def pmd_mapped(self, lo: int, hi: int) -> list[tuple[int, int, int, int]]:
+        """(start, end, AnonHugePages kB, ShmemPmdMapped kB) of the VMAs overlapping
+        [lo, hi) that have PMD-mapped THPs (smaps)."""
+        ...
+
     def slab(self) -> dict[str, int]: ...
+    def khugepaged(self, max_ptes_none: int, max_ptes_swap: int, max_ptes_shared: int) -> int:
+        """One full khugepaged pass; the THPs made (the live runner refuses it)."""
+        ...
+
     def check(self) -> None:
         """Model invariants after an op (no-op on the live kernel)."""
         ...
@@ -113,7 +122,11 @@ def state_of(m: Machine, prog: ProgramView) -> State:
         out.append([s0, e0, sorted(fl)])
         for i in range(s0, e0):
             chars[i] = page_char(pm[i])
-    return State(out, "".join(chars))
+    thp = [
+        [(max(s, lo) - lo) // PAGE, (min(e, hi) - lo) // PAGE, anon // 4, shmem // 4]
+        for s, e, anon, shmem in m.pmd_mapped(lo, hi)
+    ]
+    return State(out, "".join(chars), thp)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # live/child.py subclasses it

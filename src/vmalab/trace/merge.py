@@ -28,8 +28,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
-from vmalab.trace.decode import NR, PERF_NRS, SEP
+from vmalab.trace.decode import PERF_NRS, SEP
 from vmalab.trace.snapshots import ReadSnapshot, Snapshot
+from vmalab.trace.syscalls import NR
 from vmalab.trace.tracer import Incarnation
 
 USER_LIMIT = 0x800000000000

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from vmalab.trace import decode as dc
 from vmalab.trace import ptrace as pt
+from vmalab.trace import syscalls as sc
 from vmalab.trace.strace_fmt import fd_path, sint
 
 CAPTURE_LIMIT = 64 << 20  # bytes kept of one read capture; beyond, it is marked truncated
@@ -121,7 +122,7 @@ class ReadCaptures:
         """What a completed call of a task of thread group ``tgid`` does to the read
         captures: open, read, close them; ``tags`` are its exit record's tags."""
         nr, a = ctx.nr, ctx.args
-        if nr in dc.READS:
+        if nr in sc.READS:
             cap = self.captures.get((tgid, sint(a[0], 32)))
             if cap is None:
                 return
@@ -129,18 +130,18 @@ class ReadCaptures:
                 self._captured(cap, ctx, val)
             elif val == 0:
                 self._end_tag(tags, self._finish(cap, "eof"))
-        elif nr in dc.OPENS:
+        elif nr in sc.OPENS:
             if val >= 0:
                 self._opened(tgid, tags, ctx.tid, val)
-        elif nr == dc.NR["close"]:
+        elif nr == sc.NR["close"]:
             if val != -_EBADF:  # Linux releases the fd even when close fails otherwise
                 self._closed(tgid, tags, sint(a[0], 32))
-        elif nr == dc.NR["close_range"]:
+        elif nr == sc.NR["close_range"]:
             if val == 0 and not a[2] & _CLOSE_RANGE_CLOEXEC:
                 for holder, fd in list(self.captures):
                     if holder == tgid and a[0] <= fd <= a[1]:
                         self._closed(tgid, tags, fd)
-        elif nr in (dc.NR["dup2"], dc.NR["dup3"]):
+        elif nr in (sc.NR["dup2"], sc.NR["dup3"]):
             if val >= 0 and a[0] != a[1]:
                 self._closed(tgid, tags, sint(a[1], 32))
 
@@ -173,7 +174,7 @@ class ReadCaptures:
     def _captured(self, cap: Capture, ctx: dc.Ctx, val: int) -> None:
         """A read of ``cap``'s fd returned ``val`` bytes: copy them from the tracee."""
         tid, a = ctx.tid, ctx.args
-        if ctx.nr in dc.VREADS:
+        if ctx.nr in sc.VREADS:
             chunks, left = [], val
             for base, ln in dc.iovecs(tid, a[1], a[2]):
                 if left <= 0:
@@ -184,7 +185,7 @@ class ReadCaptures:
             data = b"".join(chunks)
         else:
             data = _read_all(tid, a[1], val)
-        if ctx.nr in dc.PREADS:
+        if ctx.nr in sc.PREADS:
             off = sint(a[3])
         else:
             pos = _fd_pos(tid, cap.fd)

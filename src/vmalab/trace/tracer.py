@@ -33,6 +33,7 @@ from typing import IO
 
 from vmalab.trace import decode as dc
 from vmalab.trace import ptrace as pt
+from vmalab.trace import syscalls as sc
 from vmalab.trace.snapshots import CAPTURE_LIMIT, ReadCaptures, ReadInfo, ReadSnapshot, Snapshot
 from vmalab.trace.strace_fmt import fd_path, sint
 
@@ -61,7 +62,7 @@ OPTIONS = (
 )
 _GROUP_STOP = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 _MONO = time.CLOCK_MONOTONIC
-_CLONES = frozenset(dc.NR[n] for n in ("clone", "clone3", "fork", "vfork"))
+_CLONES = frozenset(sc.NR[n] for n in ("clone", "clone3", "fork", "vfork"))
 _CLOSE_RANGE_CLOEXEC = 4
 _EBADF = 9
 
@@ -299,10 +300,10 @@ class Tracer:
                 task.k += 1  # the index of this call among the tid's perf sys_enter events
             if val not in dc.ENTER:
                 return
-            if not task.visible and val not in dc.EXECS:
+            if not task.visible and val not in sc.EXECS:
                 return
             if (
-                val in dc.READS
+                val in sc.READS
                 and not self.reads.is_open(task.tgid, sint(args[0], 32))
                 and not dc.wanted_read(tid, args[0])
             ):
@@ -311,13 +312,13 @@ class Tracer:
             task.entry_ts = ts
             ctx.k = task.k if val in dc.PERF_NRS else -1
             tag = ""
-            if dc.changes_mm(val, args) and not (val in dc.EXECS and task.borrowed):
+            if dc.changes_mm(val, args) and not (val in sc.EXECS and task.borrowed):
                 # (a vfork child's execve leaves its parent's mm as it was)
-                tag = "V*" if val == dc.NR["process_madvise"] else f"V{task.mm}"
+                tag = "V*" if val == sc.NR["process_madvise"] else f"V{task.mm}"
             task.ctag = tag
             tags = "\t" + tag if tag else ""
             self._rec(ts, tid, "E", f"{ctx.name}\t{dc.enter_text(ctx)}{tags}", ctx.k)
-            if val in dc.EXITS:
+            if val in sc.EXITS:
                 # it never returns: "exit_group(0) = ?" is printed at its entry, as strace does
                 self._rec(ts, tid, "X", f"{ctx.name}\t{dc.exit_text(ctx, 0)}", ctx.k)
                 self.stats.syscalls += 1
@@ -331,7 +332,7 @@ class Tracer:
             task.ctx = None
             ctx = done
             self.stats.syscalls += 1
-            if ctx.nr == dc.NR["mmap"] and val >= 0 and not ctx.args[3] & 0x20:
+            if ctx.nr == sc.NR["mmap"] and val >= 0 and not ctx.args[3] & 0x20:
                 self._file_size(tid, ctx.args[4])
             text = dc.exit_text(ctx, val)
             self.reads.fd_effects(task.tgid, task.tags, ctx, val)
@@ -486,7 +487,7 @@ class Tracer:
                 text = f"){dc.SEP}?"
             self._rec(ts, tid, "X", f"{ctx.name}\t{text}{self._take_tags(task)}", ctx.k)
             self.stats.syscalls += 1
-        group_exit = task.exiting == dc.NR["exit_group"]
+        group_exit = task.exiting == sc.NR["exit_group"]
         task.ctx = None
         live = self.groups.get(task.tgid, set())
         try:
@@ -495,7 +496,7 @@ class Tracer:
             code = 0
         killed = bool(code & 0x7F)
         execing = any(
-            t.ctx is not None and t.ctx.nr in dc.EXECS
+            t.ctx is not None and t.ctx.nr in sc.EXECS
             for t in (self.tasks.get(x) for x in live)
             if t is not None
         )
