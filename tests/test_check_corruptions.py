@@ -1,6 +1,6 @@
 """Kernel.check() finds each kind of corruption it promises to find.
 
-Its walk (mm/vma.py:validate_mm) checks some invariants by counting (the anon_vma trees
+Its walk (mm/validate.py:validate_mm) checks some invariants by counting (the anon_vma trees
 against the VMAs' chains, mapcounts against the PTEs found); each test corrupts one
 thing in a forked machine, expects check() to name it, undoes it and expects a pass.
 """

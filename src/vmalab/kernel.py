@@ -31,7 +31,7 @@ from vmalab.mm.pkeys import host_has_ospke
 from vmalab.mm.shm import ShmNamespace, ns_of
 from vmalab.mm.slab import AllocFailure, FailPolicy, Slabs, SlabStats
 from vmalab.mm.util import OvercommitConfig, host_overcommit, meminfo
-from vmalab.mm.vma import IdTally, MmCheck, validate_mm
+from vmalab.mm.validate import IdTally, MmCheck, validate_mm
 
 if TYPE_CHECKING:
     from vmalab.process import Process
@@ -277,7 +277,7 @@ class Kernel:
             raise InvariantError(str(e)) from None
 
     def _check(self) -> None:  # noqa: C901 - one flat list of invariants reads best
-        """The walk: each mm through mm/vma.py:validate_mm (its VMAs, chains and page
+        """The walk: each mm through mm/validate.py:validate_mm (its VMAs, chains and page
         tables), then the machine-wide totals, the anon_vma trees and the pages."""
         phys = self.phys
         anon_vmas = self.anon_vmas

@@ -216,7 +216,7 @@ class VmaTree(Generic[V]):
 
     def leaves(self) -> list[tuple[list[int], list[V]]]:
         """Every leaf as (keys, VMAs), in address order: the lists themselves, to be read
-        only (``Kernel.check()``'s walk, mm/vma.py:validate_mm)."""
+        only (``Kernel.check()``'s walk, mm/validate.py:validate_mm)."""
         return list(zip(self._keys, self._vals, strict=True))
 
     def check_shape(self) -> str | None:
