@@ -45,6 +45,7 @@ MYPYC_GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "vmalab_trace": (
         "vmalab/trace/parse.py",
+        "vmalab/trace/args.py",
         "vmalab/trace/replay.py",
         "vmalab/trace/replay_state.py",
         "vmalab/trace/handlers_mm.py",

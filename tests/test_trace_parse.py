@@ -9,18 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmalab.trace.parse import (
-    ArgError,
-    Syscall,
-    TaskExit,
-    TraceSyntaxError,
-    parse_lines,
-    split_args,
-    strip_fdpath,
-    struct_fields,
-    to_int,
-    to_str,
-)
+from vmalab.trace.args import ArgError, strip_fdpath, struct_fields, to_int, to_str
+from vmalab.trace.parse import Syscall, TaskExit, TraceSyntaxError, parse_lines, split_args
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "traces")
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from vmalab import uapi
 from vmalab.trace import handlers_ipc
-from vmalab.trace.parse import ArgError, Syscall, strip_fdpath, struct_fields, to_int, to_str
+from vmalab.trace.args import ArgError, strip_fdpath, struct_fields, to_int, to_str
+from vmalab.trace.parse import Syscall
 from vmalab.trace.replay_state import Handler, ReplayState, Task
 
 AT_FDCWD = -100

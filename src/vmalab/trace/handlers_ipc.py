@@ -14,7 +14,8 @@ close_range is not followed (a later ioctl on it counts as ``unsupported``).
 from __future__ import annotations
 
 from vmalab.mm import shm
-from vmalab.trace.parse import ArgError, Syscall, strip_fdpath, struct_fields, to_int
+from vmalab.trace.args import ArgError, strip_fdpath, struct_fields, to_int
+from vmalab.trace.parse import Syscall
 from vmalab.trace.replay_state import Handler, ReplayState, Task, ret_value
 
 SYMBOLS = {

@@ -14,7 +14,8 @@ import errno as _errno
 
 from vmalab import uapi
 from vmalab.mm.mm_types import PAGE_SIZE
-from vmalab.trace.parse import ArgError, Syscall, strip_fdpath, struct_fields, to_int, to_str
+from vmalab.trace.args import ArgError, strip_fdpath, struct_fields, to_int, to_str
+from vmalab.trace.parse import Syscall
 from vmalab.trace.replay_state import Handler, ReplayState, Task, ret_value, to_int_or_none
 
 

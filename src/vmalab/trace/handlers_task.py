@@ -18,19 +18,17 @@ from collections.abc import Iterable
 
 from vmalab import uapi
 from vmalab.trace import layout
-from vmalab.trace.parse import (
+from vmalab.trace.args import (
     CLONE_VFORK,
     CLONE_VM,
     ArgError,
-    Syscall,
     keyword_arg,
-    parse_lines,
-    split_args,
     strip_fdpath,
     struct_fields,
     to_int,
     to_str,
 )
+from vmalab.trace.parse import Syscall, parse_lines, split_args
 from vmalab.trace.recording import Snapshot
 from vmalab.trace.replay_state import FdTable, Handler, Mm, ReplayState, Task
 

@@ -24,17 +24,8 @@ from vmalab.errors import ResourceLimitError, SegmentationFault
 from vmalab.kernel import Kernel
 from vmalab.mm.mm_types import PAGE_SIZE
 from vmalab.trace import layout
-from vmalab.trace.parse import (
-    CLONE_FILES,
-    CLONE_THREAD,
-    CLONE_VM,
-    ArgError,
-    PageFault,
-    Syscall,
-    TaskExit,
-    TraceSyntaxError,
-    to_int,
-)
+from vmalab.trace.args import CLONE_FILES, CLONE_THREAD, CLONE_VM, ArgError, to_int
+from vmalab.trace.parse import PageFault, Syscall, TaskExit, TraceSyntaxError
 from vmalab.trace.recording import Recording, Snapshot
 from vmalab.trace.verify import compare_maps
 
