@@ -84,8 +84,9 @@ def _dup_mmap_vmas(mm: MmStruct, oldmm: MmStruct) -> None:
 
 
 def _dup_one(mm: MmStruct, mpnt: VmArea, k: MmContext, design: DesignHooks) -> tuple[int, int, int]:
-    """One VMA of dup_mmap's loop; returns its (fork_copy_vmas, guard markers copied,
-    guard markers dropped) for /proc/vmstat."""
+    """One VMA of dup_mmap's loop: the body of mm/mmap.c:dup_mmap's for_each_vma loop;
+    returns its (fork_copy_vmas, guard markers copied, guard markers dropped) for
+    /proc/vmstat."""
     if mpnt.vm_flags & VM_DONTCOPY:
         return 0, 0, 0
     if mpnt.vm_flags & VM_ACCOUNT:

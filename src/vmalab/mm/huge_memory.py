@@ -36,6 +36,7 @@ from vmalab.mm.flags import (
     VM_SPECIAL,
     VM_WRITE,
 )
+from vmalab.mm.mm_types import linear_page_index
 from vmalab.mm.page_alloc import KIND_ANON, KIND_PAGECACHE
 from vmalab.mm.pagetable import (
     _PAGE_PRESENT,
@@ -63,7 +64,9 @@ TVA_FORCED_COLLAPSE = "forced_collapse"
 
 
 def pmd_index(addr: int) -> int:
-    """The PMD slot of ``addr`` (the key of ``PageTables.pte`` and ``huge``)."""
+    """The PMD slot of ``addr`` (the key of ``PageTables.pte`` and ``huge``): unlike
+    include/linux/pgtable.h:pmd_index, not masked to PTRS_PER_PMD, since the model's
+    page tables are one flat map from ``addr >> PMD_SHIFT`` to the PTE table."""
     return addr >> PMD_SHIFT
 
 
@@ -147,13 +150,10 @@ def file_pmd_fault_ok(vma: VmArea, addr: int, write: bool) -> bool:
     inode = f.inode
     if not inode.huge_folios or vma.vm_flags & (VM_NOHUGEPAGE | VM_NO_THP):
         return False
-    if not thp_vma_suitable_order(vma, addr) or vma.vm_mm.pgtables.table(addr) is not None:
+    if vma.vm_mm.pgtables.table(addr) is not None:
         return False
-    if ((addr - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff >= (inode.size + 4095) >> 12:
-        return False  # shmem_fault() past EOF: SIGBUS, whatever is cached
-    start = (((addr & HPAGE_PMD_MASK) - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff
-    pages = inode.pages
-    return start in inode.huge_folios and all(start + k in pages for k in range(HPAGE_PMD_NR))
+    # past EOF shmem_fault() is SIGBUS, whatever is cached: huge_folio_at() answers False
+    return huge_folio_at(vma, addr)
 
 
 def huge_folio_at(vma: VmArea, addr: int) -> bool:
@@ -161,11 +161,15 @@ def huge_folio_at(vma: VmArea, addr: int) -> bool:
     there (``Inode.huge_folios``: MADV_COLLAPSE made it, nothing split it since) that
     the VMA maps whole (measured on 6.18.44: fault-around maps such a folio whole, past
     EOF too, only while one VMA covers all of it and the fault is inside EOF; after a
-    VMA split it maps to EOF, a first fault past EOF is SIGBUS)."""
+    VMA split it maps to EOF, a first fault past EOF is SIGBUS).
+
+    Models the large-folio test of mm/filemap.c:filemap_map_pages (filemap_map_pmd's
+    folio_test_pmd_mappable) with thp_vma_suitable_order and the EOF bound of
+    mm/filemap.c:filemap_map_pages / mm/shmem.c:shmem_fault."""
     f = vma.vm_file
     if f is None or not thp_vma_suitable_order(vma, addr):
         return False
-    index = ((addr - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff
+    index = linear_page_index(vma, addr)
     if index >= (f.inode.size + 4095) >> 12:
         return False  # the fault-around window starts past EOF: nothing is mapped
     start = index & ~(HPAGE_PMD_NR - 1)
@@ -187,14 +191,7 @@ def finish_fault_whole_folio(vma: VmArea, addr: int, t: array[int]) -> bool:
         return False
     if vma.vm_file is None:  # pragma: no cover - huge_folio_at() checked it
         return False
-    inode = vma.vm_file.inode
-    start = (((addr & HPAGE_PMD_MASK) - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff
-    mapcount = vma.vm_mm.ctx.phys.mapcount
-    rw = _PAGE_RW if vma.vm_flags & VM_SHARED and vma.vm_flags & VM_WRITE else 0
-    for j in range(HPAGE_PMD_NR):
-        pfn = inode.pages[start + j]
-        mapcount[pfn] += 1
-        t[j] = pfn << PAGE_SHIFT | _PAGE_PRESENT | rw
+    _map_folio_ptes(vma, t, linear_page_index(vma, addr & HPAGE_PMD_MASK))
     return True
 
 
@@ -209,19 +206,28 @@ def do_set_pmd(vma: VmArea, addr: int) -> None:
     if vma.vm_file is None:  # pragma: no cover - callers pass file VMAs
         return
     haddr = addr & HPAGE_PMD_MASK
-    inode = vma.vm_file.inode
-    start = ((haddr - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff
     pt = vma.vm_mm.pgtables
-    t = pt.pte_alloc(haddr)
+    _map_folio_ptes(vma, pt.pte_alloc(haddr), linear_page_index(vma, haddr))
+    pt.huge.add(pmd_index(haddr))
+
+
+def _map_folio_ptes(vma: VmArea, t: array[int], start: int) -> None:
+    """Point all 512 PTEs of ``t`` at the page-cache pages from file index ``start`` (one
+    PMD-order folio), each page gaining a mapping and an entry it replaces losing one;
+    writable in a shared writable VMA (vm_page_prot). The PTE side of
+    mm/memory.c:set_pte_range over a whole folio, as finish_fault and do_set_pmd use it.
+    """
+    if vma.vm_file is None:  # pragma: no cover - callers pass file VMAs
+        return
+    pages = vma.vm_file.inode.pages
     mapcount = vma.vm_mm.ctx.phys.mapcount
     rw = _PAGE_RW if vma.vm_flags & VM_SHARED and vma.vm_flags & VM_WRITE else 0
     for j in range(HPAGE_PMD_NR):
         if t[j]:
             mapcount[t[j] >> PAGE_SHIFT] -= 1
-        pfn = inode.pages[start + j]
+        pfn = pages[start + j]
         mapcount[pfn] += 1
         t[j] = pfn << PAGE_SHIFT | _PAGE_PRESENT | rw
-    pt.huge.add(pmd_index(haddr))
 
 
 # --- splitting ---------------------------------------------------------------------------

@@ -42,8 +42,8 @@ from vmalab.mm.huge_memory import (
     pmd_index,
     thp_vma_allowable_pmd,
 )
-from vmalab.mm.memory import huge_zero_intact, linear_page_index, unmap_mapping_range
-from vmalab.mm.mm_types import VmArea
+from vmalab.mm.memory import huge_zero_intact, unmap_mapping_range
+from vmalab.mm.mm_types import VmArea, linear_page_index
 from vmalab.mm.page_alloc import KIND_ANON, ZERO_PFN
 from vmalab.mm.pagetable import (
     _PAGE_HUGE_ZERO,

@@ -47,12 +47,11 @@ from vmalab.mm.flags import (
 from vmalab.mm.memory import (
     FaultError,
     has_populated_ptes,
-    linear_page_index,
     populate_range,
     unmap_mapping_range,
     zap_page_range,
 )
-from vmalab.mm.mm_types import PAGE_SIZE, MmStruct, VmArea
+from vmalab.mm.mm_types import PAGE_SIZE, MmStruct, VmArea, linear_page_index
 from vmalab.mm.mmap import user_range_end
 from vmalab.mm.page_alloc import KIND_ANON, KIND_PAGECACHE
 from vmalab.mm.pagetable import (

@@ -35,7 +35,7 @@ class VmaTree(Generic[V]):
 
     Each leaf is a sorted list of ``vm_start`` keys with a parallel list of the VMAs
     (like a maple leaf's pivots and slots, but up to ``leaf_max`` entries); ``_firsts``
-    holds each leaf's lowest key, so a lookup is two C bisections (O(log n)), an
+    holds each leaf's lowest key, so a lookup is two bisections (O(log n), ``bisect_right``), an
     insert or erase a bisection plus a move within one leaf, and a store that keeps
     the key (``replace``) or the order (``rekey``) moves nothing. Leaves split in half past
     ``leaf_max`` entries and go when empty. Iteration (``values()``, ``keys()``,
@@ -159,13 +159,19 @@ class VmaTree(Generic[V]):
         else:
             nxt = self._vals[i + 1][0] if i + 1 < len(firsts) else None
         if n > self.leaf_max:
-            half = n >> 1
-            self._keys.insert(i + 1, keys[half:])
-            self._vals.insert(i + 1, vals[half:])
-            firsts.insert(i + 1, keys[half])
-            del keys[half:]
-            del vals[half:]
+            self._split_leaf(i)
         return prev, nxt
+
+    def _split_leaf(self, i: int) -> None:
+        """Split leaf ``i`` in half (it has grown past ``leaf_max`` entries)."""
+        keys = self._keys[i]
+        vals = self._vals[i]
+        half = len(keys) >> 1
+        self._keys.insert(i + 1, keys[half:])
+        self._vals.insert(i + 1, vals[half:])
+        self._firsts.insert(i + 1, keys[half])
+        del keys[half:]
+        del vals[half:]
 
     def erase(self, key: int) -> None:
         """Remove the entry at ``key`` (KeyError if none)."""
@@ -205,14 +211,8 @@ class VmaTree(Generic[V]):
         keys.insert(j + 1, addr)
         vals.insert(j + 1, above)
         self._len += 1
-        n = len(keys)
-        if n > self.leaf_max:
-            half = n >> 1
-            self._keys.insert(i + 1, keys[half:])
-            self._vals.insert(i + 1, vals[half:])
-            self._firsts.insert(i + 1, keys[half])
-            del keys[half:]
-            del vals[half:]
+        if len(keys) > self.leaf_max:
+            self._split_leaf(i)
 
     def leaves(self) -> list[tuple[list[int], list[V]]]:
         """Every leaf as (keys, VMAs), in address order: the lists themselves, to be read

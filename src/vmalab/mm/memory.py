@@ -1,8 +1,9 @@
-"""Faults, zapping, fork-time page-table copies and page-table moves.
+"""Faults, zapping and fork-time page-table copies.
 
 Models mm/memory.c (handle_mm_fault and its do_* handlers, zap_pte_range,
-copy_page_range, do_fault_around), mm/gup.c (populate), mm/mremap.c:move_page_tables
-and mm/mmap.c:expand_downwards, on the compact page tables of ``vmalab.mm.pagetable``.
+copy_page_range, do_fault_around), mm/gup.c (populate) and mm/mmap.c:expand_downwards,
+on the compact page tables of ``vmalab.mm.pagetable`` (mm/mremap.c:move_page_tables is
+in ``vmalab.mm.mremap``).
 
 Simplifications, each visible nowhere in the VMA layer: one page per folio (a PMD-mapped
 THP is 512 of them under one huge PMD, ``vmalab.mm.huge_memory``; no mTHP); no swap
@@ -35,6 +36,7 @@ from vmalab.mm.mm_types import (
     AnonVma,
     MmStruct,
     VmArea,
+    linear_page_index,
 )
 from vmalab.mm.page_alloc import KIND_ANON, KIND_PAGECACHE, KIND_ZERO, ZERO_PFN
 from vmalab.mm.pagetable import (
@@ -69,11 +71,6 @@ class FaultError(Exception):
         self.kind = kind
         self.reason = reason
         super().__init__(kind, reason)
-
-
-def linear_page_index(vma: VmArea, addr: int) -> int:
-    """Models include/linux/pagemap.h:linear_page_index."""
-    return ((addr - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff
 
 
 # --- zap --------------------------------------------------------------------------------
@@ -329,9 +326,6 @@ def _map_new_anon(vma: VmArea, t: array[int], j: int, src_pfn: int | None) -> No
     t[j] = mk_pte(pfn, bool(vma.vm_flags & VM_WRITE))
 
 
-thp_fault_ok = huge_memory.thp_fault_ok
-
-
 def _do_huge_pmd_anonymous_page(vma: VmArea, addr: int, write: bool) -> None:
     """A write fault maps a whole zeroed 2 MiB THP; a read fault the huge zero page
     (use_zero_page=1), which pagemap reports present with PM_FILE (measured: `F` on all
@@ -405,7 +399,7 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
         # hugetlb_fault(): no reserved or free huge page → VM_FAULT_SIGBUS. Once the
         # page is taken, the data takes the ordinary path (see vmalab.mm.hugetlb).
         raise FaultError("SIGBUS", "no free huge page")
-    if thp_fault_ok(vma, addr):
+    if huge_memory.thp_fault_ok(vma, addr):
         _do_huge_pmd_anonymous_page(vma, addr, write)
         return
     if vma.vm_file is not None and huge_memory.file_pmd_fault_ok(vma, addr, write):
@@ -633,11 +627,12 @@ def copy_page_range(dst: VmArea, src: VmArea) -> int:
         return _copy_pte_range(t, dt, (start - base) >> 12, (end - base) >> 12, phys, cow)
     markers = 0
     for i, t, s, e in spt.tables_in(start, end):
-        if spt.huge and huge_memory.is_file_huge_pmd(src.vm_mm, i):
+        huge = i in spt.huge
+        if huge and huge_memory.is_file_huge_pmd(src.vm_mm, i):
             continue  # copy_huge_pmd(): a file PMD is not copied, the child refaults
         # copy_pte_range() allocates the child's table before looking at the entries.
         dt = dpt.pte_alloc(i << PMD_SHIFT)
-        if spt.huge:
+        if huge:
             huge_memory.copy_huge_pmd(dst, src, i)
         markers += _copy_pte_range(t, dt, s, e, phys, cow)
     return markers

@@ -16,8 +16,7 @@ import errno
 from vmalab import uapi
 from vmalab.errors import kernel_error
 from vmalab.mm.flags import VM_EXEC, VM_WRITE
-from vmalab.mm.memory import linear_page_index
-from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, MmStruct
+from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, MmStruct, linear_page_index
 from vmalab.mm.pagetable import _PAGE_PRESENT
 
 U64 = (1 << 64) - 1

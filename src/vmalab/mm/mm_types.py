@@ -188,6 +188,13 @@ class VmArea:
         )
 
 
+def linear_page_index(vma: VmArea, addr: int) -> int:
+    """The file page index that ``addr`` maps in ``vma``.
+
+    Models include/linux/pagemap.h:linear_page_index."""
+    return ((addr - vma.vm_start) >> PAGE_SHIFT) + vma.vm_pgoff
+
+
 class MmStruct:
     """``struct mm_struct``: the address space. Models include/linux/mm_types.h.
 
@@ -320,24 +327,6 @@ class MmStruct:
         if start != vma.vm_start:
             self.mm_mt.rekey(vma.vm_start, start)
             vma.vm_start = start
-
-    def check_index(self) -> str | None:
-        """What is wrong with the index and the VMAs' neighbour links, or None."""
-        bad = self.mm_mt.check()
-        if bad is not None:
-            return bad
-        prev: VmArea | None = None
-        for key, v in self.mm_mt.items():
-            if key != v.vm_start:
-                return f"vma {v.vm_start:#x}-{v.vm_end:#x}: indexed at {key:#x}"
-            if v.vm_prev is not prev:
-                return f"vma {v.vm_start:#x}-{v.vm_end:#x}: vm_prev is not the previous VMA"
-            if prev is not None and prev.vm_next is not v:
-                return f"vma {prev.vm_start:#x}-{prev.vm_end:#x}: vm_next is not the next VMA"
-            prev = v
-        if prev is not None and prev.vm_next is not None:
-            return f"vma {prev.vm_start:#x}-{prev.vm_end:#x}: last VMA has a vm_next"
-        return None
 
 
 # --- the context an mm runs in ------------------------------------------------------

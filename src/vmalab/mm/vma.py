@@ -17,21 +17,12 @@ contexts are set by vmalab.mm.userfaultfd); uprobes, mmap_lock and the per-VMA l
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
 
 from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm import huge_memory, hugetlb, rmap
-from vmalab.mm.flags import (
-    VM_HUGETLB,
-    VM_MAYWRITE,
-    VM_SHARED,
-    VM_SPECIAL,
-)
+from vmalab.mm.flags import VM_HUGETLB, VM_MAYWRITE, VM_SHARED, VM_SPECIAL
 from vmalab.mm.mm_types import PAGE_SHIFT, AnonVma, MmStruct, VmArea
 from vmalab.mm.slab import AllocFailure
-
-if TYPE_CHECKING:
-    pass
 
 
 class VmaMergeStruct:
