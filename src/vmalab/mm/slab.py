@@ -139,26 +139,25 @@ class Slabs:
         page-table page past its limit with LimitFailure, an AllocFailure.
         """
         b = self.budget
-        # check_alloc() refuses only with a breach pending, a deadline set (and passed)
-        # or the cache's limit reached: it is called only when one of these may hold.
-        if b is not None and (b.breach is not None or b.deadline is not None):
-            b.check_alloc(*self._budgeted(b, st))
-        elif b is not None:
-            resource, used, limit, what = self._budgeted(b, st)
-            if limit is not None and used >= limit:
-                b.check_alloc(resource, used, limit, what)
+        if b is not None:
+            if st is self.vm_area_cachep:
+                resource, limit = "vmas", b.vmas
+            elif st is self.pgtable_cachep:
+                resource, limit = "pgtables", b.pgtables
+            else:
+                resource, limit = st.name, None
+            # check_alloc() refuses only with a breach pending, a deadline set (and
+            # passed) or the cache's limit reached: it is called only when one may hold.
+            if (
+                b.breach is not None
+                or b.deadline is not None
+                or (limit is not None and st.active >= limit)
+            ):
+                b.check_alloc(resource, st.active, limit, st.name)
         if self.fail is not None and self.fail.should_fail(st.name):
             raise AllocFailure(st.name)
         st.active += 1
         st.allocs += 1
-
-    def _budgeted(self, b: Budget, st: SlabStats) -> tuple[str, int, int | None, str]:
-        """The (resource, used, limit, what) of an allocation from ``st`` under ``b``."""
-        if st is self.vm_area_cachep:
-            return "vmas", st.active, b.vmas, st.name
-        if st is self.pgtable_cachep:
-            return "pgtables", st.active, b.pgtables, st.name
-        return st.name, st.active, None, st.name
 
     @staticmethod
     def free(st: SlabStats) -> None:
