@@ -179,11 +179,15 @@ def validate_mm(mm: MmStruct, acc: MmCheck, who: str) -> str | None:  # noqa: C9
                     return f"{_vma_where(who, v)}: {bad}"
             chain = v.anon_vma_chain
             n = len(chain)
+            av = v.anon_vma
+            on_chain = False  # av among the chain's anon_vmas (found in the walk below)
             if n:
                 seen: set[AnonVma] | None = set() if n > 8 else None
                 for q in range(n):
                     avc = chain[q]
                     cav = avc.anon_vma
+                    if cav is av:
+                        on_chain = True
                     if avc.vma is not v:
                         return f"{_vma_where(who, v)}: chain entry of another VMA"
                     if avc not in cav.avcs:
@@ -199,13 +203,7 @@ def validate_mm(mm: MmStruct, acc: MmCheck, who: str) -> str | None:  # noqa: C9
                             if chain[r].anon_vma is cav:
                                 return f"{_vma_where(who, v)}: two chains to one anon_vma"
                 n_avcs += n
-            av = v.anon_vma
             if av is not None:
-                on_chain = False
-                for avc in chain:
-                    if avc.anon_vma is av:
-                        on_chain = True
-                        break
                 if not on_chain:
                     return f"{_vma_where(who, v)}: anon_vma not on its own chain"
                 active.add(av.id)
