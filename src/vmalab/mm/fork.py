@@ -72,10 +72,14 @@ def _dup_mmap_vmas(mm: MmStruct, oldmm: MmStruct) -> None:
     copied = markers_copied = markers_dropped = 0
     try:
         for mpnt in oldmm.mm_mt.values():
-            c, m, d = _dup_one(mm, mpnt, k, design)
-            copied += c
-            markers_copied += m
-            markers_dropped += d
+            tmp = _dup_one(mm, mpnt, k, design)
+            if tmp is None:
+                continue
+            if design.vma_needs_copy(tmp, mpnt):
+                copied += 1  # counted before the copy begins (it may fail)
+                markers_copied += copy_page_range(tmp, mpnt)
+            else:
+                markers_dropped += count_markers(mpnt)
     finally:
         vs = k.vmstat
         vs["fork_copy_vmas"] += copied
@@ -83,12 +87,12 @@ def _dup_mmap_vmas(mm: MmStruct, oldmm: MmStruct) -> None:
         vs["fork_guard_markers_dropped"] += markers_dropped
 
 
-def _dup_one(mm: MmStruct, mpnt: VmArea, k: MmContext, design: DesignHooks) -> tuple[int, int, int]:
-    """One VMA of dup_mmap's loop: the body of mm/mmap.c:dup_mmap's for_each_vma loop;
-    returns its (fork_copy_vmas, guard markers copied, guard markers dropped) for
-    /proc/vmstat."""
+def _dup_one(mm: MmStruct, mpnt: VmArea, k: MmContext, design: DesignHooks) -> VmArea | None:
+    """The body of mm/mmap.c:dup_mmap's for_each_vma loop up to copy_page_range: the
+    child's copy of ``mpnt``, stored and linked; None where no page tables are to be
+    copied (VM_DONTCOPY: no copy at all; VM_WIPEONFORK: a copy without them)."""
     if mpnt.vm_flags & VM_DONTCOPY:
-        return 0, 0, 0
+        return None
     if mpnt.vm_flags & VM_ACCOUNT:
         # security_vm_enough_memory_mm(oldmm, len): the child's copy is charged
         try:
@@ -122,15 +126,7 @@ def _dup_one(mm: MmStruct, mpnt: VmArea, k: MmContext, design: DesignHooks) -> t
     mm.vma_store(tmp)
     mm.map_count += 1
     vma_link_file(tmp)
-    if wipe:
-        return 0, 0, 0
-    if design.vma_needs_copy(tmp, mpnt):
-        try:
-            return 1, copy_page_range(tmp, mpnt), 0
-        except AllocFailure:
-            k.vmstat["fork_copy_vmas"] += 1  # counted before the copy began
-            raise
-    return 0, 0, count_markers(mpnt)
+    return None if wipe else tmp
 
 
 def exit_mmap(mm: MmStruct) -> None:

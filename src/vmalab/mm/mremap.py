@@ -104,7 +104,8 @@ def copy_vma(vma: VmArea, addr: int, length: int, pgoff: int) -> VmArea:
     if vmg.nomem:
         raise AllocFailure("anon_vma_chain")
     new = vm_area_dup(vma)
-    mm.ctx.design.vma_dup(new, vma)
+    if mm.ctx.hooked_vma_dup:
+        mm.ctx.design.vma_dup(new, vma)
     new.vm_start, new.vm_end, new.vm_pgoff = addr, addr + length, pgoff
     try:
         rmap.anon_vma_clone(new, vma)
