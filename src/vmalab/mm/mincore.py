@@ -16,7 +16,7 @@ import errno
 from vmalab import uapi
 from vmalab.errors import kernel_error
 from vmalab.mm.flags import VM_EXEC, VM_WRITE
-from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, MmStruct, linear_page_index
+from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, MmStruct, linear_page_index, mm_task
 from vmalab.mm.pagetable import _PAGE_PRESENT
 
 U64 = (1 << 64) - 1
@@ -25,7 +25,7 @@ TASK_SIZE_MAX = (1 << 47) - PAGE_SIZE
 
 def mdwe_bits(mm: MmStruct) -> int:
     """The MDWE bits of the mm's task (get_current_mdwe)."""
-    task = mm.ctx.tasks.get(mm.owner_pid)
+    task = mm_task(mm)
     return int(getattr(task, "mdwe", 0)) if task is not None else 0
 
 

@@ -482,3 +482,9 @@ class MmContext:
         self.hooked_vma_dup = True
         self.hooked_vma_fork_dup = True
         self.hooked_vma_free = True
+
+
+def mm_task(mm: MmStruct) -> TaskCreds | None:
+    """The task that owns ``mm`` (the model runs one task per mm; ``current`` where a
+    syscall runs), None once it has gone."""
+    return mm.ctx.tasks.get(mm.owner_pid)

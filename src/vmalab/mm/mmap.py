@@ -49,6 +49,7 @@ from vmalab.mm.mm_types import (
     PAGE_SIZE,
     MmStruct,
     VmArea,
+    mm_task,
 )
 from vmalab.mm.slab import AllocFailure
 
@@ -299,7 +300,7 @@ def calc_vm_flag_bits(flags: int) -> int:
 
 def mlock_limits(mm: MmStruct) -> tuple[bool, int]:
     """(capable(CAP_IPC_LOCK), rlimit(RLIMIT_MEMLOCK) in pages) of the mm's task."""
-    task = mm.ctx.tasks.get(mm.owner_pid)
+    task = mm_task(mm)
     if task is None:
         return True, 0
     return bool(task.cap_ipc_lock), int(task.rlimit_memlock) >> PAGE_SHIFT

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm.flags import VMA_PKEY_BIT0_BIT
+from vmalab.mm.mm_types import mm_task
 
 if TYPE_CHECKING:
     from vmalab.mm.mm_types import MmStruct, VmArea
@@ -105,7 +106,7 @@ def init_pkru(pku: bool) -> int:
 
 def current(mm: MmStruct) -> PkeyTask:
     """The task that owns ``mm`` (``current`` for the model's one-task-per-mm)."""
-    t = mm.ctx.tasks.get(mm.owner_pid)
+    t = mm_task(mm)
     if t is None:
         raise InvariantError(f"mm of pid {mm.owner_pid} has no task")
     return cast("PkeyTask", t)
