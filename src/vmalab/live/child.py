@@ -43,7 +43,6 @@ from vmalab.live.libc import (
     CLONE_NEWIPC,
     CLONE_VFORK,
     CLONE_VM,
-    IPC_RMID,
     MAP_FAILED,
     PR_SET_PDEATHSIG,
     PROBE_CODE,
@@ -58,13 +57,16 @@ from vmalab.live.libc import (
     SYS_SHMDT,
     SYS_SHMGET,
     SYS_USERFAULTFD,
+    Libc,
+)
+from vmalab.live.safety import HostBudget, Refused, plain_name
+from vmalab.mm.shm import IPC_RMID
+from vmalab.mm.userfaultfd import (
     UFFD_FEATURE_SIGBUS,
     UFFDIO_API,
     UFFDIO_REGISTER,
     UFFDIO_UNREGISTER,
-    Libc,
 )
-from vmalab.live.safety import HostBudget, Refused, plain_name
 from vmalab.program.observe import parse_smaps
 
 SLAB_CACHES = ("anon_vma", "anon_vma_chain", "vm_area_struct")

@@ -14,6 +14,7 @@ close_range is not followed (a later ioctl on it counts as ``unsupported``).
 from __future__ import annotations
 
 from vmalab.mm import shm
+from vmalab.mm.userfaultfd import UFFDIO_API, UFFDIO_REGISTER, UFFDIO_UNREGISTER
 from vmalab.trace.args import ArgError, strip_fdpath, struct_fields, to_int
 from vmalab.trace.parse import Syscall
 from vmalab.trace.replay_state import Handler, ReplayState, Task, ret_value
@@ -59,9 +60,6 @@ SYMBOLS = {
 """The names strace prints for these calls' arguments (the replay's parser knows the
 common mm ones only)."""
 
-UFFDIO_API = 0xC018AA3F
-UFFDIO_REGISTER = 0xC020AA00
-UFFDIO_UNREGISTER = 0x8010AA01
 _UFFDIO = {
     "UFFDIO_API": UFFDIO_API,
     "UFFDIO_REGISTER": UFFDIO_REGISTER,
