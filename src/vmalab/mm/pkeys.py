@@ -45,8 +45,9 @@ import errno
 import functools
 from typing import TYPE_CHECKING, Protocol, cast
 
+from vmalab import uapi
 from vmalab.errors import InvariantError, kernel_error
-from vmalab.mm.flags import VMA_PKEY_BIT0_BIT
+from vmalab.mm.flags import VM_ACCESS_FLAGS, VM_EXEC, VMA_PKEY_BIT0_BIT
 from vmalab.mm.mm_types import mm_task
 
 if TYPE_CHECKING:
@@ -167,9 +168,14 @@ def arch_set_user_pkey_access(p: PkeyTask, pkey: int, init_val: int) -> int:
     bits = (PKRU_AD_BIT if init_val & PKEY_DISABLE_ACCESS else 0) | (
         PKRU_WD_BIT if init_val & PKEY_DISABLE_WRITE else 0
     )
+    _pkru_write(p, pkey, bits)
+    return 0
+
+
+def _pkru_write(p: PkeyTask, pkey: int, bits: int) -> None:
+    """WRPKRU of ``pkey``'s two bits (AD, WD), the other keys' bits kept."""
     shift = pkey * PKRU_BITS_PER_PKEY
     p.pkru = (p.pkru & ~((PKRU_AD_BIT | PKRU_WD_BIT) << shift)) | (bits << shift)
-    return 0
 
 
 def pkey_alloc(p: PkeyTask, flags: int, init_val: int) -> int:
@@ -252,11 +258,11 @@ def arch_override_mprotect_pkey(vma: VmArea, prot: int, pkey: int) -> int:
         return 0
     if pkey != -1:
         return pkey
-    if prot == 0x4:  # PROT_EXEC
+    if prot == uapi.PROT_EXEC:
         pkey = execute_only_pkey(mm)
         if pkey > 0:
             return pkey
-    elif vma.vm_flags & 0x7 == 0x4 and vma_pkey(vma) == current(mm).pkey_exec_only:
+    elif vma.vm_flags & VM_ACCESS_FLAGS == VM_EXEC and vma_pkey(vma) == current(mm).pkey_exec_only:
         return ARCH_DEFAULT_PKEY  # vma_is_pkey_exec_only()
     return vma_pkey(vma)
 
@@ -291,8 +297,7 @@ def pkey_set(p: PkeyTask, pkey: int, rights: int) -> None:
     _check_pkru_insn(p, pkey)
     if rights & ~PKEY_ACCESS_MASK:
         raise kernel_error(errno.EINVAL, f"unknown pkey rights {rights:#x}")
-    shift = pkey * PKRU_BITS_PER_PKEY
-    p.pkru = (p.pkru & ~(PKEY_ACCESS_MASK << shift)) | (rights << shift)
+    _pkru_write(p, pkey, rights)  # PKEY_DISABLE_ACCESS/WRITE are the AD/WD bits
 
 
 def _check_pkru_insn(p: PkeyTask, pkey: int) -> None:

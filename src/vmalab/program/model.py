@@ -10,6 +10,7 @@ from typing import Any
 from vmalab import uapi
 from vmalab.errors import SegmentationFault
 from vmalab.program.core import Program
+from vmalab.program.names import PAGE
 from vmalab.program.observe import Observation, parse_smaps
 from vmalab.program.run import Machine, execute
 
@@ -189,8 +190,6 @@ class ModelMachine:
             self.k.check()
 
 
-PAGE = 4096
-
 DEFAULT_MODEL_SECONDS = 120.0
 """Wall-time budget of one ``run_model`` unless the caller gives one."""
 
@@ -213,7 +212,7 @@ def run_model(
 
     if budget is None:
         budget = Budget.from_env(seconds=timeout)
-    pool = getattr(prog, "hugetlb_pool", None)
+    pool = prog.hugetlb_pool
     k = Kernel(design, budget=budget, hugetlb_pages=None if pool is None else {21: pool, 30: 0})
     if check is None:
         check = prog.count_ops() <= 1000

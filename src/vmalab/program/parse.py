@@ -33,8 +33,8 @@ PROGRAM_KEYS = (
     "comment",
     "meta",
 )
-MAX_HUGETLB_POOL = 1 << 16
 """The keys of a program object."""
+MAX_HUGETLB_POOL = 1 << 16
 OBSERVE_KEYS = ("each", "probe", "contents")
 """The keys of ``observe``."""
 REPEAT_FIELDS = ("count", "stride", "ops")

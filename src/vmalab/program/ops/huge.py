@@ -12,7 +12,10 @@ if TYPE_CHECKING:
     from vmalab.program.observe import Observation
     from vmalab.program.run import Runner
 
-PTRS_PER_PMD_TABLE = 512
+# khugepaged_init()'s sysfs defaults for 512-entry PTE tables (mm/khugepaged.py:CollapseControl)
+MAX_PTES_NONE = 511
+MAX_PTES_SWAP = 64
+MAX_PTES_SHARED = 256
 
 
 @register
@@ -25,20 +28,20 @@ class Khugepaged(OpBase):
     runs in the background every 10 s and cannot be run on demand without changing the
     host's sysfs knobs, so the fuzzer never draws it."""
 
-    max_ptes_none: int = PTRS_PER_PMD_TABLE - 1
-    max_ptes_swap: int = PTRS_PER_PMD_TABLE // 8
-    max_ptes_shared: int = PTRS_PER_PMD_TABLE // 2
+    max_ptes_none: int = MAX_PTES_NONE
+    max_ptes_swap: int = MAX_PTES_SWAP
+    max_ptes_shared: int = MAX_PTES_SHARED
     op: str = "khugepaged"
 
     @classmethod
     def parse(
         cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int
     ) -> Khugepaged:
-        hi = PTRS_PER_PMD_TABLE - 1
+        hi = MAX_PTES_NONE  # each limit counts entries of one PTE table, at most 511
         return cls(
-            int_field(ctx, d, "max_ptes_none", loc, 0, hi, PTRS_PER_PMD_TABLE - 1),
-            int_field(ctx, d, "max_ptes_swap", loc, 0, hi, PTRS_PER_PMD_TABLE // 8),
-            int_field(ctx, d, "max_ptes_shared", loc, 0, hi, PTRS_PER_PMD_TABLE // 2),
+            int_field(ctx, d, "max_ptes_none", loc, 0, hi, MAX_PTES_NONE),
+            int_field(ctx, d, "max_ptes_swap", loc, 0, hi, MAX_PTES_SWAP),
+            int_field(ctx, d, "max_ptes_shared", loc, 0, hi, MAX_PTES_SHARED),
         )
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
