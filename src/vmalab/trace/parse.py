@@ -154,8 +154,14 @@ def _fast_fields(raw: str) -> tuple[str | None, str, str, str] | None:
     the line is not exactly that shape (then the regex decides). Never a different
     answer from the regex: tests/test_trace_parse_fast.py compares the two."""
     sp = _fast_split(raw)
-    if sp is None:
-        return None
+    return None if sp is None else _fast_success(sp)
+
+
+_Split = tuple[str, str, str, str]
+
+
+def _fast_success(sp: _Split) -> tuple[str | None, str, str, str] | None:
+    """``_fast_fields`` of a line ``_fast_split`` has already split."""
     pid, name, argtext, tail = sp
     if not tail.startswith(" = "):
         return None
@@ -172,8 +178,11 @@ def _fast_failed(raw: str) -> tuple[str, str, str, str, str] | None:
     ``PID SECS.USECS name(plain args) = -1 ENAME (note)``; None for any other line (the
     general reader then decides, and gives the same answer: tests compare them)."""
     sp = _fast_split(raw)
-    if sp is None:
-        return None
+    return None if sp is None else _fast_failure(sp)
+
+
+def _fast_failure(sp: _Split) -> tuple[str, str, str, str, str] | None:
+    """``_fast_failed`` of a line ``_fast_split`` has already split."""
     pid, name, argtext, tail = sp
     if not tail.startswith(" = -1 E") or "\n" in tail or "\r" in tail:
         return None
@@ -181,6 +190,11 @@ def _fast_failed(raw: str) -> tuple[str, str, str, str, str] | None:
     if len(err) < 2 or not err[1:].replace("_", "A").isalnum() or err.upper() != err:
         return None
     return pid, name, argtext, err, note.strip()
+
+
+def _plain_args(argtext: str) -> list[str]:
+    """The arguments of a fast-path line (no quote, bracket or parenthesis in them)."""
+    return [a.strip() for a in argtext.split(",")] if argtext.strip() else []
 
 
 _SPECIAL: Final = re.compile(r'["/<(\[{]')
@@ -331,7 +345,8 @@ def parse_one(
     """
     if len(raw) > _MAX_LINE:
         raise TraceSyntaxError(lineno, "line too long")
-    fields = _fast_fields(raw)
+    sp = _fast_split(raw)  # once, for both fast readers
+    fields = None if sp is None else _fast_success(sp)
     if fields is None:
         fm = _FAST.match(raw)
         if fm is not None:
@@ -340,16 +355,14 @@ def parse_one(
         p0, name, argtext, ret = fields
         fpid = int(p0) if p0 is not None else None
         if fpid is None or fpid <= 1 << 31:
-            args = [a.strip() for a in argtext.split(",")] if argtext.strip() else []
-            return Syscall(lineno, lineno, fpid, name, args, ret, None)
-    else:
-        failed = _fast_failed(raw)
+            return Syscall(lineno, lineno, fpid, name, _plain_args(argtext), ret, None)
+    elif sp is not None:
+        failed = _fast_failure(sp)
         if failed is not None:
             p1, name, argtext, err, note = failed
             fpid = int(p1)
             if fpid <= 1 << 31 and (need_args is None or name in need_args):
-                args = [a.strip() for a in argtext.split(",")] if argtext.strip() else []
-                return Syscall(lineno, lineno, fpid, name, args, "-1", err, note)
+                return Syscall(lineno, lineno, fpid, name, _plain_args(argtext), "-1", err, note)
     return _parse_general(lineno, raw, pending, need_args)
 
 
