@@ -269,6 +269,12 @@ def split_huge_pmd_address(mm: MmStruct, addr: int) -> None:
         split_huge_pmd(mm, pmd_index(addr))
 
 
+def huge_pmds_in(pt: PageTables, start: int, end: int) -> list[int]:
+    """The PMD indices of the huge PMDs overlapping [start, end), ascending."""
+    lo, hi = pmd_index(start), pmd_index(end - 1)
+    return sorted(i for i in pt.huge if lo <= i <= hi)
+
+
 def split_huge_pmds_partial(mm: MmStruct, start: int, end: int) -> list[int]:
     """Split the huge PMDs [start, end) covers only in part; return those it covers whole.
 
@@ -280,7 +286,7 @@ def split_huge_pmds_partial(mm: MmStruct, start: int, end: int) -> list[int]:
     if not pt.huge or end <= start:
         return []
     whole = []
-    for i in sorted(i for i in pt.huge if pmd_index(start) <= i <= pmd_index(end - 1)):
+    for i in huge_pmds_in(pt, start, end):
         base = i << PMD_SHIFT
         if start <= base and base + PMD_SIZE <= end:
             whole.append(i)
@@ -377,7 +383,7 @@ def reclaim_split(mm: MmStruct, start: int, end: int) -> None:
     if not pt.huge:
         return
     lazy = mm.ctx.phys.lazyfree
-    for i in sorted(i for i in pt.huge if pmd_index(start) <= i <= pmd_index(end - 1)):
+    for i in huge_pmds_in(pt, start, end):
         t = pt.pte[i]
         pfns = [t[j] >> PAGE_SHIFT for j in range(HPAGE_PMD_NR)]
         if not all(p in lazy for p in pfns):

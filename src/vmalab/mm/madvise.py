@@ -368,8 +368,7 @@ def cold_pageout_split_thps(vma: VmArea, start: int, end: int) -> None:
     pt = mm.pgtables
     if not pt.huge:
         return
-    lo, hi = start >> PMD_SHIFT, (end - 1) >> PMD_SHIFT
-    for i in sorted(i for i in pt.huge if lo <= i <= hi):
+    for i in huge_memory.huge_pmds_in(pt, start, end):
         base = i << PMD_SHIFT
         if start <= base and base + PMD_SIZE <= end:
             continue
