@@ -119,3 +119,14 @@ PR_SET_VMA_ANON_NAME: Final = 0
 PR_GET_MDWE: Final = 66
 PR_MDWE_REFUSE_EXEC_GAIN: Final = 1 << 0
 PR_MDWE_NO_INHERIT: Final = 1 << 1
+
+# include/uapi/linux/ipc.h
+IPC_RMID: Final = 0
+
+# include/uapi/linux/userfaultfd.h: a feature bit and the ioctl numbers (_IOWR(UFFDIO, ...))
+# of the three calls the model takes (mm/userfaultfd.py models them; the replay and the
+# live runner read and issue them)
+UFFD_FEATURE_SIGBUS: Final = 1 << 7
+UFFDIO_API: Final = 0xC018AA3F
+UFFDIO_REGISTER: Final = 0xC020AA00
+UFFDIO_UNREGISTER: Final = 0x8010AA01

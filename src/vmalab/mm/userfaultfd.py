@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from vmalab import uapi
 from vmalab.errors import kernel_error
 from vmalab.mm.filemap import File, Inode
 from vmalab.mm.flags import (
@@ -46,12 +47,7 @@ UFFD_API_FEATURES = 0x1FFFF
 UFFD_API_IOCTLS = 0x8000000000000003
 UFFD_FEATURE_EVENT_FORK = 1 << 1
 UFFD_FEATURE_EVENT_REMAP = 1 << 2
-UFFD_FEATURE_SIGBUS = 1 << 7
-# include/uapi/linux/userfaultfd.h: the ioctl numbers (_IOWR(UFFDIO, ...)) of the three
-# calls the model takes; the replay and the live runner read and issue them.
-UFFDIO_API = 0xC018AA3F
-UFFDIO_REGISTER = 0xC020AA00
-UFFDIO_UNREGISTER = 0x8010AA01
+UFFD_FEATURE_SIGBUS = uapi.UFFD_FEATURE_SIGBUS
 UFFD_FEATURE_WP_ASYNC = 1 << 15
 UFFDIO_REGISTER_MODE_MISSING = 1
 UFFDIO_REGISTER_MODE_WP = 2

@@ -14,10 +14,10 @@ close_range is not followed (a later ioctl on it counts as ``unsupported``).
 from __future__ import annotations
 
 from vmalab.mm import shm
-from vmalab.mm.userfaultfd import UFFDIO_API, UFFDIO_REGISTER, UFFDIO_UNREGISTER
 from vmalab.trace.args import ArgError, strip_fdpath, struct_fields, to_int
 from vmalab.trace.parse import Syscall
 from vmalab.trace.replay_state import Handler, ReplayState, Task, ret_value
+from vmalab.uapi import UFFDIO_API, UFFDIO_REGISTER, UFFDIO_UNREGISTER
 
 SYMBOLS = {
     "IPC_PRIVATE": shm.IPC_PRIVATE,
