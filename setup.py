@@ -48,6 +48,7 @@ MYPYC_GROUPS: dict[str, tuple[str, ...]] = {
         "vmalab/trace/args.py",
         "vmalab/trace/replay.py",
         "vmalab/trace/replay_state.py",
+        "vmalab/trace/events.py",
         "vmalab/trace/handlers_mm.py",
         "vmalab/trace/handlers_fs.py",
         "vmalab/trace/handlers_task.py",

@@ -55,13 +55,13 @@ tasks, fd tables, model files and the :class:`ReplayResult`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from vmalab.trace import handlers_fs, handlers_ipc, handlers_mm, handlers_task, layout
-from vmalab.trace import parse as P
+from vmalab.trace.events import trace_events
 from vmalab.trace.handlers_fs import AT_FDCWD
 from vmalab.trace.handlers_task import LOOKAHEAD_CALLS, prescan_exec
-from vmalab.trace.parse import PageFault, Syscall, TaskExit, TraceSyntaxError
+from vmalab.trace.parse import PageFault, Syscall, TaskExit
 from vmalab.trace.recording import is_recording, open_recording
 from vmalab.trace.replay_state import (
     MAX_MODEL_ERRORS,
@@ -145,34 +145,6 @@ NEED_ARGS = MODELLED | {"execve", "execveat", "clone", "clone3", "fork", "vfork"
 """Calls whose arguments the replay reads; the parser skips the others' arguments."""
 
 
-def _events(
-    rp: Replayer, lines: Iterable[str], lenient: bool, skipped: list[int], skip_to: int = 0
-) -> Iterator[Syscall | TaskExit | PageFault]:
-    """parse_lines(), also reporting unfinished clone-family calls to the replayer."""
-    pending: dict[int | None, tuple[int, str, str]] = {}
-    for lineno, raw in enumerate(lines, 1):
-        try:
-            ev = P.parse_one(lineno, raw, pending, NEED_ARGS)
-        except TraceSyntaxError:
-            if not lenient:
-                raise
-            skipped.append(lineno)
-            continue
-        if ev is None:
-            # an unfinished clone: the child may run before the parent returns
-            if lineno > skip_to and raw.rstrip().endswith("<unfinished ...>"):
-                for pid, (start, name, head) in pending.items():
-                    if start == lineno and name in handlers_task.CLONES:
-                        handlers_task.note_unfinished_clone(rp, lineno, pid, name, head)
-            continue
-        if isinstance(ev, PageFault) and pending.get(ev.pid, (0, ""))[1] in handlers_task.EXECS:
-            continue  # inside execve: the new image's faults, already in its snapshot
-        yield ev
-    for pid, (start, name, body) in pending.items():
-        if name in ("exit", "exit_group"):
-            yield Syscall(start, start, pid, name, [body.strip().rstrip(",")], "?", None)
-
-
 def replay(
     path: str,
     design: str | None = None,
@@ -243,14 +215,8 @@ def replay(
     except OSError as e:
         raise FileNotFoundError(e.errno, f"cannot read trace {trace}: {e.strerror}") from None
 
-    def lines() -> Iterator[str]:
-        # track the byte offset so that an execve's lookahead can seek() to its line
-        for raw in f:
-            rp.offset += len(raw)
-            yield raw.decode("utf-8", "replace")
-
     with f:
-        rp.feed(_events(rp, lines(), lenient, skipped, skip_to), stop_at_line, skip_to)
+        rp.feed(trace_events(rp, f, NEED_ARGS, lenient, skipped, skip_to), stop_at_line, skip_to)
     rp.r.malformed += len(skipped)
     rp.r.seconds = time.perf_counter() - t0
     if rp.guardify is not None:
