@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
 from vmalab import uapi
 from vmalab.errors import kernel_error
@@ -56,16 +56,19 @@ def syscall(fn: Callable[P, R]) -> Callable[P, R]:
     before it starts, except exit(), which only frees.
     """
     exempt = fn.__name__ == "exit"
+    positional = cast("Callable[..., R]", fn)
 
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        self = args[0]
-        if self._dead:  # type: ignore[attr-defined]
-            raise ProcessLookupError(errno.ESRCH, f"process {self.pid} has exited")  # type: ignore[attr-defined]
-        budget = self.kernel.budget  # type: ignore[attr-defined]
+        # typed as the Task it is, so that the compiled build reads these fields natively
+        self = cast(Task, args[0])
+        if self._dead:
+            raise ProcessLookupError(errno.ESRCH, f"process {self.pid} has exited")
+        budget: Budget = self.kernel.budget
         if budget.deadline is not None and not exempt and budget.out_of_time():
             raise_breach(budget)
         try:
-            r = fn(*args, **kwargs)
+            # without keywords the call needs no dict (most calls: the replay's, the runners')
+            r = fn(*args, **kwargs) if kwargs else positional(*args)
         except AllocFailure as e:
             breach = budget.take()
             if breach is not None:
