@@ -194,7 +194,16 @@ class Process(Task):
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         """mprotect(2). Models mm/mprotect.c:do_mprotect_pkey."""
         _check_int(addr, length, prot)
-        do_mprotect(self.mm, addr, length, prot)
+        _raise_walk_error(do_mprotect(self.mm, addr, length, prot))
+
+    @_syscall
+    def mprotect_ret(self, addr: int, length: int, prot: int) -> int:
+        """mprotect(2) with the walk's ENOMEM returned as the syscall returns it: 0, or
+        -ENOMEM when the range has a hole (the VMAs before it are changed); other
+        errors raise OSError. The replay's form: a log's failed calls cost no exception.
+        Models mm/mprotect.c:do_mprotect_pkey."""
+        _check_int(addr, length, prot)
+        return do_mprotect(self.mm, addr, length, prot)
 
     @_syscall
     def mremap(
@@ -208,7 +217,15 @@ class Process(Task):
     def madvise(self, addr: int, length: int, advice: int) -> None:
         """madvise(2). Models mm/madvise.c:do_madvise."""
         _check_int(addr, length, advice)
-        do_madvise(self.mm, addr, length, advice)
+        _raise_walk_error(do_madvise(self.mm, addr, length, advice))
+
+    @_syscall
+    def madvise_ret(self, addr: int, length: int, advice: int) -> int:
+        """madvise(2) with the holes' ENOMEM returned as the syscall returns it: 0, or
+        -ENOMEM when the range has holes (the mapped parts got the advice); other errors
+        raise OSError. The replay's form. Models mm/madvise.c:do_madvise."""
+        _check_int(addr, length, advice)
+        return do_madvise(self.mm, addr, length, advice)
 
     @_syscall
     def process_madvise(self, ranges: Sequence[tuple[int, int]], advice: int) -> int:
@@ -301,7 +318,7 @@ class Process(Task):
     def pkey_mprotect(self, addr: int, length: int, prot: int, pkey: int) -> None:
         """pkey_mprotect(2). Models mm/mprotect.c:do_mprotect_pkey (key -1: mprotect)."""
         _check_int(addr, length, prot, pkey)
-        do_mprotect(
+        err = do_mprotect(
             self.mm,
             addr,
             length,
@@ -309,6 +326,7 @@ class Process(Task):
             pkey_check=lambda: pkeys.check_mprotect_pkey(self, pkey),
             pkey=pkey,
         )
+        _raise_walk_error(err)
 
     @_syscall
     def pkey_get(self, pkey: int) -> int:
@@ -536,3 +554,10 @@ class Process(Task):
     def alive(self) -> bool:
         """False once the process has exited."""
         return not self._dead
+
+
+def _raise_walk_error(err: int) -> None:
+    """Raise the -errno a VMA walk returned (mprotect's holes, madvise's unmapped parts)
+    as the OSError the syscall methods raise."""
+    if err:
+        raise kernel_error(-err, "range contains unmapped memory")

@@ -32,6 +32,7 @@ mprotect now covers the guard too. ``mmap(PROT_NONE)`` reservations larger than
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,6 +180,17 @@ class GuardifyProcess:
                 self._guards.discard(g)
                 self._stats.removed += 1
         self.raw.mprotect(addr, length, prot)
+
+    def mprotect_ret(self, addr: int, length: int, prot: int) -> int:
+        """:meth:`mprotect` in the replay's form (``Process.mprotect_ret``): 0, or -ENOMEM
+        where the range has a hole."""
+        try:
+            self.mprotect(addr, length, prot)
+        except OSError as e:
+            if e.errno == errno.ENOMEM:
+                return -errno.ENOMEM
+            raise
+        return 0
 
     def mmap(
         self, addr: int, length: int, prot: int, flags: int, fd: int = -1, offset: int = 0

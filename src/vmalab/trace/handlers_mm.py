@@ -72,12 +72,16 @@ def sys_munmap(rp: ReplayState, t: Task, ev: Syscall) -> None:
     t.mm.proc.munmap(to_int(ev.args[0]), to_int(ev.args[1]))
 
 
-def sys_mprotect(rp: ReplayState, t: Task, ev: Syscall) -> None:
-    """mprotect(addr, len, prot); memory made writable is assumed written (``touch``)."""
+def sys_mprotect(rp: ReplayState, t: Task, ev: Syscall) -> int | None:
+    """mprotect(addr, len, prot); memory made writable is assumed written (``touch``).
+    A hole's ENOMEM comes back as -ENOMEM (``Process.mprotect_ret``), not raised."""
     addr, length, prot = to_int(ev.args[0]), to_int(ev.args[1]), to_int(ev.args[2])
-    t.mm.proc.mprotect(addr, length, prot)
+    err: int = t.mm.proc.mprotect_ret(addr, length, prot)
+    if err:
+        return err
     if prot & uapi.PROT_WRITE:
         rp.note_store(t, addr, prot, uapi.MAP_PRIVATE, length)
+    return None
 
 
 def sys_pkey_mprotect(rp: ReplayState, t: Task, ev: Syscall) -> None:
@@ -141,9 +145,11 @@ def sys_mremap(rp: ReplayState, t: Task, ev: Syscall) -> None:
         t.mm.proc.mremap(old, osz, nsz, 0)
 
 
-def sys_madvise(rp: ReplayState, t: Task, ev: Syscall) -> None:
-    """madvise(addr, len, advice); advice as a number, a name or ``0x66 /* MADV_??? */``."""
-    t.mm.proc.madvise(to_int(ev.args[0]), to_int(ev.args[1]), to_int(ev.args[2]))
+def sys_madvise(rp: ReplayState, t: Task, ev: Syscall) -> int | None:
+    """madvise(addr, len, advice); advice as a number, a name or ``0x66 /* MADV_??? */``.
+    The holes' ENOMEM comes back as -ENOMEM (``Process.madvise_ret``), not raised."""
+    err: int = t.mm.proc.madvise_ret(to_int(ev.args[0]), to_int(ev.args[1]), to_int(ev.args[2]))
+    return err or None
 
 
 def sys_process_madvise(rp: ReplayState, t: Task, ev: Syscall) -> None:

@@ -310,8 +310,13 @@ class ReplayState:
             try:
                 if t.mm.touch and name not in _SETUP_CALLS:
                     self.flush_stores(t.mm)
-                handler(self, t, ev)
-                if ev.errno is not None:  # the kernel failed it, the model did not
+                err = handler(self, t, ev)
+                if err:  # the model failed it with -errno, returned rather than raised
+                    if ev.errno is not None and err == -_errno.ENOMEM:
+                        self.r.applied += 1  # the model failed the same way
+                    else:
+                        self.model_error(ev, OSError(-err, os.strerror(-err)))
+                elif ev.errno is not None:  # the kernel failed it, the model did not
                     self.model_error(ev, OSError(0, "succeeded where the kernel failed"))
                 else:
                     self.r.applied += 1
@@ -550,8 +555,10 @@ class ReplayState:
         self.r.start_method = "maps-dump"
 
 
-Handler = Callable[[ReplayState, Task, Syscall], None]
-"""A syscall's replay: applies one successful (or partly successful) call to the model."""
+Handler = Callable[[ReplayState, Task, Syscall], "int | None"]
+"""A syscall's replay: applies one successful (or partly successful) call to the model.
+Returns None (or 0), or the -errno the model failed the call with where the model returns
+it rather than raising it (mprotect's and madvise's holes)."""
 
 
 def ret_value(ev: Syscall) -> int:
