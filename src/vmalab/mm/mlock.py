@@ -24,7 +24,7 @@ from vmalab.mm.flags import (
 from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, MmStruct, VmArea
 from vmalab.mm.mmap import can_do_mlock, mlock_limits, mm_populate, page_align
 from vmalab.mm.mmap import mlock_future_ok as mlock_future_ok  # re-exported
-from vmalab.mm.vma import vma_modify_flags
+from vmalab.mm.vma import fixup_vma_range, vma_modify_flags
 
 
 def mlock_fixup(
@@ -47,10 +47,9 @@ def mlock_fixup(
 def apply_vma_lock_flags(mm: MmStruct, start: int, length: int, flags: int) -> None:
     """Set or clear the lock flags on [start, start+length).
 
-    Models mm/mlock.c:apply_vma_lock_flags. Its VMA loop is the same as the one of
-    mm/mprotect.c:do_mprotect_pkey (``vmalab.mm.mprotect``): the kernel writes the walk
-    (fixup, then continue from vma_iter_end() because a merge may have grown the VMA) in
-    both functions, with different checks around it, and so does this model.
+    Models mm/mlock.c:apply_vma_lock_flags: EINVAL for a range that wraps, ENOMEM when
+    ``start`` is unmapped; its VMA loop (the same as the one of
+    mm/mprotect.c:do_mprotect_pkey) is ``vma.fixup_vma_range`` with mlock_fixup inside.
     """
     end = start + length
     if end > (1 << 64) - 1:  # unsigned wrap-around: end < start
@@ -60,21 +59,13 @@ def apply_vma_lock_flags(mm: MmStruct, start: int, length: int, flags: int) -> N
     vma = mm.find_vma(start)
     if vma is None or vma.vm_start > start:
         raise kernel_error(errno.ENOMEM, "range not mapped")
-    prev = mm.vma_prev(vma) if start <= vma.vm_start else vma
-    nstart = start
-    while True:
+
+    def fixup(vma: VmArea, prev: VmArea | None, nstart: int, tmp: int) -> VmArea:
         newflags = (vma.vm_flags & ~VM_LOCKED_MASK) | flags
-        tmp = min(vma.vm_end, end)
-        vma = mlock_fixup(mm, vma, prev, nstart, tmp, newflags)
-        # tmp = vma_iter_end(&vmi): a merge may have grown the VMA past the range.
-        tmp = nstart = vma.vm_end
-        prev = vma
-        if tmp >= end:
-            return
-        nxt = mm.vma_next(vma)
-        if nxt is None or nxt.vm_start != tmp:
-            raise kernel_error(errno.ENOMEM, "hole in range")
-        vma = nxt
+        return mlock_fixup(mm, vma, prev, nstart, tmp, newflags)
+
+    if fixup_vma_range(mm, vma, start, end, fixup):
+        raise kernel_error(errno.ENOMEM, "hole in range")
 
 
 def count_mm_mlocked_page_nr(mm: MmStruct, start: int, length: int) -> int:

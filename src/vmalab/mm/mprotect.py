@@ -31,7 +31,7 @@ from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, MmStruct, VmArea
 from vmalab.mm.mmap import mm_populate, page_align
 from vmalab.mm.pagetable import _PAGE_PRESENT, _PAGE_RW, pte_walk
 from vmalab.mm.util import security_vm_enough_memory_mm, vm_unacct_memory
-from vmalab.mm.vma import vma_modify_flags
+from vmalab.mm.vma import fixup_vma_range, vma_modify_flags
 
 
 def change_protection(vma: VmArea, start: int, end: int, newflags: int) -> None:
@@ -146,13 +146,9 @@ def do_mprotect(
             raise kernel_error(errno.EINVAL, "PROT_GROWSDOWN on a non-stack VMA")
     elif vma.vm_start > start:
         return -errno.ENOMEM  # the range starts in a hole
-    prev = mm.vma_prev(vma) if start <= vma.vm_start else vma
-    tmp = vma.vm_start
-    nstart = start
     newprot = calc_vm_prot_bits(prot)
-    while True:
-        if vma.vm_start != tmp:
-            return -errno.ENOMEM  # a hole in the range
+
+    def fixup(vma: VmArea, prev: VmArea | None, nstart: int, tmp: int) -> VmArea:
         newflags = newprot | (vma.vm_flags & ~(VM_READ | VM_WRITE | VM_EXEC))
         if mm.ctx.pku:  # mask_off_old_flags has ARCH_VM_PKEY_FLAGS (all 0 without OSPKE)
             new_vma_pkey = pkeys.arch_override_mprotect_pkey(vma, prot, pkey)
@@ -162,14 +158,7 @@ def do_mprotect(
             raise kernel_error(errno.EACCES, "VM_MAY* forbids this protection")
         if map_deny_write_exec(mm, vma.vm_flags, newflags):
             raise kernel_error(errno.EACCES, "MDWE refuses this protection")
-        tmp = min(vma.vm_end, end)
-        vma = mprotect_fixup(mm, vma, prev, nstart, tmp, newflags)
-        # tmp = vma_iter_end(&vmi): a merge may have grown the VMA past the range.
-        tmp = nstart = vma.vm_end
-        prev = vma
-        if tmp >= end:
-            return 0
-        nxt = mm.vma_next(vma)
-        if nxt is None:
-            return -errno.ENOMEM  # a hole at the end of the range
-        vma = nxt
+        return mprotect_fixup(mm, vma, prev, nstart, tmp, newflags)
+
+    # The VMA loop, the same as apply_vma_lock_flags()'s.
+    return fixup_vma_range(mm, vma, start, end, fixup)

@@ -4,7 +4,8 @@ Models mm/vma.c (Linux 6.19 as of 64212ba02e66, which the 6.18.y backport matche
 ``struct vma_merge_struct``, is_mergeable_vma, is_mergeable_anon_vma,
 can_vma_merge_{before,after,left,right}, vma_merge_existing_range, vma_merge_new_range,
 vma_expand, commit_merge, __split_vma/split_vma, vma_modify/vma_modify_flags, and
-mm/vma_init.c (vm_area_alloc/vm_area_dup/vm_area_free). Sticky-flag masks come from
+mm/vma_init.c (vm_area_alloc/vm_area_dup/vm_area_free); also the per-VMA fixup loop
+that mlock and mprotect share (``fixup_vma_range``). Sticky-flag masks come from
 the active design (``Design.vm_sticky``/``vm_ignore_merge``), so the eager and tagged
 designs merge as <= 6.18 kernels do. The design hears of every VMA duplicated by a split
 (``vma_dup``), merged into another (``vma_merge``) and freed (``vma_free``), so it can
@@ -17,6 +18,7 @@ contexts are set by vmalab.mm.userfaultfd); uprobes, mmap_lock and the per-VMA l
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 
 from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm import huge_memory, hugetlb, rmap
@@ -566,3 +568,37 @@ def vma_modify_flags(
     vmg.vm_flags = new_flags
     res, merged = vma_modify(vmg)
     return res, (res.vm_flags if merged else new_flags)
+
+
+def fixup_vma_range(
+    mm: MmStruct,
+    vma: VmArea,
+    start: int,
+    end: int,
+    fixup: Callable[[VmArea, VmArea | None, int, int], VmArea],
+) -> int:
+    """Call ``fixup(vma, prev, nstart, tmp)`` on each VMA of [start, end) in turn, from
+    ``vma`` (the one holding ``start``); ``fixup`` returns the VMA that now covers
+    [nstart, tmp) (merged or split). Returns 0, or -ENOMEM at a hole (returned, as the
+    kernel's loops return ``error``; do_mprotect passes it on, see its docstring).
+
+    Models the for_each_vma_range() loop that mm/mlock.c:apply_vma_lock_flags and
+    mm/mprotect.c:do_mprotect_pkey each write, with their own per-VMA checks and fixup
+    (mlock_fixup, mprotect_fixup) inside: prev is the VMA before ``vma`` unless
+    ``start`` falls inside it; after each fixup the walk continues from vma_iter_end()
+    because a merge may have grown the VMA past the range; a hole (the next VMA does
+    not start where the last one ended, or there is none) is ENOMEM, leaving the VMAs
+    before it changed.
+    """
+    prev = mm.vma_prev(vma) if start <= vma.vm_start else vma
+    nstart = start
+    while True:
+        vma = fixup(vma, prev, nstart, min(vma.vm_end, end))
+        # tmp = vma_iter_end(&vmi): a merge may have grown the VMA past the range.
+        nstart = vma.vm_end
+        if nstart >= end:
+            return 0
+        nxt = mm.vma_next(vma)
+        if nxt is None or nxt.vm_start != nstart:
+            return -errno.ENOMEM  # a hole in the range
+        prev, vma = vma, nxt
