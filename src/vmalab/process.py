@@ -229,7 +229,9 @@ class Process(Task):
 
     @_syscall
     def process_madvise(self, ranges: Sequence[tuple[int, int]], advice: int) -> int:
-        """process_madvise(2) on this process's own mm (PIDFD_SELF); returns bytes advised."""
+        """process_madvise(2) on this process's own mm (PIDFD_SELF); returns bytes advised.
+
+        Models mm/madvise.c:SYSCALL_DEFINE5(process_madvise) → vector_madvise."""
         for a, n in ranges:
             _check_int(a, n)
         if len(ranges) > 1024:
@@ -244,7 +246,9 @@ class Process(Task):
 
     @_syscall
     def mlock2(self, addr: int, length: int, flags: int = 0) -> None:
-        """mlock2(2); MLOCK_ONFAULT sets VM_LOCKONFAULT and populates nothing."""
+        """mlock2(2); MLOCK_ONFAULT sets VM_LOCKONFAULT and populates nothing.
+
+        Models mm/mlock.c:SYSCALL_DEFINE3(mlock2) → do_mlock."""
         _check_int(addr, length, flags)
         if flags & ~uapi.MLOCK_ONFAULT:
             raise kernel_error(errno.EINVAL, "unknown mlock2 flags")

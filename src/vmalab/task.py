@@ -162,14 +162,16 @@ class Task:
 
     @syscall
     def close(self, fd: int) -> None:
-        """close(2)."""
+        """close(2). Models fs/open.c:SYSCALL_DEFINE1(close) → fs/file.c:file_close_fd."""
         f = self._file(fd)
         del self.fds[fd]
         f.put()
 
     @syscall
     def dup(self, fd: int) -> int:
-        """dup(2): a second descriptor for the same open file."""
+        """dup(2): a second descriptor for the same open file.
+
+        Models fs/file.c:SYSCALL_DEFINE1(dup)."""
         return self._alloc_fd(self._file(fd))
 
     @syscall
@@ -247,7 +249,7 @@ class Task:
 
     @syscall
     def get_seals(self, fd: int) -> int:
-        """fcntl(F_GET_SEALS)."""
+        """fcntl(F_GET_SEALS). Models mm/memfd.c:memfd_fcntl (F_GET_SEALS)."""
         return self._file(fd).inode.seals
 
     @syscall
