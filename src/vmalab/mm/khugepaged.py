@@ -291,8 +291,8 @@ def collapse_pte_mapped_thp(vma: VmArea, haddr: int) -> str:
     return SCAN_SUCCEED
 
 
-def retract_page_tables(inode: Inode, pgoff: int) -> int:
-    """Free the PTE tables that map page-cache index ``pgoff``'s PMD range; return how many.
+def retract_page_tables(inode: Inode, pgoff: int) -> None:
+    """Free the PTE tables that map page-cache index ``pgoff``'s PMD range.
 
     Models mm/khugepaged.c:retract_page_tables: each VMA of ``i_mmap`` whose range holds
     ``pgoff`` at a PMD-aligned address covering 2 MiB, whose PMD points to a PTE table
@@ -300,7 +300,6 @@ def retract_page_tables(inode: Inode, pgoff: int) -> int:
     (file_backed_vma_is_retractable: no anon_vma, no uffd-wp, ...), loses that table
     with whatever it still holds (pmdp_collapse_flush + pte_free_defer).
     """
-    n = 0
     for vma in sorted(cast("Iterable[VmArea]", inode.i_mmap), key=lambda v: v.vm_start):
         if not vma.vm_pgoff <= pgoff < vma.vm_pgoff + vma.pages():
             continue
@@ -320,8 +319,6 @@ def retract_page_tables(inode: Inode, pgoff: int) -> int:
                 mapcount[pte >> PAGE_SHIFT] -= 1
             t[j] = 0
         mm.pgtables.zap_deposited_table(pmd_index(addr))
-        n += 1
-    return n
 
 
 # --- MADV_COLLAPSE and the khugepaged scan ---------------------------------------------------
