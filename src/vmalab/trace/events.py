@@ -58,7 +58,4 @@ def trace_events(
         if isinstance(ev, PageFault) and pending.get(ev.pid, (0, ""))[1] in handlers_task.EXECS:
             continue
         yield ev
-    # calls still unfinished at the end of the log never completed: exit calls did
-    for pid, (start, name, body) in pending.items():
-        if name in ("exit", "exit_group"):
-            yield Syscall(start, start, pid, name, [body.strip().rstrip(",")], "?", None)
+    yield from P.unfinished_exits(pending)

@@ -325,10 +325,20 @@ def parse_lines(
             continue
         if ev is not None:
             yield ev
-    # calls still unfinished at the end of the log never completed: exit calls did
-    for pid, (start, name, body) in pending.items():
-        if name in ("exit", "exit_group"):
-            yield Syscall(start, start, pid, name, [body.strip().rstrip(",")], "?", None)
+    yield from unfinished_exits(pending)
+
+
+def unfinished_exits(pending: dict[int | None, tuple[int, str, str]]) -> list[Syscall]:
+    """The exit and exit_group calls among the calls still unfinished at the end of a log.
+
+    Calls cut off by the end of the log never completed; exit calls did, since exit
+    never returns and the log may end before strace prints its ``= ?``.
+    """
+    return [
+        Syscall(start, start, pid, name, [body.strip().rstrip(",")], "?", None)
+        for pid, (start, name, body) in pending.items()
+        if name in ("exit", "exit_group")
+    ]
 
 
 def parse_one(
