@@ -190,11 +190,9 @@ class Process(Task):
             raise kernel_error(errno.EINVAL, "range beyond TASK_SIZE")
         do_vmi_munmap(self.mm, addr, length)
 
-    @_syscall
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         """mprotect(2). Models mm/mprotect.c:do_mprotect_pkey."""
-        _check_int(addr, length, prot)
-        _raise_walk_error(do_mprotect(self.mm, addr, length, prot))
+        _raise_walk_error(self.mprotect_ret(addr, length, prot))
 
     @_syscall
     def mprotect_ret(self, addr: int, length: int, prot: int) -> int:
@@ -213,11 +211,9 @@ class Process(Task):
         _check_int(old_addr, old_size, new_size, flags, new_addr)
         return do_mremap(self.mm, old_addr, old_size, new_size, flags, new_addr)
 
-    @_syscall
     def madvise(self, addr: int, length: int, advice: int) -> None:
         """madvise(2). Models mm/madvise.c:do_madvise."""
-        _check_int(addr, length, advice)
-        _raise_walk_error(do_madvise(self.mm, addr, length, advice))
+        _raise_walk_error(self.madvise_ret(addr, length, advice))
 
     @_syscall
     def madvise_ret(self, addr: int, length: int, advice: int) -> int:
