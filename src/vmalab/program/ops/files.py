@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vmalab.program.base import GenRule, GenState, OpBase, const, register
-from vmalab.program.fields import Ctx, int_field, names_field, slot_field, str_field
+from vmalab.program.fields import Ctx, Int, Names, OpInput, Slot, Spec, str_field
 from vmalab.program.names import (
     FALLOC_NAMES,
     MAX_FILE_PAGES,
@@ -23,15 +23,18 @@ if TYPE_CHECKING:
     from vmalab.program.run import Runner
 
 
-def _file_name(ctx: Ctx, d: dict[str, Any], loc: str, default: str | None) -> str:
-    name = str_field(ctx, d, "name", loc, default)
-    if (
-        not (1 <= len(name) <= 32)
-        or not all(c.isascii() and (c.isalnum() or c in "._-") for c in name)
-        or name in (".", "..")
-    ):
-        raise ctx.err(f"{loc}.name", "expected 1-32 characters from [A-Za-z0-9._-]")
-    return name
+class FileName(Spec):
+    """``name``: a file name in the runner's private directory."""
+
+    def read(self, x: OpInput, key: str, default: Any) -> Any:
+        name = str_field(x.ctx, x.d, key, x.loc, default)
+        if (
+            not (1 <= len(name) <= 32)
+            or not all(c.isascii() and (c.isalnum() or c in "._-") for c in name)
+            or name in (".", "..")
+        ):
+            raise x.ctx.err(f"{x.loc}.{key}", "expected 1-32 characters from [A-Za-z0-9._-]")
+        return name
 
 
 def _file_rule(kind: str, pos: float, make: Callable[[GenState, int], dict[str, Any]]) -> GenRule:
@@ -46,13 +49,13 @@ def _file_rule(kind: str, pos: float, make: Callable[[GenState, int], dict[str, 
     return GenRule(kind, pos, const(1), gen)
 
 
-def _offset_len(
-    ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], min_len: int
-) -> tuple[int, int, int]:
-    s = slot_field(ctx, d, loc, files)
-    off = int_field(ctx, d, "offset", loc, 0, MAX_FILE_PAGES)
-    n = int_field(ctx, d, "len", loc, min_len, MAX_FILE_PAGES - off)
-    return s, off, n
+def _room(x: OpInput) -> int:
+    """The pages of the largest file after ``offset`` (an ``Int`` bound)."""
+    return MAX_FILE_PAGES - int(x.got["offset"])
+
+
+FILE_PAGES = Int(0, MAX_FILE_PAGES)
+"""A page offset into a file, or a file size in pages."""
 
 
 @register
@@ -60,20 +63,10 @@ def _offset_len(
 class Memfd(OpBase):
     """``memfd_create(name, flags)`` into file slot ``file``."""
 
-    file: int
-    name: str = "vmalab"
-    flags: tuple[str, ...] = ()
+    file: int = field(metadata=Slot(new=True))
+    name: str = field(default="vmalab", metadata=FileName())
+    flags: tuple[str, ...] = field(default=(), metadata=Names(MFD_NAMES))
     op: str = "memfd"
-    name_tables = {"flags": MFD_NAMES}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Memfd:
-        s = slot_field(ctx, d, loc, files, new=True)
-        o = cls(
-            s, _file_name(ctx, d, loc, "vmalab"), names_field(ctx, d, "flags", loc, MFD_NAMES, ())
-        )
-        files.add(s)
-        return o
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.files[self.file] = r.m.memfd_create(self.name, bits(self.flags, MFD_NAMES))
@@ -84,21 +77,14 @@ class Memfd(OpBase):
 class Open(OpBase):
     """``open(DIR/name, flags, 0600)`` into file slot ``file`` (DIR: a private tmpfs dir)."""
 
-    file: int
-    name: str
-    flags: tuple[str, ...] = ("rdwr", "creat")
+    file: int = field(metadata=Slot(new=True))
+    name: str = field(metadata=FileName())
+    flags: tuple[str, ...] = field(default=("rdwr", "creat"), metadata=Names(OPEN_FLAG_NAMES))
     op: str = "open"
-    name_tables = {"flags": OPEN_FLAG_NAMES}
 
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Open:
-        s = slot_field(ctx, d, loc, files, new=True)
-        name = _file_name(ctx, d, loc, None)
-        fl = names_field(ctx, d, "flags", loc, OPEN_FLAG_NAMES, ("rdwr", "creat"))
-        if sum(x in fl for x in ("rdonly", "wronly", "rdwr")) != 1:
+    def check(self, ctx: Ctx, loc: str) -> None:
+        if sum(x in self.flags for x in ("rdonly", "wronly", "rdwr")) != 1:
             raise ctx.err(f"{loc}.flags", "exactly one of rdonly, wronly, rdwr is required")
-        files.add(s)
-        return cls(s, name, fl)
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.files[self.file] = r.m.open(self.name, bits(self.flags, OPEN_FLAG_NAMES))
@@ -109,14 +95,8 @@ class Open(OpBase):
 class Close(OpBase):
     """``close(fd)`` of file slot ``file``; the slot may not be used again until reopened."""
 
-    file: int
+    file: int = field(metadata=Slot(closes=True))
     op: str = "close"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Close:
-        s = slot_field(ctx, d, loc, files)
-        files.discard(s)
-        return cls(s)
 
     def run(self, r: Runner, obs: Observation) -> None:
         fd = r.fd(self.file)
@@ -129,16 +109,9 @@ class Close(OpBase):
 class Seal(OpBase):
     """``fcntl(fd, F_ADD_SEALS, seals)``; ``seals`` are names from ``SEAL_NAMES``."""
 
-    file: int
-    seals: tuple[str, ...]
+    file: int = field(metadata=Slot())
+    seals: tuple[str, ...] = field(metadata=Names(SEAL_NAMES))
     op: str = "seal"
-    name_tables = {"seals": SEAL_NAMES}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Seal:
-        return cls(
-            slot_field(ctx, d, loc, files), names_field(ctx, d, "seals", loc, SEAL_NAMES, ())
-        )
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.add_seals(r.fd(self.file), bits(self.seals, SEAL_NAMES))
@@ -156,15 +129,9 @@ class Seal(OpBase):
 class Ftruncate(OpBase):
     """``ftruncate(fd, pages * PAGE)``."""
 
-    file: int
-    pages: int
+    file: int = field(metadata=Slot())
+    pages: int = field(metadata=FILE_PAGES)
     op: str = "ftruncate"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Ftruncate:
-        return cls(
-            slot_field(ctx, d, loc, files), int_field(ctx, d, "pages", loc, 0, MAX_FILE_PAGES)
-        )
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.ftruncate(r.fd(self.file), self.pages * PAGE)
@@ -181,17 +148,11 @@ class Ftruncate(OpBase):
 class Fallocate(OpBase):
     """``fallocate(fd, mode, offset * PAGE, len * PAGE)``."""
 
-    file: int
-    offset: int
-    len: int
-    mode: tuple[str, ...] = ()
+    file: int = field(metadata=Slot())
+    offset: int = field(metadata=FILE_PAGES)
+    len: int = field(metadata=Int(1, _room))
+    mode: tuple[str, ...] = field(default=(), metadata=Names(FALLOC_NAMES))
     op: str = "fallocate"
-    name_tables = {"mode": FALLOC_NAMES}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Fallocate:
-        s, off, n = _offset_len(ctx, d, loc, files, 1)
-        return cls(s, off, n, names_field(ctx, d, "mode", loc, FALLOC_NAMES, ()))
 
     def run(self, r: Runner, obs: Observation) -> None:
         mode = bits(self.mode, FALLOC_NAMES)
@@ -211,16 +172,11 @@ class Fallocate(OpBase):
 class Pwrite(OpBase):
     """``pwrite(fd, bytes([byte]) * (len * PAGE), offset * PAGE)``."""
 
-    file: int
-    offset: int
-    len: int
-    byte: int = 0x5A
+    file: int = field(metadata=Slot())
+    offset: int = field(metadata=FILE_PAGES)
+    len: int = field(metadata=Int(0, _room))
+    byte: int = field(default=0x5A, metadata=Int(0, 255))
     op: str = "pwrite"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Pwrite:
-        s, off, n = _offset_len(ctx, d, loc, files, 0)
-        return cls(s, off, n, int_field(ctx, d, "byte", loc, 0, 255, 0x5A))
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         data = bytes([self.byte]) * (self.len * PAGE)
@@ -240,14 +196,10 @@ class Pwrite(OpBase):
 class Pread(OpBase):
     """``pread(fd, len * PAGE, offset * PAGE)``; reports the length and each page's first byte."""
 
-    file: int
-    offset: int
-    len: int
+    file: int = field(metadata=Slot())
+    offset: int = field(metadata=FILE_PAGES)
+    len: int = field(metadata=Int(0, _room))
     op: str = "pread"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Pread:
-        return cls(*_offset_len(ctx, d, loc, files, 0))
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         got = r.m.pread(r.fd(self.file), self.len * PAGE, self.offset * PAGE)

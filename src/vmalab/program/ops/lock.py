@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule, register
-from vmalab.program.fields import Ctx, bool_field, int_field, names_field, range_field
+from vmalab.program.fields import Bool, Int, Names
 from vmalab.program.names import MAX_ARENA_PAGES, MCL_NAMES, PAGE, bits
 
 if TYPE_CHECKING:
@@ -16,17 +16,11 @@ if TYPE_CHECKING:
 
 @register
 @dataclass(frozen=True)
-class Mlock(OpBase):
+class Mlock(RangeOp):
     """``mlock(arena+addr, len)``, or ``mlock2(..., MLOCK_ONFAULT)`` with ``onfault``."""
 
-    addr: int
-    len: int
-    onfault: bool = False
+    onfault: bool = field(default=False, metadata=Bool())
     op: str = "mlock"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Mlock:
-        return cls(*range_field(ctx, d, loc), bool_field(ctx, d, "onfault", loc, False))
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.mlock(*r.span(self.addr, self.len), self.onfault)
@@ -61,13 +55,8 @@ _MUNLOCKALL: dict[str, Any] = {"op": "munlockall"}
 class Mlockall(OpBase):
     """``mlockall(flags)``; ``flags`` are names from ``MCL_NAMES``."""
 
-    flags: tuple[str, ...] = ("current",)
+    flags: tuple[str, ...] = field(default=("current",), metadata=Names(MCL_NAMES))
     op: str = "mlockall"
-    name_tables = {"flags": MCL_NAMES}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Mlockall:
-        return cls(names_field(ctx, d, "flags", loc, MCL_NAMES, ("current",)))
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.mlockall(bits(self.flags, MCL_NAMES))
@@ -97,12 +86,6 @@ class Munlockall(OpBase):
 
     op: str = "munlockall"
 
-    @classmethod
-    def parse(
-        cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int
-    ) -> Munlockall:
-        return cls()
-
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.munlockall()
 
@@ -115,16 +98,9 @@ class Memlock(OpBase):
     """``setrlimit(RLIMIT_MEMLOCK, pages * PAGE)`` and, unless ``cap_ipc_lock``, drop
     CAP_IPC_LOCK from the effective capabilities (the runner runs as root)."""
 
-    pages: int
-    cap_ipc_lock: bool = False
+    pages: int = field(metadata=Int(0, MAX_ARENA_PAGES))
+    cap_ipc_lock: bool = field(default=False, metadata=Bool())
     op: str = "memlock"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Memlock:
-        return cls(
-            int_field(ctx, d, "pages", loc, 0, MAX_ARENA_PAGES),
-            bool_field(ctx, d, "cap_ipc_lock", loc, False),
-        )
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.memlock(self.pages * PAGE, self.cap_ipc_lock)

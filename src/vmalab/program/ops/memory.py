@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vmalab import uapi
 from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule, register
 from vmalab.program.fields import (
+    Choice,
     Ctx,
+    Prot,
     bool_field,
     int_field,
     names_field,
     prot_field,
     range_field,
-    short,
     slot_field,
-    str_field,
 )
 from vmalab.program.names import ADVICE_NAMES, MAP_FLAG_NAMES, MAX_FILE_PAGES, PAGE, bits, prot_bits
 from vmalab.program.run import Refused
@@ -161,18 +161,11 @@ class Munmap(RangeOp):
 
 @register
 @dataclass(frozen=True)
-class Mprotect(OpBase):
+class Mprotect(RangeOp):
     """``mprotect(arena+addr, len, prot)``."""
 
-    addr: int
-    len: int
-    prot: str
+    prot: str = field(metadata=Prot())
     op: str = "mprotect"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Mprotect:
-        a, n = range_field(ctx, d, loc)
-        return cls(a, n, prot_field(ctx, d, loc, None))
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.mprotect(*r.span(self.addr, self.len), prot_bits(self.prot))
@@ -327,22 +320,11 @@ ADVICE_WEIGHTS = [
 
 @register
 @dataclass(frozen=True)
-class Madvise(OpBase):
+class Madvise(RangeOp):
     """``madvise(arena+addr, len, advice)``; ``advice`` is a name from ``ADVICE_NAMES``."""
 
-    addr: int
-    len: int
-    advice: str
+    advice: str = field(metadata=Choice(ADVICE_NAMES, "unknown advice {}", typed=True))
     op: str = "madvise"
-    name_tables = {"advice": ADVICE_NAMES}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Madvise:
-        a, n = range_field(ctx, d, loc)
-        adv = str_field(ctx, d, "advice", loc)
-        if adv not in ADVICE_NAMES:
-            raise ctx.err(f"{loc}.advice", f"unknown advice {short(adv)}")
-        return cls(a, n, adv)
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.madvise(*r.span(self.addr, self.len), ADVICE_NAMES[self.advice])

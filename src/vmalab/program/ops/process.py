@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule, register
-from vmalab.program.fields import Ctx, int_field, names_field, prot_field, range_field
+from vmalab.program.fields import Ctx, Int, Names, Prot
 from vmalab.program.names import MAX_DEPTH, MDWE_NAMES, PKEY_RIGHT_NAMES, bits, prot_bits
 from vmalab.program.parse import parse_ops
 
@@ -55,18 +55,11 @@ class Read(RangeOp):
 
 @register
 @dataclass(frozen=True)
-class Write(OpBase):
+class Write(RangeOp):
     """A user store of ``byte`` to the first byte of each page, stopping at a fault."""
 
-    addr: int
-    len: int
-    byte: int = 0x5A
+    byte: int = field(default=0x5A, metadata=Int(0, 255))
     op: str = "write"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Write:
-        a, n = range_field(ctx, d, loc)
-        return cls(a, n, int_field(ctx, d, "byte", loc, 0, 255, 0x5A))
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         return _access(r, self.addr, self.len, self.byte)
@@ -129,10 +122,6 @@ class Exit(OpBase):
     op: str = "exit"
     terminal = True
 
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Exit:
-        return cls()
-
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.exit()
 
@@ -144,10 +133,6 @@ class Slab(OpBase):
 
     op: str = "slab"
 
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Slab:
-        return cls()
-
     def run(self, r: Runner, obs: Observation) -> None:
         obs.slab.append(r.m.slab())
 
@@ -158,13 +143,8 @@ class Mdwe(OpBase):
     """``prctl(PR_SET_MDWE, flags)`` then ``prctl(PR_GET_MDWE)``, whose value is the
     result; ``flags`` are names from ``MDWE_NAMES``."""
 
-    flags: tuple[str, ...] = ("refuse_exec_gain",)
+    flags: tuple[str, ...] = field(default=("refuse_exec_gain",), metadata=Names(MDWE_NAMES))
     op: str = "mdwe"
-    name_tables = {"flags": MDWE_NAMES}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Mdwe:
-        return cls(names_field(ctx, d, "flags", loc, MDWE_NAMES, ("refuse_exec_gain",)))
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         return {"ret": r.m.mdwe(bits(self.flags, MDWE_NAMES))}
@@ -185,13 +165,8 @@ class PkeyAlloc(OpBase):
     """``pkey_alloc(0, rights)``; the result is the key. ``rights``: names from
     ``PKEY_RIGHT_NAMES``."""
 
-    rights: tuple[str, ...] = ()
+    rights: tuple[str, ...] = field(default=(), metadata=Names(PKEY_RIGHT_NAMES))
     op: str = "pkey_alloc"
-    name_tables = {"rights": PKEY_RIGHT_NAMES}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> PkeyAlloc:
-        return cls(names_field(ctx, d, "rights", loc, PKEY_RIGHT_NAMES, ()))
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         return {"ret": r.m.pkey_alloc(bits(self.rights, PKEY_RIGHT_NAMES))}
@@ -220,17 +195,17 @@ class PkeyAlloc(OpBase):
     gen_rules = (GenRule("pkey", 22, const(1), generate),)
 
 
+PKEY = Int(-1, 16)
+"""A protection key (-1: none)."""
+
+
 @register
 @dataclass(frozen=True)
 class PkeyFree(OpBase):
     """``pkey_free(key)``."""
 
-    key: int
+    key: int = field(metadata=PKEY)
     op: str = "pkey_free"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> PkeyFree:
-        return cls(int_field(ctx, d, "key", loc, -1, 16))
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.pkey_free(self.key)
@@ -238,21 +213,12 @@ class PkeyFree(OpBase):
 
 @register
 @dataclass(frozen=True)
-class PkeyMprotect(OpBase):
+class PkeyMprotect(RangeOp):
     """``pkey_mprotect(arena+addr, len, prot, key)`` (key -1: plain mprotect)."""
 
-    addr: int
-    len: int
-    prot: str
-    key: int
+    prot: str = field(metadata=Prot())
+    key: int = field(metadata=PKEY)
     op: str = "pkey_mprotect"
-
-    @classmethod
-    def parse(
-        cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int
-    ) -> PkeyMprotect:
-        a, n = range_field(ctx, d, loc)
-        return cls(a, n, prot_field(ctx, d, loc, None), int_field(ctx, d, "key", loc, -1, 16))
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.pkey_mprotect(*r.span(self.addr, self.len), prot_bits(self.prot), self.key)
