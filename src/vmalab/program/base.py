@@ -1,9 +1,11 @@
 """The op base class and the op registry.
 
-Every operation of the program format is one frozen dataclass, subclass of ``OpBase``,
-registered with ``@register``. The class owns everything about its op:
+Every operation of the program format is one subclass of ``OpBase`` that names its op
+(``class Munlock(RangeOp, op="munlock")``): ``OpBase.__init_subclass__`` makes it a frozen
+dataclass and registers it (``register``). The class owns everything about its op:
 
-* its fields (the dataclass fields; ``op`` is the op's name in the JSON format);
+* its fields (the dataclass fields; ``op``, added by ``__init_subclass__``, is the op's
+  name in the JSON format);
 * ``parse``: validation of the decoded JSON object (errors located at the field): by
   default each field's ``Spec`` (its dataclass metadata, ``vmalab.program.fields``) reads
   it, in field order, then ``check`` sees the whole op; an op with rules of its own
@@ -21,9 +23,10 @@ syscall, the ``Machine`` method on both sides) and documenting it in docs/progra
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, dataclass_transform
 
 from vmalab.program.fields import ADDR, LEN, SPEC, Ctx, OpInput, Spec
 
@@ -76,6 +79,7 @@ class GenRule:
 _T = TypeVar("_T", bound="OpBase")
 
 
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
 class OpBase:
     """Base of every op class (see the module docstring)."""
 
@@ -89,6 +93,17 @@ class OpBase:
     specs: ClassVar[tuple[tuple[str, Spec, Any], ...]] = ()
     """Each field that ``parse`` reads: its name, spec and default (None: required); set
     by ``register``."""
+
+    def __init_subclass__(cls, op: str | None = None, **kw: Any) -> None:
+        """Make the subclass a frozen dataclass; one that names its ``op`` gets the last
+        field ``op`` with that name as default and is registered."""
+        super().__init_subclass__(**kw)
+        if op is not None:
+            cls.__annotations__ = {**inspect.get_annotations(cls), "op": "str"}
+            cls.op = op
+        dataclass(frozen=True)(cls)
+        if op is not None:
+            register(cls)
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:
@@ -135,7 +150,6 @@ class OpBase:
         raise NotImplementedError(type(self).__name__)
 
 
-@dataclass(frozen=True)
 class RangeOp(OpBase):
     """Base of the ops whose fields begin with an arena range ``addr``, ``len``."""
 
@@ -150,9 +164,10 @@ _C = TypeVar("_C", bound=type[OpBase])
 
 
 def register(cls: _C) -> _C:
-    """Class decorator: add an op class to ``OPS`` under its ``op`` default, and collect
-    its fields' specs (``OpBase.specs``, ``OpBase.name_tables``). An op class that keeps
-    ``OpBase.parse`` must give every field a spec."""
+    """Add an op class (a dataclass) to ``OPS`` under its ``op`` default, and collect its
+    fields' specs (``OpBase.specs``, ``OpBase.name_tables``); ``OpBase.__init_subclass__``
+    calls it for every class that names its op. An op class that keeps ``OpBase.parse``
+    must give every field a spec."""
     name = cls.__dataclass_fields__["op"].default  # type: ignore[attr-defined]
     if not isinstance(name, str) or name in OPS:
         raise ValueError(f"{cls.__name__}: op name {name!r} is missing or taken")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
-from vmalab.program.base import GenRule, GenState, OpBase, const, register
+from vmalab.program.base import GenRule, GenState, OpBase, const
 from vmalab.program.fields import Ctx, Int, Names, OpInput, Slot, Spec, str_field
 from vmalab.program.names import (
     FALLOC_NAMES,
@@ -58,29 +58,23 @@ FILE_PAGES = Int(0, MAX_FILE_PAGES)
 """A page offset into a file, or a file size in pages."""
 
 
-@register
-@dataclass(frozen=True)
-class Memfd(OpBase):
+class Memfd(OpBase, op="memfd"):
     """``memfd_create(name, flags)`` into file slot ``file``."""
 
     file: int = field(metadata=Slot(new=True))
     name: str = field(default="vmalab", metadata=FileName())
     flags: tuple[str, ...] = field(default=(), metadata=Names(MFD_NAMES))
-    op: str = "memfd"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.files[self.file] = r.m.memfd_create(self.name, bits(self.flags, MFD_NAMES))
 
 
-@register
-@dataclass(frozen=True)
-class Open(OpBase):
+class Open(OpBase, op="open"):
     """``open(DIR/name, flags, 0600)`` into file slot ``file`` (DIR: a private tmpfs dir)."""
 
     file: int = field(metadata=Slot(new=True))
     name: str = field(metadata=FileName())
     flags: tuple[str, ...] = field(default=("rdwr", "creat"), metadata=Names(OPEN_FLAG_NAMES))
-    op: str = "open"
 
     def check(self, ctx: Ctx, loc: str) -> None:
         if sum(x in self.flags for x in ("rdonly", "wronly", "rdwr")) != 1:
@@ -90,13 +84,10 @@ class Open(OpBase):
         r.files[self.file] = r.m.open(self.name, bits(self.flags, OPEN_FLAG_NAMES))
 
 
-@register
-@dataclass(frozen=True)
-class Close(OpBase):
+class Close(OpBase, op="close"):
     """``close(fd)`` of file slot ``file``; the slot may not be used again until reopened."""
 
     file: int = field(metadata=Slot(closes=True))
-    op: str = "close"
 
     def run(self, r: Runner, obs: Observation) -> None:
         fd = r.fd(self.file)
@@ -104,14 +95,11 @@ class Close(OpBase):
         r.m.close(fd)
 
 
-@register
-@dataclass(frozen=True)
-class Seal(OpBase):
+class Seal(OpBase, op="seal"):
     """``fcntl(fd, F_ADD_SEALS, seals)``; ``seals`` are names from ``SEAL_NAMES``."""
 
     file: int = field(metadata=Slot())
     seals: tuple[str, ...] = field(metadata=Names(SEAL_NAMES))
-    op: str = "seal"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.add_seals(r.fd(self.file), bits(self.seals, SEAL_NAMES))
@@ -124,14 +112,11 @@ class Seal(OpBase):
     gen_rules = (_file_rule("seal", 13, generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Ftruncate(OpBase):
+class Ftruncate(OpBase, op="ftruncate"):
     """``ftruncate(fd, pages * PAGE)``."""
 
     file: int = field(metadata=Slot())
     pages: int = field(metadata=FILE_PAGES)
-    op: str = "ftruncate"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.ftruncate(r.fd(self.file), self.pages * PAGE)
@@ -143,16 +128,13 @@ class Ftruncate(OpBase):
     gen_rules = (_file_rule("ftruncate", 10, generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Fallocate(OpBase):
+class Fallocate(OpBase, op="fallocate"):
     """``fallocate(fd, mode, offset * PAGE, len * PAGE)``."""
 
     file: int = field(metadata=Slot())
     offset: int = field(metadata=FILE_PAGES)
     len: int = field(metadata=Int(1, _room))
     mode: tuple[str, ...] = field(default=(), metadata=Names(FALLOC_NAMES))
-    op: str = "fallocate"
 
     def run(self, r: Runner, obs: Observation) -> None:
         mode = bits(self.mode, FALLOC_NAMES)
@@ -167,16 +149,13 @@ class Fallocate(OpBase):
     gen_rules = (_file_rule("fallocate", 11, generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Pwrite(OpBase):
+class Pwrite(OpBase, op="pwrite"):
     """``pwrite(fd, bytes([byte]) * (len * PAGE), offset * PAGE)``."""
 
     file: int = field(metadata=Slot())
     offset: int = field(metadata=FILE_PAGES)
     len: int = field(metadata=Int(0, _room))
     byte: int = field(default=0x5A, metadata=Int(0, 255))
-    op: str = "pwrite"
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         data = bytes([self.byte]) * (self.len * PAGE)
@@ -191,15 +170,12 @@ class Pwrite(OpBase):
     gen_rules = (_file_rule("pwrite", 12, generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Pread(OpBase):
+class Pread(OpBase, op="pread"):
     """``pread(fd, len * PAGE, offset * PAGE)``; reports the length and each page's first byte."""
 
     file: int = field(metadata=Slot())
     offset: int = field(metadata=FILE_PAGES)
     len: int = field(metadata=Int(0, _room))
-    op: str = "pread"
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         got = r.m.pread(r.fd(self.file), self.len * PAGE, self.offset * PAGE)

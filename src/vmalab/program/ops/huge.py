@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
-from vmalab.program.base import OpBase, register
+from vmalab.program.base import OpBase
 from vmalab.program.fields import Int
 
 if TYPE_CHECKING:
@@ -20,9 +20,7 @@ MAX_PTES = Int(0, MAX_PTES_NONE)
 """Each limit counts entries of one PTE table, at most 511."""
 
 
-@register
-@dataclass(frozen=True)
-class Khugepaged(OpBase):
+class Khugepaged(OpBase, op="khugepaged"):
     """One full khugepaged pass over the process (``Kernel.khugepaged()``): every
     PMD-aligned range of a VMA allowed THP (``hugepage`` under enabled=madvise) that
     hpage_collapse_scan_pmd() admits under the ``max_ptes_*`` limits is collapsed; the
@@ -33,7 +31,6 @@ class Khugepaged(OpBase):
     max_ptes_none: int = field(default=MAX_PTES_NONE, metadata=MAX_PTES)
     max_ptes_swap: int = field(default=MAX_PTES_SWAP, metadata=MAX_PTES)
     max_ptes_shared: int = field(default=MAX_PTES_SHARED, metadata=MAX_PTES)
-    op: str = "khugepaged"
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         n = r.m.khugepaged(self.max_ptes_none, self.max_ptes_swap, self.max_ptes_shared)

@@ -17,10 +17,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
-from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, register
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const
 from vmalab.program.fields import (
     ADDR,
     LEN,
@@ -83,16 +83,13 @@ def _seg(r: Runner, slot: int) -> int:
     return sid
 
 
-@register
-@dataclass(frozen=True)
-class Shmget(OpBase):
+class Shmget(OpBase, op="shmget"):
     """``shmget(key, size, flags|0600)`` into segment slot ``seg``; key 0 is IPC_PRIVATE."""
 
     seg: int = field(metadata=Seg(new=True))
     size: int = field(metadata=Int(0, MAX_SHM_BYTES))
     key: int = field(default=0, metadata=Int(0, 0x7FFFFFFF))
     flags: tuple[str, ...] = field(default=("creat",), metadata=Names(SHMGET_NAMES))
-    op: str = "shmget"
 
     def run(self, r: Runner, obs: Observation) -> None:
         sid = r.m.shmget(self.key, self.size, bits(self.flags, SHMGET_NAMES) | 0o600)
@@ -127,9 +124,7 @@ class Shmget(OpBase):
     gen_rules = (GenRule("shmget", 31, lambda g, depth: 1.5 if depth == 0 else 0, generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Shmat(OpBase):
+class Shmat(OpBase, op="shmat"):
     """``shmat(id, arena+addr+offset, flags)``; ``offset`` (bytes, 0-4095) makes an
     unaligned address (for SHM_RND). Returns the arena page."""
 
@@ -137,7 +132,6 @@ class Shmat(OpBase):
     addr: int = field(metadata=ADDR)
     offset: int = field(default=0, metadata=BYTE_OFFSET)
     flags: tuple[str, ...] = field(default=(), metadata=Names(SHMAT_NAMES))
-    op: str = "shmat"
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         r.check_range(self.addr, 1)
@@ -177,14 +171,11 @@ class Shmat(OpBase):
     gen_rules = (GenRule("shmat", 32, lambda g, depth: 3 if g.segs else 0, generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Shmdt(OpBase):
+class Shmdt(OpBase, op="shmdt"):
     """``shmdt(arena+addr+offset)``."""
 
     addr: int = field(metadata=ADDR)
     offset: int = field(default=0, metadata=BYTE_OFFSET)
-    op: str = "shmdt"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.check_range(self.addr, 1)
@@ -203,16 +194,13 @@ class Shmdt(OpBase):
     gen_rules = (GenRule("shmdt", 33, lambda g, depth: 1.5 if g.segs else 0, generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Shmctl(OpBase):
+class Shmctl(OpBase, op="shmctl"):
     """``shmctl(id, IPC_RMID, NULL)`` (``cmd`` is ``"rmid"``, the only command modelled)."""
 
     seg: int = field(metadata=Seg())
     cmd: str = field(
         default="rmid", metadata=Choice({"rmid": 0}, "unknown command {} (one of rmid)")
     )
-    op: str = "shmctl"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.shmctl(_seg(r, self.seg), 0)
@@ -224,15 +212,12 @@ class Shmctl(OpBase):
     gen_rules = (GenRule("shmctl", 34, lambda g, depth: 0.7 if g.segs else 0, generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Msync(RangeOp):
+class Msync(RangeOp, op="msync"):
     """``msync(arena+addr, len*PAGE + extra, flags)``; ``extra`` (bytes, 0-4095) makes a
     length that is not a page multiple."""
 
     flags: tuple[str, ...] = field(default=("sync",), metadata=Names(MS_NAMES))
     extra: int = field(default=0, metadata=BYTE_OFFSET)
-    op: str = "msync"
 
     def check(self, ctx: Ctx, loc: str) -> None:
         if self.extra and self.addr + self.len >= ctx.arena:
@@ -259,44 +244,35 @@ class Msync(RangeOp):
     gen_rules = (GenRule("msync", 35, const(1.5), generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Devzero(OpBase):
+class Devzero(OpBase, op="devzero"):
     """``open("/dev/zero", rdwr or rdonly)`` into file slot ``file``."""
 
     file: int = field(metadata=Slot(new=True))
     mode: str = field(
         default="rw", metadata=Choice({"rw": 2, "r": 0}, "expected 'rw' or 'r', got {}")
     )
-    op: str = "devzero"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.files[self.file] = r.m.open_devzero(self.mode == "rw")
 
 
-@register
-@dataclass(frozen=True)
-class Userfaultfd(OpBase):
+class Userfaultfd(OpBase, op="userfaultfd"):
     """``userfaultfd(O_CLOEXEC|O_NONBLOCK)`` (syscall 323) into file slot ``file``."""
 
     file: int = field(metadata=Slot(new=True))
-    op: str = "userfaultfd"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.uffd_used = True
         r.files[self.file] = r.m.userfaultfd()
 
 
-@register
-@dataclass(frozen=True)
-class UffdioApi(OpBase):
+class UffdioApi(OpBase, op="uffdio_api"):
     """``ioctl(fd, UFFDIO_API, {api: 0xAA, features | UFFD_FEATURE_SIGBUS})`` (the runner
     always adds SIGBUS: a fault in a registered range is a SIGBUS on both sides, never a
     blocked runner); the result is the reply's ``features`` and ``ioctls`` as hex."""
 
     file: int = field(metadata=Slot())
     features: tuple[str, ...] = field(default=(), metadata=Names(UFFD_FEATURE_NAMES))
-    op: str = "uffdio_api"
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         fl = bits(self.features, UFFD_FEATURE_NAMES) | UFFD_FEATURE_NAMES["sigbus"]
@@ -304,16 +280,13 @@ class UffdioApi(OpBase):
         return {"ret": f"{feat:#x} {ioctls:#x}"}
 
 
-@register
-@dataclass(frozen=True)
-class UffdioRegister(OpBase):
+class UffdioRegister(OpBase, op="uffdio_register"):
     """``ioctl(fd, UFFDIO_REGISTER, {range, mode})``; the result is the range's ioctls."""
 
     file: int = field(metadata=Slot())
     addr: int = field(metadata=ADDR)
     len: int = field(metadata=LEN)
     mode: tuple[str, ...] = field(default=("missing",), metadata=Names(UFFD_MODE_NAMES))
-    op: str = "uffdio_register"
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         a, n = r.span(self.addr, self.len)
@@ -321,15 +294,12 @@ class UffdioRegister(OpBase):
         return {"ret": f"{got:#x}"}
 
 
-@register
-@dataclass(frozen=True)
-class UffdioUnregister(OpBase):
+class UffdioUnregister(OpBase, op="uffdio_unregister"):
     """``ioctl(fd, UFFDIO_UNREGISTER, {range})``."""
 
     file: int = field(metadata=Slot())
     addr: int = field(metadata=ADDR)
     len: int = field(metadata=LEN)
-    op: str = "uffdio_unregister"
 
     def run(self, r: Runner, obs: Observation) -> None:
         a, n = r.span(self.addr, self.len)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
-from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule, register
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule
 from vmalab.program.fields import Bool, Int, Names
 from vmalab.program.names import MAX_ARENA_PAGES, MCL_NAMES, PAGE, bits
 
@@ -14,13 +14,10 @@ if TYPE_CHECKING:
     from vmalab.program.run import Runner
 
 
-@register
-@dataclass(frozen=True)
-class Mlock(RangeOp):
+class Mlock(RangeOp, op="mlock"):
     """``mlock(arena+addr, len)``, or ``mlock2(..., MLOCK_ONFAULT)`` with ``onfault``."""
 
     onfault: bool = field(default=False, metadata=Bool())
-    op: str = "mlock"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.mlock(*r.span(self.addr, self.len), self.onfault)
@@ -34,12 +31,8 @@ class Mlock(RangeOp):
     gen_rules = (GenRule("mlock", 5, const(1), generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Munlock(RangeOp):
+class Munlock(RangeOp, op="munlock"):
     """``munlock(arena+addr, len)``."""
-
-    op: str = "munlock"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.munlock(*r.span(self.addr, self.len))
@@ -50,13 +43,10 @@ class Munlock(RangeOp):
 _MUNLOCKALL: dict[str, Any] = {"op": "munlockall"}
 
 
-@register
-@dataclass(frozen=True)
-class Mlockall(OpBase):
+class Mlockall(OpBase, op="mlockall"):
     """``mlockall(flags)``; ``flags`` are names from ``MCL_NAMES``."""
 
     flags: tuple[str, ...] = field(default=("current",), metadata=Names(MCL_NAMES))
-    op: str = "mlockall"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.mlockall(bits(self.flags, MCL_NAMES))
@@ -79,12 +69,8 @@ class Mlockall(OpBase):
     gen_rules = (GenRule("mlockall", 17, const(1), generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Munlockall(OpBase):
+class Munlockall(OpBase, op="munlockall"):
     """``munlockall()``."""
-
-    op: str = "munlockall"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.munlockall()
@@ -92,15 +78,12 @@ class Munlockall(OpBase):
     gen_rules = (GenRule("munlockall", 18, const(1), lambda g, d, a, n: dict(_MUNLOCKALL)),)
 
 
-@register
-@dataclass(frozen=True)
-class Memlock(OpBase):
+class Memlock(OpBase, op="memlock"):
     """``setrlimit(RLIMIT_MEMLOCK, pages * PAGE)`` and, unless ``cap_ipc_lock``, drop
     CAP_IPC_LOCK from the effective capabilities (the runner runs as root)."""
 
     pages: int = field(metadata=Int(0, MAX_ARENA_PAGES))
     cap_ipc_lock: bool = field(default=False, metadata=Bool())
-    op: str = "memlock"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.memlock(self.pages * PAGE, self.cap_ipc_lock)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from vmalab import uapi
-from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule, register
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule
 from vmalab.program.fields import (
     Choice,
     Ctx,
@@ -35,9 +35,7 @@ def huge_pages(log: int) -> int:
     return 1 << ((log or 21) - 12) if log in (0, 21, 30) else 1
 
 
-@register
-@dataclass(frozen=True)
-class Mmap(OpBase):
+class Mmap(OpBase, op="mmap"):
     """``mmap(arena+addr, len, prot, flags|MAP_FIXED, fd, pgoff)``; ``file`` is a file slot.
     ``huge`` (0-63) adds ``MAP_HUGETLB | huge << MAP_HUGE_SHIFT`` (0: the default huge
     page size); the range, rounded up to the huge page size (2 MiB unless ``huge`` is 30),
@@ -50,7 +48,6 @@ class Mmap(OpBase):
     file: int | None = None
     pgoff: int = 0
     huge: int | None = None
-    op: str = "mmap"
     name_tables = {"flags": MAP_FLAG_NAMES}
 
     @classmethod
@@ -146,12 +143,8 @@ class Mmap(OpBase):
     )
 
 
-@register
-@dataclass(frozen=True)
-class Munmap(RangeOp):
+class Munmap(RangeOp, op="munmap"):
     """``munmap(arena+addr, len)``."""
-
-    op: str = "munmap"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.munmap(*r.span(self.addr, self.len))
@@ -159,13 +152,10 @@ class Munmap(RangeOp):
     gen_rules = (range_rule("munmap", 1, 4),)
 
 
-@register
-@dataclass(frozen=True)
-class Mprotect(RangeOp):
+class Mprotect(RangeOp, op="mprotect"):
     """``mprotect(arena+addr, len, prot)``."""
 
     prot: str = field(metadata=Prot())
-    op: str = "mprotect"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.mprotect(*r.span(self.addr, self.len), prot_bits(self.prot))
@@ -177,9 +167,7 @@ class Mprotect(RangeOp):
     gen_rules = (GenRule("mprotect", 2, const(6), generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Mremap(OpBase):
+class Mremap(OpBase, op="mremap"):
     """``mremap(arena+addr, old_len, new_len, flags, arena+to)``.
 
     ``maymove`` without ``to`` is not allowed: the kernel would pick an address outside the
@@ -196,7 +184,6 @@ class Mremap(OpBase):
     to: int | None = None
     dontunmap: bool = False
     fixed: bool = True
-    op: str = "mremap"
 
     @classmethod
     def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Mremap:
@@ -318,13 +305,10 @@ ADVICE_WEIGHTS = [
 """The generator's advice mix (guard markers first)."""
 
 
-@register
-@dataclass(frozen=True)
-class Madvise(RangeOp):
+class Madvise(RangeOp, op="madvise"):
     """``madvise(arena+addr, len, advice)``; ``advice`` is a name from ``ADVICE_NAMES``."""
 
     advice: str = field(metadata=Choice(ADVICE_NAMES, "unknown advice {}", typed=True))
-    op: str = "madvise"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.madvise(*r.span(self.addr, self.len), ADVICE_NAMES[self.advice])
@@ -337,12 +321,8 @@ class Madvise(RangeOp):
     gen_rules = (GenRule("madvise", 4, const(22), generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Mseal(RangeOp):
+class Mseal(RangeOp, op="mseal"):
     """``mseal(arena+addr, len, 0)`` (syscall 462)."""
-
-    op: str = "mseal"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.mseal(*r.span(self.addr, self.len))
@@ -357,12 +337,8 @@ class Mseal(RangeOp):
     gen_rules = (GenRule("mseal", 16, const(2), generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Mincore(RangeOp):
+class Mincore(RangeOp, op="mincore"):
     """``mincore(arena+addr, len)``; the result is one ``0``/``1`` per page."""
-
-    op: str = "mincore"
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         vec = r.m.mincore(*r.span(self.addr, self.len))

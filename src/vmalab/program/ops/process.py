@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
-from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule, register
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule
 from vmalab.program.fields import Ctx, Int, Names, Prot
 from vmalab.program.names import MAX_DEPTH, MDWE_NAMES, PKEY_RIGHT_NAMES, bits, prot_bits
 from vmalab.program.parse import parse_ops
@@ -40,12 +40,8 @@ def _access(r: Runner, addr: int, n: int, byte: int | None) -> dict[str, Any]:
     return {"ret": "ok", "data": "".join(data)} if data else {"ret": "ok"}
 
 
-@register
-@dataclass(frozen=True)
-class Read(RangeOp):
+class Read(RangeOp, op="read"):
     """A user load of the first byte of each page in [addr, addr+len), stopping at a fault."""
-
-    op: str = "read"
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         return _access(r, self.addr, self.len, None)
@@ -53,13 +49,10 @@ class Read(RangeOp):
     gen_rules = (range_rule("read", 7, 6),)
 
 
-@register
-@dataclass(frozen=True)
-class Write(RangeOp):
+class Write(RangeOp, op="write"):
     """A user store of ``byte`` to the first byte of each page, stopping at a fault."""
 
     byte: int = field(default=0x5A, metadata=Int(0, 255))
-    op: str = "write"
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         return _access(r, self.addr, self.len, self.byte)
@@ -74,13 +67,10 @@ class Write(RangeOp):
     gen_rules = (GenRule("write", 8, const(8), generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Fork(OpBase):
+class Fork(OpBase, op="fork"):
     """``fork()``: the child runs ``child`` to completion (then exits) before the parent goes on."""
 
     child: tuple[OpBase, ...] = ()
-    op: str = "fork"
 
     @classmethod
     def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Fork:
@@ -114,37 +104,27 @@ class Fork(OpBase):
     gen_rules = (GenRule("fork", 9, lambda g, depth: 5 if depth < 2 else 0, generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Exit(OpBase):
+class Exit(OpBase, op="exit"):
     """``exit()``: must be the last operation of its program; no final state is recorded."""
 
-    op: str = "exit"
     terminal = True
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.exit()
 
 
-@register
-@dataclass(frozen=True)
-class Slab(OpBase):
+class Slab(OpBase, op="slab"):
     """Record slab counts (anon_vma, anon_vma_chain, vm_area_struct) at this point."""
-
-    op: str = "slab"
 
     def run(self, r: Runner, obs: Observation) -> None:
         obs.slab.append(r.m.slab())
 
 
-@register
-@dataclass(frozen=True)
-class Mdwe(OpBase):
+class Mdwe(OpBase, op="mdwe"):
     """``prctl(PR_SET_MDWE, flags)`` then ``prctl(PR_GET_MDWE)``, whose value is the
     result; ``flags`` are names from ``MDWE_NAMES``."""
 
     flags: tuple[str, ...] = field(default=("refuse_exec_gain",), metadata=Names(MDWE_NAMES))
-    op: str = "mdwe"
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         return {"ret": r.m.mdwe(bits(self.flags, MDWE_NAMES))}
@@ -159,14 +139,11 @@ class Mdwe(OpBase):
     gen_rules = (GenRule("mdwe", 21, const(0.5), generate),)
 
 
-@register
-@dataclass(frozen=True)
-class PkeyAlloc(OpBase):
+class PkeyAlloc(OpBase, op="pkey_alloc"):
     """``pkey_alloc(0, rights)``; the result is the key. ``rights``: names from
     ``PKEY_RIGHT_NAMES``."""
 
     rights: tuple[str, ...] = field(default=(), metadata=Names(PKEY_RIGHT_NAMES))
-    op: str = "pkey_alloc"
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         return {"ret": r.m.pkey_alloc(bits(self.rights, PKEY_RIGHT_NAMES))}
@@ -199,26 +176,20 @@ PKEY = Int(-1, 16)
 """A protection key (-1: none)."""
 
 
-@register
-@dataclass(frozen=True)
-class PkeyFree(OpBase):
+class PkeyFree(OpBase, op="pkey_free"):
     """``pkey_free(key)``."""
 
     key: int = field(metadata=PKEY)
-    op: str = "pkey_free"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.pkey_free(self.key)
 
 
-@register
-@dataclass(frozen=True)
-class PkeyMprotect(RangeOp):
+class PkeyMprotect(RangeOp, op="pkey_mprotect"):
     """``pkey_mprotect(arena+addr, len, prot, key)`` (key -1: plain mprotect)."""
 
     prot: str = field(metadata=Prot())
     key: int = field(metadata=PKEY)
-    op: str = "pkey_mprotect"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.pkey_mprotect(*r.span(self.addr, self.len), prot_bits(self.prot), self.key)
