@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from vmalab import uapi
 
 FORMAT = "vmalab-program"
@@ -47,13 +49,10 @@ SEAL_NAMES = uapi_names("F_SEAL_", "seal shrink grow write future_write")
 
 def prot_bits(p: str) -> int:
     """A normalised ``prot`` string (letters from ``rwx``) as PROT_* bits."""
-    v = 0
-    for c in p:
-        v |= PROT_NAMES[c]
-    return v
+    return bits(p, PROT_NAMES)
 
 
-def bits(names: tuple[str, ...], table: dict[str, int]) -> int:
+def bits(names: Iterable[str], table: dict[str, int]) -> int:
     """The OR of the bits that ``names`` have in ``table``."""
     v = 0
     for n in names:

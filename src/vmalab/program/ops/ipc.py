@@ -280,12 +280,18 @@ class UffdioApi(OpBase, op="uffdio_api"):
         return {"ret": f"{feat:#x} {ioctls:#x}"}
 
 
-class UffdioRegister(OpBase, op="uffdio_register"):
-    """``ioctl(fd, UFFDIO_REGISTER, {range, mode})``; the result is the range's ioctls."""
+class UffdRangeOp(OpBase):
+    """Base of the ops on a range of a userfaultfd: file slot ``file``, arena range
+    ``addr``, ``len``."""
 
     file: int = field(metadata=Slot())
     addr: int = field(metadata=ADDR)
     len: int = field(metadata=LEN)
+
+
+class UffdioRegister(UffdRangeOp, op="uffdio_register"):
+    """``ioctl(fd, UFFDIO_REGISTER, {range, mode})``; the result is the range's ioctls."""
+
     mode: tuple[str, ...] = field(default=("missing",), metadata=Names(UFFD_MODE_NAMES))
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
@@ -294,12 +300,8 @@ class UffdioRegister(OpBase, op="uffdio_register"):
         return {"ret": f"{got:#x}"}
 
 
-class UffdioUnregister(OpBase, op="uffdio_unregister"):
+class UffdioUnregister(UffdRangeOp, op="uffdio_unregister"):
     """``ioctl(fd, UFFDIO_UNREGISTER, {range})``."""
-
-    file: int = field(metadata=Slot())
-    addr: int = field(metadata=ADDR)
-    len: int = field(metadata=LEN)
 
     def run(self, r: Runner, obs: Observation) -> None:
         a, n = r.span(self.addr, self.len)
