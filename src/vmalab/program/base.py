@@ -93,6 +93,10 @@ class OpBase:
     specs: ClassVar[tuple[tuple[str, Spec, Any], ...]] = ()
     """Each field that ``parse`` reads: its name, spec and default (None: required); set
     by ``register``."""
+    commits: ClassVar[tuple[tuple[str, Spec], ...]] = ()
+    """The specs among them that change the open slots (``Spec.commit``)."""
+    accepts: ClassVar[frozenset[str]] = frozenset()
+    """The keys of the op's object: ``op`` and ``fields()`` (set by ``register``)."""
 
     def __init_subclass__(cls, op: str | None = None, **kw: Any) -> None:
         """Make the subclass a frozen dataclass; one that names its ``op`` gets the last
@@ -116,13 +120,14 @@ class OpBase:
     ) -> _T:
         """Validate the decoded object ``d`` (its keys are known fields) and build the op.
         ``files`` is the set of open file slots (updated by ops that open or close one)."""
-        x = OpInput(ctx, d, loc, files, {})
+        got: dict[str, Any] = {}
+        x = OpInput(ctx, d, loc, files, got)
         for name, spec, default in cls.specs:
-            x.got[name] = spec.read(x, name, default)
-        o = cls(**x.got)
+            got[name] = spec.read(x, name, default)
+        o = cls(**got)
         o.check(ctx, loc)
-        for name, spec, _ in cls.specs:
-            spec.commit(files, x.got[name])
+        for name, spec in cls.commits:
+            spec.commit(files, got[name])
         return o
 
     def check(self, ctx: Ctx, loc: str) -> None:
@@ -179,6 +184,8 @@ def register(cls: _C) -> _C:
         elif f.name != "op" and cls.parse.__func__ is OpBase.parse.__func__:  # type: ignore[attr-defined]
             raise ValueError(f"{cls.__name__}.{f.name}: no spec, and no parse of its own")
     cls.specs = tuple(specs)
+    cls.commits = tuple((n, s) for n, s, _ in specs if type(s).commit is not Spec.commit)
+    cls.accepts = frozenset({"op", *cls.fields()})
     tables = {n: s.table for n, s, _ in specs if s.table is not None}
     if tables:
         cls.name_tables = {**cls.name_tables, **tables}

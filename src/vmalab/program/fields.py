@@ -5,6 +5,7 @@ wrap them as declarations of op fields, which ``OpBase.parse`` reads in field or
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,7 +126,7 @@ def slot_field(ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], *, new: b
     return s
 
 
-def allowed(ctx: Ctx, d: dict[str, Any], loc: str, keys: set[str]) -> None:
+def allowed(ctx: Ctx, d: dict[str, Any], loc: str, keys: AbstractSet[str]) -> None:
     """Every key of ``d`` is one of ``keys``."""
     for k in d:
         if not isinstance(k, str) or k not in keys:
