@@ -173,6 +173,11 @@ class Spec(Mapping[str, "Spec"]):
     def __len__(self) -> int:
         return 1
 
+    def __eq__(self, other: object) -> bool:
+        return self is other  # not Mapping's: {SPEC: self} == {SPEC: other} would recurse
+
+    __hash__ = object.__hash__
+
     def read(self, x: OpInput, key: str, default: Any) -> Any:
         raise NotImplementedError(type(self).__name__)
 
