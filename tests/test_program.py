@@ -490,3 +490,49 @@ def test_seal_and_mlock_onfault() -> None:
         ).location
         == "prog.json:ops[1].seals[0]"
     )
+
+
+def test_an_op_class_without_parse_needs_a_spec_for_every_field() -> None:
+    """OpBase.parse reads only declared fields: a field it could not read is refused when
+    the class is made, and the op name stays free."""
+    from vmalab.program.base import OpBase
+
+    with pytest.raises(ValueError, match=r"Bogus\.count: no spec"):
+
+        class Bogus(OpBase, op="bogus_no_spec"):
+            count: int
+
+    assert "bogus_no_spec" not in P.OPS
+
+
+def test_an_op_name_is_registered_once() -> None:
+    from vmalab.program.base import OpBase
+
+    with pytest.raises(ValueError, match="'munmap' is missing or taken"):
+
+        class Munmap2(OpBase, op="munmap"):
+            pass
+
+    assert P.OPS["munmap"] is P.Munmap
+
+
+def test_specs_are_read_in_field_order_and_slots_change_only_when_valid() -> None:
+    """The first bad field in field order is the error (file before name before flags), and
+    an op that fails its whole-op check (open without an access mode) opens no slot."""
+    from vmalab.program.fields import Ctx
+
+    bad = [{"op": "open", "file": 99, "name": "", "flags": ["bogus"]}]
+    with pytest.raises(UserInputError, match=r"ops\[0\]\.file: 99 is out of range"):
+        P.from_json(prog(bad))
+    bad = [{"op": "open", "file": 0, "name": "", "flags": ["bogus"]}]
+    with pytest.raises(UserInputError, match=r"ops\[0\]\.name: expected 1-32"):
+        P.from_json(prog(bad))
+    files: set[int] = set()
+    ctx = Ctx("t", 16)
+    with pytest.raises(UserInputError, match="exactly one of rdonly"):
+        P.Open.parse(ctx, {"op": "open", "file": 3, "name": "f", "flags": ["creat"]}, "o", files, 0)
+    assert files == set()
+    P.Open.parse(ctx, {"op": "open", "file": 3, "name": "f"}, "o", files, 0)
+    assert files == {3}
+    P.Close.parse(ctx, {"op": "close", "file": 3}, "o", files, 0)
+    assert files == set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from vmalab import uapi
 
 FORMAT = "vmalab-program"
@@ -18,79 +20,39 @@ MAX_DEPTH = 4
 MAX_OPS = 200_000
 """Maximum number of operations after ``repeat`` expansion, fork bodies included."""
 
+
+def uapi_names(prefix: str, names: str) -> dict[str, int]:
+    """The name table of the space-separated ``names``, each standing for the ``uapi``
+    constant ``prefix`` + its upper case (``uapi_names("MCL_", "current")``:
+    ``{"current": uapi.MCL_CURRENT}``)."""
+    return {n: getattr(uapi, prefix + n.upper()) for n in names.split()}
+
+
 PROT_NAMES = {"r": uapi.PROT_READ, "w": uapi.PROT_WRITE, "x": uapi.PROT_EXEC}
-MAP_FLAG_NAMES = {
-    "shared": uapi.MAP_SHARED,
-    "private": uapi.MAP_PRIVATE,
-    "droppable": uapi.MAP_DROPPABLE,
-    "anonymous": uapi.MAP_ANONYMOUS,
-    "populate": uapi.MAP_POPULATE,
-    "noreserve": uapi.MAP_NORESERVE,
-    "locked": uapi.MAP_LOCKED,
-    "growsdown": uapi.MAP_GROWSDOWN,
-    "fixed_noreplace": uapi.MAP_FIXED_NOREPLACE,
-}
-ADVICE_NAMES = {
-    "normal": uapi.MADV_NORMAL,
-    "random": uapi.MADV_RANDOM,
-    "sequential": uapi.MADV_SEQUENTIAL,
-    "willneed": uapi.MADV_WILLNEED,
-    "dontneed": uapi.MADV_DONTNEED,
-    "free": uapi.MADV_FREE,
-    "remove": uapi.MADV_REMOVE,
-    "dontfork": uapi.MADV_DONTFORK,
-    "dofork": uapi.MADV_DOFORK,
-    "mergeable": uapi.MADV_MERGEABLE,
-    "unmergeable": uapi.MADV_UNMERGEABLE,
-    "hugepage": uapi.MADV_HUGEPAGE,
-    "nohugepage": uapi.MADV_NOHUGEPAGE,
-    "dontdump": uapi.MADV_DONTDUMP,
-    "dodump": uapi.MADV_DODUMP,
-    "wipeonfork": uapi.MADV_WIPEONFORK,
-    "keeponfork": uapi.MADV_KEEPONFORK,
-    "cold": uapi.MADV_COLD,
-    "pageout": uapi.MADV_PAGEOUT,
-    "populate_read": uapi.MADV_POPULATE_READ,
-    "populate_write": uapi.MADV_POPULATE_WRITE,
-    "dontneed_locked": uapi.MADV_DONTNEED_LOCKED,
-    "collapse": uapi.MADV_COLLAPSE,
-    "guard_install": uapi.MADV_GUARD_INSTALL,
-    "guard_remove": uapi.MADV_GUARD_REMOVE,
-}
-OPEN_FLAG_NAMES = {
-    "rdonly": uapi.O_RDONLY,
-    "wronly": uapi.O_WRONLY,
-    "rdwr": uapi.O_RDWR,
-    "creat": uapi.O_CREAT,
-    "trunc": uapi.O_TRUNC,
-    "excl": uapi.O_EXCL,
-}
-FALLOC_NAMES = {"keep_size": uapi.FALLOC_FL_KEEP_SIZE, "punch_hole": uapi.FALLOC_FL_PUNCH_HOLE}
-MFD_NAMES = {"allow_sealing": uapi.MFD_ALLOW_SEALING, "hugetlb": uapi.MFD_HUGETLB}
+MAP_FLAG_NAMES = uapi_names(
+    "MAP_", "shared private droppable anonymous populate noreserve locked growsdown fixed_noreplace"
+)
+ADVICE_NAMES = uapi_names(
+    "MADV_",
+    "normal random sequential willneed dontneed free remove dontfork dofork mergeable"
+    " unmergeable hugepage nohugepage dontdump dodump wipeonfork keeponfork cold pageout"
+    " populate_read populate_write dontneed_locked collapse guard_install guard_remove",
+)
+OPEN_FLAG_NAMES = uapi_names("O_", "rdonly wronly rdwr creat trunc excl")
+FALLOC_NAMES = uapi_names("FALLOC_FL_", "keep_size punch_hole")
+MFD_NAMES = uapi_names("MFD_", "allow_sealing hugetlb")
 PKEY_RIGHT_NAMES = {"disable_access": 1, "disable_write": 2}
-MDWE_NAMES = {
-    "refuse_exec_gain": uapi.PR_MDWE_REFUSE_EXEC_GAIN,
-    "no_inherit": uapi.PR_MDWE_NO_INHERIT,
-}
-MCL_NAMES = {"current": uapi.MCL_CURRENT, "future": uapi.MCL_FUTURE, "onfault": uapi.MCL_ONFAULT}
-SEAL_NAMES = {
-    "seal": uapi.F_SEAL_SEAL,
-    "shrink": uapi.F_SEAL_SHRINK,
-    "grow": uapi.F_SEAL_GROW,
-    "write": uapi.F_SEAL_WRITE,
-    "future_write": uapi.F_SEAL_FUTURE_WRITE,
-}
+MDWE_NAMES = uapi_names("PR_MDWE_", "refuse_exec_gain no_inherit")
+MCL_NAMES = uapi_names("MCL_", "current future onfault")
+SEAL_NAMES = uapi_names("F_SEAL_", "seal shrink grow write future_write")
 
 
 def prot_bits(p: str) -> int:
     """A normalised ``prot`` string (letters from ``rwx``) as PROT_* bits."""
-    v = 0
-    for c in p:
-        v |= PROT_NAMES[c]
-    return v
+    return bits(p, PROT_NAMES)
 
 
-def bits(names: tuple[str, ...], table: dict[str, int]) -> int:
+def bits(names: Iterable[str], table: dict[str, int]) -> int:
     """The OR of the bits that ``names`` have in ``table``."""
     v = 0
     for n in names:

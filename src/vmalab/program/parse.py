@@ -56,7 +56,7 @@ def parse_op(ctx: Ctx, d: Any, loc: str, files: set[int], depth: int) -> list[Op
             f"{loc}.op", f"unknown op {short(kind)} (one of {', '.join(sorted(OPS))}, repeat)"
         )
     cls = OPS[kind]
-    allowed(ctx, d, loc, {"op", *cls.fields()})
+    allowed(ctx, d, loc, cls.accepts)
     ctx.budget -= 1
     if ctx.budget < 0:
         raise ctx.err(loc, f"more than {MAX_OPS} operations")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
-from vmalab.program.base import GenRule, GenState, OpBase, const, register
-from vmalab.program.fields import Ctx, int_field, names_field, slot_field, str_field
+from vmalab.program.base import GenRule, GenState, OpBase, const
+from vmalab.program.fields import Ctx, Int, Names, OpInput, Slot, Spec, str_field
 from vmalab.program.names import (
     FALLOC_NAMES,
     MAX_FILE_PAGES,
@@ -23,15 +23,18 @@ if TYPE_CHECKING:
     from vmalab.program.run import Runner
 
 
-def _file_name(ctx: Ctx, d: dict[str, Any], loc: str, default: str | None) -> str:
-    name = str_field(ctx, d, "name", loc, default)
-    if (
-        not (1 <= len(name) <= 32)
-        or not all(c.isascii() and (c.isalnum() or c in "._-") for c in name)
-        or name in (".", "..")
-    ):
-        raise ctx.err(f"{loc}.name", "expected 1-32 characters from [A-Za-z0-9._-]")
-    return name
+class FileName(Spec):
+    """``name``: a file name in the runner's private directory."""
+
+    def read(self, x: OpInput, key: str, default: Any) -> Any:
+        name = str_field(x.ctx, x.d, key, x.loc, default)
+        if (
+            not (1 <= len(name) <= 32)
+            or not all(c.isascii() and (c.isalnum() or c in "._-") for c in name)
+            or name in (".", "..")
+        ):
+            raise x.ctx.err(f"{x.loc}.{key}", "expected 1-32 characters from [A-Za-z0-9._-]")
+        return name
 
 
 def _file_rule(kind: str, pos: float, make: Callable[[GenState, int], dict[str, Any]]) -> GenRule:
@@ -46,77 +49,45 @@ def _file_rule(kind: str, pos: float, make: Callable[[GenState, int], dict[str, 
     return GenRule(kind, pos, const(1), gen)
 
 
-def _offset_len(
-    ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], min_len: int
-) -> tuple[int, int, int]:
-    s = slot_field(ctx, d, loc, files)
-    off = int_field(ctx, d, "offset", loc, 0, MAX_FILE_PAGES)
-    n = int_field(ctx, d, "len", loc, min_len, MAX_FILE_PAGES - off)
-    return s, off, n
+def _room(x: OpInput) -> int:
+    """The pages of the largest file after ``offset`` (an ``Int`` bound)."""
+    return MAX_FILE_PAGES - int(x.got["offset"])
 
 
-@register
-@dataclass(frozen=True)
-class Memfd(OpBase):
+FILE_PAGES = Int(0, MAX_FILE_PAGES)
+"""A page offset into a file, or a file size in pages."""
+
+
+class Memfd(OpBase, op="memfd"):
     """``memfd_create(name, flags)`` into file slot ``file``."""
 
-    file: int
-    name: str = "vmalab"
-    flags: tuple[str, ...] = ()
-    op: str = "memfd"
-    name_tables = {"flags": MFD_NAMES}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Memfd:
-        s = slot_field(ctx, d, loc, files, new=True)
-        o = cls(
-            s, _file_name(ctx, d, loc, "vmalab"), names_field(ctx, d, "flags", loc, MFD_NAMES, ())
-        )
-        files.add(s)
-        return o
+    file: int = field(metadata=Slot(new=True))
+    name: str = field(default="vmalab", metadata=FileName())
+    flags: tuple[str, ...] = field(default=(), metadata=Names(MFD_NAMES))
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.files[self.file] = r.m.memfd_create(self.name, bits(self.flags, MFD_NAMES))
 
 
-@register
-@dataclass(frozen=True)
-class Open(OpBase):
+class Open(OpBase, op="open"):
     """``open(DIR/name, flags, 0600)`` into file slot ``file`` (DIR: a private tmpfs dir)."""
 
-    file: int
-    name: str
-    flags: tuple[str, ...] = ("rdwr", "creat")
-    op: str = "open"
-    name_tables = {"flags": OPEN_FLAG_NAMES}
+    file: int = field(metadata=Slot(new=True))
+    name: str = field(metadata=FileName())
+    flags: tuple[str, ...] = field(default=("rdwr", "creat"), metadata=Names(OPEN_FLAG_NAMES))
 
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Open:
-        s = slot_field(ctx, d, loc, files, new=True)
-        name = _file_name(ctx, d, loc, None)
-        fl = names_field(ctx, d, "flags", loc, OPEN_FLAG_NAMES, ("rdwr", "creat"))
-        if sum(x in fl for x in ("rdonly", "wronly", "rdwr")) != 1:
+    def check(self, ctx: Ctx, loc: str) -> None:
+        if sum(x in self.flags for x in ("rdonly", "wronly", "rdwr")) != 1:
             raise ctx.err(f"{loc}.flags", "exactly one of rdonly, wronly, rdwr is required")
-        files.add(s)
-        return cls(s, name, fl)
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.files[self.file] = r.m.open(self.name, bits(self.flags, OPEN_FLAG_NAMES))
 
 
-@register
-@dataclass(frozen=True)
-class Close(OpBase):
+class Close(OpBase, op="close"):
     """``close(fd)`` of file slot ``file``; the slot may not be used again until reopened."""
 
-    file: int
-    op: str = "close"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Close:
-        s = slot_field(ctx, d, loc, files)
-        files.discard(s)
-        return cls(s)
+    file: int = field(metadata=Slot(closes=True))
 
     def run(self, r: Runner, obs: Observation) -> None:
         fd = r.fd(self.file)
@@ -124,21 +95,11 @@ class Close(OpBase):
         r.m.close(fd)
 
 
-@register
-@dataclass(frozen=True)
-class Seal(OpBase):
+class Seal(OpBase, op="seal"):
     """``fcntl(fd, F_ADD_SEALS, seals)``; ``seals`` are names from ``SEAL_NAMES``."""
 
-    file: int
-    seals: tuple[str, ...]
-    op: str = "seal"
-    name_tables = {"seals": SEAL_NAMES}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Seal:
-        return cls(
-            slot_field(ctx, d, loc, files), names_field(ctx, d, "seals", loc, SEAL_NAMES, ())
-        )
+    file: int = field(metadata=Slot())
+    seals: tuple[str, ...] = field(metadata=Names(SEAL_NAMES))
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.add_seals(r.fd(self.file), bits(self.seals, SEAL_NAMES))
@@ -151,20 +112,11 @@ class Seal(OpBase):
     gen_rules = (_file_rule("seal", 13, generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Ftruncate(OpBase):
+class Ftruncate(OpBase, op="ftruncate"):
     """``ftruncate(fd, pages * PAGE)``."""
 
-    file: int
-    pages: int
-    op: str = "ftruncate"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Ftruncate:
-        return cls(
-            slot_field(ctx, d, loc, files), int_field(ctx, d, "pages", loc, 0, MAX_FILE_PAGES)
-        )
+    file: int = field(metadata=Slot())
+    pages: int = field(metadata=FILE_PAGES)
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.ftruncate(r.fd(self.file), self.pages * PAGE)
@@ -176,22 +128,13 @@ class Ftruncate(OpBase):
     gen_rules = (_file_rule("ftruncate", 10, generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Fallocate(OpBase):
+class Fallocate(OpBase, op="fallocate"):
     """``fallocate(fd, mode, offset * PAGE, len * PAGE)``."""
 
-    file: int
-    offset: int
-    len: int
-    mode: tuple[str, ...] = ()
-    op: str = "fallocate"
-    name_tables = {"mode": FALLOC_NAMES}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Fallocate:
-        s, off, n = _offset_len(ctx, d, loc, files, 1)
-        return cls(s, off, n, names_field(ctx, d, "mode", loc, FALLOC_NAMES, ()))
+    file: int = field(metadata=Slot())
+    offset: int = field(metadata=FILE_PAGES)
+    len: int = field(metadata=Int(1, _room))
+    mode: tuple[str, ...] = field(default=(), metadata=Names(FALLOC_NAMES))
 
     def run(self, r: Runner, obs: Observation) -> None:
         mode = bits(self.mode, FALLOC_NAMES)
@@ -206,21 +149,13 @@ class Fallocate(OpBase):
     gen_rules = (_file_rule("fallocate", 11, generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Pwrite(OpBase):
+class Pwrite(OpBase, op="pwrite"):
     """``pwrite(fd, bytes([byte]) * (len * PAGE), offset * PAGE)``."""
 
-    file: int
-    offset: int
-    len: int
-    byte: int = 0x5A
-    op: str = "pwrite"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Pwrite:
-        s, off, n = _offset_len(ctx, d, loc, files, 0)
-        return cls(s, off, n, int_field(ctx, d, "byte", loc, 0, 255, 0x5A))
+    file: int = field(metadata=Slot())
+    offset: int = field(metadata=FILE_PAGES)
+    len: int = field(metadata=Int(0, _room))
+    byte: int = field(default=0x5A, metadata=Int(0, 255))
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         data = bytes([self.byte]) * (self.len * PAGE)
@@ -235,19 +170,12 @@ class Pwrite(OpBase):
     gen_rules = (_file_rule("pwrite", 12, generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Pread(OpBase):
+class Pread(OpBase, op="pread"):
     """``pread(fd, len * PAGE, offset * PAGE)``; reports the length and each page's first byte."""
 
-    file: int
-    offset: int
-    len: int
-    op: str = "pread"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Pread:
-        return cls(*_offset_len(ctx, d, loc, files, 0))
+    file: int = field(metadata=Slot())
+    offset: int = field(metadata=FILE_PAGES)
+    len: int = field(metadata=Int(0, _room))
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         got = r.m.pread(r.fd(self.file), self.len * PAGE, self.offset * PAGE)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
-from vmalab.program.base import OpBase, register
-from vmalab.program.fields import Ctx, int_field
+from vmalab.program.base import OpBase
+from vmalab.program.fields import Int
 
 if TYPE_CHECKING:
     from vmalab.program.observe import Observation
@@ -16,11 +16,11 @@ if TYPE_CHECKING:
 MAX_PTES_NONE = 511
 MAX_PTES_SWAP = 64
 MAX_PTES_SHARED = 256
+MAX_PTES = Int(0, MAX_PTES_NONE)
+"""Each limit counts entries of one PTE table, at most 511."""
 
 
-@register
-@dataclass(frozen=True)
-class Khugepaged(OpBase):
+class Khugepaged(OpBase, op="khugepaged"):
     """One full khugepaged pass over the process (``Kernel.khugepaged()``): every
     PMD-aligned range of a VMA allowed THP (``hugepage`` under enabled=madvise) that
     hpage_collapse_scan_pmd() admits under the ``max_ptes_*`` limits is collapsed; the
@@ -28,21 +28,9 @@ class Khugepaged(OpBase):
     runs in the background every 10 s and cannot be run on demand without changing the
     host's sysfs knobs, so the fuzzer never draws it."""
 
-    max_ptes_none: int = MAX_PTES_NONE
-    max_ptes_swap: int = MAX_PTES_SWAP
-    max_ptes_shared: int = MAX_PTES_SHARED
-    op: str = "khugepaged"
-
-    @classmethod
-    def parse(
-        cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int
-    ) -> Khugepaged:
-        hi = MAX_PTES_NONE  # each limit counts entries of one PTE table, at most 511
-        return cls(
-            int_field(ctx, d, "max_ptes_none", loc, 0, hi, MAX_PTES_NONE),
-            int_field(ctx, d, "max_ptes_swap", loc, 0, hi, MAX_PTES_SWAP),
-            int_field(ctx, d, "max_ptes_shared", loc, 0, hi, MAX_PTES_SHARED),
-        )
+    max_ptes_none: int = field(default=MAX_PTES_NONE, metadata=MAX_PTES)
+    max_ptes_swap: int = field(default=MAX_PTES_SWAP, metadata=MAX_PTES)
+    max_ptes_shared: int = field(default=MAX_PTES_SHARED, metadata=MAX_PTES)
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         n = r.m.khugepaged(self.max_ptes_none, self.max_ptes_swap, self.max_ptes_shared)

@@ -17,11 +17,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
-from vmalab.program.base import GenRule, GenState, OpBase, const, register
-from vmalab.program.fields import Ctx, int_field, names_field, range_field, short, slot_field
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const
+from vmalab.program.fields import (
+    ADDR,
+    LEN,
+    Choice,
+    Ctx,
+    Int,
+    Names,
+    OpInput,
+    Slot,
+    Spec,
+    int_field,
+)
 from vmalab.program.names import (
     MAX_FILES,
     MS_NAMES,
@@ -43,12 +54,26 @@ MAX_SHM_BYTES = 1 << 24
 differently, and the kernel's ENOMEM/EINVAL limits are measured in tests/."""
 
 
-def _seg_field(ctx: Ctx, d: dict[str, Any], loc: str, segs: set[int], *, new: bool) -> int:
-    """``seg``: a segment slot that holds a segment (or, with ``new``, any slot)."""
-    s = int_field(ctx, d, "seg", loc, 0, MAX_FILES - 1)
-    if not new and SEG_BASE + s not in segs:
-        raise ctx.err(f"{loc}.seg", f"segment slot {s} holds no segment")
-    return s
+class Seg(Spec):
+    """``seg``: a segment slot that holds a segment (or, with ``new``, any slot, which the
+    op fills)."""
+
+    def __init__(self, *, new: bool = False) -> None:
+        self.new = new
+
+    def read(self, x: OpInput, key: str, default: Any) -> Any:
+        s = int_field(x.ctx, x.d, key, x.loc, 0, MAX_FILES - 1)
+        if not self.new and SEG_BASE + s not in x.files:
+            raise x.ctx.err(f"{x.loc}.{key}", f"segment slot {s} holds no segment")
+        return s
+
+    def commit(self, files: set[int], value: Any) -> None:
+        if self.new:
+            files.add(SEG_BASE + value)
+
+
+BYTE_OFFSET = Int(0, PAGE - 1)
+"""A byte offset inside a page."""
 
 
 def _seg(r: Runner, slot: int) -> int:
@@ -58,26 +83,13 @@ def _seg(r: Runner, slot: int) -> int:
     return sid
 
 
-@register
-@dataclass(frozen=True)
-class Shmget(OpBase):
+class Shmget(OpBase, op="shmget"):
     """``shmget(key, size, flags|0600)`` into segment slot ``seg``; key 0 is IPC_PRIVATE."""
 
-    seg: int
-    size: int
-    key: int = 0
-    flags: tuple[str, ...] = ("creat",)
-    op: str = "shmget"
-    name_tables = {"flags": SHMGET_NAMES}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Shmget:
-        s = _seg_field(ctx, d, loc, files, new=True)
-        size = int_field(ctx, d, "size", loc, 0, MAX_SHM_BYTES)
-        key = int_field(ctx, d, "key", loc, 0, 0x7FFFFFFF, 0)
-        fl = names_field(ctx, d, "flags", loc, SHMGET_NAMES, ("creat",))
-        files.add(SEG_BASE + s)
-        return cls(s, size, key, fl)
+    seg: int = field(metadata=Seg(new=True))
+    size: int = field(metadata=Int(0, MAX_SHM_BYTES))
+    key: int = field(default=0, metadata=Int(0, 0x7FFFFFFF))
+    flags: tuple[str, ...] = field(default=("creat",), metadata=Names(SHMGET_NAMES))
 
     def run(self, r: Runner, obs: Observation) -> None:
         sid = r.m.shmget(self.key, self.size, bits(self.flags, SHMGET_NAMES) | 0o600)
@@ -112,25 +124,14 @@ class Shmget(OpBase):
     gen_rules = (GenRule("shmget", 31, lambda g, depth: 1.5 if depth == 0 else 0, generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Shmat(OpBase):
+class Shmat(OpBase, op="shmat"):
     """``shmat(id, arena+addr+offset, flags)``; ``offset`` (bytes, 0-4095) makes an
     unaligned address (for SHM_RND). Returns the arena page."""
 
-    seg: int
-    addr: int
-    offset: int = 0
-    flags: tuple[str, ...] = ()
-    op: str = "shmat"
-    name_tables = {"flags": SHMAT_NAMES}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Shmat:
-        s = _seg_field(ctx, d, loc, files, new=False)
-        a = int_field(ctx, d, "addr", loc, 0, ctx.arena - 1)
-        off = int_field(ctx, d, "offset", loc, 0, PAGE - 1, 0)
-        return cls(s, a, off, names_field(ctx, d, "flags", loc, SHMAT_NAMES, ()))
+    seg: int = field(metadata=Seg())
+    addr: int = field(metadata=ADDR)
+    offset: int = field(default=0, metadata=BYTE_OFFSET)
+    flags: tuple[str, ...] = field(default=(), metadata=Names(SHMAT_NAMES))
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         r.check_range(self.addr, 1)
@@ -170,19 +171,11 @@ class Shmat(OpBase):
     gen_rules = (GenRule("shmat", 32, lambda g, depth: 3 if g.segs else 0, generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Shmdt(OpBase):
+class Shmdt(OpBase, op="shmdt"):
     """``shmdt(arena+addr+offset)``."""
 
-    addr: int
-    offset: int = 0
-    op: str = "shmdt"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Shmdt:
-        a = int_field(ctx, d, "addr", loc, 0, ctx.arena - 1)
-        return cls(a, int_field(ctx, d, "offset", loc, 0, PAGE - 1, 0))
+    addr: int = field(metadata=ADDR)
+    offset: int = field(default=0, metadata=BYTE_OFFSET)
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.check_range(self.addr, 1)
@@ -201,23 +194,13 @@ class Shmdt(OpBase):
     gen_rules = (GenRule("shmdt", 33, lambda g, depth: 1.5 if g.segs else 0, generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Shmctl(OpBase):
+class Shmctl(OpBase, op="shmctl"):
     """``shmctl(id, IPC_RMID, NULL)`` (``cmd`` is ``"rmid"``, the only command modelled)."""
 
-    seg: int
-    cmd: str = "rmid"
-    op: str = "shmctl"
-    name_tables = {"cmd": {"rmid": 0}}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Shmctl:
-        s = _seg_field(ctx, d, loc, files, new=False)
-        cmd = d.get("cmd", "rmid")
-        if cmd != "rmid":
-            raise ctx.err(f"{loc}.cmd", f"unknown command {short(cmd)} (one of rmid)")
-        return cls(s, cmd)
+    seg: int = field(metadata=Seg())
+    cmd: str = field(
+        default="rmid", metadata=Choice({"rmid": 0}, "unknown command {} (one of rmid)")
+    )
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.shmctl(_seg(r, self.seg), 0)
@@ -229,27 +212,16 @@ class Shmctl(OpBase):
     gen_rules = (GenRule("shmctl", 34, lambda g, depth: 0.7 if g.segs else 0, generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Msync(OpBase):
+class Msync(RangeOp, op="msync"):
     """``msync(arena+addr, len*PAGE + extra, flags)``; ``extra`` (bytes, 0-4095) makes a
     length that is not a page multiple."""
 
-    addr: int
-    len: int
-    flags: tuple[str, ...] = ("sync",)
-    extra: int = 0
-    op: str = "msync"
-    name_tables = {"flags": MS_NAMES}
+    flags: tuple[str, ...] = field(default=("sync",), metadata=Names(MS_NAMES))
+    extra: int = field(default=0, metadata=BYTE_OFFSET)
 
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Msync:
-        a, n = range_field(ctx, d, loc)
-        fl = names_field(ctx, d, "flags", loc, MS_NAMES, ("sync",))
-        extra = int_field(ctx, d, "extra", loc, 0, PAGE - 1, 0)
-        if extra and a + n >= ctx.arena:
+    def check(self, ctx: Ctx, loc: str) -> None:
+        if self.extra and self.addr + self.len >= ctx.arena:
             raise ctx.err(f"{loc}.extra", "the range leaves the arena")
-        return cls(a, n, fl, extra)
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.check_range(self.addr, self.len + (1 if self.extra else 0))
@@ -272,66 +244,35 @@ class Msync(OpBase):
     gen_rules = (GenRule("msync", 35, const(1.5), generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Devzero(OpBase):
+class Devzero(OpBase, op="devzero"):
     """``open("/dev/zero", rdwr or rdonly)`` into file slot ``file``."""
 
-    file: int
-    mode: str = "rw"
-    op: str = "devzero"
-    name_tables = {"mode": {"rw": 2, "r": 0}}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Devzero:
-        s = slot_field(ctx, d, loc, files, new=True)
-        mode = d.get("mode", "rw")
-        if mode not in ("rw", "r"):
-            raise ctx.err(f"{loc}.mode", f"expected 'rw' or 'r', got {short(mode)}")
-        files.add(s)
-        return cls(s, mode)
+    file: int = field(metadata=Slot(new=True))
+    mode: str = field(
+        default="rw", metadata=Choice({"rw": 2, "r": 0}, "expected 'rw' or 'r', got {}")
+    )
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.files[self.file] = r.m.open_devzero(self.mode == "rw")
 
 
-@register
-@dataclass(frozen=True)
-class Userfaultfd(OpBase):
+class Userfaultfd(OpBase, op="userfaultfd"):
     """``userfaultfd(O_CLOEXEC|O_NONBLOCK)`` (syscall 323) into file slot ``file``."""
 
-    file: int
-    op: str = "userfaultfd"
-
-    @classmethod
-    def parse(
-        cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int
-    ) -> Userfaultfd:
-        s = slot_field(ctx, d, loc, files, new=True)
-        files.add(s)
-        return cls(s)
+    file: int = field(metadata=Slot(new=True))
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.uffd_used = True
         r.files[self.file] = r.m.userfaultfd()
 
 
-@register
-@dataclass(frozen=True)
-class UffdioApi(OpBase):
+class UffdioApi(OpBase, op="uffdio_api"):
     """``ioctl(fd, UFFDIO_API, {api: 0xAA, features | UFFD_FEATURE_SIGBUS})`` (the runner
     always adds SIGBUS: a fault in a registered range is a SIGBUS on both sides, never a
     blocked runner); the result is the reply's ``features`` and ``ioctls`` as hex."""
 
-    file: int
-    features: tuple[str, ...] = ()
-    op: str = "uffdio_api"
-    name_tables = {"features": UFFD_FEATURE_NAMES}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> UffdioApi:
-        s = slot_field(ctx, d, loc, files)
-        return cls(s, names_field(ctx, d, "features", loc, UFFD_FEATURE_NAMES, ()))
+    file: int = field(metadata=Slot())
+    features: tuple[str, ...] = field(default=(), metadata=Names(UFFD_FEATURE_NAMES))
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         fl = bits(self.features, UFFD_FEATURE_NAMES) | UFFD_FEATURE_NAMES["sigbus"]
@@ -339,25 +280,19 @@ class UffdioApi(OpBase):
         return {"ret": f"{feat:#x} {ioctls:#x}"}
 
 
-@register
-@dataclass(frozen=True)
-class UffdioRegister(OpBase):
+class UffdRangeOp(OpBase):
+    """Base of the ops on a range of a userfaultfd: file slot ``file``, arena range
+    ``addr``, ``len``."""
+
+    file: int = field(metadata=Slot())
+    addr: int = field(metadata=ADDR)
+    len: int = field(metadata=LEN)
+
+
+class UffdioRegister(UffdRangeOp, op="uffdio_register"):
     """``ioctl(fd, UFFDIO_REGISTER, {range, mode})``; the result is the range's ioctls."""
 
-    file: int
-    addr: int
-    len: int
-    mode: tuple[str, ...] = ("missing",)
-    op: str = "uffdio_register"
-    name_tables = {"mode": UFFD_MODE_NAMES}
-
-    @classmethod
-    def parse(
-        cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int
-    ) -> UffdioRegister:
-        s = slot_field(ctx, d, loc, files)
-        a, n = range_field(ctx, d, loc)
-        return cls(s, a, n, names_field(ctx, d, "mode", loc, UFFD_MODE_NAMES, ("missing",)))
+    mode: tuple[str, ...] = field(default=("missing",), metadata=Names(UFFD_MODE_NAMES))
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         a, n = r.span(self.addr, self.len)
@@ -365,22 +300,8 @@ class UffdioRegister(OpBase):
         return {"ret": f"{got:#x}"}
 
 
-@register
-@dataclass(frozen=True)
-class UffdioUnregister(OpBase):
+class UffdioUnregister(UffdRangeOp, op="uffdio_unregister"):
     """``ioctl(fd, UFFDIO_UNREGISTER, {range})``."""
-
-    file: int
-    addr: int
-    len: int
-    op: str = "uffdio_unregister"
-
-    @classmethod
-    def parse(
-        cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int
-    ) -> UffdioUnregister:
-        s = slot_field(ctx, d, loc, files)
-        return cls(s, *range_field(ctx, d, loc))
 
     def run(self, r: Runner, obs: Observation) -> None:
         a, n = r.span(self.addr, self.len)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
-from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule, register
-from vmalab.program.fields import Ctx, bool_field, int_field, names_field, range_field
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule
+from vmalab.program.fields import Bool, Int, Names
 from vmalab.program.names import MAX_ARENA_PAGES, MCL_NAMES, PAGE, bits
 
 if TYPE_CHECKING:
@@ -14,19 +14,10 @@ if TYPE_CHECKING:
     from vmalab.program.run import Runner
 
 
-@register
-@dataclass(frozen=True)
-class Mlock(OpBase):
+class Mlock(RangeOp, op="mlock"):
     """``mlock(arena+addr, len)``, or ``mlock2(..., MLOCK_ONFAULT)`` with ``onfault``."""
 
-    addr: int
-    len: int
-    onfault: bool = False
-    op: str = "mlock"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Mlock:
-        return cls(*range_field(ctx, d, loc), bool_field(ctx, d, "onfault", loc, False))
+    onfault: bool = field(default=False, metadata=Bool())
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.mlock(*r.span(self.addr, self.len), self.onfault)
@@ -40,12 +31,8 @@ class Mlock(OpBase):
     gen_rules = (GenRule("mlock", 5, const(1), generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Munlock(RangeOp):
+class Munlock(RangeOp, op="munlock"):
     """``munlock(arena+addr, len)``."""
-
-    op: str = "munlock"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.munlock(*r.span(self.addr, self.len))
@@ -56,18 +43,10 @@ class Munlock(RangeOp):
 _MUNLOCKALL: dict[str, Any] = {"op": "munlockall"}
 
 
-@register
-@dataclass(frozen=True)
-class Mlockall(OpBase):
+class Mlockall(OpBase, op="mlockall"):
     """``mlockall(flags)``; ``flags`` are names from ``MCL_NAMES``."""
 
-    flags: tuple[str, ...] = ("current",)
-    op: str = "mlockall"
-    name_tables = {"flags": MCL_NAMES}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Mlockall:
-        return cls(names_field(ctx, d, "flags", loc, MCL_NAMES, ("current",)))
+    flags: tuple[str, ...] = field(default=("current",), metadata=Names(MCL_NAMES))
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.mlockall(bits(self.flags, MCL_NAMES))
@@ -90,18 +69,8 @@ class Mlockall(OpBase):
     gen_rules = (GenRule("mlockall", 17, const(1), generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Munlockall(OpBase):
+class Munlockall(OpBase, op="munlockall"):
     """``munlockall()``."""
-
-    op: str = "munlockall"
-
-    @classmethod
-    def parse(
-        cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int
-    ) -> Munlockall:
-        return cls()
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.munlockall()
@@ -109,22 +78,12 @@ class Munlockall(OpBase):
     gen_rules = (GenRule("munlockall", 18, const(1), lambda g, d, a, n: dict(_MUNLOCKALL)),)
 
 
-@register
-@dataclass(frozen=True)
-class Memlock(OpBase):
+class Memlock(OpBase, op="memlock"):
     """``setrlimit(RLIMIT_MEMLOCK, pages * PAGE)`` and, unless ``cap_ipc_lock``, drop
     CAP_IPC_LOCK from the effective capabilities (the runner runs as root)."""
 
-    pages: int
-    cap_ipc_lock: bool = False
-    op: str = "memlock"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Memlock:
-        return cls(
-            int_field(ctx, d, "pages", loc, 0, MAX_ARENA_PAGES),
-            bool_field(ctx, d, "cap_ipc_lock", loc, False),
-        )
+    pages: int = field(metadata=Int(0, MAX_ARENA_PAGES))
+    cap_ipc_lock: bool = field(default=False, metadata=Bool())
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.memlock(self.pages * PAGE, self.cap_ipc_lock)

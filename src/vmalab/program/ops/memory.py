@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from vmalab import uapi
-from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule, register
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule
 from vmalab.program.fields import (
+    Choice,
     Ctx,
+    Prot,
     bool_field,
     int_field,
     names_field,
     prot_field,
     range_field,
-    short,
     slot_field,
-    str_field,
 )
 from vmalab.program.names import ADVICE_NAMES, MAP_FLAG_NAMES, MAX_FILE_PAGES, PAGE, bits, prot_bits
 from vmalab.program.run import Refused
@@ -35,9 +35,7 @@ def huge_pages(log: int) -> int:
     return 1 << ((log or 21) - 12) if log in (0, 21, 30) else 1
 
 
-@register
-@dataclass(frozen=True)
-class Mmap(OpBase):
+class Mmap(OpBase, op="mmap"):
     """``mmap(arena+addr, len, prot, flags|MAP_FIXED, fd, pgoff)``; ``file`` is a file slot.
     ``huge`` (0-63) adds ``MAP_HUGETLB | huge << MAP_HUGE_SHIFT`` (0: the default huge
     page size); the range, rounded up to the huge page size (2 MiB unless ``huge`` is 30),
@@ -50,7 +48,6 @@ class Mmap(OpBase):
     file: int | None = None
     pgoff: int = 0
     huge: int | None = None
-    op: str = "mmap"
     name_tables = {"flags": MAP_FLAG_NAMES}
 
     @classmethod
@@ -146,12 +143,8 @@ class Mmap(OpBase):
     )
 
 
-@register
-@dataclass(frozen=True)
-class Munmap(RangeOp):
+class Munmap(RangeOp, op="munmap"):
     """``munmap(arena+addr, len)``."""
-
-    op: str = "munmap"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.munmap(*r.span(self.addr, self.len))
@@ -159,20 +152,10 @@ class Munmap(RangeOp):
     gen_rules = (range_rule("munmap", 1, 4),)
 
 
-@register
-@dataclass(frozen=True)
-class Mprotect(OpBase):
+class Mprotect(RangeOp, op="mprotect"):
     """``mprotect(arena+addr, len, prot)``."""
 
-    addr: int
-    len: int
-    prot: str
-    op: str = "mprotect"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Mprotect:
-        a, n = range_field(ctx, d, loc)
-        return cls(a, n, prot_field(ctx, d, loc, None))
+    prot: str = field(metadata=Prot())
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.mprotect(*r.span(self.addr, self.len), prot_bits(self.prot))
@@ -184,9 +167,7 @@ class Mprotect(OpBase):
     gen_rules = (GenRule("mprotect", 2, const(6), generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Mremap(OpBase):
+class Mremap(OpBase, op="mremap"):
     """``mremap(arena+addr, old_len, new_len, flags, arena+to)``.
 
     ``maymove`` without ``to`` is not allowed: the kernel would pick an address outside the
@@ -203,7 +184,6 @@ class Mremap(OpBase):
     to: int | None = None
     dontunmap: bool = False
     fixed: bool = True
-    op: str = "mremap"
 
     @classmethod
     def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Mremap:
@@ -325,24 +305,10 @@ ADVICE_WEIGHTS = [
 """The generator's advice mix (guard markers first)."""
 
 
-@register
-@dataclass(frozen=True)
-class Madvise(OpBase):
+class Madvise(RangeOp, op="madvise"):
     """``madvise(arena+addr, len, advice)``; ``advice`` is a name from ``ADVICE_NAMES``."""
 
-    addr: int
-    len: int
-    advice: str
-    op: str = "madvise"
-    name_tables = {"advice": ADVICE_NAMES}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Madvise:
-        a, n = range_field(ctx, d, loc)
-        adv = str_field(ctx, d, "advice", loc)
-        if adv not in ADVICE_NAMES:
-            raise ctx.err(f"{loc}.advice", f"unknown advice {short(adv)}")
-        return cls(a, n, adv)
+    advice: str = field(metadata=Choice(ADVICE_NAMES, "unknown advice {}", typed=True))
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.madvise(*r.span(self.addr, self.len), ADVICE_NAMES[self.advice])
@@ -355,12 +321,8 @@ class Madvise(OpBase):
     gen_rules = (GenRule("madvise", 4, const(22), generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Mseal(RangeOp):
+class Mseal(RangeOp, op="mseal"):
     """``mseal(arena+addr, len, 0)`` (syscall 462)."""
-
-    op: str = "mseal"
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.mseal(*r.span(self.addr, self.len))
@@ -375,12 +337,8 @@ class Mseal(RangeOp):
     gen_rules = (GenRule("mseal", 16, const(2), generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Mincore(RangeOp):
+class Mincore(RangeOp, op="mincore"):
     """``mincore(arena+addr, len)``; the result is one ``0``/``1`` per page."""
-
-    op: str = "mincore"
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         vec = r.m.mincore(*r.span(self.addr, self.len))

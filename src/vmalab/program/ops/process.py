@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
-from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule, register
-from vmalab.program.fields import Ctx, int_field, names_field, prot_field, range_field
+from vmalab.program.base import GenRule, GenState, OpBase, RangeOp, const, range_rule
+from vmalab.program.fields import Ctx, Int, Names, Prot
 from vmalab.program.names import MAX_DEPTH, MDWE_NAMES, PKEY_RIGHT_NAMES, bits, prot_bits
 from vmalab.program.parse import parse_ops
 
@@ -40,12 +40,8 @@ def _access(r: Runner, addr: int, n: int, byte: int | None) -> dict[str, Any]:
     return {"ret": "ok", "data": "".join(data)} if data else {"ret": "ok"}
 
 
-@register
-@dataclass(frozen=True)
-class Read(RangeOp):
+class Read(RangeOp, op="read"):
     """A user load of the first byte of each page in [addr, addr+len), stopping at a fault."""
-
-    op: str = "read"
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         return _access(r, self.addr, self.len, None)
@@ -53,20 +49,10 @@ class Read(RangeOp):
     gen_rules = (range_rule("read", 7, 6),)
 
 
-@register
-@dataclass(frozen=True)
-class Write(OpBase):
+class Write(RangeOp, op="write"):
     """A user store of ``byte`` to the first byte of each page, stopping at a fault."""
 
-    addr: int
-    len: int
-    byte: int = 0x5A
-    op: str = "write"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Write:
-        a, n = range_field(ctx, d, loc)
-        return cls(a, n, int_field(ctx, d, "byte", loc, 0, 255, 0x5A))
+    byte: int = field(default=0x5A, metadata=Int(0, 255))
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         return _access(r, self.addr, self.len, self.byte)
@@ -81,13 +67,10 @@ class Write(OpBase):
     gen_rules = (GenRule("write", 8, const(8), generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Fork(OpBase):
+class Fork(OpBase, op="fork"):
     """``fork()``: the child runs ``child`` to completion (then exits) before the parent goes on."""
 
     child: tuple[OpBase, ...] = ()
-    op: str = "fork"
 
     @classmethod
     def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Fork:
@@ -121,50 +104,27 @@ class Fork(OpBase):
     gen_rules = (GenRule("fork", 9, lambda g, depth: 5 if depth < 2 else 0, generate),)
 
 
-@register
-@dataclass(frozen=True)
-class Exit(OpBase):
+class Exit(OpBase, op="exit"):
     """``exit()``: must be the last operation of its program; no final state is recorded."""
 
-    op: str = "exit"
     terminal = True
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Exit:
-        return cls()
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.exit()
 
 
-@register
-@dataclass(frozen=True)
-class Slab(OpBase):
+class Slab(OpBase, op="slab"):
     """Record slab counts (anon_vma, anon_vma_chain, vm_area_struct) at this point."""
-
-    op: str = "slab"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Slab:
-        return cls()
 
     def run(self, r: Runner, obs: Observation) -> None:
         obs.slab.append(r.m.slab())
 
 
-@register
-@dataclass(frozen=True)
-class Mdwe(OpBase):
+class Mdwe(OpBase, op="mdwe"):
     """``prctl(PR_SET_MDWE, flags)`` then ``prctl(PR_GET_MDWE)``, whose value is the
     result; ``flags`` are names from ``MDWE_NAMES``."""
 
-    flags: tuple[str, ...] = ("refuse_exec_gain",)
-    op: str = "mdwe"
-    name_tables = {"flags": MDWE_NAMES}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> Mdwe:
-        return cls(names_field(ctx, d, "flags", loc, MDWE_NAMES, ("refuse_exec_gain",)))
+    flags: tuple[str, ...] = field(default=("refuse_exec_gain",), metadata=Names(MDWE_NAMES))
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         return {"ret": r.m.mdwe(bits(self.flags, MDWE_NAMES))}
@@ -179,19 +139,11 @@ class Mdwe(OpBase):
     gen_rules = (GenRule("mdwe", 21, const(0.5), generate),)
 
 
-@register
-@dataclass(frozen=True)
-class PkeyAlloc(OpBase):
+class PkeyAlloc(OpBase, op="pkey_alloc"):
     """``pkey_alloc(0, rights)``; the result is the key. ``rights``: names from
     ``PKEY_RIGHT_NAMES``."""
 
-    rights: tuple[str, ...] = ()
-    op: str = "pkey_alloc"
-    name_tables = {"rights": PKEY_RIGHT_NAMES}
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> PkeyAlloc:
-        return cls(names_field(ctx, d, "rights", loc, PKEY_RIGHT_NAMES, ()))
+    rights: tuple[str, ...] = field(default=(), metadata=Names(PKEY_RIGHT_NAMES))
 
     def run(self, r: Runner, obs: Observation) -> dict[str, Any]:
         return {"ret": r.m.pkey_alloc(bits(self.rights, PKEY_RIGHT_NAMES))}
@@ -220,39 +172,24 @@ class PkeyAlloc(OpBase):
     gen_rules = (GenRule("pkey", 22, const(1), generate),)
 
 
-@register
-@dataclass(frozen=True)
-class PkeyFree(OpBase):
+PKEY = Int(-1, 16)
+"""A protection key (-1: none)."""
+
+
+class PkeyFree(OpBase, op="pkey_free"):
     """``pkey_free(key)``."""
 
-    key: int
-    op: str = "pkey_free"
-
-    @classmethod
-    def parse(cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int) -> PkeyFree:
-        return cls(int_field(ctx, d, "key", loc, -1, 16))
+    key: int = field(metadata=PKEY)
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.pkey_free(self.key)
 
 
-@register
-@dataclass(frozen=True)
-class PkeyMprotect(OpBase):
+class PkeyMprotect(RangeOp, op="pkey_mprotect"):
     """``pkey_mprotect(arena+addr, len, prot, key)`` (key -1: plain mprotect)."""
 
-    addr: int
-    len: int
-    prot: str
-    key: int
-    op: str = "pkey_mprotect"
-
-    @classmethod
-    def parse(
-        cls, ctx: Ctx, d: dict[str, Any], loc: str, files: set[int], depth: int
-    ) -> PkeyMprotect:
-        a, n = range_field(ctx, d, loc)
-        return cls(a, n, prot_field(ctx, d, loc, None), int_field(ctx, d, "key", loc, -1, 16))
+    prot: str = field(metadata=Prot())
+    key: int = field(metadata=PKEY)
 
     def run(self, r: Runner, obs: Observation) -> None:
         r.m.pkey_mprotect(*r.span(self.addr, self.len), prot_bits(self.prot), self.key)
