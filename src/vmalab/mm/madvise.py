@@ -459,9 +459,9 @@ def do_madvise(mm: MmStruct, start: int, len_in: int, behavior: int) -> int:
     unaligned start or an overflowing length; every VMA in the range gets the advice
     (clipped to it); holes are skipped and reported as ENOMEM at the end; an error from
     one VMA stops the walk. The holes' ENOMEM is returned, as the kernel returns its
-    ``unmapped_error``, not raised: the call has done its work, and a replayed log meets
-    it often enough (a sixth of a random loop's calls) that raising it through the
-    compiled frames cost a fifth of the replay.
+    ``unmapped_error``, not raised: the call has done its work, a replayed log meets it
+    often (a sixth of a random loop's calls), and raised through the compiled frames it
+    made such a call cost about 10 µs instead of 2 µs.
     """
     if behavior not in VALID_ADVICE:
         raise kernel_error(errno.EINVAL, f"unknown advice {behavior}")

@@ -2,9 +2,8 @@
 applies out.
 
 Here, not in :mod:`vmalab.trace.replay`, so that it runs compiled in the mypyc build (the
-replay module itself stays interpreted: see ``MYPYC_EXCLUDE`` in setup.py). It is the loop
-every line of a log goes through, so a generator interpreted per line cost about a tenth
-of a replay.
+replay module itself stays interpreted: see ``MYPYC_EXCLUDE`` in setup.py). Every line of
+a log goes through it: interpreted, it and its line reader took 14% of a profiled replay.
 """
 
 from __future__ import annotations
