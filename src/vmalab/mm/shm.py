@@ -210,9 +210,9 @@ def ksys_shmdt(mm: MmStruct, addr: int) -> None:
     """shmdt(2). Models ipc/shm.c:ksys_shmdt: EINVAL for an unaligned address; the
     first shm VMA at or above ``addr`` with ``(vm_start - addr) / PAGE_SIZE == vm_pgoff``
     gives the file and size, then every VMA of that file up to ``addr + size`` that
-    satisfies the same test is unmapped. No such VMA is EINVAL."""
-    from vmalab.mm.mmap import do_vmi_munmap
-
+    satisfies the same test is unmapped. No such VMA is EINVAL. The unmaps' own errors
+    are ignored, as ksys_shmdt ignores do_vmi_align_munmap()'s return: a sealed attach
+    (mseal) stays mapped and shmdt still returns 0 (measured on 6.18.44)."""
     if addr & 4095:
         raise kernel_error(errno.EINVAL, "unaligned shmaddr")
     mask = (1 << 64) - 1
@@ -238,7 +238,7 @@ def ksys_shmdt(mm: MmStruct, addr: int) -> None:
                 raise InvariantError("shm: a SysV shm VMA without its file")
             file = vma.vm_file
             size = file.inode.size
-            do_vmi_munmap(mm, vma.vm_start, vma.vm_end - vma.vm_start)
+            _unmap_ignoring_errors(mm, vma.vm_start, vma.vm_end)
             vma = nxt
             break
         vma = nxt
@@ -248,8 +248,19 @@ def ksys_shmdt(mm: MmStruct, addr: int) -> None:
     while vma is not None and vma.vm_end - addr <= size:
         nxt = vma.vm_next
         if matches(vma) and vma.vm_file is file:
-            do_vmi_munmap(mm, vma.vm_start, vma.vm_end - vma.vm_start)
+            _unmap_ignoring_errors(mm, vma.vm_start, vma.vm_end)
         vma = nxt
+
+
+def _unmap_ignoring_errors(mm: MmStruct, start: int, end: int) -> None:
+    """ksys_shmdt's ``do_vmi_align_munmap(&vmi, vma, mm, start, end, NULL, false)``, whose
+    return value the kernel drops (EPERM for a sealed VMA leaves it mapped)."""
+    from vmalab.mm.mmap import do_vmi_munmap
+
+    try:
+        do_vmi_munmap(mm, start, end - start)
+    except OSError:
+        pass
 
 
 def ksys_shmctl(ns: ShmNamespace, shmid: int, cmd: int) -> int:
