@@ -95,3 +95,34 @@ def test_append_leaf_takes_only_a_leaf_above_the_last() -> None:
         with pytest.raises(ValueError):
             t.append_leaf(keys, vals)
     assert t.check() is None and len(t) == 3
+
+
+@pytest.mark.parametrize("design", vmalab.DESIGNS)
+def test_fork_copies_tables_shared_by_vmas_and_spanned_by_one(design: str) -> None:
+    """copy_page_range() over VMAs sharing a PTE table, one spanning two tables, then
+    the next table (the fork's ForkWalk keeps and forgets the last table pair)."""
+    k = vmalab.Kernel(design)
+    p = k.spawn()
+    layout = [(0, 1), (2, 1), (4, 3), (508, 8), (518, 1), (520, 2), (1030, 1)]  # (page, pages)
+    for page, n in layout:
+        a = BASE + page * PAGE
+        p.mmap(a, n * PAGE, RW, FIXED)
+        p.write(a, bytes([page % 251 + 1]) * (n * PAGE))
+    p.madvise(BASE + 5 * PAGE, PAGE, uapi.MADV_GUARD_INSTALL)
+    p.madvise(BASE + 512 * PAGE, PAGE, uapi.MADV_GUARD_INSTALL)
+    c = p.fork()
+    k.check()
+    for page, n in layout:
+        for j in range(n):
+            a = BASE + (page + j) * PAGE
+            if page + j in (5, 512):
+                with pytest.raises(vmalab.SegmentationFault):
+                    c.read(a, 1)
+                continue
+            assert c.read(a, 1) == p.read(a, 1) == bytes([page % 251 + 1])
+            c.write(a, b"c")  # CoW: the parent keeps its page
+            assert p.read(a, 1) == bytes([page % 251 + 1])
+    k.check()
+    c.exit()
+    p.exit()
+    k.check()

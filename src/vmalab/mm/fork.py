@@ -11,7 +11,7 @@ import gc
 from vmalab.mm import rmap
 from vmalab.mm.flags import VM_ACCOUNT, VM_DONTCOPY, VM_LOCKED_MASK, VM_WIPEONFORK
 from vmalab.mm.hugetlb import hugetlb_dup_vma_private
-from vmalab.mm.memory import copy_page_range, count_markers, unmap_vmas_all
+from vmalab.mm.memory import ForkWalk, copy_page_range, count_markers, unmap_vmas_all
 from vmalab.mm.mm_types import DesignHooks, MmContext, MmStruct, VmArea
 from vmalab.mm.slab import AllocFailure
 from vmalab.mm.userfaultfd import userfaultfd_reset_ctx
@@ -81,6 +81,9 @@ def _dup_mmap_vmas(mm: MmStruct, oldmm: MmStruct) -> None:
     design = k.design
     tree = mm.mm_mt
     prev: VmArea | None = None
+    walk = ForkWalk()
+    # looked up once, not per VMA (a method call through the DesignHooks protocol)
+    needs_copy = design.vma_needs_copy
     # /proc/vmstat's fork counters, kept in locals and added once (whatever happens)
     copied = markers_copied = markers_dropped = 0
     try:
@@ -105,9 +108,9 @@ def _dup_mmap_vmas(mm: MmStruct, oldmm: MmStruct) -> None:
                     vma_link_file(tmp)
                     if tmp.vm_flags & VM_WIPEONFORK:
                         continue
-                    if design.vma_needs_copy(tmp, mpnt):
+                    if needs_copy(tmp, mpnt):
                         copied += 1  # counted before the copy begins (it may fail)
-                        markers_copied += copy_page_range(tmp, mpnt)
+                        markers_copied += copy_page_range(tmp, mpnt, walk)
                     else:
                         markers_dropped += count_markers(mpnt)
             finally:
