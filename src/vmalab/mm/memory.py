@@ -13,7 +13,7 @@ anonymous page out); no per-VMA lock or fault retries.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, SupportsIndex, cast
 
 from vmalab.errors import InvariantError, SegmentationFault
 from vmalab.mm import huge_memory, hugetlb, pkeys, userfaultfd
@@ -678,12 +678,15 @@ def _copy_pte_range(t: array[int], dt: array[int], s: int, e: int, phys: PhysMem
     mapcount = phys.mapcount
     kind = phys.kind
     markers = 0
-    for j in range(s, e):
+    for i in range(s, e):
+        # The slot and the pfn are typed SupportsIndex so that, compiled, each is boxed
+        # once for its uses (an ``int`` index of an array is boxed at every use).
+        j: SupportsIndex = i
         pte = t[j]
         if not pte:
             continue
         if pte & _PAGE_PRESENT:
-            pfn = pte >> 12
+            pfn: SupportsIndex = pte >> 12
             if kind[pfn] != KIND_ZERO:
                 mapcount[pfn] += 1
             if cow and pte & _PAGE_RW:
