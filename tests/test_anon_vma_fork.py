@@ -23,14 +23,19 @@ def _anon_vmas(k: vmalab.Kernel) -> int:
     return k.slab()["anon_vma"].active
 
 
-@pytest.mark.parametrize("design", vmalab.DESIGNS)
-def test_child_chain_is_own_anon_vma_then_parents(design: str) -> None:
+def _three(design: str) -> tuple[vmalab.Kernel, vmalab.Process, vmalab.Process, vmalab.Process]:
+    """A written one-page VMA in A; A forks B, B forks C."""
     k = vmalab.Kernel(design)
     a = k.spawn()
     a.mmap(BASE, PAGE, 3, 0x32)
     a.write(BASE, b"a")
     b = a.fork()
-    c = b.fork()
+    return k, a, b, b.fork()
+
+
+@pytest.mark.parametrize("design", vmalab.DESIGNS)
+def test_child_chain_is_own_anon_vma_then_parents(design: str) -> None:
+    k, a, b, c = _three(design)
     va, vb, vc = _vma(a), _vma(b), _vma(c)
     assert va.anon_vma is not None and vb.anon_vma is not None and vc.anon_vma is not None
     # newest first: the VMA's own anon_vma, then its parent's chain in the parent's order
@@ -49,12 +54,7 @@ def test_child_chain_is_own_anon_vma_then_parents(design: str) -> None:
 def test_fork_reuses_an_anon_vma_without_vmas_and_with_one_child(design: str) -> None:
     """A forks B, B forks C, B exits: B's anon_vma has no VMA left and one child (C's).
     When C forks D, D's VMA reuses it instead of allocating a fourth anon_vma."""
-    k = vmalab.Kernel(design)
-    a = k.spawn()
-    a.mmap(BASE, PAGE, 3, 0x32)
-    a.write(BASE, b"a")
-    b = a.fork()
-    c = b.fork()
+    k, a, b, c = _three(design)
     b_av = _vma(b).anon_vma
     b.exit()
     k.check()
