@@ -126,3 +126,26 @@ def test_fork_copies_tables_shared_by_vmas_and_spanned_by_one(design: str) -> No
     c.exit()
     p.exit()
     k.check()
+
+
+@pytest.mark.parametrize("design", vmalab.DESIGNS)
+def test_fork_does_not_count_zero_page_mappings(design: str) -> None:
+    """Read faults map the zero page, which has no folio (vm_normal_folio() is NULL):
+    copy_present_ptes() gives it no mapcount in the child; a written page gets one."""
+    k = vmalab.Kernel(design, thp="never")
+    p = k.spawn()
+    p.mmap(BASE, 8 * PAGE, RW, FIXED)
+    for i in range(8):
+        p.read(BASE + i * PAGE, 1)  # the zero page
+    p.write(BASE + 3 * PAGE, b"w")  # CoW of the zero page: a folio of its own
+    pt = p.mm.pgtables
+    zero = pt.get(BASE) >> 12
+    own = pt.get(BASE + 3 * PAGE) >> 12
+    assert zero != own and k.ctx.phys.mapcount[own] == 1
+    before = k.ctx.phys.mapcount[zero]
+    c = p.fork()
+    assert c.mm.pgtables.get(BASE) >> 12 == zero
+    assert k.ctx.phys.mapcount[zero] == before
+    assert k.ctx.phys.mapcount[own] == 2
+    assert c.read(BASE, 1) == b"\0" and c.read(BASE + 3 * PAGE, 1) == b"w"
+    k.check()

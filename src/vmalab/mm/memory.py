@@ -676,7 +676,6 @@ def _copy_pte_range(t: array[int], dt: array[int], s: int, e: int, phys: PhysMem
     Models mm/memory.c:copy_pte_range's loop (copy_present_ptes, copy_nonpresent_pte).
     """
     mapcount = phys.mapcount
-    kind = phys.kind
     markers = 0
     for i in range(s, e):
         # The slot and the pfn are typed SupportsIndex so that, compiled, each is boxed
@@ -686,8 +685,11 @@ def _copy_pte_range(t: array[int], dt: array[int], s: int, e: int, phys: PhysMem
         if not pte:
             continue
         if pte & _PAGE_PRESENT:
-            pfn: SupportsIndex = pte >> 12
-            if kind[pfn] != KIND_ZERO:
+            p = pte >> 12
+            # vm_normal_folio() is NULL for the zero page, the one KIND_ZERO frame (its
+            # pfn, not its kind, is tested: one array access less per PTE)
+            if p != ZERO_PFN:
+                pfn: SupportsIndex = p
                 mapcount[pfn] += 1
             if cow and pte & _PAGE_RW:
                 pte &= ~_PAGE_RW
