@@ -11,7 +11,7 @@ import gc
 from vmalab.mm import rmap
 from vmalab.mm.flags import VM_ACCOUNT, VM_DONTCOPY, VM_LOCKED_MASK, VM_WIPEONFORK
 from vmalab.mm.hugetlb import hugetlb_dup_vma_private
-from vmalab.mm.memory import copy_page_range, count_markers, unmap_vmas_all
+from vmalab.mm.memory import ForkWalk, copy_page_range, count_markers, unmap_vmas_all
 from vmalab.mm.mm_types import DesignHooks, MmContext, MmStruct, VmArea
 from vmalab.mm.slab import AllocFailure
 from vmalab.mm.userfaultfd import userfaultfd_reset_ctx
@@ -65,21 +65,60 @@ def _promote_young_objects() -> None:
 
 
 def _dup_mmap_vmas(mm: MmStruct, oldmm: MmStruct) -> None:
-    """The VMA loop of mm/mmap.c:dup_mmap (``for_each_vma(vmi, mpnt)``)."""
+    """The VMA loop of mm/mmap.c:dup_mmap (``for_each_vma(vmi, mpnt)``), leaf by leaf of
+    the index.
+
+    __mt_dup() first builds the child's tree as a copy of the parent's, whose slots
+    the loop then overwrites with the child's VMAs (vma_iter_bulk_store(), which
+    cannot fail) or clears (VM_DONTCOPY: vma_iter_clear_gfp()). Here each leaf is
+    copied (its keys are the parent's own int objects) and goes into the child's index
+    once its VMAs are done; when the loop fails, the part of the leaf not yet
+    duplicated is cut off first (where dup_mmap stores XA_ZERO_ENTRY for exit_mmap()
+    to stop at) and the leaves after it are never added. Not modelled: the tree's node
+    allocations (__mt_dup()'s -ENOMEM).
+    """
     k = mm.ctx
     design = k.design
+    tree = mm.mm_mt
+    prev: VmArea | None = None
+    walk = ForkWalk()
+    # looked up once, not per VMA (a method call through the DesignHooks protocol)
+    needs_copy = design.vma_needs_copy
     # /proc/vmstat's fork counters, kept in locals and added once (whatever happens)
     copied = markers_copied = markers_dropped = 0
     try:
-        for mpnt in oldmm.mm_mt.values():
-            tmp = _dup_one(mm, mpnt, k, design)
-            if tmp is None:
-                continue
-            if design.vma_needs_copy(tmp, mpnt):
-                copied += 1  # counted before the copy begins (it may fail)
-                markers_copied += copy_page_range(tmp, mpnt)
-            else:
-                markers_dropped += count_markers(mpnt)
+        for pkeys, pvals in oldmm.mm_mt.leaves():
+            keys = pkeys[:]  # __mt_dup()
+            vals = pvals[:]
+            n = 0  # slots of this leaf that hold the child's VMAs
+            try:
+                for mpnt in pvals:
+                    tmp = _dup_one(mm, mpnt, k, design)
+                    if tmp is None:  # VM_DONTCOPY: vma_iter_clear_gfp()
+                        del keys[n]
+                        del vals[n]
+                        continue
+                    vals[n] = tmp  # vma_iter_bulk_store(&vmi, tmp)
+                    n += 1
+                    tmp.vm_prev = prev
+                    if prev is not None:
+                        prev.vm_next = tmp
+                    prev = tmp
+                    mm.map_count += 1
+                    vma_link_file(tmp)
+                    if tmp.vm_flags & VM_WIPEONFORK:
+                        continue
+                    if needs_copy(tmp, mpnt):
+                        copied += 1  # counted before the copy begins (it may fail)
+                        markers_copied += copy_page_range(tmp, mpnt, walk)
+                    else:
+                        markers_dropped += count_markers(mpnt)
+            finally:
+                if n < len(vals):  # the loop failed: the rest was not duplicated
+                    del keys[n:]
+                    del vals[n:]
+                if n:
+                    tree.append_leaf(keys, vals)
     finally:
         vs = k.vmstat
         vs["fork_copy_vmas"] += copied
@@ -88,9 +127,9 @@ def _dup_mmap_vmas(mm: MmStruct, oldmm: MmStruct) -> None:
 
 
 def _dup_one(mm: MmStruct, mpnt: VmArea, k: MmContext, design: DesignHooks) -> VmArea | None:
-    """The body of mm/mmap.c:dup_mmap's for_each_vma loop up to copy_page_range: the
-    child's copy of ``mpnt``, stored and linked; None where no page tables are to be
-    copied (VM_DONTCOPY: no copy at all; VM_WIPEONFORK: a copy without them)."""
+    """The body of mm/mmap.c:dup_mmap's for_each_vma loop up to the store: the child's
+    copy of ``mpnt`` (not yet in the index) with its anon_vma chain; None for
+    VM_DONTCOPY (no copy at all)."""
     if mpnt.vm_flags & VM_DONTCOPY:
         return None
     if mpnt.vm_flags & VM_ACCOUNT:
@@ -109,10 +148,9 @@ def _dup_one(mm: MmStruct, mpnt: VmArea, k: MmContext, design: DesignHooks) -> V
         userfaultfd_reset_ctx(tmp)  # dup_userfaultfd() without UFFD_FEATURE_EVENT_FORK
     if tmp.vm_private_data is not None:
         hugetlb_dup_vma_private(tmp, mpnt)  # the child owns no hugetlb reservation
-    wipe = bool(mpnt.vm_flags & VM_WIPEONFORK)
     if k.hooked_vma_fork_dup:
         design.vma_fork_dup(tmp, mpnt)
-    if wipe:
+    if mpnt.vm_flags & VM_WIPEONFORK:
         rmap.vma_clear_anon_vma(tmp)  # tmp->anon_vma = NULL
     else:
         try:
@@ -123,10 +161,7 @@ def _dup_one(mm: MmStruct, mpnt: VmArea, k: MmContext, design: DesignHooks) -> V
                 vm_unacct_memory(k, mpnt.pages())
             raise
     tmp.vm_flags &= ~VM_LOCKED_MASK
-    mm.vma_store(tmp)
-    mm.map_count += 1
-    vma_link_file(tmp)
-    return None if wipe else tmp
+    return tmp
 
 
 def exit_mmap(mm: MmStruct) -> None:

@@ -162,6 +162,21 @@ class VmaTree(Generic[V]):
             self._split_leaf(i)
         return prev, nxt
 
+    def append_leaf(self, keys: list[int], vals: list[V]) -> None:
+        """Add a whole leaf after the last: ``keys`` ascending, all above every key
+        indexed, one VMA each (at most ``leaf_max``). The index keeps both lists.
+
+        For dup_mmap(), whose __mt_dup() builds the child's tree from copies of the
+        parent's nodes rather than by one insert per VMA."""
+        if not keys or len(keys) != len(vals) or len(keys) > self.leaf_max:
+            raise ValueError(f"a leaf of {len(keys)} keys and {len(vals)} VMAs")
+        if self._keys and keys[0] <= self._keys[-1][-1]:
+            raise ValueError(f"leaf at {keys[0]:#x} not above the last key")
+        self._firsts.append(keys[0])
+        self._keys.append(keys)
+        self._vals.append(vals)
+        self._len += len(keys)
+
     def _split_leaf(self, i: int) -> None:
         """Split leaf ``i`` in half (it has grown past ``leaf_max`` entries)."""
         keys = self._keys[i]

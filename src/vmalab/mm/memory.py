@@ -13,7 +13,7 @@ anonymous page out); no per-VMA lock or fault retries.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, SupportsIndex, cast
 
 from vmalab.errors import InvariantError, SegmentationFault
 from vmalab.mm import huge_memory, hugetlb, pkeys, userfaultfd
@@ -598,7 +598,28 @@ def populate_range(mm: MmStruct, vma: VmArea, start: int, end: int, write: bool)
 # --- fork and mremap --------------------------------------------------------------------
 
 
-def copy_page_range(dst: VmArea, src: VmArea) -> int:
+class ForkWalk:
+    """The PTE table pair copy_page_range() copied last, for the next VMA of the same
+    fork (dup_mmap makes one per fork).
+
+    Host-side, not the kernel's: each copy_page_range() walks the tables from the PGD
+    down, but the model's walk is two dictionary lookups (the parent's table, the
+    child's ``pte_alloc()``) with the PMD index boxed for each, a sixth of the copy of
+    a one-page VMA. Consecutive VMAs mostly lie in the same 2 MiB, whose tables neither
+    lookup can change within a fork (the child's table exists once allocated; the
+    parent's are only read and write-protected), so the pair is kept while the index
+    stays the same, and forgotten whenever a copy takes the general path.
+    """
+
+    __slots__ = ("i", "t", "dt")
+
+    def __init__(self) -> None:
+        self.i = -1
+        self.t: array[int] | None = None
+        self.dt: array[int] | None = None
+
+
+def copy_page_range(dst: VmArea, src: VmArea, walk: ForkWalk | None = None) -> int:
     """Copy ``src``'s page tables into ``dst``; returns the number of markers copied.
 
     Models mm/memory.c:copy_page_range → copy_pte_range: present PTEs of CoW mappings
@@ -606,25 +627,36 @@ def copy_page_range(dst: VmArea, src: VmArea) -> int:
     (folio_try_dup_anon_rmap_pte); non-present PTEs go through copy_nonpresent_pte →
     copy_pte_marker, which always keeps PTE_MARKER_GUARD. Whether to call it at all is
     vma_needs_copy(), a design hook. Raises AllocFailure if a child table cannot be had.
+    ``walk`` (dup_mmap's) keeps the last table pair for the next VMA (``ForkWalk``).
 
     The one PTE walk not written with ``pte_walk()``: it goes table by table, because
     copy_pte_range() allocates the child's table for every source table in the range,
     entries or none, before it reads an entry (the order matters when that fails).
     """
     spt = src.vm_mm.pgtables
-    dpt = dst.vm_mm.pgtables
     phys = src.vm_mm.ctx.phys
     cow = src.is_cow_mapping()
     start, end = src.vm_start, src.vm_end
     lo = start >> PMD_SHIFT
     if not spt.huge and lo == (end - 1) >> PMD_SHIFT:
         # inside one table without huge PMDs: tables_in() without its list
+        base = lo << PMD_SHIFT
+        s, e = (start - base) >> 12, (end - base) >> 12
+        if walk is not None and walk.i == lo:
+            t = walk.t
+            dt = walk.dt
+            if t is not None and dt is not None:
+                return _copy_pte_range(t, dt, s, e, phys, cow)
         t = spt.pte.get(lo)
         if t is None:
             return 0
-        base = lo << PMD_SHIFT
-        dt = dpt.pte_alloc(base)
-        return _copy_pte_range(t, dt, (start - base) >> 12, (end - base) >> 12, phys, cow)
+        dt = dst.vm_mm.pgtables.pte_alloc(base)
+        if walk is not None:
+            walk.i, walk.t, walk.dt = lo, t, dt
+        return _copy_pte_range(t, dt, s, e, phys, cow)
+    if walk is not None:
+        walk.i = -1
+    dpt = dst.vm_mm.pgtables
     markers = 0
     for i, t, s, e in spt.tables_in(start, end):
         huge = i in spt.huge
@@ -644,15 +676,20 @@ def _copy_pte_range(t: array[int], dt: array[int], s: int, e: int, phys: PhysMem
     Models mm/memory.c:copy_pte_range's loop (copy_present_ptes, copy_nonpresent_pte).
     """
     mapcount = phys.mapcount
-    kind = phys.kind
     markers = 0
-    for j in range(s, e):
+    for i in range(s, e):
+        # The slot and the pfn are typed SupportsIndex so that, compiled, each is boxed
+        # once for its uses (an ``int`` index of an array is boxed at every use).
+        j: SupportsIndex = i
         pte = t[j]
         if not pte:
             continue
         if pte & _PAGE_PRESENT:
-            pfn = pte >> 12
-            if kind[pfn] != KIND_ZERO:
+            p = pte >> 12
+            # vm_normal_folio() is NULL for the zero page, the one KIND_ZERO frame (its
+            # pfn, not its kind, is tested: one array access less per PTE)
+            if p != ZERO_PFN:
+                pfn: SupportsIndex = p
                 mapcount[pfn] += 1
             if cow and pte & _PAGE_RW:
                 pte &= ~_PAGE_RW

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from mypy_extensions import mypyc_attr
 
@@ -44,8 +44,9 @@ STACK_GUARD_GAP = 256 << PAGE_SHIFT
 DEFAULT_MMAP_BASE = 0x7FFFF7FFF000
 
 
-AVCS_LIST_MAX = 8
-"""``AnonVma.avcs`` is a list up to this many chains, a set past it."""
+AVCS_LIST_MAX: Final = 8
+"""``AnonVma.avcs`` is a list up to this many chains, a set past it (``Final``: compiled
+code reads it as a constant, not from the module's dictionary)."""
 
 
 class AnonVma:

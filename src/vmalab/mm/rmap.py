@@ -49,9 +49,12 @@ def avcs_add(av: AnonVma, avc: AnonVmaChain) -> None:
     if isinstance(avcs, list):
         # A new list of exactly the new length (at most AVCS_LIST_MAX + 1 copies), not
         # append()'s over-allocated one: after a fork every parent anon_vma has a list
-        # of two, which append() would give room for eight (host memory, not the kernel's).
-        if len(avcs) < AVCS_LIST_MAX:
-            av.avcs = [*avcs, avc]
+        # of two, which append() would give room for eight (host memory, not the
+        # kernel's). A literal and ``+`` allocate exactly; a star display such as
+        # ``[*avcs, avc]`` extends and appends once compiled, over-allocating.
+        n = len(avcs)
+        if n < AVCS_LIST_MAX:
+            av.avcs = [avcs[0], avc] if n == 1 else avcs + [avc]
         else:
             av.avcs = {*avcs, avc}
     elif isinstance(avcs, set):
@@ -78,13 +81,23 @@ def chain_add(vma: VmArea, avc: AnonVmaChain) -> None:
     """``list_add(&avc->same_vma, &vma->anon_vma_chain)``: the new chain goes first.
 
     The list is rebuilt at its exact length rather than grown by ``insert(0, ...)``,
-    which would leave room for eight (a forked VMA's chain of two: 72 B, not 120 B;
-    both move every element)."""
+    which would leave room for eight (a chain of two: 72 B, not 120 B; both move
+    every element); see avcs_add() for the forms that allocate exactly."""
     chain = vma.anon_vma_chain
-    if isinstance(chain, list):
-        vma.anon_vma_chain = [avc, *chain]
+    if isinstance(chain, list) and chain:
+        vma.anon_vma_chain = [avc, chain[0]] if len(chain) == 1 else [avc] + chain
     else:
         vma.anon_vma_chain = [avc]
+
+
+def _slots(first: AnonVmaChain, n: int) -> list[AnonVmaChain]:
+    """A new list of ``n`` >= 1 slots, each ``first`` until the caller fills it,
+    allocated at exactly that length (host memory: see avcs_add())."""
+    if n == 1:
+        return [first]
+    if n == 2:
+        return [first, first]
+    return [first] * n
 
 
 # --- allocation ---------------------------------------------------------------------
@@ -119,18 +132,6 @@ def put_anon_vma(k: MmContext, av: AnonVma) -> None:
         root.refcount -= 1
         if root.refcount == 0:
             anon_vma_free(k, root)
-
-
-def anon_vma_chain_link(k: MmContext, vma: VmArea, anon_vma: AnonVma) -> None:
-    """Allocate an AVC and link ``vma`` to ``anon_vma``.
-
-    Models mm/rmap.c:anon_vma_chain_alloc + anon_vma_chain_link (``list_add()`` puts the
-    new chain at the head of ``vma->anon_vma_chain``).
-    """
-    k.slabs.alloc(k.slabs.anon_vma_chain_cachep)
-    avc = AnonVmaChain(vma, anon_vma)
-    chain_add(vma, avc)
-    avcs_add(anon_vma, avc)
 
 
 # --- anon_vma_prepare ------------------------------------------------------------------
@@ -207,30 +208,60 @@ def anon_vma_prepare(vma: VmArea) -> None:
 # --- clone, fork, unlink ------------------------------------------------------------
 
 
+def _clone_links(k: MmContext, dst: VmArea, src: VmArea, room: int) -> list[AnonVmaChain]:
+    """anon_vma_clone()'s loop: one new chain per chain of ``src``, each allocated
+    (anon_vma_chain_alloc) and inserted into its anon_vma's tree (anon_vma_chain_link),
+    with the reuse rule (only effective from anon_vma_fork(), where ``dst`` has no
+    anon_vma yet). Returns them as ``dst``'s chain list, in the order list_add() leaves
+    them (the same as ``src``'s), after ``room`` leading slots for the caller to fill;
+    ``[]`` when ``src`` has no chain. The caller stores the list on ``dst`` (one list
+    built, at its final length). Raises AllocFailure once ``dst`` has the chains linked
+    so far and unlink_anon_vmas() has taken them back (anon_vma_clone's error path).
+    """
+    chain = src.anon_vma_chain
+    if not isinstance(chain, list) or not chain:
+        return []
+    n = len(chain)
+    out: list[AnonVmaChain] = []
+    slabs = k.slabs
+    for i in range(n - 1, -1, -1):  # list_for_each_entry_reverse(pavc, &src->anon_vma_chain)
+        av = chain[i].anon_vma
+        try:
+            slabs.alloc(slabs.anon_vma_chain_cachep)
+        except AllocFailure:
+            if out:
+                old = dst.anon_vma_chain
+                dst.anon_vma_chain = out[room + i + 1 :] + (old if isinstance(old, list) else [])
+            vma_clear_anon_vma(dst)
+            unlink_anon_vmas(dst)
+            raise
+        avc = AnonVmaChain(dst, av)
+        if not out:
+            out = _slots(avc, n + room)
+        out[room + i] = avc  # list_add(): at the head of what is linked so far
+        avcs_add(av, avc)
+        # Reuse an existing anon_vma if it has no VMA and only one child. The root is
+        # never reused: it has a self-parent reference and at least one child.
+        if (
+            dst.anon_vma is None
+            and src.anon_vma is not None
+            and av.num_children < 2
+            and av.num_active_vmas == 0
+        ):
+            vma_set_anon_vma(dst, av)
+    return out
+
+
 def anon_vma_clone(dst: VmArea, src: VmArea) -> None:
     """Attach ``dst`` to every anon_vma of ``src``; raises AllocFailure after cleanup.
 
     Models mm/rmap.c:anon_vma_clone, including its reuse rule (only effective from
     anon_vma_fork(), where dst has no anon_vma yet) and its error path.
     """
-    k = dst.vm_mm.ctx
-    try:
-        for pavc in reversed(src.anon_vma_chain):
-            av = pavc.anon_vma
-            anon_vma_chain_link(k, dst, av)
-            # Reuse an existing anon_vma if it has no VMA and only one child. The root is
-            # never reused: it has a self-parent reference and at least one child.
-            if (
-                dst.anon_vma is None
-                and src.anon_vma is not None
-                and av.num_children < 2
-                and av.num_active_vmas == 0
-            ):
-                vma_set_anon_vma(dst, av)
-    except AllocFailure:
-        vma_clear_anon_vma(dst)
-        unlink_anon_vmas(dst)
-        raise
+    links = _clone_links(dst.vm_mm.ctx, dst, src, 0)
+    if links:
+        old = dst.anon_vma_chain
+        dst.anon_vma_chain = links + old if isinstance(old, list) and old else links
     if dst.anon_vma is not None:
         dst.anon_vma.num_active_vmas += 1
 
@@ -238,21 +269,29 @@ def anon_vma_clone(dst: VmArea, src: VmArea) -> None:
 def anon_vma_fork(vma: VmArea, pvma: VmArea) -> None:
     """Give a fork child's VMA its anon_vma chain; raises AllocFailure after cleanup.
 
-    Models mm/rmap.c:anon_vma_fork. It returns early when the parent has no real
-    anon_vma, so whatever design state the child inherited through the design's fork
-    hook stays (under the RFC, a flag-only parent's flag: designs.md 4.7).
+    Models mm/rmap.c:anon_vma_fork: anon_vma_clone() of the parent's chain (here its
+    loop, ``_clone_links``, leaving the first slot of the child's chain list for the
+    child's own chain), then, unless an anon_vma was reused, a new anon_vma whose
+    parent is the parent VMA's and whose chain goes first (list_add). It returns early
+    when the parent has no real anon_vma, so whatever design state the child inherited
+    through the design's fork hook stays (under the RFC, a flag-only parent's flag:
+    designs.md 4.7).
     """
-    if pvma.anon_vma is None:
+    parent = pvma.anon_vma
+    if parent is None:
         return
     k = vma.vm_mm.ctx
     vma_clear_anon_vma(vma)  # drop the inherited anon_vma; reuse one or allocate
-    anon_vma_clone(vma, pvma)
-    if vma.anon_vma is not None:
+    links = _clone_links(k, vma, pvma, 1)  # slot 0: this VMA's own chain, below
+    reused = vma.anon_vma
+    if reused is not None:  # anon_vma_clone() reused one: all done
+        vma.anon_vma_chain = links[1:]
+        reused.num_active_vmas += 1
         return
     try:
         av = anon_vma_alloc(k)
     except AllocFailure:
-        unlink_anon_vmas(vma)
+        _unlink_clones(vma, links)
         raise
     av.num_active_vmas += 1
     try:
@@ -260,17 +299,28 @@ def anon_vma_fork(vma: VmArea, pvma: VmArea) -> None:
     except AllocFailure:
         av.num_active_vmas -= 1
         put_anon_vma(k, av)
-        unlink_anon_vmas(vma)
+        _unlink_clones(vma, links)
         raise
-    parent = pvma.anon_vma
     av.root = parent.root
     av.parent = parent
     av.root.refcount += 1  # get_anon_vma(root): the root is pinned while av lives
     vma_set_anon_vma(vma, av)
     avc = AnonVmaChain(vma, av)
-    chain_add(vma, avc)
+    if links:
+        links[0] = avc  # anon_vma_chain_link(): list_add() puts it first
+        vma.anon_vma_chain = links
+    else:
+        vma.anon_vma_chain = [avc]
     avcs_add(av, avc)
     parent.num_children += 1
+
+
+def _unlink_clones(vma: VmArea, links: list[AnonVmaChain]) -> None:
+    """anon_vma_fork()'s ``out_error``: ``vma``'s chain is the clones (``links`` past
+    its first slot), which unlink_anon_vmas() takes back."""
+    if len(links) > 1:
+        vma.anon_vma_chain = links[1:]
+    unlink_anon_vmas(vma)
 
 
 def unlink_anon_vmas(vma: VmArea) -> None:
