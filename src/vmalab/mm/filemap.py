@@ -400,11 +400,16 @@ def devzero_mmap_file(fs: FileSystem, flags: int, file: File, length: int) -> Fi
     neighbours: measured) but is anonymous memory (vma_set_anonymous).
 
     The private mapping's faults take the anonymous path (do_anonymous_page: a read maps
-    the zero page, pagemap `A`; measured, found by fuzz seed 3000384).
+    the zero page, pagemap `A`; measured, found by fuzz seed 3000384). "Shared" is
+    mmap_zero's ``vma->vm_flags & VM_SHARED``: do_mmap drops VM_SHARED (keeping
+    VM_MAYSHARE) for a MAP_SHARED mapping of a descriptor not open for writing, so a
+    MAP_SHARED mapping of a read-only /dev/zero is anonymous memory too (measured on
+    6.18.44: mseal'd and read-only, it refuses MADV_DONTNEED and GUARD_INSTALL with EPERM
+    as anonymous memory does; found by fuzz seed 5200099).
     Simplification: a shared mapping's shmem object is not charged to the commit (the
     kernel's shmem_acct_size is).
     """
-    if flags & uapi.MAP_TYPE in (uapi.MAP_SHARED, uapi.MAP_SHARED_VALIDATE):
+    if flags & uapi.MAP_TYPE in (uapi.MAP_SHARED, uapi.MAP_SHARED_VALIDATE) and file.writable:
         f = fs.shmem_zero_setup()
         f.inode.size = length
         f.readable, f.writable = file.readable, file.writable

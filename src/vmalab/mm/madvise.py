@@ -241,14 +241,16 @@ _DISCARD = frozenset(
 
 def can_madvise_modify(vma: VmArea, behavior: int) -> bool:
     """Models mm/madvise.c:can_madvise_modify (is_discard): a sealed VMA refuses the
-    discarding advices unless it is file-backed (MAP_PRIVATE included) or shared, or
-    writable (its owner could overwrite the data anyway). Measured on 6.18.44: DONTNEED
-    on a sealed read-only MAP_PRIVATE memfd mapping succeeds; on sealed read-only
-    anonymous memory GUARD_INSTALL, WIPEONFORK, FREE and DONTNEED are EPERM, COLD is not
-    (tests/test_coverage_selftests.py)."""
+    discarding advices unless it is not anonymous (!vma_is_anonymous(): file-backed,
+    MAP_PRIVATE included, or shmem) or writable (its owner could overwrite the data
+    anyway). Measured on 6.18.44: DONTNEED on a sealed read-only MAP_PRIVATE memfd
+    mapping succeeds; on sealed read-only anonymous memory GUARD_INSTALL, WIPEONFORK,
+    FREE and DONTNEED are EPERM, COLD is not (tests/test_coverage_selftests.py); a
+    private /dev/zero mapping, and a MAP_SHARED one of a read-only /dev/zero, are
+    anonymous memory and refuse them too (fuzz seed 5200099)."""
     if not vma.vm_flags & VM_SEALED or behavior not in _DISCARD:
         return True
-    if vma.vm_file is not None or vma.vm_flags & VM_SHARED:
+    if not vma.is_anonymous():
         return True
     return bool(vma.vm_flags & VM_WRITE)
 

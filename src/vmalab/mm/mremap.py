@@ -36,7 +36,6 @@ from vmalab.mm.mmap import (
     get_unmapped_area,
     mm_populate,
     page_align,
-    vm_start_gap,
 )
 from vmalab.mm.pagetable import PMD_SHIFT, pte_walk
 from vmalab.mm.slab import AllocFailure
@@ -197,12 +196,17 @@ def move_vma(
 
 
 def vma_expandable(mm: MmStruct, vma: VmArea, delta: int) -> bool:
-    """Models mm/mremap.c:vma_expandable: room after the VMA up to the next one."""
+    """Models mm/mremap.c:vma_expandable: room after the VMA up to the next one.
+
+    The next VMA's own start bounds it (``next->vm_start < end`` is an intersection), not
+    its stack guard gap: get_unmapped_area() with MAP_FIXED checks no gap, so a mapping
+    grows in place right up to a VM_GROWSDOWN VMA (measured on 6.18.44; fuzz seed
+    5200246)."""
     end = vma.vm_end + delta
     if end < vma.vm_end or end > TASK_SIZE:
         return False
     nxt = mm.vma_next(vma)
-    return nxt is None or vm_start_gap(nxt) >= end
+    return nxt is None or nxt.vm_start >= end
 
 
 def _resize_is_valid(vma: VmArea, addr: int, old_len: int, new_len: int, flags: int) -> None:
