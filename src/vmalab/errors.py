@@ -20,7 +20,7 @@ exception                raised when
 Inside mm/, an allocation that fails (an injected failslab failure or a budget refusal)
 raises ``vmalab.mm.slab.AllocFailure``, which each path unwinds and the syscall boundary
 (``vmalab.process``) turns into ENOMEM or the pending ``ResourceLimitError``; a fault
-raises ``vmalab.mm.memory.FaultError`` until the access turns it into a signal.
+raises ``vmalab.mm.fault.FaultError`` until the access turns it into a signal.
 """
 
 from __future__ import annotations

@@ -186,8 +186,8 @@ def show_smaps(mm: MmStruct) -> str:
 
 
 def _huge_zero(mm: MmStruct, a: int) -> bool:
-    """Whether ``a`` is mapped by an unsplit huge zero PMD (vmalab.mm.memory)."""
-    from vmalab.mm.memory import huge_zero_intact
+    """Whether ``a`` is mapped by an unsplit huge zero PMD (vmalab.mm.fault)."""
+    from vmalab.mm.fault import huge_zero_intact
 
     vma = mm.vma_lookup(a)
     t = mm.pgtables.table(a)

@@ -15,11 +15,11 @@ from vmalab import uapi
 from vmalab.errors import kernel_error
 from vmalab.mm import hugetlb, khugepaged, pkeys, shm, userfaultfd
 from vmalab.mm.brk import install_special_mapping, sys_brk
+from vmalab.mm.fault import fault_in, find_fault_vma_for_access
 from vmalab.mm.filemap import devzero_mmap_file
 from vmalab.mm.flags import VM_LOCKED, VM_LOCKONFAULT
 from vmalab.mm.fork import dup_mmap, exit_mmap
 from vmalab.mm.madvise import do_madvise, do_process_madvise, madvise_set_anon_name
-from vmalab.mm.memory import fault_in, find_fault_vma_for_access
 from vmalab.mm.mincore import do_mincore, mdwe_after_fork, prctl_set_mdwe
 from vmalab.mm.mlock import do_mlock, do_mlockall, do_munlock, do_munlockall
 from vmalab.mm.mm_types import PAGE_SIZE, MmStruct

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, cast
 
 from vmalab.errors import kernel_error
 from vmalab.mm import huge_memory
+from vmalab.mm.fault import huge_zero_intact
 from vmalab.mm.flags import VM_WRITE
 from vmalab.mm.huge_memory import (
     HPAGE_PMD_MASK,
@@ -42,7 +43,7 @@ from vmalab.mm.huge_memory import (
     pmd_index,
     thp_vma_allowable_pmd,
 )
-from vmalab.mm.memory import huge_zero_intact, unmap_mapping_range
+from vmalab.mm.memory import unmap_mapping_range
 from vmalab.mm.mm_types import VmArea, linear_page_index
 from vmalab.mm.page_alloc import KIND_ANON, ZERO_PFN
 from vmalab.mm.pagetable import (

@@ -23,6 +23,7 @@ from typing import Final
 from vmalab import uapi
 from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm import huge_memory, hugetlb, khugepaged
+from vmalab.mm.fault import FaultError, populate_range
 from vmalab.mm.filemap import Inode
 from vmalab.mm.flags import (
     VM_DONTCOPY,
@@ -45,9 +46,7 @@ from vmalab.mm.flags import (
     VM_WRITE,
 )
 from vmalab.mm.memory import (
-    FaultError,
     has_populated_ptes,
-    populate_range,
     unmap_mapping_range,
     zap_page_range,
 )

@@ -16,6 +16,7 @@ from typing import Final
 from vmalab import uapi
 from vmalab.errors import InvariantError, kernel_error
 from vmalab.mm import hugetlb, pkeys, rmap
+from vmalab.mm.fault import FaultError, populate_range
 from vmalab.mm.filemap import File
 from vmalab.mm.flags import (
     VM_ACCOUNT,
@@ -42,7 +43,7 @@ from vmalab.mm.flags import (
     VM_WRITE,
     calc_vm_prot_bits,
 )
-from vmalab.mm.memory import FaultError, populate_range, zap_page_range
+from vmalab.mm.memory import zap_page_range
 from vmalab.mm.mm_types import (
     MMAP_MIN_ADDR,
     PAGE_SHIFT,
