@@ -255,6 +255,7 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
     handle_pte_fault: a none PTE goes to do_anonymous_page or do_fault, a PTE marker to
     handle_pte_marker (PTE_MARKER_GUARD → VM_FAULT_SIGSEGV), a write to a read-only
     present PTE to do_wp_page.
+    Long as __handle_mm_fault and handle_pte_fault are together: one branch per kind of PTE.
     """
     mm = vma.vm_mm
     k = mm.ctx

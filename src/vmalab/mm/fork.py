@@ -129,7 +129,10 @@ def _dup_mmap_vmas(mm: MmStruct, oldmm: MmStruct) -> None:
 def _dup_one(mm: MmStruct, mpnt: VmArea, k: MmContext, design: DesignHooks) -> VmArea | None:
     """The body of mm/mmap.c:dup_mmap's for_each_vma loop up to the store: the child's
     copy of ``mpnt`` (not yet in the index) with its anon_vma chain; None for
-    VM_DONTCOPY (no copy at all)."""
+    VM_DONTCOPY (no copy at all).
+
+    Long as that part of dup_mmap's loop is.
+    """
     if mpnt.vm_flags & VM_DONTCOPY:
         return None
     if mpnt.vm_flags & VM_ACCOUNT:

@@ -422,6 +422,7 @@ def check_huge_pmds(mm: MmStruct) -> str | None:
     pages with one anon_vma and one writability (one PMD entry; the subpages' mapcounts
     may differ once another process's split copy of the THP CoW-copied some), or
     page-cache pages of the VMA's file.
+    One test per invariant, in the order validate_mm would meet them.
     """
     pt = mm.pgtables
     phys = mm.ctx.phys

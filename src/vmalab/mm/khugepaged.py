@@ -137,6 +137,7 @@ def hpage_collapse_scan_pmd(mm: MmStruct, vma: VmArea, haddr: int, cc: CollapseC
     max_ptes_none (a uffd-armed VMA allows none), pages mapped elsewhere against
     max_ptes_shared (the limits bind khugepaged only); khugepaged also wants a writable
     PTE (SCAN_PAGE_RO); then collapse_huge_page().
+    Long as the kernel's is: one test per PTE kind it counts.
     """
     result = find_pmd_or_thp_or_none(mm, haddr, vma)
     if result != SCAN_SUCCEED:

@@ -175,6 +175,7 @@ def _new_flags(vma: VmArea, behavior: int) -> int:
     """The flags a flag-changing advice asks for. Models mm/madvise.c:madvise_vma_behavior.
 
     The plain clear/set cases come from ``_CLEAR_SET``; the rest refuse some VMAs.
+    One branch per advice, as madvise_vma_behavior's switch.
     """
     f = vma.vm_flags
     cs = _CLEAR_SET.get(behavior)

@@ -95,6 +95,7 @@ def _zap_pte_range(
 
     pte_none entries are skipped; a long range of a table that holds none but pte_none
     (``count(0)``, a C scan) is skipped whole.
+    Long as zap_pte_range is: one branch per kind of entry.
     """
     if hi - lo > 32 and t.count(0) == PTRS_PER_PTE:
         return

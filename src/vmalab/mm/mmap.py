@@ -230,7 +230,10 @@ def _mmap_region_locked(
     pgoff: int,
     shmem_charge: int,
 ) -> VmArea:
-    """The part of __mmap_region after the charge: unmap, merge or allocate, complete."""
+    """The part of __mmap_region after the charge: unmap, merge or allocate, complete.
+
+    Long as __mmap_region is.
+    """
     end = addr + length
     do_vmi_munmap(mm, addr, length)
     huge = hugetlb.is_file_hugepages(file)

@@ -141,6 +141,7 @@ def move_vma(
     records it.
 
     Not yet split: since 6.16 the kernel spreads this over vrm_* helpers.
+    Long as the kernel's move_vma is.
     """
     k = mm.ctx
     if mm.map_count >= k.max_map_count - 3:
@@ -308,6 +309,7 @@ def _check_mremap_params(
     """The flag, alignment and range checks; returns the page-aligned (old_len, new_len).
 
     Models mm/mremap.c:check_mremap_params (with vrm_overlaps()).
+    One test per check, in check_mremap_params's order.
     """
     valid = uapi.MREMAP_MAYMOVE | uapi.MREMAP_FIXED | uapi.MREMAP_DONTUNMAP
     if flags & ~valid:

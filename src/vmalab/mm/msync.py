@@ -25,7 +25,10 @@ MS_SYNC = 4
 
 
 def do_msync(mm: MmStruct, start: int, length: int, flags: int) -> None:
-    """Models mm/msync.c:SYSCALL_DEFINE3(msync). Raises OSError; changes nothing."""
+    """Models mm/msync.c:SYSCALL_DEFINE3(msync). Raises OSError; changes nothing.
+
+    Long as the syscall is.
+    """
     if flags & ~(MS_ASYNC | MS_INVALIDATE | MS_SYNC):
         raise kernel_error(errno.EINVAL, "unknown msync flags")
     if start & 4095 or start < 0:

@@ -166,6 +166,7 @@ def do_shmat(mm: MmStruct, ns: ShmNamespace, shmid: int, addr: int, shmflg: int)
     EINVAL. SHM_RDONLY maps PROT_READ on a read-only file (no VM_MAYWRITE: a later
     mprotect(PROT_WRITE) is EACCES), SHM_EXEC adds PROT_EXEC. A removed segment can
     still be attached while it has attaches (measured).
+    Long as the kernel's do_shmat is.
     """
     from vmalab.mm.filemap import File
     from vmalab.mm.mmap import do_mmap, mm_populate

@@ -234,6 +234,7 @@ def userfaultfd_register(uffd: UffdCtx, start: int, length: int, mode: int) -> i
     before any changes; then userfaultfd_register_range() sets the flags and context
     VMA by VMA (vma_modify_flags_uffd: merge or split). Holes inside the range are
     skipped.
+    Long as the kernel's userfaultfd_register is.
     """
     if not uffd.api_done:
         raise kernel_error(errno.EINVAL, "UFFDIO_API first")
