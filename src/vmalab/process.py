@@ -448,6 +448,13 @@ class Process(Task):
         _check_int(addr)
         phys = self.kernel.ctx.phys
         mm = self.mm
+        off = addr & 4095
+        if 0 < len(data) <= 4096 - off and type(data) is bytes:
+            # within one page (most stores): no memoryview and no slices
+            _vma, pfn = fault_in(mm, addr, True)
+            phys.write(pfn, off, data)
+            phys.lazyfree.discard(pfn)
+            return
         mv = memoryview(bytes(data))
         a = addr
         while mv:
