@@ -221,6 +221,20 @@ def _resize_is_valid(vma: VmArea, addr: int, old_len: int, new_len: int, flags: 
         raise kernel_error(errno.EINVAL, "MREMAP_DONTUNMAP on a special mapping")
 
 
+def vma_multi_allowed(vma: VmArea) -> bool:
+    """Whether ``vma`` may move with others in one mremap. Models
+    mm/mremap.c:vma_multi_allowed: not when userfaultfd-armed, nor when its file has its
+    own f_op->get_unmapped_area (which MREMAP_FIXED might not obey) and is neither shmem
+    nor hugetlbfs: of the model's files, a SysV shm segment (shm_get_unmapped_area) and a
+    private mapping of /dev/zero (get_unmapped_area_zero; a shared one is shmem).
+    Measured on 6.18.44: a move of [A, A+n) from inside an attach past its end into a
+    hole is EFAULT (fuzz seeds 6000792, 6000927)."""
+    if vma.vm_flags & VM_UFFD_FLAGS:
+        return False
+    f = vma.vm_file
+    return f is None or f.inode.kind not in ("sysv", "devzero")
+
+
 def remap_move(mm: MmStruct, addr: int, length: int, new_addr: int, flags: int) -> int:
     """A pure MREMAP_FIXED move, one VMA at a time. Raises OSError.
 
@@ -230,23 +244,23 @@ def remap_move(mm: MmStruct, addr: int, length: int, new_addr: int, flags: int) 
     unmapped and the gaps between source VMAs are kept. VMAs that may not move together
     (VM_DONTEXPAND/VM_PFNMAP) fail with EFAULT unless they are the only one.
 
-    A VMA registered with a userfaultfd (userfaultfd_armed: vma_multi_allowed() is
-    false) is EFAULT in a multi-VMA move, checked as each VMA comes (so VMAs before it
-    have moved already), where the move is multi-VMA as soon as the range goes past the
-    first VMA's end, a gap after it included (measured on 6.18.44: [A, A+4) over an
-    unregistered page and a registered VMA moves the first page, then EFAULT; a range over
-    one registered VMA and the gap after it is EFAULT with nothing moved; "mm/mremap:
-    catch invalid multi VMA moves earlier").
+    A VMA that may not move with others (``vma_multi_allowed``: registered with a
+    userfaultfd, a SysV attach, a private /dev/zero mapping) is EFAULT in a multi-VMA move,
+    checked as each VMA comes (so VMAs before it have moved already), where the move is
+    multi-VMA as soon as the range goes past the first VMA's end, a gap after it included
+    (measured on 6.18.44: [A, A+4) over an unregistered page and a registered VMA moves the
+    first page, then EFAULT; a range over one registered VMA and the gap after it is EFAULT
+    with nothing moved; "mm/mremap: catch invalid multi VMA moves earlier").
     """
     end = addr + length
     pieces = [(v, max(v.vm_start, addr), min(v.vm_end, end)) for v in mm.vmas_in(addr, end)]
     for i, (v, _a, _b) in enumerate(pieces):
         if v.vm_flags & (VM_DONTEXPAND | VM_PFNMAP) and (i or len(pieces) > 1):
             raise kernel_error(errno.EFAULT, "special mapping in a multi-VMA move")
-    armed = [bool(v.vm_flags & VM_UFFD_FLAGS) for v, _a, _b in pieces]
+    single = [not vma_multi_allowed(v) for v, _a, _b in pieces]
     for i, (start, stop) in enumerate([(a, b) for _v, a, b in pieces]):
-        if armed[i] and (i > 0 or end > pieces[0][0].vm_end):
-            raise kernel_error(errno.EFAULT, "userfaultfd-armed VMA in a multi-VMA move")
+        if single[i] and (i > 0 or end > pieces[0][0].vm_end):
+            raise kernel_error(errno.EFAULT, "a VMA that moves alone in a multi-VMA move")
         n = stop - start
         dest = new_addr + (start - addr)
         cur = mm.vma_lookup(start)
