@@ -262,9 +262,10 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
     k.vmstat["pgfault"] += 1
     if vma.vm_flags & (VM_PFNMAP | VM_IO):
         raise FaultError("SIGBUS", "special mapping not modelled")
-    if vma.uffd_ctx is not None and not mm.pgtables.get(addr):
-        if userfaultfd.handle_userfault_sigbus(vma, addr):
-            raise FaultError("SIGBUS", "userfaultfd (UFFD_FEATURE_SIGBUS)")
+    if vma.uffd_ctx is not None and not userfaultfd.vma_is_shmem(vma) and not mm.pgtables.get(addr):
+        # anonymous and hugetlb faults meet handle_userfault first; a shmem fault only in
+        # shmem_fault, after do_read_fault's fault-around (_do_fault)
+        _uffd_sigbus(vma, addr)
     if vma.vm_flags & VM_HUGETLB and not hugetlb.hugetlb_fault(vma, addr):
         # hugetlb_fault(): no reserved or free huge page → VM_FAULT_SIGBUS. Once the
         # page is taken, the data takes the ordinary path (see vmalab.mm.hugetlb).
@@ -322,6 +323,7 @@ def _do_fault(vma: VmArea, addr: int, t: array[int], j: int, write: bool) -> Non
     page-cache page), else do_read_fault (with do_fault_around) or do_shared_fault."""
     shared = bool(vma.vm_flags & VM_SHARED)
     if write and not shared:
+        _uffd_sigbus(vma, addr)  # __do_fault → shmem_fault → handle_userfault
         src = _file_page(vma, addr)
         _map_new_anon(vma, t, j, src)
         return
@@ -329,12 +331,24 @@ def _do_fault(vma: VmArea, addr: int, t: array[int], j: int, write: bool) -> Non
         _do_fault_around(vma, addr, t)
         if t[j]:
             return
+    # __do_fault → shmem_fault → shmem_get_folio_gfp → handle_userfault: after the
+    # fault-around, which maps the cached pages around a VM_UFFD_MISSING hole (measured
+    # on 6.18.44: MADV_POPULATE_READ of such a hole is EFAULT and maps the cached page
+    # before it; fuzz seed 6000365)
+    _uffd_sigbus(vma, addr)
     pfn = _file_page(vma, addr)
     if vma.vm_file is not None and vma.vm_file.inode.huge_folios:
         if huge_memory.finish_fault_whole_folio(vma, addr, t):
             return
     vma.vm_mm.ctx.phys.mapcount[pfn] += 1
     t[j] = mk_pte(pfn, shared and bool(vma.vm_flags & VM_WRITE))
+
+
+def _uffd_sigbus(vma: VmArea, addr: int) -> None:
+    """Raise VM_FAULT_SIGBUS where handle_userfault() would (UFFD_FEATURE_SIGBUS; see
+    ``userfaultfd.handle_userfault_sigbus``)."""
+    if vma.uffd_ctx is not None and userfaultfd.handle_userfault_sigbus(vma, addr):
+        raise FaultError("SIGBUS", "userfaultfd (UFFD_FEATURE_SIGBUS)")
 
 
 def _do_wp_page(vma: VmArea, addr: int, t: array[int], j: int, pte: int) -> None:
