@@ -105,14 +105,15 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 # The child imports only vmalab.program, vmalab.uapi, vmalab.errors and vmalab.live: a bare
 # package object stands in for vmalab/__init__.py, so the runner neither pays for nor depends
 # on importing the model (``python -m vmalab.live.child`` works too).
-_LAUNCH = """
+# The first module of the model such a process imports is imported before any other
+# (tests/test_live_imports.py; live/child.py says what that once broke in the compiled build).
+_BARE_PACKAGE = """
 import os, sys, types
 pkg = types.ModuleType("vmalab")
 pkg.__path__ = [os.path.join(sys.argv[1], "vmalab")]
 sys.modules["vmalab"] = pkg
-from vmalab.live.child import main
-main()
 """
+_LAUNCH = _BARE_PACKAGE + "from vmalab.live.child import main\nmain()\n"
 
 
 def _src_path() -> str:
