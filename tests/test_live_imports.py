@@ -10,15 +10,17 @@ while it imported IPC_RMID from there (live/child.py). These tests need no kerne
 
 from __future__ import annotations
 
+import os
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import vmalab.mm
 import vmalab.mm.shm
-from vmalab.live import _BARE_PACKAGE, _src_path
+from vmalab.live import _BARE_PACKAGE, _LAUNCH, _death_note, _src_path
 
 MM_MODULES = sorted(f"vmalab.mm.{m.name}" for m in pkgutil.iter_modules(vmalab.mm.__path__))
 COMPILED = vmalab.mm.shm.__file__ is not None and not vmalab.mm.shm.__file__.endswith(".py")
@@ -64,3 +66,26 @@ def test_the_runner_child_imports_no_model_module() -> None:
 def test_every_mm_module_can_be_imported_first(name: str) -> None:
     r = _bare(f"import {name}\n")
     assert r.returncode == 0, f"{name} imported first: status {r.returncode}\n{r.stderr}"
+
+
+def test_a_crash_while_the_child_imports_names_the_module(tmp_path: Path) -> None:
+    # A stand-in tree whose vmalab/live/child.py dies of SIGSEGV at import, launched as
+    # run_live launches the runner: the LiveError's note names the crash and the file.
+    live = tmp_path / "vmalab" / "live"
+    live.mkdir(parents=True)
+    (live / "__init__.py").write_text("")
+    (live / "child.py").write_text("import ctypes\n\nctypes.string_at(0)\n")
+    r = subprocess.run(
+        [sys.executable, "-c", _LAUNCH, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == -11
+    note = _death_note(r.stderr)
+    assert note.startswith("Fatal Python error: Segmentation fault at ")
+    assert os.path.join("vmalab", "live", "child.py") + ":3 <module>" in note
+
+
+def test_the_death_note_of_a_plain_failure_is_its_last_line() -> None:
+    assert _death_note("Traceback (most recent call last):\n  ...\nValueError: x\n") == (
+        "ValueError: x"
+    )
+    assert _death_note("") == ""
