@@ -105,14 +105,21 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 # The child imports only vmalab.program, vmalab.uapi, vmalab.errors and vmalab.live: a bare
 # package object stands in for vmalab/__init__.py, so the runner neither pays for nor depends
 # on importing the model (``python -m vmalab.live.child`` works too).
-_LAUNCH = """
+# The first module of the model such a process imports is imported before any other
+# (tests/test_live_imports.py; live/child.py says what that once broke in the compiled build).
+_BARE_PACKAGE = """
 import os, sys, types
 pkg = types.ModuleType("vmalab")
 pkg.__path__ = [os.path.join(sys.argv[1], "vmalab")]
 sys.modules["vmalab"] = pkg
-from vmalab.live.child import main
-main()
 """
+# faulthandler until child.main() turns it off (its accesses fault on purpose): a crash while
+# the child imports then names the module and line in the LiveError (``_death_note``).
+_LAUNCH = (
+    "import faulthandler\nfaulthandler.enable()\n"
+    + _BARE_PACKAGE
+    + "from vmalab.live.child import main\nmain()\n"
+)
 
 
 def _src_path() -> str:
@@ -187,10 +194,9 @@ def _run_child(prog: P.Program, opts: dict[str, Any], timeout: float) -> dict[st
     except (ProcessLookupError, PermissionError):
         pass
     if not out:
-        lines = err.decode(errors="replace").strip().splitlines()
+        note = _death_note(err.decode(errors="replace"))
         raise LiveError(
-            f"live runner died (status {proc.returncode})"
-            + (f": {_one_line(lines[-1])}" if lines else "")
+            f"live runner died (status {proc.returncode})" + (f": {note}" if note else "")
         )
     try:
         res: dict[str, Any] = json.loads(out)
@@ -206,6 +212,22 @@ def _run_child(prog: P.Program, opts: dict[str, Any], timeout: float) -> dict[st
             "live run: " + _one_line(str(res.get("error", ""))),
         )
     return res
+
+
+_FRAME = re.compile(r'File "(.*)", line (\d+) in (.*)')
+
+
+def _death_note(stderr: str) -> str:
+    """The line of a dead runner's stderr worth reporting: the last one, or for a
+    faulthandler dump ("Fatal Python error: ...") the error and its innermost three frames
+    outside the import machinery (for a crash at import, the import statement is there)."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    for i, ln in enumerate(lines):
+        if ln.startswith("Fatal Python error:"):
+            frames = [_FRAME.fullmatch(f) for f in lines[i + 1 :]]
+            own = [f"{m[1]}:{m[2]} {m[3]}" for m in frames if m and not m[1].startswith("<frozen ")]
+            return _one_line(ln + (f" at {' < '.join(own[:3])}" if own else ""))
+    return _one_line(lines[-1]) if lines else ""
 
 
 def _kill_session(proc: subprocess.Popen[bytes]) -> None:

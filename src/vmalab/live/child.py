@@ -63,9 +63,19 @@ from vmalab.live.safety import HostBudget, Refused, plain_name
 from vmalab.program.observe import parse_smaps
 
 # The ABI constants come from vmalab.uapi, not from the model's mm/shm.py and
-# mm/userfaultfd.py: imported from those two, the compiled (mypyc) build's runner died of
-# SIGSEGV (status -11) in every live test while the pure build passed (CI, stop 20); the
-# cause is not yet found.
+# mm/userfaultfd.py. Imported from those two, the compiled (mypyc) build's runner died of
+# SIGSEGV (status -11) in every live test while the pure build passed (CI, stop 20), at
+# import, before main() ran. The cause is mypyc bug mypyc/mypyc#1209. The launcher
+# (``vmalab.live._LAUNCH``) puts a bare package in place of vmalab/__init__.py, so
+# vmalab.mm.shm was the first mm module this process imported. Compiled, the body of its
+# dataclass ShmSegment fills ``__annotations__`` with the native type object of
+# ``file: File``, and File is imported only under TYPE_CHECKING. vmalab.mm.filemap had
+# not been initialised yet, so that type pointer was NULL and PyDict_SetItem crashed on
+# it (gdb: CPyDef_vmalab___mm___shm_____top_level__ -> PyDict_SetItem(value=0x0)).
+# Importing File at run time in mm/shm.py ends the crash (built and run: the live tests
+# pass with the mm imports back). tests/test_live_imports.py checks that this process
+# imports no vmalab.mm module and that every mm module can be imported first (mm/shm.py,
+# compiled, is a strict xfail until then).
 from vmalab.uapi import (
     IPC_RMID,
     UFFD_FEATURE_SIGBUS,
