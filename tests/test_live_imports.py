@@ -28,7 +28,7 @@ COMPILED = vmalab.mm.shm.__file__ is not None and not vmalab.mm.shm.__file__.end
 #: mm modules whose compiled build crashes when imported before vmalab.mm.filemap (the
 #: fix belongs in the module: a runtime import of the annotated class, or a string
 #: annotation); strict, so that the fix makes this test fail until the entry is removed.
-CRASH_WHEN_FIRST = {"vmalab.mm.shm": "mypyc/mypyc#1209: ShmSegment.file: File"}
+CRASH_WHEN_FIRST: dict[str, str] = {}
 
 
 def _bare(code: str) -> subprocess.CompletedProcess[str]:

@@ -24,8 +24,14 @@ from typing import TYPE_CHECKING
 from vmalab import uapi
 from vmalab.errors import InvariantError, kernel_error
 
+# File at run time, not only for the type checker: compiled, ShmSegment's class body
+# stores File's native type in __annotations__, which is NULL (a SIGSEGV) until
+# vmalab.mm.filemap is imported (mypyc/mypyc#1209; the live runner's child imported this
+# module first and died of it)
+from vmalab.mm.filemap import File
+
 if TYPE_CHECKING:
-    from vmalab.mm.filemap import File, Inode
+    from vmalab.mm.filemap import Inode
     from vmalab.mm.mm_types import MmStruct
 
 IPC_PRIVATE = 0
