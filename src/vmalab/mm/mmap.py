@@ -260,6 +260,11 @@ def _mmap_region_locked(
             vma.vm_file = mm.ctx.fs.shmem_zero_setup()
             vma.vm_file.inode.size = length
             vma.vm_file.inode.acct_pages = shmem_charge
+        elif file is not None and file.inode.kind == "sysv":
+            # shm_mmap(): shm_vm_ops has .close (shm_close), so a merge may not remove
+            # an attach's VMA (can_merge_remove_vma; measured on 6.18.44: munlockall
+            # after an mlock of part of an attach leaves it in two; fuzz seed 8000664)
+            vma.vm_ops_close = True
         vma_link(mm, vma)
         if huge:
             hugetlb.hugetlb_vma_created(vma)

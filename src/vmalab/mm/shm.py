@@ -174,7 +174,6 @@ def do_shmat(mm: MmStruct, ns: ShmNamespace, shmid: int, addr: int, shmflg: int)
     still be attached while it has attaches (measured).
     Long as the kernel's do_shmat is.
     """
-    from vmalab.mm.filemap import File
     from vmalab.mm.mmap import do_mmap, mm_populate
 
     flags = uapi.MAP_SHARED
