@@ -209,8 +209,10 @@ def _do_huge_pmd_anonymous_page(vma: VmArea, addr: int, write: bool) -> None:
     """
     try:
         # vmf_anon_prepare() comes first: even the huge zero page gives the VMA an
-        # anon_vma (so fork copies the mapping).
+        # anon_vma (so fork copies the mapping), and so does a fault that the
+        # userfaultfd then takes (its deposited table is freed again: no pte_alloc yet)
         vma.vm_mm.ctx.design.anon_vma_prepare(vma)
+        _uffd_sigbus(vma, addr)
         t = vma.vm_mm.pgtables.pte_alloc(addr)
     except AllocFailure as e:
         raise FaultError("OOM") from e
@@ -262,9 +264,10 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
     k.vmstat["pgfault"] += 1
     if vma.vm_flags & (VM_PFNMAP | VM_IO):
         raise FaultError("SIGBUS", "special mapping not modelled")
-    if vma.uffd_ctx is not None and not userfaultfd.vma_is_shmem(vma) and not mm.pgtables.get(addr):
-        # anonymous and hugetlb faults meet handle_userfault first; a shmem fault only in
-        # shmem_fault, after do_read_fault's fault-around (_do_fault)
+    if vma.uffd_ctx is not None and vma.vm_flags & VM_HUGETLB and not mm.pgtables.get(addr):
+        # hugetlb_no_page meets handle_userfault first; an anonymous fault only after
+        # do_anonymous_page's pte_alloc (and a write's vmf_anon_prepare), a shmem one in
+        # shmem_fault after do_read_fault's fault-around (_do_anonymous_page, _do_fault)
         _uffd_sigbus(vma, addr)
     if vma.vm_flags & VM_HUGETLB and not hugetlb.hugetlb_fault(vma, addr):
         # hugetlb_fault(): no reserved or free huge page → VM_FAULT_SIGBUS. Once the
@@ -299,8 +302,8 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
         raise FaultError("SIGSEGV", "guard region")
     if not pte:
         # a private /dev/zero mapping is anonymous memory (mmap_zero: vma_set_anonymous)
-        if vma.vm_file is None or vma.vm_file.inode.kind == "devzero":
-            _do_anonymous_page(vma, t, j, write)
+        if vma.is_anonymous():
+            _do_anonymous_page(vma, addr, t, j, write)
         else:
             _do_fault(vma, addr, t, j, write)
         return
@@ -309,12 +312,19 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
     # else spurious (another fault already resolved it)
 
 
-def _do_anonymous_page(vma: VmArea, t: array[int], j: int, write: bool) -> None:
+def _do_anonymous_page(vma: VmArea, addr: int, t: array[int], j: int, write: bool) -> None:
     """Models mm/memory.c:do_anonymous_page: a read maps the zero page (no anon_vma),
-    a write a new anonymous folio."""
+    a write a new anonymous folio. A VM_UFFD_MISSING VMA hands the fault to
+    handle_userfault where the kernel does: a read's before the zero page is mapped, a
+    write's after vmf_anon_prepare() and the folio's allocation, so the VMA has its
+    anon_vma even though the fault fails (measured on 6.18.44: mprotect read-only then
+    keeps VM_ACCOUNT; fuzz seed 9100173)."""
     if not write:
+        _uffd_sigbus(vma, addr)
         t[j] = mk_pte(ZERO_PFN, False)
         return
+    _vmf_anon_prepare(vma)
+    _uffd_sigbus(vma, addr)
     _map_new_anon(vma, t, j, None)
 
 
