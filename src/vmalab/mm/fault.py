@@ -264,10 +264,16 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
     k.vmstat["pgfault"] += 1
     if vma.vm_flags & (VM_PFNMAP | VM_IO):
         raise FaultError("SIGBUS", "special mapping not modelled")
-    if vma.uffd_ctx is not None and vma.vm_flags & VM_HUGETLB and not mm.pgtables.get(addr):
-        # hugetlb_no_page meets handle_userfault first; an anonymous fault only after
-        # do_anonymous_page's pte_alloc (and a write's vmf_anon_prepare), a shmem one in
-        # shmem_fault after do_read_fault's fault-around (_do_anonymous_page, _do_fault)
+    if (
+        vma.uffd_ctx is not None
+        and vma.vm_flags & (VM_HUGETLB | VM_UFFD_MINOR)
+        and not mm.pgtables.get(addr)
+    ):
+        # hugetlb_no_page meets handle_userfault first, and so does, in effect, a shmem
+        # VMA with VM_UFFD_MINOR (no fault-around, and shmem_fault's test comes before
+        # any PMD mapping); an anonymous fault only after do_anonymous_page's pte_alloc
+        # (a write's after vmf_anon_prepare), a shmem VM_UFFD_MISSING one in shmem_fault
+        # after do_read_fault's fault-around (_do_anonymous_page, _do_fault)
         _uffd_sigbus(vma, addr)
     if vma.vm_flags & VM_HUGETLB and not hugetlb.hugetlb_fault(vma, addr):
         # hugetlb_fault(): no reserved or free huge page → VM_FAULT_SIGBUS. Once the
