@@ -117,14 +117,38 @@ def strip_fdpath(text: str) -> tuple[str, str | None]:
     return text, None
 
 
+_ESCAPE: Final = re.compile(r"\\(x[0-9a-fA-F]{2}|[0-7]{1,3}|.)", re.S)
+_SIMPLE_ESCAPES: Final = {
+    "n": "\n",
+    "t": "\t",
+    "v": "\v",
+    "f": "\f",
+    "r": "\r",
+    "a": "\a",
+    "b": "\b",
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+    "?": "?",
+}
+
+
+def _unescape_one(m: re.Match[str]) -> str:
+    e = m.group(1)
+    if e[0] == "x" and len(e) == 3:
+        return chr(int(e[1:], 16))
+    if e[0] in "01234567":
+        return chr(int(e, 8))
+    return _SIMPLE_ESCAPES.get(e, m.group(0))
+
+
 def unescape(s: str) -> str:
-    """Undo strace's C-style escapes in a path or string (``\\x20``, ``\\n``, ``\\\\``)."""
+    """Undo strace's C-style escapes in a path or string (``\\x20``, ``\\040``,
+    ``\\n``, ``\\\\``); a backslash before anything else stays as it is (Python's
+    ``unicode_escape`` warned about those, and strace writes none)."""
     if "\\" not in s:
         return s
-    try:
-        return s.encode("latin-1", "backslashreplace").decode("unicode_escape")
-    except UnicodeDecodeError:
-        return s
+    return _ESCAPE.sub(_unescape_one, s)
 
 
 def to_int(text: str) -> int:
