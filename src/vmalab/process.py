@@ -30,6 +30,7 @@ from vmalab.mm.mseal import do_mseal
 from vmalab.mm.msync import do_msync
 from vmalab.mm.pagetable import PageTables
 from vmalab.mm.slab import AllocFailure
+from vmalab.mm.vma import raise_hole_error
 from vmalab.proc import VmaView, pagemap_entries, show_maps, show_smaps, vma_views
 
 # The syscall boundary and the file syscalls live in vmalab/task.py; these names stay here.
@@ -192,7 +193,7 @@ class Process(Task):
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         """mprotect(2). Models mm/mprotect.c:do_mprotect_pkey."""
-        _raise_walk_error(self.mprotect_ret(addr, length, prot))
+        raise_hole_error(self.mprotect_ret(addr, length, prot))
 
     @_syscall
     def mprotect_ret(self, addr: int, length: int, prot: int) -> int:
@@ -213,7 +214,7 @@ class Process(Task):
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
         """madvise(2). Models mm/madvise.c:do_madvise."""
-        _raise_walk_error(self.madvise_ret(addr, length, advice))
+        raise_hole_error(self.madvise_ret(addr, length, advice))
 
     @_syscall
     def madvise_ret(self, addr: int, length: int, advice: int) -> int:
@@ -326,7 +327,7 @@ class Process(Task):
             pkey_check=lambda: pkeys.check_mprotect_pkey(self, pkey),
             pkey=pkey,
         )
-        _raise_walk_error(err)
+        raise_hole_error(err)
 
     @_syscall
     def pkey_get(self, pkey: int) -> int:
@@ -448,23 +449,19 @@ class Process(Task):
         _check_int(addr)
         phys = self.kernel.ctx.phys
         mm = self.mm
-        off = addr & 4095
-        if 0 < len(data) <= 4096 - off and type(data) is bytes:
-            # within one page (most stores): no memoryview and no slices
-            _vma, pfn = fault_in(mm, addr, True)
-            phys.write(pfn, off, data)
-            phys.lazyfree.discard(pfn)
-            return
-        mv = memoryview(bytes(data))
-        a = addr
-        while mv:
+        buf = bytes(data)  # the caller's own object when it is bytes already
+        total = len(buf)
+        # slices only for a store that spans pages (most stores, the replay's, do not)
+        mv = memoryview(buf) if (addr & 4095) + total > 4096 else None
+        pos = 0
+        while pos < total:
+            a = addr + pos
             off = a & 4095
-            n = min(4096 - off, len(mv))
+            n = min(4096 - off, total - pos)
             _vma, pfn = fault_in(mm, a, True)
-            phys.write(pfn, off, mv[:n])
+            phys.write(pfn, off, buf if mv is None else mv[pos : pos + n])
             phys.lazyfree.discard(pfn)  # the store dirties the PTE: no longer lazyfree
-            mv = mv[n:]
-            a += n
+            pos += n
 
     # --- processes -------------------------------------------------------------------------
 
@@ -561,10 +558,3 @@ class Process(Task):
     def alive(self) -> bool:
         """False once the process has exited."""
         return not self._dead
-
-
-def _raise_walk_error(err: int) -> None:
-    """Raise the -errno a VMA walk returned (mprotect's holes, madvise's unmapped parts)
-    as the OSError the syscall methods raise."""
-    if err:
-        raise kernel_error(-err, "range contains unmapped memory")

@@ -307,8 +307,10 @@ def handle_mm_fault(vma: VmArea, addr: int, write: bool) -> None:
     if pte == PTE_MARKER_GUARD_ENTRY:
         raise FaultError("SIGSEGV", "guard region")
     if not pte:
-        # a private /dev/zero mapping is anonymous memory (mmap_zero: vma_set_anonymous)
-        if vma.is_anonymous():
+        # a private /dev/zero mapping is anonymous memory (mmap_zero: vma_set_anonymous);
+        # a special mapping (no file, not anonymous) has no pages modelled and takes the
+        # anonymous path too, where the kernel calls special_mapping_fault
+        if vma.vm_file is None or vma.is_anonymous():
             _do_anonymous_page(vma, addr, t, j, write)
         else:
             _do_fault(vma, addr, t, j, write)
@@ -329,8 +331,9 @@ def _do_anonymous_page(vma: VmArea, addr: int, t: array[int], j: int, write: boo
         _uffd_sigbus(vma, addr)
         t[j] = mk_pte(ZERO_PFN, False)
         return
-    _vmf_anon_prepare(vma)
-    _uffd_sigbus(vma, addr)
+    if vma.uffd_ctx is not None:
+        _vmf_anon_prepare(vma)  # before the userfaultfd test, as the kernel's order is
+        _uffd_sigbus(vma, addr)
     _map_new_anon(vma, t, j, None)
 
 

@@ -61,7 +61,13 @@ from vmalab.mm.pagetable import (
     pte_walk,
 )
 from vmalab.mm.slab import AllocFailure
-from vmalab.mm.vma import VmaMergeStruct, is_shared_maywrite, vma_modify, vma_modify_flags
+from vmalab.mm.vma import (
+    VmaMergeStruct,
+    is_shared_maywrite,
+    raise_hole_error,
+    vma_modify,
+    vma_modify_flags,
+)
 
 VALID_ADVICE = frozenset(
     {
@@ -552,8 +558,7 @@ def madvise_set_anon_name(mm: MmStruct, start: int, len_in: int, name: str | Non
         res.anon_name = name
         return res
 
-    if madvise_walk_vmas(mm, start, end, visit):
-        raise kernel_error(errno.ENOMEM, "range contains unmapped memory")
+    raise_hole_error(madvise_walk_vmas(mm, start, end, visit))
 
 
 def do_process_madvise(mm: MmStruct, ranges: Sequence[tuple[int, int]], behavior: int) -> int:
@@ -569,8 +574,7 @@ def do_process_madvise(mm: MmStruct, ranges: Sequence[tuple[int, int]], behavior
     done = 0
     for start, length in ranges:
         try:
-            if do_madvise(mm, start, length, behavior):
-                raise kernel_error(errno.ENOMEM, "range contains unmapped memory")
+            raise_hole_error(do_madvise(mm, start, length, behavior))
         except OSError:
             if done:
                 return done

@@ -24,7 +24,7 @@ from vmalab.mm.flags import (
 from vmalab.mm.mm_types import PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, MmStruct, VmArea
 from vmalab.mm.mmap import can_do_mlock, mlock_limits, mm_populate, page_align
 from vmalab.mm.mmap import mlock_future_ok as mlock_future_ok  # re-exported
-from vmalab.mm.vma import fixup_vma_range, vma_modify_flags
+from vmalab.mm.vma import fixup_vma_range, raise_hole_error, vma_modify_flags
 
 
 def mlock_fixup(
@@ -64,8 +64,7 @@ def apply_vma_lock_flags(mm: MmStruct, start: int, length: int, flags: int) -> N
         newflags = (vma.vm_flags & ~VM_LOCKED_MASK) | flags
         return mlock_fixup(mm, vma, prev, nstart, tmp, newflags)
 
-    if fixup_vma_range(mm, vma, start, end, fixup):
-        raise kernel_error(errno.ENOMEM, "hole in range")
+    raise_hole_error(fixup_vma_range(mm, vma, start, end, fixup))
 
 
 def count_mm_mlocked_page_nr(mm: MmStruct, start: int, length: int) -> int:

@@ -167,11 +167,14 @@ class VmArea:
         return (self.vm_end - self.vm_start) >> PAGE_SHIFT
 
     def is_anonymous(self) -> bool:
-        """Models include/linux/mm.h:vma_is_anonymous (no vm_ops): no file, or a private
-        mapping of /dev/zero, which keeps its file but loses its vm_ops
-        (drivers/char/mem.c:mmap_zero → vma_set_anonymous)."""
+        """Models include/linux/mm.h:vma_is_anonymous (no vm_ops): no file and not a
+        special mapping (special_mapping_vmops), or a private mapping of /dev/zero,
+        which keeps its file but loses its vm_ops (drivers/char/mem.c:mmap_zero →
+        vma_set_anonymous)."""
         f = self.vm_file
-        return f is None or f.inode.kind == "devzero"
+        if f is not None:
+            return f.inode.kind == "devzero"
+        return self.special_name is None
 
     def is_accessible(self) -> bool:
         """Models include/linux/mm.h:vma_is_accessible."""

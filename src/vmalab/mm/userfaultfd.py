@@ -142,7 +142,7 @@ def handle_userfault_sigbus(vma: VmArea, addr: int) -> bool:
     f = vma.vm_flags
     if not f & (VM_UFFD_MISSING | VM_UFFD_MINOR):
         return False
-    if vma_is_anonymous(vma) or f & VM_HUGETLB:
+    if vma.is_anonymous() or f & VM_HUGETLB:
         return bool(f & VM_UFFD_MISSING)
     if not vma_is_shmem(vma) or vma.vm_file is None:
         return False
@@ -167,14 +167,6 @@ def vma_is_shmem(vma: VmArea) -> bool:
     return f is not None and f.inode.kind in ("file", "memfd", "shmem")
 
 
-def vma_is_anonymous(vma: VmArea) -> bool:
-    """vm_ops == NULL: no file (or a private /dev/zero mapping), not a special mapping."""
-    f = vma.vm_file
-    if f is not None:
-        return f.inode.kind == "devzero"
-    return vma.special_name is None
-
-
 def vma_can_userfault(vma: VmArea, vm_flags: int, wp_async: bool = False) -> bool:
     """Models include/linux/userfaultfd_k.h:vma_can_userfault: not droppable; MINOR only
     on hugetlb or shmem; WP alone with UFFD_FEATURE_WP_ASYNC on anything; else
@@ -187,7 +179,7 @@ def vma_can_userfault(vma: VmArea, vm_flags: int, wp_async: bool = False) -> boo
         return False
     if wp_async and vm_flags == VM_UFFD_WP:
         return True
-    return vma_is_anonymous(vma) or hugetlb or vma_is_shmem(vma)
+    return vma.is_anonymous() or hugetlb or vma_is_shmem(vma)
 
 
 def _modify_uffd(

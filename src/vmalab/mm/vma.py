@@ -570,6 +570,13 @@ def vma_modify_flags(
     return res, (res.vm_flags if merged else new_flags)
 
 
+def raise_hole_error(err: int) -> None:
+    """Raise the -ENOMEM a VMA walk returned for a hole in its range (``fixup_vma_range``,
+    madvise_walk_vmas) as the OSError the syscalls raise."""
+    if err:
+        raise kernel_error(-err, "range contains unmapped memory")
+
+
 def fixup_vma_range(
     mm: MmStruct,
     vma: VmArea,
